@@ -860,9 +860,8 @@ def _audio_examples(path: Path) -> torch.Tensor:
     except RuntimeError as err:  # soundfile.LibsndfileError derives from RuntimeError
         raise ValueError(f"cannot decode audio file {path}: {err}") from err
     waveform = torch.from_numpy(np.ascontiguousarray(wave.T))  # [channels, samples]
-    min_samples = int(np.ceil(0.975 * rate))  # one 0.96 s example plus the STFT window
-    if waveform.shape[1] < min_samples:
-        waveform = torch.nn.functional.pad(waveform, (0, min_samples - waveform.shape[1]))
+    if waveform.shape[1] < rate:  # a clip shorter than 1 s still gives one 0.96 s patch
+        waveform = torch.nn.functional.pad(waveform, (0, rate - waveform.shape[1]))
     examples = waveform_to_examples(waveform, rate)
     if examples.ndim == 3:
         examples = examples.unsqueeze(1)

@@ -298,3 +298,32 @@ def test_read_audio_labels(tmp_path: Path) -> None:
         read_audio_labels(csv)
     with pytest.raises(DatasetNotFoundError, match="filename,label"):
         read_audio_labels(tmp_path / "nope.csv")
+
+
+def test_audio_datamodule_on_sonic_pi(audio_dir: Path) -> None:
+    dm = EarlyExitDataModule(f"audio:{audio_dir}", batch_size=4, test_fraction=0.2)
+    dm.setup()
+    assert dm.class_names == ["ambi", "bass", "drum", "elec"]
+    assert dm.input_shape == (1, 96, 64) and dm.in_chans == 1
+    sizes = dm.split_sizes()
+    assert all(n > 0 for n in sizes.values()), sizes
+    # one clip per class goes to test, one to profiling: every class is in every split
+    for split in ("train", "profile", "test"):
+        assert set(dm.dataset(split).labels.tolist()) == {0, 1, 2, 3}
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape[1:] == (1, 96, 64) and torch.isfinite(x).all() and x.std() > 0.1
+
+
+def test_audio_split_column_and_missing_file(tmp_path: Path, audio_dir: Path) -> None:
+    rows = (audio_dir / "labels.csv").read_text().splitlines()[1:]
+    csv = tmp_path / "split.csv"
+    csv.write_text(
+        "\n".join(f"{r},{'test' if i % 5 == 0 else 'train'}" for i, r in enumerate(rows))
+    )
+    dm = EarlyExitDataModule(f"audio:{audio_dir}", labels_csv=str(csv), profile_fraction=0.0)
+    dm.setup()
+    assert dm.split_sizes()["profile"] == 0
+    assert set(dm.dataset("test").labels.tolist()) == {0, 1, 2, 3}
+    csv.write_text("missing.flac,ambi\n")
+    with pytest.raises(DatasetNotFoundError, match="missing.flac"):
+        EarlyExitDataModule(f"audio:{audio_dir}", labels_csv=str(csv)).setup()
