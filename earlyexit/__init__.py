@@ -1,0 +1,53 @@
+"""earlyexit: early-exit model surgery, profiling, planning and deployment.
+
+The public API is loaded lazily (PEP 562), so ``import earlyexit.runtime`` and
+``import earlyexit.planner`` never pull in PyTorch.
+
+Example:
+    >>> import earlyexit
+    >>> model = earlyexit.MultiExitModel(earlyexit.decompose(
+    ...     earlyexit.backbones.create("resnet20", num_classes=10)), num_classes=10)
+    >>> len(model.exits)
+    10
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "backbones": "earlyexit.backbones",
+    "decompose": "earlyexit.surgery.decompose",
+    "list_cut_points": "earlyexit.surgery.decompose",
+    "BlockSequence": "earlyexit.surgery.decompose",
+    "BlockInfo": "earlyexit.surgery.decompose",
+    "MultiExitModel": "earlyexit.surgery.multi_exit",
+    "EarlyExitResult": "earlyexit.surgery.multi_exit",
+    "normalized_entropy": "earlyexit.surgery.multi_exit",
+    "Profile": "earlyexit.formats",
+    "Topology": "earlyexit.formats",
+    "Plan": "earlyexit.formats",
+    "plan": "earlyexit.planner",
+    "pareto": "earlyexit.planner",
+    "load": "earlyexit.training.checkpoint",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'earlyexit' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if module == f"earlyexit.{name}" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
