@@ -1,0 +1,231 @@
+"""SPEC's latency model: transfers, the cost arrays, and ``evaluate`` of one configuration.
+
+  transfer(a -> b, bits) = ST^a(bits) + DT^b(bits)
+                         + [a != b] (propagation over the path + L_{a->b}(bits))
+  L_{a->b}(bits) = sum_{links on path} min(bits, MTU)/BW_link + max(0, bits - MTU)/BW_eff
+  Lat = transfer(source -> D_1, O_0)
+      + sum_k [(S_k + E_k) CT^{D_k}_{P_{k-1}+1..P_k} + S_k transfer(D_k -> D_{k+1}, O_{P_k})
+               + E_k transfer(D_k -> destination, Rs)]
+
+Device times are multiplied by the tier's ``slowdown``. :class:`CostModel`
+precomputes every term as numpy arrays (used by the search) and evaluates one
+configuration literally (used by :func:`evaluate`, the brute force and the
+tests). The breakdown splits the latency into compute, serialize (ST + DT),
+transmit (L) and propagate.
+
+Example:
+    >>> from earlyexit.planner.synthetic import synthetic_profile
+    >>> est = evaluate(synthetic_profile(10), "portend-aws", 0.5, [4, 10], [0, 2])
+    >>> round(sum(est.breakdown_s.values()) - est.latency_s, 12)
+    0.0
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from earlyexit.formats import BREAKDOWN_KEYS, Estimate, Profile, Topology
+from earlyexit.planner.estimators import check_cuts, check_estimator, exit_fractions
+from earlyexit.planner.topology import resolve_profile, resolve_topology, tier_index
+
+__all__ = ["CostModel", "evaluate", "path_links"]
+
+
+def path_links(a: int, b: int) -> range:
+    """Links on the path between tiers a and b: ``min(a,b) .. max(a,b)-1``.
+
+    Example:
+        >>> list(path_links(2, 0))
+        [0, 1]
+    """
+    return range(min(a, b), max(a, b))
+
+
+class CostModel:
+    """Every cost term of SPEC's latency model for one (profile, topology) pair.
+
+    Arrays (M tiers, N blocks, index 0 of a block axis = the model input):
+        ct[w, b, c]: compute time of blocks b+1..c on tier w (inf unless b < c).
+        ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
+            O_i from tier v to tier w; prop[v, w]: propagation.
+        x[v, w, i] = ser + txm + prop: transfer(v -> w, O_i).
+        rser[v], rtxm[v], rprop[v], r[v]: the same for the result Rs from v
+            to the destination.
+        er[t, i] (i = 0..N, er[:, 0] = 0) and acc[i] (acc[0] = 0).
+
+    Raises:
+        ValueError: a tier's device is not in the profile.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> cm = CostModel(synthetic_profile(5), resolve_topology("portend-aws"))
+        >>> cm.ct.shape, cm.x.shape
+        ((3, 6, 6), (3, 3, 6))
+    """
+
+    def __init__(self, profile: Profile, topology: Topology) -> None:
+        self.profile = profile
+        self.topology = topology
+        n, m = profile.num_blocks, topology.num_tiers
+        self.n, self.m = n, m
+        self.source, self.destination = topology.source, topology.destination
+        for j, tier in enumerate(topology.tiers):
+            if tier.device not in profile.devices:
+                raise ValueError(
+                    f"topology.tiers[{j}] ({tier.name!r}): device {tier.device!r} is not in the profile; "
+                    f"profile devices: {sorted(profile.devices)}. Rebind with bind_devices() or "
+                    f"`--device {tier.device}=<device>`")
+        slow = np.array([t.slowdown for t in topology.tiers])
+        devs = [profile.devices[t.device] for t in topology.tiers]
+        self.slowdown = slow
+
+        ct = np.full((m, n + 1, n + 1), np.inf)
+        iu = np.triu_indices(n)  # (a, b) 0-based with a <= b: blocks a+1..b+1 -> ct[w, a, b+1]
+        for w, dev in enumerate(devs):
+            ct[w, iu[0], iu[1] + 1] = dev.partition_time_s[iu] * slow[w]
+        self.ct = ct
+
+        bits = profile.output_bits_with_input  # O_0..O_N
+        self.bits = bits
+        st = np.array([d.serialize_s for d in devs]) * slow[:, None]  # (M, N+1)
+        dt = np.array([d.deserialize_s for d in devs]) * slow[:, None]
+        self.st, self.dt = st, dt
+        mtu = 8.0 * topology.mtu_bytes
+        self.mtu_bits = mtu
+        bw = np.array([lk.bandwidth_mbps for lk in topology.links]) * 1e6
+        pd = np.array([lk.propagation_ms for lk in topology.links]) * 1e-3
+        self.bw, self.pd = bw, pd
+        prop = np.zeros((m, m))
+        txm = np.zeros((m, m, n + 1))
+        for a in range(m):
+            for b in range(m):
+                if a == b:
+                    continue
+                links = list(path_links(a, b))
+                prop[a, b] = sum(pd[j] for j in links)
+                txm[a, b] = self._frag(bits, links)
+        self.prop = prop
+        self.txm = txm
+        self.ser = st[:, None, :] + dt[None, :, :]
+        self.x = self.ser + txm + prop[:, :, None]
+
+        rs = float(profile.result_bits)
+        rst = np.array([d.result_serialize_s for d in devs]) * slow
+        rdt = np.array([d.result_deserialize_s for d in devs]) * slow
+        self.rst, self.rdt = rst, rdt
+        dst = self.destination
+        self.rser = rst + rdt[dst]
+        self.rprop = prop[:, dst].copy()
+        self.rtxm = np.array([0.0 if v == dst else float(self._frag(np.array([rs]), list(path_links(v, dst)))[0])
+                              for v in range(m)])
+        self.r = self.rser + self.rtxm + self.rprop
+
+        er = np.zeros((len(profile.thresholds), n + 1))
+        er[:, 1:] = profile.exit_rate
+        self.er = er
+        self.acc = np.concatenate([[0.0], profile.branch_accuracy])
+        self.thresholds = profile.thresholds
+
+    def _frag(self, bits: np.ndarray, links: Sequence[int]) -> np.ndarray:
+        """PORTEND's fragment pipelining, without charging partial fragments as full."""
+        if not links:
+            return np.zeros_like(bits, dtype=np.float64)
+        first = np.minimum(bits, self.mtu_bits)
+        out = np.zeros_like(bits, dtype=np.float64)
+        for j in links:
+            out = out + first / self.bw[j]
+        bw_eff = min(self.bw[j] for j in links)
+        return out + np.maximum(0.0, bits - self.mtu_bits) / bw_eff
+
+    # ------------------------------------------------------------------ one configuration
+
+    def transfer_parts(self, a: int, b: int, block: int | None) -> tuple[float, float, float]:
+        """(serialize, transmit, propagate) of O_block from tier a to b (``block=None``: the result to b)."""
+        if block is None:
+            ser = float(self.rst[a] + self.rdt[b])
+            if a == b:
+                return ser, 0.0, 0.0
+            rs = np.array([float(self.profile.result_bits)])
+            return ser, float(self._frag(rs, list(path_links(a, b)))[0]), float(self.prop[a, b])
+        return float(self.ser[a, b, block]), float(self.txm[a, b, block]), float(self.prop[a, b])
+
+    def latency(self, cuts: Sequence[int], tiers: Sequence[int], e: Sequence[float],
+                s: Sequence[float]) -> tuple[float, dict[str, float]]:
+        """SPEC's Lat of (P, D) given exit and stay fractions, with its breakdown.
+
+        Returns:
+            (latency_s, {compute, serialize, transmit, propagate}).
+        """
+        parts = {k: 0.0 for k in BREAKDOWN_KEYS}
+
+        def add(weight: float, trio: tuple[float, float, float]) -> float:
+            parts["serialize"] += weight * trio[0]
+            parts["transmit"] += weight * trio[1]
+            parts["propagate"] += weight * trio[2]
+            return weight * (trio[0] + trio[1] + trio[2])
+
+        lat = add(1.0, self.transfer_parts(self.source, tiers[0], 0))
+        prev = 0
+        n_parts = len(cuts)
+        for k in range(n_parts):
+            comp = (s[k] + e[k]) * float(self.ct[tiers[k], prev, cuts[k]])
+            parts["compute"] += comp
+            lat += comp
+            if k < n_parts - 1:
+                lat += add(s[k], self.transfer_parts(tiers[k], tiers[k + 1], cuts[k]))
+            lat += add(e[k], self.transfer_parts(tiers[k], self.destination, None))
+            prev = cuts[k]
+        return lat, parts
+
+
+def _check_tiers(tiers: Sequence[int | str], topology: Topology, n_parts: int) -> list[int]:
+    if isinstance(tiers, (str, bytes)) or not isinstance(tiers, Sequence):
+        raise TypeError(f"tiers: expected a list of tier indices or names, got {tiers!r}")
+    out = [tier_index(topology, t) for t in tiers]
+    if len(out) != n_parts:
+        raise ValueError(f"tiers: expected {n_parts} tiers (one per partition), got {len(out)}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"tiers: must be distinct (one partition per tier), got {out}")
+    return out
+
+
+def evaluate(profile: Profile | str | os.PathLike[str] | Mapping[str, Any],
+             topology: Topology | str | os.PathLike[str] | Mapping[str, Any],
+             threshold: float, partitions: Sequence[int], tiers: Sequence[int | str],
+             estimator: str = "portend", *, cost_model: CostModel | None = None) -> Estimate:
+    """Estimate latency, accuracy, exit fractions and latency breakdown of one configuration.
+
+    Args:
+        profile: a Profile or a path to its JSON.
+        topology: a Topology, a built-in name or a YAML path.
+        threshold: T (one of the profile's for ``portend``; 0 = no early exit).
+        partitions: P, the last block (1-based) of each partition.
+        tiers: D, the tier (index or name) of each partition.
+        estimator: ``"portend"`` or ``"exact"``.
+        cost_model: a prebuilt :class:`CostModel` of the same inputs (speed).
+
+    Returns:
+        An :class:`~earlyexit.formats.Estimate`.
+
+    Raises:
+        ValueError / TypeError: bad inputs, named.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> evaluate(synthetic_profile(8), "portend-aws", 0.0, [8], ["edge"]).exit_fractions
+        (1.0,)
+    """
+    profile = resolve_profile(profile)
+    topology = resolve_topology(topology)
+    check_estimator(estimator, profile)
+    cuts = check_cuts(partitions, profile.num_blocks)
+    d = _check_tiers(tiers, topology, len(cuts))
+    cm = cost_model if cost_model is not None else CostModel(profile, topology)
+    e, s, acc = exit_fractions(profile, threshold, cuts, estimator)
+    lat, parts = cm.latency(cuts, d, e, s)
+    return Estimate(latency_s=lat, accuracy=acc, exit_fractions=tuple(e), breakdown_s=parts)
+
