@@ -1,0 +1,102 @@
+"""A plain Python brute force of SPEC's model: the reference the fast search is tested against.
+
+It enumerates every configuration (T, P, D) of the search space, computes E_k,
+S_k and the accuracy with the chosen estimator exactly as SPEC writes them,
+and the latency with SPEC's formula term by term, in plain Python floats.
+PORTEND's own optimizer was such a loop (30 minutes for ResNet-110 on a
+laptop). Use it on small inputs only.
+
+Example:
+    >>> from earlyexit.planner.synthetic import synthetic_profile
+    >>> from earlyexit.planner.latency import CostModel
+    >>> from earlyexit.planner.space import make_space
+    >>> from earlyexit.planner.topology import resolve_topology
+    >>> cm = CostModel(synthetic_profile(5), resolve_topology("portend-aws"))
+    >>> cands = brute_force_candidates(cm, make_space(cm), "portend")
+    >>> len(cands[0])  # 11 thresholds x (5*3 + 10*6 + 10*6)
+    1485
+"""
+
+from __future__ import annotations
+
+from itertools import combinations, permutations
+
+import numpy as np
+
+from earlyexit.planner._select import pareto_select, select_best
+from earlyexit.planner.estimators import exact_fractions
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.space import SearchSpace
+
+__all__ = ["brute_force_candidates", "brute_force_best", "brute_force_pareto"]
+
+
+def brute_force_candidates(cm: CostModel, space: SearchSpace, estimator: str = "portend",
+                           ) -> tuple[list[float], list[float], list[tuple]]:
+    """Latency, accuracy and tie key of every configuration in the space.
+
+    Returns:
+        (latencies, accuracies, keys) where a key is ``(L, D, P, T)``.
+    """
+    n, m = cm.n, cm.m
+    src = cm.source
+    ct = cm.ct.tolist()
+    x = cm.x.tolist()
+    r = cm.r.tolist()
+    acc_b = cm.acc.tolist()
+    blocks = [b for b in range(1, n + 1) if space.cut_allowed[b]]
+    required = set(space.required)
+    samples = cm.profile.samples
+    lats: list[float] = []
+    accs: list[float] = []
+    keys: list[tuple] = []
+    for ti in space.t_idx:
+        thr = float(cm.thresholds[ti])
+        er = cm.er[ti].tolist()
+        for n_parts in range(space.min_parts, space.max_parts + 1):
+            placements = [d for d in permutations(range(m), n_parts)
+                          if all(space.tier_allowed[k, d[k]] for k in range(n_parts))]
+            if not placements:
+                continue
+            for cuts in combinations(blocks, n_parts):
+                if not required.issubset(cuts):
+                    continue
+                if estimator == "portend":
+                    e = [er[cuts[0]]] if n_parts > 1 else []
+                    for k in range(1, n_parts - 1):
+                        e.append(er[cuts[k]] - er[cuts[k - 1]])
+                    e.append(1.0 - sum(e))
+                    s = [1.0 - sum(e[: k + 1]) for k in range(n_parts)]
+                    acc = sum(acc_b[c] * ek for c, ek in zip(cuts, e))
+                else:
+                    if samples is None:
+                        raise ValueError("estimator 'exact' needs profile.samples")
+                    e, s, acc = exact_fractions(samples.entropy, samples.correct, thr, cuts)
+                for d in placements:
+                    lat = x[src][d[0]][0]
+                    prev = 0
+                    for k in range(n_parts):
+                        lat += (s[k] + e[k]) * ct[d[k]][prev][cuts[k]]
+                        if k < n_parts - 1:
+                            lat += s[k] * x[d[k]][d[k + 1]][cuts[k]]
+                        lat += e[k] * r[d[k]]
+                        prev = cuts[k]
+                    lats.append(lat)
+                    accs.append(acc)
+                    keys.append((n_parts, d, cuts, thr))
+    return lats, accs, keys
+
+
+def brute_force_best(cm: CostModel, space: SearchSpace, estimator: str, objective: str,
+                     bound: float | None) -> tuple[float, float, tuple] | None:
+    """The optimum (latency, accuracy, key) by enumeration, or None if infeasible."""
+    lats, accs, keys = brute_force_candidates(cm, space, estimator)
+    i = select_best(np.array(lats), np.array(accs), keys, objective, bound)
+    return None if i is None else (lats[i], accs[i], keys[i])
+
+
+def brute_force_pareto(cm: CostModel, space: SearchSpace, estimator: str,
+                       ) -> list[tuple[float, float, tuple]]:
+    """The Pareto frontier (latency, accuracy, key) by enumeration, sorted by latency."""
+    lats, accs, keys = brute_force_candidates(cm, space, estimator)
+    return [(lats[i], accs[i], keys[i]) for i in pareto_select(np.array(lats), np.array(accs), keys)]

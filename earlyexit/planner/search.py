@@ -1,0 +1,562 @@
+"""Exact and fast search of SPEC's optimization problems (P_lat, P_acc, Pareto).
+
+Algorithm (``portend`` estimator): a Pareto-label dynamic program.
+
+For a fixed threshold, PORTEND's fractions telescope: S_{k-1} = S_k + E_k =
+1 - ER_{P_{k-1}} (ER_{P_0} = 0), and E_L = 1 - ER_{P_{L-1}}. Splitting the last
+partition's exit term (1 - ER_{P_{L-1}}) Rs into (ER_{P_L} - ER_{P_{L-1}}) Rs
+plus an end cost (1 - ER_{P_L}) Rs makes every term depend on one hop only:
+
+  edge (b, v) -> (c, w):  latency  (1 - ER_b) [x(v -> w, O_b) + CT^w_{b+1..c}]
+                                   + (ER_c - ER_b) r(w -> destination)
+                          accuracy A_c (ER_c - ER_b)
+  end at (c, w):          latency  (1 - ER_c) r(w -> destination), accuracy A_c (1 - ER_c)
+
+so a configuration is a path from (0, source) through states (last block,
+tier, set of tiers used) and both objectives are sums along it. Labels
+(latency, accuracy) are extended layer by layer (one partition per layer,
+all thresholds at once, numpy-vectorized). A label is dropped only when that
+cannot change the answer:
+
+- dominance at the same state: another label at the same (threshold, block,
+  tier, tier set) is better or equal in both objectives (the future is the
+  same, and adding the same numbers keeps the order, also in floating point),
+  with the tie key deciding exact ties;
+- bounds from a backward pass: a relaxed completion cost (tiers only need to
+  differ from the previous one, at most the remaining number of partitions)
+  gives, for every state, the exact minimum of ``latency - lambda * accuracy``
+  for a few lambda >= 0 and the maximum accuracy. For P_lat a label whose
+  every feasible completion provably has latency above the best feasible
+  answer found so far (or that can no longer reach the accuracy bound) is
+  dropped; symmetrically for P_acc; for the frontier, a label whose ideal
+  completion point is beaten by a point already found.
+
+These are valid lower/upper bounds (Lagrangian weak duality on a relaxation),
+so the result is the true optimum of SPEC's model; the property tests compare
+it with :mod:`earlyexit.planner.bruteforce` on random small problems.
+
+Algorithm (``exact`` estimator): E_k depends on every earlier exit, so the
+states do not telescope. Cut sequences are enumerated level by level; the
+samples still running after each prefix form a 0/1 matrix, and a matrix
+product with the per-branch "exits here" and "correct here" 0/1 matrices
+counts E_k, S_k and the hits for every extension at once. The best placement
+of each cut sequence is found by a vectorized enumeration of the injective
+tier tuples. It is exhaustive, hence exact; it is meant for small M.
+
+Ties and tolerances: see :mod:`earlyexit.planner._select`.
+
+Example:
+    >>> from earlyexit.planner.synthetic import synthetic_profile
+    >>> from earlyexit.planner.latency import CostModel
+    >>> from earlyexit.planner.space import make_space
+    >>> from earlyexit.planner.topology import resolve_topology
+    >>> cm = CostModel(synthetic_profile(12), resolve_topology("portend-aws"))
+    >>> best = search(cm, make_space(cm), "portend", "min_latency", 0.6)
+    >>> best[0].accuracy >= 0.6
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import permutations
+
+import numpy as np
+
+from earlyexit.planner._select import ACC_ATOL, LAT_ATOL, OBJECTIVES, pareto_select, select_best
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.space import SearchSpace
+
+__all__ = ["Candidate", "search"]
+
+_CHUNK = 1 << 20
+_SLACK = 1e-12
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration with its estimated objectives.
+
+    Attributes:
+        latency / accuracy: SPEC's estimates (as summed by the search).
+        threshold_index: index into ``profile.thresholds``.
+        threshold: T.
+        cuts: P (1-based last blocks).
+        tiers: D.
+    """
+
+    latency: float
+    accuracy: float
+    threshold_index: int
+    threshold: float
+    cuts: tuple[int, ...]
+    tiers: tuple[int, ...]
+
+    @property
+    def key(self) -> tuple:
+        """The tie key ``(L, D, P, T)``."""
+        return (len(self.cuts), self.tiers, self.cuts, self.threshold)
+
+
+class _Labels:
+    """Columns of a set of labels (partial configurations)."""
+
+    __slots__ = ("t", "c", "w", "u", "lat", "acc", "dcode", "pcode")
+
+    def __init__(self, t, c, w, u, lat, acc, dcode, pcode):  # noqa: ANN001
+        self.t, self.c, self.w, self.u = t, c, w, u
+        self.lat, self.acc, self.dcode, self.pcode = lat, acc, dcode, pcode
+
+    def __len__(self) -> int:
+        return int(self.lat.size)
+
+    def take(self, idx: np.ndarray) -> _Labels:
+        return _Labels(*(getattr(self, s)[idx] for s in self.__slots__))
+
+    @staticmethod
+    def concat(parts: list[_Labels]) -> _Labels:
+        return _Labels(*(np.concatenate([getattr(p, s) for p in parts]) for s in _Labels.__slots__))
+
+
+class _LazyKeys:
+    """Tie keys decoded on demand from the packed codes."""
+
+    def __init__(self, n_parts, dcode, pcode, t, m, n, thresholds):  # noqa: ANN001
+        self.n_parts, self.dcode, self.pcode, self.t = n_parts, dcode, pcode, t
+        self.m, self.n, self.thresholds = m, n, thresholds
+
+    def __getitem__(self, i: int) -> tuple:
+        n_parts = int(self.n_parts[i])
+        return (n_parts, _decode(int(self.dcode[i]), self.m, n_parts),
+                _decode(int(self.pcode[i]), self.n + 1, n_parts), float(self.thresholds[self.t[i]]))
+
+
+def _decode(code: int, base: int, length: int) -> tuple[int, ...]:
+    out = []
+    for _ in range(length):
+        code, digit = divmod(code, base)
+        out.append(digit)
+    return tuple(reversed(out))
+
+
+class _PortendSearch:
+    """The label DP for the portend estimator (see the module docstring)."""
+
+    def __init__(self, cm: CostModel, space: SearchSpace, n_lambdas: int = 6) -> None:
+        self.cm, self.space = cm, space
+        n, m = cm.n, cm.m
+        self.n, self.m = n, m
+        if float(n + 1) ** space.max_parts >= 2.0 ** 62 or float(m) ** space.max_parts >= 2.0 ** 62:
+            raise ValueError(f"search space too large to encode ({n} blocks, {space.max_parts} partitions)")
+        self.er = cm.er[space.t_idx]  # (nt, N+1)
+        self.nt = self.er.shape[0]
+        self.a = cm.acc
+        self.ct, self.x, self.r = cm.ct, cm.x, cm.r
+        b = np.arange(n + 1)[:, None]
+        c = np.arange(n + 1)[None, :]
+        valid = (c > b) & (c <= space.next_required[:, None]) & space.cut_allowed[None, :]
+        self.valid = valid
+        self.cnt = valid.sum(1)
+        self.start = np.concatenate([[0], np.cumsum(self.cnt)[:-1]])
+        self.allc = np.nonzero(valid)[1]
+        self.lmax = space.max_parts
+        # lambda grid (units: seconds per unit of accuracy)
+        full = [cm.x[cm.source, w, 0] + cm.ct[w, 0, n] + cm.r[w] for w in range(m)]
+        scale = float(min(full)) / max(float(np.ptp(cm.acc[1:])), 1e-3)
+        self.lams = np.concatenate([[0.0], scale * np.logspace(-2, 1.5, n_lambdas - 1)]) \
+            if n_lambdas > 1 else np.zeros(1)
+        self._backward()
+
+    # ------------------------------------------------------------------ bounds
+
+    def _backward(self) -> None:
+        """H[l, t, r, c, w] = min over relaxed completions with <= r more partitions of
+        latency - lams[l] * accuracy; aub[t, r, c] = max accuracy of those completions."""
+        sp, n, m, nt = self.space, self.n, self.m, self.nt
+        lams = self.lams
+        nl, rn = lams.size, self.lmax
+        er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
+        endl = (1.0 - er)[:, :, None] * r[None, None, :]  # (nt, N+1, M)
+        enda = a[None, :] * (1.0 - er)  # (nt, N+1)
+        h0 = endl[None] - lams[:, None, None, None] * enda[None, :, :, None]
+        h0[:, :, ~sp.end_ok, :] = np.inf
+        aub0 = np.where(sp.end_ok[None, :], enda, -np.inf)
+        h = np.full((nl, nt, rn, n + 1, m), np.inf)
+        aub = np.full((nt, rn, n + 1), -np.inf)
+        h[:, :, 0] = h0
+        aub[:, 0] = aub0
+        union = sp.tier_allowed.any(0)
+        tier_pen = np.where(union, 0.0, np.inf)  # (M,) over w'
+        diag = np.where(np.eye(m, dtype=bool), np.inf, 0.0)
+        for c in range(n, 0, -1):
+            cs = self.allc[self.start[c]: self.start[c] + self.cnt[c]]
+            if rn == 1 or cs.size == 0:
+                h[:, :, 1:, c, :] = h0[:, :, None, c, :]
+                aub[:, 1:, c] = aub0[:, c][:, None]
+                continue
+            mc = 1.0 - er[:, c]  # (nt,)
+            der = er[:, cs] - er[:, c][:, None]  # (nt, q)
+            base = mc[:, None, None] * ct[:, c, cs].T[None] + der[:, :, None] * r[None, None, :]  # (nt,q,M)
+            lam_t = lams[:, None, None] * (a[cs][None, :] * der)[None]  # (nl, nt, q)
+            tot = base[None, :, None] - lam_t[:, :, None, :, None] + h[:, :, : rn - 1][:, :, :, cs, :]
+            g = tot.min(axis=3) + tier_pen  # (nl, nt, rn-1, M[w'])
+            hop = mc[:, None, None] * x[:, :, c][None] + diag[None]  # (nt, M[w], M[w'])
+            best = (hop[None, :, None] + g[:, :, :, None, :]).min(-1)  # (nl, nt, rn-1, M[w])
+            h[:, :, 1:, c, :] = np.minimum(h0[:, :, None, c, :], best)
+            acc_e = a[cs][None, :] * der  # (nt, q)
+            cont = (acc_e[:, None, :] + aub[:, : rn - 1][:, :, cs]).max(-1)  # (nt, rn-1)
+            aub[:, 1:, c] = np.maximum(aub0[:, c][:, None], cont)
+        self.h, self.aub = h, aub
+
+    def _keep(self, t: np.ndarray, c: np.ndarray, w: np.ndarray, lat: np.ndarray, acc: np.ndarray,
+              r: int, objective: str, bound: float | None, inc: float,
+              front: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> np.ndarray:
+        """Mask of labels that may still lead to (a tie of) the answer."""
+        hh = self.h[:, t, r, c, w]  # (nl, n)
+        aub = self.aub[t, r, c]
+        keep = np.isfinite(hh[0])
+        if objective == "min_latency":
+            if bound is not None:
+                keep &= acc + aub >= bound - ACC_ATOL - _SLACK
+                need = bound - acc
+                lb = (hh + self.lams[:, None] * need[None]).max(0)
+            else:
+                lb = hh[0]
+            keep &= lat + lb <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
+        elif objective == "max_accuracy":
+            ub = aub
+            if bound is not None:
+                room = bound - lat
+                keep &= hh[0] <= room + LAT_ATOL + _SLACK
+                if self.lams.size > 1:
+                    lam = self.lams[1:, None]
+                    ub = np.minimum(ub, ((room[None] - hh[1:]) / lam).min(0))
+            keep &= acc + ub >= inc - ACC_ATOL - _SLACK
+        else:  # pareto: the ideal completion must not be beaten by a point found already
+            if front is not None and front[0].size:
+                fl, pm_acc, _ = front
+                il, ia = lat + hh[0], acc + aub
+                i1 = np.searchsorted(fl, il - LAT_ATOL - _SLACK, side="left") - 1
+                beaten = (i1 >= 0) & (pm_acc[np.maximum(i1, 0)] >= ia - ACC_ATOL + _SLACK)
+                i2 = np.searchsorted(fl, il + LAT_ATOL - _SLACK, side="right") - 1
+                beaten |= (i2 >= 0) & (pm_acc[np.maximum(i2, 0)] > ia + ACC_ATOL + _SLACK)
+                keep &= ~beaten
+        return keep
+
+    # ------------------------------------------------------------------ forward
+
+    def _expand(self, lab: _Labels, k: int, objective: str, bound: float | None, inc: float,
+                front: tuple | None) -> _Labels:
+        """All labels with partition k added (1-based k), bound-pruned."""
+        sp, m, n = self.space, self.m, self.n
+        er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
+        rem = self.lmax - k
+        out: list[_Labels] = []
+        for w in range(m):
+            if not sp.tier_allowed[k - 1, w]:
+                continue
+            idx = np.flatnonzero(((lab.u >> w) & 1) == 0)
+            if idx.size == 0:
+                continue
+            cnt = self.cnt[lab.c[idx]]
+            csum = np.cumsum(cnt)
+            lo = 0
+            while lo < idx.size:
+                base_tot = csum[lo - 1] if lo else 0
+                hi = int(np.searchsorted(csum, base_tot + _CHUNK, side="right"))
+                hi = max(hi, lo + 1)
+                ii = idx[lo:hi]
+                cc = cnt[lo:hi]
+                tot = int(cc.sum())
+                lo = hi
+                if tot == 0:
+                    continue
+                rep = np.repeat(ii, cc)
+                offs = np.arange(tot) - np.repeat(np.cumsum(cc) - cc, cc)
+                b = lab.c[rep]
+                c = self.allc[self.start[b] + offs]
+                t = lab.t[rep]
+                v = lab.w[rep]
+                erb = er[t, b]
+                dec = er[t, c] - erb
+                mb = 1.0 - erb
+                lat = lab.lat[rep] + mb * x[v, w, b] + mb * ct[w, b, c] + dec * r[w]
+                acc = lab.acc[rep] + a[c] * dec
+                wv = np.full(tot, w, dtype=np.int64)
+                keep = self._keep(t, c, wv, lat, acc, rem, objective, bound, inc, front)
+                if not keep.any():
+                    continue
+                sel = rep[keep]
+                out.append(_Labels(t[keep], c[keep], wv[keep], lab.u[sel] | (1 << w), lat[keep],
+                                   acc[keep], lab.dcode[sel] * m + w, lab.pcode[sel] * (n + 1) + c[keep]))
+        if not out:
+            return _empty()
+        return _Labels.concat(out)
+
+    def _dominance(self, lab: _Labels) -> _Labels:
+        """Drop labels dominated at the same (threshold, block, tier, tier set)."""
+        if len(lab) < 2:
+            return lab
+        m = self.m
+        gid = ((lab.t * (self.n + 1) + lab.c) * m + lab.w) * (1 << m) + lab.u
+        order = np.lexsort((lab.pcode, lab.dcode, -lab.acc, lab.lat, gid))
+        g, sl, sa = gid[order], lab.lat[order], lab.acc[order]
+        n = g.size
+        newg = np.ones(n, dtype=bool)
+        newg[1:] = g[1:] != g[:-1]
+        gr = np.cumsum(newg) - 1
+        uniq, rank = np.unique(sa, return_inverse=True)
+        span = uniq.size + 1
+        cmv = np.maximum.accumulate(gr * span + rank)
+        incl = uniq[cmv - gr * span]  # groupwise inclusive max accuracy
+        excl = np.full(n, -np.inf)
+        excl[1:] = np.where(newg[1:], -np.inf, incl[:-1])
+        dom = excl > sa + ACC_ATOL  # (ii) better accuracy beyond tolerance, latency <=
+        # (i) latency lower beyond tolerance, accuracy >=
+        tiedprev = np.zeros(n, dtype=bool)
+        tiedprev[1:] = ~newg[1:] & (sl[1:] - sl[:-1] <= LAT_ATOL)
+        run_start = np.maximum.accumulate(np.where(tiedprev, 0, np.arange(n)))
+        q = run_start - 1
+        ok_q = (q >= 0) & (gr[np.maximum(q, 0)] == gr)
+        dom |= ok_q & (incl[np.maximum(q, 0)] >= sa)
+        # (iii) equal or better in both with a smaller tie key (exact ties sit next to each other)
+        dc, pc = lab.dcode[order], lab.pcode[order]
+        for s in (1, 2, 3):
+            if s >= n:
+                break
+            same = g[s:] == g[:-s]
+            smaller = (dc[:-s] < dc[s:]) | ((dc[:-s] == dc[s:]) & (pc[:-s] < pc[s:]))
+            dom[s:] |= same & (sa[:-s] >= sa[s:]) & (sl[:-s] <= sl[s:]) & smaller
+        return lab.take(order[~dom])
+
+    def run(self, objective: str, bound: float | None) -> tuple[_Labels, np.ndarray]:
+        """Run the DP; return the final candidates (and their number of partitions)."""
+        sp, nt = self.space, self.nt
+        lab = _Labels(np.arange(nt), np.zeros(nt, np.int64), np.full(nt, self.cm.source, np.int64),
+                      np.zeros(nt, np.int64), np.zeros(nt), np.zeros(nt), np.zeros(nt, np.int64),
+                      np.zeros(nt, np.int64))
+        col = _Collector(objective, bound)
+        self.stats = []
+        for k in range(1, self.lmax + 1):
+            cand = self._expand(lab, k, objective, bound, col.inc, col.front)
+            cand = self._dominance(cand)
+            self.stats.append(len(cand))
+            if k >= sp.min_parts and len(cand):
+                fin = cand.take(np.flatnonzero(sp.end_ok[cand.c]))
+                if len(fin):
+                    erc = self.er[fin.t, fin.c]
+                    fin.lat = fin.lat + (1.0 - erc) * self.r[fin.w]
+                    fin.acc = fin.acc + self.a[fin.c] * (1.0 - erc)
+                    col.add(fin, k)
+            if k < self.lmax and len(cand):
+                keep = self._keep(cand.t, cand.c, cand.w, cand.lat, cand.acc, self.lmax - k, objective,
+                                  bound, col.inc, col.front)
+                lab = cand.take(np.flatnonzero(keep))
+            else:
+                break
+            if len(lab) == 0:
+                break
+        return col.result()
+
+
+class _Collector:
+    """Collects final candidates, keeping only those that may be (a tie of) the answer."""
+
+    def __init__(self, objective: str, bound: float | None) -> None:
+        self.objective, self.bound = objective, bound
+        self.inc = np.inf if objective == "min_latency" else -np.inf
+        self.front: tuple | None = None
+        self.parts: list[_Labels] = []
+        self.nparts: list[np.ndarray] = []
+
+    def add(self, fin: _Labels, nparts: int | np.ndarray) -> None:
+        obj, bound = self.objective, self.bound
+        n = len(fin)
+        if obj == "min_latency":
+            ok = fin.acc >= bound - ACC_ATOL if bound is not None else np.ones(n, bool)
+            if ok.any():
+                self.inc = min(self.inc, float(fin.lat[ok].min()))
+            ok &= fin.lat <= self.inc + LAT_ATOL + _SLACK * (1 + abs(self.inc))
+        elif obj == "max_accuracy":
+            ok = fin.lat <= bound + LAT_ATOL if bound is not None else np.ones(n, bool)
+            if ok.any():
+                self.inc = max(self.inc, float(fin.acc[ok].max()))
+            ok &= fin.acc >= self.inc - ACC_ATOL - _SLACK
+        else:
+            ok = np.ones(n, bool)
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            return
+        self.parts.append(fin.take(idx))
+        self.nparts.append(np.broadcast_to(np.asarray(nparts, np.int64), (n,))[idx])
+        if obj == "pareto" or len(self.parts) > 8:
+            self._compact()
+
+    def _compact(self) -> None:
+        allf = _Labels.concat(self.parts)
+        nparts = np.concatenate(self.nparts)
+        if self.objective == "pareto":
+            # keep the points no other point beats beyond tolerance (ties included)
+            o = np.lexsort((-allf.acc, allf.lat))
+            sl, sa = allf.lat[o], allf.acc[o]
+            pm = np.maximum.accumulate(sa)
+            i1 = np.searchsorted(sl, sl - LAT_ATOL, side="left") - 1
+            beaten = (i1 >= 0) & (pm[np.maximum(i1, 0)] >= sa - ACC_ATOL)
+            i2 = np.searchsorted(sl, sl + LAT_ATOL, side="right") - 1
+            beaten |= pm[i2] > sa + ACC_ATOL
+            keep = o[~beaten]
+            allf, nparts = allf.take(keep), nparts[keep]
+            o = np.argsort(allf.lat, kind="stable")
+            self.front = (allf.lat[o], np.maximum.accumulate(allf.acc[o]), o)
+        elif self.objective == "min_latency":
+            keep = np.flatnonzero(allf.lat <= self.inc + LAT_ATOL + _SLACK * (1 + abs(self.inc)))
+            allf, nparts = allf.take(keep), nparts[keep]
+        else:
+            keep = np.flatnonzero(allf.acc >= self.inc - ACC_ATOL - _SLACK)
+            allf, nparts = allf.take(keep), nparts[keep]
+        self.parts, self.nparts = [allf], [nparts]
+
+    def result(self) -> tuple[_Labels, np.ndarray]:
+        if not self.parts:
+            return _empty(), np.zeros(0, np.int64)
+        self._compact()
+        return self.parts[0], self.nparts[0]
+
+
+def _empty() -> _Labels:
+    z = np.zeros(0, np.int64)
+    return _Labels(z, z, z, z, np.zeros(0), np.zeros(0), z, z)
+
+
+# ---------------------------------------------------------------------- exact estimator
+
+
+def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
+                      bound: float | None) -> tuple[_Labels, np.ndarray]:
+    """Every cut sequence with its fastest placements, for the exact estimator.
+
+    Placements of one cut sequence share E_k, S_k and the accuracy, so only the
+    fastest (and its exact ties) can matter for any objective.
+    """
+    samples = cm.profile.samples
+    if samples is None:
+        raise ValueError("estimator 'exact' needs profile.samples")
+    n, m = cm.n, cm.m
+    ns = samples.num_samples
+    dtype = np.float32 if ns < (1 << 24) else np.float64
+    corr_t = samples.correct.astype(dtype)  # (N, S)
+    corr = np.ascontiguousarray(corr_t.T)  # (S, N)
+    placements = {L: np.array([d for d in permutations(range(m), L)
+                               if all(space.tier_allowed[k, d[k]] for k in range(L))], dtype=np.int64)
+                  .reshape(-1, L) for L in range(1, space.max_parts + 1)}
+    col = _Collector(objective, bound)
+    cols = np.arange(n + 1)
+    chunk = max(1, (1 << 24) // max(ns, 1))
+
+    def grow(alive: np.ndarray, seqs: np.ndarray, e_prev: np.ndarray, hits_prev: np.ndarray,
+             ex_t: np.ndarray, ti_pos: int) -> None:
+        lp = seqs.shape[1]
+        last = seqs[:, -1] if lp else np.zeros(alive.shape[0], np.int64)
+        ok = (cols[None, :] > last[:, None]) & (cols[None, :] <= space.next_required[last][:, None]) \
+            & space.cut_allowed[None, :]
+        par, nxt = np.nonzero(ok)
+        if par.size == 0:
+            return
+        level = lp + 1
+        child_seqs = np.concatenate([seqs[par], nxt[:, None]], 1)
+        if level >= space.min_parts and placements[level].size:
+            fin = space.end_ok[nxt]
+            if fin.any():
+                frac = alive.sum(1, dtype=np.float64)[par] / ns
+                hits_last = (alive @ corr).astype(np.float64)[par, nxt - 1]
+                e_all = np.concatenate([e_prev[par], frac[:, None]], 1)
+                acc = (hits_prev[par] + hits_last) / ns
+                lab = _place(cm, child_seqs[fin], e_all[fin], acc[fin], placements[level], ti_pos)
+                col.add(lab, level)
+        if level == space.max_parts:
+            return
+        for lo in range(0, par.size, chunk):
+            p, c = par[lo: lo + chunk], nxt[lo: lo + chunk]
+            here = alive[p] * ex_t[c - 1]
+            hits_here = np.einsum("ps,ps->p", here, corr_t[c - 1], dtype=np.float64)
+            e_here = here.sum(1, dtype=np.float64) / ns
+            grow(alive[p] - here, child_seqs[lo: lo + chunk],
+                 np.concatenate([e_prev[p], e_here[:, None]], 1), hits_prev[p] + hits_here, ex_t, ti_pos)
+
+    for ti_pos, ti in enumerate(space.t_idx):
+        ex_t = (samples.entropy < float(cm.thresholds[ti])).astype(dtype)  # (N, S)
+        grow(np.ones((1, ns), dtype=dtype), np.zeros((1, 0), np.int64), np.zeros((1, 0)), np.zeros(1),
+             ex_t, ti_pos)
+    return col.result()
+
+
+def _place(cm: CostModel, seqs: np.ndarray, e: np.ndarray, acc: np.ndarray, places: np.ndarray,
+           ti_pos: int) -> _Labels:
+    """Latency of every (cut sequence, placement), SPEC's formula, keep the fastest per sequence."""
+    n_seq, L = seqs.shape
+    ct, x, r, src = cm.ct, cm.x, cm.r, cm.source
+    s = 1.0 - np.cumsum(e, 1)
+    s[:, -1] = 0.0
+    prevs = np.concatenate([np.zeros((n_seq, 1), np.int64), seqs[:, :-1]], 1)
+    d = places  # (nd, L)
+    lat = np.broadcast_to(x[src, d[:, 0], 0][None, :], (n_seq, d.shape[0])).copy()
+    for k in range(L):
+        lat += (s[:, k] + e[:, k])[:, None] * ct[d[None, :, k], prevs[:, k][:, None], seqs[:, k][:, None]]
+        if k < L - 1:
+            lat += s[:, k][:, None] * x[d[None, :, k], d[None, :, k + 1], seqs[:, k][:, None]]
+        lat += e[:, k][:, None] * r[d[None, :, k]]
+    best = lat.min(1, keepdims=True)
+    pi, di = np.nonzero(lat <= best + LAT_ATOL)
+    m, n = cm.m, cm.n
+    dcode = np.zeros(pi.size, np.int64)
+    pcode = np.zeros(pi.size, np.int64)
+    for k in range(L):
+        dcode = dcode * m + d[di, k]
+        pcode = pcode * (n + 1) + seqs[pi, k]
+    lab = _Labels(np.full(pi.size, ti_pos, np.int64), seqs[pi, -1], d[di, -1], np.zeros(pi.size, np.int64),
+                  lat[pi, di], acc[pi], dcode, pcode)
+    return lab
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def search(cm: CostModel, space: SearchSpace, estimator: str, objective: str,
+           bound: float | None) -> list[Candidate]:
+    """Solve P_lat (``"min_latency"``), P_acc (``"max_accuracy"``) or the frontier (``"pareto"``).
+
+    Args:
+        cm: the cost model of the profile and topology.
+        space: the search space (:func:`~earlyexit.planner.space.make_space`).
+        estimator: ``"portend"`` or ``"exact"``.
+        objective: ``"min_latency"``, ``"max_accuracy"`` or ``"pareto"``.
+        bound: the accuracy lower bound (P_lat) or latency upper bound (P_acc).
+
+    Returns:
+        ``[best]`` (empty if infeasible) or the frontier sorted by latency.
+
+    Raises:
+        ValueError: unknown objective or estimator.
+    """
+    if objective not in (*OBJECTIVES, "pareto"):
+        raise ValueError(f"objective: expected one of {[*OBJECTIVES, 'pareto']}, got {objective!r}")
+    if estimator == "portend":
+        fin, nparts = _PortendSearch(cm, space).run(objective, bound)
+    elif estimator == "exact":
+        fin, nparts = _exact_candidates(cm, space, objective, bound)
+    else:
+        raise ValueError(f"estimator: expected 'portend' or 'exact', got {estimator!r}")
+    thr_sorted = cm.thresholds[space.t_idx]
+    keys = _LazyKeys(nparts, fin.dcode, fin.pcode, fin.t, cm.m, cm.n, thr_sorted)
+    if objective == "pareto":
+        idx = pareto_select(fin.lat, fin.acc, keys)
+    else:
+        best = select_best(fin.lat, fin.acc, keys, objective, bound)
+        idx = [] if best is None else [best]
+    out = []
+    for i in idx:
+        key = keys[i]
+        out.append(Candidate(latency=float(fin.lat[i]), accuracy=float(fin.acc[i]),
+                             threshold_index=int(space.t_idx[fin.t[i]]), threshold=key[3],
+                             cuts=key[2], tiers=key[1]))
+    return out
