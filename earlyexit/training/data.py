@@ -532,7 +532,7 @@ class EarlyExitDataModule(L.LightningDataModule):
     split; ``test_dataloader()`` the official test split.
 
     Args:
-        data: the data spec (see the module docstring).
+        spec: the data spec (see the module docstring).
         batch_size: samples per batch, every split.
         num_workers: DataLoader worker processes.
         profile_fraction: share of each class of the official training split
@@ -554,7 +554,7 @@ class EarlyExitDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data: str = "fashion-mnist",
+        spec: str = "fashion-mnist",
         batch_size: int = 128,
         num_workers: int = 0,
         profile_fraction: float = 0.1,
@@ -567,7 +567,7 @@ class EarlyExitDataModule(L.LightningDataModule):
         normalization: dict[str, list[float]] | None = None,
     ) -> None:
         super().__init__()
-        self.spec = parse_data_spec(data)
+        self.spec = parse_data_spec(spec)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(num_workers, int) or num_workers < 0:
