@@ -223,7 +223,7 @@ class MultiExitModule(L.LightningModule):
             sync_dist=not on_step,
             batch_size=len(y),
         )
-        for block, logits in zip(self.exits, outputs):
+        for block, logits in zip(self.exits, outputs, strict=True):
             metric = self.metrics[f"{stage}_{block}"]
             metric(logits.detach(), y)
             self.log(
