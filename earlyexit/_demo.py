@@ -34,7 +34,9 @@ def run_demo(out: str | Path = "demo_out", threshold: float = 0.9, batch: int = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    seq = decompose(backbones.create("resnet20", num_classes=10, in_chans=1), input_shape=(1, 28, 28))
+    seq = decompose(
+        backbones.create("resnet20", num_classes=10, in_chans=1), input_shape=(1, 28, 28)
+    )
     model = MultiExitModel(seq).eval()
     x = torch.randn(batch, 1, 28, 28)
     result = model.predict(x, threshold)

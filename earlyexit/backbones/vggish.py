@@ -21,6 +21,7 @@ NUM_FRAMES = 96  # frames per patch (0.96 s)
 NUM_BANDS = 64
 _WINDOW = 400  # 25 ms
 _HOP = 160  # 10 ms
+_N_FFT = 512
 _LOG_OFFSET = 0.01
 
 
@@ -37,7 +38,7 @@ class LogMelFrontEnd(nn.Module):
 
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=SAMPLE_RATE,
-            n_fft=512,
+            n_fft=_N_FFT,
             win_length=_WINDOW,
             hop_length=_HOP,
             f_min=125.0,
@@ -56,8 +57,10 @@ class LogMelFrontEnd(nn.Module):
                 f"expected a waveform [samples] or [channels, samples], got {tuple(waveform.shape)}"
             )
         min_len = _WINDOW + _HOP * (NUM_FRAMES - 1)
-        if waveform.numel() < min_len:
-            waveform = nn.functional.pad(waveform, (0, min_len - waveform.numel()))
+        # VGGish counts 1 + (len - 400) // 160 frames; the 512-point FFT frames need
+        # 112 more samples, so pad them (and a short clip up to one patch) with zeros
+        pad = max(0, min_len - waveform.numel()) + _N_FFT - _WINDOW
+        waveform = nn.functional.pad(waveform, (0, pad))
         logmel = torch.log(self.mel(waveform.float()) + _LOG_OFFSET).T  # [frames, bands]
         n = logmel.shape[0] // NUM_FRAMES
         return logmel[: n * NUM_FRAMES].reshape(n, 1, NUM_FRAMES, NUM_BANDS)

@@ -7,7 +7,9 @@ from collections.abc import Iterable
 __all__ = ["normalize_exits"]
 
 
-def normalize_exits(exits: Iterable[int] | int | None, num_blocks: int, what: str = "exits") -> tuple[int, ...]:
+def normalize_exits(
+    exits: Iterable[int] | int | None, num_blocks: int, what: str = "exits"
+) -> tuple[int, ...]:
     """Validate 1-based block numbers of exits (or cut points).
 
     Args:
@@ -49,6 +51,6 @@ def normalize_exits(exits: Iterable[int] | int | None, num_blocks: int, what: st
                 f"(or -1..-{num_blocks} from the end)"
             )
         out.append(block)
-    if any(b <= a for a, b in zip(out, out[1:])):
+    if any(b <= a for a, b in zip(out, out[1:], strict=False)):
         raise ValueError(f"{what} must be strictly increasing block numbers, got {values}")
     return tuple(out)

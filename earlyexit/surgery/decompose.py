@@ -159,7 +159,7 @@ class BlockSequence(nn.Module):
         try:
             with torch.no_grad():
                 x = torch.zeros(1, *self.input_shape)
-                for i, (name, block) in enumerate(zip(self.names, self.blocks), 1):
+                for i, (name, block) in enumerate(zip(self.names, self.blocks, strict=True), 1):
                     x, macs = _count_macs(block, x)
                     if not isinstance(x, torch.Tensor):
                         raise ValueError(
@@ -179,7 +179,7 @@ class BlockSequence(nn.Module):
                     )
                 out = self.classifier(x)
         finally:
-            for m, mode in zip(self.modules(), was_training):
+            for m, mode in zip(self.modules(), was_training, strict=True):
                 m.training = mode
         return infos, tuple(out.shape[1:])
 
@@ -192,7 +192,9 @@ class BlockSequence(nn.Module):
     def __getitem__(self, index: int) -> nn.Module:
         return self.blocks[index]
 
-    def forward_blocks(self, x: torch.Tensor, first: int = 1, last: int | None = None) -> torch.Tensor:
+    def forward_blocks(
+        self, x: torch.Tensor, first: int = 1, last: int | None = None
+    ) -> torch.Tensor:
         """Run blocks ``first..last`` (1-based, inclusive) on ``x``."""
         last = len(self.blocks) if last is None else last
         for block in self.blocks[first - 1 : last]:
@@ -274,19 +276,21 @@ def decompose(
 
 
 def _node_names(graph: fx.Graph) -> dict[fx.Node, str]:
-    """The user-facing name of every cuttable node: its module path when that
-    module is called once, else the FX node name."""
+    """The user-facing name of every cuttable node: the module path for a module
+    call (``layer1.0.relu``, then ``layer1.0.relu_1`` for its second call, as
+    torchvision names them), else the FX node name (``add``)."""
     calls: dict[str, int] = {}
+    names: dict[fx.Node, str] = {}
     for node in graph.nodes:
+        if node.op in ("placeholder", "output", "get_attr"):
+            continue
         if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
-    return {
-        node: str(node.target)
-        if node.op == "call_module" and calls[str(node.target)] == 1
-        else node.name
-        for node in graph.nodes
-        if node.op not in ("placeholder", "output", "get_attr")
-    }
+            k = calls.get(str(node.target), 0)
+            calls[str(node.target)] = k + 1
+            names[node] = str(node.target) if k == 0 else f"{node.target}_{k}"
+        else:
+            names[node] = node.name
+    return names
 
 
 def _name_lookup(graph: fx.Graph) -> dict[str, fx.Node]:
@@ -348,7 +352,7 @@ def list_cut_points(model: nn.Module) -> list[str]:
     names = _node_names(gm.graph)
     return [
         names[node]
-        for node, edge in zip(gm.graph.nodes, _crossing(gm.graph))
+        for node, edge in zip(gm.graph.nodes, _crossing(gm.graph), strict=True)
         if edge is None and node in names
     ]
 
@@ -391,7 +395,7 @@ def _fx_decompose(model: nn.Module, cut_points: Sequence[str]) -> Decomposition:
         in_node = cuts[k - 1] if k > 0 else None
         out_node = cuts[k] if k < len(cuts) else None
         segments.append(_segment(gm, segment_nodes, in_node, out_node))
-    blocks = [(name, seg) for name, seg in zip(cut_points, segments[:-1])]
+    blocks = [(name, seg) for name, seg in zip(cut_points, segments[:-1], strict=True)]
     return Decomposition(blocks, segments[-1])
 
 
@@ -417,6 +421,9 @@ def _segment(
         env[node] = graph.node_copy(node, lookup)
     if out_node is not None:
         graph.output(env[out_node])
-    graph.eliminate_dead_code()
-    graph.lint()
-    return fx.GraphModule(gm, graph)
+    segment = fx.GraphModule(gm, graph)
+    segment.graph.eliminate_dead_code()
+    segment.graph.lint()
+    segment.delete_all_unused_submodules()
+    segment.recompile()
+    return segment

@@ -138,7 +138,11 @@ def resolve_head_factory(
     if head_factory == "linear":
         return linear_head, "linear"
     if isinstance(head_factory, str):
-        raise ValueError(f"unknown head_factory {head_factory!r}; valid: 'copy', 'linear', or a callable")
+        raise ValueError(
+            f"unknown head_factory {head_factory!r}; valid: 'copy', 'linear', or a callable"
+        )
     if not callable(head_factory):
-        raise TypeError(f"head_factory must be a callable or a name, got {type(head_factory).__name__}")
+        raise TypeError(
+            f"head_factory must be a callable or a name, got {type(head_factory).__name__}"
+        )
     return head_factory, "custom"

@@ -22,7 +22,9 @@ from earlyexit.surgery.heads import HeadFactory, resolve_head_factory
 __all__ = ["EarlyExitResult", "MultiExitModel", "normalized_entropy", "check_threshold"]
 
 
-def normalized_entropy(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+def normalized_entropy(
+    logits: torch.Tensor, temperature: float | torch.Tensor = 1.0
+) -> torch.Tensor:
     """Normalized entropy of ``softmax(logits / temperature)`` over the last axis.
 
     ``eta(x) = -sum_c x_c log x_c / log |C|``, in [0, 1] (SPEC.md).
@@ -240,7 +242,9 @@ class MultiExitModel(nn.Module):
         exits = normalize_exits(exits, self.num_blocks)
         unknown = [e for e in exits if e not in self.exits]
         if unknown:
-            raise ValueError(f"exits {unknown} are not active in this model; active exits: {list(self.exits)}")
+            raise ValueError(
+                f"exits {unknown} are not active in this model; active exits: {list(self.exits)}"
+            )
         new = copy.deepcopy(self)
         last = exits[-1]
         new.blocks = nn.ModuleList(list(new.blocks[:last]))
@@ -260,7 +264,9 @@ class MultiExitModel(nn.Module):
         """
         t = torch.as_tensor(temperatures, dtype=torch.float32).flatten()
         if t.numel() != len(self.exits):
-            raise ValueError(f"expected {len(self.exits)} temperatures (one per exit), got {t.numel()}")
+            raise ValueError(
+                f"expected {len(self.exits)} temperatures (one per exit), got {t.numel()}"
+            )
         if not bool((t > 0).all()):
             raise ValueError(f"temperatures must be positive, got {t.tolist()}")
         self.temperatures.copy_(t)

@@ -1,0 +1,81 @@
+"""torch.fx decomposition of models with no registered decomposer."""
+
+import pytest
+import torch
+from torch import nn
+
+from earlyexit import MultiExitModel, backbones, decompose, list_cut_points
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv_a = nn.Conv2d(8, 8, 3, padding=1)
+        self.act = nn.ReLU()
+        self.conv_b = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.conv_b(self.act(self.conv_a(x)))
+        x = self.act(x + y)
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_cut_points_exclude_skip_connections():
+    points = list_cut_points(Residual())
+    assert "stem" in points and "pool" in points
+    assert "conv_a" not in points and "conv_b" not in points
+
+
+def test_cut_through_skip_connection_names_offending_node():
+    with pytest.raises(ValueError, match=r"skip connection.*'stem'.*'add'"):
+        decompose(Residual(), cut_points=["conv_a"], input_shape=(3, 8, 8))
+
+
+def test_unknown_and_unordered_cut_points():
+    with pytest.raises(ValueError, match="valid cut points: .*stem"):
+        decompose(Residual(), cut_points=["nope"], input_shape=(3, 8, 8))
+    points = list_cut_points(Residual())
+    with pytest.raises(ValueError, match="graph order"):
+        decompose(Residual(), cut_points=[points[-2], points[0]], input_shape=(3, 8, 8))
+    with pytest.raises(ValueError, match="input_shape"):
+        decompose(Residual(), cut_points=["stem"])
+    with pytest.raises(ValueError, match="no built-in decomposition"):
+        decompose(Residual(), input_shape=(3, 8, 8))
+
+
+def test_fx_blocks_equal_model():
+    torch.manual_seed(0)
+    model = Residual().eval()
+    points = list_cut_points(model)
+    cuts = ["stem", points[points.index("pool") - 1]]
+    seq = decompose(model, cut_points=cuts, input_shape=(3, 8, 8))
+    assert len(seq) == 2 and seq.block_info[1].output_shape == (8, 8, 8)
+    x = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(seq(x), model(x))
+        mm = MultiExitModel(seq).eval()
+        torch.testing.assert_close(mm(x)[-1], model(x))
+    assert mm.heads["1"](torch.randn(2, 8, 8, 8)).shape == (2, 4)
+
+
+def test_fx_on_torchvision_resnet():
+    torch.manual_seed(0)
+    model = backbones.create("tv:resnet18", num_classes=10).eval()
+    points = list_cut_points(model)
+    cuts = [
+        p
+        for p in points
+        if p
+        in ("maxpool", "layer1.1.relu_1", "layer2.1.relu_1", "layer3.1.relu_1", "layer4.1.relu_1")
+    ]
+    assert len(cuts) == 5, points
+    assert "layer1.0.conv1" not in points  # inside a residual block
+    seq = decompose(model, cut_points=cuts, input_shape=(3, 64, 64))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(seq(x), model(x), rtol=0, atol=1e-5)
+    assert [b.output_shape[0] for b in seq.block_info] == [64, 64, 128, 256, 512]
