@@ -188,6 +188,24 @@ class _PortendSearch:
         union = sp.tier_allowed.any(0)
         tier_pen = np.where(union, 0.0, np.inf)  # (M,) over w'
         diag = np.where(np.eye(m, dtype=bool), np.inf, 0.0)
+        if False:  # noqa: SIM108 (kept for reference: slower than the sweep below)
+            # small problems: one vectorized round per extra partition
+            mc = 1.0 - er  # (nt, N+1)
+            der = er[:, None, :] - er[:, :, None]  # (nt, c, c')
+            inval = np.where(self.valid, 0.0, np.inf)  # (c, c')
+            ctt = np.where(self.valid[None], ct, 0.0).transpose(1, 2, 0)  # (c, c', M)
+            base = mc[:, :, None, None] * ctt[None] + der[..., None] * r + inval[None, :, :, None]
+            lam_t = lams[:, None, None, None] * (a[None, None, :] * der)[None]  # (nl, nt, c, c')
+            hop = mc[:, :, None, None] * x.transpose(2, 0, 1)[None] + diag  # (nt, c, M[w], M[w'])
+            acc_e = a[None, None, :] * der + np.where(self.valid, 0.0, -np.inf)[None]  # (nt, c, c')
+            for rr in range(1, rn):
+                tot = base[None] - lam_t[..., None] + h[:, :, rr - 1][:, :, None, :, :]
+                g = tot.min(axis=3) + tier_pen  # (nl, nt, c, M[w'])
+                best = (hop[None] + g[:, :, :, None, :]).min(-1)  # (nl, nt, c, M[w])
+                h[:, :, rr] = np.minimum(h0, best)
+                aub[:, rr] = np.maximum(aub0, (acc_e + aub[:, rr - 1][:, None, :]).max(-1))
+            self.h, self.aub = h, aub
+            return
         for c in range(n, 0, -1):
             cs = self.allc[self.start[c]: self.start[c] + self.cnt[c]]
             if rn == 1 or cs.size == 0:

@@ -1,0 +1,227 @@
+"""The planner's public functions: ``plan``, ``pareto``, ``evaluate`` and the baselines.
+
+Example:
+    >>> from earlyexit.planner.synthetic import synthetic_profile
+    >>> p = plan(synthetic_profile(12), "portend-aws", min_accuracy=0.6)
+    >>> p.estimate.accuracy >= 0.6, p.objective
+    (True, 'min_latency')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from earlyexit.formats import PartitionPlan, Plan, Profile, Topology
+from earlyexit.planner.estimators import check_estimator
+from earlyexit.planner.latency import CostModel, evaluate
+from earlyexit.planner.search import Candidate, search
+from earlyexit.planner.space import HINTS, make_space
+from earlyexit.planner.topology import resolve_profile, resolve_topology
+
+__all__ = ["plan", "pareto", "baselines", "edge_only", "cloud_only", "neurosurgeon", "make_plan"]
+
+ProfileLike = Profile | str | os.PathLike[str] | Mapping[str, Any]
+TopologyLike = Topology | str | os.PathLike[str] | Mapping[str, Any]
+
+
+def _check_hints(hints: Mapping[str, Any]) -> None:
+    unknown = sorted(set(hints) - set(HINTS))
+    if unknown:
+        raise TypeError(f"unknown hint(s) {unknown}; valid hints: {list(HINTS)}")
+
+
+def make_plan(cm: CostModel, threshold: float, cuts: Sequence[int], tiers: Sequence[int],
+              estimator: str = "portend", objective: str = "min_latency",
+              constraint: Mapping[str, float] | None = None) -> Plan:
+    """Build a :class:`~earlyexit.formats.Plan` for one configuration (estimated with ``evaluate``).
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> from earlyexit.planner.topology import resolve_topology
+        >>> cm = CostModel(synthetic_profile(6), resolve_topology("portend-aws"))
+        >>> make_plan(cm, 0.0, [6], [0]).partitions[0].last_block
+        6
+    """
+    est = evaluate(cm.profile, cm.topology, threshold, list(cuts), list(tiers), estimator, cost_model=cm)
+    parts, prev = [], 0
+    for c, d in zip(cuts, tiers):
+        parts.append(PartitionPlan(first_block=prev + 1, last_block=int(c), tier=int(d),
+                                   tier_name=cm.topology.tiers[d].name))
+        prev = int(c)
+    extra = {"model": cm.profile.model, "dataset": cm.profile.dataset}
+    if cm.topology.name:
+        extra["topology"] = cm.topology.name
+    return Plan(threshold=float(threshold), partitions=tuple(parts), estimate=est, estimator=estimator,
+                objective=objective, constraint=dict(constraint or {}),
+                profile_digest=cm.profile.digest(), topology_digest=cm.topology.digest(), extra=extra)
+
+
+def _from_candidate(cm: CostModel, cand: Candidate, estimator: str, objective: str,
+                    constraint: Mapping[str, float]) -> Plan:
+    return make_plan(cm, cand.threshold, cand.cuts, cand.tiers, estimator, objective, constraint)
+
+
+def plan(profile: ProfileLike, topology: TopologyLike, min_accuracy: float | None = None,
+         max_latency: float | None = None, estimator: str = "portend", **hints: Any) -> Plan:
+    """The optimal plan: P_lat (``min_accuracy``) or P_acc (``max_latency``).
+
+    With neither bound it minimizes latency without constraint. The optimum is
+    exact for SPEC's model (see :mod:`earlyexit.planner.search`). Ties break
+    toward higher accuracy (P_lat) or lower latency (P_acc), then fewer
+    partitions, then lower tiers (lexicographic on the tier tuple), then
+    earlier cut points, then the lower threshold.
+
+    Args:
+        profile: a Profile or the path of its JSON.
+        topology: a Topology, a built-in name (``portend-aws``, ``mobile``,
+            ``iot``) or the path of a YAML file.
+        min_accuracy: eps_acc of P_lat (accuracy in [0, 1]).
+        max_latency: eps_lat of P_acc, in seconds.
+        estimator: ``"portend"`` (the paper) or ``"exact"`` (replays samples).
+        **hints: ``num_partitions``, ``max_partitions``, ``tiers``,
+            ``placement``, ``cut_points``, ``exits``, ``thresholds``
+            (see :mod:`earlyexit.planner.space`).
+
+    Returns:
+        The :class:`~earlyexit.formats.Plan`.
+
+    Raises:
+        ValueError: bad inputs, both bounds, or no configuration meets the bound
+            (the message says the best reachable value).
+        TypeError: an unknown hint.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> p = plan(synthetic_profile(12), "portend-aws", max_latency=0.2)
+        >>> p.estimate.latency_s <= 0.2
+        True
+    """
+    _check_hints(hints)
+    prof = resolve_profile(profile)
+    topo = resolve_topology(topology)
+    check_estimator(estimator, prof)
+    if min_accuracy is not None and max_latency is not None:
+        raise ValueError("give min_accuracy (P_lat: minimize latency) or max_latency (P_acc: maximize "
+                         "accuracy), not both")
+    cm = CostModel(prof, topo)
+    space = make_space(cm, **hints)
+    if max_latency is not None:
+        objective, bound, constraint = "max_accuracy", float(max_latency), {"max_latency_s": float(max_latency)}
+        if not bound > 0:
+            raise ValueError(f"max_latency: must be > 0 seconds, got {max_latency}")
+    else:
+        objective = "min_latency"
+        bound = None if min_accuracy is None else float(min_accuracy)
+        constraint = {} if bound is None else {"min_accuracy": bound}
+        if bound is not None and not 0.0 <= bound <= 1.0:
+            raise ValueError(f"min_accuracy: must be in [0, 1], got {min_accuracy}")
+    found = search(cm, space, estimator, objective, bound)
+    if not found:
+        if objective == "min_latency":
+            best = search(cm, space, estimator, "max_accuracy", None)
+            reach = f"the highest estimated accuracy is {best[0].accuracy:.4f}" if best else "nothing"
+            raise ValueError(f"no configuration reaches min_accuracy={bound}: {reach}")
+        best = search(cm, space, estimator, "min_latency", None)
+        reach = f"the lowest estimated latency is {best[0].latency:.6f} s" if best else "nothing"
+        raise ValueError(f"no configuration meets max_latency={bound} s: {reach}")
+    return _from_candidate(cm, found[0], estimator, objective, constraint)
+
+
+def pareto(profile: ProfileLike, topology: TopologyLike, estimator: str = "portend",
+           **hints: Any) -> list[Plan]:
+    """The full (latency, accuracy) Pareto frontier, one plan per point, by increasing latency.
+
+    Args:
+        profile, topology, estimator, **hints: as for :func:`plan`.
+
+    Returns:
+        Plans with objective ``"pareto"``.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> front = pareto(synthetic_profile(8), "portend-aws")
+        >>> all(a.estimate.latency_s <= b.estimate.latency_s for a, b in zip(front, front[1:]))
+        True
+    """
+    _check_hints(hints)
+    prof = resolve_profile(profile)
+    topo = resolve_topology(topology)
+    check_estimator(estimator, prof)
+    cm = CostModel(prof, topo)
+    space = make_space(cm, **hints)
+    return [_from_candidate(cm, c, estimator, "pareto", {}) for c in search(cm, space, estimator, "pareto", None)]
+
+
+# ---------------------------------------------------------------------- baselines
+
+
+def _cm(profile: ProfileLike, topology: TopologyLike) -> CostModel:
+    return CostModel(resolve_profile(profile), resolve_topology(topology))
+
+
+def edge_only(profile: ProfileLike, topology: TopologyLike, estimator: str = "portend") -> Plan:
+    """All N blocks on the source tier, no early exit.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> edge_only(synthetic_profile(6), "portend-aws").tier_indices
+        (0,)
+    """
+    cm = _cm(profile, topology)
+    return make_plan(cm, 0.0, [cm.n], [cm.source], estimator, "edge_only")
+
+
+def cloud_only(profile: ProfileLike, topology: TopologyLike, estimator: str = "portend") -> Plan:
+    """All N blocks on the last tier, no early exit.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> cloud_only(synthetic_profile(6), "portend-aws").tier_indices
+        (2,)
+    """
+    cm = _cm(profile, topology)
+    return make_plan(cm, 0.0, [cm.n], [cm.m - 1], estimator, "cloud_only")
+
+
+def neurosurgeon(profile: ProfileLike, topology: TopologyLike, estimator: str = "portend") -> Plan:
+    """Neurosurgeon: one split point between the source tier and the last tier, no early exit, full DNN.
+
+    The split after block p (0..N) runs blocks 1..p on the source and p+1..N on
+    the last tier; p = 0 is cloud-only and p = N edge-only. The fastest split
+    wins (ties: fewer partitions, then the earlier split).
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> neurosurgeon(synthetic_profile(6), "portend-aws").partitions[-1].last_block
+        6
+    """
+    cm = _cm(profile, topology)
+    n, src, last = cm.n, cm.source, cm.m - 1
+    options: list[tuple[list[int], list[int]]] = [([n], [src])]
+    if last != src:
+        options.append(([n], [last]))
+        options += [([p, n], [src, last]) for p in range(1, n)]
+    best = None
+    for cuts, tiers in options:
+        est = evaluate(cm.profile, cm.topology, 0.0, cuts, tiers, estimator, cost_model=cm)
+        key = (est.latency_s, len(cuts), cuts)
+        if best is None or key < best[0]:
+            best = (key, cuts, tiers)
+    if best is None:  # pragma: no cover - options always holds edge-only
+        raise RuntimeError("neurosurgeon: no option")
+    return make_plan(cm, 0.0, best[1], best[2], estimator, "neurosurgeon")
+
+
+def baselines(profile: ProfileLike, topology: TopologyLike, estimator: str = "portend") -> dict[str, Plan]:
+    """The three baselines of PORTEND: ``edge_only``, ``cloud_only``, ``neurosurgeon``.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> sorted(baselines(synthetic_profile(6), "portend-aws"))
+        ['cloud_only', 'edge_only', 'neurosurgeon']
+    """
+    prof, topo = resolve_profile(profile), resolve_topology(topology)
+    return {"edge_only": edge_only(prof, topo, estimator), "cloud_only": cloud_only(prof, topo, estimator),
+            "neurosurgeon": neurosurgeon(prof, topo, estimator)}
