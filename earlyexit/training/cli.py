@@ -16,6 +16,7 @@ earlyexit checkpoint, and ``--test`` evaluates it on the test split afterwards.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from jsonargparse import ActionYesNo
@@ -85,16 +86,19 @@ def train_main(argv: list[str] | None = None) -> int:
         The process exit code (0 on success; ``--help`` exits through SystemExit).
     """
     argv = _expand_data_shorthand(list(sys.argv[1:] if argv is None else argv))
-    cli = EarlyExitCLI(
-        RecipeModule,
-        EarlyExitDataModule,
-        args=argv,
-        run=False,
-        auto_configure_optimizers=False,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "earlyexit train", "description": __doc__.splitlines()[0]},
-    )
+    with warnings.catch_warnings():
+        # `earlyexit train ...` passes its own arguments; sys.argv also holds them
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run")
+        cli = EarlyExitCLI(
+            RecipeModule,
+            EarlyExitDataModule,
+            args=argv,
+            run=False,
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "earlyexit train", "description": __doc__.splitlines()[0]},
+        )
     output = cli.config.get("output")
     if output:
         cli.trainer.callbacks.append(SaveEarlyExitCheckpoint(Path(output)))

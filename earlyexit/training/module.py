@@ -184,6 +184,7 @@ class MultiExitModule(L.LightningModule):
         if self.freeze_backbone:
             for p in self.model.blocks.parameters():
                 p.requires_grad_(False)
+            self.model.blocks.eval()
 
     @property
     def exits(self) -> tuple[int, ...]:
@@ -202,6 +203,11 @@ class MultiExitModule(L.LightningModule):
         if self.freeze_backbone:
             self.model.blocks.eval()  # frozen batch-norm statistics
         return self
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_backbone:  # Lightning restores modes per module; make sure
+            self.model.blocks.eval()
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
