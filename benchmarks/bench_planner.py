@@ -1,0 +1,164 @@
+"""Planner benchmark: the exact search against plain Python brute force, side by side.
+
+Run:  python benchmarks/bench_planner.py            (all cases, about a minute)
+      python benchmarks/bench_planner.py --quick    (skips the slowest brute force)
+
+Every figure below is measured in this run on this machine. Cases (issue 5):
+  A. N=55, M=3, 11 thresholds (ResNet-110 scale): exact P_lat vs plain Python
+     brute force of the same model (two flavours: one that evaluates every
+     configuration from scratch, as PORTEND's optimizer did, and the test
+     suite's reference, which shares E_k/S_k between placements).
+  B. N=100, M=5, 11 thresholds (~10^10 configurations): P_lat and full Pareto.
+  C. N=200, M=6, 21 thresholds: P_lat time and peak memory (own process).
+  D. exact estimator, N=55, 5000 samples: M=3 and M=4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from itertools import combinations, permutations
+
+from earlyexit.formats import Link, Tier, Topology
+from earlyexit.planner.bruteforce import brute_force_best
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.search import search
+from earlyexit.planner.space import make_space
+from earlyexit.planner.synthetic import synthetic_profile
+
+DEVICES = ["a1.medium", "m4.large", "g4dn.xlarge", "reference", "m4.large", "g4dn.xlarge"]
+
+
+def topology(m: int) -> Topology:
+    """portend-aws extended to m tiers (jumbo frames)."""
+    bw = [10, 400, 1000, 100, 50][: m - 1]
+    pd = [20, 40, 10, 5, 30][: m - 1]
+    tiers = tuple(Tier(f"tier{i}", DEVICES[i], 1.0 + 0.2 * (i >= 3)) for i in range(m))
+    return Topology(tiers, tuple(Link(b, d) for b, d in zip(bw, pd, strict=True)), mtu_bytes=9000)
+
+
+def plain_brute_force(cm: CostModel, min_accuracy: float) -> tuple[float, tuple]:
+    """PORTEND's optimizer: evaluate every (T, P, D) from scratch with SPEC's formulas."""
+    n, m, src = cm.n, cm.m, cm.source
+    ct, x, r, acc_b = cm.ct.tolist(), cm.x.tolist(), cm.r.tolist(), cm.acc.tolist()
+    best = (float("inf"), ())
+    for ti in range(len(cm.thresholds)):
+        er = cm.er[ti].tolist()
+        for n_parts in range(1, m + 1):
+            for cuts in combinations(range(1, n + 1), n_parts):
+                for d in permutations(range(m), n_parts):
+                    e = [er[cuts[0]]] if n_parts > 1 else []
+                    for k in range(1, n_parts - 1):
+                        e.append(er[cuts[k]] - er[cuts[k - 1]])
+                    e.append(1.0 - sum(e))
+                    s = [1.0 - sum(e[: k + 1]) for k in range(n_parts)]
+                    acc = sum(acc_b[c] * ek for c, ek in zip(cuts, e, strict=True))
+                    if acc < min_accuracy:
+                        continue
+                    lat = x[src][d[0]][0]
+                    prev = 0
+                    for k in range(n_parts):
+                        lat += (s[k] + e[k]) * ct[d[k]][prev][cuts[k]]
+                        if k < n_parts - 1:
+                            lat += s[k] * x[d[k]][d[k + 1]][cuts[k]]
+                        lat += e[k] * r[d[k]]
+                        prev = cuts[k]
+                    if lat < best[0]:
+                        best = (lat, (ti, cuts, d))
+    return best
+
+
+def timed(fn, repeat: int = 1):  # noqa: ANN001, ANN201
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def case_a(quick: bool) -> None:
+    prof = synthetic_profile(55, DEVICES[:3], seed=1)
+    cm = CostModel(prof, topology(3))
+    space = make_space(cm)
+    eps = 0.75
+    t_fast, best = timed(lambda: search(cm, space, "portend", "min_latency", eps), repeat=5)
+    t_total, _ = timed(lambda: search(CostModel(prof, topology(3)), make_space(cm), "portend",
+                                      "min_latency", eps), repeat=5)
+    print(f"A. N=55 M=3 11 thresholds, P_lat (min accuracy {eps})")
+    print(f"   exact search: {t_fast * 1e3:.1f} ms (with building the cost model: {t_total * 1e3:.1f} ms)"
+          f" -> {best[0].latency * 1e3:.3f} ms, acc {best[0].accuracy:.4f}, P={best[0].cuts} D={best[0].tiers}")
+    t_ref, ref = timed(lambda: brute_force_best(cm, space, "portend", "min_latency", eps))
+    print(f"   brute force (test reference, shares E/S across placements): {t_ref:.2f} s "
+          f"-> {ref[0] * 1e3:.3f} ms; ratio {t_ref / t_fast:.0f}x")
+    if not quick:
+        t_plain, plain = timed(lambda: plain_brute_force(cm, eps))
+        print(f"   plain brute force (every configuration from scratch): {t_plain:.2f} s "
+              f"-> {plain[0] * 1e3:.3f} ms; ratio {t_plain / t_fast:.0f}x")
+    assert abs(ref[0] - best[0].latency) < 1e-9
+
+
+def case_b() -> None:
+    prof = synthetic_profile(100, DEVICES[:5], seed=1)
+    cm = CostModel(prof, topology(5))
+    space = make_space(cm)
+    for eps in (0.75, 0.8):
+        t, best = timed(lambda eps=eps: search(cm, space, "portend", "min_latency", eps), repeat=3)
+        print(f"B. N=100 M=5 11 thresholds, P_lat (>= {eps}): {t:.3f} s (goal <= 0.5 s) "
+              f"-> P={best[0].cuts} D={best[0].tiers} T={best[0].threshold}")
+    t, front = timed(lambda: search(cm, space, "portend", "pareto", None))
+    print(f"B. N=100 M=5 11 thresholds, full Pareto frontier: {t:.2f} s (goal <= 5 s), {len(front)} points")
+
+
+def case_c_child() -> None:
+    prof = synthetic_profile(200, DEVICES, thresholds=21, seed=1)
+    cm = CostModel(prof, topology(6))
+    space = make_space(cm)
+    out = {}
+    for eps in (0.75, 0.8):
+        t, best = timed(lambda eps=eps: search(cm, space, "portend", "min_latency", eps))
+        out[str(eps)] = [t, list(best[0].cuts), list(best[0].tiers)]
+    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def case_c() -> None:
+    res = subprocess.run([sys.executable, __file__, "--child-c"], check=True, capture_output=True, text=True)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for eps in ("0.75", "0.8"):
+        t, cuts, tiers = out[eps]
+        print(f"C. N=200 M=6 21 thresholds, P_lat (>= {eps}): {t:.2f} s (goal <= 3 s) -> P={cuts} D={tiers}")
+    print(f"C. peak memory of that process: {out['maxrss_mb']:.0f} MB (goal <= 2 GB)")
+
+
+def case_d() -> None:
+    prof = synthetic_profile(55, DEVICES[:4], num_samples=5000, seed=1)
+    for m in (3, 4):
+        cm = CostModel(prof, topology(m))
+        space = make_space(cm)
+        t, best = timed(lambda cm=cm, space=space: search(cm, space, "exact", "min_latency", 0.75))
+        goal = " (goal <= 2 s)" if m == 3 else ""
+        print(f"D. exact estimator N=55 M={m} 5000 samples, P_lat: {t:.2f} s{goal} "
+              f"-> P={best[0].cuts} D={best[0].tiers} acc {best[0].accuracy:.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="skip the from-scratch brute force")
+    parser.add_argument("--child-c", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_c:
+        case_c_child()
+        return
+    case_a(args.quick)
+    case_b()
+    case_c()
+    case_d()
+
+
+if __name__ == "__main__":
+    main()
