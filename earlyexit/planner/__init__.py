@@ -10,8 +10,21 @@ Example:
     True
 """
 
-from earlyexit.planner.api import baselines, cloud_only, edge_only, make_plan, neurosurgeon, pareto, plan
-from earlyexit.planner.estimators import ESTIMATORS, exact_fractions, exit_fractions, portend_fractions
+from earlyexit.planner.api import (
+    baselines,
+    cloud_only,
+    edge_only,
+    make_plan,
+    neurosurgeon,
+    pareto,
+    plan,
+)
+from earlyexit.planner.estimators import (
+    ESTIMATORS,
+    exact_fractions,
+    exit_fractions,
+    portend_fractions,
+)
 from earlyexit.planner.latency import CostModel, evaluate
 from earlyexit.planner.search import Candidate, search
 from earlyexit.planner.space import HINTS, SearchSpace, make_space

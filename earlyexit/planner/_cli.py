@@ -93,7 +93,7 @@ def _table(p: Plan, base: dict[str, Plan]) -> str:
     e = p.estimate
     lines = [f"objective: {p.objective} {json.dumps(dict(p.constraint))}   estimator: {p.estimator}",
              f"threshold: {p.threshold:g}", "", f"{'partition':<10}{'tier':<22}{'blocks':<12}{'exit fraction':>14}"]
-    for k, (q, ef) in enumerate(zip(p.partitions, e.exit_fractions), 1):
+    for k, (q, ef) in enumerate(zip(p.partitions, e.exit_fractions, strict=False), 1):
         lines.append(f"{k:<10}{f'{q.tier} {q.tier_name}':<22}{f'{q.first_block}-{q.last_block}':<12}{ef:>14.4f}")
     lines += ["", f"estimated latency: {e.latency_s * 1e3:.3f} ms   accuracy: {e.accuracy:.4f}",
               "breakdown (ms): " + "  ".join(f"{k} {e.breakdown_s[k] * 1e3:.3f}" for k in BREAKDOWN_KEYS), "",

@@ -46,7 +46,7 @@ def make_plan(cm: CostModel, threshold: float, cuts: Sequence[int], tiers: Seque
     """
     est = evaluate(cm.profile, cm.topology, threshold, list(cuts), list(tiers), estimator, cost_model=cm)
     parts, prev = [], 0
-    for c, d in zip(cuts, tiers):
+    for c, d in zip(cuts, tiers, strict=False):
         parts.append(PartitionPlan(first_block=prev + 1, last_block=int(c), tier=int(d),
                                    tier_name=cm.topology.tiers[d].name))
         prev = int(c)

@@ -67,7 +67,7 @@ def brute_force_candidates(cm: CostModel, space: SearchSpace, estimator: str = "
                         e.append(er[cuts[k]] - er[cuts[k - 1]])
                     e.append(1.0 - sum(e))
                     s = [1.0 - sum(e[: k + 1]) for k in range(n_parts)]
-                    acc = sum(acc_b[c] * ek for c, ek in zip(cuts, e))
+                    acc = sum(acc_b[c] * ek for c, ek in zip(cuts, e, strict=False))
                 else:
                     if samples is None:
                         raise ValueError("estimator 'exact' needs profile.samples")

@@ -90,7 +90,7 @@ def check_cuts(cuts: Sequence[int], num_blocks: int) -> list[int]:
         out.append(int(c))
     if not out:
         raise ValueError("partitions: needs at least one partition (its last block)")
-    if out[0] < 1 or out[-1] > num_blocks or any(b <= a for a, b in zip(out, out[1:])):
+    if out[0] < 1 or out[-1] > num_blocks or any(b <= a for a, b in zip(out, out[1:], strict=False)):
         raise ValueError(f"partitions: last blocks must be strictly increasing in 1..{num_blocks}, got {out}")
     return out
 
@@ -193,5 +193,5 @@ def exit_fractions(profile: Profile, threshold: float, cuts: Sequence[int],
     else:
         er = profile.exit_rate[idx]
     e, s = portend_fractions(er, cuts)
-    acc = sum(float(profile.branch_accuracy[c - 1]) * ek for c, ek in zip(cuts, e))
+    acc = sum(float(profile.branch_accuracy[c - 1]) * ek for c, ek in zip(cuts, e, strict=False))
     return e, s, acc

@@ -93,7 +93,7 @@ def plot_whatif(rows: Sequence[Mapping[str, Any]], parameter: str, path: str | o
     series = [("latency_s", "optimal (PORTEND)", "tab:red"), ("edge_only_s", "edge-only", "tab:green"),
               ("cloud_only_s", "cloud-only", "tab:purple"), ("neurosurgeon_s", "Neurosurgeon", "tab:orange")]
     for key, label, col in series:
-        pts = [(x, r[key] * 1e3) for x, r in zip(xs, rows) if r.get(key) is not None]
+        pts = [(x, r[key] * 1e3) for x, r in zip(xs, rows, strict=False) if r.get(key) is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label, color=col)
     if xs and min(xs) > 0 and max(xs) / min(xs) > 50:

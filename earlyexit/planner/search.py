@@ -208,7 +208,9 @@ class _PortendSearch:
             return
         for c in range(n, 0, -1):
             cs = self.allc[self.start[c]: self.start[c] + self.cnt[c]]
-            if rn == 1 or cs.size == 0:
+            if cs.size and cs[-1] - cs[0] + 1 == cs.size:
+                cs = slice(int(cs[0]), int(cs[-1]) + 1)  # contiguous: views instead of copies
+            if rn == 1 or (isinstance(cs, np.ndarray) and cs.size == 0):
                 h[:, :, 1:, c, :] = h0[:, :, None, c, :]
                 aub[:, 1:, c] = aub0[:, c][:, None]
                 continue

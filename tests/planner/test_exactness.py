@@ -9,7 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from earlyexit.planner.bruteforce import brute_force_best, brute_force_candidates, brute_force_pareto
+from earlyexit.planner.bruteforce import (
+    brute_force_best,
+    brute_force_candidates,
+    brute_force_pareto,
+)
 from earlyexit.planner.latency import CostModel, evaluate
 from earlyexit.planner.search import search
 from earlyexit.planner.space import make_space

@@ -163,10 +163,10 @@ def test_optimum_covers_non_consecutive_partial_and_remote_destination():
                 continue
             assert got[0].key == ref[2] and got[0].latency == pytest.approx(ref[0], abs=1e-9)
             d, cuts = got[0].tiers, got[0].cuts
-            if any(b < a for a, b in zip(d, d[1:])):
+            if any(b < a for a, b in zip(d, d[1:], strict=False)):
                 seen.add("down")
             hops = [topo.source, *d]
-            if any(abs(b - a) > 1 for a, b in zip(hops, hops[1:])):
+            if any(abs(b - a) > 1 for a, b in zip(hops, hops[1:], strict=False)):
                 seen.add("skip")
             if cuts[-1] < p.num_blocks:
                 seen.add("partial")
