@@ -721,7 +721,8 @@ class EarlyExitDataModule(L.LightningDataModule):
         channels = 1 if x_train.ndim == 3 else x_train.shape[3]
         if len(norm["mean"]) != channels:
             raise ValueError(
-                f"normalization has {len(norm['mean'])} channels, the data has {channels}"
+                f"normalization has {len(norm['mean'])} channel(s) but the images of {self.name} "
+                f"have {channels}: the model and the data do not match"
             )
         keep, prof = stratified_split(y_train, self.profile_fraction, self.seed)
         padding = (
