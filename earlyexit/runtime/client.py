@@ -1,0 +1,346 @@
+"""The client: submits inputs at the source tier and collects results at the destination.
+
+The client is the source application and the destination consumer of
+``SPEC.md``: it serializes each input and sends it (over the emulated links
+if the first partition is on another tier), and it deserializes the results
+that workers send to its results address. Per sample it measures the
+end-to-end latency, from the input being available (before serialization) to
+the result being available (after deserialization).
+
+Results are delivered exactly once per submitted id: a late duplicate (possible
+only around a fault) is counted in ``stats["duplicates"]`` and dropped. The
+client is the upstream of the first partition: if that worker dies, the
+inputs it had not acknowledged come back as degraded results with no exit
+(``partition == -1``, ``logits is None``).
+
+Example:
+    >>> from earlyexit.runtime.deploy import deploy
+    >>> with deploy(synthetic={"num_partitions": 2}, threshold=0.5) as d:  # doctest: +SKIP
+    ...     r = d.client.infer(d.inputs(1)[0])
+    >>> r.prediction in range(10)  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+
+from earlyexit.runtime.link import RouteSender
+from earlyexit.runtime.wire import MAX_MESSAGE_BYTES, WireError, decode, encode
+
+__all__ = ["Client", "Result"]
+
+log = logging.getLogger("earlyexit.runtime.client")
+
+
+@dataclass(frozen=True)
+class Result:
+    """The result of one sample.
+
+    Attributes:
+        id: the sample id given at submission.
+        logits: the exit's logits (None if the sample never passed an exit).
+        entropy: normalized entropy at that exit.
+        partition: 0-based partition whose exit produced it (-1: none).
+        block: 1-based block of that exit, if known.
+        tier: the tier that produced it, if known.
+        degraded: True if the sample could not go on because a tier failed.
+        latency_s: end to end, from submission to the result's arrival.
+    """
+
+    id: int
+    logits: np.ndarray | None
+    entropy: float | None
+    partition: int
+    block: int | None
+    tier: int | None
+    degraded: bool
+    latency_s: float
+
+    @property
+    def prediction(self) -> int | None:
+        """The predicted class (argmax of the logits), or None."""
+        return None if self.logits is None else int(np.argmax(self.logits))
+
+
+class Client:
+    """Submit inputs and collect results.
+
+    Args:
+        input_route: addresses from the source tier to the first partition's
+            worker (emulated links first, the worker's input address last).
+        results_bind: where results arrive (``tcp://host:port``; ``*`` picks a port).
+        control_bind: where the first worker sends acks and heartbeats.
+        hwm: ZeroMQ high-water mark (messages): submit blocks when it is reached.
+        send_timeout_s: longest a submit may block before raising TimeoutError.
+        dead_after_s: silence after which the first worker is considered dead.
+        max_message_bytes: larger result messages are rejected.
+        context: ZeroMQ context (default: a new one).
+
+    Example:
+        >>> c = Client(["tcp://127.0.0.1:9"])
+        >>> c.results_address.startswith("tcp://127.0.0.1:")
+        True
+        >>> c.close()
+    """
+
+    def __init__(
+        self,
+        input_route: Sequence[str] = (),
+        *,
+        results_bind: str = "tcp://127.0.0.1:*",
+        control_bind: str = "tcp://127.0.0.1:*",
+        hwm: int = 64,
+        send_timeout_s: float = 10.0,
+        dead_after_s: float = 2.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self._own_ctx = context is None
+        self._ctx = context or zmq.Context()
+        self._results = self._ctx.socket(zmq.PULL)
+        self._results.setsockopt(zmq.RCVHWM, max(hwm, 1000))
+        self._results.setsockopt(zmq.LINGER, 0)
+        self._results.bind(results_bind)
+        self._ctl = self._ctx.socket(zmq.PULL)
+        self._ctl.setsockopt(zmq.LINGER, 0)
+        self._ctl.bind(control_bind)
+        self.results_address: str = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.control_address: str = self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.input_route = list(input_route)
+        self.send_timeout_s = float(send_timeout_s)
+        self.dead_after_s = float(dead_after_s)
+        self.max_message_bytes = int(max_message_bytes)
+        self._sender = RouteSender(self._ctx, hwm=hwm, send_timeout_s=0.05)
+        self._ids = itertools.count()
+        self._t0: dict[int, float] = {}  # submitted, no result yet
+        self._unacked: set[int] = set()  # not yet acknowledged by the first worker
+        self._heard: float | None = None
+        self._ready: list[Result] = []
+        self._done: set[int] = set()
+        self.stats = {"submitted": 0, "delivered": 0, "degraded": 0, "duplicates": 0, "rejected": 0}
+
+    # ----------------------------------------------------------------- submit
+    def submit(
+        self, x: np.ndarray, ids: Sequence[int] | None = None, *, batch: bool = False
+    ) -> list[int]:
+        """Send inputs to the first partition.
+
+        Args:
+            x: a batch ``[n, ...]`` of inputs (numpy).
+            ids: one integer id per sample (default: fresh ones).
+            batch: send the n samples in one message; by default one message each.
+
+        Returns:
+            The ids of the submitted samples.
+
+        Raises:
+            ValueError: ids of the wrong length or already in flight, no route.
+            TimeoutError: the first worker accepts nothing for ``send_timeout_s``.
+        """
+        if not self.input_route:
+            raise ValueError("the client has no input_route: set it to the first worker's route")
+        x = np.asarray(x)
+        if x.ndim < 1:
+            raise ValueError(f"x must be a batch [n, ...], got shape {x.shape}")
+        ids = [next(self._ids) for _ in range(len(x))] if ids is None else [int(i) for i in ids]
+        if len(ids) != len(x):
+            raise ValueError(f"got {len(ids)} ids for {len(x)} samples")
+        clash = [i for i in ids if i in self._t0]
+        if clash:
+            raise ValueError(f"ids {clash[:5]} are already in flight")
+        groups = [list(range(len(x)))] if batch else [[j] for j in range(len(x))]
+        for group in groups:
+            gids = [ids[j] for j in group]
+            t0 = time.perf_counter()
+            for i in gids:
+                self._t0[i] = t0
+            msg = encode(x[group], kind="input", ids=gids, ack=self.control_address)
+            deadline = time.monotonic() + self.send_timeout_s
+            while not self._sender.send(self.input_route, msg):
+                self._drain(0)
+                if time.monotonic() > deadline:
+                    for i in gids:
+                        self._t0.pop(i, None)
+                    raise TimeoutError(
+                        f"the first worker accepted no input for {self.send_timeout_s:g} s"
+                    )
+            self._unacked.update(gids)
+            if self._heard is None:
+                self._heard = time.monotonic()
+            self.stats["submitted"] += len(gids)
+        return ids
+
+    # ----------------------------------------------------------------- receive
+    def _deliver(self, result: Result) -> None:
+        if result.id in self._done or result.id not in self._t0:
+            self.stats["duplicates"] += 1
+            return
+        self._done.add(result.id)
+        del self._t0[result.id]
+        self._unacked.discard(result.id)
+        self.stats["delivered"] += 1
+        self.stats["degraded"] += int(result.degraded)
+        self._ready.append(result)
+
+    def _on_result(self, frames: list[bytes], t1: float) -> None:
+        try:
+            if len(frames) != 1:
+                raise WireError(f"{len(frames)} frames; a wire message is one frame")
+            arr, head = decode(frames[0], max_bytes=self.max_message_bytes)
+            ids, ent = head.get("ids"), head.get("entropy")
+            if (
+                head.get("kind") != "result"
+                or not isinstance(ids, list)
+                or arr.ndim != 2
+                or len(ids) != arr.shape[0]
+                or not isinstance(ent, list)
+                or len(ent) != len(ids)
+            ):
+                raise WireError("not a result message (kind 'result', ids, entropy, 2-D logits)")
+        except WireError as err:
+            self.stats["rejected"] += 1
+            log.warning("client: rejected a result message: %s", err)
+            return
+        logits = np.array(arr, np.float32)
+        for j, i in enumerate(ids):
+            if not isinstance(i, int):
+                continue
+            self._deliver(
+                Result(
+                    id=i,
+                    logits=logits[j],
+                    entropy=float(ent[j]),
+                    partition=int(head.get("partition", -1)),
+                    block=head.get("block"),
+                    tier=head.get("tier"),
+                    degraded=bool(head.get("degraded", False)),
+                    latency_s=t1 - self._t0.get(i, t1),
+                )
+            )
+
+    def _on_control(self) -> None:
+        while self._ctl.poll(0):
+            frames = self._ctl.recv_multipart()
+            try:
+                _, head = decode(frames[-1], max_bytes=1 << 20)
+            except WireError as err:
+                self.stats["rejected"] += 1
+                log.warning("client: rejected a control message: %s", err)
+                continue
+            if head.get("partition") != 0:
+                continue
+            self._heard = time.monotonic()
+            if head.get("kind") == "ack" and isinstance(head.get("ids"), list):
+                self._unacked.difference_update(head["ids"])
+
+    def _check_first_worker(self) -> None:
+        if not self._unacked or self._heard is None:
+            return
+        if time.monotonic() - self._heard > self.dead_after_s:
+            lost = sorted(self._unacked)
+            log.warning(
+                "client: the first partition is silent for over %g s; %d sample(s) "
+                "finish without an exit, degraded",
+                self.dead_after_s,
+                len(lost),
+            )
+            now = time.perf_counter()
+            for i in lost:
+                self._deliver(Result(i, None, None, -1, None, None, True, now - self._t0[i]))
+            self._unacked.clear()
+
+    def _drain(self, timeout_ms: int) -> None:
+        if self._results.poll(timeout_ms):
+            while True:
+                try:
+                    frames = self._results.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_result(frames, time.perf_counter())
+        self._on_control()
+        self._check_first_worker()
+
+    def poll(self, timeout_s: float = 0.0) -> list[Result]:
+        """Results that arrived, waiting up to ``timeout_s`` for the first one.
+
+        Returns:
+            The new results (possibly none), each delivered once.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._ready:
+            left = deadline - time.monotonic()
+            self._drain(max(0, min(100, int(left * 1000))))
+            if left <= 0:
+                break
+        out, self._ready = self._ready, []
+        return out
+
+    @property
+    def in_flight(self) -> int:
+        """Samples submitted whose result has not arrived."""
+        return len(self._t0)
+
+    def gather(self, ids: Iterable[int] | None = None, timeout_s: float = 30.0) -> list[Result]:
+        """Wait for results.
+
+        Args:
+            ids: the ids to wait for (default: everything in flight); results of
+                other ids that arrive meanwhile are kept for later calls.
+            timeout_s: the longest wait.
+
+        Returns:
+            The results of ``ids``, in the order of ``ids``.
+
+        Raises:
+            TimeoutError: some results did not arrive in time (the message says how many).
+        """
+        want = list(self._t0) if ids is None else list(ids)
+        wanted = set(want)
+        got: dict[int, Result] = {}
+        keep: list[Result] = []
+        for r in self._ready:
+            (got.__setitem__(r.id, r) if r.id in wanted else keep.append(r))
+        self._ready = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(got) < len(wanted):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{len(wanted) - len(got)} of {len(wanted)} results did "
+                        f"not arrive within {timeout_s:g} s"
+                    )
+                for r in self.poll(min(left, 0.1)):
+                    (got.__setitem__(r.id, r) if r.id in wanted else keep.append(r))
+        finally:
+            if len(got) < len(wanted):  # a timeout: keep what did arrive for later calls
+                keep.extend(got.values())
+            self._ready = keep + self._ready
+        return [got[i] for i in want]
+
+    def infer(self, x: np.ndarray, timeout_s: float = 30.0) -> Result:
+        """Submit one sample (no batch axis) and wait for its result."""
+        (i,) = self.submit(np.asarray(x)[None])
+        return self.gather([i], timeout_s)[0]
+
+    def close(self) -> None:
+        """Close the sockets (and the context if the client made it)."""
+        self._sender.close()
+        self._results.close(linger=0)
+        self._ctl.close(linger=0)
+        if self._own_ctx:
+            self._ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,394 @@
+"""Deploy a whole bundle on this machine: tier workers and emulated links as subprocesses.
+
+For tests, demos, benchmarks and validation: every tier worker and every
+emulated link runs in a process of its own on loopback (``127.0.0.1`` only),
+wired as the plan says, and a :class:`~earlyexit.runtime.client.Client` in the
+calling process plays the source application and the destination consumer.
+Across real machines, run ``earlyexit serve`` on each instead.
+
+Start-up waits for each process's ``READY`` line with a bounded timeout; ``close``
+(or leaving the ``with`` block, or the interpreter exiting) terminates every
+process, killing those that do not stop within a few seconds.
+
+Example:
+    >>> with deploy(synthetic={"num_partitions": 3}, threshold=0.6) as d:  # doctest: +SKIP
+    ...     results = d.run(d.inputs(20))
+    >>> sorted({r.partition for r in results})  # doctest: +SKIP
+    [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earlyexit.formats import Manifest, Topology
+from earlyexit.runtime.client import Client, Result
+
+__all__ = ["Deployment", "deploy", "route"]
+
+_LOOPBACK = "tcp://127.0.0.1:*"
+_PKG_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def route(
+    a: int, b: int, endpoint: str, up: Sequence[str] = (), down: Sequence[str] = ()
+) -> list[str]:
+    """The addresses a message visits from tier ``a`` to an endpoint on tier ``b``.
+
+    Args:
+        a, b: tiers.
+        endpoint: the receiving socket's address.
+        up, down: ``up[j]`` / ``down[j]`` is the address of link ``j`` in the
+            direction of higher / lower tiers; empty when links are not emulated.
+
+    Returns:
+        The route, ending with ``endpoint``.
+
+    Example:
+        >>> route(0, 2, "E", up=["u0", "u1"], down=["d0", "d1"])
+        ['u0', 'u1', 'E']
+        >>> route(2, 0, "E", up=["u0", "u1"], down=["d0", "d1"])
+        ['d1', 'd0', 'E']
+    """
+    if a == b or not (up or down):
+        return [endpoint]
+    if a < b:
+        return [up[j] for j in range(a, b)] + [endpoint]
+    return [down[j] for j in range(a - 1, b - 1, -1)] + [endpoint]
+
+
+@dataclass
+class _Proc:
+    role: str
+    popen: subprocess.Popen
+    log_path: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _terminate(procs: list[_Proc], timeout_s: float = 3.0) -> None:
+    for p in procs:
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.popen.wait(max(0.05, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait(2.0)
+        if p.popen.stdout:
+            p.popen.stdout.close()
+
+
+class Deployment:
+    """A running deployment: its processes and its client.
+
+    Attributes:
+        client: submits inputs and collects results.
+        tiers: the tier of each partition.
+        threshold: the exit threshold.
+        log_dir: where each process writes its log.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        procs: list[_Proc],
+        workers: list[_Proc],
+        tiers: list[int],
+        threshold: float,
+        log_dir: Path,
+        input_shape: tuple[int, ...],
+        cleanup: weakref.finalize,
+    ) -> None:
+        self.client = client
+        self._procs = procs
+        self._workers = workers
+        self.tiers = tiers
+        self.threshold = threshold
+        self.log_dir = log_dir
+        self.input_shape = input_shape
+        self._cleanup = cleanup
+
+    @property
+    def num_partitions(self) -> int:
+        """L, the number of partitions (one worker each)."""
+        return len(self._workers)
+
+    def worker_alive(self, partition: int) -> bool:
+        """Whether the worker of ``partition`` (0-based) is running."""
+        return self._workers[partition].popen.poll() is None
+
+    def kill(self, partition: int) -> None:
+        """Kill the worker of ``partition`` (SIGKILL, as a crash would), for fault tests."""
+        p = self._workers[partition].popen
+        if p.poll() is None:
+            p.kill()
+            p.wait(5.0)
+
+    def log(self, partition: int | None = None) -> str:
+        """The log text of a worker (or of every process if ``partition`` is None)."""
+        procs = self._procs if partition is None else [self._workers[partition]]
+        return "".join(p.log_path.read_text(errors="replace") for p in procs)
+
+    def run(
+        self, x: np.ndarray, one_at_a_time: bool = False, timeout_s: float = 60.0
+    ) -> list[Result]:
+        """Submit every sample of ``x`` and return their results in order.
+
+        Args:
+            x: a batch of inputs.
+            one_at_a_time: wait for each result before sending the next input
+                (no queueing: the latency of each sample alone).
+            timeout_s: the longest wait for all results (or for each one).
+        """
+        if one_at_a_time:
+            return [self.client.infer(xi, timeout_s) for xi in x]
+        ids = self.client.submit(x)
+        return self.client.gather(ids, timeout_s)
+
+    def inputs(self, n: int, seed: int = 1) -> np.ndarray:
+        """``n`` random float32 inputs of the deployment's input shape (for demos)."""
+        return (
+            np.random.default_rng(seed).standard_normal((n, *self.input_shape)).astype(np.float32)
+        )
+
+    def close(self) -> None:
+        """Close the client and stop every process (bounded time)."""
+        self._cleanup()
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cleanup(client: Client, procs: list[_Proc]) -> None:
+    try:
+        client.close()
+    finally:
+        _terminate(procs)
+
+
+def _spawn(
+    role: str, module: str, args: list[str], log_dir: Path, procs: list[_Proc], timeout_s: float
+) -> _Proc:
+    log_path = log_dir / f"{role}.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _PKG_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    with open(log_path, "wb") as log_fh:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=subprocess.PIPE,
+            stderr=log_fh,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    proc = _Proc(role, popen, log_path)
+    procs.append(proc)
+    assert popen.stdout is not None  # internal: stdout=PIPE above
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if popen.poll() is not None or left <= 0:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            what = "exited" if popen.poll() is not None else f"was not ready within {timeout_s:g} s"
+            raise RuntimeError(f"{role} {what}; its log ({log_path}):\n{tail}")
+        ready, _, _ = select.select([popen.stdout], [], [], min(left, 0.2))
+        if ready:
+            ch = os.read(popen.stdout.fileno(), 1)
+            if not ch:
+                continue
+            line += ch
+    text = line.decode(errors="replace").strip()
+    if not text.startswith("READY "):
+        raise RuntimeError(f"{role} printed {text[:200]!r} instead of READY")
+    proc.info = json.loads(text[len("READY ") :])
+    return proc
+
+
+def deploy(
+    bundle: str | os.PathLike[str] | None = None,
+    *,
+    synthetic: dict[str, Any] | None = None,
+    tiers: Sequence[int] | None = None,
+    threshold: float | None = None,
+    topology: Topology | str | os.PathLike[str] | None = None,
+    emulate_links: bool | None = None,
+    apply_slowdown: bool = True,
+    max_batch: int = 1,
+    batch_timeout_s: float = 0.0,
+    hwm: int = 64,
+    precision: str = "fp32",
+    heartbeat_s: float = 0.2,
+    dead_after_s: float = 2.0,
+    start_timeout_s: float = 60.0,
+    log_dir: str | os.PathLike[str] | None = None,
+) -> Deployment:
+    """Start a deployment on loopback and return it with its client.
+
+    Args:
+        bundle: a bundle directory (its plan gives partitions, tiers, threshold).
+        synthetic: instead of a bundle, keyword arguments of
+            :class:`~earlyexit.runtime.synthetic.SyntheticModel` (tests, demos).
+        tiers: the tier of each partition (default: the plan's, or 0..L-1).
+        threshold: the exit threshold (default: the bundle's; required with ``synthetic``).
+        topology: a Topology, built-in name or YAML path; gives links, MTU,
+            slowdowns, source and destination. None: every tier on loopback with
+            no emulation, source and destination 0.
+        emulate_links: run link emulators (default: True when a topology is given).
+        apply_slowdown: emulate each tier's ``slowdown`` on top of real compute.
+        max_batch, batch_timeout_s: micro-batching of each worker.
+        hwm: ZeroMQ high-water marks (messages).
+        precision: bundle precision for each worker's session.
+        heartbeat_s, dead_after_s: fault detection.
+        start_timeout_s: bound on each process's start-up.
+        log_dir: where process logs go (default: a new temporary directory).
+
+    Returns:
+        The running :class:`Deployment` (use it as a context manager).
+
+    Raises:
+        ValueError: neither or both of ``bundle`` and ``synthetic``, bad tiers or threshold.
+        RuntimeError: a process failed to start (the message holds its log).
+    """
+    if (bundle is None) == (synthetic is None):
+        raise ValueError("give exactly one of bundle= (a bundle directory) or synthetic= (kwargs)")
+    if bundle is not None:
+        manifest = Manifest.load(bundle)
+        plan_tiers = list(manifest.plan.tier_indices)
+        blocks: list[int | None] = list(manifest.plan.cut_points)
+        threshold = manifest.threshold if threshold is None else threshold
+        specs = [
+            {
+                "kind": "bundle",
+                "path": str(Path(bundle).resolve()),
+                "partition": k,
+                "precision": precision,
+            }
+            for k in range(len(plan_tiers))
+        ]
+        input_shape = tuple(manifest.input_shape)
+    else:
+        assert synthetic is not None  # internal: checked above
+        num = int(synthetic.get("num_partitions", 3))
+        plan_tiers = list(range(num))
+        blocks = [None] * num
+        specs = [{"kind": "synthetic", **synthetic, "partition": k} for k in range(num)]
+        input_shape = (int(synthetic.get("in_dim", 32)),)
+        if threshold is None:
+            raise ValueError("threshold is required with synthetic=")
+    tiers = list(plan_tiers if tiers is None else tiers)
+    if len(tiers) != len(specs) or len(set(tiers)) != len(tiers):
+        raise ValueError(f"tiers must give {len(specs)} distinct tiers, got {tiers}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    topo: Topology | None = None
+    if topology is not None:
+        from earlyexit.planner.topology import resolve_topology
+
+        topo = resolve_topology(topology)
+        if max(tiers) >= topo.num_tiers:
+            raise ValueError(f"tiers {tiers} do not fit the topology's {topo.num_tiers} tiers")
+    emulate = (topo is not None) if emulate_links is None else bool(emulate_links)
+    if emulate and topo is None:
+        raise ValueError("emulate_links=True needs a topology")
+    source = topo.source if topo else 0
+    destination = topo.destination if topo else 0
+
+    log_path = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="earlyexit-deploy-"))
+    log_path.mkdir(parents=True, exist_ok=True)
+    procs: list[_Proc] = []
+    client = Client(hwm=hwm, dead_after_s=dead_after_s)
+    cleanup = weakref.finalize(client, _cleanup, client, procs)
+    try:
+        up: list[str] = []
+        down: list[str] = []
+        if emulate and topo is not None:
+            for j, lk in enumerate(topo.links):
+                spec = [
+                    {
+                        "bind": _LOOPBACK,
+                        "bandwidth_mbps": lk.bandwidth_mbps,
+                        "propagation_ms": lk.propagation_ms,
+                        "mtu_bytes": topo.mtu_bytes,
+                        "name": f"link{j}-{d}",
+                    }
+                    for d in ("up", "down")
+                ]
+                p = _spawn(
+                    f"link{j}",
+                    "earlyexit.runtime.link",
+                    ["--spec", json.dumps(spec)],
+                    log_path,
+                    procs,
+                    start_timeout_s,
+                )
+                up.append(p.info["addresses"][0])
+                down.append(p.info["addresses"][1])
+        workers: list[_Proc | None] = [None] * len(specs)
+        next_input: str | None = None
+        for k in range(len(specs) - 1, -1, -1):
+            config = {
+                "runner": specs[k],
+                "partition": k,
+                "num_partitions": len(specs),
+                "threshold": float(threshold),
+                "tier": tiers[k],
+                "last_block": blocks[k],
+                "result_route": route(tiers[k], destination, client.results_address, up, down),
+                "next_route": None
+                if next_input is None
+                else route(tiers[k], tiers[k + 1], next_input, up, down),
+                "bind": _LOOPBACK,
+                "control_bind": _LOOPBACK,
+                "slowdown": topo.tiers[tiers[k]].slowdown if (topo and apply_slowdown) else 1.0,
+                "max_batch": max_batch,
+                "batch_timeout_s": batch_timeout_s,
+                "hwm": hwm,
+                "heartbeat_s": heartbeat_s,
+                "dead_after_s": dead_after_s,
+            }
+            p = _spawn(
+                f"worker{k}",
+                "earlyexit.runtime.worker",
+                ["--config", json.dumps(config)],
+                log_path,
+                procs,
+                start_timeout_s,
+            )
+            workers[k] = p
+            next_input = p.info["input"]
+        assert next_input is not None  # internal: at least one partition
+        client.input_route = route(source, tiers[0], next_input, up, down)
+    except BaseException:
+        cleanup()
+        raise
+    return Deployment(
+        client,
+        procs,
+        [w for w in workers if w is not None],
+        tiers,
+        float(threshold),
+        log_path,
+        input_shape,
+        cleanup,
+    )
