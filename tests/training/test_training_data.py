@@ -327,3 +327,28 @@ def test_audio_split_column_and_missing_file(tmp_path: Path, audio_dir: Path) ->
     csv.write_text("missing.flac,ambi\n")
     with pytest.raises(DatasetNotFoundError, match="missing.flac"):
         EarlyExitDataModule(f"audio:{audio_dir}", labels_csv=str(csv)).setup()
+
+
+@pytest.mark.skipif(not FASHION_FULL.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_subset_tool_regenerates_the_shipped_file(tmp_path: Path) -> None:
+    import importlib.util
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "make_fashion_subset.py"
+    spec = importlib.util.spec_from_file_location("make_fashion_subset", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "subset.npz"
+    assert module.make_subset(FASHION_FULL, out) == {"train": 10_000, "test": 2_000}
+    with np.load(out) as new, np.load(embedded_fashion_mnist_path()) as shipped:
+        assert sorted(new.files) == sorted(shipped.files)
+        for key in new.files:
+            assert np.array_equal(new[key], shipped[key]), key
+
+
+def test_training_package_exports() -> None:
+    import earlyexit.training as training
+
+    for name in training.__all__:
+        assert getattr(training, name) is not None
+    with pytest.raises(AttributeError):
+        training.no_such_name  # noqa: B018
