@@ -1,9 +1,44 @@
 """The torch-free runtime: wire format, bundle sessions, tier workers, emulated links.
 
-Nothing here imports torch, so a bundle runs on a board with only numpy and
-onnxruntime.
+Nothing here imports torch, so a bundle runs on a board with only numpy,
+onnxruntime and pyzmq. Names other than the wire format load lazily (PEP 562),
+so ``import earlyexit.runtime.wire`` pulls in neither ZeroMQ nor ONNX Runtime.
+
+Example:
+    >>> from earlyexit.runtime import deploy                     # doctest: +SKIP
+    >>> with deploy("bundle/", topology="portend-aws") as d:     # doctest: +SKIP
+    ...     result = d.client.infer(image)
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from earlyexit.runtime.wire import WireError, decode, encode
 
-__all__ = ["WireError", "decode", "encode"]
+_LAZY = {
+    "BundleSession": "earlyexit.runtime.session",
+    "Client": "earlyexit.runtime.client",
+    "Result": "earlyexit.runtime.client",
+    "Deployment": "earlyexit.runtime.deploy",
+    "deploy": "earlyexit.runtime.deploy",
+    "Worker": "earlyexit.runtime.worker",
+    "DirectedLink": "earlyexit.runtime.link",
+    "SyntheticModel": "earlyexit.runtime.synthetic",
+}
+
+__all__ = sorted(["WireError", "decode", "encode", *_LAZY])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'earlyexit.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

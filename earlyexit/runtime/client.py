@@ -292,7 +292,8 @@ class Client:
         """Wait for results.
 
         Args:
-            ids: the ids to wait for (default: everything in flight); results of
+            ids: the ids to wait for (default: everything in flight and every
+                result not yet returned); results of
                 other ids that arrive meanwhile are kept for later calls.
             timeout_s: the longest wait.
 
@@ -302,7 +303,7 @@ class Client:
         Raises:
             TimeoutError: some results did not arrive in time (the message says how many).
         """
-        want = list(self._t0) if ids is None else list(ids)
+        want = [r.id for r in self._ready] + list(self._t0) if ids is None else list(ids)
         wanted = set(want)
         got: dict[int, Result] = {}
         keep: list[Result] = []

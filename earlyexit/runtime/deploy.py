@@ -37,6 +37,7 @@ import numpy as np
 
 from earlyexit.formats import Manifest, Topology
 from earlyexit.runtime.client import Client, Result
+from earlyexit.runtime.wire import MAX_MESSAGE_BYTES
 
 __all__ = ["Deployment", "deploy", "route"]
 
@@ -128,6 +129,10 @@ class Deployment:
     def num_partitions(self) -> int:
         """L, the number of partitions (one worker each)."""
         return len(self._workers)
+
+    def worker_address(self, partition: int) -> str:
+        """The input address of the worker of ``partition`` (0-based)."""
+        return str(self._workers[partition].info["input"])
 
     def worker_alive(self, partition: int) -> bool:
         """Whether the worker of ``partition`` (0-based) is running."""
@@ -240,6 +245,7 @@ def deploy(
     precision: str = "fp32",
     heartbeat_s: float = 0.2,
     dead_after_s: float = 2.0,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
     start_timeout_s: float = 60.0,
     log_dir: str | os.PathLike[str] | None = None,
 ) -> Deployment:
@@ -260,6 +266,7 @@ def deploy(
         hwm: ZeroMQ high-water marks (messages).
         precision: bundle precision for each worker's session.
         heartbeat_s, dead_after_s: fault detection.
+        max_message_bytes: workers reject larger messages.
         start_timeout_s: bound on each process's start-up.
         log_dir: where process logs go (default: a new temporary directory).
 
@@ -366,6 +373,7 @@ def deploy(
                 "hwm": hwm,
                 "heartbeat_s": heartbeat_s,
                 "dead_after_s": dead_after_s,
+                "max_message_bytes": int(max_message_bytes),
             }
             p = _spawn(
                 f"worker{k}",

@@ -1,0 +1,335 @@
+"""Tier workers, emulated links, client and loopback deployments (no bundle needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from earlyexit.formats import Link, Tier, Topology
+from earlyexit.runtime.client import Client
+from earlyexit.runtime.deploy import deploy, route
+from earlyexit.runtime.link import DirectedLink, RouteSender
+from earlyexit.runtime.synthetic import SyntheticModel
+from earlyexit.runtime.wire import encode
+from earlyexit.runtime.worker import Worker, make_runner
+
+THRESHOLD = 0.6
+
+
+@pytest.fixture
+def three_tiers():
+    d = deploy(synthetic={"num_partitions": 3}, threshold=THRESHOLD, dead_after_s=1.0,
+               max_message_bytes=1 << 20)
+    yield d
+    d.close()
+
+
+def _check_against_reference(results, x, threshold=THRESHOLD):
+    ref = SyntheticModel(3).reference(x, threshold)
+    for r, f in zip(results, ref, strict=True):
+        assert r.partition == f["partition"] and not r.degraded
+        np.testing.assert_allclose(r.logits, f["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_deployment_matches_in_process_early_exit(three_tiers):
+    x = three_tiers.inputs(120)
+    results = three_tiers.run(x)
+    assert [r.id for r in results] == list(range(120))
+    _check_against_reference(results, x)
+    assert {r.partition for r in results} == {0, 1, 2}  # every tier is used
+    assert {r.tier for r in results} == {0, 1, 2}
+    assert three_tiers.client.stats["delivered"] == 120
+    assert three_tiers.client.stats["duplicates"] == 0
+    one = three_tiers.run(x[:5], one_at_a_time=True)
+    _check_against_reference(one, x[:5])
+    assert all(0 < r.latency_s < 5 for r in one)
+
+
+def test_micro_batching_gives_the_same_results():
+    with deploy(synthetic={"num_partitions": 3}, threshold=THRESHOLD, max_batch=8,
+                batch_timeout_s=0.005) as d:
+        x = d.inputs(64, seed=3)
+        results = d.run(x)
+        _check_against_reference(results, x)
+        d.close()
+        assert "batches" in d.log(0)
+        stats = json.loads(d.log(0).rsplit("stops: ", 1)[1].splitlines()[0])
+        assert stats["batches"] < stats["samples"]  # batches of several samples happened
+
+
+def test_routes_follow_links_in_both_directions():
+    up, down = ["u0", "u1", "u2"], ["d0", "d1", "d2"]
+    assert route(1, 3, "E", up, down) == ["u1", "u2", "E"]
+    assert route(3, 1, "E", up, down) == ["d2", "d1", "E"]
+    assert route(2, 2, "E", up, down) == ["E"]
+    assert route(0, 2, "E") == ["E"]
+
+
+# --------------------------------------------------------------------------- links
+
+
+def _time_messages(hops, sizes, mtu):
+    """Send messages of ``sizes`` bytes through in-process links; arrival times after send."""
+    ctx = zmq.Context()
+    links = [DirectedLink(ctx, "tcp://127.0.0.1:*", bw, prop, mtu, name=f"l{j}").start()
+             for j, (bw, prop) in enumerate(hops)]
+    sink = ctx.socket(zmq.PULL)
+    port = sink.bind_to_random_port("tcp://127.0.0.1")
+    sender = RouteSender(ctx)
+    try:
+        out = []
+        for size in sizes:
+            payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            t0 = time.perf_counter()
+            assert sender.send([lk.address for lk in links] + [f"tcp://127.0.0.1:{port}"], payload)
+            assert sink.poll(5000)
+            got = sink.recv()
+            out.append(time.perf_counter() - t0)
+            assert got == payload  # real bytes, reassembled in order
+        return out
+    finally:
+        sender.close()
+        sink.close(linger=0)
+        for lk in links:
+            lk.stop()
+        ctx.term()
+
+
+def test_link_enforces_bandwidth_and_propagation():
+    # 80 kB at 8 Mb/s is 80 ms, plus 20 ms of propagation
+    (t,) = _time_messages([(8.0, 20.0)], [80_000], mtu=1500)
+    assert 0.098 < t < 0.135, t
+    (t,) = _time_messages([(1000.0, 30.0)], [100], mtu=1500)
+    assert 0.0295 < t < 0.05, t
+
+
+def test_multi_hop_store_and_forward_pipelines_fragments():
+    # two 8 Mb/s hops, 9000-byte fragments: the first fragment is stored and
+    # forwarded at each hop, the rest stream behind it at the bottleneck rate
+    size, mtu, bw = 90_000, 9000, 8.0
+    (t,) = _time_messages([(bw, 5.0), (bw, 5.0)], [size], mtu=mtu)
+    pipelined = 8 * (size + mtu) / (bw * 1e6) + 0.010  # 99 ms + 10 ms
+    whole_message = 2 * 8 * size / (bw * 1e6) + 0.010  # 180 ms + 10 ms
+    assert pipelined - 0.002 < t < pipelined + 0.03, (t, pipelined)
+    assert t < whole_message - 0.05
+
+
+def test_link_rejects_malformed_and_keeps_forwarding():
+    ctx = zmq.Context()
+    link = DirectedLink(ctx, "tcp://127.0.0.1:*", 100.0, 0.0, 1500, name="bad").start()
+    sink = ctx.socket(zmq.PULL)
+    port = sink.bind_to_random_port("tcp://127.0.0.1")
+    raw = ctx.socket(zmq.PUSH)
+    raw.connect(link.address)
+    sender = RouteSender(ctx)
+    try:
+        raw.send(b"one frame only")
+        raw.send_multipart([b"not json", b"payload"])
+        raw.send_multipart([json.dumps({"route": ["http://evil"]}).encode(), b"payload"])
+        assert sender.send([link.address, f"tcp://127.0.0.1:{port}"], b"good")
+        assert sink.poll(3000) and sink.recv() == b"good"
+        assert link.stats["rejected"] == 3
+    finally:
+        for s in (raw, sink):
+            s.close(linger=0)
+        sender.close()
+        link.stop()
+        ctx.term()
+
+
+@pytest.mark.slow
+def test_emulated_topology_latency_follows_the_links():
+    topo = Topology(tiers=(Tier("edge", "d"), Tier("mid", "d"), Tier("far", "d")),
+                    links=(Link(20.0, 15.0), Link(200.0, 10.0)), mtu_bytes=1500)
+    with deploy(synthetic={"num_partitions": 3, "hidden": 1024}, threshold=THRESHOLD,
+                topology=topo) as d:
+        x = d.inputs(30)
+        results = d.run(x, one_at_a_time=True)
+        _check_against_reference_generic(results, x, hidden=1024)
+        feats = len(encode(np.zeros((1, 1024), np.float32), kind="features", ids=[0],
+                           ack=d.client.control_address)) * 8
+        for r in results:
+            # features over link 0 (20 Mb/s), result back over link 0: at least
+            # the transmission and both propagations
+            floor = {0: 0.0, 1: feats / 20e6 + 0.030,
+                     2: feats / 20e6 + feats / 200e6 + 2 * (0.015 + 0.010)}[r.partition]
+            assert floor <= r.latency_s < floor + 0.05, (r.partition, r.latency_s, floor)
+
+
+def _check_against_reference_generic(results, x, hidden):
+    ref = SyntheticModel(3, hidden=hidden).reference(x, THRESHOLD)
+    assert [r.partition for r in results] == [f["partition"] for f in ref]
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_killed_worker_degrades_in_flight_samples_to_their_last_exit():
+    # threshold 0.3: most samples need the last partition; slow it down so many are in flight
+    topo = Topology(tiers=(Tier("a", "d"), Tier("b", "d"), Tier("c", "d", slowdown=40.0)),
+                    links=(Link(1000, 0), Link(1000, 0)))
+    model = {"num_partitions": 3, "repeat": 20}
+    with deploy(synthetic=model, threshold=0.3, topology=topo, emulate_links=False,
+                dead_after_s=1.0) as d:
+        x = d.inputs(150, seed=5)
+        ids = d.client.submit(x)
+        first = []
+        while len(first) < 10:
+            first += d.client.poll(5.0)
+        d.kill(2)
+        rest = d.client.gather(timeout_s=30.0)
+        results = first + rest
+        got = sorted(r.id for r in results)
+        assert got == sorted(ids)  # count in == count out, no duplicates
+        assert d.client.stats["delivered"] == len(ids)
+        degraded = [r for r in results if r.degraded]
+        assert degraded, "some samples were in flight to the killed tier"
+        ref = SyntheticModel(**model)
+        for r in degraded:
+            assert r.partition == 1 and r.tier == 1  # the last exit they passed
+            logits, ent, _ = ref.run_partition(1, ref.run_partition(0, x[r.id : r.id + 1])[2])
+            np.testing.assert_allclose(r.logits, logits[0], rtol=1e-4, atol=1e-4)
+            assert r.entropy >= 0.3
+        # later samples that need the dead tier also finish at partition 1
+        more = d.run(d.inputs(20, seed=6), timeout_s=20.0)
+        assert all(r.partition < 2 for r in more)
+        assert any(r.degraded for r in more)
+        assert "degraded" in d.log(1)
+
+
+def test_killed_first_worker_returns_degraded_results_without_an_exit():
+    topo = Topology(tiers=(Tier("a", "d", slowdown=40.0), Tier("b", "d")), links=(Link(1000, 0),))
+    with deploy(synthetic={"num_partitions": 2, "repeat": 20}, threshold=0.5, topology=topo,
+                emulate_links=False, dead_after_s=0.8) as d:
+        ids = d.client.submit(d.inputs(60))
+        first = d.client.poll(10.0)
+        d.kill(0)
+        results = first + d.client.gather(timeout_s=20.0)
+        assert sorted(r.id for r in results) == sorted(ids)
+        lost = [r for r in results if r.partition == -1]
+        assert lost and all(r.degraded and r.logits is None and r.prediction is None for r in lost)
+
+
+def test_malformed_and_oversized_messages_are_rejected_and_the_worker_keeps_serving(three_tiers):
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.PUSH)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(three_tiers.worker_address(0))
+    try:
+        raw.send(b"garbage bytes, not a wire message")  # bad magic
+        raw.send(encode(np.zeros((300_000,), np.float32), kind="input", ids=[0]))  # > 1 MiB
+        raw.send(encode(np.zeros((2, 32), np.float32), kind="input", ids=[1]))  # ids mismatch
+        raw.send(encode(np.zeros((1, 32), np.float32), kind="bogus", ids=[1]))  # bad kind
+        raw.send(encode(np.zeros((1, 32), np.float32), kind="input", ids=[1], ack="http://x"))
+        raw.send(encode(np.zeros((1, 7), np.float32), kind="input", ids=[1]))  # wrong width
+        raw.send_multipart([b"a", b"b"])  # two frames
+        msg = encode(np.zeros((1, 32), np.float32), kind="input", ids=[1])
+        raw.send(msg[: len(msg) - 3])  # truncated
+        x = three_tiers.inputs(10, seed=9)
+        results = three_tiers.run(x, timeout_s=10.0)
+        _check_against_reference(results, x)
+        assert three_tiers.client.stats["delivered"] == 10  # nothing spurious came out
+        deadline = time.monotonic() + 5
+        while three_tiers.log(0).count("rejected") < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = three_tiers.log(0)
+        assert log.count("rejected a message") == 8, log
+        assert "exceeds the limit" in log and "bad magic" in log
+        assert three_tiers.worker_alive(0)
+    finally:
+        raw.close(linger=0)
+        ctx.term()
+
+
+def test_client_rejects_bad_results_and_dedups():
+    with Client(["tcp://127.0.0.1:9"], send_timeout_s=0.2) as c:
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(c.results_address)
+        try:
+            push.send(b"junk")
+            push.send(encode(np.zeros((1, 3), np.float32), kind="result", ids=[5], entropy=[0.1]))
+            assert c.poll(0.5) == []  # id 5 was never submitted: dropped as a duplicate
+            assert c.stats["rejected"] == 1 and c.stats["duplicates"] == 1
+        finally:
+            push.close(linger=0)
+            ctx.term()
+        with pytest.raises(TimeoutError):
+            c.submit(np.zeros((1, 3), np.float32))  # nobody listens
+        with pytest.raises(ValueError, match="ids"):
+            c.submit(np.zeros((2, 3), np.float32), ids=[1])
+
+
+def test_backpressure_blocks_the_client_instead_of_growing_queues():
+    # 256 kB inputs, so that the kernel's socket buffers hold only a few of them
+    topo = Topology(tiers=(Tier("a", "d", slowdown=20.0),), links=())
+    with deploy(synthetic={"num_partitions": 1, "in_dim": 65536}, threshold=0.5, topology=topo,
+                hwm=2) as d:
+        d.client.send_timeout_s = 0.3
+        sent = 0
+        with pytest.raises(TimeoutError):
+            for _ in range(2000):
+                d.client.submit(d.inputs(1))
+                sent += 1
+        assert sent < 200  # bounded by the high-water marks, not by memory
+        assert len(d.client.gather(timeout_s=60.0)) == sent
+
+
+# --------------------------------------------------------------------------- units, torch
+
+
+def test_worker_and_runner_arguments_are_checked():
+    with pytest.raises(ValueError, match="kind"):
+        make_runner({"kind": "nope"})
+    with pytest.raises(ValueError, match="module:function"):
+        make_runner({"kind": "factory", "factory": "nofunction"})
+    run = make_runner({"kind": "synthetic", "partition": 1, "num_partitions": 2})
+    assert run(np.zeros((2, 64), np.float32))[2] is None
+    with pytest.raises(ValueError, match="next_route"):
+        Worker(run, partition=0, num_partitions=2, threshold=0.5, result_route=["tcp://x:1"])
+    with pytest.raises(ValueError, match="threshold"):
+        Worker(run, partition=0, num_partitions=1, threshold=1.5, result_route=["tcp://x:1"])
+    with pytest.raises(ValueError, match="exactly one"):
+        deploy()
+
+
+def test_worker_in_a_thread_serves_a_client():
+    model = SyntheticModel(1)
+    with Client() as client:
+        worker = Worker(model.runner(0), partition=0, num_partitions=1, threshold=0.5,
+                        result_route=[client.results_address])
+        stop = threading.Event()
+        t = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
+        t.start()
+        try:
+            client.input_route = [worker.input_address]
+            r = client.infer(model.inputs(1)[0], timeout_s=5.0)
+            assert r.partition == 0 and r.prediction is not None
+        finally:
+            stop.set()
+            t.join(5)
+            worker.close()
+
+
+def test_runtime_never_imports_torch():
+    code = (
+        "import sys\n"
+        "from earlyexit.runtime.deploy import deploy\n"
+        "import earlyexit.runtime, earlyexit.runtime.worker, earlyexit.runtime.link\n"
+        "import earlyexit.runtime._cli\n"
+        "with deploy(synthetic={'num_partitions': 2}, threshold=0.5) as d:\n"
+        "    assert len(d.run(d.inputs(5))) == 5\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m in\n"
+        "    ('earlyexit.surgery', 'earlyexit.training', 'earlyexit.profiling', 'earlyexit.export'))\n"
+        "print('BAD', bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
