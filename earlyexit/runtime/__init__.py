@@ -28,7 +28,19 @@ _LAZY = {
     "SyntheticModel": "earlyexit.runtime.synthetic",
 }
 
-__all__ = sorted(["WireError", "decode", "encode", *_LAZY])
+__all__ = [
+    "BundleSession",
+    "Client",
+    "Deployment",
+    "DirectedLink",
+    "Result",
+    "SyntheticModel",
+    "WireError",
+    "Worker",
+    "decode",
+    "deploy",
+    "encode",
+]
 
 
 def __getattr__(name: str) -> Any:

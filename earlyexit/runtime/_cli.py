@@ -35,25 +35,49 @@ def register(subparsers: Any) -> None:
     which.add_argument("--tier", type=int, help="serve the partition the plan places on tier K")
     which.add_argument("--partition", type=int, help="serve partition K (0-based)")
     p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="input address to bind")
-    p.add_argument("--control-bind", default="tcp://127.0.0.1:*",
-                   help="address for acks and heartbeats from the next partition")
-    p.add_argument("--advertise", default=None,
-                   help="the control address as upstream reaches it (when binding to *)")
-    p.add_argument("--next", action="append", default=None, metavar="ADDR",
-                   help="route to the next partition's worker (repeat for link hops)")
-    p.add_argument("--results", action="append", required=True, metavar="ADDR",
-                   help="route to the destination's results address (repeat for link hops)")
+    p.add_argument(
+        "--control-bind",
+        default="tcp://127.0.0.1:*",
+        help="address for acks and heartbeats from the next partition",
+    )
+    p.add_argument(
+        "--advertise",
+        default=None,
+        help="the control address as upstream reaches it (when binding to *)",
+    )
+    p.add_argument(
+        "--next",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help="route to the next partition's worker (repeat for link hops)",
+    )
+    p.add_argument(
+        "--results",
+        action="append",
+        required=True,
+        metavar="ADDR",
+        help="route to the destination's results address (repeat for link hops)",
+    )
     p.add_argument("--threshold", type=float, default=None, help="override the bundle's threshold")
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"))
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--slowdown", type=_positive, default=1.0,
-                   help="emulate a slower device: sleep (slowdown-1) x compute time")
+    p.add_argument(
+        "--slowdown",
+        type=_positive,
+        default=1.0,
+        help="emulate a slower device: sleep (slowdown-1) x compute time",
+    )
     p.add_argument("--max-batch", type=int, default=1, help="micro-batch size (messages)")
     p.add_argument("--batch-timeout-ms", type=float, default=0.0)
     p.add_argument("--hwm", type=int, default=64, help="ZeroMQ high-water mark (messages)")
     p.add_argument("--max-message-bytes", type=int, default=None)
-    p.add_argument("--dead-after", type=_positive, default=2.0,
-                   help="seconds of silence after which the next partition is considered dead")
+    p.add_argument(
+        "--dead-after",
+        type=_positive,
+        default=2.0,
+        help="seconds of silence after which the next partition is considered dead",
+    )
     p.set_defaults(func=serve_command)
     try:
         from earlyexit.validation import register_validate
@@ -85,7 +109,9 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.tier is not None:
         tiers = list(plan.tier_indices)
         if args.tier not in tiers:
-            raise ValueError(f"the plan places no partition on tier {args.tier}; tiers used: {tiers}")
+            raise ValueError(
+                f"the plan places no partition on tier {args.tier}; tiers used: {tiers}"
+            )
         k = tiers.index(args.tier)
     else:
         k = args.partition
@@ -93,17 +119,31 @@ def serve_command(args: argparse.Namespace) -> int:
             raise ValueError(f"--partition must be in 0..{len(plan.partitions) - 1}, got {k}")
     last = k == len(plan.partitions) - 1
     if not last and not args.next:
-        raise ValueError(f"partition {k} is not the last one: give --next (the next worker's route)")
+        raise ValueError(
+            f"partition {k} is not the last one: give --next (the next worker's route)"
+        )
     config = {
-        "runner": {"kind": "bundle", "path": args.bundle, "partition": k,
-                   "precision": args.precision, "intra_op_threads": args.threads},
-        "partition": k, "num_partitions": len(plan.partitions),
+        "runner": {
+            "kind": "bundle",
+            "path": args.bundle,
+            "partition": k,
+            "precision": args.precision,
+            "intra_op_threads": args.threads,
+        },
+        "partition": k,
+        "num_partitions": len(plan.partitions),
         "threshold": manifest.threshold if args.threshold is None else args.threshold,
-        "tier": plan.partitions[k].tier, "last_block": plan.partitions[k].last_block,
-        "result_route": args.results, "next_route": None if last else args.next,
-        "bind": args.bind, "control_bind": args.control_bind, "advertise": args.advertise,
-        "slowdown": args.slowdown, "max_batch": args.max_batch,
-        "batch_timeout_s": args.batch_timeout_ms / 1000, "hwm": args.hwm,
+        "tier": plan.partitions[k].tier,
+        "last_block": plan.partitions[k].last_block,
+        "result_route": args.results,
+        "next_route": None if last else args.next,
+        "bind": args.bind,
+        "control_bind": args.control_bind,
+        "advertise": args.advertise,
+        "slowdown": args.slowdown,
+        "max_batch": args.max_batch,
+        "batch_timeout_s": args.batch_timeout_ms / 1000,
+        "hwm": args.hwm,
         "max_message_bytes": args.max_message_bytes or MAX_MESSAGE_BYTES,
         "dead_after_s": args.dead_after,
     }

@@ -25,8 +25,12 @@ THRESHOLD = 0.6
 
 @pytest.fixture
 def three_tiers():
-    d = deploy(synthetic={"num_partitions": 3}, threshold=THRESHOLD, dead_after_s=1.0,
-               max_message_bytes=1 << 20)
+    d = deploy(
+        synthetic={"num_partitions": 3},
+        threshold=THRESHOLD,
+        dead_after_s=1.0,
+        max_message_bytes=1 << 20,
+    )
     yield d
     d.close()
 
@@ -53,8 +57,9 @@ def test_deployment_matches_in_process_early_exit(three_tiers):
 
 
 def test_micro_batching_gives_the_same_results():
-    with deploy(synthetic={"num_partitions": 3}, threshold=THRESHOLD, max_batch=8,
-                batch_timeout_s=0.005) as d:
+    with deploy(
+        synthetic={"num_partitions": 3}, threshold=THRESHOLD, max_batch=8, batch_timeout_s=0.005
+    ) as d:
         x = d.inputs(64, seed=3)
         results = d.run(x)
         _check_against_reference(results, x)
@@ -78,8 +83,10 @@ def test_routes_follow_links_in_both_directions():
 def _time_messages(hops, sizes, mtu):
     """Send messages of ``sizes`` bytes through in-process links; arrival times after send."""
     ctx = zmq.Context()
-    links = [DirectedLink(ctx, "tcp://127.0.0.1:*", bw, prop, mtu, name=f"l{j}").start()
-             for j, (bw, prop) in enumerate(hops)]
+    links = [
+        DirectedLink(ctx, "tcp://127.0.0.1:*", bw, prop, mtu, name=f"l{j}").start()
+        for j, (bw, prop) in enumerate(hops)
+    ]
     sink = ctx.socket(zmq.PULL)
     port = sink.bind_to_random_port("tcp://127.0.0.1")
     sender = RouteSender(ctx)
@@ -146,20 +153,36 @@ def test_link_rejects_malformed_and_keeps_forwarding():
 
 @pytest.mark.slow
 def test_emulated_topology_latency_follows_the_links():
-    topo = Topology(tiers=(Tier("edge", "d"), Tier("mid", "d"), Tier("far", "d")),
-                    links=(Link(20.0, 15.0), Link(200.0, 10.0)), mtu_bytes=1500)
-    with deploy(synthetic={"num_partitions": 3, "hidden": 1024}, threshold=THRESHOLD,
-                topology=topo) as d:
+    topo = Topology(
+        tiers=(Tier("edge", "d"), Tier("mid", "d"), Tier("far", "d")),
+        links=(Link(20.0, 15.0), Link(200.0, 10.0)),
+        mtu_bytes=1500,
+    )
+    with deploy(
+        synthetic={"num_partitions": 3, "hidden": 1024}, threshold=THRESHOLD, topology=topo
+    ) as d:
         x = d.inputs(30)
         results = d.run(x, one_at_a_time=True)
         _check_against_reference_generic(results, x, hidden=1024)
-        feats = len(encode(np.zeros((1, 1024), np.float32), kind="features", ids=[0],
-                           ack=d.client.control_address)) * 8
+        feats = (
+            len(
+                encode(
+                    np.zeros((1, 1024), np.float32),
+                    kind="features",
+                    ids=[0],
+                    ack=d.client.control_address,
+                )
+            )
+            * 8
+        )
         for r in results:
             # features over link 0 (20 Mb/s), result back over link 0: at least
             # the transmission and both propagations
-            floor = {0: 0.0, 1: feats / 20e6 + 0.030,
-                     2: feats / 20e6 + feats / 200e6 + 2 * (0.015 + 0.010)}[r.partition]
+            floor = {
+                0: 0.0,
+                1: feats / 20e6 + 0.030,
+                2: feats / 20e6 + feats / 200e6 + 2 * (0.015 + 0.010),
+            }[r.partition]
             assert floor <= r.latency_s < floor + 0.05, (r.partition, r.latency_s, floor)
 
 
@@ -173,11 +196,14 @@ def _check_against_reference_generic(results, x, hidden):
 
 def test_killed_worker_degrades_in_flight_samples_to_their_last_exit():
     # threshold 0.3: most samples need the last partition; slow it down so many are in flight
-    topo = Topology(tiers=(Tier("a", "d"), Tier("b", "d"), Tier("c", "d", slowdown=40.0)),
-                    links=(Link(1000, 0), Link(1000, 0)))
+    topo = Topology(
+        tiers=(Tier("a", "d"), Tier("b", "d"), Tier("c", "d", slowdown=40.0)),
+        links=(Link(1000, 0), Link(1000, 0)),
+    )
     model = {"num_partitions": 3, "repeat": 20}
-    with deploy(synthetic=model, threshold=0.3, topology=topo, emulate_links=False,
-                dead_after_s=1.0) as d:
+    with deploy(
+        synthetic=model, threshold=0.3, topology=topo, emulate_links=False, dead_after_s=1.0
+    ) as d:
         x = d.inputs(150, seed=5)
         ids = d.client.submit(x)
         first = []
@@ -206,8 +232,13 @@ def test_killed_worker_degrades_in_flight_samples_to_their_last_exit():
 
 def test_killed_first_worker_returns_degraded_results_without_an_exit():
     topo = Topology(tiers=(Tier("a", "d", slowdown=40.0), Tier("b", "d")), links=(Link(1000, 0),))
-    with deploy(synthetic={"num_partitions": 2, "repeat": 20}, threshold=0.5, topology=topo,
-                emulate_links=False, dead_after_s=0.8) as d:
+    with deploy(
+        synthetic={"num_partitions": 2, "repeat": 20},
+        threshold=0.5,
+        topology=topo,
+        emulate_links=False,
+        dead_after_s=0.8,
+    ) as d:
         ids = d.client.submit(d.inputs(60))
         first = d.client.poll(10.0)
         d.kill(0)
@@ -270,8 +301,9 @@ def test_client_rejects_bad_results_and_dedups():
 def test_backpressure_blocks_the_client_instead_of_growing_queues():
     # 256 kB inputs, so that the kernel's socket buffers hold only a few of them
     topo = Topology(tiers=(Tier("a", "d", slowdown=20.0),), links=())
-    with deploy(synthetic={"num_partitions": 1, "in_dim": 65536}, threshold=0.5, topology=topo,
-                hwm=2) as d:
+    with deploy(
+        synthetic={"num_partitions": 1, "in_dim": 65536}, threshold=0.5, topology=topo, hwm=2
+    ) as d:
         d.client.send_timeout_s = 0.3
         sent = 0
         with pytest.raises(TimeoutError):
@@ -303,8 +335,13 @@ def test_worker_and_runner_arguments_are_checked():
 def test_worker_in_a_thread_serves_a_client():
     model = SyntheticModel(1)
     with Client() as client:
-        worker = Worker(model.runner(0), partition=0, num_partitions=1, threshold=0.5,
-                        result_route=[client.results_address])
+        worker = Worker(
+            model.runner(0),
+            partition=0,
+            num_partitions=1,
+            threshold=0.5,
+            result_route=[client.results_address],
+        )
         stop = threading.Event()
         t = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
         t.start()
