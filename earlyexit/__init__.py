@@ -34,6 +34,8 @@ _LAZY: dict[str, str] = {
     "plan": "earlyexit.planner",
     "pareto": "earlyexit.planner",
     "load": "earlyexit.training.checkpoint",
+    "profile": "earlyexit.profiling.api",
+    "merge_profiles": "earlyexit.profiling.api",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

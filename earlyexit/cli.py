@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         from earlyexit.training.cli import train_main
 
         return train_main(argv[1:])
+    if argv[:2] == ["profile", "merge"]:
+        argv = ["profile-merge", *argv[2:]]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,0 +1,169 @@
+"""``earlyexit profile`` and ``earlyexit profile merge``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["register", "plot_profile"]
+
+
+def plot_profile(profile, path: str | Path) -> None:
+    """Save exit rate against threshold per exit, accuracy per exit and partition times."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = profile.num_blocks
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    cmap = plt.get_cmap("viridis")
+    for i in range(n):
+        axes[0].plot(
+            profile.thresholds,
+            profile.exit_rate[:, i],
+            color=cmap(i / max(1, n - 1)),
+            label=f"exit {i + 1}",
+        )
+    axes[0].set(xlabel="threshold T", ylabel="exit rate ER_i^T", title="Exit rate per exit")
+    if n <= 12:
+        axes[0].legend(fontsize=7)
+    axes[1].bar(np.arange(1, n + 1), 100 * profile.branch_accuracy, color="tab:blue")
+    axes[1].set(xlabel="exit (block)", ylabel="accuracy (%)", title="Accuracy per exit (A_i)")
+    name, dev = next(iter(profile.devices.items()))
+    im = axes[2].imshow(1e3 * dev.partition_time_s, origin="upper", cmap="magma")
+    axes[2].set(
+        xlabel="last block b", ylabel="first block a", title=f"Partition time on {name} (ms)"
+    )
+    ticks = np.arange(0, n, max(1, n // 10))
+    axes[2].set_xticks(ticks, ticks + 1)
+    axes[2].set_yticks(ticks, ticks + 1)
+    fig.colorbar(im, ax=axes[2])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _summary(profile) -> str:
+    name, dev = next(iter(profile.devices.items()))
+    n = profile.num_blocks
+    lines = [
+        f"{profile.model} on {profile.dataset}: {n} blocks, {profile.extra.get('profiling_samples')} "
+        f"profiling samples, device {name!r} ({dev.meta.get('threads')} threads)",
+        f"{'exit':>4} {'acc':>6} "
+        + " ".join(f"ER@{t:.1f}" for t in profile.thresholds[1::2])
+        + f" {'CT[1..i] ms':>12}",
+    ]
+    for i in range(n):
+        rates = " ".join(f"{r:6.2f}" for r in profile.exit_rate[1::2, i])
+        lines.append(
+            f"{i + 1:>4} {100 * profile.branch_accuracy[i]:5.1f}% {rates} {1e3 * dev.partition_time_s[0, i]:12.3f}"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from earlyexit.profiling.api import profile
+
+    thresholds = None
+    if args.thresholds:
+        try:
+            thresholds = [float(t) for t in args.thresholds.replace(",", " ").split()]
+        except ValueError:
+            raise ValueError(
+                f"--thresholds must be numbers in [0, 1], got {args.thresholds!r}"
+            ) from None
+    prof = profile(
+        args.checkpoint,
+        args.data,
+        args.device_name,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        thresholds=thresholds,
+        calibrate=args.calibrate,
+        reps=args.reps,
+        percentile=args.percentile,
+        granularity=args.compare_granularity,
+        progress=not args.json,
+    )
+    prof.save(args.output)
+    if args.plot:
+        plot_profile(prof, args.plot)
+    if args.json:
+        print(prof.to_json())
+        return 0
+    print(_summary(prof))
+    gran = next(iter(prof.devices.values())).extra.get("granularity")
+    if gran:
+        print(
+            "Fig. 5: prefix partitions [1..b], ms (layer-wise sum / block-wise sum / partition-wise)"
+        )
+        for b, lw, bw, pw in zip(
+            gran["last_block"],
+            gran["layer_wise_s"],
+            gran["block_wise_s"],
+            gran["partition_wise_s"],
+            strict=True,
+        ):
+            print(f"  [1..{b:>2}] {1e3 * lw:8.3f} {1e3 * bw:8.3f} {1e3 * pw:8.3f}")
+        print(
+            f"  median partition/layer-sum {gran['median_ratio_partition_to_layer']:.2f}, "
+            f"partition/block-sum {gran['median_ratio_partition_to_block']:.2f}"
+        )
+    print(f"wrote {args.output}" + (f" and {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from earlyexit.profiling.api import merge
+
+    merged = merge(args.profiles)
+    merged.save(args.output)
+    if args.json:
+        print(json.dumps({"devices": sorted(merged.devices), "output": str(args.output)}))
+    else:
+        print(f"merged devices {sorted(merged.devices)} into {args.output}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``profile`` and ``profile merge`` (spelled ``profile-merge`` internally)."""
+    p = sub.add_parser(
+        "profile", help="profile exits, partition times and serialization on this device"
+    )
+    p.add_argument("--checkpoint", required=True, help="a full-configuration checkpoint")
+    p.add_argument("--data", default="fashion-mnist", help="data spec; its profiling split is used")
+    p.add_argument(
+        "--device-name", default=None, help="key of this device in the profile (default: host name)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads while timing")
+    p.add_argument("--batch-size", type=int, default=1, help="batch of the timed runs")
+    p.add_argument(
+        "--thresholds", default=None, help="e.g. '0,0.25,0.5,0.75,1' (default 0.0..1.0 by 0.1)"
+    )
+    p.add_argument("--calibrate", action="store_true", help="fit a temperature per exit")
+    p.add_argument("--reps", type=int, default=15, help="timed runs per partition")
+    p.add_argument(
+        "--percentile", type=float, default=50.0, help="stored percentile of the timings"
+    )
+    p.add_argument(
+        "--compare-granularity",
+        action="store_true",
+        help="also report layer/block-wise sums (Fig. 5)",
+    )
+    p.add_argument(
+        "--plot", default=None, help="save a PNG of exit rates, accuracies and partition times"
+    )
+    p.add_argument("-o", "--output", default="profile.json")
+    p.add_argument("--json", action="store_true", help="print the profile JSON")
+    p.set_defaults(func=_cmd_profile)
+
+    m = sub.add_parser(
+        "profile-merge", help="merge profiles of one model made on different devices"
+    )
+    m.add_argument("profiles", nargs="+")
+    m.add_argument("-o", "--output", required=True)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_cmd_merge)

@@ -1,0 +1,265 @@
+"""``earlyexit.profile``: one call from a checkpoint and data to a SPEC profile."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import platform
+import socket
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from earlyexit.formats import DeviceProfile, Profile, ProfileSamples
+from earlyexit.profiling.exits import collect_exit_outputs, exit_statistics, fit_temperatures
+from earlyexit.profiling.serialization import time_serialization
+from earlyexit.profiling.timing import compare_granularity, time_partitions, torch_threads
+from earlyexit.surgery.multi_exit import MultiExitModel
+
+__all__ = ["profile", "merge", "DEFAULT_THRESHOLDS", "model_digest"]
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def model_digest(model: MultiExitModel) -> str:
+    """SHA-256 of the model's config and weights (profiles of one model share it)."""
+    h = hashlib.sha256(repr(sorted(model.config.items())).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _resolve_data(data: Any, model: MultiExitModel) -> tuple[Iterable, str]:
+    """Return (profiling batches, dataset name)."""
+    if isinstance(data, (str, os.PathLike)):
+        from earlyexit.training.data import EarlyExitDataModule
+
+        dm = EarlyExitDataModule(
+            str(data),
+            batch_size=256,
+            augment=False,
+            normalization=getattr(model, "normalization", None),
+        )
+        dm.setup()
+        return dm.profile_dataloader(), dm.name
+    if hasattr(data, "profile_dataloader"):
+        data.setup()
+        return data.profile_dataloader(), str(getattr(data, "name", type(data).__name__))
+    if isinstance(data, Iterable):
+        return data, "custom"
+    raise TypeError(
+        f"data must be a --data spec string, an EarlyExitDataModule or an iterable of "
+        f"(inputs, labels) batches, got {type(data).__name__}"
+    )
+
+
+def profile(
+    model: MultiExitModel | str | os.PathLike[str],
+    data: Any = "fashion-mnist",
+    device_name: str | None = None,
+    *,
+    threads: int | None = None,
+    batch_size: int = 1,
+    thresholds: Sequence[float] | None = None,
+    calibrate: bool = False,
+    warmup: int = 2,
+    reps: int = 15,
+    percentile: float = 50.0,
+    budget_s: float = 0.25,
+    granularity: bool = False,
+    progress: bool = True,
+) -> Profile:
+    """Profile a full-configuration model on this device.
+
+    Records accuracy and exit rate of every exit over the thresholds, the
+    per-sample record, optional temperatures, the time of every partition
+    [a..b] and the (de)serialization cost of every tensor that can cross a link.
+
+    Args:
+        model: a multi-exit model with an exit after every block, or a checkpoint path.
+        data: a ``--data`` spec (its profiling split is used), a DataModule, or
+            an iterable of ``(inputs, labels)`` batches.
+        device_name: the key of this device in ``profile.devices`` (default: host name).
+        threads: PyTorch intra-op threads while timing (stands in for a weaker device).
+        batch_size: batch of the timed runs.
+        thresholds: entropy thresholds (default 0.0, 0.1, ..., 1.0).
+        calibrate: fit a temperature per exit before computing entropies.
+        warmup, reps, percentile, budget_s: timing controls (see :func:`time_partitions`).
+        granularity: also compare layer-, block- and partition-wise times (Fig. 5),
+            stored in ``devices[name].extra["granularity"]``.
+        progress: show progress bars.
+
+    Returns:
+        A validated :class:`earlyexit.formats.Profile`.
+
+    Raises:
+        ValueError, TypeError: for a model without every exit, bad thresholds or data.
+
+    Example:
+        >>> import earlyexit
+        >>> p = earlyexit.profile("checkpoints/resnet20_fashionmnist.pt", "fashion-mnist")  # doctest: +SKIP
+        >>> p.exit_rate.shape  # doctest: +SKIP
+        (11, 10)
+    """
+    if not isinstance(model, MultiExitModel):
+        from earlyexit.training.checkpoint import load
+
+        model = load(model)
+    n = model.num_blocks
+    if model.exits != tuple(range(1, n + 1)):
+        raise ValueError(
+            f"profiling needs the full configuration (an exit after every block); exits are {list(model.exits)}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    th = np.asarray(DEFAULT_THRESHOLDS if thresholds is None else thresholds, dtype=np.float64)
+    if th.ndim != 1 or th.size == 0 or (th < 0).any() or (th > 1).any():
+        raise ValueError(
+            f"thresholds must be a non-empty list of numbers in [0, 1], got {list(th)}"
+        )
+    th = np.unique(th)
+    batches, dataset = _resolve_data(data, model)
+    model.eval()
+    with torch_threads(threads):
+        outputs = collect_exit_outputs(model, batches, progress=progress)
+        temps = fit_temperatures(outputs) if calibrate else None
+        stats = exit_statistics(outputs, th, temps)
+        sample = _first_inputs(batches, batch_size)
+        times = time_partitions(
+            model,
+            sample,
+            warmup=warmup,
+            reps=reps,
+            percentile=percentile,
+            budget_s=budget_s,
+            progress=progress,
+        )
+        with torch.inference_mode():
+            feats = [sample]
+            for block in model.blocks:
+                feats.append(block(feats[-1]))
+            result = model.heads[str(n)](feats[-1])
+        one = [f[:1].numpy() for f in feats]
+        costs = time_serialization(one, result[:1].float().numpy(), percentile=percentile)
+        device_extra: dict[str, Any] = {}
+        if granularity:
+            device_extra["granularity"] = compare_granularity(model, sample, percentile=percentile)
+    if temps is not None:
+        model.set_temperatures(temps)
+    device_name = device_name or socket.gethostname()
+    meta = {
+        "host": socket.gethostname(),
+        "cpu": _cpu_name(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "percentile": percentile,
+        "batch_size": batch_size,
+        "warmup": warmup,
+        "reps": reps,
+    }
+    device = DeviceProfile(
+        times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,
+        meta, device_extra,
+    )  # fmt: skip
+    return Profile(
+        model=str(model.config.get("backbone") or "custom"),
+        dataset=dataset,
+        num_blocks=n,
+        num_classes=model.num_classes,
+        input_bits=int(costs.bits[0]),
+        output_bits=costs.bits[1:],
+        result_bits=int(costs.result_bits),
+        thresholds=th,
+        branch_accuracy=stats.branch_accuracy,
+        exit_rate=stats.exit_rate,
+        devices={device_name: device},
+        temperatures=stats.temperatures,
+        samples=ProfileSamples(stats.entropy, stats.correct),
+        extra={
+            "model_digest": model_digest(model),
+            "profiling_samples": int(stats.entropy.shape[1]),
+        },
+    )
+
+
+def _first_inputs(batches: Iterable, batch_size: int) -> torch.Tensor:
+    chunks, have = [], 0
+    for x, _ in batches:
+        chunks.append(torch.as_tensor(x))
+        have += chunks[-1].shape[0]
+        if have >= batch_size:
+            break
+    x = torch.cat(chunks)[:batch_size]
+    if x.shape[0] < batch_size:
+        raise ValueError(f"batch_size {batch_size} exceeds the {x.shape[0]} profiling samples")
+    return x.float().contiguous()
+
+
+def merge(profiles: Sequence[Profile | str | os.PathLike[str]]) -> Profile:
+    """Combine the devices of profiles of one model and dataset made on different machines.
+
+    Args:
+        profiles: profiles or paths; the first supplies accuracy and exit rates.
+
+    Returns:
+        A new profile with every device.
+
+    Raises:
+        ValueError: if the profiles describe different models, datasets, weights or
+            thresholds, or two share a device name.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> a = synthetic_profile(num_blocks=3, devices=("edge",))
+        >>> b = synthetic_profile(num_blocks=3, devices=("cloud",))
+        >>> sorted(merge([a, b]).devices)
+        ['cloud', 'edge']
+    """
+    loaded = [p if isinstance(p, Profile) else Profile.load(p) for p in profiles]
+    if not loaded:
+        raise ValueError("merge needs at least one profile")
+    first = loaded[0]
+    devices = dict(first.devices)
+    for k, other in enumerate(loaded[1:], 2):
+        for field in ("model", "dataset", "num_blocks", "num_classes"):
+            if getattr(other, field) != getattr(first, field):
+                raise ValueError(
+                    f"profile {k} has {field}={getattr(other, field)!r} but profile 1 has "
+                    f"{getattr(first, field)!r}: only profiles of one model and dataset merge"
+                )
+        if other.extra.get("model_digest") != first.extra.get("model_digest"):
+            raise ValueError(f"profile {k} was made with different weights (model_digest differs)")
+        if not np.array_equal(other.thresholds, first.thresholds):
+            raise ValueError(
+                f"profile {k} uses thresholds {other.thresholds.tolist()}, profile 1 {first.thresholds.tolist()}"
+            )
+        for name, dev in other.devices.items():
+            if name in devices:
+                raise ValueError(
+                    f"device {name!r} appears in more than one profile; rename one with --device-name"
+                )
+            devices[name] = dev
+    data = first.to_dict()
+    merged = Profile.from_dict(data)
+    merged.devices = devices
+    merged.validate()
+    return merged
+
+merge_profiles = merge
+"""Alias of :func:`merge`, exported as ``earlyexit.merge_profiles``."""

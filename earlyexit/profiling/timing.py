@@ -1,0 +1,211 @@
+"""Compute time of every partition [a..b], measured as a whole partition.
+
+A partition is blocks a..b, exit branch b and the entropy test, run as one
+piece on real features: summing separately timed layers or blocks
+underestimates it (PORTEND Fig. 5), which :func:`compare_granularity` shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from earlyexit.surgery.multi_exit import MultiExitModel, normalized_entropy
+
+__all__ = ["PartitionModule", "time_partitions", "compare_granularity", "torch_threads"]
+
+
+class PartitionModule(nn.Module):
+    """Blocks ``first..last`` (1-based), exit branch ``last`` and the entropy test."""
+
+    def __init__(
+        self, model: MultiExitModel, first: int, last: int, threshold: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*model.blocks[first - 1 : last])
+        self.head = model.heads[str(last)]
+        self.temperature = float(model.temperatures[model.exits.index(last)])
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.blocks(x)
+        logits = self.head(h)
+        entropy = normalized_entropy(logits, self.temperature)
+        return logits, entropy, entropy < self.threshold
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily limit PyTorch's intra-op threads (``None`` leaves them alone).
+
+    Raises:
+        ValueError: for a thread count below 1.
+    """
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(
+    fn: Callable[[], object], warmup: int, reps: int, budget_s: float, percentile: float
+) -> float:
+    """Time ``fn``: warm up, then up to ``reps`` runs within ``budget_s``, return the percentile."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < reps:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 3 and time.perf_counter() > deadline:
+            break
+    return float(np.percentile(times, percentile))
+
+
+def time_partitions(
+    model: MultiExitModel,
+    sample: torch.Tensor,
+    warmup: int = 2,
+    reps: int = 15,
+    percentile: float = 50.0,
+    budget_s: float = 0.25,
+    progress: bool = False,
+) -> np.ndarray:
+    """Measure every partition [a..b] of a full-configuration model.
+
+    Args:
+        model: a model with an exit after every block.
+        sample: a real input batch (batch 1 by default in the profiler); the
+            features entering block a are computed from it.
+        warmup: untimed runs per partition.
+        reps: timed runs per partition (fewer when a partition exceeds ``budget_s``).
+        percentile: the stored statistic (50 is the median).
+        budget_s: time budget per partition for the timed runs.
+        progress: show a progress bar.
+
+    Returns:
+        ``N x N`` seconds; ``[a, b]`` (0-based) for blocks a+1..b+1, NaN below the diagonal.
+
+    Raises:
+        ValueError: if the model lacks an exit after some block.
+    """
+    from tqdm.auto import tqdm
+
+    n = model.num_blocks
+    if model.exits != tuple(range(1, n + 1)):
+        raise ValueError(
+            f"partition timing needs an exit after every block (the full configuration); "
+            f"this model has exits {list(model.exits)}"
+        )
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    was_training = model.training
+    model.eval()
+    times = np.full((n, n), np.nan)
+    try:
+        with torch.inference_mode():
+            inputs = [sample]
+            for block in model.blocks:
+                inputs.append(block(inputs[-1]))
+            bar = tqdm(total=n * (n + 1) // 2, desc="partitions", disable=not progress, leave=False)
+            for a in range(n):
+                for b in range(a, n):
+                    part = PartitionModule(model, a + 1, b + 1)
+                    x = inputs[a]
+                    times[a, b] = _measure(
+                        lambda p=part, x=x: p(x), warmup, reps, budget_s, percentile
+                    )
+                    bar.update()
+            bar.close()
+    finally:
+        model.train(was_training)
+    return times
+
+
+def compare_granularity(
+    model: MultiExitModel, sample: torch.Tensor, reps: int = 20, percentile: float = 50.0
+) -> dict:
+    """PORTEND Fig. 5: layer-wise and block-wise sums against whole-partition times.
+
+    For every prefix partition [1..b], the layer-wise sum adds up each leaf
+    module timed alone on its recorded input; the block-wise sum adds up each
+    block and the exit branch timed alone; the partition-wise figure times the
+    partition as one piece.
+
+    Args:
+        model: a full-configuration model.
+        sample: a real input batch.
+        reps: timed runs per measurement.
+        percentile: the statistic.
+
+    Returns:
+        ``{"last_block": [...], "layer_wise_s": [...], "block_wise_s": [...],
+        "partition_wise_s": [...]}``.
+    """
+    model.eval()
+    n = model.num_blocks
+    out: dict[str, list] = {
+        "last_block": [],
+        "layer_wise_s": [],
+        "block_wise_s": [],
+        "partition_wise_s": [],
+    }
+    with torch.inference_mode():
+        feats = [sample]
+        for block in model.blocks:
+            feats.append(block(feats[-1]))
+
+        def leaf_times(module: nn.Module, x: torch.Tensor) -> float:
+            recorded: list[tuple[nn.Module, tuple]] = []
+            hooks = [
+                m.register_forward_pre_hook(lambda m, inp: recorded.append((m, inp)))
+                for m in module.modules()
+                if not list(m.children())
+            ]
+            try:
+                module(x)
+            finally:
+                for h in hooks:
+                    h.remove()
+            return sum(
+                _measure(lambda m=m, i=i: m(*i), 2, reps, 1.0, percentile) for m, i in recorded
+            )
+
+        block_layer = [leaf_times(b, feats[i]) for i, b in enumerate(model.blocks)]
+        block_whole = [
+            _measure(lambda b=b, x=feats[i]: b(x), 2, reps, 1.0, percentile)
+            for i, b in enumerate(model.blocks)
+        ]
+        for b in range(1, n + 1):
+            head = model.heads[str(b)]
+            head_layer = leaf_times(head, feats[b])
+            head_whole = _measure(lambda h=head, x=feats[b]: h(x), 2, reps, 1.0, percentile)
+            part = PartitionModule(model, 1, b)
+            out["last_block"].append(b)
+            out["layer_wise_s"].append(sum(block_layer[:b]) + head_layer)
+            out["block_wise_s"].append(sum(block_whole[:b]) + head_whole)
+            out["partition_wise_s"].append(
+                _measure(lambda p=part: p(sample), 2, reps, 1.0, percentile)
+            )
+    out["median_ratio_partition_to_layer"] = statistics.median(
+        p / lw for p, lw in zip(out["partition_wise_s"], out["layer_wise_s"], strict=True)
+    )
+    out["median_ratio_partition_to_block"] = statistics.median(
+        p / bw for p, bw in zip(out["partition_wise_s"], out["block_wise_s"], strict=True)
+    )
+    return out

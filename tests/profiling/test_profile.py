@@ -1,0 +1,211 @@
+"""The profiler on ResNet-20 and the embedded Fashion-MNIST subset."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from earlyexit import MultiExitModel, backbones, decompose, normalized_entropy
+from earlyexit.cli import main as cli_main
+from earlyexit.formats import Profile
+from earlyexit.profiling import merge, profile
+from earlyexit.profiling.exits import ExitOutputs, fit_temperatures
+from earlyexit.runtime.wire import encode
+
+
+def _model(seed: int = 0) -> MultiExitModel:
+    torch.manual_seed(seed)
+    seq = decompose(
+        backbones.create("resnet20", num_classes=10, in_chans=1), input_shape=(1, 28, 28)
+    )
+    return MultiExitModel(seq).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A few batches of the real profiling split (inputs normalized as in training)."""
+    from earlyexit.training.data import EarlyExitDataModule
+
+    dm = EarlyExitDataModule("fashion-mnist", batch_size=100, augment=False)
+    dm.setup()
+    batches = []
+    for k, (x, y) in enumerate(dm.profile_dataloader()):
+        if k == 2:
+            break
+        batches.append((x, y))
+    return batches
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """ResNet-20 fitted for a few steps, so exits disagree in confidence."""
+    model = _model().train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        for x, y in data:
+            opt.zero_grad()
+            sum(torch.nn.functional.cross_entropy(o, y) for o in model(x)).backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def prof(trained, data):
+    return profile(trained, data, "unit", threads=1, reps=5, budget_s=0.05, progress=False)
+
+
+def test_accuracy_and_exit_rates_match_direct_computation(prof, trained, data):
+    # an independent, sample-by-sample count
+    correct = np.zeros(10)
+    below = np.zeros((len(prof.thresholds), 10))
+    total = 0
+    with torch.no_grad():
+        for x, y in data:
+            for j in range(x.shape[0]):
+                outs = trained(x[j : j + 1])
+                for i, logits in enumerate(outs):
+                    correct[i] += int(logits.argmax() == y[j])
+                    h = float(normalized_entropy(logits)[0])
+                    below[:, i] += [h < t for t in prof.thresholds]
+                total += 1
+    np.testing.assert_allclose(prof.branch_accuracy, correct / total, atol=1e-9)
+    np.testing.assert_allclose(
+        prof.exit_rate, below / total, atol=1.5 / total
+    )  # one sample at a boundary
+    assert prof.samples.entropy.shape == (10, total)
+    np.testing.assert_allclose(prof.samples.correct.mean(1), prof.branch_accuracy)
+    assert 0 < prof.exit_rate[5].sum() and (prof.exit_rate[5] < 1).any()
+
+
+def test_exit_rates_monotone_in_threshold(prof):
+    assert prof.thresholds[0] == 0.0 and prof.thresholds[-1] == 1.0 and len(prof.thresholds) == 11
+    assert (np.diff(prof.exit_rate, axis=0) >= 0).all()
+    assert (prof.exit_rate[0] == 0).all()
+
+
+def test_partition_times_positive_and_nested(prof):
+    t = prof.devices["unit"].partition_time_s
+    upper = np.triu(np.ones_like(t, dtype=bool))
+    assert (t[upper] > 0).all() and np.isnan(t[~upper]).all()
+    # a partition is never faster than one it contains, beyond noise: compare
+    # [a..b] with [a..b'] for b' well below b (the noise floor is a fraction of a ms)
+    n = t.shape[0]
+    for a in range(n):
+        for b in range(a + 3, n):
+            assert t[a, b] >= 0.7 * t[a, a] - 2e-4, (a, b)
+            assert t[a, b] >= 0.7 * t[b, b] - 2e-4, (a, b)
+    assert t[0, n - 1] >= 0.7 * max(t[0, n // 2], t[n // 2, n - 1])
+
+
+def test_serialized_sizes_are_wire_sizes(prof, trained, data):
+    x = data[0][0][:1]
+    assert prof.input_bits == 8 * len(encode(x.numpy(), kind="input", ids=[0]))
+    with torch.no_grad():
+        h = x
+        for i, block in enumerate(trained.blocks):
+            h = block(h)
+            assert prof.output_bits[i] == 8 * len(encode(h.numpy(), kind="features", ids=[0]))
+    assert 32 * 10 < prof.result_bits < 32 * 10 + 8 * 200
+    dev = prof.devices["unit"]
+    assert (dev.serialize_s > 0).all() and (dev.deserialize_s > 0).all()
+
+
+def test_round_trip_and_corrupt_files(prof, tmp_path):
+    path = tmp_path / "p.json"
+    prof.save(path)
+    back = Profile.load(path)
+    np.testing.assert_array_equal(back.exit_rate, prof.exit_rate)
+    np.testing.assert_array_equal(
+        back.devices["unit"].partition_time_s, prof.devices["unit"].partition_time_s
+    )
+    np.testing.assert_array_equal(back.samples.correct, prof.samples.correct)
+    text = path.read_text()
+    (tmp_path / "trunc.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError):
+        Profile.load(tmp_path / "trunc.json")
+    data = json.loads(text)
+    data["exit_rate"] = data["exit_rate"][:-1]
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="exit_rate"):
+        Profile.load(tmp_path / "bad.json")
+    data = json.loads(text)
+    data["schema"] = "earlyexit.profile/99"
+    (tmp_path / "schema.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="schema"):
+        Profile.load(tmp_path / "schema.json")
+
+
+def test_merge(prof, trained, data):
+    other = profile(trained, data[:1], "other", threads=1, reps=3, budget_s=0.02, progress=False)
+    merged = merge([prof, other])
+    assert sorted(merged.devices) == ["other", "unit"]
+    np.testing.assert_array_equal(merged.exit_rate, prof.exit_rate)
+    with pytest.raises(ValueError, match="more than one"):
+        merge([prof, prof])
+    stranger = profile(
+        _model(seed=1), data[:1], "x", threads=1, reps=3, budget_s=0.02, progress=False
+    )
+    with pytest.raises(ValueError, match="weights"):
+        merge([prof, stranger])
+
+
+def test_calibration_lowers_nll():
+    torch.manual_seed(0)
+    y = torch.randint(0, 5, (400,))
+    logits = torch.randn(400, 5) * 0.5 + 8.0 * torch.nn.functional.one_hot(y, 5)
+    flip = torch.rand(400) < 0.3  # overconfident and often wrong
+    logits[flip] = logits[flip].roll(1, dims=1)
+    (t,) = fit_temperatures(ExitOutputs([logits], y))
+    nll = lambda s: float(torch.nn.functional.cross_entropy(logits / s, y))  # noqa: E731
+    assert t > 1.5 and nll(t) < nll(1.0)
+    assert nll(t) <= min(nll(t * 0.8), nll(t * 1.25)) + 1e-6
+
+
+def test_calibrated_profile_records_temperatures(trained, data):
+    p = profile(
+        trained, data[:1], "cal", threads=1, reps=3, budget_s=0.02, calibrate=True, progress=False
+    )
+    assert (
+        p.temperatures.shape == (10,) and (p.temperatures > 0).all() and (p.temperatures != 1).any()
+    )
+
+
+def test_bad_arguments(trained, data):
+    with pytest.raises(ValueError, match="full configuration"):
+        profile(trained.select_exits([2, 5]), data, progress=False)
+    with pytest.raises(ValueError, match="thresholds"):
+        profile(trained, data, thresholds=[0.5, 2.0], progress=False)
+    with pytest.raises(ValueError, match="threads"):
+        profile(trained, data, threads=0, progress=False)
+
+
+@pytest.mark.slow
+def test_cli_profile_and_merge(tmp_path, trained):
+    from earlyexit.training.checkpoint import save
+
+    ckpt = tmp_path / "m.pt"
+    save(trained, ckpt)
+    args = [
+        "profile",
+        "--checkpoint",
+        str(ckpt),
+        "--device-name",
+        "a",
+        "--threads",
+        "1",
+        "--reps",
+        "3",
+    ]
+    assert cli_main([*args, "-o", str(tmp_path / "a.json"), "--plot", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").stat().st_size > 10_000
+    args[4] = "b"
+    assert cli_main([*args, "-o", str(tmp_path / "b.json")]) == 0
+    out = tmp_path / "all.json"
+    assert (
+        cli_main(
+            ["profile", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(out)]
+        )
+        == 0
+    )
+    assert sorted(Profile.load(out).devices) == ["a", "b"]
