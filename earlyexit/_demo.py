@@ -1,7 +1,14 @@
 """``earlyexit demo``: the whole pipeline on the embedded default, end to end.
 
-It grows as the pipeline's stages land; today it decomposes ResNet-20, builds
-the full-configuration multi-exit model and runs real early exit on a batch.
+1. load the shipped ResNet-20 checkpoint (or train one with ``--train``);
+2. profile it on this machine (one thread per tier worker, as PORTEND limited
+   its ARM tier to one core; the tiers' ``slowdown`` stands in for weaker hardware);
+3. plan on the built-in ``portend-aws`` topology, against edge-only, cloud-only
+   and Neurosurgeon, and draw the Pareto frontier;
+4. export the plan's partitions as a verified bundle;
+5. deploy the bundle over emulated links and compare measured with estimated.
+
+Everything lands in ``DIR/`` with a ``report.md`` that links it.
 """
 
 from __future__ import annotations
@@ -10,56 +17,200 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["register", "run_demo"]
+__all__ = ["register", "run_demo", "demo_topology", "DEFAULT_CHECKPOINT"]
+
+DEFAULT_CHECKPOINT = (
+    Path(__file__).resolve().parents[1] / "checkpoints" / "resnet20_fashionmnist.pt"
+)
+DEVICE = "cpu-1thread"
+# emulated hardware of the PORTEND AWS tiers, relative to one core of this machine
+SLOWDOWNS = {"edge": 4.0, "base-station": 2.0, "cloud": 1.0}
 
 
-def run_demo(out: str | Path = "demo_out", threshold: float = 0.9, batch: int = 256) -> dict:
-    """Run the demo and write ``out/report.json``.
+def demo_topology():
+    """``portend-aws`` with every tier on this machine's profile and the demo's slowdowns.
+
+    Example:
+        >>> [t.slowdown for t in demo_topology().tiers]
+        [4.0, 2.0, 1.0]
+    """
+    from earlyexit.formats import Topology
+    from earlyexit.planner import bind_devices, load_builtin_topology
+
+    topo = load_builtin_topology("portend-aws")
+    topo = bind_devices(topo, {t.device: DEVICE for t in topo.tiers})
+    data = topo.to_dict()
+    for tier in data["tiers"]:
+        tier["slowdown"] = SLOWDOWNS.get(tier["name"], 1.0)
+    return Topology.from_dict(data)
+
+
+class _Steps:
+    """Prints numbered steps with their wall time."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.k, self.quiet = total, 0, quiet
+        self.t0 = self.start = time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        now = time.perf_counter()
+        if self.k and not self.quiet:
+            print(f"    done in {now - self.t0:.1f} s", flush=True)
+        self.k += 1
+        self.t0 = now
+        if not self.quiet:
+            print(f"[{self.k}/{self.total}] {text}", flush=True)
+
+    def finish(self) -> float:
+        self("finished")
+        return time.perf_counter() - self.start
+
+
+def _train(out: Path, epochs: int, progress: bool):
+    from earlyexit.training.cli import train_main
+
+    ckpt = out / "model.pt"
+    argv = [
+        "--config", str(Path(__file__).resolve().parents[1] / "recipes" / "resnet20_fashionmnist.yaml"),
+        f"--trainer.max_epochs={epochs}", f"--trainer.enable_progress_bar={str(progress).lower()}",
+        f"--trainer.default_root_dir={out / 'train'}", f"--trainer.logger.init_args.save_dir={out / 'train'}",
+        "--output", str(ckpt),
+    ]  # fmt: skip
+    if train_main(argv) != 0:
+        raise RuntimeError("training failed")
+    return ckpt
+
+
+def run_demo(
+    out: str | Path = "demo_out",
+    *,
+    train: bool = False,
+    checkpoint: str | Path | None = None,
+    epochs: int = 3,
+    accuracy_drop: float = 0.01,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run the demo and write its report.
 
     Args:
         out: output directory (created).
-        threshold: entropy threshold for early exit.
-        batch: batch size of the smoke run.
+        train: train a model on the embedded data instead of loading the checkpoint.
+        checkpoint: a full-configuration checkpoint (default: the shipped ResNet-20).
+        epochs: training epochs with ``train``.
+        accuracy_drop: the plan minimizes latency with accuracy at least the
+            final exit's profiled accuracy minus this.
+        quiet: print nothing.
 
     Returns:
-        The report as a dict.
+        The report's figures as a dict (also written to ``out/report.json``).
+
+    Raises:
+        FileNotFoundError: if the checkpoint is missing.
     """
-    import torch
+    import earlyexit
+    from earlyexit.formats import atomic_write_text
+    from earlyexit.planner import baselines, pareto
+    from earlyexit.planner.plot import plot_pareto
+    from earlyexit.profiling._cli import plot_profile
 
-    from earlyexit import backbones
-    from earlyexit.surgery import MultiExitModel, decompose
-
-    start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    seq = decompose(
-        backbones.create("resnet20", num_classes=10, in_chans=1), input_shape=(1, 28, 28)
-    )
-    model = MultiExitModel(seq).eval()
-    x = torch.randn(batch, 1, 28, 28)
-    result = model.predict(x, threshold)
-    counts = torch.bincount(result.exit_block, minlength=model.num_blocks + 1)[1:]
-    report = {
-        "backbone": "resnet20",
-        "blocks": [b.to_dict() for b in model.block_info],
-        "threshold": threshold,
-        "exit_fractions": (counts.float() / batch).tolist(),
-        "wall_time_s": time.perf_counter() - start,
+    steps = _Steps(4, quiet)
+    if train:
+        steps(f"training ResNet-20 on the embedded Fashion-MNIST subset ({epochs} epochs)")
+        checkpoint = _train(out, epochs, not quiet)
+    else:
+        checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
+        steps(f"loading {checkpoint}")
+        if not checkpoint.exists():
+            raise FileNotFoundError(
+                f"checkpoint {checkpoint} not found; run with --train to train one"
+            )
+    model = earlyexit.load(checkpoint)
+
+    steps("profiling exits, partition times and serialization on this machine (1 thread)")
+    prof = earlyexit.profile(model, "fashion-mnist", DEVICE, threads=1, progress=not quiet)
+    prof.save(out / "profile.json")
+    plot_profile(prof, out / "profile.png")
+
+    steps("planning on portend-aws (P_lat) against the baselines; Pareto frontier")
+    topo = demo_topology()
+    topo.save(out / "topology.yaml")
+    min_acc = float(prof.branch_accuracy[-1]) - accuracy_drop
+    best = earlyexit.plan(prof, topo, min_accuracy=min_acc, estimator="exact")
+    best.save(out / "plan.json")
+    base = baselines(prof, topo, estimator="exact")
+    frontier = pareto(prof, topo, estimator="exact")
+    plot_pareto(frontier, out / "pareto.png", baselines=base, chosen=best)
+
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "profile": {
+            "final_exit_accuracy": float(prof.branch_accuracy[-1]),
+            "branch_accuracy": prof.branch_accuracy.tolist(),
+        },
+        "plan": best.to_dict(),
+        "baselines": {
+            k: {"latency_s": v.estimate.latency_s, "accuracy": v.estimate.accuracy}
+            for k, v in base.items()
+        },
+        "pareto_points": len(frontier),
     }
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "report.json")
+    report["wall_time_s"] = steps.finish()
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "report.md", _markdown(report, best, base))
+    if not quiet:
+        print(_plan_text(best, base))
+        print(f"wrote {out}/report.md in {report['wall_time_s']:.0f} s")
     return report
 
 
+def _plan_text(best, base) -> str:
+    lines = [f"plan: threshold {best.threshold:.1f}, estimated {1e3 * best.estimate.latency_s:.1f} ms, "
+             f"accuracy {100 * best.estimate.accuracy:.2f}%"]  # fmt: skip
+    for part, frac in zip(best.partitions, best.estimate.exit_fractions, strict=True):
+        lines.append(
+            f"  {part.tier_name:>12}: blocks {part.first_block:>2}-{part.last_block:<2}  exits {100 * frac:5.1f}%"
+        )
+    for name, p in base.items():
+        speedup = p.estimate.latency_s / best.estimate.latency_s
+        lines.append(
+            f"  vs {name:>12}: {1e3 * p.estimate.latency_s:7.1f} ms, {100 * p.estimate.accuracy:.2f}% "
+            f"-> {speedup:.2f}x faster"
+        )
+    return "\n".join(lines)
+
+
+def _markdown(report: dict[str, Any], best, base) -> str:
+    return f"""# earlyexit demo report
+
+ResNet-20 on Fashion-MNIST (`{report["checkpoint"]}`), planned for the PORTEND
+AWS topology (edge device, base station, cloud; 10 Mb/s + 20 ms, then 400 Mb/s + 40 ms).
+
+## The plan
+
+```
+{_plan_text(best, base)}
+```
+
+Files: [plan.json](plan.json), [profile.json](profile.json), [topology.yaml](topology.yaml).
+
+## Pareto frontier
+
+![Pareto frontier](pareto.png)
+
+## Profile
+
+![profile](profile.png)
+
+Wall time of the demo: {report["wall_time_s"]:.0f} s.
+"""
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    report = run_demo(args.out, args.threshold)
-    print(f"resnet20: {len(report['blocks'])} blocks, exits after every block")
-    for i, f in enumerate(report["exit_fractions"], 1):
-        print(f"  exit {i:2d}: {f:6.1%} of samples")
-    print(f"wrote {Path(args.out) / 'report.json'} in {report['wall_time_s']:.1f} s")
+    run_demo(args.out, train=args.train, checkpoint=args.checkpoint, epochs=args.epochs)
     return 0
 
 
@@ -67,5 +218,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
     p.add_argument("--out", default="demo_out", help="output directory")
-    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="train the model first instead of loading the checkpoint",
+    )
+    p.add_argument("--epochs", type=int, default=3, help="training epochs with --train")
+    p.add_argument("--checkpoint", default=None, help="use this full-configuration checkpoint")
     p.set_defaults(func=_cmd_demo)
