@@ -1,0 +1,509 @@
+"""Validate the performance model: deploy configurations for real, compare with the estimates.
+
+PORTEND §III-B (Fig. 4): deploy a mix of Pareto-optimal and other
+configurations, run held-out samples through each one at a time, measure the
+end-to-end latency, the exit fraction of every partition and the accuracy, and
+regress the estimates on the measurements (slope β, R²). Here both estimators
+(``portend`` and ``exact``) are compared, and the deployments are real: one
+process per tier, ZeroMQ, emulated links (:mod:`earlyexit.runtime.link`) and
+emulated slowdowns, never the planner's own formulas.
+
+The pieces are separate so that each can be reused or tested alone:
+:func:`choose_configs`, :func:`estimate`, :func:`measure` (one deployed
+configuration), :func:`summarize` (β, R², accuracy error) and :func:`plot`.
+:func:`validate` chains them from a checkpoint, and ``earlyexit validate`` is
+its command line.
+
+Example:
+    >>> from earlyexit.planner.synthetic import synthetic_profile
+    >>> cfgs = choose_configs(synthetic_profile(6), "portend-aws", 6, seed=0)
+    >>> len(cfgs), sum(c.pareto for c in cfgs) >= 1
+    (6, True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earlyexit.formats import Profile, Topology
+
+__all__ = [
+    "Config",
+    "Measured",
+    "choose_configs",
+    "estimate",
+    "measure",
+    "summarize",
+    "regression",
+    "plot",
+    "validate",
+    "register_validate",
+]
+
+ESTIMATORS = ("portend", "exact")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration (T, P, D) and whether it is on the estimated Pareto frontier."""
+
+    threshold: float
+    cuts: tuple[int, ...]
+    tiers: tuple[int, ...]
+    pareto: bool = False
+
+
+@dataclass
+class Measured:
+    """What a deployed configuration did on the test samples.
+
+    Attributes:
+        latency_s: per-sample end-to-end latency.
+        exit_partition: per-sample 0-based partition of the exit taken.
+        correct: per-sample correctness.
+        degraded: samples that finished degraded (should be 0).
+    """
+
+    latency_s: list[float]
+    exit_partition: list[int]
+    correct: list[bool]
+    degraded: int = 0
+
+    def exit_fractions(self, num_partitions: int) -> list[float]:
+        """Fraction of samples that left at each partition."""
+        counts = np.bincount(np.asarray(self.exit_partition, int), minlength=num_partitions)
+        return (counts[:num_partitions] / max(1, len(self.exit_partition))).tolist()
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of correct predictions."""
+        return float(np.mean(self.correct)) if self.correct else float("nan")
+
+    @property
+    def mean_latency_s(self) -> float:
+        """Mean end-to-end latency."""
+        return float(np.mean(self.latency_s))
+
+
+def _resolve(
+    profile: Profile | str | os.PathLike[str], topology: Topology | str | os.PathLike[str]
+) -> tuple[Profile, Topology]:
+    from earlyexit.planner.topology import resolve_profile, resolve_topology
+
+    return resolve_profile(profile), resolve_topology(topology)
+
+
+def choose_configs(
+    profile: Profile | str | os.PathLike[str],
+    topology: Topology | str | os.PathLike[str],
+    k: int,
+    *,
+    seed: int = 0,
+    estimator: str = "portend",
+    pareto_share: float = 0.5,
+) -> list[Config]:
+    """Pick ``k`` distinct configurations: Pareto-optimal ones and random others.
+
+    Args:
+        profile, topology: as for the planner.
+        k: how many.
+        seed: for the random ones.
+        estimator: the estimator whose Pareto frontier is sampled.
+        pareto_share: at most this fraction comes from the frontier (evenly spread).
+
+    Returns:
+        The configurations (Pareto ones first).
+
+    Raises:
+        ValueError: ``k < 1``.
+    """
+    from earlyexit.planner import pareto
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    prof, topo = _resolve(profile, topology)
+    rng = np.random.default_rng(seed)
+    front = pareto(prof, topo, estimator=estimator)
+    n_front = min(len(front), max(1, round(k * pareto_share)))
+    picks = np.unique(np.linspace(0, len(front) - 1, n_front).round().astype(int)) if front else []
+    out: list[Config] = []
+    seen: set[tuple] = set()
+    for i in picks:
+        p = front[int(i)]
+        c = Config(float(p.threshold), tuple(p.cut_points), tuple(p.tier_indices), True)
+        out.append(c)
+        seen.add((c.threshold, c.cuts, c.tiers))
+    n, m = prof.num_blocks, topo.num_tiers
+    thresholds = [float(t) for t in prof.thresholds]
+    for _ in range(1000 * k):
+        if len(out) >= k:
+            break
+        length = int(rng.integers(1, min(m, n) + 1))
+        cuts = (
+            tuple(sorted(rng.choice(np.arange(1, n), size=length - 1, replace=False).tolist()))
+            + (n,)
+            if length > 1
+            else (int(rng.integers(1, n + 1)),)
+        )
+        cuts = tuple(int(c) for c in cuts)
+        tiers = tuple(int(t) for t in rng.choice(m, size=length, replace=False))
+        key = (float(rng.choice(thresholds)), cuts, tiers)
+        if key not in seen:
+            seen.add(key)
+            out.append(Config(*key))
+    return out
+
+
+def estimate(profile: Profile, topology: Topology, config: Config) -> dict[str, dict[str, Any]]:
+    """Both estimators' latency, accuracy and exit fractions of ``config``.
+
+    Returns:
+        ``{"portend": {...}, "exact": {...}}`` (``exact`` only if the profile
+        has per-sample records), each with ``latency_s``, ``accuracy``,
+        ``exit_fractions``.
+    """
+    from earlyexit.planner import evaluate
+
+    out = {}
+    for name in ESTIMATORS:
+        if name == "exact" and profile.samples is None:
+            continue
+        est = evaluate(
+            profile, topology, config.threshold, list(config.cuts), list(config.tiers), name
+        )
+        out[name] = {
+            "latency_s": est.latency_s,
+            "accuracy": est.accuracy,
+            "exit_fractions": list(est.exit_fractions),
+        }
+    return out
+
+
+def measure(
+    bundle: str | os.PathLike[str],
+    config: Config,
+    topology: Topology,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    warmup: int = 3,
+    timeout_s: float = 60.0,
+    **deploy_kwargs: Any,
+) -> Measured:
+    """Deploy ``bundle`` as ``config`` says and run ``x`` through it one sample at a time.
+
+    Args:
+        bundle: a bundle whose partitions end at ``config.cuts``.
+        config: threshold and tiers (the bundle's own are overridden).
+        topology: links, MTU and slowdowns to emulate.
+        x, y: test inputs and labels (labels None: correctness is all False).
+        warmup: samples run first and not measured.
+        timeout_s: per-sample bound.
+        **deploy_kwargs: passed to :func:`earlyexit.runtime.deploy.deploy`.
+
+    Returns:
+        The per-sample measurements.
+    """
+    from earlyexit.runtime.deploy import deploy
+
+    with deploy(
+        bundle, tiers=config.tiers, threshold=config.threshold, topology=topology, **deploy_kwargs
+    ) as d:
+        d.run(x[:warmup], one_at_a_time=True, timeout_s=timeout_s)
+        results = d.run(x, one_at_a_time=True, timeout_s=timeout_s)
+    return Measured(
+        latency_s=[r.latency_s for r in results],
+        exit_partition=[r.partition for r in results],
+        correct=[bool(y is not None and r.prediction == int(y[i])) for i, r in enumerate(results)],
+        degraded=sum(r.degraded for r in results),
+    )
+
+
+def regression(measured: Sequence[float], estimated: Sequence[float]) -> dict[str, float]:
+    """Least-squares line ``estimated = beta * measured + intercept`` and its R².
+
+    Example:
+        >>> r = regression([1, 2, 3], [1.1, 2.0, 3.1])
+        >>> round(r["beta"], 2), r["r2"] > 0.99
+        (1.0, True)
+    """
+    xm, ye = np.asarray(measured, float), np.asarray(estimated, float)
+    if xm.size < 2 or np.ptp(xm) == 0:
+        return {
+            "beta": float("nan"),
+            "intercept": float("nan"),
+            "r2": float("nan"),
+            "n": int(xm.size),
+        }
+    beta, intercept = np.polyfit(xm, ye, 1)
+    pred = beta * xm + intercept
+    ss_res, ss_tot = float(((ye - pred) ** 2).sum()), float(((ye - ye.mean()) ** 2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    return {"beta": float(beta), "intercept": float(intercept), "r2": r2, "n": int(xm.size)}
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """β and R² of latency, exit rate and accuracy, per estimator.
+
+    Args:
+        records: one per configuration: ``{"measured": {"latency_s", "accuracy",
+            "exit_fractions"}, "estimated": {estimator: {...}}}``.
+
+    Returns:
+        ``{"latency": {"beta", "r2", ...}, "exit_rate": {...}, "accuracy": {...,
+        "mean_abs_error"}, "by_estimator": {name: {...}}}``; the top-level
+        figures are the ``exact`` estimator's when available, else ``portend``'s.
+    """
+    by: dict[str, Any] = {}
+    names = [n for n in ESTIMATORS if all(n in r["estimated"] for r in records)]
+    for name in names:
+        lat_m = [r["measured"]["latency_s"] for r in records]
+        lat_e = [r["estimated"][name]["latency_s"] for r in records]
+        er_m = [e for r in records for e in r["measured"]["exit_fractions"]]
+        er_e = [e for r in records for e in r["estimated"][name]["exit_fractions"]]
+        acc_m = [r["measured"]["accuracy"] for r in records]
+        acc_e = [r["estimated"][name]["accuracy"] for r in records]
+        by[name] = {
+            "latency": regression(lat_m, lat_e),
+            "exit_rate": regression(er_m, er_e),
+            "accuracy": {
+                **regression(acc_m, acc_e),
+                "mean_abs_error": float(np.mean(np.abs(np.subtract(acc_m, acc_e)))),
+            },
+        }
+    main = by.get("exact") or by.get("portend") or {}
+    return {**main, "by_estimator": by}
+
+
+def plot(
+    records: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike[str],
+    cdf_latencies_s: Sequence[float] | None = None,
+) -> list[str]:
+    """Estimated against measured scatter plots (one PNG per metric) and a latency CDF.
+
+    Returns:
+        The paths written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    metrics = {
+        "latency": lambda r, e: ([r["measured"]["latency_s"] * 1e3], [e["latency_s"] * 1e3]),
+        "exit_rate": lambda r, e: (r["measured"]["exit_fractions"], e["exit_fractions"]),
+        "accuracy": lambda r, e: ([r["measured"]["accuracy"]], [e["accuracy"]]),
+    }
+    for metric, get in metrics.items():
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        lo, hi = np.inf, -np.inf
+        for name, marker in (("portend", "o"), ("exact", "x")):
+            xs, ys = [], []
+            for r in records:
+                if name in r["estimated"]:
+                    a, b = get(r, r["estimated"][name])
+                    xs += list(a)
+                    ys += list(b)
+            if xs:
+                ax.scatter(xs, ys, marker=marker, label=name, alpha=0.7)
+                lo, hi = min(lo, *xs, *ys), max(hi, *xs, *ys)
+        if np.isfinite(lo):
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+        unit = " (ms)" if metric == "latency" else ""
+        ax.set_xlabel(f"measured {metric}{unit}")
+        ax.set_ylabel(f"estimated {metric}{unit}")
+        ax.legend()
+        fig.tight_layout()
+        path = out / f"validate_{metric}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(str(path))
+    if cdf_latencies_s:
+        lat = np.sort(np.asarray(cdf_latencies_s)) * 1e3
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.step(lat, np.arange(1, lat.size + 1) / lat.size, where="post")
+        ax.set_xlabel("end-to-end latency (ms)")
+        ax.set_ylabel("CDF")
+        fig.tight_layout()
+        path = out / "validate_latency_cdf.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def validate(
+    checkpoint: str | os.PathLike[str],
+    profile: Profile | str | os.PathLike[str],
+    topology: Topology | str | os.PathLike[str],
+    data: Any = None,
+    *,
+    configs: int = 30,
+    samples: int = 300,
+    out_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    devices: Mapping[str, str] | None = None,
+    emulate_links: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Deploy ``configs`` configurations of a checkpoint and compare them with the estimates.
+
+    Args:
+        checkpoint: the trained multi-exit model (``earlyexit.load``).
+        profile: its profile (JSON path or Profile).
+        topology: the topology to emulate (built-in name, YAML path or Topology).
+        data: the held-out data (a data spec; default: the model's dataset), test split.
+        configs: K, the number of configurations.
+        samples: S, test samples per configuration, one at a time.
+        out_dir: where bundles, plots and ``validation.json`` go.
+        seed: for the random configurations.
+        devices: rebind tiers to profile devices (``{tier name or device: device}``).
+        emulate_links: emulate the topology's links (else loopback only).
+        progress: called with a line of text after each configuration.
+
+    Returns:
+        ``{"latency": {"beta", "r2"}, "exit_rate": {...}, "accuracy": {...},
+        "by_estimator": {...}, "configs": [...], "plots": [...]}``.
+
+    Raises:
+        ValueError: a topology device missing from the profile, bad counts.
+    """
+    import earlyexit
+    from earlyexit.export import export_bundle
+    from earlyexit.export.bundle import resolve_data
+    from earlyexit.planner import make_plan
+    from earlyexit.planner.latency import CostModel
+    from earlyexit.planner.topology import bind_devices
+
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    prof, topo = _resolve(profile, topology)
+    if devices:
+        topo = bind_devices(topo, devices)
+    cm = CostModel(prof, topo)  # checks that every tier's device is profiled
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="earlyexit-validate-"))
+    out.mkdir(parents=True, exist_ok=True)
+    model = earlyexit.load(checkpoint)
+    got = resolve_data(data, "test", model, limit=samples)
+    if got is None:
+        raise ValueError("no test data: give data= (a data spec) or a checkpoint that records one")
+    x = got[0].numpy().astype(np.float32)
+    y = None if got[1] is None else got[1].numpy()
+    chosen = choose_configs(prof, topo, configs, seed=seed)
+    bundles: dict[tuple[int, ...], Path] = {}
+    records: list[dict[str, Any]] = []
+    for i, cfg in enumerate(chosen):
+        if cfg.cuts not in bundles:
+            plan = make_plan(cm, cfg.threshold, cfg.cuts, cfg.tiers)
+            path = out / "bundles" / ("cuts-" + "-".join(map(str, cfg.cuts)))
+            verify = (got[0][:64], got[1][:64]) if got[1] is not None else got[0][:64]
+            export_bundle(model, plan, path, formats="onnx", verify_data=verify, overwrite=True)
+            bundles[cfg.cuts] = path
+        meas = measure(bundles[cfg.cuts], cfg, topo, x, y, emulate_links=emulate_links)
+        rec = {
+            "config": asdict(cfg),
+            "measured": {
+                "latency_s": meas.mean_latency_s,
+                "latency_p50_s": float(np.median(meas.latency_s)),
+                "accuracy": meas.accuracy,
+                "exit_fractions": meas.exit_fractions(len(cfg.cuts)),
+                "degraded": meas.degraded,
+            },
+            "estimated": estimate(prof, topo, cfg),
+        }
+        records.append(rec)
+        if i == 0:
+            cdf = meas.latency_s
+        if progress:
+            e = rec["estimated"].get("exact", rec["estimated"]["portend"])
+            progress(
+                f"[{i + 1}/{len(chosen)}] T={cfg.threshold:g} P={list(cfg.cuts)} "
+                f"D={list(cfg.tiers)}: measured {meas.mean_latency_s * 1e3:.1f} ms, "
+                f"acc {meas.accuracy:.3f}; estimated {e['latency_s'] * 1e3:.1f} ms, "
+                f"acc {e['accuracy']:.3f}"
+            )
+    summary = summarize(records)
+    summary["configs"] = records
+    summary["plots"] = plot(records, out, cdf)
+    summary["out_dir"] = str(out)
+    (out / "validation.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def register_validate(subparsers: Any) -> None:
+    """Add ``earlyexit validate`` to the command line."""
+    p = subparsers.add_parser(
+        "validate",
+        help="deploy configurations for real and compare with the estimates",
+        description="PORTEND-style validation: deploy K configurations (Pareto-optimal and "
+        "others) over emulated links, run S test samples one at a time, and report beta and "
+        "R^2 of estimated against measured latency, exit rate and accuracy.",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--topology", required=True, help="built-in name or YAML file")
+    p.add_argument("--data", default=None, help="data spec (default: the checkpoint's dataset)")
+    p.add_argument("--configs", type=int, default=30, help="K configurations")
+    p.add_argument("--samples", type=int, default=300, help="S test samples per configuration")
+    p.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="TIER=DEVICE",
+        help="bind a tier (name, index or device) to a profile device; repeatable",
+    )
+    p.add_argument("--out", default="validation", help="output directory (plots, JSON, bundles)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-links", action="store_true", help="do not emulate links")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_validate_command)
+
+
+def _validate_command(args: argparse.Namespace) -> int:
+    devices = {}
+    for item in args.device:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"--device expects TIER=DEVICE, got {item!r}")
+        devices[key] = value
+    result = validate(
+        args.checkpoint,
+        args.profile,
+        args.topology,
+        args.data,
+        configs=args.configs,
+        samples=args.samples,
+        out_dir=args.out,
+        seed=args.seed,
+        devices=devices,
+        emulate_links=not args.no_links,
+        progress=None if args.json else print,
+    )
+    if args.json:
+        keep = ("latency", "exit_rate", "accuracy", "by_estimator", "configs", "plots")
+        print(json.dumps({k: result[k] for k in keep if k in result}, indent=2, default=float))
+        return 0
+    for name, fig in result["by_estimator"].items():
+        print(
+            f"{name:8s} latency beta {fig['latency']['beta']:.3f} R2 {fig['latency']['r2']:.3f} | "
+            f"exit rate beta {fig['exit_rate']['beta']:.3f} R2 {fig['exit_rate']['r2']:.3f} | "
+            f"accuracy mean |error| {fig['accuracy']['mean_abs_error'] * 100:.2f} points"
+        )
+    print("plots: " + ", ".join(result["plots"]))
+    return 0
