@@ -34,6 +34,9 @@ _LAZY: dict[str, str] = {
     "plan": "earlyexit.planner",
     "pareto": "earlyexit.planner",
     "load": "earlyexit.training.checkpoint",
+    "slice": "earlyexit.surgery.slicing",
+    "Partition": "earlyexit.surgery.slicing",
+    "export_bundle": "earlyexit.export.bundle",
     "profile": "earlyexit.profiling.api",
     "merge_profiles": "earlyexit.profiling.api",
 }

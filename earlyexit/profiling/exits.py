@@ -103,8 +103,9 @@ def fit_temperatures(outputs: ExitOutputs, max_iter: int = 100) -> np.ndarray:
     Example:
         >>> import torch
         >>> y = torch.arange(100) % 2
-        >>> logits = torch.nn.functional.one_hot(y, 2).float() * 50  # overconfident, always right
-        >>> float(fit_temperatures(ExitOutputs([logits], y))[0]) < 1.0
+        >>> logits = torch.nn.functional.one_hot(y, 2).float() * 10
+        >>> logits[::4] = logits[::4].flip(1)  # overconfident and wrong on a quarter
+        >>> float(fit_temperatures(ExitOutputs([logits], y))[0]) > 1.0
         True
     """
     temps = []
