@@ -1,0 +1,69 @@
+"""A real exported bundle served by tier workers over emulated links (slow: exports ONNX)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from earlyexit.formats import Estimate, Link, PartitionPlan, Plan, Tier, Topology
+from earlyexit.runtime.deploy import deploy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    export = pytest.importorskip("earlyexit.export")
+    from earlyexit import backbones
+    from earlyexit.surgery import MultiExitModel, decompose
+
+    torch.manual_seed(0)
+    model = MultiExitModel(
+        decompose(backbones.create("resnet20", num_classes=10)), num_classes=10
+    ).eval()
+    est = Estimate(
+        0.0,
+        0.0,
+        (0.3, 0.3, 0.4),
+        dict.fromkeys(("compute", "serialize", "transmit", "propagate"), 0.0),
+    )
+    plan = Plan(
+        0.9,
+        (
+            PartitionPlan(1, 3, 0, "edge"),
+            PartitionPlan(4, 6, 1, "mid"),
+            PartitionPlan(7, 10, 2, "cloud"),
+        ),
+        est,
+    )
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    export.export_bundle(model, plan, out, formats="onnx", verify_data=torch.randn(8, 3, 32, 32))
+    return out
+
+
+def test_bundle_over_emulated_links_matches_one_process(bundle):
+    from earlyexit.runtime.session import BundleSession
+
+    session = BundleSession(bundle)
+    x = np.random.default_rng(0).standard_normal((24, 3, 32, 32)).astype(np.float32)
+    _, ent0, feats = session.run_partition(0, x)
+    ent1 = session.run_partition(1, feats)[1]
+    threshold = float(np.quantile(np.minimum(ent0, ent1), 0.5))  # some samples reach every exit
+    want = session.predict(x, threshold)
+    topo = Topology(
+        tiers=(Tier("edge", "d"), Tier("mid", "d"), Tier("cloud", "d")),
+        links=(Link(50.0, 5.0), Link(200.0, 5.0)),
+        mtu_bytes=9000,
+    )
+    with deploy(bundle, threshold=threshold, topology=topo) as d:
+        got = d.run(x, one_at_a_time=True, timeout_s=30)
+    assert [r.partition for r in got] == want["exit_partition"].tolist()
+    assert (
+        2 in set(want["exit_partition"].tolist()) and len(set(want["exit_partition"].tolist())) >= 2
+    )
+    assert [r.block for r in got] == want["exit_block"].tolist()
+    assert [r.prediction for r in got] == want["prediction"].tolist()
+    np.testing.assert_allclose(np.stack([r.logits for r in got]), want["logits"], atol=1e-4)
+    far = [r.latency_s for r in got if r.partition == 2]
+    assert far and min(far) > 0.020  # two hops out and two back: 4 x 5 ms of propagation
