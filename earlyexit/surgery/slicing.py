@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import torch
@@ -37,7 +38,7 @@ from torch import nn
 
 from earlyexit.formats import Plan
 from earlyexit.surgery._indices import normalize_exits
-from earlyexit.surgery.multi_exit import MultiExitModel, normalized_entropy
+from earlyexit.surgery.multi_exit import MultiExitModel
 
 __all__ = ["Partition", "slice", "partition_ranges"]
 
@@ -107,6 +108,10 @@ class Partition(nn.Module):
         self.input_shape: tuple[int, ...] = tuple(int(s) for s in input_shape)
         self.output_shape: tuple[int, ...] = tuple(int(s) for s in output_shape)
         self.num_classes = int(num_classes)
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        # a Python constant, so that tracing records no data-dependent branch or shape read
+        self.log_num_classes = math.log(self.num_classes)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -125,7 +130,9 @@ class Partition(nn.Module):
         """
         features = self.blocks(x)
         logits = self.head(features).float()
-        entropy = normalized_entropy(logits, self.temperature)
+        # normalized_entropy(logits, temperature), op for op, with the class count fixed
+        logp = torch.log_softmax(logits / self.temperature, dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1) / self.log_num_classes
         # ``is_last`` is fixed at construction: a constant for tracing and export
         if self.is_last:
             return logits, entropy

@@ -1,0 +1,51 @@
+"""Export: a plan's partitions as verified ONNX, TorchScript and torch.export bundles.
+
+``export_bundle(model, plan, out_dir)`` slices the model per the plan
+(:func:`earlyexit.surgery.slicing.slice`), writes one file per partition and
+format, checks every file and the chained early exit against the eager model,
+and only then writes ``manifest.json`` (SPEC.md, *Bundle*). The command line is
+``earlyexit export``. Names load lazily (PEP 562), so the command line starts
+without importing torch.
+
+Example:
+    >>> import earlyexit
+    >>> from earlyexit.export import export_bundle
+    >>> model = earlyexit.load("checkpoints/resnet20_fashionmnist.pt")   # doctest: +SKIP
+    >>> export_bundle(model, "plan.json", "bundle/", target="arm")       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "FILE_SUFFIX": "earlyexit.export.bundle",
+    "FORMATS": "earlyexit.export.bundle",
+    "TARGETS": "earlyexit.export.bundle",
+    "export_bundle": "earlyexit.export.bundle",
+    "resolve_data": "earlyexit.export.bundle",
+    "FP32_TOLERANCE": "earlyexit.export.verify",
+    "ExportVerificationError": "earlyexit.export.verify",
+    "ONNX_EXPORTERS": "earlyexit.export.writers",
+    "write_onnx": "earlyexit.export.writers",
+    "write_onnx_fp16": "earlyexit.export.writers",
+    "write_onnx_int8": "earlyexit.export.writers",
+    "write_pt2": "earlyexit.export.writers",
+    "write_torchscript": "earlyexit.export.writers",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'earlyexit.export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,315 @@
+"""Checks of exported partitions against the eager model, before a manifest is written.
+
+Two checks (issue 6, SPEC *Bundle*):
+
+* every file, loaded back (onnxruntime, ``torch.jit.load``, ``torch.export.load``),
+  computes what the eager partition computes: at fp32 the maximum absolute
+  difference of every output is at most :data:`FP32_TOLERANCE`, on real
+  samples, on random inputs and at batch size 1 (the batch axis is dynamic);
+* the partitions chained with early exit reproduce
+  ``MultiExitModel.select_exits(exits).predict(x, T)`` on every verification
+  sample: the same exit and the same class.
+
+A sample whose entropy at an exit lies within :data:`ENTROPY_TIE` of the
+threshold, or whose two best logits lie within :data:`LOGIT_TIE`, may go
+either way by float rounding; such samples are counted as ``borderline``
+rather than failures. Any other difference raises
+:class:`ExportVerificationError`, naming the partition and how far off it is.
+
+Example:
+    >>> max_abs_diff([np.zeros(3)], [np.full(3, 2e-5)])              # doctest: +SKIP
+    [2e-05]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from earlyexit.surgery.multi_exit import MultiExitModel
+from earlyexit.surgery.slicing import Partition
+
+__all__ = [
+    "ENTROPY_TIE",
+    "FP32_TOLERANCE",
+    "LOGIT_TIE",
+    "ExportVerificationError",
+    "check_outputs",
+    "compare_predictions",
+    "eager_chain_inputs",
+    "load_runner",
+    "reference_predictions",
+    "torch_chain_predict",
+]
+
+FP32_TOLERANCE = 1e-4
+ENTROPY_TIE = 1e-5
+LOGIT_TIE = 1e-4
+
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+
+class ExportVerificationError(ValueError):
+    """An exported file or the chained bundle does not match the eager model.
+
+    Attributes:
+        partition: 1-based partition number (``None`` for a whole-bundle failure).
+        fmt: the file's format (``onnx``, ``torchscript``, ``pt2``, ...).
+        diff: how far off it is (max abs difference, or mismatching samples).
+    """
+
+    def __init__(
+        self, message: str, partition: int | None = None, fmt: str | None = None, diff: float = 0
+    ) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.fmt = fmt
+        self.diff = diff
+
+
+def load_runner(fmt: str, path: str, intra_op_threads: int = 1) -> Runner:
+    """Load an exported file and return ``run(x) -> [outputs as numpy]``.
+
+    Args:
+        fmt: ``onnx`` / ``onnx_int8`` / ``onnx_fp16`` (onnxruntime, CPU),
+            ``torchscript`` (``torch.jit.load``) or ``pt2`` (``torch.export.load``).
+        path: the file.
+        intra_op_threads: onnxruntime threads.
+
+    Returns:
+        The runner.
+
+    Raises:
+        ValueError: for an unknown format.
+    """
+    if fmt.startswith("onnx"):
+        import onnxruntime as ort
+
+        from earlyexit.runtime.session import session_options
+
+        sess = ort.InferenceSession(
+            path, session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+        )
+        name = sess.get_inputs()[0].name
+
+        def run_onnx(x: np.ndarray) -> list[np.ndarray]:
+            return list(sess.run(None, {name: np.ascontiguousarray(x, np.float32)}))
+
+        return run_onnx
+    if fmt == "torchscript":
+        module = torch.jit.load(path, map_location="cpu")
+    elif fmt == "pt2":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.export.load(path).module()
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+    def run_torch(x: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in module(torch.from_numpy(np.ascontiguousarray(x)))]
+
+    return run_torch
+
+
+def max_abs_diff(got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> list[float]:
+    """Per-output maximum absolute difference (``inf`` for a shape mismatch)."""
+    out = []
+    for g, w in zip(got, want, strict=True):
+        g, w = np.asarray(g), np.asarray(w)
+        if g.shape != w.shape:
+            out.append(float("inf"))
+        elif g.size == 0:
+            out.append(0.0)
+        else:
+            d = np.abs(g.astype(np.float64) - w.astype(np.float64))
+            out.append(float(np.nan_to_num(d, nan=np.inf).max()))
+    return out
+
+
+def check_outputs(
+    runner: Runner,
+    partition: Partition,
+    inputs: Sequence[tuple[str, torch.Tensor]],
+    fmt: str,
+    file_name: str,
+    tolerance: float | None = FP32_TOLERANCE,
+) -> dict[str, float]:
+    """Run a loaded file and the eager partition on the same inputs and compare.
+
+    Args:
+        runner: from :func:`load_runner`.
+        partition: the eager partition (eval mode).
+        inputs: ``(description, batch)`` pairs, e.g. ``("real samples", x)``.
+        fmt, file_name: for messages.
+        tolerance: max abs difference allowed; ``None`` only checks the shapes
+            and that the outputs are finite (int8, fp16).
+
+    Returns:
+        ``{output name: max abs difference}`` over all inputs.
+
+    Raises:
+        ExportVerificationError: on a wrong number or shape of outputs, a
+            non-finite output, or a difference above ``tolerance``.
+    """
+    names = partition.output_names
+    worst = dict.fromkeys(names, 0.0)
+    where = f"partition {partition.index + 1} (blocks {partition.first_block}..{partition.last_block}), {fmt} file {file_name}"
+    for desc, x in inputs:
+        with torch.no_grad():
+            want = [t.numpy() for t in partition(x)]
+        try:
+            got = runner(x.numpy())
+        except Exception as err:  # noqa: BLE001 - any runtime failure is a verification failure
+            raise ExportVerificationError(
+                f"{where}: failed to run on {desc} (batch {x.shape[0]}): {err}",
+                partition.index + 1,
+                fmt,
+                float("inf"),
+            ) from err
+        if len(got) != len(want):
+            raise ExportVerificationError(
+                f"{where}: returns {len(got)} outputs, expected {len(want)} ({', '.join(names)})",
+                partition.index + 1, fmt, float("inf"),
+            )  # fmt: skip
+        for name, g, d in zip(names, got, max_abs_diff(got, want), strict=True):
+            if g.shape != want[names.index(name)].shape:
+                raise ExportVerificationError(
+                    f"{where}: output {name!r} has shape {list(g.shape)} on {desc}, expected "
+                    f"{list(want[names.index(name)].shape)}", partition.index + 1, fmt, float("inf"),
+                )  # fmt: skip
+            if not np.isfinite(g).all():
+                raise ExportVerificationError(
+                    f"{where}: output {name!r} is not finite on {desc}",
+                    partition.index + 1,
+                    fmt,
+                    float("inf"),
+                )
+            if tolerance is not None and d > tolerance:
+                raise ExportVerificationError(
+                    f"{where}: output {name!r} is off by {d:.3g} on {desc} (max abs difference "
+                    f"from eager PyTorch; tolerance {tolerance:g})", partition.index + 1, fmt, d,
+                )  # fmt: skip
+            worst[name] = max(worst[name], d)
+    return worst
+
+
+@torch.no_grad()
+def eager_chain_inputs(partitions: Sequence[Partition], x: torch.Tensor) -> list[torch.Tensor]:
+    """The input of every partition when ``x`` enters the first (no early exit)."""
+    out = [x]
+    for p in partitions[:-1]:
+        out.append(p(out[-1])[2])
+    return out
+
+
+@torch.no_grad()
+def torch_chain_predict(
+    runners: Sequence[Runner], x: np.ndarray, threshold: float
+) -> dict[str, np.ndarray]:
+    """Chain loaded partitions with per-sample early exit, like ``BundleSession.predict``.
+
+    Returns:
+        ``{"exit_partition": [B], "prediction": [B], "entropy": [B]}``.
+    """
+    batch = x.shape[0]
+    pred = np.zeros(batch, np.int64)
+    part = np.full(batch, -1, np.int64)
+    ent = np.zeros(batch, np.float32)
+    remaining = np.arange(batch)
+    h = x
+    for k, run in enumerate(runners):
+        outs = run(h)
+        logits, entropy = outs[0], outs[1]
+        leave = (
+            np.ones(len(remaining), bool)
+            if k == len(runners) - 1
+            else entropy < np.float32(threshold)
+        )
+        idx = remaining[leave]
+        pred[idx] = logits[leave].argmax(-1)
+        part[idx] = k
+        ent[idx] = entropy[leave]
+        if leave.all():
+            break
+        h = outs[2][~leave]
+        remaining = remaining[~leave]
+    return {"exit_partition": part, "prediction": pred, "entropy": ent}
+
+
+@torch.no_grad()
+def reference_predictions(
+    model: MultiExitModel, x: torch.Tensor, threshold: float, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(exit_block, prediction)`` of ``model.predict(x, threshold)``, batch by batch."""
+    blocks, preds = [], []
+    for i in range(0, len(x), batch_size):
+        r = model.predict(x[i : i + batch_size], threshold)
+        blocks.append(r.exit_block.numpy())
+        preds.append(r.prediction.numpy())
+    return np.concatenate(blocks), np.concatenate(preds)
+
+
+@torch.no_grad()
+def compare_predictions(
+    what: str,
+    got: dict[str, np.ndarray],
+    want: tuple[np.ndarray, np.ndarray],
+    exits: Sequence[int],
+    partitions: Sequence[Partition],
+    x: torch.Tensor,
+    threshold: float,
+) -> dict[str, Any]:
+    """Compare chained predictions with those of ``MultiExitModel.predict``.
+
+    Args:
+        what: the runner's name, for messages (e.g. ``"onnx"``).
+        got: ``exit_partition`` and ``prediction`` per sample (numpy).
+        want: ``(exit_block, prediction)`` from :func:`reference_predictions`.
+        exits: the plan's exits (1-based last block of each partition).
+        partitions: the eager partitions (to tell borderline samples apart).
+        x: the samples.
+        threshold: T.
+
+    Returns:
+        ``{"samples", "same", "borderline"}`` counts.
+
+    Raises:
+        ExportVerificationError: if any non-borderline sample differs.
+    """
+    exits = np.asarray(exits)
+    wb, wp = want
+    gb = exits[got["exit_partition"]]
+    bad = np.flatnonzero((gb != wb) | (got["prediction"] != wp))
+    borderline: list[int] = []
+    real: list[int] = []
+    if bad.size:
+        forced = [
+            p(h) for p, h in zip(partitions, eager_chain_inputs(partitions, x[bad]), strict=True)
+        ]
+        for j, s in enumerate(bad):
+            k_got = int(np.searchsorted(exits, gb[s]))
+            k_want = int(np.searchsorted(exits, wb[s]))
+            k_hi = min(max(k_got, k_want), len(exits) - 2)
+            ents = [float(forced[k][1][j]) for k in range(0, k_hi + 1)] if len(exits) > 1 else []
+            near_t = any(abs(e - threshold) <= ENTROPY_TIE for e in ents)
+            top2 = torch.topk(forced[k_want][0][j], 2).values
+            near_tie = gb[s] == wb[s] and float(top2[0] - top2[1]) <= LOGIT_TIE
+            (borderline if near_t or near_tie else real).append(int(s))
+    if real:
+        examples = "; ".join(
+            f"sample {s}: eager exit block {wb[s]} class {wp[s]}, {what} exit block {gb[s]} "
+            f"class {got['prediction'][s]}" for s in real[:5]
+        )  # fmt: skip
+        first = int(np.searchsorted(exits, min(min(gb[s], wb[s]) for s in real)))
+        raise ExportVerificationError(
+            f"chaining the {what} partitions with early exit at threshold {threshold:g} differs "
+            f"from MultiExitModel.predict on {len(real)} of {len(x)} samples (first diverging "
+            f"at partition {first + 1}): {examples}", first + 1, what, float(len(real)),
+        )  # fmt: skip
+    return {"samples": int(len(x)), "same": int(len(x) - bad.size), "borderline": len(borderline)}

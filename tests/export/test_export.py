@@ -1,0 +1,210 @@
+"""export_bundle: files per format, verification that can fail, int8/fp16 targets, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import earlyexit.export.bundle as bundle_mod
+from earlyexit.export import ExportVerificationError, export_bundle, write_onnx
+from earlyexit.formats import Manifest
+from earlyexit.runtime.session import BundleSession
+
+pytestmark = pytest.mark.onnx
+
+
+@pytest.fixture(scope="module")
+def arm_bundle(tmp_path_factory, model, plan, verify_data, calibration_data):
+    out = tmp_path_factory.mktemp("arm") / "bundle"
+    manifest = export_bundle(
+        model, plan, out, target="arm", calibration_data=calibration_data, verify_data=verify_data
+    )
+    return out, manifest
+
+
+def test_bundle_has_every_file_and_the_spec_fields(arm_bundle, model, plan):
+    out, manifest = arm_bundle
+    assert Manifest.load(out).to_dict() == manifest.to_dict()
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["manifest.json"]
+        + [f"partition_{k}{s}" for k in (1, 2) for s in (".onnx", ".pt", ".pt2", ".int8.onnx")]
+    )
+    assert manifest.plan == plan
+    assert manifest.threshold == plan.threshold
+    assert manifest.class_names == tuple(model.metadata["class_names"])
+    assert manifest.input_shape == (1, 28, 28) and manifest.input_dtype == "float32"
+    assert dict(manifest.normalization) == model.normalization
+    t = model.temperatures.tolist()
+    assert manifest.temperatures == pytest.approx((t[2], t[9]))
+    p1, p2 = manifest.partitions
+    assert (p1.index, p2.index) == (1, 2)
+    assert p1.output_names == ("logits", "entropy", "features")
+    assert p2.output_names == ("logits", "entropy")
+    assert p1.input_shape == (None, 1, 28, 28)
+    assert dict(p1.output_shapes)["features"] == p2.input_shape
+    assert dict(p2.output_shapes) == {"logits": (None, 10), "entropy": (None,)}
+    assert p1.extra["first_block"] == 1 and p2.extra["last_block"] == 10
+    assert p1.extra["tier_name"] == "tier0"
+    for p in (p1, p2):
+        for fmt in ("onnx", "torchscript", "pt2"):
+            assert max(p.extra["max_abs_diff"][fmt].values()) <= 1e-4
+        assert set(p.extra["bytes"]) == set(p.files) == set(p.extra["sha256"])
+    assert manifest.extra["providers"]["int8"] == ["CPUExecutionProvider"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dir left
+
+
+def test_verification_covers_the_whole_split(arm_bundle, verify_data):
+    _, manifest = arm_bundle
+    ver = manifest.extra["verification"]
+    assert ver["samples"] == len(verify_data[0])
+    for fmt in ("onnx", "torchscript", "pt2"):
+        c = ver["chained"][fmt]
+        assert c["samples"] == len(verify_data[0])
+        assert c["same"] + c["borderline"] == c["samples"]
+    # the plan's threshold splits the samples: early exit is really exercised
+    assert 0.2 < ver["exit_fractions"][0] < 0.8
+
+
+def test_int8_reports_accuracy_change_per_exit(arm_bundle, verify_data):
+    out, manifest = arm_bundle
+    q = manifest.extra["quantization"]["int8"]
+    assert q["exits"] == [3, 10]
+    assert len(q["exit_accuracy"]) == len(q["exit_accuracy_fp32"]) == 2
+    assert q["exit_accuracy_change"] == pytest.approx(
+        [a - b for a, b in zip(q["exit_accuracy"], q["exit_accuracy_fp32"], strict=True)]
+    )
+    assert q["calibration"]["samples"] == 64
+    sizes = manifest.partitions[1].extra["bytes"]
+    assert sizes["onnx_int8"] < 0.5 * sizes["onnx"]
+    # the int8 model is really quantized and runs
+    graph = onnx.load(str(out / manifest.partitions[1].files["onnx_int8"])).graph
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+    pred = BundleSession(out, "int8").predict(verify_data[0][:32].numpy())
+    assert pred["prediction"].shape == (32,)
+
+
+def test_gpu_target_adds_fp16_and_providers(tmp_path, model, plan, verify_data):
+    out = tmp_path / "gpu"
+    manifest = export_bundle(model, plan, out, formats="onnx", target="gpu",
+                             verify_data=verify_data[0][:64])  # fmt: skip
+    assert manifest.extra["providers"]["fp16"][:2] == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+    ]
+    assert all("onnx_fp16" in p.files for p in manifest.partitions)
+    graph = onnx.load(str(out / manifest.partitions[0].files["onnx_fp16"])).graph
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    sess = BundleSession(out, "fp16")  # falls back to the CPU here
+    assert sess.providers[-1] == "CPUExecutionProvider"
+    logits, entropy, _ = sess.run_partition(1, np.zeros((2, 16, 28, 28), np.float32))
+    assert logits.dtype == np.float32 and entropy.shape == (2,)
+    assert "accuracy" not in manifest.extra["verification"]  # no labels given
+
+
+def _corrupting_writer(partition_index: int, scale: float):
+    def write(part, path, example, opset=None, exporter="dynamo"):
+        used = write_onnx(part, path, example, opset, exporter)
+        if part.index == partition_index:
+            m = onnx.load(str(path))
+            init = max(m.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+            arr = numpy_helper.to_array(init).copy()
+            arr.flat[0] += scale
+            init.CopyFrom(numpy_helper.from_array(arr, init.name))
+            onnx.save(m, str(path))
+        return used
+
+    return write
+
+
+def test_corrupted_partition_fails_and_leaves_nothing(
+    tmp_path, monkeypatch, model, plan, verify_data
+):
+    monkeypatch.setattr(bundle_mod._writers, "write_onnx", _corrupting_writer(1, 0.5))
+    out = tmp_path / "bundle"
+    with pytest.raises(
+        ExportVerificationError, match=r"partition 2 \(blocks 4\.\.10\).*off by"
+    ) as e:
+        export_bundle(model, plan, out, formats="onnx", verify_data=verify_data[0][:32])
+    assert e.value.partition == 2 and e.value.fmt == "onnx" and e.value.diff > 1e-4
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_chained_mismatch_fails(tmp_path, monkeypatch, model, plan, verify_data):
+    # the files match eager, but the chain is compared with a model whose exit is elsewhere
+    real = bundle_mod._verify.reference_predictions
+
+    def shifted(m, x, t, b=256):
+        blocks, preds = real(m, x, t, b)
+        return np.where(blocks == 3, 10, 3), preds
+
+    monkeypatch.setattr(bundle_mod._verify, "reference_predictions", shifted)
+    out = tmp_path / "bundle"
+    with pytest.raises(ExportVerificationError, match="differs from MultiExitModel.predict"):
+        export_bundle(model, plan, out, formats="onnx", verify_data=verify_data[0][:64])
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments(tmp_path, model, plan):
+    with pytest.raises(ValueError, match="unknown format"):
+        export_bundle(model, plan, tmp_path / "b", formats="onnx,tflite")
+    with pytest.raises(ValueError, match="unknown target"):
+        export_bundle(model, plan, tmp_path / "b", target="tpu")
+    with pytest.raises(ValueError, match="must include 'onnx'"):
+        export_bundle(model, plan, tmp_path / "b", formats="pt2", target="arm")
+    with pytest.raises(TypeError, match="MultiExitModel"):
+        export_bundle(torch.nn.Linear(2, 2), plan, tmp_path / "b")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_bundle(model, plan, tmp_path / "full")
+    small = model.select_exits([2, 10])
+    with pytest.raises(ValueError, match="not active"):
+        export_bundle(small, plan, tmp_path / "b")
+    with pytest.raises(ValueError, match="samples of shape"):
+        export_bundle(model, plan, tmp_path / "b", verify_data=torch.zeros(4, 3, 32, 32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+
+
+def test_cli_exports_a_checkpoint(tmp_path, model, plan, capsys):
+    from earlyexit.cli import main
+    from earlyexit.training.checkpoint import save
+
+    ckpt = save(model, tmp_path / "model.pt")
+    plan_path = tmp_path / "plan.json"
+    plan.save(plan_path)
+    out = tmp_path / "bundle"
+    argv = ["export", "--checkpoint", str(ckpt), "--plan", str(plan_path), "--format", "onnx",
+            "-o", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "verified onnx: 2000/2000 samples" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema"] == "earlyexit.bundle/1"
+    assert manifest["verification"]["data"] == "fashion-mnist test split"
+    assert main(argv) == 2  # exists: refuses without --overwrite
+    assert "overwrite" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_format(tmp_path):
+    from earlyexit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["export", "--checkpoint", "c", "--plan", "p", "--format", "tflite", "-o", "b"])
+
+
+def test_data_argument_forms(model, verify_data):
+    x, y = verify_data
+    r = bundle_mod.resolve_data((x[:5], y[:5]), "test", model)
+    assert r is not None and r[1] is not None and len(r[0]) == 5
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:6], y[:6]), batch_size=4)
+    r = bundle_mod.resolve_data(loader, "test", model, limit=5)
+    assert r is not None and len(r[0]) == 5 and len(r[1]) == 5
+    with pytest.raises(TypeError, match="data must be"):
+        bundle_mod.resolve_data(3.5, "test", model)
