@@ -1,0 +1,175 @@
+"""The documentation site: it builds with ``mkdocs build --strict``, and every example runs.
+
+Conventions for code blocks in ``docs/*.md`` (also in ``docs/contributing-docs.md``):
+
+- ```` ```python ```` blocks run. The blocks of one page share a namespace and
+  run in order, in a fresh temporary working directory of their own (one per
+  page), with ``MPLBACKEND=Agg`` and one PyTorch thread.
+- ```` ```bash ```` blocks run too, line by line, with ``bash -e`` in that same
+  directory and the venv's ``bin`` first on ``PATH`` (so ``earlyexit`` is the
+  installed command); a line ending in ``\\`` continues on the next.
+- A block whose fence carries ``title="not run: REASON"`` is not run; the
+  reason is required and is shown to the reader as the block's title.
+- ```` ```yaml ```` / ```` ```json ```` blocks with ``title="NAME"`` (a file
+  name) are written to that file in the page's directory before the following
+  blocks run, so an example can read the configuration shown above it. Other
+  ``yaml``/``json`` blocks and ``text`` blocks (outputs) are not run.
+- Pages in ``SLOW_PAGES`` (export and deployment: they export ONNX files or
+  start processes) are marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PAGES = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if "_hooks" not in p.parts)
+SLOW_PAGES = {"export.md", "deployment.md"}
+LANGUAGES = {"python", "bash", "text", "yaml", "json"}
+FENCE = re.compile(
+    r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$",
+    re.MULTILINE | re.DOTALL,
+)
+TITLE = re.compile(r'title="(?P<title>[^"]*)"')
+NOT_RUN = "not run:"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block of a page."""
+
+    page: str
+    line: int
+    language: str
+    title: str | None
+    code: str
+
+    @property
+    def skip_reason(self) -> str | None:
+        if self.title is not None and self.title.startswith(NOT_RUN):
+            return self.title[len(NOT_RUN) :].strip()
+        return None
+
+    @property
+    def where(self) -> str:
+        return f"docs/{self.page}:{self.line}"
+
+
+def blocks(page: str) -> list[Block]:
+    """The fenced code blocks of ``docs/<page>``, in order."""
+    text = (DOCS / page).read_text()
+    out = []
+    for m in FENCE.finditer(text):
+        info = m.group("info").strip()
+        language = info.split()[0] if info else ""
+        title = TITLE.search(info)
+        indent = len(m.group("indent"))
+        code = "\n".join(line[indent:] for line in m.group("body").splitlines())
+        line = text.count("\n", 0, m.start()) + 1
+        out.append(Block(page, line, language, title and title.group("title"), code))
+    return out
+
+
+def _param(page: str) -> pytest.param:
+    marks = [pytest.mark.slow] if page in SLOW_PAGES else []
+    return pytest.param(page, marks=marks, id=page)
+
+
+@contextlib.contextmanager
+def _sandbox(workdir: Path):
+    """Run in ``workdir`` with the docs' environment; restore everything afterwards."""
+    import torch
+
+    old_cwd, old_env, old_threads = Path.cwd(), dict(os.environ), torch.get_num_threads()
+    os.chdir(workdir)
+    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+        torch.set_num_threads(old_threads)
+
+
+def _commands(code: str) -> list[str]:
+    return [c.strip() for c in code.replace("\\\n", " ").splitlines() if c.strip() and not c.lstrip().startswith("#")]
+
+
+def _run_bash(block: Block, workdir: Path) -> None:
+    for cmd in _commands(block.code):
+        proc = subprocess.run(
+            ["bash", "-e", "-c", cmd], cwd=workdir, capture_output=True, text=True, timeout=300
+        )
+        if proc.returncode != 0:
+            pytest.fail(
+                f"{block.where}: `{cmd}` exited with {proc.returncode}\n"
+                f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+            )
+
+
+def test_conventions_are_followed():
+    """Every block has a known language, and every skipped block says why."""
+    problems = []
+    for page in PAGES:
+        for b in blocks(page):
+            if b.language not in LANGUAGES:
+                problems.append(f"{b.where}: language {b.language!r}, expected one of {sorted(LANGUAGES)}")
+            if b.skip_reason == "":
+                problems.append(f'{b.where}: title="not run: ..." needs a reason')
+    assert not problems, "\n".join(problems)
+    assert sum(b.language == "python" for p in PAGES for b in blocks(p)) >= 10
+
+
+@pytest.mark.parametrize("page", [_param(p) for p in PAGES])
+def test_examples_run(page: str, tmp_path: Path):
+    """Run the page's python and bash blocks in order, in one namespace and directory."""
+    namespace: dict = {"__name__": f"docs_{Path(page).stem}"}
+    ran = 0
+    with _sandbox(tmp_path):
+        for b in blocks(page):
+            if b.skip_reason is not None or b.language not in ("python", "bash", "yaml", "json"):
+                continue
+            if b.language in ("yaml", "json"):
+                if b.title and re.fullmatch(r"[\w.-]+\.(ya?ml|json)", b.title):
+                    (tmp_path / b.title).write_text(b.code + "\n")
+                continue
+            ran += 1
+            if b.language == "bash":
+                _run_bash(b, tmp_path)
+                continue
+            try:
+                exec(compile(b.code, b.where, "exec"), namespace)  # noqa: S102 - the docs' own examples
+            except Exception as err:
+                raise AssertionError(f"{b.where}: the example raised {type(err).__name__}: {err}") from err
+    if ran == 0:
+        pytest.skip(f"docs/{page} has no runnable example")
+
+
+def test_mkdocs_build_strict(tmp_path: Path):
+    """``mkdocs build --strict`` succeeds: no broken link, no docstring warning, CLI help renders."""
+    pytest.importorskip("mkdocs", reason="mkdocs is in the dev extra: pip install -e '.[dev]'")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
+         "-d", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "MPLBACKEND": "Agg", "NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-6000:]}"
+    cli = (tmp_path / "site" / "cli" / "index.html").read_text()
+    for command in ("earlyexit plan", "earlyexit profile", "earlyexit train"):
+        assert command in cli
+    assert "earlyexit-help" not in cli, "the CLI help marker was not replaced"
+    api = (tmp_path / "site" / "reference" / "surgery" / "index.html").read_text()
+    assert "MultiExitModel" in api and "list_cut_points" in api
