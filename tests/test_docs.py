@@ -21,6 +21,7 @@ Conventions for code blocks in ``docs/*.md`` (also in ``docs/contributing-docs.m
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import subprocess
@@ -86,9 +87,18 @@ def _param(page: str) -> pytest.param:
 
 @contextlib.contextmanager
 def _sandbox(workdir: Path):
-    """Run in ``workdir`` with the docs' environment; restore everything afterwards."""
+    """Run in ``workdir`` with the docs' environment; restore everything afterwards.
+
+    Examples may register backbones and decomposers; the registries are
+    restored too, so that other tests see only the built-ins.
+    """
     import torch
 
+    from earlyexit.backbones import _registry
+
+    decompose = importlib.import_module("earlyexit.surgery.decompose")  # the module, not the function
+    _registry._ensure_builtins()
+    registries = [(r, dict(r)) for r in (_registry._REGISTRY, decompose._DECOMPOSERS)]
     old_cwd, old_env, old_threads = Path.cwd(), dict(os.environ), torch.get_num_threads()
     os.chdir(workdir)
     os.environ["MPLBACKEND"] = "Agg"
@@ -101,6 +111,9 @@ def _sandbox(workdir: Path):
         os.environ.clear()
         os.environ.update(old_env)
         torch.set_num_threads(old_threads)
+        for registry, saved in registries:
+            registry.clear()
+            registry.update(saved)
 
 
 def _commands(code: str) -> list[str]:
