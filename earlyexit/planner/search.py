@@ -71,6 +71,7 @@ __all__ = ["Candidate", "search"]
 
 _CHUNK = 1 << 20
 _SLACK = 1e-12
+_SMALL = 4_000_000  # elements of the one-shot backward pass
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,8 @@ def _decode(code: int, base: int, length: int) -> tuple[int, ...]:
 class _PortendSearch:
     """The label DP for the portend estimator (see the module docstring)."""
 
-    def __init__(self, cm: CostModel, space: SearchSpace, n_lambdas: int = 6) -> None:
+    def __init__(self, cm: CostModel, space: SearchSpace, objective: str = "pareto",
+                 bound: float | None = None, n_lambdas: int = 6) -> None:
         self.cm, self.space = cm, space
         n, m = cm.n, cm.m
         self.n, self.m = n, m
@@ -160,18 +162,135 @@ class _PortendSearch:
         self.start = np.concatenate([[0], np.cumsum(self.cnt)[:-1]])
         self.allc = np.nonzero(valid)[1]
         self.lmax = space.max_parts
+        self.tier_pen = np.where(space.tier_allowed.any(0), 0.0, np.inf)  # (M,)
+        self.ctm = np.where((valid & space.end_ok[None, :])[None], self.ct, np.inf)  # (M, c, d): may end at d
         # lambda grid (units: seconds per unit of accuracy)
         full = [cm.x[cm.source, w, 0] + cm.ct[w, 0, n] + cm.r[w] for w in range(m)]
         scale = float(min(full)) / max(float(np.ptp(cm.acc[1:])), 1e-3)
-        self.lams = np.concatenate([[0.0], scale * np.logspace(-2, 1.5, n_lambdas - 1)]) \
-            if n_lambdas > 1 else np.zeros(1)
+        self.scale = scale
+        if objective == "min_latency":
+            self._tables()
+            # P_lat: one multiplier, the best for the problem restricted to <= 2 partitions
+            lam = None if bound is None or self.lmax < 3 else self._pick_lambda(bound)
+            self.lams = np.zeros(1) if lam is None else np.array([0.0, lam])
+        else:
+            self.lams = np.concatenate([[0.0], scale * np.logspace(-2, 1.5, n_lambdas - 1)]) \
+                if n_lambdas > 1 else np.zeros(1)
         self._backward()
+
+    def _h1(self, lams: np.ndarray) -> np.ndarray:
+        """Relaxed bound with at most one more partition, ``(c, lambda, t, w)``.
+
+        With one partition left the edge and end terms sum to (1 - ER_c) [x(w -> w', O_c)
+        + CT^{w'}_{c+1..d} + r(w') - lambda A_d] (ending at c: (1 - ER_c) [r(w) - lambda A_c]),
+        so the minimum over d is a threshold-free table; no (c, d) pass per threshold.
+        """
+        m = self.m
+        mc = (1.0 - self.er).T  # (c, t)
+        rr = (self.ctm[None] - lams[:, None, None, None] * self.a).min(-1)  # (l, w', c)
+        rr = (rr + (self.r + self.tier_pen)[None, :, None]).transpose(2, 0, 1)  # (c, l, w')
+        fin = np.isfinite(rr)
+        rr = np.where(fin, rr, 0.0)
+        end = self.r[None, None, :] - lams[None, :, None] * self.a[:, None, None]  # (c, l, w)
+        end = np.where(self.space.end_ok[:, None, None], end, np.inf)
+        out = np.empty((self.n + 1, lams.size, self.nt, m))
+        for w in range(m):
+            best = np.broadcast_to(end[:, :, None, w], out.shape[:3]).copy()  # (c, l, t) before the factor
+            for w2 in range(m):
+                if w2 != w:
+                    np.minimum(best, np.where(fin[:, :, w2, None], (self.x[w, w2][:, None] + rr[:, :, w2])[..., None],
+                                              np.inf), out=best)
+            # (1 - ER_c) >= 0 multiplies every option; 0 * inf stays inf
+            out[..., w] = np.where(np.isfinite(best), mc[:, None, :] * np.where(np.isfinite(best), best, 0.0),
+                                   np.inf)
+        return out
+
+    def _pick_lambda(self, bound: float) -> float | None:
+        """The multiplier maximizing the Lagrangian dual of P_lat restricted to <= 2 partitions.
+
+        Any lambda >= 0 gives valid bounds; this one makes them tight near the optimum.
+        """
+        src, er, a = self.cm.source, self.er, self.a
+        grid = self.scale * np.logspace(-2.5, 2.0, 16)
+        h1 = self._h1(grid)  # (b, g, t, u)
+        lat1 = (self.x[src, :, 0] + self.ct[:, 0, :].T)[:, None, :] + er.T[:, :, None] * self.r  # (b, t, u)
+        acc1 = (a[:, None] * er.T)[:, :, None]  # (b, t, 1)
+        ok = self.valid[0][:, None, None] & self.space.tier_allowed[0][None, None, :]
+        lat1 = np.where(ok, lat1, np.inf)
+        val = lat1[:, None] - grid[None, :, None, None] * acc1[:, None] + h1
+        dual = val.transpose(1, 0, 2, 3).reshape(grid.size, -1).min(1) + grid * bound
+        if not np.isfinite(dual).any():
+            return None
+        return float(grid[int(np.argmax(np.where(np.isfinite(dual), dual, -np.inf)))])
 
     # ------------------------------------------------------------------ bounds
 
     def _backward(self) -> None:
         """H[l, t, r, c, w] = min over relaxed completions with <= r more partitions of
         latency - lams[l] * accuracy; aub[t, r, c] = max accuracy of those completions."""
+        n, nt, m = self.n, self.nt, self.m
+        if self.lams.size * nt * (n + 1) ** 2 * m <= _SMALL:
+            self._backward_small()
+        else:
+            self._backward_sweep()
+
+    def _backward_small(self) -> None:
+        """:meth:`_backward` for small problems: every transition (c -> c') at once, one round per r.
+
+        The transitions are packed row by row (by c), so a minimum over c' is a
+        ``reduceat`` over the leading axis; arrays are ``(pair, lambda, t, w)``.
+        """
+        sp, n, m, nt = self.space, self.n, self.m, self.nt
+        lams = self.lams
+        nl, rn = lams.size, self.lmax
+        er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
+        mc = (1.0 - er).T  # (c, t)
+        enda = a[:, None] * mc  # (c, t)
+        h0 = mc[:, None, :, None] * r - lams[None, :, None, None] * enda[:, None, :, None]  # (c, l, t, w)
+        h0[~sp.end_ok] = np.inf
+        aub0 = np.where(sp.end_ok[:, None], enda, -np.inf)  # (c, t)
+        hs, aubs = [h0], [aub0]
+        rows = np.flatnonzero(self.cnt)  # blocks c with a transition
+        if rn > 1 and rows.size:
+            pc = np.repeat(np.arange(n + 1), self.cnt)  # (P,) from c
+            pn = self.allc  # (P,) to c'
+            heads = self.start[rows]
+            ert = er.T
+            der = ert[pn] - ert[pc]  # (P, t)
+            acc_e = a[pn, None] * der  # (P, t)
+
+            def amax(prev: np.ndarray) -> np.ndarray:
+                out = aub0.copy()
+                out[rows] = np.maximum(aub0[rows], np.maximum.reduceat(acc_e + prev[pn], heads, axis=0))
+                return out
+
+            hs.append(np.minimum(h0, self._h1(lams)))  # one partition left: a table, no pair pass
+            aubs.append(amax(aub0))
+        if rn > 2 and rows.size:
+            # (P, l, t, w): (1 - ER_c) CT^w_{c+1..c'} + (ER_c' - ER_c)(r(w) - lambda A_c')
+            kk = r[None, None, :] - lams[None, :, None] * a[pn, None, None]  # (P, l, w)
+            bl = (mc[pc][:, None, :, None] * ct[:, pc, pn].T[:, None, None, :]
+                  + der[:, None, :, None] * kk[:, :, None, :])
+            hop = mc[:, :, None, None] * x.transpose(2, 0, 1)[:, None]  # (c, t, w, w')
+            for _ in range(2, rn):
+                g = np.full((n + 1, nl, nt, m), np.inf)
+                g[rows] = np.minimum.reduceat(bl + hs[-1][pn], heads, axis=0)
+                g += self.tier_pen
+                best = np.full(g.shape, np.inf)
+                for w in range(m):
+                    for w2 in range(m):
+                        if w2 != w:
+                            np.minimum(best[..., w], hop[:, None, :, w, w2] + g[..., w2], out=best[..., w])
+                hs.append(np.minimum(h0, best))
+                aubs.append(amax(aubs[-1]))
+        while len(hs) < rn:  # no transition anywhere: only ending
+            hs.append(h0)
+            aubs.append(aub0)
+        self.h = np.ascontiguousarray(np.stack(hs).transpose(2, 3, 0, 1, 4))  # (l, t, r, c, w)
+        self.aub = np.ascontiguousarray(np.stack(aubs).transpose(2, 0, 1))  # (t, r, c)
+
+    def _backward_sweep(self) -> None:
+        """:meth:`_backward` for large problems: one block c at a time, from the last."""
         sp, n, m, nt = self.space, self.n, self.m, self.nt
         lams = self.lams
         nl, rn = lams.size, self.lmax
@@ -188,24 +307,6 @@ class _PortendSearch:
         union = sp.tier_allowed.any(0)
         tier_pen = np.where(union, 0.0, np.inf)  # (M,) over w'
         diag = np.where(np.eye(m, dtype=bool), np.inf, 0.0)
-        if False:  # noqa: SIM108 (kept for reference: slower than the sweep below)
-            # small problems: one vectorized round per extra partition
-            mc = 1.0 - er  # (nt, N+1)
-            der = er[:, None, :] - er[:, :, None]  # (nt, c, c')
-            inval = np.where(self.valid, 0.0, np.inf)  # (c, c')
-            ctt = np.where(self.valid[None], ct, 0.0).transpose(1, 2, 0)  # (c, c', M)
-            base = mc[:, :, None, None] * ctt[None] + der[..., None] * r + inval[None, :, :, None]
-            lam_t = lams[:, None, None, None] * (a[None, None, :] * der)[None]  # (nl, nt, c, c')
-            hop = mc[:, :, None, None] * x.transpose(2, 0, 1)[None] + diag  # (nt, c, M[w], M[w'])
-            acc_e = a[None, None, :] * der + np.where(self.valid, 0.0, -np.inf)[None]  # (nt, c, c')
-            for rr in range(1, rn):
-                tot = base[None] - lam_t[..., None] + h[:, :, rr - 1][:, :, None, :, :]
-                g = tot.min(axis=3) + tier_pen  # (nl, nt, c, M[w'])
-                best = (hop[None] + g[:, :, :, None, :]).min(-1)  # (nl, nt, c, M[w])
-                h[:, :, rr] = np.minimum(h0, best)
-                aub[:, rr] = np.maximum(aub0, (acc_e + aub[:, rr - 1][:, None, :]).max(-1))
-            self.h, self.aub = h, aub
-            return
         for c in range(n, 0, -1):
             cs = self.allc[self.start[c]: self.start[c] + self.cnt[c]]
             if cs.size and cs[-1] - cs[0] + 1 == cs.size:
@@ -228,17 +329,85 @@ class _PortendSearch:
             aub[:, 1:, c] = np.maximum(aub0[:, c][:, None], cont)
         self.h, self.aub = h, aub
 
-    def _keep(self, t: np.ndarray, c: np.ndarray, w: np.ndarray, lat: np.ndarray, acc: np.ndarray,
-              r: int, objective: str, bound: float | None, inc: float,
-              front: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> np.ndarray:
-        """Mask of labels that may still lead to (a tie of) the answer."""
+    def _tables(self) -> None:
+        """q1[w, c, j]: the least CT^w of blocks c+1..d over the blocks d that may end a
+        configuration after block c and whose accuracy is at least the (j+1)-th largest."""
+        order = np.argsort(-self.a[1:], kind="stable") + 1
+        self.asc = np.sort(self.a[1:])
+        self.q1 = np.minimum.accumulate(self.ctm[:, :, order], axis=2)
+
+    def _complete1(self, t: np.ndarray, c: np.ndarray, w: np.ndarray, u: np.ndarray, acc: np.ndarray,
+                   k: int, bound: float | None, strict: bool) -> np.ndarray:
+        """The exact best completion of labels (with k partitions) by at most one more partition.
+
+        Ending at c costs (1 - ER_c) r(w); one more partition d on tier w' costs
+        (1 - ER_c) [x(w -> w', O_c) + CT^{w'}_{c+1..d} + r(w')] and adds accuracy
+        A_d (1 - ER_c) (the edge and end terms of the DP, summed), so the fastest
+        one meeting the accuracy bound is a lookup in :attr:`q1`.
+
+        Returns:
+            The least added latency (inf if none) over the completions whose accuracy
+            reaches the bound loosely (``strict=False``: a lower bound, for pruning) or
+            strictly (``strict=True``: values of real feasible configurations whatever
+            the rounding, for the incumbent).
+        """
+        sp, n = self.space, self.n
+        s = 1.0 - self.er[t, c]
+        best = np.full(t.size, np.inf)
+        slack = 2.0 * _SLACK if strict else -2.0 * _SLACK
+        need = None if bound is None else bound - ACC_ATOL - acc + slack
+        if k >= sp.min_parts:  # end now
+            end = np.where(sp.end_ok[c], s * self.r[w], np.inf)
+            best = end if need is None else np.where(self.a[c] * s >= need, end, np.inf)
+        if sp.min_parts <= k + 1 <= self.lmax:
+            if need is None:
+                j = np.full(t.size, n - 1)
+            else:
+                pos = s > 0
+                thr = np.where(pos, need / np.where(pos, s, 1.0), np.where(need <= 0, -np.inf, np.inf))
+                j = n - 1 - np.searchsorted(self.asc, thr)  # accuracies >= thr: the j+1 largest
+            jj = np.maximum(j, 0)
+            has = j >= 0
+            for w2 in range(self.m):
+                if not sp.tier_allowed[k, w2]:
+                    continue
+                q = self.q1[w2, c, jj]
+                ok = has & np.isfinite(q) & (((u >> w2) & 1) == 0)
+                val = s * (self.x[w, w2, c] + np.where(ok, q, 0.0) + self.r[w2])
+                np.minimum(best, np.where(ok, val, np.inf), out=best)
+        return best
+
+    def _keep(self, t: np.ndarray, c: np.ndarray, w: np.ndarray, u: np.ndarray, lat: np.ndarray,
+              acc: np.ndarray, r: int, objective: str, bound: float | None, col: _Collector,
+              update: bool = True) -> np.ndarray:
+        """Mask of labels that may still lead to (a tie of) the answer.
+
+        For ``min_latency``, the exact one-partition completion also lowers the
+        incumbent ``col.inc`` (if ``update``; it is the latency of a real feasible
+        configuration), and with one partition left it is the bound itself.
+        """
+        inc, front = col.inc, col.front
+        if objective == "min_latency" and r >= 1 and (update or r == 1):
+            k = self.lmax - r
+            lo1 = self._complete1(t, c, w, u, acc, k, bound, strict=False)
+            tot = lat + lo1
+            if update:
+                better = np.flatnonzero(tot < inc)
+                if better.size:
+                    st = self._complete1(t[better], c[better], w[better], u[better], acc[better], k, bound,
+                                         strict=True)
+                    v = float((lat[better] + st).min())
+                    if v < inc:
+                        col.inc = inc = v
+            if r == 1:
+                return tot <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
         hh = self.h[:, t, r, c, w]  # (nl, n)
         aub = self.aub[t, r, c]
         keep = np.isfinite(hh[0])
         if objective == "min_latency":
             if bound is not None:
                 keep &= acc + aub >= bound - ACC_ATOL - _SLACK
-                need = bound - acc
+                need = bound - ACC_ATOL - _SLACK - acc  # a feasible completion adds at least this
                 lb = (hh + self.lams[:, None] * need[None]).max(0)
             else:
                 lb = hh[0]
@@ -265,8 +434,7 @@ class _PortendSearch:
 
     # ------------------------------------------------------------------ forward
 
-    def _expand(self, lab: _Labels, k: int, objective: str, bound: float | None, inc: float,
-                front: tuple | None) -> _Labels:
+    def _expand(self, lab: _Labels, k: int, objective: str, bound: float | None, col: _Collector) -> _Labels:
         """All labels with partition k added (1-based k), bound-pruned."""
         sp, m, n = self.space, self.m, self.n
         er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
@@ -303,11 +471,12 @@ class _PortendSearch:
                 lat = lab.lat[rep] + mb * x[v, w, b] + mb * ct[w, b, c] + dec * r[w]
                 acc = lab.acc[rep] + a[c] * dec
                 wv = np.full(tot, w, dtype=np.int64)
-                keep = self._keep(t, c, wv, lat, acc, rem, objective, bound, inc, front)
+                uu = lab.u[rep] | (1 << w)
+                keep = self._keep(t, c, wv, uu, lat, acc, rem, objective, bound, col)
                 if not keep.any():
                     continue
                 sel = rep[keep]
-                out.append(_Labels(t[keep], c[keep], wv[keep], lab.u[sel] | (1 << w), lat[keep],
+                out.append(_Labels(t[keep], c[keep], wv[keep], uu[keep], lat[keep],
                                    acc[keep], lab.dcode[sel] * m + w, lab.pcode[sel] * (n + 1) + c[keep]))
         if not out:
             return _empty()
@@ -357,8 +526,11 @@ class _PortendSearch:
                       np.zeros(nt, np.int64))
         col = _Collector(objective, bound)
         self.stats = []
+        if objective == "min_latency":
+            st = self._complete1(lab.t, lab.c, lab.w, lab.u, lab.acc, 0, bound, strict=True)
+            col.inc = float(st.min())  # the best single-partition configuration
         for k in range(1, self.lmax + 1):
-            cand = self._expand(lab, k, objective, bound, col.inc, col.front)
+            cand = self._expand(lab, k, objective, bound, col)
             cand = self._dominance(cand)
             self.stats.append(len(cand))
             if k >= sp.min_parts and len(cand):
@@ -369,8 +541,8 @@ class _PortendSearch:
                     fin.acc = fin.acc + self.a[fin.c] * (1.0 - erc)
                     col.add(fin, k)
             if k < self.lmax and len(cand):
-                keep = self._keep(cand.t, cand.c, cand.w, cand.lat, cand.acc, self.lmax - k, objective,
-                                  bound, col.inc, col.front)
+                keep = self._keep(cand.t, cand.c, cand.w, cand.u, cand.lat, cand.acc, self.lmax - k,
+                                  objective, bound, col, update=False)
                 lab = cand.take(np.flatnonzero(keep))
             else:
                 break
@@ -561,7 +733,7 @@ def search(cm: CostModel, space: SearchSpace, estimator: str, objective: str,
     if objective not in (*OBJECTIVES, "pareto"):
         raise ValueError(f"objective: expected one of {[*OBJECTIVES, 'pareto']}, got {objective!r}")
     if estimator == "portend":
-        fin, nparts = _PortendSearch(cm, space).run(objective, bound)
+        fin, nparts = _PortendSearch(cm, space, objective, bound).run(objective, bound)
     elif estimator == "exact":
         fin, nparts = _exact_candidates(cm, space, objective, bound)
     else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from earlyexit.planner.search import search
 from earlyexit.planner.space import make_space
 
 from .strategies import problems
+
+search_mod = importlib.import_module("earlyexit.planner.search")  # the module (the package exports the function)
 
 TOL = 1e-9
 SETTINGS = settings(max_examples=int(os.environ.get("EE_HYPOTHESIS_EXAMPLES", "120")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -116,3 +120,31 @@ def test_brute_force_agrees_with_evaluate(problem, estimator, data):
     assert est.latency_s == pytest.approx(lats[i], rel=1e-12, abs=1e-12)
     assert est.accuracy == pytest.approx(accs[i], rel=1e-12, abs=1e-12)
     assert sum(est.breakdown_s.values()) == pytest.approx(est.latency_s, rel=1e-9, abs=1e-12)
+
+
+@SETTINGS
+@given(problems(), st.sampled_from(["min_latency", "max_accuracy", "pareto"]), st.floats(0.0, 1.0))
+def test_sweep_bounds_match_brute_force(problem, objective, frac):
+    """The backward pass used for large problems (one block at a time) is exact too."""
+    profile, topo = problem
+    cm = CostModel(profile, topo)
+    space = make_space(cm)
+    with mock.patch.object(search_mod, "_SMALL", 0):
+        if objective == "pareto":
+            got = search(cm, space, "portend", "pareto", None)
+            assert [g.key for g in got] == [r[2] for r in brute_force_pareto(cm, space, "portend")]
+            return
+        if objective == "min_latency":
+            _check_best(cm, space, "portend", objective, frac)
+        else:
+            lats = brute_force_candidates(cm, space, "portend")[0]
+            _check_best(cm, space, "portend", objective, float(np.quantile(lats, frac)))
+
+
+@SETTINGS
+@given(problems(max_blocks=9, max_tiers=4, samples=False), st.floats(0.3, 1.0))
+def test_p_lat_deeper_matches_brute_force(problem, bound):
+    """More blocks: the lambda choice, the one-partition tables and the incumbent at work."""
+    profile, topo = problem
+    cm = CostModel(profile, topo)
+    _check_best(cm, make_space(cm), "portend", "min_latency", bound)
