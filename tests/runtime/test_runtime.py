@@ -298,6 +298,7 @@ def test_client_rejects_bad_results_and_dedups():
             c.submit(np.zeros((2, 3), np.float32), ids=[1])
 
 
+@pytest.mark.slow
 def test_backpressure_blocks_the_client_instead_of_growing_queues():
     # 256 kB inputs, so that the kernel's socket buffers hold only a few of them; the
     # worker is ~20x slower than the client, so without backpressure all 160 would queue
@@ -310,7 +311,7 @@ def test_backpressure_blocks_the_client_instead_of_growing_queues():
         for _ in range(160):
             d.client.submit(x)
             most_in_flight = max(most_in_flight, d.client.in_flight)
-        assert most_in_flight < 100  # bounded by the high-water marks, not by memory
+        assert most_in_flight < 120  # bounded by the high-water marks, not by memory
         assert len(d.client.gather(timeout_s=60.0)) == 160
 
 
