@@ -59,7 +59,7 @@ _PROVIDERS = {
         "fp16": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
     },
 }
-_CHECK_BATCH = 64
+_CHECK_BATCH = 32
 _EAGER_BATCH = 256
 
 DataArg = (

@@ -92,7 +92,7 @@ def test_int8_reports_accuracy_change_per_exit(arm_bundle, verify_data):
 def test_gpu_target_adds_fp16_and_providers(tmp_path, model, plan, verify_data):
     out = tmp_path / "gpu"
     manifest = export_bundle(model, plan, out, formats="onnx", target="gpu",
-                             verify_data=verify_data[0][:64])  # fmt: skip
+                             verify_data=verify_data[0][:64], exporter="torchscript")  # fmt: skip
     assert manifest.extra["providers"]["fp16"][:2] == [
         "TensorrtExecutionProvider",
         "CUDAExecutionProvider",
@@ -130,7 +130,8 @@ def test_corrupted_partition_fails_and_leaves_nothing(
     with pytest.raises(
         ExportVerificationError, match=r"partition 2 \(blocks 4\.\.10\).*off by"
     ) as e:
-        export_bundle(model, plan, out, formats="onnx", verify_data=verify_data[0][:32])
+        export_bundle(model, plan, out, formats="onnx", verify_data=verify_data[0][:32],
+                      exporter="torchscript")  # fmt: skip
     assert e.value.partition == 2 and e.value.fmt == "onnx" and e.value.diff > 1e-4
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
@@ -147,7 +148,8 @@ def test_chained_mismatch_fails(tmp_path, monkeypatch, model, plan, verify_data)
     monkeypatch.setattr(bundle_mod._verify, "reference_predictions", shifted)
     out = tmp_path / "bundle"
     with pytest.raises(ExportVerificationError, match="differs from MultiExitModel.predict"):
-        export_bundle(model, plan, out, formats="onnx", verify_data=verify_data[0][:64])
+        export_bundle(model, plan, out, formats="onnx", verify_data=verify_data[0][:64],
+                      exporter="torchscript")  # fmt: skip
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -181,7 +183,7 @@ def test_cli_exports_a_checkpoint(tmp_path, model, plan, capsys):
     plan.save(plan_path)
     out = tmp_path / "bundle"
     argv = ["export", "--checkpoint", str(ckpt), "--plan", str(plan_path), "--format", "onnx",
-            "-o", str(out)]  # fmt: skip
+            "--exporter", "torchscript", "-o", str(out)]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "verified onnx: 2000/2000 samples" in text
@@ -208,3 +210,24 @@ def test_data_argument_forms(model, verify_data):
     assert r is not None and len(r[0]) == 5 and len(r[1]) == 5
     with pytest.raises(TypeError, match="data must be"):
         bundle_mod.resolve_data(3.5, "test", model)
+
+
+@pytest.mark.slow
+def test_cli_one_command_arm_bundle(tmp_path, model, plan, capsys):
+    """The whole path with the defaults: every format, dynamo ONNX, int8, full test split."""
+    from earlyexit.cli import main
+    from earlyexit.training.checkpoint import save
+
+    ckpt = save(model, tmp_path / "model.pt")
+    plan.save(tmp_path / "plan.json")
+    out = tmp_path / "bundle"
+    argv = ["export", "--checkpoint", str(ckpt), "--plan", str(tmp_path / "plan.json"),
+            "--target", "arm", "--data", "fashion-mnist", "-o", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    for fmt in ("onnx", "torchscript", "pt2"):
+        assert f"verified {fmt}: 2000/2000 samples" in text
+    assert "int8 accuracy per exit" in text
+    manifest = Manifest.load(out)
+    assert manifest.extra["quantization"]["int8"]["calibration"]["samples"] == 1000
+    assert manifest.extra["export"]["onnx_exporter"] == "dynamo"
