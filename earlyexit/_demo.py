@@ -90,6 +90,8 @@ def run_demo(
     checkpoint: str | Path | None = None,
     epochs: int = 3,
     accuracy_drop: float = 0.01,
+    samples: int = 300,
+    formats: tuple[str, ...] = ("onnx", "torchscript", "pt2"),
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run the demo and write its report.
@@ -101,6 +103,8 @@ def run_demo(
         epochs: training epochs with ``train``.
         accuracy_drop: the plan minimizes latency with accuracy at least the
             final exit's profiled accuracy minus this.
+        samples: test samples run through the emulated deployment.
+        formats: bundle formats to export.
         quiet: print nothing.
 
     Returns:
@@ -109,6 +113,8 @@ def run_demo(
     Raises:
         FileNotFoundError: if the checkpoint is missing.
     """
+    import numpy as np
+
     import earlyexit
     from earlyexit.formats import atomic_write_text
     from earlyexit.planner import baselines, pareto
@@ -117,7 +123,7 @@ def run_demo(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = _Steps(4, quiet)
+    steps = _Steps(6, quiet)
     if train:
         steps(f"training ResNet-20 on the embedded Fashion-MNIST subset ({epochs} epochs)")
         checkpoint = _train(out, epochs, not quiet)
@@ -145,8 +151,37 @@ def run_demo(
     frontier = pareto(prof, topo, estimator="exact")
     plot_pareto(frontier, out / "pareto.png", baselines=base, chosen=best)
 
+    steps("exporting the plan's partitions (ONNX, TorchScript, torch.export) and verifying them")
+    from earlyexit.export import export_bundle
+
+    manifest = export_bundle(model, best, out / "bundle", formats=formats, overwrite=True)
+
+    steps(f"deploying over emulated links: {samples} test samples, one at a time")
+    from earlyexit.export.bundle import resolve_data
+    from earlyexit.validation import Config, estimate, measure
+
+    x, y, _ = resolve_data("fashion-mnist", "test", model, limit=samples)
+    config = Config(best.threshold, tuple(best.cut_points), tuple(best.tier_indices), pareto=True)
+    measured = measure(out / "bundle", config, topo, x.numpy(), y.numpy())
+    estimates = estimate(prof, topo, config)
+    validation = {
+        "samples": len(measured.latency_s),
+        "measured": {
+            "mean_latency_s": measured.mean_latency_s,
+            "p50_latency_s": float(np.percentile(measured.latency_s, 50)),
+            "p99_latency_s": float(np.percentile(measured.latency_s, 99)),
+            "accuracy": measured.accuracy,
+            "exit_fractions": measured.exit_fractions(len(best.partitions)),
+            "degraded": measured.degraded,
+        },
+        "estimated": estimates,
+    }
+    _plot_validation(measured, estimates, out / "validation.png")
+
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
+        "bundle": {"files": [f for p in manifest.partitions for f in p.files.values()]},
+        "validation": validation,
         "profile": {
             "final_exit_accuracy": float(prof.branch_accuracy[-1]),
             "branch_accuracy": prof.branch_accuracy.tolist(),
@@ -163,6 +198,7 @@ def run_demo(
     atomic_write_text(out / "report.md", _markdown(report, best, base))
     if not quiet:
         print(_plan_text(best, base))
+        print(_validation_text(validation))
         print(f"wrote {out}/report.md in {report['wall_time_s']:.0f} s")
     return report
 
@@ -183,6 +219,58 @@ def _plan_text(best, base) -> str:
     return "\n".join(lines)
 
 
+def _validation_text(v: dict[str, Any]) -> str:
+    m = v["measured"]
+    lines = [
+        f"deployment, {v['samples']} test samples one at a time (measured vs estimated):",
+        f"  {'':>10} {'latency ms':>11} {'accuracy':>9}  exit fractions",
+        f"  {'measured':>10} {1e3 * m['mean_latency_s']:11.2f} {100 * m['accuracy']:8.2f}%  "
+        + " ".join(f"{100 * f:5.1f}%" for f in m["exit_fractions"]),
+    ]
+    for name, e in v["estimated"].items():
+        lines.append(
+            f"  {name:>10} {1e3 * e['latency_s']:11.2f} {100 * e['accuracy']:8.2f}%  "
+            + " ".join(f"{100 * f:5.1f}%" for f in e["exit_fractions"])
+        )
+    lines.append(
+        f"  p50 {1e3 * m['p50_latency_s']:.2f} ms, p99 {1e3 * m['p99_latency_s']:.2f} ms, degraded {m['degraded']}"
+    )
+    return "\n".join(lines)
+
+
+def _plot_validation(measured, estimates: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    lat = np.sort(1e3 * np.asarray(measured.latency_s))
+    ax1.plot(lat, np.arange(1, lat.size + 1) / lat.size, label="measured (CDF)")
+    ax1.axvline(lat.mean(), color="k", linestyle=":", label=f"measured mean {lat.mean():.1f} ms")
+    for (name, e), color in zip(estimates.items(), ("tab:orange", "tab:green"), strict=False):
+        ax1.axvline(
+            1e3 * e["latency_s"],
+            color=color,
+            linestyle="--",
+            label=f"{name} estimate {1e3 * e['latency_s']:.1f} ms",
+        )
+    ax1.set(xlabel="end-to-end latency (ms)", ylabel="fraction of samples", title="Latency")
+    ax1.legend(fontsize=8)
+    parts = len(next(iter(estimates.values()))["exit_fractions"])
+    xs = np.arange(parts)
+    width = 0.8 / (1 + len(estimates))
+    ax2.bar(xs, measured.exit_fractions(parts), width, label="measured")
+    for k, (name, e) in enumerate(estimates.items(), 1):
+        ax2.bar(xs + k * width, e["exit_fractions"], width, label=name)
+    ax2.set(xlabel="partition", ylabel="exit fraction", title="Exit fractions", xticks=xs + width)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _markdown(report: dict[str, Any], best, base) -> str:
     return f"""# earlyexit demo report
 
@@ -197,6 +285,18 @@ AWS topology (edge device, base station, cloud; 10 Mb/s + 20 ms, then 400 Mb/s +
 
 Files: [plan.json](plan.json), [profile.json](profile.json), [topology.yaml](topology.yaml).
 
+## The deployment, measured against the estimates
+
+The bundle ([bundle/](bundle/manifest.json)) ran with one process per tier,
+ZeroMQ between them and emulated links (bandwidth, MTU fragments,
+propagation), with the tiers' slowdowns emulated on top of real computation.
+
+```
+{_validation_text(report["validation"])}
+```
+
+![validation](validation.png)
+
 ## Pareto frontier
 
 ![Pareto frontier](pareto.png)
@@ -210,7 +310,13 @@ Wall time of the demo: {report["wall_time_s"]:.0f} s.
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    run_demo(args.out, train=args.train, checkpoint=args.checkpoint, epochs=args.epochs)
+    run_demo(
+        args.out,
+        train=args.train,
+        checkpoint=args.checkpoint,
+        epochs=args.epochs,
+        samples=args.samples,
+    )
     return 0
 
 
@@ -225,4 +331,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, default=3, help="training epochs with --train")
     p.add_argument("--checkpoint", default=None, help="use this full-configuration checkpoint")
+    p.add_argument("--samples", type=int, default=300, help="test samples for the deployment")
     p.set_defaults(func=_cmd_demo)
