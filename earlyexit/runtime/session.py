@@ -246,10 +246,12 @@ class BundleSession:
         Raises:
             TypeError, ValueError: for a bad index, dtype or shape.
         """
-        x = self._check(k, x)
+        return self._run(k, self._check(k, x))
+
+    def _run(self, k: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`run_partition` without the checks (``x`` is already float32, contiguous)."""
         outs = self._sessions[k].run(None, {self._input_names[k]: x})
-        features = outs[2] if self._has_features[k] else None
-        return outs[0], outs[1], features
+        return outs[0], outs[1], (outs[2] if self._has_features[k] else None)
 
     def predict(self, x: np.ndarray, threshold: float | None = None) -> dict[str, np.ndarray]:
         """Classify a batch with per-sample early exit.
@@ -285,7 +287,7 @@ class BundleSession:
         last = self.num_partitions - 1
         limit = np.float32(threshold)
         for k in range(self.num_partitions):
-            logits, entropy, features = self.run_partition(k, h)
+            logits, entropy, features = self._run(k, h)
             if logits_out is None:
                 logits_out = np.zeros((batch, logits.shape[-1]), np.float32)
             if k == last:

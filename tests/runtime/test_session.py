@@ -73,13 +73,13 @@ def test_only_staying_samples_go_on(setup, monkeypatch):
     _, plan, out, x = setup
     sess = BundleSession(out)
     seen: list[tuple[int, int]] = []
-    run = sess.run_partition
+    run = sess._run
 
     def spy(k, h):
         seen.append((k, len(h)))
         return run(k, h)
 
-    monkeypatch.setattr(sess, "run_partition", spy)
+    monkeypatch.setattr(sess, "_run", spy)
     got = sess.predict(x.numpy())
     left = [int((got["exit_partition"] == k).sum()) for k in range(3)]
     assert seen[0] == (0, len(x))
