@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -321,7 +322,7 @@ def export_bundle(
         timings: dict[str, float] = {}
         entries = []
         file_checks: dict[str, dict[str, dict[str, float]]] = {}
-        used_exporter = exporter
+        used_exporters: list[str] = []
         for p in parts:
             k = p.index + 1
             # clone: a view would drag its whole storage into the saved sample inputs
@@ -331,7 +332,7 @@ def export_bundle(
                 name = f"partition_{k}{FILE_SUFFIX[fmt]}"
                 t0 = time.perf_counter()
                 if fmt == "onnx":
-                    used_exporter = _writers.write_onnx(p, tmp / name, example, opset, exporter)
+                    used_exporters.append(_write_onnx(p, tmp / name, example, opset, exporter))
                 elif fmt == "torchscript":
                     _writers.write_torchscript(p, tmp / name, example)
                 else:
@@ -387,7 +388,10 @@ def export_bundle(
                     )
                     file_checks[str(p.index + 1)][key] = diffs
 
-        manifest = _manifest(model, plan, parts, entries, target, opset, used_exporter)
+        manifest = _manifest(
+            model, plan, parts, entries, target, opset,
+            "+".join(sorted(set(used_exporters))) or None,
+        )  # fmt: skip
 
         # ---- chained early exit against MultiExitModel.predict, every sample
         from earlyexit.runtime.session import BundleSession
@@ -503,6 +507,30 @@ def export_bundle(
     return manifest
 
 
+def _write_onnx(
+    part: Partition, path: Path, example: torch.Tensor, opset: int | None, exporter: str
+) -> str:
+    """Write with ``exporter``; if the dynamo exporter fails, warn and use the legacy one.
+
+    Verification then checks whichever file was written, and the manifest
+    records the exporter used.
+    """
+    try:
+        return _writers.write_onnx(part, path, example, opset, exporter)
+    except Exception as err:  # noqa: BLE001 - any exporter failure
+        if exporter != "dynamo":
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        warnings.warn(
+            f"partition {part.index + 1}: the dynamo ONNX exporter failed ({first}); "
+            "falling back to the TorchScript-based exporter",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        path.unlink(missing_ok=True)
+        return _writers.write_onnx(part, path, example, opset, "torchscript")
+
+
 def _manifest(
     model: MultiExitModel,
     plan: Plan,
@@ -510,7 +538,7 @@ def _manifest(
     entries: Sequence[Mapping[str, str]],
     target: str,
     opset: int | None,
-    exporter: str,
+    exporter: str | None,
 ) -> Manifest:
     meta = dict(getattr(model, "metadata", None) or {})
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]

@@ -231,3 +231,19 @@ def test_cli_one_command_arm_bundle(tmp_path, model, plan, capsys):
     manifest = Manifest.load(out)
     assert manifest.extra["quantization"]["int8"]["calibration"]["samples"] == 1000
     assert manifest.extra["export"]["onnx_exporter"] == "dynamo"
+
+
+def test_dynamo_failure_falls_back_to_the_legacy_exporter(
+    tmp_path, monkeypatch, model, plan, verify_data
+):
+    def flaky(part, path, example, opset=None, exporter="dynamo"):
+        if exporter == "dynamo":
+            raise RuntimeError("unsupported op\nmore detail")
+        return write_onnx(part, path, example, opset, exporter)
+
+    monkeypatch.setattr(bundle_mod._writers, "write_onnx", flaky)
+    with pytest.warns(RuntimeWarning, match="dynamo ONNX exporter failed \\(unsupported op\\)"):
+        manifest = export_bundle(
+            model, plan, tmp_path / "b", formats="onnx", verify_data=verify_data[0][:32]
+        )
+    assert manifest.extra["export"]["onnx_exporter"] == "torchscript"
