@@ -137,6 +137,8 @@ def resolve_data(
             f"an iterable of batches, got {type(data).__name__}"
         )
     inputs = inputs.float()
+    if len(inputs) == 0:
+        raise ValueError(f"{desc}: no samples")
     if tuple(inputs.shape[1:]) != tuple(model.input_shape):
         raise ValueError(
             f"{desc}: samples of shape {list(inputs.shape[1:])}, but the model takes "
@@ -359,13 +361,12 @@ def export_bundle(
             precisions["int8"] = "onnx_int8"
             cx = calib[0] if calib is not None else real
             t0 = time.perf_counter()
+            chained = [
+                _verify.eager_chain_inputs(parts, cx[i : i + _CHECK_BATCH])
+                for i in range(0, len(cx), _CHECK_BATCH)
+            ]
             for p, files in zip(parts, entries, strict=True):
-                batches = [
-                    _verify.eager_chain_inputs(parts[: p.index + 1], cx[i : i + _CHECK_BATCH])[
-                        -1
-                    ].numpy()
-                    for i in range(0, len(cx), _CHECK_BATCH)
-                ]
+                batches = [c[p.index].numpy() for c in chained]
                 name = f"partition_{p.index + 1}{FILE_SUFFIX['onnx_int8']}"
                 _writers.write_onnx_int8(tmp / files["onnx"], tmp / name, batches)
                 files["onnx_int8"] = name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -247,3 +248,26 @@ def test_dynamo_failure_falls_back_to_the_legacy_exporter(
             model, plan, tmp_path / "b", formats="onnx", verify_data=verify_data[0][:32]
         )
     assert manifest.extra["export"]["onnx_exporter"] == "torchscript"
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "resnet20_fashionmnist.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_partitions", [2, 3])
+def test_planner_plan_of_the_shipped_checkpoint_exports(tmp_path, model, num_partitions):
+    """A planner's plan (synthetic profile, PORTEND AWS topology) on the shipped checkpoint."""
+    import earlyexit
+    from earlyexit.planner.synthetic import synthetic_profile
+
+    if SHIPPED.is_file():
+        model = earlyexit.load(SHIPPED)
+    plan = earlyexit.plan(
+        synthetic_profile(num_blocks=10), "portend-aws", num_partitions=num_partitions
+    )
+    manifest = export_bundle(model, plan, tmp_path / "bundle", formats="onnx,pt2")
+    assert len(manifest.partitions) == num_partitions
+    assert manifest.extra["verification"]["data"] == "fashion-mnist test split"
+    for fmt in ("onnx", "pt2"):
+        c = manifest.extra["verification"]["chained"][fmt]
+        assert c["samples"] == 2000 and c["same"] + c["borderline"] == 2000
