@@ -72,6 +72,7 @@ __all__ = ["Candidate", "search"]
 _CHUNK = 1 << 20
 _SLACK = 1e-12
 _SMALL = 4_000_000  # elements of the one-shot backward pass
+_SMALL_PLAT = 200_000  # P_lat below this many (transition, threshold, tier) triples: one multiplier
 
 
 @dataclass(frozen=True)
@@ -168,14 +169,18 @@ class _PortendSearch:
         full = [cm.x[cm.source, w, 0] + cm.ct[w, 0, n] + cm.r[w] for w in range(m)]
         scale = float(min(full)) / max(float(np.ptp(cm.acc[1:])), 1e-3)
         self.scale = scale
+        grid = scale * np.logspace(-2, 1.5, n_lambdas - 1) if n_lambdas > 1 else np.zeros(0)
         if objective == "min_latency":
             self._tables()
-            # P_lat: one multiplier, the best for the problem restricted to <= 2 partitions
+            # P_lat: the multiplier that is best for the problem restricted to <= 2 partitions;
+            # on large problems (where the bound pass is cheap next to the labels) the grid too
             lam = None if bound is None or self.lmax < 3 else self._pick_lambda(bound)
-            self.lams = np.zeros(1) if lam is None else np.array([0.0, lam])
+            lams = [0.0] if lam is None else [0.0, lam]
+            if self.allc.size * self.nt * m > _SMALL_PLAT and bound is not None:
+                lams += grid.tolist()
+            self.lams = np.array(lams)
         else:
-            self.lams = np.concatenate([[0.0], scale * np.logspace(-2, 1.5, n_lambdas - 1)]) \
-                if n_lambdas > 1 else np.zeros(1)
+            self.lams = np.concatenate([[0.0], grid])
         self._backward()
 
     def _h1(self, lams: np.ndarray) -> np.ndarray:
@@ -644,9 +649,57 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
     col = _Collector(objective, bound)
     cols = np.arange(n + 1)
     chunk = max(1, (1 << 24) // max(ns, 1))
+    prune = objective == "min_latency"
+    if prune:
+        # any_after[c, s]: sample s is right at some branch after block c (an accuracy bound)
+        any_after = np.zeros((n + 1, ns), dtype=dtype)
+        any_after[:n] = np.maximum.accumulate(corr_t[::-1], axis=0)[::-1]
+        # the cheapest way to carry on from block c on tier v: a hop to another tier w and at
+        # least one more block there, plus the cheapest result transfer
+        cont = np.full((m, n + 1), np.inf)
+        for v in range(m):
+            for w in range(m):
+                if w != v and space.tier_allowed[1:, w].any():
+                    np.minimum(cont[v], cm.x[v, w] + cm.ct[w].min(1), out=cont[v])
+        cont += cm.r.min()
+
+    def bound_keep(seqs: np.ndarray, e: np.ndarray, s_k: np.ndarray, ub: np.ndarray | None) -> np.ndarray:
+        """Prefixes (that continue) whose every completion might still be (a tie of) the optimum.
+
+        Lower bound on the latency: SPEC's terms of the prefix's partitions with their
+        exact fractions (all >= 0 with this estimator), the cheapest placement, plus the
+        cheapest continuation for the samples still running. Upper bound on the accuracy:
+        every running sample counted right if any later branch gets it right.
+        """
+        keep = np.ones(seqs.shape[0], bool)
+        if ub is not None:
+            keep &= ub >= bound - ACC_ATOL - _SLACK
+        inc = col.inc
+        if np.isfinite(inc) and keep.any():
+            idx = np.flatnonzero(keep)
+            sq, ee = seqs[idx], e[idx]
+            k = sq.shape[1]
+            places = placements[k]
+            reach = 1.0 - np.concatenate([np.zeros((idx.size, 1)), np.cumsum(ee, 1)[:, :-1]], 1)
+            stay = 1.0 - np.cumsum(ee, 1)
+            stay[:, -1] = s_k[idx]
+            prevs = np.concatenate([np.zeros((idx.size, 1), np.int64), sq[:, :-1]], 1)
+            lat = np.broadcast_to(cm.x[cm.source, places[:, 0], 0][None], (idx.size, places.shape[0])).copy()
+            for j in range(k):
+                d = places[None, :, j]
+                lat += reach[:, j, None] * cm.ct[d, prevs[:, j, None], sq[:, j, None]] + ee[:, j, None] * cm.r[d]
+                if j < k - 1:
+                    lat += stay[:, j, None] * cm.x[d, places[None, :, j + 1], sq[:, j, None]]
+            rest = cont[places[None, :, -1], sq[:, -1, None]]
+            fin = np.isfinite(rest)  # inf: no way to carry on
+            lat += stay[:, -1, None] * np.where(fin, rest, 0.0)
+            lb = np.where(fin, lat, np.inf).min(1)
+            keep[idx] = lb <= inc + LAT_ATOL + _SLACK * (1 + abs(inc))
+        return keep
 
     def grow(alive: np.ndarray, seqs: np.ndarray, e_prev: np.ndarray, hits_prev: np.ndarray,
-             ex_t: np.ndarray, ti_pos: int) -> None:
+             ex_t_all: tuple[np.ndarray, np.ndarray, np.ndarray], ti_pos: int, final_from: int,
+             cap: int) -> None:
         lp = seqs.shape[1]
         last = seqs[:, -1] if lp else np.zeros(alive.shape[0], np.int64)
         ok = (cols[None, :] > last[:, None]) & (cols[None, :] <= space.next_required[last][:, None]) \
@@ -656,7 +709,7 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
             return
         level = lp + 1
         child_seqs = np.concatenate([seqs[par], nxt[:, None]], 1)
-        if level >= space.min_parts and placements[level].size:
+        if level >= max(space.min_parts, final_from) and placements[level].size:
             fin = space.end_ok[nxt]
             if fin.any():
                 frac = alive.sum(1, dtype=np.float64)[par] / ns
@@ -665,20 +718,43 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
                 acc = (hits_prev[par] + hits_last) / ns
                 lab = _place(cm, child_seqs[fin], e_all[fin], acc[fin], placements[level], ti_pos)
                 col.add(lab, level)
-        if level == space.max_parts:
+        if level == cap:
             return
-        for lo in range(0, par.size, chunk):
-            p, c = par[lo: lo + chunk], nxt[lo: lo + chunk]
-            here = alive[p] * ex_t[c - 1]
-            hits_here = np.einsum("ps,ps->p", here, corr_t[c - 1], dtype=np.float64)
-            e_here = here.sum(1, dtype=np.float64) / ns
-            grow(alive[p] - here, child_seqs[lo: lo + chunk],
-                 np.concatenate([e_prev[p], e_here[:, None]], 1), hits_prev[p] + hits_here, ex_t, ti_pos)
+        # per parent and next block c, by matrix products: samples exiting at c, right there,
+        # and (for the bound) still running after c and right at some later branch
+        ex_t, exc_t, rest_t = ex_t_all
+        eh = (alive @ ex_t.T).astype(np.float64)[par, nxt - 1]
+        hits_here = (alive @ exc_t.T).astype(np.float64)[par, nxt - 1]
+        e_new = np.concatenate([e_prev[par], (eh / ns)[:, None]], 1)
+        hits_new = hits_prev[par] + hits_here
+        sel = np.arange(par.size)
+        if prune:
+            s_k = (alive.sum(1, dtype=np.float64)[par] - eh) / ns
+            ub = None
+            if bound is not None:
+                ub = (hits_new + (alive @ rest_t.T).astype(np.float64)[par, nxt - 1]) / ns
+            sel = np.flatnonzero(bound_keep(child_seqs, e_new, s_k, ub))
+        for lo in range(0, sel.size, chunk):
+            q = sel[lo: lo + chunk]
+            p, c = par[q], nxt[q]
+            grow(alive[p] * (1 - ex_t[c - 1]), child_seqs[q], e_new[q], hits_new[q], ex_t_all, ti_pos,
+                 final_from, cap)
 
-    for ti_pos, ti in enumerate(space.t_idx):
-        ex_t = (samples.entropy < float(cm.thresholds[ti])).astype(dtype)  # (N, S)
-        grow(np.ones((1, ns), dtype=dtype), np.zeros((1, 0), np.int64), np.zeros((1, 0)), np.zeros(1),
-             ex_t, ti_pos)
+    ex_all = []
+    for ti in space.t_idx:
+        ex = (samples.entropy < float(cm.thresholds[ti])).astype(dtype)  # (N, S): exits at branch i+1
+        rest = (1 - ex) * any_after[1:] if prune else None
+        ex_all.append((ex, ex * corr_t, rest))
+    start = (np.ones((1, ns), dtype=dtype), np.zeros((1, 0), np.int64), np.zeros((1, 0)), np.zeros(1))
+    first = 1
+    if prune and space.max_parts >= 3:
+        # the configurations with at most two partitions first, for every threshold: the
+        # incumbent that prunes the longer ones
+        for ti_pos, ex_t in enumerate(ex_all):
+            grow(*start, ex_t, ti_pos, 1, 2)
+        first = 3
+    for ti_pos, ex_t in enumerate(ex_all):
+        grow(*start, ex_t, ti_pos, first, space.max_parts)
     return col.result()
 
 

@@ -142,9 +142,27 @@ def test_sweep_bounds_match_brute_force(problem, objective, frac):
 
 
 @SETTINGS
-@given(problems(max_blocks=9, max_tiers=4, samples=False), st.floats(0.3, 1.0))
-def test_p_lat_deeper_matches_brute_force(problem, bound):
-    """More blocks: the lambda choice, the one-partition tables and the incumbent at work."""
+@given(problems(max_blocks=9, max_tiers=4), st.sampled_from(["portend", "exact"]), st.floats(0.3, 1.0))
+def test_p_lat_deeper_matches_brute_force(problem, estimator, bound):
+    """More blocks: the lambda choice, the one-partition tables, the incumbents and the
+    prefix bounds of the exact estimator at work."""
     profile, topo = problem
     cm = CostModel(profile, topo)
-    _check_best(cm, make_space(cm), "portend", "min_latency", bound)
+    _check_best(cm, make_space(cm), estimator, "min_latency", bound)
+    _check_best(cm, make_space(cm), estimator, "min_latency", None)
+
+
+@pytest.mark.parametrize(("seed", "bound"), [(0, 0.6), (1, 0.7), (2, 0.75), (3, None)])
+def test_deep_optima_match_brute_force(seed, bound):
+    """Mid-size synthetic profiles (10 blocks, 4 tiers, 60 samples) against brute force."""
+    from earlyexit.formats import Link, Tier, Topology
+    from earlyexit.planner.synthetic import synthetic_profile
+
+    profile = synthetic_profile(10, ("a1.medium", "m4.large", "g4dn.xlarge", "reference"), thresholds=5,
+                                num_samples=60, seed=seed)  # fmt: skip
+    tiers = tuple(Tier(f"t{j}", d, s) for j, (d, s) in
+                  enumerate([("a1.medium", 1.0), ("m4.large", 1.0), ("g4dn.xlarge", 1.0), ("reference", 0.3)]))  # fmt: skip
+    topo = Topology(tiers, (Link(10, 20), Link(400, 40), Link(1000, 5)), mtu_bytes=9000)
+    cm = CostModel(profile, topo)
+    for estimator in ("portend", "exact"):
+        _check_best(cm, make_space(cm), estimator, "min_latency", bound)
