@@ -87,6 +87,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         percentile=args.percentile,
         granularity=args.compare_granularity,
         progress=not args.json,
+        engine=args.engine,
     )
     prof.save(args.output)
     if args.plot:
@@ -144,6 +145,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--thresholds", default=None, help="e.g. '0,0.25,0.5,0.75,1' (default 0.0..1.0 by 0.1)"
     )
     p.add_argument("--calibrate", action="store_true", help="fit a temperature per exit")
+    p.add_argument(
+        "--engine",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="time partitions in eager PyTorch or, as deployed bundles run, in ONNX Runtime",
+    )
     p.add_argument("--reps", type=int, default=15, help="timed runs per partition")
     p.add_argument(
         "--percentile", type=float, default=50.0, help="stored percentile of the timings"

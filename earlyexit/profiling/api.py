@@ -17,7 +17,13 @@ import torch
 from earlyexit.formats import DeviceProfile, Profile, ProfileSamples
 from earlyexit.profiling.exits import collect_exit_outputs, exit_statistics, fit_temperatures
 from earlyexit.profiling.serialization import time_serialization
-from earlyexit.profiling.timing import compare_granularity, time_partitions, torch_threads
+from earlyexit.profiling.timing import (
+    ENGINES,
+    compare_granularity,
+    time_onnx_partitions,
+    time_partitions,
+    torch_threads,
+)
 from earlyexit.surgery.multi_exit import MultiExitModel
 
 __all__ = ["profile", "merge", "DEFAULT_THRESHOLDS", "model_digest"]
@@ -83,6 +89,7 @@ def profile(
     budget_s: float = 0.25,
     granularity: bool = False,
     progress: bool = True,
+    engine: str = "torch",
 ) -> Profile:
     """Profile a full-configuration model on this device.
 
@@ -103,6 +110,11 @@ def profile(
         granularity: also compare layer-, block- and partition-wise times (Fig. 5),
             stored in ``devices[name].extra["granularity"]``.
         progress: show progress bars.
+        engine: what runs the timed partitions: ``"torch"`` (eager PyTorch) or
+            ``"onnx"`` (each partition exported to ONNX and run in ONNX Runtime with
+            the tier workers' session options and ``threads`` intra-op threads, as a
+            deployed bundle runs; see :func:`~earlyexit.profiling.timing.time_onnx_partitions`).
+            A profile that predicts a deployment must time the engine the deployment runs.
 
     Returns:
         A validated :class:`earlyexit.formats.Profile`.
@@ -125,6 +137,8 @@ def profile(
         raise ValueError(
             f"profiling needs the full configuration (an exit after every block); exits are {list(model.exits)}"
         )
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     th = np.asarray(DEFAULT_THRESHOLDS if thresholds is None else thresholds, dtype=np.float64)
@@ -140,7 +154,12 @@ def profile(
         temps = fit_temperatures(outputs) if calibrate else None
         stats = exit_statistics(outputs, th, temps)
         sample = _first_inputs(batches, batch_size)
-        times = time_partitions(
+        timer = time_partitions
+        extra_kw: dict[str, Any] = {}
+        if engine == "onnx":
+            timer = time_onnx_partitions
+            extra_kw = {"intra_op_threads": threads or 1}
+        times = timer(
             model,
             sample,
             warmup=warmup,
@@ -148,6 +167,7 @@ def profile(
             percentile=percentile,
             budget_s=budget_s,
             progress=progress,
+            **extra_kw,
         )
         with torch.inference_mode():
             feats = [sample]
@@ -172,6 +192,7 @@ def profile(
         "batch_size": batch_size,
         "warmup": warmup,
         "reps": reps,
+        "engine": "onnxruntime" if engine == "onnx" else "torch",
     }
     device = DeviceProfile(
         times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,
@@ -260,6 +281,7 @@ def merge(profiles: Sequence[Profile | str | os.PathLike[str]]) -> Profile:
     merged.devices = devices
     merged.validate()
     return merged
+
 
 merge_profiles = merge
 """Alias of :func:`merge`, exported as ``earlyexit.merge_profiles``."""

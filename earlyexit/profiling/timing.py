@@ -18,7 +18,17 @@ from torch import nn
 
 from earlyexit.surgery.multi_exit import MultiExitModel, normalized_entropy
 
-__all__ = ["PartitionModule", "time_partitions", "compare_granularity", "torch_threads"]
+__all__ = [
+    "ENGINES",
+    "PartitionModule",
+    "time_partitions",
+    "time_onnx_partitions",
+    "compare_granularity",
+    "torch_threads",
+]
+
+ENGINES: tuple[str, ...] = ("torch", "onnx")
+"""What runs a timed partition: eager PyTorch, or ONNX Runtime as the tier workers run it."""
 
 
 class PartitionModule(nn.Module):
@@ -129,6 +139,98 @@ def time_partitions(
                     x = inputs[a]
                     times[a, b] = _measure(
                         lambda p=part, x=x: p(x), warmup, reps, budget_s, percentile
+                    )
+                    bar.update()
+            bar.close()
+    finally:
+        model.train(was_training)
+    return times
+
+
+def time_onnx_partitions(
+    model: MultiExitModel,
+    sample: torch.Tensor,
+    warmup: int = 2,
+    reps: int = 15,
+    percentile: float = 50.0,
+    budget_s: float = 0.25,
+    progress: bool = False,
+    *,
+    exporter: str = "torchscript",
+    intra_op_threads: int = 1,
+) -> np.ndarray:
+    """Measure every partition [a..b] as the runtime runs it: an ONNX file in ONNX Runtime.
+
+    Each partition is cut with :func:`earlyexit.slice` (as the last partition of
+    a plan: it returns no features) and written with the
+    exporter's own writer (:func:`earlyexit.export.writers.write_onnx`), then
+    timed in an ONNX Runtime session with the tier workers' session options
+    (:func:`earlyexit.runtime.session.session_options`: ``intra_op_threads``
+    threads, no spinning). Eager PyTorch is several times slower than ONNX
+    Runtime on small partitions (Python and dispatch overhead per module), so a
+    profile meant to predict a deployment of ONNX bundles must time this engine.
+
+    Args:
+        model: a model with an exit after every block.
+        sample: a real input batch; the features entering block a are computed from it.
+        warmup, reps, percentile, budget_s, progress: as for :func:`time_partitions`.
+        exporter: the ONNX exporter (``"torchscript"``: fast, the legacy one;
+            ``"dynamo"``: what ``export_bundle`` uses by default; both give the same
+            operators to ONNX Runtime after its graph optimizations).
+        intra_op_threads: ONNX Runtime threads per operator, as in the workers.
+
+    Returns:
+        ``N x N`` seconds; ``[a, b]`` (0-based) for blocks a+1..b+1, NaN below the diagonal.
+
+    Raises:
+        ValueError: if the model lacks an exit after some block, or a bad percentile.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+    from tqdm.auto import tqdm
+
+    from earlyexit.export.writers import write_onnx
+    from earlyexit.runtime.session import session_options
+    from earlyexit.surgery.slicing import slice as slice_model
+
+    n = model.num_blocks
+    if model.exits != tuple(range(1, n + 1)):
+        raise ValueError(
+            f"partition timing needs an exit after every block (the full configuration); "
+            f"this model has exits {list(model.exits)}"
+        )
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    was_training = model.training
+    model.eval()
+    times = np.full((n, n), np.nan)
+    opts = session_options(intra_op_threads)
+    try:
+        with torch.inference_mode():
+            inputs = [sample]
+            for block in model.blocks:
+                inputs.append(block(inputs[-1]))
+        with tempfile.TemporaryDirectory(prefix="earlyexit-profile-onnx-") as tmp:
+            bar = tqdm(
+                total=n * (n + 1) // 2, desc="onnx partitions", disable=not progress, leave=False
+            )
+            for a in range(n):
+                x = np.ascontiguousarray(inputs[a].numpy(), np.float32)
+                example = inputs[a].repeat(2, *([1] * (inputs[a].dim() - 1)))  # batch >= 2
+                for b in range(a, n):
+                    ranges = [(1, a), (a + 1, b + 1)] if a else [(1, b + 1)]
+                    part = slice_model(model, ranges)[-1].eval()
+                    path = f"{tmp}/p{a + 1}_{b + 1}.onnx"
+                    write_onnx(part, path, example, exporter=exporter)
+                    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+                    name = sess.get_inputs()[0].name
+                    times[a, b] = _measure(
+                        lambda s=sess, nm=name, x=x: s.run(None, {nm: x}),
+                        warmup,
+                        reps,
+                        budget_s,
+                        percentile,
                     )
                     bar.update()
             bar.close()
