@@ -5,7 +5,9 @@ The client is the source application and the destination consumer of
 if the first partition is on another tier), and it deserializes the results
 that workers send to its results address. Per sample it measures the
 end-to-end latency, from the input being available (before serialization) to
-the result being available (after deserialization).
+the result being available (after deserialization). The source and destination
+tiers' ``slowdown`` is emulated on that serialization and deserialization as the
+workers emulate theirs (a sleep of ``slowdown - 1`` times the CPU time spent).
 
 Results are delivered exactly once per submitted id: a late duplicate (possible
 only around a fault) is counted in ``stats["duplicates"]`` and dropped. The
@@ -70,6 +72,12 @@ class Result:
         return None if self.logits is None else int(np.argmax(self.logits))
 
 
+def _emulate(slowdown: float, cpu_t0: float) -> None:
+    """Sleep ``(slowdown - 1)`` times the CPU time this thread spent since ``cpu_t0``."""
+    if slowdown > 1.0:
+        time.sleep((slowdown - 1.0) * (time.thread_time() - cpu_t0))
+
+
 class Client:
     """Submit inputs and collect results.
 
@@ -83,6 +91,9 @@ class Client:
         dead_after_s: silence after which the first worker is considered dead.
         max_message_bytes: larger result messages are rejected.
         context: ZeroMQ context (default: a new one).
+        source_slowdown: slowdown of the source tier, emulated on serializing inputs.
+        destination_slowdown: slowdown of the destination tier, emulated on
+            deserializing results.
 
     Example:
         >>> c = Client(["tcp://127.0.0.1:9"])
@@ -102,7 +113,15 @@ class Client:
         dead_after_s: float = 2.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         context: zmq.Context | None = None,
+        source_slowdown: float = 1.0,
+        destination_slowdown: float = 1.0,
     ) -> None:
+        if not source_slowdown > 0 or not destination_slowdown > 0:
+            raise ValueError(
+                f"slowdowns must be > 0, got {source_slowdown} and {destination_slowdown}"
+            )
+        self.source_slowdown = float(source_slowdown)
+        self.destination_slowdown = float(destination_slowdown)
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
         self._results = self._ctx.socket(zmq.PULL)
@@ -162,7 +181,9 @@ class Client:
             t0 = time.perf_counter()
             for i in gids:
                 self._t0[i] = t0
+            c0 = time.thread_time()
             msg = encode(x[group], kind="input", ids=gids, ack=self.control_address)
+            _emulate(self.source_slowdown, c0)
             deadline = time.monotonic() + self.send_timeout_s
             while not self._sender.send(self.input_route, msg):
                 self._drain(0)
@@ -190,7 +211,8 @@ class Client:
         self.stats["degraded"] += int(result.degraded)
         self._ready.append(result)
 
-    def _on_result(self, frames: list[bytes], t1: float) -> None:
+    def _on_result(self, frames: list[bytes]) -> None:
+        c0 = time.thread_time()
         try:
             if len(frames) != 1:
                 raise WireError(f"{len(frames)} frames; a wire message is one frame")
@@ -210,6 +232,8 @@ class Client:
             log.warning("client: rejected a result message: %s", err)
             return
         logits = np.array(arr, np.float32)
+        _emulate(self.destination_slowdown, c0)
+        t1 = time.perf_counter()  # the result is available: deserialized
         for j, i in enumerate(ids):
             if not isinstance(i, int):
                 continue
@@ -264,7 +288,7 @@ class Client:
                     frames = self._results.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self._on_result(frames, time.perf_counter())
+                self._on_result(frames)
         self._on_control()
         self._check_first_worker()
 

@@ -84,6 +84,7 @@ def _terminate(procs: list[_Proc], timeout_s: float = 3.0) -> None:
     for p in procs:
         if p.popen.poll() is None:
             p.popen.send_signal(signal.SIGTERM)
+            p.popen.send_signal(signal.SIGCONT)  # a paused worker must run to stop
     deadline = time.monotonic() + timeout_s
     for p in procs:
         try:
@@ -144,6 +145,22 @@ class Deployment:
         if p.poll() is None:
             p.kill()
             p.wait(5.0)
+
+    def pause(self, partition: int) -> None:
+        """Freeze the worker of ``partition`` (SIGSTOP): it reads nothing until :meth:`resume`.
+
+        A frozen tier is the slowest tier there is: tests use it to show that
+        backpressure reaches the client whatever the machine's load.
+        """
+        p = self._workers[partition].popen
+        if p.poll() is None:
+            p.send_signal(signal.SIGSTOP)
+
+    def resume(self, partition: int) -> None:
+        """Let a worker frozen by :meth:`pause` run again (SIGCONT)."""
+        p = self._workers[partition].popen
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
 
     def log(self, partition: int | None = None) -> str:
         """The log text of a worker (or of every process if ``partition`` is None)."""
@@ -324,7 +341,13 @@ def deploy(
     log_path = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="earlyexit-deploy-"))
     log_path.mkdir(parents=True, exist_ok=True)
     procs: list[_Proc] = []
-    client = Client(hwm=hwm, dead_after_s=dead_after_s)
+    slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
+    client = Client(
+        hwm=hwm,
+        dead_after_s=dead_after_s,
+        source_slowdown=slow(source),
+        destination_slowdown=slow(destination),
+    )
     cleanup = weakref.finalize(client, _cleanup, client, procs)
     try:
         up: list[str] = []
@@ -367,7 +390,7 @@ def deploy(
                 else route(tiers[k], tiers[k + 1], next_input, up, down),
                 "bind": _LOOPBACK,
                 "control_bind": _LOOPBACK,
-                "slowdown": topo.tiers[tiers[k]].slowdown if (topo and apply_slowdown) else 1.0,
+                "slowdown": slow(tiers[k]),
                 "max_batch": max_batch,
                 "batch_timeout_s": batch_timeout_s,
                 "hwm": hwm,

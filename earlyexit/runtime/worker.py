@@ -24,8 +24,15 @@ oversized messages are rejected with a log line and the worker keeps serving.
 Control messages (acks, heartbeats) are wire messages too and travel directly,
 not over emulated links.
 
-A tier's ``slowdown`` is emulated on top of the real computation: after a
-partition runs for ``t`` seconds the worker sleeps ``(slowdown - 1) t``.
+A tier's ``slowdown`` is emulated on top of real computation: after the
+worker spends ``t`` seconds of CPU on a step that the profile times on a device
+(deserializing an incoming message and copying it out, running the partition,
+serializing an outgoing message) it owes ``(slowdown - 1) t`` seconds, and it
+pays what it owes with one sleep just before each message leaves (one sleep,
+not one per step: every sleep overshoots a little). The basis is the thread's
+CPU time, not the wall time, so that a preemption by another process on a busy
+machine is not multiplied by the slowdown (on an idle machine the two are the
+same).
 
 Example:
     >>> from earlyexit.runtime.synthetic import SyntheticModel
@@ -219,6 +226,7 @@ class Worker:
         self._pending: dict[int, tuple[np.ndarray, float]] = {}
         self._down_heard: float | None = None
         self.downstream_dead = False
+        self._owed_s = 0.0  # emulated slowdown not yet slept
         self.stats = {
             "received": 0,
             "samples": 0,
@@ -290,6 +298,17 @@ class Worker:
                 for i in head["ids"]:
                     self._pending.pop(i, None)
 
+    def _emulate(self, cpu_t0: float) -> None:
+        """Owe ``(slowdown - 1)`` times the CPU time spent since ``cpu_t0`` (thread time)."""
+        if self.slowdown > 1.0:
+            self._owed_s += (self.slowdown - 1.0) * (time.thread_time() - cpu_t0)
+
+    def _pay(self) -> None:
+        """Sleep what the emulated slowdown owes, before a message leaves."""
+        if self._owed_s > 0.0:
+            time.sleep(self._owed_s)
+            self._owed_s = 0.0
+
     def _send_results(
         self,
         ids: list[int],
@@ -299,6 +318,7 @@ class Worker:
         partition: int | None = None,
         block: int | None = None,
     ) -> None:
+        c0 = time.thread_time()
         msg = encode(
             np.ascontiguousarray(logits, np.float32),
             kind="result",
@@ -309,6 +329,8 @@ class Worker:
             entropy=[float(e) for e in entropy],
             degraded=degraded,
         )
+        self._emulate(c0)
+        self._pay()
         deadline = time.monotonic() + max(5.0, self.dead_after_s)
         while not self._data.send(self.result_route, msg):
             if time.monotonic() > deadline:
@@ -350,9 +372,12 @@ class Worker:
         if not self.downstream_dead:
             for i, row, e in zip(ids, logits, entropy, strict=True):
                 self._pending[i] = (np.array(row, np.float32), float(e))
+            c0 = time.thread_time()
             msg = encode(
                 np.ascontiguousarray(feats), kind="features", ids=ids, ack=self.control_address
             )
+            self._emulate(c0)
+            self._pay()
             assert self.next_route is not None  # internal invariant: checked in __init__
             while True:
                 if self._data.send(self.next_route, msg):
@@ -370,11 +395,9 @@ class Worker:
     # ----------------------------------------------------------------- compute
     def process(self, x: np.ndarray, ids: list[int]) -> None:
         """Run the partition on a batch and route every sample (exit or forward)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         logits, entropy, feats = self.runner(x)
-        dt = time.perf_counter() - t0
-        if self.slowdown > 1.0:
-            time.sleep((self.slowdown - 1.0) * dt)
+        self._emulate(c0)
         self.stats["compute_s"] += time.perf_counter() - t0
         self.stats["batches"] += 1
         self.stats["samples"] += len(ids)
@@ -403,10 +426,13 @@ class Worker:
             else:
                 groups.append([item])
         for group in groups:
+            c0 = time.thread_time()
             x = group[0][0] if len(group) == 1 else np.concatenate([g[0] for g in group])
+            x = np.array(x)  # the receiver's copy, part of deserializing (as profiled)
+            self._emulate(c0)
             ids = [i for g in group for i in g[1]]
             try:
-                self.process(np.array(x), ids)
+                self.process(x, ids)
             except Exception as err:  # a bad tensor must not stop the worker
                 self._reject(f"partition failed on a batch of shape {x.shape}: {err}")
                 continue
@@ -452,7 +478,9 @@ class Worker:
                     break
                 frames = self._in.recv_multipart()
                 self.stats["received"] += 1
+                c0 = time.thread_time()
                 item = self._parse(frames)
+                self._emulate(c0)
                 if item is None:
                     continue
                 if item[2] is not None and item[2] not in self._upstreams:

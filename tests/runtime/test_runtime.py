@@ -300,19 +300,34 @@ def test_client_rejects_bad_results_and_dedups():
 
 @pytest.mark.slow
 def test_backpressure_blocks_the_client_instead_of_growing_queues():
-    # 256 kB inputs, so that the kernel's socket buffers hold only a few of them; the
-    # worker is ~20x slower than the client, so without backpressure all 160 would queue
-    topo = Topology(tiers=(Tier("a", "d", slowdown=20.0),), links=())
+    # The worker is frozen (SIGSTOP), so it cannot keep up however loaded the machine is
+    # (a merely slow worker can keep up with a client slowed down by other processes, and
+    # then nothing is proved). 256 kB inputs, so that the kernel's socket buffers hold
+    # only a few of them: without backpressure all 2000 submits would be queued at once.
+    topo = Topology(tiers=(Tier("a", "d"),), links=())
     with deploy(
-        synthetic={"num_partitions": 1, "in_dim": 65536}, threshold=0.5, topology=topo, hwm=2
+        synthetic={"num_partitions": 1, "in_dim": 65536},
+        threshold=0.5,
+        topology=topo,
+        hwm=2,
+        dead_after_s=120.0,  # a frozen worker sends no heartbeats; do not declare it dead
     ) as d:
         x = d.inputs(1)
-        most_in_flight = 0
-        for _ in range(160):
-            d.client.submit(x)
-            most_in_flight = max(most_in_flight, d.client.in_flight)
-        assert most_in_flight < 120  # bounded by the high-water marks, not by memory
-        assert len(d.client.gather(timeout_s=60.0)) == 160
+        d.client.infer(x[0], timeout_s=60.0)  # connected and serving
+        d.pause(0)
+        d.client.send_timeout_s = 0.5
+        sent = 0
+        try:
+            with pytest.raises(TimeoutError):
+                for _ in range(2000):
+                    d.client.submit(x)
+                    sent += 1
+        finally:
+            d.resume(0)
+        assert 0 < sent < 200  # the client blocked, bounded by the high-water marks
+        assert d.client.in_flight == sent
+        results = d.client.gather(timeout_s=120.0)  # nothing lost, nothing degraded
+        assert len(results) == sent and not any(r.degraded for r in results)
 
 
 # --------------------------------------------------------------------------- units, torch
