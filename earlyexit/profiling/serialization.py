@@ -29,22 +29,8 @@ class SerializationCosts:
     result_bits: int
 
 
-# The header fields the runtime adds to each kind of message, with values of typical
-# length (a loopback ack address; a float entropy), so that the sizes and times here
-# are those of the messages the tier workers and the client really send.
-_ACK = "tcp://127.0.0.1:50000"
-
-
-def _meta(kind: str, n: int) -> dict:
-    ids = list(range(n))
-    if kind == "result":
-        return {"kind": kind, "ids": ids, "partition": 0, "block": 1, "tier": 0,
-                "entropy": [0.1234567890123456] * n, "degraded": False}  # fmt: skip
-    return {"kind": kind, "ids": ids, "ack": _ACK}
-
-
 def _costs(array: np.ndarray, kind: str, reps: int, percentile: float) -> tuple[float, float, int]:
-    meta = _meta(kind, array.shape[0])
+    meta = {"kind": kind, "ids": list(range(array.shape[0]))}
     message = encode(array, **meta)
     ser = _measure(lambda: encode(array, **meta), 3, reps, 0.2, percentile)
     de = _measure(lambda: np.array(decode(message)[0]), 3, reps, 0.2, percentile)
