@@ -343,6 +343,8 @@ def export_bundle(
                 files[fmt] = name
             entries.append(files)
 
+        actual_opset = _writers.onnx_opset(tmp / entries[0]["onnx"]) if "onnx" in formats else None
+
         # ---- every fp32 file against eager, on real and random inputs and at batch 1
         for p, files in zip(parts, entries, strict=True):
             inputs = [
@@ -390,7 +392,7 @@ def export_bundle(
                     file_checks[str(p.index + 1)][key] = diffs
 
         manifest = _manifest(
-            model, plan, parts, entries, target, opset,
+            model, plan, parts, entries, target, actual_opset,
             "+".join(sorted(set(used_exporters))) or None,
         )  # fmt: skip
 

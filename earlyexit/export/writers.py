@@ -36,6 +36,7 @@ from earlyexit.surgery.slicing import Partition
 
 __all__ = [
     "ONNX_EXPORTERS",
+    "onnx_opset",
     "write_onnx",
     "write_torchscript",
     "write_pt2",
@@ -45,6 +46,7 @@ __all__ = [
 
 ONNX_EXPORTERS: tuple[str, ...] = ("dynamo", "torchscript")
 _INPUT = "input"
+_DYNAMO_MIN_OPSET = 18
 
 
 @contextlib.contextmanager
@@ -80,7 +82,8 @@ def write_onnx(
         partition: the partition, in eval mode.
         path: the ``.onnx`` file to write.
         example: an input batch (``B >= 2``).
-        opset: the ONNX opset; ``None`` takes the exporter's default.
+        opset: the ONNX opset; ``None`` takes the exporter's default. The dynamo
+            exporter writes opset 18 and later; an older opset uses the legacy one.
         exporter: ``"dynamo"`` (default) or ``"torchscript"`` (legacy).
 
     Returns:
@@ -88,11 +91,14 @@ def write_onnx(
 
     Raises:
         ValueError: for an unknown exporter or a bad example.
-        RuntimeError: if the exporter fails (its message is kept).
+        RuntimeError: if the exporter fails (its message is kept) or cannot
+            write the requested opset.
     """
     _check(partition, example)
     if exporter not in ONNX_EXPORTERS:
         raise ValueError(f"unknown ONNX exporter {exporter!r}; valid: {', '.join(ONNX_EXPORTERS)}")
+    if exporter == "dynamo" and opset is not None and opset < _DYNAMO_MIN_OPSET:
+        exporter = "torchscript"  # the dynamo exporter writes opset 18 and later only
     names = list(partition.output_names)
     kwargs: dict = {"input_names": [_INPUT], "output_names": names}
     if opset is not None:
@@ -108,7 +114,25 @@ def write_onnx(
         kwargs.update(dynamo=False, dynamic_axes={n: {0: "batch"} for n in [_INPUT, *names]})
     with _quiet(), torch.no_grad():
         torch.onnx.export(partition, (example,), str(path), **kwargs)
+    if opset is not None and onnx_opset(path) != opset:
+        raise RuntimeError(
+            f"asked for ONNX opset {opset}, but the {exporter} exporter wrote opset "
+            f"{onnx_opset(path)}; pick another --opset"
+        )
     return exporter
+
+
+def onnx_opset(path: str | os.PathLike[str]) -> int:
+    """The default-domain opset of an ONNX file.
+
+    Example:
+        >>> onnx_opset("partition_1.onnx")                      # doctest: +SKIP
+        18
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def write_torchscript(

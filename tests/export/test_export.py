@@ -271,3 +271,16 @@ def test_planner_plan_of_the_shipped_checkpoint_exports(tmp_path, model, num_par
     for fmt in ("onnx", "pt2"):
         c = manifest.extra["verification"]["chained"][fmt]
         assert c["samples"] == 2000 and c["same"] + c["borderline"] == 2000
+
+
+def test_opset_is_honoured_and_recorded(tmp_path, model, plan, verify_data):
+    # the dynamo exporter writes opset >= 18 only: an older opset takes the legacy exporter
+    manifest = export_bundle(
+        model, plan, tmp_path / "b", formats="onnx", opset=17, verify_data=verify_data[0][:32]
+    )
+    assert manifest.extra["export"]["opset"] == 17
+    assert manifest.extra["export"]["onnx_exporter"] == "torchscript"
+    m = onnx.load(str(tmp_path / "b" / "partition_1.onnx"))
+    assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    with pytest.raises(ValueError, match="opset must be an int >= 7"):
+        export_bundle(model, plan, tmp_path / "c", opset=3)
