@@ -397,70 +397,12 @@ def export_bundle(
         )  # fmt: skip
 
         # ---- chained early exit against MultiExitModel.predict, every sample
-        from earlyexit.runtime.session import BundleSession
-
         threshold = float(plan.threshold)
         want = _verify.reference_predictions(reference, vx, threshold, _EAGER_BATCH)
-        chains: dict[str, Any] = {}
-        for fmt in formats:
-            if fmt == "onnx":  # through the runtime's own session, as a tier will run it
-                sess = BundleSession(tmp, "fp32", ["CPUExecutionProvider"], manifest=manifest)
-                chain = sess.predict
-            else:
-                runners = [_verify.load_runner(fmt, str(tmp / e[fmt])) for e in entries]
-
-                def chain(xb: np.ndarray, t: float, _r: list = runners) -> dict[str, np.ndarray]:
-                    return _verify.torch_chain_predict(_r, xb, t)
-
-            got: dict[str, list[np.ndarray]] = {"exit_partition": [], "prediction": []}
-            for i in range(0, len(vx), _EAGER_BATCH):
-                r = chain(vx[i : i + _EAGER_BATCH].numpy(), threshold)
-                for key, val in got.items():
-                    val.append(r[key])
-            merged = {key: np.concatenate(val) for key, val in got.items()}
-            chains[fmt] = _verify.compare_predictions(
-                fmt, merged, want, exits, parts, vx, threshold
-            )
+        chains = _check_chains(tmp, manifest, formats, entries, parts, want, vx, threshold)
 
         # ---- accuracy per exit, fp32 against int8 / fp16
-        quant: dict[str, Any] = {}
-        if len(precisions) > 1:
-            reports = {
-                prec: _accuracy_report(
-                    [_verify.load_runner(key, str(tmp / e[key])) for e in entries],
-                    vx,
-                    vy,
-                    threshold,
-                )
-                for prec, key in precisions.items()
-            }
-            base = reports["fp32"]
-            for prec in precisions:
-                if prec == "fp32":
-                    continue
-                rep = dict(reports[prec])
-                if "exit_accuracy" in rep:
-                    rep["exit_accuracy_fp32"] = base["exit_accuracy"]
-                    rep["exit_accuracy_change"] = [
-                        a - b
-                        for a, b in zip(rep["exit_accuracy"], base["exit_accuracy"], strict=True)
-                    ]
-                    rep["accuracy_fp32"] = base["accuracy"]
-                    rep["accuracy_change"] = rep["accuracy"] - base["accuracy"]
-                rep["exit_fractions_fp32"] = base["exit_fractions"]
-                rep["exits"] = list(exits)
-                rep["samples"] = len(vx)
-                rep["data"] = vdesc
-                if prec == "int8" and calib is not None:
-                    rep["calibration"] = {
-                        "data": calib[2],
-                        "samples": len(calib[0]),
-                        "method": "minmax",
-                        "format": "QDQ",
-                        "weights": "int8 per channel",
-                        "activations": "uint8",
-                    }
-                quant[prec] = rep
+        quant = _precision_report(tmp, entries, precisions, vx, vy, vdesc, threshold, calib, exits)
 
         sizes = {
             str(i + 1): {fmt: (tmp / name).stat().st_size for fmt, name in e.items()}
@@ -508,6 +450,91 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _check_chains(
+    tmp: Path,
+    manifest: Manifest,
+    formats: Sequence[str],
+    entries: Sequence[Mapping[str, str]],
+    parts: Sequence[Partition],
+    want: tuple[np.ndarray, np.ndarray],
+    vx: torch.Tensor,
+    threshold: float,
+) -> dict[str, Any]:
+    """Chain every format's partitions with early exit and compare with the eager model."""
+    from earlyexit.runtime.session import BundleSession
+
+    exits = manifest.plan.cut_points
+    chains: dict[str, Any] = {}
+    for fmt in formats:
+        if fmt == "onnx":  # through the runtime's own session, as a tier will run it
+            sess = BundleSession(tmp, "fp32", ["CPUExecutionProvider"], manifest=manifest)
+            chain = sess.predict
+        else:
+            runners = [_verify.load_runner(fmt, str(tmp / e[fmt])) for e in entries]
+
+            def chain(xb: np.ndarray, t: float, _r: list = runners) -> dict[str, np.ndarray]:
+                return _verify.torch_chain_predict(_r, xb, t)
+
+        got: dict[str, list[np.ndarray]] = {"exit_partition": [], "prediction": []}
+        for i in range(0, len(vx), _EAGER_BATCH):
+            r = chain(vx[i : i + _EAGER_BATCH].numpy(), threshold)
+            for key, val in got.items():
+                val.append(r[key])
+        merged = {key: np.concatenate(val) for key, val in got.items()}
+        chains[fmt] = _verify.compare_predictions(fmt, merged, want, exits, parts, vx, threshold)
+    return chains
+
+
+def _precision_report(
+    tmp: Path,
+    entries: Sequence[Mapping[str, str]],
+    precisions: Mapping[str, str],
+    vx: torch.Tensor,
+    vy: torch.Tensor | None,
+    vdesc: str,
+    threshold: float,
+    calib: tuple[torch.Tensor, torch.Tensor | None, str] | None,
+    exits: Sequence[int],
+) -> dict[str, Any]:
+    """Accuracy per exit and with early exit of int8 / fp16 against fp32 (``{}`` for fp32 only)."""
+    if len(precisions) < 2:
+        return {}
+    reports = {
+        prec: _accuracy_report(
+            [_verify.load_runner(key, str(tmp / e[key])) for e in entries], vx, vy, threshold
+        )
+        for prec, key in precisions.items()
+    }
+    base = reports["fp32"]
+    quant: dict[str, Any] = {}
+    for prec in precisions:
+        if prec == "fp32":
+            continue
+        rep = dict(reports[prec])
+        if "exit_accuracy" in rep:
+            rep["exit_accuracy_fp32"] = base["exit_accuracy"]
+            rep["exit_accuracy_change"] = [
+                a - b for a, b in zip(rep["exit_accuracy"], base["exit_accuracy"], strict=True)
+            ]
+            rep["accuracy_fp32"] = base["accuracy"]
+            rep["accuracy_change"] = rep["accuracy"] - base["accuracy"]
+        rep["exit_fractions_fp32"] = base["exit_fractions"]
+        rep["exits"] = list(exits)
+        rep["samples"] = len(vx)
+        rep["data"] = vdesc
+        if prec == "int8" and calib is not None:
+            rep["calibration"] = {
+                "data": calib[2],
+                "samples": len(calib[0]),
+                "method": "minmax",
+                "format": "QDQ",
+                "weights": "int8 per channel",
+                "activations": "uint8",
+            }
+        quant[prec] = rep
+    return quant
 
 
 def _write_onnx(
