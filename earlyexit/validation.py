@@ -27,6 +27,8 @@ import argparse
 import json
 import os
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -197,9 +199,15 @@ def measure(
     *,
     warmup: int = 3,
     timeout_s: float = 60.0,
+    one_at_a_time: bool = True,
     **deploy_kwargs: Any,
 ) -> Measured:
     """Deploy ``bundle`` as ``config`` says and run ``x`` through it one sample at a time.
+
+    With ``one_at_a_time=False`` the samples are submitted all at once, in
+    messages of up to 64 samples (the accuracy pass: which exit a sample takes
+    and what it predicts do not depend on timing; only latencies would be
+    blurred by queueing).
 
     Args:
         bundle: a bundle whose partitions end at ``config.cuts``.
@@ -207,7 +215,8 @@ def measure(
         topology: links, MTU and slowdowns to emulate.
         x, y: test inputs and labels (labels None: correctness is all False).
         warmup: samples run first and not measured.
-        timeout_s: per-sample bound.
+        timeout_s: per-sample bound (the whole run's bound when not one at a time).
+        one_at_a_time: wait for each result before the next input.
         **deploy_kwargs: passed to :func:`earlyexit.runtime.deploy.deploy`.
 
     Returns:
@@ -219,13 +228,31 @@ def measure(
         bundle, tiers=config.tiers, threshold=config.threshold, topology=topology, **deploy_kwargs
     ) as d:
         d.run(x[:warmup], one_at_a_time=True, timeout_s=timeout_s)
-        results = d.run(x, one_at_a_time=True, timeout_s=timeout_s)
+        if one_at_a_time:
+            results = d.run(x, one_at_a_time=True, timeout_s=timeout_s)
+        else:
+            ids = [
+                i for j in range(0, len(x), 64) for i in d.client.submit(x[j : j + 64], batch=True)
+            ]
+            results = d.client.gather(ids, timeout_s=timeout_s)
     return Measured(
         latency_s=[r.latency_s for r in results],
         exit_partition=[r.partition for r in results],
         correct=[bool(y is not None and r.prediction == int(y[i])) for i, r in enumerate(results)],
         degraded=sum(r.degraded for r in results),
     )
+
+
+def _binomial_se(p: float, n: int, n_profile: int | None) -> float:
+    """Standard error of a measured accuracy ``p`` (n samples) minus a profiled one.
+
+    The profile's accuracy comes from ``n_profile`` other samples; both are binomial
+    proportions, so even a perfect estimator misses by about this much.
+    """
+    if not n or not np.isfinite(p):
+        return float("nan")
+    var = p * (1 - p) / n + (p * (1 - p) / n_profile if n_profile else 0.0)
+    return float(np.sqrt(var))
 
 
 def regression(measured: Sequence[float], estimated: Sequence[float]) -> dict[str, float]:
@@ -278,6 +305,12 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "accuracy": {
                 **regression(acc_m, acc_e),
                 "mean_abs_error": float(np.mean(np.abs(np.subtract(acc_m, acc_e)))),
+                "mean_error": float(np.mean(np.subtract(acc_e, acc_m))),
+                "sampling_se": float(
+                    np.nanmean([r["measured"].get("accuracy_se", np.nan) for r in records])
+                )
+                if any("accuracy_se" in r["measured"] for r in records)
+                else float("nan"),
             },
         }
     main = by.get("exact") or by.get("portend") or {}
@@ -352,12 +385,14 @@ def validate(
     data: Any = None,
     *,
     configs: int = 30,
-    samples: int = 300,
+    samples: int = 100,
+    accuracy_samples: int = 2000,
     out_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     devices: Mapping[str, str] | None = None,
     emulate_links: bool = True,
     progress: Callable[[str], None] | None = None,
+    exporter: str = "torchscript",
 ) -> dict[str, Any]:
     """Deploy ``configs`` configurations of a checkpoint and compare them with the estimates.
 
@@ -367,12 +402,23 @@ def validate(
         topology: the topology to emulate (built-in name, YAML path or Topology).
         data: the held-out data (a data spec; default: the model's dataset), test split.
         configs: K, the number of configurations.
-        samples: S, test samples per configuration, one at a time.
+        samples: S, test samples per configuration, one at a time over the
+            emulated links: the latency pass.
+        accuracy_samples: test samples per configuration for accuracy and exit
+            fractions (the accuracy pass): when more than ``samples``, the same
+            bundle is deployed again on loopback (no link or slowdown emulation:
+            neither changes which exit a sample takes or what it predicts) and
+            they are sent in batches. A few hundred samples measure an accuracy
+            only to a few points (binomial error), too coarse for the 1-point goal.
         out_dir: where bundles, plots and ``validation.json`` go.
         seed: for the random configurations.
         devices: rebind tiers to profile devices (``{tier name or device: device}``).
         emulate_links: emulate the topology's links (else loopback only).
         progress: called with a line of text after each configuration.
+        exporter: the ONNX exporter of the bundles (``"torchscript"``, the legacy
+            one, exports in a fraction of the time of ``"dynamo"``; ONNX Runtime
+            runs both the same; a profile made with ``engine="onnx"`` times
+            partitions exported the same way).
 
     Returns:
         ``{"latency": {"beta", "r2"}, "exit_rate": {...}, "accuracy": {...},
@@ -390,18 +436,34 @@ def validate(
 
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    if accuracy_samples < 0:
+        raise ValueError(f"accuracy_samples must be >= 0, got {accuracy_samples}")
     prof, topo = _resolve(profile, topology)
     if devices:
         topo = bind_devices(topo, devices)
     cm = CostModel(prof, topo)  # checks that every tier's device is profiled
+    t_start = time.perf_counter()
+    notes = []
+    for dev in sorted({t.device for t in topo.tiers}):
+        engine = prof.devices[dev].meta.get("engine", "torch")
+        if engine != "onnxruntime":
+            notes.append(
+                f"device {dev!r} was profiled with engine {engine!r}, but the tier workers run "
+                "ONNX Runtime (several times faster on small partitions): profile with "
+                "engine='onnx' (earlyexit profile --engine onnx) to predict this deployment"
+            )
+            warnings.warn(notes[-1], stacklevel=2)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="earlyexit-validate-"))
     out.mkdir(parents=True, exist_ok=True)
     model = earlyexit.load(checkpoint)
-    got = resolve_data(data, "test", model, limit=samples)
+    got = resolve_data(data, "test", model, limit=max(samples, accuracy_samples))
     if got is None:
         raise ValueError("no test data: give data= (a data spec) or a checkpoint that records one")
-    x = got[0].numpy().astype(np.float32)
-    y = None if got[1] is None else got[1].numpy()
+    x_all = got[0].numpy().astype(np.float32)
+    y_all = None if got[1] is None else got[1].numpy()
+    x, y = x_all[:samples], None if y_all is None else y_all[:samples]
+    accuracy_pass = len(x_all) > len(x)
+    n_profile = int(prof.samples.entropy.shape[1]) if prof.samples is not None else None
     chosen = choose_configs(prof, topo, configs, seed=seed)
     bundles: dict[tuple[int, ...], Path] = {}
     records: list[dict[str, Any]] = []
@@ -410,17 +472,48 @@ def validate(
             plan = make_plan(cm, cfg.threshold, cfg.cuts, cfg.tiers)
             path = out / "bundles" / ("cuts-" + "-".join(map(str, cfg.cuts)))
             verify = (got[0][:64], got[1][:64]) if got[1] is not None else got[0][:64]
-            export_bundle(model, plan, path, formats="onnx", verify_data=verify, overwrite=True)
+            export_bundle(
+                model,
+                plan,
+                path,
+                formats="onnx",
+                verify_data=verify,
+                overwrite=True,
+                exporter=exporter,
+            )
             bundles[cfg.cuts] = path
         meas = measure(bundles[cfg.cuts], cfg, topo, x, y, emulate_links=emulate_links)
+        acc_meas = meas
+        if accuracy_pass:
+            acc_meas = measure(
+                bundles[cfg.cuts],
+                cfg,
+                topo,
+                x_all,
+                y_all,
+                one_at_a_time=False,
+                timeout_s=600.0,
+                emulate_links=False,
+                apply_slowdown=False,
+            )
+        n_parts = len(cfg.cuts)
+        same = np.asarray(acc_meas.exit_partition[: len(x)]) == np.asarray(meas.exit_partition)
         rec = {
             "config": asdict(cfg),
             "measured": {
                 "latency_s": meas.mean_latency_s,
                 "latency_p50_s": float(np.median(meas.latency_s)),
-                "accuracy": meas.accuracy,
-                "exit_fractions": meas.exit_fractions(len(cfg.cuts)),
-                "degraded": meas.degraded,
+                "latency_samples": len(meas.latency_s),
+                "accuracy": acc_meas.accuracy,
+                "exit_fractions": acc_meas.exit_fractions(n_parts),
+                "accuracy_samples": len(acc_meas.correct),
+                "accuracy_se": _binomial_se(acc_meas.accuracy, len(acc_meas.correct), n_profile),
+                "latency_pass": {
+                    "accuracy": meas.accuracy,
+                    "exit_fractions": meas.exit_fractions(n_parts),
+                    "same_exit_as_accuracy_pass": float(same.mean()),
+                },
+                "degraded": meas.degraded + (acc_meas.degraded if accuracy_pass else 0),
             },
             "estimated": estimate(prof, topo, cfg),
         }
@@ -439,6 +532,8 @@ def validate(
     summary["configs"] = records
     summary["plots"] = plot(records, out, cdf)
     summary["out_dir"] = str(out)
+    summary["notes"] = notes
+    summary["wall_time_s"] = time.perf_counter() - t_start
     (out / "validation.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
@@ -460,7 +555,19 @@ def register_validate(subparsers: Any) -> None:
     p.add_argument("--topology", required=True, help="built-in name or YAML file")
     p.add_argument("--data", default=None, help="data spec (default: the checkpoint's dataset)")
     p.add_argument("--configs", type=int, default=30, help="K configurations")
-    p.add_argument("--samples", type=int, default=300, help="S test samples per configuration")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=100,
+        help="S test samples per configuration, one at a time over the emulated links",
+    )
+    p.add_argument(
+        "--accuracy-samples",
+        type=int,
+        default=2000,
+        help="test samples per configuration for accuracy and exit fractions (batched, "
+        "deployed again on loopback when more than --samples)",
+    )
     p.add_argument(
         "--device",
         action="append",
@@ -489,6 +596,7 @@ def _validate_command(args: argparse.Namespace) -> int:
         args.data,
         configs=args.configs,
         samples=args.samples,
+        accuracy_samples=args.accuracy_samples,
         out_dir=args.out,
         seed=args.seed,
         devices=devices,
@@ -496,14 +604,27 @@ def _validate_command(args: argparse.Namespace) -> int:
         progress=None if args.json else print,
     )
     if args.json:
-        keep = ("latency", "exit_rate", "accuracy", "by_estimator", "configs", "plots")
+        keep = (
+            "latency",
+            "exit_rate",
+            "accuracy",
+            "by_estimator",
+            "configs",
+            "plots",
+            "notes",
+            "wall_time_s",
+        )
         print(json.dumps({k: result[k] for k in keep if k in result}, indent=2, default=float))
         return 0
     for name, fig in result["by_estimator"].items():
         print(
             f"{name:8s} latency beta {fig['latency']['beta']:.3f} R2 {fig['latency']['r2']:.3f} | "
             f"exit rate beta {fig['exit_rate']['beta']:.3f} R2 {fig['exit_rate']['r2']:.3f} | "
-            f"accuracy mean |error| {fig['accuracy']['mean_abs_error'] * 100:.2f} points"
+            f"accuracy mean |error| {fig['accuracy']['mean_abs_error'] * 100:.2f} points "
+            f"(sampling s.e. {fig['accuracy']['sampling_se'] * 100:.2f})"
         )
+    for note in result.get("notes", []):
+        print("note: " + note)
+    print(f"wall time {result['wall_time_s']:.0f} s")
     print("plots: " + ", ".join(result["plots"]))
     return 0

@@ -386,3 +386,56 @@ def test_runtime_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _serve_in_thread(runner, client, slowdown):
+    worker = Worker(
+        runner,
+        partition=0,
+        num_partitions=1,
+        threshold=0.5,
+        result_route=[client.results_address],
+        slowdown=slowdown,
+    )
+    stop = threading.Event()
+    t = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
+    t.start()
+    client.input_route = [worker.input_address]
+    return worker, stop, t
+
+
+def _busy(seconds):
+    def run(x):
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < seconds:  # CPU work, as a partition does
+            pass
+        return np.zeros((len(x), 10), np.float32), np.zeros(len(x)), None
+
+    return run
+
+
+def _idle(seconds):
+    def run(x):
+        time.sleep(seconds)  # waits without computing: nothing for a slower CPU to stretch
+        return np.zeros((len(x), 10), np.float32), np.zeros(len(x)), None
+
+    return run
+
+
+def test_slowdown_stretches_cpu_time_not_waiting():
+    x = np.zeros((1, 8), np.float32)
+    with Client() as client:
+        for runner, slowdown, low, high in (
+            (_busy(0.010), 4.0, 0.040, None),  # 10 ms of CPU on a 4x slower tier: >= 40 ms
+            (_idle(0.030), 4.0, 0.030, 0.080),  # 30 ms asleep stays ~30 ms (not 120)
+        ):
+            worker, stop, t = _serve_in_thread(runner, client, slowdown)
+            try:
+                lat = min(client.infer(x[0], timeout_s=10.0).latency_s for _ in range(3))
+            finally:
+                stop.set()
+                t.join(5)
+                worker.close()
+            assert lat >= low and (high is None or lat < high), (slowdown, lat)
+    with pytest.raises(ValueError, match="slowdown"):
+        Client(source_slowdown=0.0)

@@ -98,3 +98,45 @@ def test_serve_and_validate_are_commands(tmp_path, capsys):
         == 2
     )
     assert "manifest" in capsys.readouterr().err
+
+
+def test_accuracy_sampling_error_and_summary_fields(profile):
+    from earlyexit.validation import _binomial_se
+
+    # 2000 measured and 1000 profiled samples at 50 %: each proportion is off by ~1-1.6 points
+    assert _binomial_se(0.5, 2000, 1000) == pytest.approx(np.sqrt(0.25 / 2000 + 0.25 / 1000))
+    assert _binomial_se(0.5, 2000, None) == pytest.approx(np.sqrt(0.25 / 2000))
+    assert np.isnan(_binomial_se(0.5, 0, 10))
+    topo = resolve_topology("portend-aws")
+    records = []
+    for c in choose_configs(profile, topo, 4, seed=3):
+        est = estimate(profile, topo, c)
+        meas = {
+            "latency_s": est["exact"]["latency_s"],
+            "accuracy": est["exact"]["accuracy"] - 0.01,
+            "exit_fractions": est["exact"]["exit_fractions"],
+            "accuracy_se": 0.005,
+        }
+        records.append({"config": c, "measured": meas, "estimated": est})
+    acc = summarize(records)["accuracy"]
+    assert acc["mean_error"] == pytest.approx(0.01) and acc["sampling_se"] == pytest.approx(0.005)
+
+
+@pytest.mark.slow
+def test_profile_times_partitions_as_the_runtime_runs_them():
+    torch = pytest.importorskip("torch")
+    from earlyexit import MultiExitModel, backbones, decompose
+    from earlyexit.profiling.timing import time_onnx_partitions
+
+    torch.manual_seed(0)
+    model = MultiExitModel(
+        decompose(backbones.create("resnet20", num_classes=10, in_chans=1), input_shape=(1, 28, 28))
+    ).eval()
+    t = time_onnx_partitions(model, torch.randn(1, 1, 28, 28), reps=3, budget_s=0.01)
+    upper = t[np.triu_indices(10)]
+    assert np.isfinite(upper).all() and (upper > 0).all()
+    assert np.isnan(t[np.tril_indices(10, -1)]).all()
+    with pytest.raises(ValueError, match="engine"):
+        from earlyexit.profiling import profile
+
+        profile(model, [(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))], engine="tf")
