@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,13 @@ import onnxruntime as ort
 
 from earlyexit.formats import Manifest
 
-__all__ = ["PRECISIONS", "BundleSession", "precision_file_key", "session_options"]
+__all__ = [
+    "PRECISIONS",
+    "BundleSession",
+    "check_files",
+    "precision_file_key",
+    "session_options",
+]
 
 PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp16")
 _FILE_KEYS = {"fp32": "onnx", "int8": "onnx_int8", "fp16": "onnx_fp16"}
@@ -86,6 +93,59 @@ def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return opts
+
+
+def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest | None = None) -> int:
+    """Check every partition file of a bundle against the sizes and SHA-256 in its manifest.
+
+    Useful after copying a bundle to a device: a truncated or altered file is
+    found before a session loads it.
+
+    Args:
+        bundle_dir: the bundle directory.
+        manifest: the manifest (default: ``bundle_dir/manifest.json``).
+
+    Returns:
+        The number of files checked (files without a recorded hash are skipped).
+
+    Raises:
+        FileNotFoundError: if a file is missing.
+        ValueError: if a file's size or hash differs from the manifest's.
+
+    Example:
+        >>> check_files("bundle/")                                 # doctest: +SKIP
+        6
+    """
+    bundle_dir = Path(bundle_dir)
+    manifest = Manifest.load(bundle_dir) if manifest is None else manifest
+    checked = 0
+    for part in manifest.partitions:
+        hashes = part.extra.get("sha256", {}) or {}
+        sizes = part.extra.get("bytes", {}) or {}
+        for fmt, name in part.files.items():
+            path = bundle_dir / name
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"partition {part.index}: {fmt} file {str(path)!r} is missing"
+                )
+            if fmt in sizes and path.stat().st_size != int(sizes[fmt]):
+                raise ValueError(
+                    f"partition {part.index}: {name} has {path.stat().st_size} bytes, the manifest "
+                    f"says {sizes[fmt]} (truncated or replaced?)"
+                )
+            if fmt not in hashes:
+                continue
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() != hashes[fmt]:
+                raise ValueError(
+                    f"partition {part.index}: {name} does not match the SHA-256 in the manifest "
+                    "(altered after export?)"
+                )
+            checked += 1
+    return checked
 
 
 class BundleSession:

@@ -12,7 +12,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from earlyexit.runtime.session import BundleSession, precision_file_key, session_options  # noqa: E402
+from earlyexit.runtime.session import (  # noqa: E402
+    BundleSession,
+    check_files,
+    precision_file_key,
+    session_options,
+)
 from tests.export._models import make_model, make_plan, samples  # noqa: E402
 
 pytestmark = pytest.mark.onnx
@@ -128,6 +133,7 @@ def test_bundle_runs_without_torch(setup):
         import numpy as np
         import earlyexit.runtime
         import earlyexit.runtime.session as s
+        s.check_files({str(out)!r})
         sess = s.BundleSession({str(out)!r})
         out = sess.predict(np.load({str(out.parent / "x.npy")!r}))
         logits, entropy, feats = sess.run_partition(0, np.zeros((1, 1, 28, 28), np.float32))
@@ -140,3 +146,26 @@ def test_bundle_runs_without_torch(setup):
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["torch"] == []
     assert len(report["exit"]) == 16
+
+
+def test_check_files_finds_altered_files(setup, tmp_path):
+    import shutil
+
+    _, _, out, _ = setup
+    assert check_files(out) == 3
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    path = copy / "partition_2.onnx"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        ValueError, match="partition 2: partition_2.onnx does not match the SHA-256"
+    ):
+        check_files(copy)
+    path.write_bytes(bytes(data[:-10]))
+    with pytest.raises(ValueError, match="truncated"):
+        check_files(copy)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        check_files(copy)
