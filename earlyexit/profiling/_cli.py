@@ -88,6 +88,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         granularity=args.compare_granularity,
         progress=not args.json,
         engine=args.engine,
+        gap_s=args.gap_ms / 1000.0,
     )
     prof.save(args.output)
     if args.plot:
@@ -150,6 +151,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("torch", "onnx"),
         default="torch",
         help="time partitions in eager PyTorch or, as deployed bundles run, in ONNX Runtime",
+    )
+    p.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="idle time before each timed partition run (cold caches, as one sample at a "
+        "time sees them); 0 times runs back to back",
     )
     p.add_argument("--reps", type=int, default=15, help="timed runs per partition")
     p.add_argument(

@@ -71,14 +71,27 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _measure(
-    fn: Callable[[], object], warmup: int, reps: int, budget_s: float, percentile: float
+    fn: Callable[[], object],
+    warmup: int,
+    reps: int,
+    budget_s: float,
+    percentile: float,
+    gap_s: float = 0.0,
 ) -> float:
-    """Time ``fn``: warm up, then up to ``reps`` runs within ``budget_s``, return the percentile."""
+    """Time ``fn``: warm up, then up to ``reps`` runs within ``budget_s``, return the percentile.
+
+    With ``gap_s > 0`` the thread sleeps that long before each timed run, so that
+    every run starts as a lone sample does in a deployment: with caches and
+    branch predictors cooled by whatever ran meanwhile (back to back, a small
+    partition runs much faster than it does on one sample at a time).
+    """
     for _ in range(warmup):
         fn()
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
     while len(times) < reps:
+        if gap_s > 0:
+            time.sleep(gap_s)
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -95,6 +108,7 @@ def time_partitions(
     percentile: float = 50.0,
     budget_s: float = 0.25,
     progress: bool = False,
+    gap_s: float = 0.0,
 ) -> np.ndarray:
     """Measure every partition [a..b] of a full-configuration model.
 
@@ -107,6 +121,8 @@ def time_partitions(
         percentile: the stored statistic (50 is the median).
         budget_s: time budget per partition for the timed runs.
         progress: show a progress bar.
+        gap_s: idle time before each timed run (see :func:`_measure`); 0 times
+            runs back to back.
 
     Returns:
         ``N x N`` seconds; ``[a, b]`` (0-based) for blocks a+1..b+1, NaN below the diagonal.
@@ -138,7 +154,7 @@ def time_partitions(
                     part = PartitionModule(model, a + 1, b + 1)
                     x = inputs[a]
                     times[a, b] = _measure(
-                        lambda p=part, x=x: p(x), warmup, reps, budget_s, percentile
+                        lambda p=part, x=x: p(x), warmup, reps, budget_s, percentile, gap_s
                     )
                     bar.update()
             bar.close()
@@ -158,6 +174,7 @@ def time_onnx_partitions(
     *,
     exporter: str = "torchscript",
     intra_op_threads: int = 1,
+    gap_s: float = 0.0,
 ) -> np.ndarray:
     """Measure every partition [a..b] as the runtime runs it: an ONNX file in ONNX Runtime.
 
@@ -178,6 +195,7 @@ def time_onnx_partitions(
             ``"dynamo"``: what ``export_bundle`` uses by default; both give the same
             operators to ONNX Runtime after its graph optimizations).
         intra_op_threads: ONNX Runtime threads per operator, as in the workers.
+        gap_s: idle time before each timed run (see :func:`time_partitions`).
 
     Returns:
         ``N x N`` seconds; ``[a, b]`` (0-based) for blocks a+1..b+1, NaN below the diagonal.
@@ -231,6 +249,7 @@ def time_onnx_partitions(
                         reps,
                         budget_s,
                         percentile,
+                        gap_s,
                     )
                     bar.update()
             bar.close()
