@@ -183,32 +183,34 @@ class _PortendSearch:
             self.lams = np.concatenate([[0.0], grid])
         self._backward()
 
-    def _h1(self, lams: np.ndarray) -> np.ndarray:
-        """Relaxed bound with at most one more partition, ``(c, lambda, t, w)``.
+    def _h1_parts(self, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Relaxed bound with at most one more partition, before the factor (1 - ER_c).
 
         With one partition left the edge and end terms sum to (1 - ER_c) [x(w -> w', O_c)
         + CT^{w'}_{c+1..d} + r(w') - lambda A_d] (ending at c: (1 - ER_c) [r(w) - lambda A_c]),
         so the minimum over d is a threshold-free table; no (c, d) pass per threshold.
+
+        Returns:
+            (best, pen), both ``(c, lambda, w)``: the bound is ``(1 - ER_c) best + pen`` with
+            ``best`` finite and ``pen`` 0 or inf (no completion; 0 * inf would be nan).
         """
         m = self.m
-        mc = (1.0 - self.er).T  # (c, t)
         rr = (self.ctm[None] - lams[:, None, None, None] * self.a).min(-1)  # (l, w', c)
         rr = (rr + (self.r + self.tier_pen)[None, :, None]).transpose(2, 0, 1)  # (c, l, w')
-        fin = np.isfinite(rr)
-        rr = np.where(fin, rr, 0.0)
         end = self.r[None, None, :] - lams[None, :, None] * self.a[:, None, None]  # (c, l, w)
-        end = np.where(self.space.end_ok[:, None, None], end, np.inf)
-        out = np.empty((self.n + 1, lams.size, self.nt, m))
+        best = np.where(self.space.end_ok[:, None, None], end, np.inf)
         for w in range(m):
-            best = np.broadcast_to(end[:, :, None, w], out.shape[:3]).copy()  # (c, l, t) before the factor
             for w2 in range(m):
                 if w2 != w:
-                    np.minimum(best, np.where(fin[:, :, w2, None], (self.x[w, w2][:, None] + rr[:, :, w2])[..., None],
-                                              np.inf), out=best)
-            # (1 - ER_c) >= 0 multiplies every option; 0 * inf stays inf
-            out[..., w] = np.where(np.isfinite(best), mc[:, None, :] * np.where(np.isfinite(best), best, 0.0),
-                                   np.inf)
-        return out
+                    np.minimum(best[:, :, w], self.x[w, w2][:, None] + rr[:, :, w2], out=best[:, :, w])
+        fin = np.isfinite(best)
+        return np.where(fin, best, 0.0), np.where(fin, 0.0, np.inf)
+
+    def _h1(self, lams: np.ndarray) -> np.ndarray:
+        """:meth:`_h1_parts` times (1 - ER_c) >= 0, ``(c, lambda, t, w)``."""
+        best, pen = self._h1_parts(lams)
+        mc = (1.0 - self.er).T  # (c, t)
+        return mc[:, None, :, None] * best[:, :, None, :] + pen[:, :, None, :]
 
     def _pick_lambda(self, bound: float) -> float | None:
         """The multiplier maximizing the Lagrangian dual of P_lat restricted to <= 2 partitions.
@@ -217,12 +219,13 @@ class _PortendSearch:
         """
         src, er, a = self.cm.source, self.er, self.a
         grid = self.scale * np.logspace(-2.5, 2.0, 16)
-        h1 = self._h1(grid)  # (b, g, t, u)
+        best, pen = self._h1_parts(grid)  # (b, g, u)
         lat1 = (self.x[src, :, 0] + self.ct[:, 0, :].T)[:, None, :] + er.T[:, :, None] * self.r  # (b, t, u)
-        acc1 = (a[:, None] * er.T)[:, :, None]  # (b, t, 1)
+        acc1 = (a[:, None] * er.T)[:, None, :, None]  # (b, 1, t, 1)
         ok = self.valid[0][:, None, None] & self.space.tier_allowed[0][None, None, :]
         lat1 = np.where(ok, lat1, np.inf)
-        val = lat1[:, None] - grid[None, :, None, None] * acc1[:, None] + h1
+        mc = (1.0 - er).T[:, None, :, None]  # (b, 1, t, 1)
+        val = (lat1[:, None] + pen[:, :, None, :]) + mc * best[:, :, None, :] - grid[None, :, None, None] * acc1
         dual = val.transpose(1, 0, 2, 3).reshape(grid.size, -1).min(1) + grid * bound
         if not np.isfinite(dual).any():
             return None
@@ -272,15 +275,18 @@ class _PortendSearch:
             hs.append(np.minimum(h0, self._h1(lams)))  # one partition left: a table, no pair pass
             aubs.append(amax(aub0))
         if rn > 2 and rows.size:
-            # (P, l, t, w): (1 - ER_c) CT^w_{c+1..c'} + (ER_c' - ER_c)(r(w) - lambda A_c')
-            kk = r[None, None, :] - lams[None, :, None] * a[pn, None, None]  # (P, l, w)
-            bl = (mc[pc][:, None, :, None] * ct[:, pc, pn].T[:, None, None, :]
-                  + der[:, None, :, None] * kk[:, :, None, :])
+            # per tier w: (pair, l, t) = (1 - ER_c) CT^w_{c+1..c'} + (ER_c' - ER_c)(r(w) - lambda A_c')
+            mcp = mc[pc]  # (P, t)
+            ctp = ct[:, pc, pn]  # (w, P)
+            kk = r[:, None, None] - lams[None, :, None] * a[pn][None, None, :]  # (w, l, P)
+            bl = [np.ascontiguousarray(mcp[:, None, :] * ctp[w][:, None, None]
+                                       + der[:, None, :] * kk[w].T[:, :, None]) for w in range(m)]
             hop = mc[:, :, None, None] * x.transpose(2, 0, 1)[:, None]  # (c, t, w, w')
             for _ in range(2, rn):
                 g = np.full((n + 1, nl, nt, m), np.inf)
-                g[rows] = np.minimum.reduceat(bl + hs[-1][pn], heads, axis=0)
-                g += self.tier_pen
+                for w in range(m):
+                    if np.isfinite(self.tier_pen[w]):
+                        g[rows, :, :, w] = np.minimum.reduceat(bl[w] + hs[-1][pn, :, :, w], heads, axis=0)
                 best = np.full(g.shape, np.inf)
                 for w in range(m):
                     for w2 in range(m):
@@ -363,7 +369,7 @@ class _PortendSearch:
         need = None if bound is None else bound - ACC_ATOL - acc + slack
         if k >= sp.min_parts:  # end now
             end = np.where(sp.end_ok[c], s * self.r[w], np.inf)
-            best = end if need is None else np.where(self.a[c] * s >= need, end, np.inf)
+            best = end.copy() if need is None else np.where(self.a[c] * s >= need, end, np.inf)
         if sp.min_parts <= k + 1 <= self.lmax:
             if need is None:
                 j = np.full(t.size, n - 1)
@@ -392,20 +398,13 @@ class _PortendSearch:
         configuration), and with one partition left it is the bound itself.
         """
         inc, front = col.inc, col.front
-        if objective == "min_latency" and r >= 1 and (update or r == 1):
-            k = self.lmax - r
-            lo1 = self._complete1(t, c, w, u, acc, k, bound, strict=False)
-            tot = lat + lo1
-            if update:
-                better = np.flatnonzero(tot < inc)
-                if better.size:
-                    st = self._complete1(t[better], c[better], w[better], u[better], acc[better], k, bound,
-                                         strict=True)
-                    v = float((lat[better] + st).min())
-                    if v < inc:
-                        col.inc = inc = v
-            if r == 1:
-                return tot <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
+        k = self.lmax - r
+        if objective == "min_latency" and update and r >= 2 and t.size:
+            # more partitions may follow: the exact <= 1-partition completions only lower the incumbent
+            st = self._complete1(t, c, w, u, acc, k, bound, strict=True)
+            v = float((lat + st).min())
+            if v < inc:
+                col.inc = inc = v
         hh = self.h[:, t, r, c, w]  # (nl, n)
         aub = self.aub[t, r, c]
         keep = np.isfinite(hh[0])
@@ -417,6 +416,19 @@ class _PortendSearch:
             else:
                 lb = hh[0]
             keep &= lat + lb <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
+            if r == 1 and keep.any():
+                # one partition left: the exact best completion is the bound (and an incumbent)
+                idx = np.flatnonzero(keep)
+                ti, ci, wi, ui, li, ai = t[idx], c[idx], w[idx], u[idx], lat[idx], acc[idx]
+                tot = li + self._complete1(ti, ci, wi, ui, ai, k, bound, strict=False)
+                if update:
+                    b = np.flatnonzero(tot < inc)
+                    if b.size:
+                        st = self._complete1(ti[b], ci[b], wi[b], ui[b], ai[b], k, bound, strict=True)
+                        v = float((li[b] + st).min())
+                        if v < inc:
+                            col.inc = inc = v
+                keep[idx] = tot <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
         elif objective == "max_accuracy":
             ub = aub
             if bound is not None:
@@ -445,47 +457,47 @@ class _PortendSearch:
         er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
         rem = self.lmax - k
         out: list[_Labels] = []
-        for w in range(m):
-            if not sp.tier_allowed[k - 1, w]:
+        # every (label, tier) pair the next partition may use, then every next block
+        free = (((lab.u[:, None] >> np.arange(m)[None, :]) & 1) == 0) & sp.tier_allowed[k - 1][None, :]
+        pi, pw = np.nonzero(free)
+        cnt = self.cnt[lab.c[pi]]
+        csum = np.cumsum(cnt)
+        lo = 0
+        while lo < pi.size:
+            base_tot = csum[lo - 1] if lo else 0
+            hi = max(int(np.searchsorted(csum, base_tot + _CHUNK, side="right")), lo + 1)
+            cc = cnt[lo:hi]
+            tot = int(csum[hi - 1] - base_tot)
+            pp = np.arange(lo, hi)
+            lo = hi
+            if tot == 0:
                 continue
-            idx = np.flatnonzero(((lab.u >> w) & 1) == 0)
-            if idx.size == 0:
+            # per (label, tier) pair first, then repeated over its next blocks
+            li, wp = pi[pp], pw[pp]
+            bp, tp = lab.c[li], lab.t[li]
+            erp = er[tp, bp]
+            mbp = 1.0 - erp
+            base = lab.lat[li] + mbp * x[lab.w[li], wp, bp]
+            rep = np.repeat(li, cc)
+            w = np.repeat(wp, cc)
+            b = np.repeat(bp, cc)
+            t = np.repeat(tp, cc)
+            c = self.allc[np.repeat(self.start[bp] - (np.cumsum(cc) - cc), cc) + np.arange(tot)]
+            erc = er[t, c]
+            dec = erc - np.repeat(erp, cc)
+            lat = np.repeat(base, cc) + np.repeat(mbp, cc) * ct[w, b, c] + dec * r[w]
+            acc = np.repeat(lab.acc[li], cc) + a[c] * dec
+            uu = np.repeat(lab.u[li] | (1 << wp), cc)
+            keep = self._keep(t, c, w, uu, lat, acc, rem, objective, bound, col)
+            if not keep.any():
                 continue
-            cnt = self.cnt[lab.c[idx]]
-            csum = np.cumsum(cnt)
-            lo = 0
-            while lo < idx.size:
-                base_tot = csum[lo - 1] if lo else 0
-                hi = int(np.searchsorted(csum, base_tot + _CHUNK, side="right"))
-                hi = max(hi, lo + 1)
-                ii = idx[lo:hi]
-                cc = cnt[lo:hi]
-                tot = int(cc.sum())
-                lo = hi
-                if tot == 0:
-                    continue
-                rep = np.repeat(ii, cc)
-                offs = np.arange(tot) - np.repeat(np.cumsum(cc) - cc, cc)
-                b = lab.c[rep]
-                c = self.allc[self.start[b] + offs]
-                t = lab.t[rep]
-                v = lab.w[rep]
-                erb = er[t, b]
-                dec = er[t, c] - erb
-                mb = 1.0 - erb
-                lat = lab.lat[rep] + mb * x[v, w, b] + mb * ct[w, b, c] + dec * r[w]
-                acc = lab.acc[rep] + a[c] * dec
-                wv = np.full(tot, w, dtype=np.int64)
-                uu = lab.u[rep] | (1 << w)
-                keep = self._keep(t, c, wv, uu, lat, acc, rem, objective, bound, col)
-                if not keep.any():
-                    continue
-                sel = rep[keep]
-                out.append(_Labels(t[keep], c[keep], wv[keep], uu[keep], lat[keep],
-                                   acc[keep], lab.dcode[sel] * m + w, lab.pcode[sel] * (n + 1) + c[keep]))
+            sel = rep[keep]
+            wk, ck = w[keep], c[keep]
+            out.append(_Labels(t[keep], ck, wk, uu[keep], lat[keep], acc[keep], lab.dcode[sel] * m + wk,
+                               lab.pcode[sel] * (n + 1) + ck))
         if not out:
             return _empty()
-        return _Labels.concat(out)
+        return _Labels.concat(out) if len(out) > 1 else out[0]
 
     def _dominance(self, lab: _Labels) -> _Labels:
         """Drop labels dominated at the same (threshold, block, tier, tier set)."""
