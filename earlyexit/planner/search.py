@@ -217,16 +217,28 @@ class _PortendSearch:
 
         Any lambda >= 0 gives valid bounds; this one makes them tight near the optimum.
         """
-        src, er, a = self.cm.source, self.er, self.a
-        grid = self.scale * np.logspace(-2.5, 2.0, 16)
-        best, pen = self._h1_parts(grid)  # (b, g, u)
+        src, er, a, m = self.cm.source, self.er, self.a, self.m
+        f4 = np.float32  # a heuristic: single precision is plenty (any lambda >= 0 is valid)
+        grid = (self.scale * np.logspace(-2.5, 2.0, 16)).astype(f4)
+        # one more partition after block b on tier u, ignoring (1 - ER_b): (g, b, u)
+        rr = (self.ctm.astype(f4)[None] - grid[:, None, None, None] * a.astype(f4)).min(-1)  # (g, w', c)
+        rr += (self.r + self.tier_pen).astype(f4)[None, :, None]
+        best = np.where(self.space.end_ok[None, :, None],
+                        self.r.astype(f4)[None, None, :] - grid[:, None, None] * a.astype(f4)[None, :, None],
+                        np.inf).astype(f4)  # (g, b, u): end at b
+        xf = self.x.astype(f4)
+        for w in range(m):
+            for w2 in range(m):
+                if w2 != w:
+                    np.minimum(best[:, :, w], xf[w, w2][None, :] + rr[:, w2, :], out=best[:, :, w])
         lat1 = (self.x[src, :, 0] + self.ct[:, 0, :].T)[:, None, :] + er.T[:, :, None] * self.r  # (b, t, u)
-        acc1 = (a[:, None] * er.T)[:, None, :, None]  # (b, 1, t, 1)
         ok = self.valid[0][:, None, None] & self.space.tier_allowed[0][None, None, :]
-        lat1 = np.where(ok, lat1, np.inf)
-        mc = (1.0 - er).T[:, None, :, None]  # (b, 1, t, 1)
-        val = (lat1[:, None] + pen[:, :, None, :]) + mc * best[:, :, None, :] - grid[None, :, None, None] * acc1
-        dual = val.transpose(1, 0, 2, 3).reshape(grid.size, -1).min(1) + grid * bound
+        lat1 = np.where(ok, lat1, np.inf).astype(f4)
+        mc = (1.0 - er).T.astype(f4)[None, :, :, None]  # (1, b, t, 1)
+        acc1 = (a[:, None] * er.T).astype(f4)[None, :, :, None]
+        with np.errstate(invalid="ignore"):  # 0 * inf: no completion, nan, skipped by fmin
+            val = lat1[None] + mc * best[:, :, None, :] - grid[:, None, None, None] * acc1  # (g, b, t, u)
+        dual = np.fmin.reduce(val.reshape(grid.size, -1), axis=1) + grid * f4(bound)
         if not np.isfinite(dual).any():
             return None
         return float(grid[int(np.argmax(np.where(np.isfinite(dual), dual, -np.inf)))])
