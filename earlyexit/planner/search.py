@@ -266,8 +266,9 @@ class _PortendSearch:
         er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
         mc = (1.0 - er).T  # (c, t)
         enda = a[:, None] * mc  # (c, t)
-        h0 = mc[:, None, :, None] * r - lams[None, :, None, None] * enda[:, None, :, None]  # (c, l, t, w)
-        h0[~sp.end_ok] = np.inf
+        # bounds are laid out (w, c, l, t) here, so that every per-tier slice is contiguous
+        h0 = mc[None, :, None, :] * r[:, None, None, None] - lams[None, None, :, None] * enda[None, :, None, :]
+        h0[:, ~sp.end_ok] = np.inf
         aub0 = np.where(sp.end_ok[:, None], enda, -np.inf)  # (c, t)
         hs, aubs = [h0], [aub0]
         rows = np.flatnonzero(self.cnt)  # blocks c with a transition
@@ -284,32 +285,34 @@ class _PortendSearch:
                 out[rows] = np.maximum(aub0[rows], np.maximum.reduceat(acc_e + prev[pn], heads, axis=0))
                 return out
 
-            hs.append(np.minimum(h0, self._h1(lams)))  # one partition left: a table, no pair pass
+            # one partition left: a threshold-free table, no pair pass
+            hs.append(np.minimum(h0, self._h1(lams).transpose(3, 0, 1, 2)))
             aubs.append(amax(aub0))
         if rn > 2 and rows.size:
-            # per tier w: (pair, l, t) = (1 - ER_c) CT^w_{c+1..c'} + (ER_c' - ER_c)(r(w) - lambda A_c')
-            mcp = mc[pc]  # (P, t)
-            ctp = ct[:, pc, pn]  # (w, P)
+            # per tier w, (pair, l, t): (1 - ER_c) CT^w_{c+1..c'} + (ER_c' - ER_c)(r(w) - lambda A_c') + next
+            mct = mc[pc][None] * ct[:, pc, pn][:, :, None]  # (w, P, t)
             kk = r[:, None, None] - lams[None, :, None] * a[pn][None, None, :]  # (w, l, P)
-            bl = [np.ascontiguousarray(mcp[:, None, :] * ctp[w][:, None, None]
-                                       + der[:, None, :] * kk[w].T[:, :, None]) for w in range(m)]
-            hop = mc[:, :, None, None] * x.transpose(2, 0, 1)[:, None]  # (c, t, w, w')
+            hop = mc[None, None] * x.transpose(0, 1, 2)[..., None]  # (w, w', c, t)
+            live = np.flatnonzero(np.isfinite(self.tier_pen))
             for _ in range(2, rn):
-                g = np.full((n + 1, nl, nt, m), np.inf)
-                for w in range(m):
-                    if np.isfinite(self.tier_pen[w]):
-                        g[rows, :, :, w] = np.minimum.reduceat(bl[w] + hs[-1][pn, :, :, w], heads, axis=0)
+                prev = hs[-1]
+                g = np.full((m, n + 1, nl, nt), np.inf)
+                for w in live:
+                    tot = np.multiply(der[:, None, :], kk[w].T[:, :, None])
+                    tot += mct[w][:, None, :]
+                    tot += prev[w][pn]
+                    g[w, rows] = np.minimum.reduceat(tot, heads, axis=0)
                 best = np.full(g.shape, np.inf)
                 for w in range(m):
-                    for w2 in range(m):
+                    for w2 in live:
                         if w2 != w:
-                            np.minimum(best[..., w], hop[:, None, :, w, w2] + g[..., w2], out=best[..., w])
+                            np.minimum(best[w], hop[w, w2][:, None, :] + g[w2], out=best[w])
                 hs.append(np.minimum(h0, best))
                 aubs.append(amax(aubs[-1]))
         while len(hs) < rn:  # no transition anywhere: only ending
             hs.append(h0)
             aubs.append(aub0)
-        self.h = np.ascontiguousarray(np.stack(hs).transpose(2, 3, 0, 1, 4))  # (l, t, r, c, w)
+        self.h = np.ascontiguousarray(np.stack(hs).transpose(3, 4, 0, 2, 1))  # (l, t, r, c, w)
         self.aub = np.ascontiguousarray(np.stack(aubs).transpose(2, 0, 1))  # (t, r, c)
 
     def _backward_sweep(self) -> None:
