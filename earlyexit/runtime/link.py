@@ -15,6 +15,16 @@ bandwidth and propagation delay:
   real, as packets do in a network.
 * The last link of the path reassembles the message and delivers it, as one
   ZeroMQ frame, to its endpoint (a tier worker or the destination client).
+* Time stamps, not wake-ups, drive the schedule. A sender stamps a message
+  (``"t"``, ``time.monotonic()``) as it hands it to the first link, and a link
+  stamps each fragment it forwards with the time the fragment reached the far
+  end. A link takes a fragment's arrival from that stamp, so the emulator's own
+  delays (a ZeroMQ hop between processes, a thread waking up on a busy machine)
+  are not added to every hop as if the wire were slower: a fragment leaves a
+  hop when the link model says, or as soon as the emulator can if it is late.
+  A stamp that is not plausible on this host (in the future, or more than
+  ``_MAX_STAMP_AGE_S`` old, as across machines whose monotonic clocks differ)
+  is ignored and the receive time is used.
 
 The relay never looks inside the payload and shares no code with the planner's
 latency formulas: validation compares the planner against this, so it must not
@@ -64,6 +74,15 @@ log = logging.getLogger("earlyexit.runtime.link")
 
 _MAX_ROUTE_HEADER = 4096
 _POLL_MS = 100
+_MAX_STAMP_AGE_S = 0.5
+
+
+def _arrival(stamp: Any, now: float) -> float:
+    """The arrival time of a message: its sender's stamp if plausible here, else ``now``."""
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        if 0.0 <= now - float(stamp) <= _MAX_STAMP_AGE_S:
+            return float(stamp)
+    return now
 
 
 def _check_address(addr: Any) -> str:
@@ -99,7 +118,7 @@ def send_routed(sock: zmq.Socket, route: Sequence[str], payload: bytes) -> None:
     if len(route) <= 1:
         sock.send(payload, copy=False)
     else:
-        header = json.dumps({"route": list(route[1:])}).encode()
+        header = json.dumps({"route": list(route[1:]), "t": time.monotonic()}).encode()
         sock.send_multipart([header, payload], copy=False)
 
 
@@ -281,6 +300,7 @@ class DirectedLink:
                 route = [_check_address(a) for a in head["route"]]
                 if not route:
                     raise ValueError("empty route")
+                arrival = _arrival(head.get("t"), arrival)
                 frag = head.get("frag")
                 if frag is not None:
                     key, i, n = str(frag[0]), int(frag[1]), int(frag[2])
@@ -337,9 +357,10 @@ class DirectedLink:
                     if due > 0:
                         self._cond.wait(due)
                         continue
-                    _, _, (route, key, i, n, chunk) = heapq.heappop(self._heap)
+                    due, _, (route, key, i, n, chunk) = heapq.heappop(self._heap)
                 if len(route) > 1:  # the next hop is another link: forward the fragment
-                    head = json.dumps({"route": route[1:], "frag": [key, i, n]}).encode()
+                    head = json.dumps({"route": route[1:], "frag": [key, i, n], "t": due})
+                    head = head.encode()
                     ok = self._send(sender, route[0], [head, chunk])
                 else:  # the end of the path: reassemble, then deliver the whole message
                     parts = partial.setdefault(key, [])

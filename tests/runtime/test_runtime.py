@@ -239,13 +239,19 @@ def test_killed_first_worker_returns_degraded_results_without_an_exit():
         emulate_links=False,
         dead_after_s=0.8,
     ) as d:
-        ids = d.client.submit(d.inputs(60))
+        x = d.inputs(60)
+        ids = d.client.submit(x[:30])
         first = d.client.poll(10.0)
+        # frozen, then killed: the first worker cannot have taken these 30, whatever the load
+        d.pause(0)
+        ids += d.client.submit(x[30:])
         d.kill(0)
         results = first + d.client.gather(timeout_s=20.0)
         assert sorted(r.id for r in results) == sorted(ids)
         lost = [r for r in results if r.partition == -1]
-        assert lost and all(r.degraded and r.logits is None and r.prediction is None for r in lost)
+        assert set(ids[30:]) <= {r.id for r in lost}
+        assert all(r.degraded and r.logits is None and r.prediction is None for r in lost)
+        assert first and not first[0].degraded
 
 
 def test_malformed_and_oversized_messages_are_rejected_and_the_worker_keeps_serving(three_tiers):
