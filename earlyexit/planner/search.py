@@ -25,23 +25,58 @@ cannot change the answer:
 - bounds from a backward pass: a relaxed completion cost (tiers only need to
   differ from the previous one, at most the remaining number of partitions)
   gives, for every state, the exact minimum of ``latency - lambda * accuracy``
-  for a few lambda >= 0 and the maximum accuracy. For P_lat a label whose
+  for some lambda >= 0 and the maximum accuracy. For P_lat a label whose
   every feasible completion provably has latency above the best feasible
   answer found so far (or that can no longer reach the accuracy bound) is
   dropped; symmetrically for P_acc; for the frontier, a label whose ideal
   completion point is beaten by a point already found.
 
-These are valid lower/upper bounds (Lagrangian weak duality on a relaxation),
-so the result is the true optimum of SPEC's model; the property tests compare
-it with :mod:`earlyexit.planner.bruteforce` on random small problems.
+These are valid lower/upper bounds (Lagrangian weak duality on a relaxation:
+for any lambda >= 0 and any completion reaching accuracy ``need``, its latency
+is at least ``H_lambda + lambda * need``), so the result is the true optimum
+of SPEC's model; the property tests compare it with
+:mod:`earlyexit.planner.bruteforce` on random small problems.
+
+What makes P_lat fast (ResNet-110 scale, N=55, M=3: a few ms):
+
+- One partition left is solved exactly by a table. With the end split off,
+  the last partition d on tier w' after block c costs (1 - ER_c) [x(w -> w', O_c)
+  + CT^{w'}_{c+1..d} + r(w')] and adds accuracy A_d (1 - ER_c). So for each
+  (tier, block c), ``q1`` holds the least CT over the blocks d whose accuracy
+  is at least each value (a cumulative minimum over blocks sorted by
+  accuracy, threshold-free); the best completion of a label meeting the bound
+  is one ``searchsorted``. This gives (i) with one partition left, the exact
+  bound (no label with a completion that could tie the optimum is dropped:
+  the bound is computed with the accuracy bound loosened by a slack); and
+  (ii) an incumbent: the latency of a real configuration that meets the
+  bound strictly (tightened by the slack, whatever the rounding), taken from
+  the root (one partition) and from every layer, before the labels of that
+  layer are filtered. The optimum is then usually known after the first
+  layer, and the search only proves it.
+- The same algebra gives the relaxed bound with one partition left as a
+  threshold-free table (no pass over pairs of blocks per threshold); the
+  bounds with two or more partitions left come from one pass over the
+  packed transitions (c -> c') per round, ``reduceat`` along the leading axis.
+- One multiplier instead of a grid: the lambda that maximizes the Lagrangian
+  dual of the problem restricted to at most two partitions (computed from the
+  same tables on a grid, in single precision; it is only a heuristic, any
+  lambda >= 0 gives valid bounds). Large problems (where the bound pass is
+  cheap next to the labels) use the grid too.
 
 Algorithm (``exact`` estimator): E_k depends on every earlier exit, so the
 states do not telescope. Cut sequences are enumerated level by level; the
-samples still running after each prefix form a 0/1 matrix, and a matrix
-product with the per-branch "exits here" and "correct here" 0/1 matrices
-counts E_k, S_k and the hits for every extension at once. The best placement
-of each cut sequence is found by a vectorized enumeration of the injective
-tier tuples. It is exhaustive, hence exact; it is meant for small M.
+samples still running after each prefix form a 0/1 matrix, and matrix
+products with the per-branch "exits here", "right here" and "right at some
+later branch" 0/1 matrices count E_k, S_k, the hits and an accuracy bound for
+every extension at once. The best placement of each cut sequence is found by
+a vectorized enumeration of the injective tier tuples. For P_lat the
+configurations with at most two partitions are evaluated first, for every
+threshold (an incumbent); a longer prefix is then dropped only if every
+completion provably misses the accuracy bound (upper bound: every running
+sample counted right if any later branch is right) or has a latency above the
+incumbent (lower bound: the prefix's own terms with its exact fractions, which
+are all >= 0 with this estimator, at its best placement, plus the cheapest way
+for the running samples to carry on). Otherwise it is exhaustive, hence exact.
 
 Ties and tolerances: see :mod:`earlyexit.planner._select`.
 
@@ -667,20 +702,21 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
         raise ValueError("estimator 'exact' needs profile.samples")
     n, m = cm.n, cm.m
     ns = samples.num_samples
-    dtype = np.float32 if ns < (1 << 24) else np.float64
-    corr_t = samples.correct.astype(dtype)  # (N, S)
-    corr = np.ascontiguousarray(corr_t.T)  # (S, N)
+    # sample sets as bitsets (rows of uint64 words): counts are popcounts of ANDs, exact
+    # integers, and no BLAS threads (which spin on a busy machine)
+    corr_b = _bits(samples.correct)  # (N, W)
+    full = _bits(np.ones((1, ns), bool))  # (1, W)
     placements = {L: np.array([d for d in permutations(range(m), L)
                                if all(space.tier_allowed[k, d[k]] for k in range(L))], dtype=np.int64)
                   .reshape(-1, L) for L in range(1, space.max_parts + 1)}
     col = _Collector(objective, bound)
     cols = np.arange(n + 1)
-    chunk = max(1, (1 << 24) // max(ns, 1))
+    chunk = max(1, (1 << 22) // full.shape[1])
     prune = objective == "min_latency"
+    any_after = np.zeros((n + 1, full.shape[1]), np.uint64)
     if prune:
-        # any_after[c, s]: sample s is right at some branch after block c (an accuracy bound)
-        any_after = np.zeros((n + 1, ns), dtype=dtype)
-        any_after[:n] = np.maximum.accumulate(corr_t[::-1], axis=0)[::-1]
+        # any_after[c]: the samples right at some branch after block c (an accuracy bound)
+        any_after[:n] = np.bitwise_or.accumulate(corr_b[::-1], axis=0)[::-1]
         # the cheapest way to carry on from block c on tier v: a hop to another tier w and at
         # least one more block there, plus the cheapest result transfer
         cont = np.full((m, n + 1), np.inf)
@@ -725,7 +761,7 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
         return keep
 
     def grow(alive: np.ndarray, seqs: np.ndarray, e_prev: np.ndarray, hits_prev: np.ndarray,
-             ex_t_all: tuple[np.ndarray, np.ndarray, np.ndarray], ti_pos: int, final_from: int,
+             sets: tuple[np.ndarray, np.ndarray, np.ndarray], ti_pos: int, final_from: int,
              cap: int) -> None:
         lp = seqs.shape[1]
         last = seqs[:, -1] if lp else np.zeros(alive.shape[0], np.int64)
@@ -736,53 +772,82 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
             return
         level = lp + 1
         child_seqs = np.concatenate([seqs[par], nxt[:, None]], 1)
+        n_alive = _popcount(alive)
         if level >= max(space.min_parts, final_from) and placements[level].size:
-            fin = space.end_ok[nxt]
-            if fin.any():
-                frac = alive.sum(1, dtype=np.float64)[par] / ns
-                hits_last = (alive @ corr).astype(np.float64)[par, nxt - 1]
-                e_all = np.concatenate([e_prev[par], frac[:, None]], 1)
-                acc = (hits_prev[par] + hits_last) / ns
-                lab = _place(cm, child_seqs[fin], e_all[fin], acc[fin], placements[level], ti_pos)
-                col.add(lab, level)
+            fin = np.flatnonzero(space.end_ok[nxt])
+            if fin.size:
+                pf, cf = par[fin], nxt[fin]
+                frac = n_alive[pf] / ns
+                hits_last = _popcount(alive[pf] & corr_b[cf - 1])
+                e_all = np.concatenate([e_prev[pf], frac[:, None]], 1)
+                acc = (hits_prev[pf] + hits_last) / ns
+                if prune and bound is not None:  # infeasible ones need no placement (loosely: the
+                    ok = np.flatnonzero(acc >= bound - ACC_ATOL - _SLACK)  # collector decides exactly)
+                    fin, e_all, acc = fin[ok], e_all[ok], acc[ok]
+                if fin.size:
+                    lab = _place(cm, child_seqs[fin], e_all, acc, placements[level], ti_pos)
+                    col.add(lab, level)
         if level == cap:
             return
-        # per parent and next block c, by matrix products: samples exiting at c, right there,
-        # and (for the bound) still running after c and right at some later branch
-        ex_t, exc_t, rest_t = ex_t_all
-        eh = (alive @ ex_t.T).astype(np.float64)[par, nxt - 1]
-        hits_here = (alive @ exc_t.T).astype(np.float64)[par, nxt - 1]
-        e_new = np.concatenate([e_prev[par], (eh / ns)[:, None]], 1)
-        hits_new = hits_prev[par] + hits_here
-        sel = np.arange(par.size)
-        if prune:
-            s_k = (alive.sum(1, dtype=np.float64)[par] - eh) / ns
-            ub = None
-            if bound is not None:
-                ub = (hits_new + (alive @ rest_t.T).astype(np.float64)[par, nxt - 1]) / ns
-            sel = np.flatnonzero(bound_keep(child_seqs, e_new, s_k, ub))
-        for lo in range(0, sel.size, chunk):
-            q = sel[lo: lo + chunk]
-            p, c = par[q], nxt[q]
-            grow(alive[p] * (1 - ex_t[c - 1]), child_seqs[q], e_new[q], hits_new[q], ex_t_all, ti_pos,
-                 final_from, cap)
+        ex_b, exc_b, stay_b = sets
+        for lo in range(0, par.size, chunk):
+            p, c = par[lo: lo + chunk], nxt[lo: lo + chunk]
+            al = alive[p]
+            eh = _popcount(al & ex_b[c - 1]).astype(np.float64)  # exit at branch c
+            hits_new = hits_prev[p] + _popcount(al & exc_b[c - 1])  # ... and right there
+            e_new = np.concatenate([e_prev[p], (eh / ns)[:, None]], 1)
+            nxt_alive = al & stay_b[c - 1]
+            sq = child_seqs[lo: lo + chunk]
+            if prune:
+                s_k = (n_alive[p] - eh) / ns
+                ub = None if bound is None else (hits_new + _popcount(nxt_alive & any_after[c])) / ns
+                kp = np.flatnonzero(bound_keep(sq, e_new, s_k, ub))
+                if kp.size == 0:
+                    continue
+                if kp.size < p.size:
+                    nxt_alive, sq, e_new, hits_new = nxt_alive[kp], sq[kp], e_new[kp], hits_new[kp]
+            grow(nxt_alive, sq, e_new, hits_new, sets, ti_pos, final_from, cap)
 
-    ex_all = []
+    all_sets = []
     for ti in space.t_idx:
-        ex = (samples.entropy < float(cm.thresholds[ti])).astype(dtype)  # (N, S): exits at branch i+1
-        rest = (1 - ex) * any_after[1:] if prune else None
-        ex_all.append((ex, ex * corr_t, rest))
-    start = (np.ones((1, ns), dtype=dtype), np.zeros((1, 0), np.int64), np.zeros((1, 0)), np.zeros(1))
+        ex = _bits(samples.entropy < float(cm.thresholds[ti]))  # exits at branch i+1
+        all_sets.append((ex, ex & corr_b, ~ex & full))
+    start = (full, np.zeros((1, 0), np.int64), np.zeros((1, 0)), np.zeros(1))
     first = 1
     if prune and space.max_parts >= 3:
         # the configurations with at most two partitions first, for every threshold: the
         # incumbent that prunes the longer ones
-        for ti_pos, ex_t in enumerate(ex_all):
-            grow(*start, ex_t, ti_pos, 1, 2)
+        for ti_pos, sets in enumerate(all_sets):
+            grow(*start, sets, ti_pos, 1, 2)
         first = 3
-    for ti_pos, ex_t in enumerate(ex_all):
-        grow(*start, ex_t, ti_pos, first, space.max_parts)
+    for ti_pos, sets in enumerate(all_sets):
+        grow(*start, sets, ti_pos, first, space.max_parts)
     return col.result()
+
+
+def _bits(mask: np.ndarray) -> np.ndarray:
+    """Rows of booleans as bitsets: ``(rows, ceil(S / 64))`` uint64 words, padding bits 0."""
+    mask = np.asarray(mask, bool)
+    packed = np.packbits(mask, axis=1, bitorder="little")
+    words = -(-mask.shape[1] // 64)
+    out = np.zeros((mask.shape[0], words * 8), np.uint8)
+    out[:, : packed.shape[1]] = packed
+    return out.view(np.uint64)
+
+
+if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+
+    def _popcount(words: np.ndarray) -> np.ndarray:
+        """Set bits per row of a bitset array (as float64: exact below 2**53)."""
+        return np.bitwise_count(words).sum(-1, dtype=np.int64).astype(np.float64)
+
+else:  # pragma: no cover - numpy 1.26
+    _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+    def _popcount(words: np.ndarray) -> np.ndarray:
+        """Set bits per row of a bitset array (as float64: exact below 2**53)."""
+        b = np.ascontiguousarray(words).view(np.uint8)
+        return _BYTE_BITS[b].sum(-1, dtype=np.int64).astype(np.float64)
 
 
 def _place(cm: CostModel, seqs: np.ndarray, e: np.ndarray, acc: np.ndarray, places: np.ndarray,
