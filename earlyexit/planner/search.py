@@ -65,10 +65,11 @@ What makes P_lat fast (ResNet-110 scale, N=55, M=3: a few ms):
 
 Algorithm (``exact`` estimator): E_k depends on every earlier exit, so the
 states do not telescope. Cut sequences are enumerated level by level; the
-samples still running after each prefix form a 0/1 matrix, and matrix
-products with the per-branch "exits here", "right here" and "right at some
-later branch" 0/1 matrices count E_k, S_k, the hits and an accuracy bound for
-every extension at once. The best placement of each cut sequence is found by
+samples still running after each prefix form a bitset (uint64 words), and the
+popcounts of its ANDs with the per-branch "exits here", "right here" and
+"right at some later branch" bitsets count E_k, S_k, the hits and an accuracy
+bound for every extension (exact integers; no BLAS, whose threads spin on a
+busy machine). The best placement of each cut sequence is found by
 a vectorized enumeration of the injective tier tuples. For P_lat the
 configurations with at most two partitions are evaluated first, for every
 threshold (an incumbent); a longer prefix is then dropped only if every
