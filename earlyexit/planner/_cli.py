@@ -39,26 +39,56 @@ def _float_list(text: str) -> list[float]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True, help="profile JSON (earlyexit.profile/1)")
-    p.add_argument("--topology", required=True,
-                   help="topology YAML or a built-in name: portend-aws, mobile, iot")
-    p.add_argument("--estimator", choices=("portend", "exact"), default="portend",
-                   help="portend (the paper) or exact (replays the per-sample record)")
-    p.add_argument("--device", action="append", default=[], metavar="TIER=DEVICE",
-                   help="run a tier (name, index or current device) on another profile device; repeatable")
-    p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", dest="set_params",
-                   help="change a topology parameter, e.g. destination=2 or links[0].bandwidth_mbps=5")
+    p.add_argument(
+        "--topology",
+        required=True,
+        help="topology YAML or a built-in name: portend-aws, mobile, iot",
+    )
+    p.add_argument(
+        "--estimator",
+        choices=("portend", "exact"),
+        default="portend",
+        help="portend (the paper) or exact (replays the per-sample record)",
+    )
+    p.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="TIER=DEVICE",
+        help="run a tier (name, index or current device) on another profile device; repeatable",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE",
+        dest="set_params",
+        help="change a topology parameter, e.g. destination=2 or links[0].bandwidth_mbps=5",
+    )
     h = p.add_argument_group("hints")
     h.add_argument("--num-partitions", type=int, help="fixed number of partitions L")
     h.add_argument("--max-partitions", type=int, help="at most this many partitions")
     h.add_argument("--tiers", type=_str_list, help="allowed tiers, e.g. 0,2 or edge,cloud")
     h.add_argument("--placement", type=_str_list, help="fixed tier of each partition, e.g. 0,2")
-    h.add_argument("--cut-points", type=_int_list, help="blocks allowed as partition ends, e.g. 5,10-20")
-    h.add_argument("--exits", type=_int_list, help="blocks that must be exits, e.g. 55 for the full DNN")
+    h.add_argument(
+        "--cut-points", type=_int_list, help="blocks allowed as partition ends, e.g. 5,10-20"
+    )
+    h.add_argument(
+        "--exits", type=_int_list, help="blocks that must be exits, e.g. 55 for the full DNN"
+    )
     h.add_argument("--thresholds", type=_float_list, help="thresholds to search, e.g. 0.3,0.5")
 
 
 def _hints(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("num_partitions", "max_partitions", "tiers", "placement", "cut_points", "exits", "thresholds")
+    keys = (
+        "num_partitions",
+        "max_partitions",
+        "tiers",
+        "placement",
+        "cut_points",
+        "exits",
+        "thresholds",
+    )
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
@@ -86,29 +116,49 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Topology]:
 
 
 def _describe(p: Plan) -> str:
-    return ", ".join(f"{q.tier_name}(tier {q.tier}) [{q.first_block}-{q.last_block}]" for q in p.partitions)
+    return ", ".join(
+        f"{q.tier_name}(tier {q.tier}) [{q.first_block}-{q.last_block}]" for q in p.partitions
+    )
 
 
 def _table(p: Plan, base: dict[str, Plan]) -> str:
     e = p.estimate
-    lines = [f"objective: {p.objective} {json.dumps(dict(p.constraint))}   estimator: {p.estimator}",
-             f"threshold: {p.threshold:g}", "", f"{'partition':<10}{'tier':<22}{'blocks':<12}{'exit fraction':>14}"]
+    lines = [
+        f"objective: {p.objective} {json.dumps(dict(p.constraint))}   estimator: {p.estimator}",
+        f"threshold: {p.threshold:g}",
+        "",
+        f"{'partition':<10}{'tier':<22}{'blocks':<12}{'exit fraction':>14}",
+    ]
     for k, (q, ef) in enumerate(zip(p.partitions, e.exit_fractions, strict=False), 1):
-        lines.append(f"{k:<10}{f'{q.tier} {q.tier_name}':<22}{f'{q.first_block}-{q.last_block}':<12}{ef:>14.4f}")
-    lines += ["", f"estimated latency: {e.latency_s * 1e3:.3f} ms   accuracy: {e.accuracy:.4f}",
-              "breakdown (ms): " + "  ".join(f"{k} {e.breakdown_s[k] * 1e3:.3f}" for k in BREAKDOWN_KEYS), "",
-              f"{'baseline':<14}{'latency (ms)':>14}{'accuracy':>10}{'speed-up':>10}  placement"]
+        lines.append(
+            f"{k:<10}{f'{q.tier} {q.tier_name}':<22}{f'{q.first_block}-{q.last_block}':<12}{ef:>14.4f}"
+        )
+    lines += [
+        "",
+        f"estimated latency: {e.latency_s * 1e3:.3f} ms   accuracy: {e.accuracy:.4f}",
+        "breakdown (ms): " + "  ".join(f"{k} {e.breakdown_s[k] * 1e3:.3f}" for k in BREAKDOWN_KEYS),
+        "",
+        f"{'baseline':<14}{'latency (ms)':>14}{'accuracy':>10}{'speed-up':>10}  placement",
+    ]
     for name, b in base.items():
         be = b.estimate
-        lines.append(f"{name:<14}{be.latency_s * 1e3:>14.3f}{be.accuracy:>10.4f}"
-                     f"{be.latency_s / e.latency_s:>9.2f}x  {_describe(b)}")
+        lines.append(
+            f"{name:<14}{be.latency_s * 1e3:>14.3f}{be.accuracy:>10.4f}"
+            f"{be.latency_s / e.latency_s:>9.2f}x  {_describe(b)}"
+        )
     return "\n".join(lines)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     prof, topo = _inputs(args)
-    p = plan(prof, topo, min_accuracy=args.min_accuracy, max_latency=args.max_latency,
-             estimator=args.estimator, **_hints(args))
+    p = plan(
+        prof,
+        topo,
+        min_accuracy=args.min_accuracy,
+        max_latency=args.max_latency,
+        estimator=args.estimator,
+        **_hints(args),
+    )
     if args.output:
         p.save(args.output)
     if args.json:
@@ -127,17 +177,29 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     if args.plot:
         from earlyexit.planner.plot import plot_pareto
 
-        plot_pareto(front, args.plot, base, title=f"{prof.model} / {prof.dataset} on {topo.name or 'topology'}")
+        plot_pareto(
+            front,
+            args.plot,
+            base,
+            title=f"{prof.model} / {prof.dataset} on {topo.name or 'topology'}",
+        )
     if args.json:
-        data = {"frontier": [q.to_dict() for q in front], "baselines": {k: v.to_dict() for k, v in base.items()}}
+        data = {
+            "frontier": [q.to_dict() for q in front],
+            "baselines": {k: v.to_dict() for k, v in base.items()},
+        }
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return 0
     print(f"{'latency (ms)':>13}{'accuracy':>10}{'T':>6}  placement")
     for q in front:
-        print(f"{q.estimate.latency_s * 1e3:>13.3f}{q.estimate.accuracy:>10.4f}{q.threshold:>6g}  {_describe(q)}")
+        print(
+            f"{q.estimate.latency_s * 1e3:>13.3f}{q.estimate.accuracy:>10.4f}{q.threshold:>6g}  {_describe(q)}"
+        )
     print(f"\n{len(front)} Pareto-optimal configurations")
     for name, b in base.items():
-        print(f"{name}: {b.estimate.latency_s * 1e3:.3f} ms, accuracy {b.estimate.accuracy:.4f} ({_describe(b)})")
+        print(
+            f"{name}: {b.estimate.latency_s * 1e3:.3f} ms, accuracy {b.estimate.accuracy:.4f} ({_describe(b)})"
+        )
     if args.plot:
         print(f"wrote {args.plot}")
     return 0
@@ -146,25 +208,42 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
 def _cmd_whatif(args: argparse.Namespace) -> int:
     prof, topo = _inputs(args)
     name, values = parse_vary(args.vary)
-    rows = whatif(prof, topo, name, values, min_accuracy=args.min_accuracy, max_latency=args.max_latency,
-                  estimator=args.estimator, **_hints(args))
+    rows = whatif(
+        prof,
+        topo,
+        name,
+        values,
+        min_accuracy=args.min_accuracy,
+        max_latency=args.max_latency,
+        estimator=args.estimator,
+        **_hints(args),
+    )
     if args.plot:
         from earlyexit.planner.plot import plot_whatif
 
         plot_whatif(rows, name, args.plot, title=f"{prof.model}: what if {name} changes")
     if args.json:
-        out = [{**{k: v for k, v in r.items() if k != "plan"},
-                "plan": None if r["plan"] is None else r["plan"].to_dict()} for r in rows]
+        out = [
+            {
+                **{k: v for k, v in r.items() if k != "plan"},
+                "plan": None if r["plan"] is None else r["plan"].to_dict(),
+            }
+            for r in rows
+        ]
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
-    print(f"{name:>24}{'optimal (ms)':>14}{'accuracy':>10}{'edge (ms)':>11}{'cloud (ms)':>12}"
-          f"{'neuro (ms)':>12}  placement")
+    print(
+        f"{name:>24}{'optimal (ms)':>14}{'accuracy':>10}{'edge (ms)':>11}{'cloud (ms)':>12}"
+        f"{'neuro (ms)':>12}  placement"
+    )
     for r in rows:
         p = r["plan"]
         opt = "infeasible" if p is None else f"{r['latency_s'] * 1e3:.3f}"
         acc = "" if p is None else f"{r['accuracy']:.4f}"
-        print(f"{r['value']:>24g}{opt:>14}{acc:>10}{r['edge_only_s'] * 1e3:>11.3f}{r['cloud_only_s'] * 1e3:>12.3f}"
-              f"{r['neurosurgeon_s'] * 1e3:>12.3f}  {'' if p is None else _describe(p)}")
+        print(
+            f"{r['value']:>24g}{opt:>14}{acc:>10}{r['edge_only_s'] * 1e3:>11.3f}{r['cloud_only_s'] * 1e3:>12.3f}"
+            f"{r['neurosurgeon_s'] * 1e3:>12.3f}  {'' if p is None else _describe(p)}"
+        )
     if args.plot:
         print(f"wrote {args.plot}")
     return 0
@@ -173,32 +252,47 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
 def _bounds(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--min-accuracy", type=float, help="P_lat: minimize latency with accuracy >= A")
-    g.add_argument("--max-latency", type=float, help="P_acc: maximize accuracy with latency <= S seconds")
+    g.add_argument(
+        "--max-latency", type=float, help="P_acc: maximize accuracy with latency <= S seconds"
+    )
 
 
 def register(subparsers: Any) -> None:
     """Add the ``plan``, ``pareto`` and ``whatif`` subcommands to an argparse subparsers object."""
-    p = subparsers.add_parser("plan", help="choose threshold, partitions and tiers (PORTEND P_lat / P_acc)",
-                              description="Find the optimal configuration of SPEC's model.")
+    p = subparsers.add_parser(
+        "plan",
+        help="choose threshold, partitions and tiers (PORTEND P_lat / P_acc)",
+        description="Find the optimal configuration of SPEC's model.",
+    )
     _common(p)
     _bounds(p)
     p.add_argument("--json", action="store_true", help="print exactly the plan JSON on stdout")
     p.add_argument("-o", "--output", help="also write the plan JSON to this file")
     p.set_defaults(func=_cmd_plan)
 
-    q = subparsers.add_parser("pareto", help="the latency-accuracy Pareto frontier",
-                              description="Every (latency, accuracy)-optimal configuration.")
+    q = subparsers.add_parser(
+        "pareto",
+        help="the latency-accuracy Pareto frontier",
+        description="Every (latency, accuracy)-optimal configuration.",
+    )
     _common(q)
     q.add_argument("--plot", help="save the frontier with the baselines (png, pdf, svg)")
     q.add_argument("--json", action="store_true", help="print the frontier and baselines as JSON")
     q.set_defaults(func=_cmd_pareto)
 
-    w = subparsers.add_parser("whatif", help="sweep a topology parameter and re-plan (PORTEND Fig. 9)",
-                              description="What-if study: re-plan for each value of one parameter.")
+    w = subparsers.add_parser(
+        "whatif",
+        help="sweep a topology parameter and re-plan (PORTEND Fig. 9)",
+        description="What-if study: re-plan for each value of one parameter.",
+    )
     _common(w)
     _bounds(w)
-    w.add_argument("--vary", required=True, metavar="PARAM=VALUES",
-                   help="e.g. links[0].bandwidth_mbps=1:100:20, tiers[1].slowdown=1:0.1:10:log")
+    w.add_argument(
+        "--vary",
+        required=True,
+        metavar="PARAM=VALUES",
+        help="e.g. links[0].bandwidth_mbps=1:100:20, tiers[1].slowdown=1:0.1:10:log",
+    )
     w.add_argument("--plot", help="save the sweep plot")
     w.add_argument("--json", action="store_true", help="print the rows as JSON")
     w.set_defaults(func=_cmd_whatif)

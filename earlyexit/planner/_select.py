@@ -32,8 +32,9 @@ OBJECTIVES = ("min_latency", "max_accuracy")
 Key = tuple  # (L, D tuple, P tuple, threshold)
 
 
-def select_best(lat: np.ndarray, acc: np.ndarray, keys: Sequence[Key], objective: str,
-                bound: float | None) -> int | None:
+def select_best(
+    lat: np.ndarray, acc: np.ndarray, keys: Sequence[Key], objective: str, bound: float | None
+) -> int | None:
     """Index of the optimum among candidates, or None if none is feasible."""
     lat = np.asarray(lat, dtype=np.float64)
     acc = np.asarray(acc, dtype=np.float64)
@@ -83,7 +84,9 @@ def pareto_select(lat: np.ndarray, acc: np.ndarray, keys: Sequence[Key]) -> list
     out: list[int] = []
     group: list[int] = []
     for i in surv:
-        if group and (lat[i] - lat[group[-1]] > LAT_ATOL or abs(acc[i] - acc[group[-1]]) > ACC_ATOL):
+        if group and (
+            lat[i] - lat[group[-1]] > LAT_ATOL or abs(acc[i] - acc[group[-1]]) > ACC_ATOL
+        ):
             out.append(min(group, key=lambda j: keys[j]))
             group = []
         group.append(i)

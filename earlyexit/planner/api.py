@@ -32,9 +32,15 @@ def _check_hints(hints: Mapping[str, Any]) -> None:
         raise TypeError(f"unknown hint(s) {unknown}; valid hints: {list(HINTS)}")
 
 
-def make_plan(cm: CostModel, threshold: float, cuts: Sequence[int], tiers: Sequence[int],
-              estimator: str = "portend", objective: str = "min_latency",
-              constraint: Mapping[str, float] | None = None) -> Plan:
+def make_plan(
+    cm: CostModel,
+    threshold: float,
+    cuts: Sequence[int],
+    tiers: Sequence[int],
+    estimator: str = "portend",
+    objective: str = "min_latency",
+    constraint: Mapping[str, float] | None = None,
+) -> Plan:
     """Build a :class:`~earlyexit.formats.Plan` for one configuration (estimated with ``evaluate``).
 
     Example:
@@ -44,27 +50,50 @@ def make_plan(cm: CostModel, threshold: float, cuts: Sequence[int], tiers: Seque
         >>> make_plan(cm, 0.0, [6], [0]).partitions[0].last_block
         6
     """
-    est = evaluate(cm.profile, cm.topology, threshold, list(cuts), list(tiers), estimator, cost_model=cm)
+    est = evaluate(
+        cm.profile, cm.topology, threshold, list(cuts), list(tiers), estimator, cost_model=cm
+    )
     parts, prev = [], 0
     for c, d in zip(cuts, tiers, strict=False):
-        parts.append(PartitionPlan(first_block=prev + 1, last_block=int(c), tier=int(d),
-                                   tier_name=cm.topology.tiers[d].name))
+        parts.append(
+            PartitionPlan(
+                first_block=prev + 1,
+                last_block=int(c),
+                tier=int(d),
+                tier_name=cm.topology.tiers[d].name,
+            )
+        )
         prev = int(c)
     extra = {"model": cm.profile.model, "dataset": cm.profile.dataset}
     if cm.topology.name:
         extra["topology"] = cm.topology.name
-    return Plan(threshold=float(threshold), partitions=tuple(parts), estimate=est, estimator=estimator,
-                objective=objective, constraint=dict(constraint or {}),
-                profile_digest=cm.profile.digest(), topology_digest=cm.topology.digest(), extra=extra)
+    return Plan(
+        threshold=float(threshold),
+        partitions=tuple(parts),
+        estimate=est,
+        estimator=estimator,
+        objective=objective,
+        constraint=dict(constraint or {}),
+        profile_digest=cm.profile.digest(),
+        topology_digest=cm.topology.digest(),
+        extra=extra,
+    )
 
 
-def _from_candidate(cm: CostModel, cand: Candidate, estimator: str, objective: str,
-                    constraint: Mapping[str, float]) -> Plan:
+def _from_candidate(
+    cm: CostModel, cand: Candidate, estimator: str, objective: str, constraint: Mapping[str, float]
+) -> Plan:
     return make_plan(cm, cand.threshold, cand.cuts, cand.tiers, estimator, objective, constraint)
 
 
-def plan(profile: ProfileLike, topology: TopologyLike, min_accuracy: float | None = None,
-         max_latency: float | None = None, estimator: str = "portend", **hints: Any) -> Plan:
+def plan(
+    profile: ProfileLike,
+    topology: TopologyLike,
+    min_accuracy: float | None = None,
+    max_latency: float | None = None,
+    estimator: str = "portend",
+    **hints: Any,
+) -> Plan:
     """The optimal plan: P_lat (``min_accuracy``) or P_acc (``max_latency``).
 
     With neither bound it minimizes latency without constraint. The optimum is
@@ -103,12 +132,18 @@ def plan(profile: ProfileLike, topology: TopologyLike, min_accuracy: float | Non
     topo = resolve_topology(topology)
     check_estimator(estimator, prof)
     if min_accuracy is not None and max_latency is not None:
-        raise ValueError("give min_accuracy (P_lat: minimize latency) or max_latency (P_acc: maximize "
-                         "accuracy), not both")
+        raise ValueError(
+            "give min_accuracy (P_lat: minimize latency) or max_latency (P_acc: maximize "
+            "accuracy), not both"
+        )
     cm = CostModel(prof, topo)
     space = make_space(cm, **hints)
     if max_latency is not None:
-        objective, bound, constraint = "max_accuracy", float(max_latency), {"max_latency_s": float(max_latency)}
+        objective, bound, constraint = (
+            "max_accuracy",
+            float(max_latency),
+            {"max_latency_s": float(max_latency)},
+        )
         if not bound > 0:
             raise ValueError(f"max_latency: must be > 0 seconds, got {max_latency}")
     else:
@@ -121,7 +156,9 @@ def plan(profile: ProfileLike, topology: TopologyLike, min_accuracy: float | Non
     if not found:
         if objective == "min_latency":
             best = search(cm, space, estimator, "max_accuracy", None)
-            reach = f"the highest estimated accuracy is {best[0].accuracy:.4f}" if best else "nothing"
+            reach = (
+                f"the highest estimated accuracy is {best[0].accuracy:.4f}" if best else "nothing"
+            )
             raise ValueError(f"no configuration reaches min_accuracy={bound}: {reach}")
         best = search(cm, space, estimator, "min_latency", None)
         reach = f"the lowest estimated latency is {best[0].latency:.6f} s" if best else "nothing"
@@ -129,8 +166,9 @@ def plan(profile: ProfileLike, topology: TopologyLike, min_accuracy: float | Non
     return _from_candidate(cm, found[0], estimator, objective, constraint)
 
 
-def pareto(profile: ProfileLike, topology: TopologyLike, estimator: str = "portend",
-           **hints: Any) -> list[Plan]:
+def pareto(
+    profile: ProfileLike, topology: TopologyLike, estimator: str = "portend", **hints: Any
+) -> list[Plan]:
     """The full (latency, accuracy) Pareto frontier, one plan per point, by increasing latency.
 
     Args:
@@ -151,7 +189,10 @@ def pareto(profile: ProfileLike, topology: TopologyLike, estimator: str = "porte
     check_estimator(estimator, prof)
     cm = CostModel(prof, topo)
     space = make_space(cm, **hints)
-    return [_from_candidate(cm, c, estimator, "pareto", {}) for c in search(cm, space, estimator, "pareto", None)]
+    return [
+        _from_candidate(cm, c, estimator, "pareto", {})
+        for c in search(cm, space, estimator, "pareto", None)
+    ]
 
 
 # ---------------------------------------------------------------------- baselines
@@ -214,7 +255,9 @@ def neurosurgeon(profile: ProfileLike, topology: TopologyLike, estimator: str = 
     return make_plan(cm, 0.0, best[1], best[2], estimator, "neurosurgeon")
 
 
-def baselines(profile: ProfileLike, topology: TopologyLike, estimator: str = "portend") -> dict[str, Plan]:
+def baselines(
+    profile: ProfileLike, topology: TopologyLike, estimator: str = "portend"
+) -> dict[str, Plan]:
     """The three baselines of PORTEND: ``edge_only``, ``cloud_only``, ``neurosurgeon``.
 
     Example:
@@ -223,5 +266,8 @@ def baselines(profile: ProfileLike, topology: TopologyLike, estimator: str = "po
         ['cloud_only', 'edge_only', 'neurosurgeon']
     """
     prof, topo = resolve_profile(profile), resolve_topology(topology)
-    return {"edge_only": edge_only(prof, topo, estimator), "cloud_only": cloud_only(prof, topo, estimator),
-            "neurosurgeon": neurosurgeon(prof, topo, estimator)}
+    return {
+        "edge_only": edge_only(prof, topo, estimator),
+        "cloud_only": cloud_only(prof, topo, estimator),
+        "neurosurgeon": neurosurgeon(prof, topo, estimator),
+    }

@@ -31,8 +31,11 @@ from earlyexit.planner.space import SearchSpace
 __all__ = ["brute_force_candidates", "brute_force_best", "brute_force_pareto"]
 
 
-def brute_force_candidates(cm: CostModel, space: SearchSpace, estimator: str = "portend",
-                           ) -> tuple[list[float], list[float], list[tuple]]:
+def brute_force_candidates(
+    cm: CostModel,
+    space: SearchSpace,
+    estimator: str = "portend",
+) -> tuple[list[float], list[float], list[tuple]]:
     """Latency, accuracy and tie key of every configuration in the space.
 
     Returns:
@@ -54,8 +57,11 @@ def brute_force_candidates(cm: CostModel, space: SearchSpace, estimator: str = "
         thr = float(cm.thresholds[ti])
         er = cm.er[ti].tolist()
         for n_parts in range(space.min_parts, space.max_parts + 1):
-            placements = [d for d in permutations(range(m), n_parts)
-                          if all(space.tier_allowed[k, d[k]] for k in range(n_parts))]
+            placements = [
+                d
+                for d in permutations(range(m), n_parts)
+                if all(space.tier_allowed[k, d[k]] for k in range(n_parts))
+            ]
             if not placements:
                 continue
             for cuts in combinations(blocks, n_parts):
@@ -87,16 +93,22 @@ def brute_force_candidates(cm: CostModel, space: SearchSpace, estimator: str = "
     return lats, accs, keys
 
 
-def brute_force_best(cm: CostModel, space: SearchSpace, estimator: str, objective: str,
-                     bound: float | None) -> tuple[float, float, tuple] | None:
+def brute_force_best(
+    cm: CostModel, space: SearchSpace, estimator: str, objective: str, bound: float | None
+) -> tuple[float, float, tuple] | None:
     """The optimum (latency, accuracy, key) by enumeration, or None if infeasible."""
     lats, accs, keys = brute_force_candidates(cm, space, estimator)
     i = select_best(np.array(lats), np.array(accs), keys, objective, bound)
     return None if i is None else (lats[i], accs[i], keys[i])
 
 
-def brute_force_pareto(cm: CostModel, space: SearchSpace, estimator: str,
-                       ) -> list[tuple[float, float, tuple]]:
+def brute_force_pareto(
+    cm: CostModel,
+    space: SearchSpace,
+    estimator: str,
+) -> list[tuple[float, float, tuple]]:
     """The Pareto frontier (latency, accuracy, key) by enumeration, sorted by latency."""
     lats, accs, keys = brute_force_candidates(cm, space, estimator)
-    return [(lats[i], accs[i], keys[i]) for i in pareto_select(np.array(lats), np.array(accs), keys)]
+    return [
+        (lats[i], accs[i], keys[i]) for i in pareto_select(np.array(lats), np.array(accs), keys)
+    ]

@@ -54,8 +54,10 @@ def check_estimator(estimator: str, profile: Profile | None = None) -> str:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator: expected one of {list(ESTIMATORS)}, got {estimator!r}")
     if estimator == "exact" and profile is not None and profile.samples is None:
-        raise ValueError("estimator 'exact' needs a per-sample record (profile.samples: entropy and "
-                         "correct, N x S); this profile has none, use estimator='portend'")
+        raise ValueError(
+            "estimator 'exact' needs a per-sample record (profile.samples: entropy and "
+            "correct, N x S); this profile has none, use estimator='portend'"
+        )
     return estimator
 
 
@@ -90,12 +92,20 @@ def check_cuts(cuts: Sequence[int], num_blocks: int) -> list[int]:
         out.append(int(c))
     if not out:
         raise ValueError("partitions: needs at least one partition (its last block)")
-    if out[0] < 1 or out[-1] > num_blocks or any(b <= a for a, b in zip(out, out[1:], strict=False)):
-        raise ValueError(f"partitions: last blocks must be strictly increasing in 1..{num_blocks}, got {out}")
+    if (
+        out[0] < 1
+        or out[-1] > num_blocks
+        or any(b <= a for a, b in zip(out, out[1:], strict=False))
+    ):
+        raise ValueError(
+            f"partitions: last blocks must be strictly increasing in 1..{num_blocks}, got {out}"
+        )
     return out
 
 
-def portend_fractions(exit_rate: np.ndarray, cuts: Sequence[int]) -> tuple[list[float], list[float]]:
+def portend_fractions(
+    exit_rate: np.ndarray, cuts: Sequence[int]
+) -> tuple[list[float], list[float]]:
     """PORTEND's E_k and S_k, exactly as SPEC writes them (no clamping).
 
     Args:
@@ -120,8 +130,9 @@ def portend_fractions(exit_rate: np.ndarray, cuts: Sequence[int]) -> tuple[list[
     return e, s
 
 
-def exact_fractions(entropy: np.ndarray, correct: np.ndarray, threshold: float,
-                    cuts: Sequence[int]) -> tuple[list[float], list[float], float]:
+def exact_fractions(
+    entropy: np.ndarray, correct: np.ndarray, threshold: float, cuts: Sequence[int]
+) -> tuple[list[float], list[float], float]:
     """Replay the per-sample record: E_k, S_k and accuracy counted over samples.
 
     Args:
@@ -155,8 +166,9 @@ def exact_fractions(entropy: np.ndarray, correct: np.ndarray, threshold: float,
     return e, s, hits / s_count
 
 
-def exit_fractions(profile: Profile, threshold: float, cuts: Sequence[int],
-                   estimator: str = "portend") -> tuple[list[float], list[float], float]:
+def exit_fractions(
+    profile: Profile, threshold: float, cuts: Sequence[int], estimator: str = "portend"
+) -> tuple[list[float], list[float], float]:
     """E_k, S_k and accuracy of a configuration with the chosen estimator.
 
     Args:
@@ -187,8 +199,10 @@ def exit_fractions(profile: Profile, threshold: float, cuts: Sequence[int],
     idx = threshold_index(profile, t)
     if idx is None:
         if t != 0.0:
-            raise ValueError(f"threshold {t}: the portend estimator needs one of the profile's "
-                             f"thresholds {profile.thresholds.tolist()} (or 0, no early exit)")
+            raise ValueError(
+                f"threshold {t}: the portend estimator needs one of the profile's "
+                f"thresholds {profile.thresholds.tolist()} (or 0, no early exit)"
+            )
         er = np.zeros(profile.num_blocks)
     else:
         er = profile.exit_rate[idx]

@@ -78,7 +78,8 @@ class CostModel:
                 raise ValueError(
                     f"topology.tiers[{j}] ({tier.name!r}): device {tier.device!r} is not in the profile; "
                     f"profile devices: {sorted(profile.devices)}. Rebind with bind_devices() or "
-                    f"`--device {tier.device}=<device>`")
+                    f"`--device {tier.device}=<device>`"
+                )
         slow = np.array([t.slowdown for t in topology.tiers])
         devs = [profile.devices[t.device] for t in topology.tiers]
         self.slowdown = slow
@@ -120,8 +121,12 @@ class CostModel:
         dst = self.destination
         self.rser = rst + rdt[dst]
         self.rprop = prop[:, dst].copy()
-        self.rtxm = np.array([0.0 if v == dst else float(self._frag(np.array([rs]), list(path_links(v, dst)))[0])
-                              for v in range(m)])
+        self.rtxm = np.array(
+            [
+                0.0 if v == dst else float(self._frag(np.array([rs]), list(path_links(v, dst)))[0])
+                for v in range(m)
+            ]
+        )
         self.r = self.rser + self.rtxm + self.rprop
 
         er = np.zeros((len(profile.thresholds), n + 1))
@@ -153,8 +158,9 @@ class CostModel:
             return ser, float(self._frag(rs, list(path_links(a, b)))[0]), float(self.prop[a, b])
         return float(self.ser[a, b, block]), float(self.txm[a, b, block]), float(self.prop[a, b])
 
-    def latency(self, cuts: Sequence[int], tiers: Sequence[int], e: Sequence[float],
-                s: Sequence[float]) -> tuple[float, dict[str, float]]:
+    def latency(
+        self, cuts: Sequence[int], tiers: Sequence[int], e: Sequence[float], s: Sequence[float]
+    ) -> tuple[float, dict[str, float]]:
         """SPEC's Lat of (P, D) given exit and stay fractions, with its breakdown.
 
         Returns:
@@ -193,10 +199,16 @@ def _check_tiers(tiers: Sequence[int | str], topology: Topology, n_parts: int) -
     return out
 
 
-def evaluate(profile: Profile | str | os.PathLike[str] | Mapping[str, Any],
-             topology: Topology | str | os.PathLike[str] | Mapping[str, Any],
-             threshold: float, partitions: Sequence[int], tiers: Sequence[int | str],
-             estimator: str = "portend", *, cost_model: CostModel | None = None) -> Estimate:
+def evaluate(
+    profile: Profile | str | os.PathLike[str] | Mapping[str, Any],
+    topology: Topology | str | os.PathLike[str] | Mapping[str, Any],
+    threshold: float,
+    partitions: Sequence[int],
+    tiers: Sequence[int | str],
+    estimator: str = "portend",
+    *,
+    cost_model: CostModel | None = None,
+) -> Estimate:
     """Estimate latency, accuracy, exit fractions and latency breakdown of one configuration.
 
     Args:
@@ -228,4 +240,3 @@ def evaluate(profile: Profile | str | os.PathLike[str] | Mapping[str, Any],
     e, s, acc = exit_fractions(profile, threshold, cuts, estimator)
     lat, parts = cm.latency(cuts, d, e, s)
     return Estimate(latency_s=lat, accuracy=acc, exit_fractions=tuple(e), breakdown_s=parts)
-

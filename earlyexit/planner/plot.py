@@ -25,12 +25,19 @@ def _plt() -> Any:
 
 
 def _label(p: Plan) -> str:
-    return " ".join(f"{q.tier}[{q.first_block}-{q.last_block}]" for q in p.partitions) + f" T={p.threshold:g}"
+    return (
+        " ".join(f"{q.tier}[{q.first_block}-{q.last_block}]" for q in p.partitions)
+        + f" T={p.threshold:g}"
+    )
 
 
-def plot_pareto(frontier: Sequence[Plan], path: str | os.PathLike[str],
-                baselines: Mapping[str, Plan] | None = None, chosen: Plan | None = None,
-                title: str = "") -> None:
+def plot_pareto(
+    frontier: Sequence[Plan],
+    path: str | os.PathLike[str],
+    baselines: Mapping[str, Plan] | None = None,
+    chosen: Plan | None = None,
+    title: str = "",
+) -> None:
     """Save the frontier (latency in ms vs accuracy) with the baselines marked.
 
     Args:
@@ -54,15 +61,34 @@ def plot_pareto(frontier: Sequence[Plan], path: str | os.PathLike[str],
     ys = [p.estimate.accuracy for p in frontier]
     ax.step(xs, ys, where="post", color="0.6", lw=1)
     ax.scatter(xs, ys, s=14, color="tab:blue", label=f"Pareto frontier ({len(frontier)})", zorder=3)
-    markers = {"edge_only": ("s", "tab:green"), "cloud_only": ("^", "tab:purple"),
-               "neurosurgeon": ("D", "tab:orange")}
+    markers = {
+        "edge_only": ("s", "tab:green"),
+        "cloud_only": ("^", "tab:purple"),
+        "neurosurgeon": ("D", "tab:orange"),
+    }
     for name, p in (baselines or {}).items():
         mk, col = markers.get(name, ("x", "k"))
-        ax.scatter([p.estimate.latency_s * 1e3], [p.estimate.accuracy], marker=mk, s=60, color=col,
-                   label=f"{name} ({_label(p)})", zorder=4, edgecolors="k")
+        ax.scatter(
+            [p.estimate.latency_s * 1e3],
+            [p.estimate.accuracy],
+            marker=mk,
+            s=60,
+            color=col,
+            label=f"{name} ({_label(p)})",
+            zorder=4,
+            edgecolors="k",
+        )
     if chosen is not None:
-        ax.scatter([chosen.estimate.latency_s * 1e3], [chosen.estimate.accuracy], marker="*", s=160,
-                   color="tab:red", label=f"chosen ({_label(chosen)})", zorder=5, edgecolors="k")
+        ax.scatter(
+            [chosen.estimate.latency_s * 1e3],
+            [chosen.estimate.accuracy],
+            marker="*",
+            s=160,
+            color="tab:red",
+            label=f"chosen ({_label(chosen)})",
+            zorder=5,
+            edgecolors="k",
+        )
     ax.set_xlabel("estimated end-to-end latency (ms)")
     ax.set_ylabel("estimated accuracy")
     if title:
@@ -74,8 +100,9 @@ def plot_pareto(frontier: Sequence[Plan], path: str | os.PathLike[str],
     plt.close(fig)
 
 
-def plot_whatif(rows: Sequence[Mapping[str, Any]], parameter: str, path: str | os.PathLike[str],
-                title: str = "") -> None:
+def plot_whatif(
+    rows: Sequence[Mapping[str, Any]], parameter: str, path: str | os.PathLike[str], title: str = ""
+) -> None:
     """Save a what-if sweep: the optimum's and the baselines' latency against the parameter.
 
     Example:
@@ -90,12 +117,18 @@ def plot_whatif(rows: Sequence[Mapping[str, Any]], parameter: str, path: str | o
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     xs = [r["value"] for r in rows]
-    series = [("latency_s", "optimal (PORTEND)", "tab:red"), ("edge_only_s", "edge-only", "tab:green"),
-              ("cloud_only_s", "cloud-only", "tab:purple"), ("neurosurgeon_s", "Neurosurgeon", "tab:orange")]
+    series = [
+        ("latency_s", "optimal (PORTEND)", "tab:red"),
+        ("edge_only_s", "edge-only", "tab:green"),
+        ("cloud_only_s", "cloud-only", "tab:purple"),
+        ("neurosurgeon_s", "Neurosurgeon", "tab:orange"),
+    ]
     for key, label, col in series:
         pts = [(x, r[key] * 1e3) for x, r in zip(xs, rows, strict=False) if r.get(key) is not None]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label, color=col)
+            ax.plot(
+                [p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label, color=col
+            )
     if xs and min(xs) > 0 and max(xs) / min(xs) > 50:
         ax.set_xscale("log")
     ax.set_xlabel(parameter)

@@ -165,8 +165,12 @@ class _LazyKeys:
 
     def __getitem__(self, i: int) -> tuple:
         n_parts = int(self.n_parts[i])
-        return (n_parts, _decode(int(self.dcode[i]), self.m, n_parts),
-                _decode(int(self.pcode[i]), self.n + 1, n_parts), float(self.thresholds[self.t[i]]))
+        return (
+            n_parts,
+            _decode(int(self.dcode[i]), self.m, n_parts),
+            _decode(int(self.pcode[i]), self.n + 1, n_parts),
+            float(self.thresholds[self.t[i]]),
+        )
 
 
 def _decode(code: int, base: int, length: int) -> tuple[int, ...]:
@@ -180,13 +184,21 @@ def _decode(code: int, base: int, length: int) -> tuple[int, ...]:
 class _PortendSearch:
     """The label DP for the portend estimator (see the module docstring)."""
 
-    def __init__(self, cm: CostModel, space: SearchSpace, objective: str = "pareto",
-                 bound: float | None = None, n_lambdas: int = 6) -> None:
+    def __init__(
+        self,
+        cm: CostModel,
+        space: SearchSpace,
+        objective: str = "pareto",
+        bound: float | None = None,
+        n_lambdas: int = 6,
+    ) -> None:
         self.cm, self.space = cm, space
         n, m = cm.n, cm.m
         self.n, self.m = n, m
-        if float(n + 1) ** space.max_parts >= 2.0 ** 62 or float(m) ** space.max_parts >= 2.0 ** 62:
-            raise ValueError(f"search space too large to encode ({n} blocks, {space.max_parts} partitions)")
+        if float(n + 1) ** space.max_parts >= 2.0**62 or float(m) ** space.max_parts >= 2.0**62:
+            raise ValueError(
+                f"search space too large to encode ({n} blocks, {space.max_parts} partitions)"
+            )
         self.er = cm.er[space.t_idx]  # (nt, N+1)
         self.nt = self.er.shape[0]
         self.a = cm.acc
@@ -200,7 +212,9 @@ class _PortendSearch:
         self.allc = np.nonzero(valid)[1]
         self.lmax = space.max_parts
         self.tier_pen = np.where(space.tier_allowed.any(0), 0.0, np.inf)  # (M,)
-        self.ctm = np.where((valid & space.end_ok[None, :])[None], self.ct, np.inf)  # (M, c, d): may end at d
+        self.ctm = np.where(
+            (valid & space.end_ok[None, :])[None], self.ct, np.inf
+        )  # (M, c, d): may end at d
         # lambda grid (units: seconds per unit of accuracy)
         full = [cm.x[cm.source, w, 0] + cm.ct[w, 0, n] + cm.r[w] for w in range(m)]
         scale = float(min(full)) / max(float(np.ptp(cm.acc[1:])), 1e-3)
@@ -238,7 +252,9 @@ class _PortendSearch:
         for w in range(m):
             for w2 in range(m):
                 if w2 != w:
-                    np.minimum(best[:, :, w], self.x[w, w2][:, None] + rr[:, :, w2], out=best[:, :, w])
+                    np.minimum(
+                        best[:, :, w], self.x[w, w2][:, None] + rr[:, :, w2], out=best[:, :, w]
+                    )
         fin = np.isfinite(best)
         return np.where(fin, best, 0.0), np.where(fin, 0.0, np.inf)
 
@@ -257,23 +273,31 @@ class _PortendSearch:
         f4 = np.float32  # a heuristic: single precision is plenty (any lambda >= 0 is valid)
         grid = (self.scale * np.logspace(-2.5, 2.0, 16)).astype(f4)
         # one more partition after block b on tier u, ignoring (1 - ER_b): (g, b, u)
-        rr = (self.ctm.astype(f4)[None] - grid[:, None, None, None] * a.astype(f4)).min(-1)  # (g, w', c)
+        rr = (self.ctm.astype(f4)[None] - grid[:, None, None, None] * a.astype(f4)).min(
+            -1
+        )  # (g, w', c)
         rr += (self.r + self.tier_pen).astype(f4)[None, :, None]
-        best = np.where(self.space.end_ok[None, :, None],
-                        self.r.astype(f4)[None, None, :] - grid[:, None, None] * a.astype(f4)[None, :, None],
-                        np.inf).astype(f4)  # (g, b, u): end at b
+        best = np.where(
+            self.space.end_ok[None, :, None],
+            self.r.astype(f4)[None, None, :] - grid[:, None, None] * a.astype(f4)[None, :, None],
+            np.inf,
+        ).astype(f4)  # (g, b, u): end at b
         xf = self.x.astype(f4)
         for w in range(m):
             for w2 in range(m):
                 if w2 != w:
                     np.minimum(best[:, :, w], xf[w, w2][None, :] + rr[:, w2, :], out=best[:, :, w])
-        lat1 = (self.x[src, :, 0] + self.ct[:, 0, :].T)[:, None, :] + er.T[:, :, None] * self.r  # (b, t, u)
+        lat1 = (self.x[src, :, 0] + self.ct[:, 0, :].T)[:, None, :] + er.T[
+            :, :, None
+        ] * self.r  # (b, t, u)
         ok = self.valid[0][:, None, None] & self.space.tier_allowed[0][None, None, :]
         lat1 = np.where(ok, lat1, np.inf).astype(f4)
         mc = (1.0 - er).T.astype(f4)[None, :, :, None]  # (1, b, t, 1)
         acc1 = (a[:, None] * er.T).astype(f4)[None, :, :, None]
         with np.errstate(invalid="ignore"):  # 0 * inf: no completion, nan, skipped by fmin
-            val = lat1[None] + mc * best[:, :, None, :] - grid[:, None, None, None] * acc1  # (g, b, t, u)
+            val = (
+                lat1[None] + mc * best[:, :, None, :] - grid[:, None, None, None] * acc1
+            )  # (g, b, t, u)
         dual = np.fmin.reduce(val.reshape(grid.size, -1), axis=1) + grid * f4(bound)
         if not np.isfinite(dual).any():
             return None
@@ -303,7 +327,10 @@ class _PortendSearch:
         mc = (1.0 - er).T  # (c, t)
         enda = a[:, None] * mc  # (c, t)
         # bounds are laid out (w, c, l, t) here, so that every per-tier slice is contiguous
-        h0 = mc[None, :, None, :] * r[:, None, None, None] - lams[None, None, :, None] * enda[None, :, None, :]
+        h0 = (
+            mc[None, :, None, :] * r[:, None, None, None]
+            - lams[None, None, :, None] * enda[None, :, None, :]
+        )
         h0[:, ~sp.end_ok] = np.inf
         aub0 = np.where(sp.end_ok[:, None], enda, -np.inf)  # (c, t)
         hs, aubs = [h0], [aub0]
@@ -318,7 +345,9 @@ class _PortendSearch:
 
             def amax(prev: np.ndarray) -> np.ndarray:
                 out = aub0.copy()
-                out[rows] = np.maximum(aub0[rows], np.maximum.reduceat(acc_e + prev[pn], heads, axis=0))
+                out[rows] = np.maximum(
+                    aub0[rows], np.maximum.reduceat(acc_e + prev[pn], heads, axis=0)
+                )
                 return out
 
             # one partition left: a threshold-free table, no pair pass
@@ -370,7 +399,7 @@ class _PortendSearch:
         tier_pen = np.where(union, 0.0, np.inf)  # (M,) over w'
         diag = np.where(np.eye(m, dtype=bool), np.inf, 0.0)
         for c in range(n, 0, -1):
-            cs = self.allc[self.start[c]: self.start[c] + self.cnt[c]]
+            cs = self.allc[self.start[c] : self.start[c] + self.cnt[c]]
             if cs.size and cs[-1] - cs[0] + 1 == cs.size:
                 cs = slice(int(cs[0]), int(cs[-1]) + 1)  # contiguous: views instead of copies
             if rn == 1 or (isinstance(cs, np.ndarray) and cs.size == 0):
@@ -379,9 +408,13 @@ class _PortendSearch:
                 continue
             mc = 1.0 - er[:, c]  # (nt,)
             der = er[:, cs] - er[:, c][:, None]  # (nt, q)
-            base = mc[:, None, None] * ct[:, c, cs].T[None] + der[:, :, None] * r[None, None, :]  # (nt,q,M)
+            base = (
+                mc[:, None, None] * ct[:, c, cs].T[None] + der[:, :, None] * r[None, None, :]
+            )  # (nt,q,M)
             lam_t = lams[:, None, None] * (a[cs][None, :] * der)[None]  # (nl, nt, q)
-            tot = base[None, :, None] - lam_t[:, :, None, :, None] + h[:, :, : rn - 1][:, :, :, cs, :]
+            tot = (
+                base[None, :, None] - lam_t[:, :, None, :, None] + h[:, :, : rn - 1][:, :, :, cs, :]
+            )
             g = tot.min(axis=3) + tier_pen  # (nl, nt, rn-1, M[w'])
             hop = mc[:, None, None] * x[:, :, c][None] + diag[None]  # (nt, M[w], M[w'])
             best = (hop[None, :, None] + g[:, :, :, None, :]).min(-1)  # (nl, nt, rn-1, M[w])
@@ -398,8 +431,17 @@ class _PortendSearch:
         self.asc = np.sort(self.a[1:])
         self.q1 = np.minimum.accumulate(self.ctm[:, :, order], axis=2)
 
-    def _complete1(self, t: np.ndarray, c: np.ndarray, w: np.ndarray, u: np.ndarray, acc: np.ndarray,
-                   k: int, bound: float | None, strict: bool) -> np.ndarray:
+    def _complete1(
+        self,
+        t: np.ndarray,
+        c: np.ndarray,
+        w: np.ndarray,
+        u: np.ndarray,
+        acc: np.ndarray,
+        k: int,
+        bound: float | None,
+        strict: bool,
+    ) -> np.ndarray:
         """The exact best completion of labels (with k partitions) by at most one more partition.
 
         Ending at c costs (1 - ER_c) r(w); one more partition d on tier w' costs
@@ -426,7 +468,9 @@ class _PortendSearch:
                 j = np.full(t.size, n - 1)
             else:
                 pos = s > 0
-                thr = np.where(pos, need / np.where(pos, s, 1.0), np.where(need <= 0, -np.inf, np.inf))
+                thr = np.where(
+                    pos, need / np.where(pos, s, 1.0), np.where(need <= 0, -np.inf, np.inf)
+                )
                 j = n - 1 - np.searchsorted(self.asc, thr)  # accuracies >= thr: the j+1 largest
             jj = np.maximum(j, 0)
             has = j >= 0
@@ -439,9 +483,20 @@ class _PortendSearch:
                 np.minimum(best, np.where(ok, val, np.inf), out=best)
         return best
 
-    def _keep(self, t: np.ndarray, c: np.ndarray, w: np.ndarray, u: np.ndarray, lat: np.ndarray,
-              acc: np.ndarray, r: int, objective: str, bound: float | None, col: _Collector,
-              update: bool = True) -> np.ndarray:
+    def _keep(
+        self,
+        t: np.ndarray,
+        c: np.ndarray,
+        w: np.ndarray,
+        u: np.ndarray,
+        lat: np.ndarray,
+        acc: np.ndarray,
+        r: int,
+        objective: str,
+        bound: float | None,
+        col: _Collector,
+        update: bool = True,
+    ) -> np.ndarray:
         """Mask of labels that may still lead to (a tie of) the answer.
 
         For ``min_latency``, the exact one-partition completion also lowers the
@@ -475,11 +530,15 @@ class _PortendSearch:
                 if update:
                     b = np.flatnonzero(tot < inc)
                     if b.size:
-                        st = self._complete1(ti[b], ci[b], wi[b], ui[b], ai[b], k, bound, strict=True)
+                        st = self._complete1(
+                            ti[b], ci[b], wi[b], ui[b], ai[b], k, bound, strict=True
+                        )
                         v = float((li[b] + st).min())
                         if v < inc:
                             col.inc = inc = v
-                keep[idx] = tot <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
+                keep[idx] = tot <= inc + LAT_ATOL + _SLACK * (
+                    1 + abs(inc) if np.isfinite(inc) else 1
+                )
         elif objective == "max_accuracy":
             ub = aub
             if bound is not None:
@@ -502,14 +561,18 @@ class _PortendSearch:
 
     # ------------------------------------------------------------------ forward
 
-    def _expand(self, lab: _Labels, k: int, objective: str, bound: float | None, col: _Collector) -> _Labels:
+    def _expand(
+        self, lab: _Labels, k: int, objective: str, bound: float | None, col: _Collector
+    ) -> _Labels:
         """All labels with partition k added (1-based k), bound-pruned."""
         sp, m, n = self.space, self.m, self.n
         er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
         rem = self.lmax - k
         out: list[_Labels] = []
         # every (label, tier) pair the next partition may use, then every next block
-        free = (((lab.u[:, None] >> np.arange(m)[None, :]) & 1) == 0) & sp.tier_allowed[k - 1][None, :]
+        free = (((lab.u[:, None] >> np.arange(m)[None, :]) & 1) == 0) & sp.tier_allowed[k - 1][
+            None, :
+        ]
         pi, pw = np.nonzero(free)
         cnt = self.cnt[lab.c[pi]]
         csum = np.cumsum(cnt)
@@ -544,8 +607,18 @@ class _PortendSearch:
                 continue
             sel = rep[keep]
             wk, ck = w[keep], c[keep]
-            out.append(_Labels(t[keep], ck, wk, uu[keep], lat[keep], acc[keep], lab.dcode[sel] * m + wk,
-                               lab.pcode[sel] * (n + 1) + ck))
+            out.append(
+                _Labels(
+                    t[keep],
+                    ck,
+                    wk,
+                    uu[keep],
+                    lat[keep],
+                    acc[keep],
+                    lab.dcode[sel] * m + wk,
+                    lab.pcode[sel] * (n + 1) + ck,
+                )
+            )
         if not out:
             return _empty()
         return _Labels.concat(out) if len(out) > 1 else out[0]
@@ -589,9 +662,16 @@ class _PortendSearch:
     def run(self, objective: str, bound: float | None) -> tuple[_Labels, np.ndarray]:
         """Run the DP; return the final candidates (and their number of partitions)."""
         sp, nt = self.space, self.nt
-        lab = _Labels(np.arange(nt), np.zeros(nt, np.int64), np.full(nt, self.cm.source, np.int64),
-                      np.zeros(nt, np.int64), np.zeros(nt), np.zeros(nt), np.zeros(nt, np.int64),
-                      np.zeros(nt, np.int64))
+        lab = _Labels(
+            np.arange(nt),
+            np.zeros(nt, np.int64),
+            np.full(nt, self.cm.source, np.int64),
+            np.zeros(nt, np.int64),
+            np.zeros(nt),
+            np.zeros(nt),
+            np.zeros(nt, np.int64),
+            np.zeros(nt, np.int64),
+        )
         col = _Collector(objective, bound)
         self.stats = []
         if objective == "min_latency":
@@ -609,8 +689,19 @@ class _PortendSearch:
                     fin.acc = fin.acc + self.a[fin.c] * (1.0 - erc)
                     col.add(fin, k)
             if k < self.lmax and len(cand):
-                keep = self._keep(cand.t, cand.c, cand.w, cand.u, cand.lat, cand.acc, self.lmax - k,
-                                  objective, bound, col, update=False)
+                keep = self._keep(
+                    cand.t,
+                    cand.c,
+                    cand.w,
+                    cand.u,
+                    cand.lat,
+                    cand.acc,
+                    self.lmax - k,
+                    objective,
+                    bound,
+                    col,
+                    update=False,
+                )
                 lab = cand.take(np.flatnonzero(keep))
             else:
                 break
@@ -691,8 +782,9 @@ def _empty() -> _Labels:
 # ---------------------------------------------------------------------- exact estimator
 
 
-def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
-                      bound: float | None) -> tuple[_Labels, np.ndarray]:
+def _exact_candidates(
+    cm: CostModel, space: SearchSpace, objective: str, bound: float | None
+) -> tuple[_Labels, np.ndarray]:
     """Every cut sequence with its fastest placements, for the exact estimator.
 
     Placements of one cut sequence share E_k, S_k and the accuracy, so only the
@@ -707,9 +799,17 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
     # integers, and no BLAS threads (which spin on a busy machine)
     corr_b = _bits(samples.correct)  # (N, W)
     full = _bits(np.ones((1, ns), bool))  # (1, W)
-    placements = {L: np.array([d for d in permutations(range(m), L)
-                               if all(space.tier_allowed[k, d[k]] for k in range(L))], dtype=np.int64)
-                  .reshape(-1, L) for L in range(1, space.max_parts + 1)}
+    placements = {
+        L: np.array(
+            [
+                d
+                for d in permutations(range(m), L)
+                if all(space.tier_allowed[k, d[k]] for k in range(L))
+            ],
+            dtype=np.int64,
+        ).reshape(-1, L)
+        for L in range(1, space.max_parts + 1)
+    }
     col = _Collector(objective, bound)
     cols = np.arange(n + 1)
     chunk = max(1, (1 << 22) // full.shape[1])
@@ -727,7 +827,9 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
                     np.minimum(cont[v], cm.x[v, w] + cm.ct[w].min(1), out=cont[v])
         cont += cm.r.min()
 
-    def bound_keep(seqs: np.ndarray, e: np.ndarray, s_k: np.ndarray, ub: np.ndarray | None) -> np.ndarray:
+    def bound_keep(
+        seqs: np.ndarray, e: np.ndarray, s_k: np.ndarray, ub: np.ndarray | None
+    ) -> np.ndarray:
         """Prefixes (that continue) whose every completion might still be (a tie of) the optimum.
 
         Lower bound on the latency: SPEC's terms of the prefix's partitions with their
@@ -748,10 +850,15 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
             stay = 1.0 - np.cumsum(ee, 1)
             stay[:, -1] = s_k[idx]
             prevs = np.concatenate([np.zeros((idx.size, 1), np.int64), sq[:, :-1]], 1)
-            lat = np.broadcast_to(cm.x[cm.source, places[:, 0], 0][None], (idx.size, places.shape[0])).copy()
+            lat = np.broadcast_to(
+                cm.x[cm.source, places[:, 0], 0][None], (idx.size, places.shape[0])
+            ).copy()
             for j in range(k):
                 d = places[None, :, j]
-                lat += reach[:, j, None] * cm.ct[d, prevs[:, j, None], sq[:, j, None]] + ee[:, j, None] * cm.r[d]
+                lat += (
+                    reach[:, j, None] * cm.ct[d, prevs[:, j, None], sq[:, j, None]]
+                    + ee[:, j, None] * cm.r[d]
+                )
                 if j < k - 1:
                     lat += stay[:, j, None] * cm.x[d, places[None, :, j + 1], sq[:, j, None]]
             rest = cont[places[None, :, -1], sq[:, -1, None]]
@@ -761,13 +868,23 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
             keep[idx] = lb <= inc + LAT_ATOL + _SLACK * (1 + abs(inc))
         return keep
 
-    def grow(alive: np.ndarray, seqs: np.ndarray, e_prev: np.ndarray, hits_prev: np.ndarray,
-             sets: tuple[np.ndarray, np.ndarray, np.ndarray], ti_pos: int, final_from: int,
-             cap: int) -> None:
+    def grow(
+        alive: np.ndarray,
+        seqs: np.ndarray,
+        e_prev: np.ndarray,
+        hits_prev: np.ndarray,
+        sets: tuple[np.ndarray, np.ndarray, np.ndarray],
+        ti_pos: int,
+        final_from: int,
+        cap: int,
+    ) -> None:
         lp = seqs.shape[1]
         last = seqs[:, -1] if lp else np.zeros(alive.shape[0], np.int64)
-        ok = (cols[None, :] > last[:, None]) & (cols[None, :] <= space.next_required[last][:, None]) \
+        ok = (
+            (cols[None, :] > last[:, None])
+            & (cols[None, :] <= space.next_required[last][:, None])
             & space.cut_allowed[None, :]
+        )
         par, nxt = np.nonzero(ok)
         if par.size == 0:
             return
@@ -783,7 +900,9 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
                 e_all = np.concatenate([e_prev[pf], frac[:, None]], 1)
                 acc = (hits_prev[pf] + hits_last) / ns
                 if prune and bound is not None:  # infeasible ones need no placement (loosely: the
-                    ok = np.flatnonzero(acc >= bound - ACC_ATOL - _SLACK)  # collector decides exactly)
+                    ok = np.flatnonzero(
+                        acc >= bound - ACC_ATOL - _SLACK
+                    )  # collector decides exactly)
                     fin, e_all, acc = fin[ok], e_all[ok], acc[ok]
                 if fin.size:
                     lab = _place(cm, child_seqs[fin], e_all, acc, placements[level], ti_pos)
@@ -792,16 +911,18 @@ def _exact_candidates(cm: CostModel, space: SearchSpace, objective: str,
             return
         ex_b, exc_b, stay_b = sets
         for lo in range(0, par.size, chunk):
-            p, c = par[lo: lo + chunk], nxt[lo: lo + chunk]
+            p, c = par[lo : lo + chunk], nxt[lo : lo + chunk]
             al = alive[p]
             eh = _popcount(al & ex_b[c - 1]).astype(np.float64)  # exit at branch c
             hits_new = hits_prev[p] + _popcount(al & exc_b[c - 1])  # ... and right there
             e_new = np.concatenate([e_prev[p], (eh / ns)[:, None]], 1)
             nxt_alive = al & stay_b[c - 1]
-            sq = child_seqs[lo: lo + chunk]
+            sq = child_seqs[lo : lo + chunk]
             if prune:
                 s_k = (n_alive[p] - eh) / ns
-                ub = None if bound is None else (hits_new + _popcount(nxt_alive & any_after[c])) / ns
+                ub = (
+                    None if bound is None else (hits_new + _popcount(nxt_alive & any_after[c])) / ns
+                )
                 kp = np.flatnonzero(bound_keep(sq, e_new, s_k, ub))
                 if kp.size == 0:
                     continue
@@ -851,8 +972,9 @@ else:  # pragma: no cover - numpy 1.26
         return _BYTE_BITS[b].sum(-1, dtype=np.int64).astype(np.float64)
 
 
-def _place(cm: CostModel, seqs: np.ndarray, e: np.ndarray, acc: np.ndarray, places: np.ndarray,
-           ti_pos: int) -> _Labels:
+def _place(
+    cm: CostModel, seqs: np.ndarray, e: np.ndarray, acc: np.ndarray, places: np.ndarray, ti_pos: int
+) -> _Labels:
     """Latency of every (cut sequence, placement), SPEC's formula, keep the fastest per sequence."""
     n_seq, L = seqs.shape
     ct, x, r, src = cm.ct, cm.x, cm.r, cm.source
@@ -862,7 +984,9 @@ def _place(cm: CostModel, seqs: np.ndarray, e: np.ndarray, acc: np.ndarray, plac
     d = places  # (nd, L)
     lat = np.broadcast_to(x[src, d[:, 0], 0][None, :], (n_seq, d.shape[0])).copy()
     for k in range(L):
-        lat += (s[:, k] + e[:, k])[:, None] * ct[d[None, :, k], prevs[:, k][:, None], seqs[:, k][:, None]]
+        lat += (s[:, k] + e[:, k])[:, None] * ct[
+            d[None, :, k], prevs[:, k][:, None], seqs[:, k][:, None]
+        ]
         if k < L - 1:
             lat += s[:, k][:, None] * x[d[None, :, k], d[None, :, k + 1], seqs[:, k][:, None]]
         lat += e[:, k][:, None] * r[d[None, :, k]]
@@ -874,16 +998,25 @@ def _place(cm: CostModel, seqs: np.ndarray, e: np.ndarray, acc: np.ndarray, plac
     for k in range(L):
         dcode = dcode * m + d[di, k]
         pcode = pcode * (n + 1) + seqs[pi, k]
-    lab = _Labels(np.full(pi.size, ti_pos, np.int64), seqs[pi, -1], d[di, -1], np.zeros(pi.size, np.int64),
-                  lat[pi, di], acc[pi], dcode, pcode)
+    lab = _Labels(
+        np.full(pi.size, ti_pos, np.int64),
+        seqs[pi, -1],
+        d[di, -1],
+        np.zeros(pi.size, np.int64),
+        lat[pi, di],
+        acc[pi],
+        dcode,
+        pcode,
+    )
     return lab
 
 
 # ---------------------------------------------------------------------- entry point
 
 
-def search(cm: CostModel, space: SearchSpace, estimator: str, objective: str,
-           bound: float | None) -> list[Candidate]:
+def search(
+    cm: CostModel, space: SearchSpace, estimator: str, objective: str, bound: float | None
+) -> list[Candidate]:
     """Solve P_lat (``"min_latency"``), P_acc (``"max_accuracy"``) or the frontier (``"pareto"``).
 
     Args:
@@ -917,7 +1050,14 @@ def search(cm: CostModel, space: SearchSpace, estimator: str, objective: str,
     out = []
     for i in idx:
         key = keys[i]
-        out.append(Candidate(latency=float(fin.lat[i]), accuracy=float(fin.acc[i]),
-                             threshold_index=int(space.t_idx[fin.t[i]]), threshold=key[3],
-                             cuts=key[2], tiers=key[1]))
+        out.append(
+            Candidate(
+                latency=float(fin.lat[i]),
+                accuracy=float(fin.acc[i]),
+                threshold_index=int(space.t_idx[fin.t[i]]),
+                threshold=key[3],
+                cuts=key[2],
+                tiers=key[1],
+            )
+        )
     return out

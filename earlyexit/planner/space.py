@@ -35,8 +35,15 @@ from earlyexit.planner.topology import tier_index
 
 __all__ = ["HINTS", "SearchSpace", "make_space"]
 
-HINTS: tuple[str, ...] = ("num_partitions", "max_partitions", "tiers", "placement", "cut_points",
-                          "exits", "thresholds")
+HINTS: tuple[str, ...] = (
+    "num_partitions",
+    "max_partitions",
+    "tiers",
+    "placement",
+    "cut_points",
+    "exits",
+    "thresholds",
+)
 
 
 @dataclass(frozen=True)
@@ -87,10 +94,17 @@ def _blocks(value: Any, name: str, n: int) -> list[int]:
     return sorted(set(out))
 
 
-def make_space(cm: CostModel, *, num_partitions: int | None = None, max_partitions: int | None = None,
-               tiers: Sequence[int | str] | None = None, placement: Sequence[int | str] | None = None,
-               cut_points: Sequence[int] | None = None, exits: Sequence[int] | None = None,
-               thresholds: Sequence[float] | None = None) -> SearchSpace:
+def make_space(
+    cm: CostModel,
+    *,
+    num_partitions: int | None = None,
+    max_partitions: int | None = None,
+    tiers: Sequence[int | str] | None = None,
+    placement: Sequence[int | str] | None = None,
+    cut_points: Sequence[int] | None = None,
+    exits: Sequence[int] | None = None,
+    thresholds: Sequence[float] | None = None,
+) -> SearchSpace:
     """Normalize the hints into a :class:`SearchSpace` (see the module docstring).
 
     Raises:
@@ -108,8 +122,10 @@ def make_space(cm: CostModel, *, num_partitions: int | None = None, max_partitio
                 raise TypeError(f"thresholds: expected numbers, got {t!r}")
             i = threshold_index(prof, float(t))
             if i is None:
-                raise ValueError(f"thresholds: {t} is not one of the profile's thresholds "
-                                 f"{prof.thresholds.tolist()}")
+                raise ValueError(
+                    f"thresholds: {t} is not one of the profile's thresholds "
+                    f"{prof.thresholds.tolist()}"
+                )
             idx.append(i)
         if not idx:
             raise ValueError("thresholds: needs at least one threshold")
@@ -133,7 +149,9 @@ def make_space(cm: CostModel, *, num_partitions: int | None = None, max_partitio
         if isinstance(num_partitions, bool) or not isinstance(num_partitions, (int, np.integer)):
             raise TypeError(f"num_partitions: expected an integer, got {num_partitions!r}")
         if not 1 <= num_partitions <= m:
-            raise ValueError(f"num_partitions: must be in 1..{m} (one partition per tier), got {num_partitions}")
+            raise ValueError(
+                f"num_partitions: must be in 1..{m} (one partition per tier), got {num_partitions}"
+            )
         if fixed is not None and num_partitions != len(fixed):
             raise ValueError(f"num_partitions={num_partitions} contradicts placement {fixed}")
         lo = hi = int(num_partitions)
@@ -157,9 +175,11 @@ def make_space(cm: CostModel, *, num_partitions: int | None = None, max_partitio
     lo = max(lo, len(required))
     hi = min(hi, int(cut_allowed.sum()))
     if lo > hi:
-        raise ValueError(f"hints leave no configuration: need between {lo} and {hi} partitions "
-                         f"(tiers allowed: {int(allowed_tiers.sum())}, cut points allowed: "
-                         f"{int(cut_allowed.sum())}, required exits: {list(required)})")
+        raise ValueError(
+            f"hints leave no configuration: need between {lo} and {hi} partitions "
+            f"(tiers allowed: {int(allowed_tiers.sum())}, cut points allowed: "
+            f"{int(cut_allowed.sum())}, required exits: {list(required)})"
+        )
     tier_allowed = np.tile(allowed_tiers, (hi, 1))
     if fixed is not None:
         tier_allowed[:] = False
@@ -173,6 +193,13 @@ def make_space(cm: CostModel, *, num_partitions: int | None = None, max_partitio
     end_ok = cut_allowed.copy()
     if required:
         end_ok[: required[-1]] = False
-    return SearchSpace(t_idx=t_idx, min_parts=lo, max_parts=hi, tier_allowed=tier_allowed,
-                       cut_allowed=cut_allowed, required=required, next_required=next_required,
-                       end_ok=end_ok)
+    return SearchSpace(
+        t_idx=t_idx,
+        min_parts=lo,
+        max_parts=hi,
+        tier_allowed=tier_allowed,
+        cut_allowed=cut_allowed,
+        required=required,
+        next_required=next_required,
+        end_ok=end_ok,
+    )

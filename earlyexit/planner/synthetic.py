@@ -32,7 +32,12 @@ DEFAULT_DEVICE_SPEEDS: dict[str, float] = {
 
 def synthetic_profile(
     num_blocks: int = 10,
-    devices: Sequence[str] | Mapping[str, float] = ("a1.medium", "m4.large", "g4dn.xlarge", "reference"),
+    devices: Sequence[str] | Mapping[str, float] = (
+        "a1.medium",
+        "m4.large",
+        "g4dn.xlarge",
+        "reference",
+    ),
     *,
     thresholds: int | Sequence[float] = 11,
     num_samples: int = 0,
@@ -65,8 +70,11 @@ def synthetic_profile(
     """
     if num_blocks < 1:
         raise ValueError(f"num_blocks: must be >= 1, got {num_blocks}")
-    speeds = dict(devices) if isinstance(devices, Mapping) else {
-        d: DEFAULT_DEVICE_SPEEDS.get(d, 1.0) for d in devices}
+    speeds = (
+        dict(devices)
+        if isinstance(devices, Mapping)
+        else {d: DEFAULT_DEVICE_SPEEDS.get(d, 1.0) for d in devices}
+    )
     if not speeds:
         raise ValueError("devices: needs at least one device")
     rng = np.random.default_rng(seed)
@@ -82,30 +90,47 @@ def synthetic_profile(
     difficulty = rng.beta(2.0, 2.0, size=(1, s_int))
     noise = rng.normal(0.0, 0.08, size=(n, s_int))
     entropy = np.clip(difficulty * (1.15 - 0.85 * depth) + 0.25 * (1 - depth) + noise, 0.0, 1.0)
-    p_correct = np.clip(0.35 + 0.6 * depth ** 0.6 - 0.35 * difficulty * (1 - 0.5 * depth), 0.02, 0.99)
+    p_correct = np.clip(0.35 + 0.6 * depth**0.6 - 0.35 * difficulty * (1 - 0.5 * depth), 0.02, 0.99)
     correct = rng.random((n, s_int)) < p_correct
     exit_rate = (entropy[None, :, :] < th[:, None, None]).mean(axis=2)
     accuracy = correct.mean(axis=1)
 
-    block_ms = rng.uniform(0.5, 1.5, size=n) * (1.0 + 0.5 * np.sin(np.arange(n)))**2 / 2 + 0.2
+    block_ms = rng.uniform(0.5, 1.5, size=n) * (1.0 + 0.5 * np.sin(np.arange(n))) ** 2 / 2 + 0.2
     csum = np.concatenate([[0.0], np.cumsum(block_ms)])
     a_idx, b_idx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     base = (csum[b_idx + 1] - csum[a_idx]) + 0.3  # + exit branch and entropy test
     input_bits = 32 * 32 * 3 * 32
     stage = np.minimum(np.arange(n) * 3 // n, 2)
-    output_bits = (16 * 32 * 32 * 32 // (2 ** stage)).astype(np.int64)
+    output_bits = (16 * 32 * 32 * 32 // (2**stage)).astype(np.int64)
     bits = np.concatenate([[input_bits], output_bits]).astype(np.float64)
 
     devs = {}
     for name, speed in speeds.items():
         jitter = rng.uniform(0.97, 1.03, size=(n, n))
         pt = np.where(b_idx >= a_idx, base * speed * jitter * 1e-3, np.nan)
-        ser = (20e-6 + bits / 8 * 2e-9) * speed ** 0.5
-        de = (15e-6 + bits / 8 * 1.5e-9) * speed ** 0.5
-        devs[name] = DeviceProfile(pt, ser, de, 10e-6 * speed ** 0.5, 8e-6 * speed ** 0.5,
-                                   {"host": "synthetic", "percentile": 50})
+        ser = (20e-6 + bits / 8 * 2e-9) * speed**0.5
+        de = (15e-6 + bits / 8 * 1.5e-9) * speed**0.5
+        devs[name] = DeviceProfile(
+            pt,
+            ser,
+            de,
+            10e-6 * speed**0.5,
+            8e-6 * speed**0.5,
+            {"host": "synthetic", "percentile": 50},
+        )
     samples = ProfileSamples(entropy, correct) if num_samples > 0 else None
-    return Profile(model=model, dataset=dataset, num_blocks=n, num_classes=num_classes,
-                   input_bits=input_bits, output_bits=output_bits, result_bits=64 * 8,
-                   thresholds=th, branch_accuracy=accuracy, exit_rate=exit_rate, devices=devs,
-                   samples=samples, extra={"synthetic": {"seed": seed}})
+    return Profile(
+        model=model,
+        dataset=dataset,
+        num_blocks=n,
+        num_classes=num_classes,
+        input_bits=input_bits,
+        output_bits=output_bits,
+        result_bits=64 * 8,
+        thresholds=th,
+        branch_accuracy=accuracy,
+        exit_rate=exit_rate,
+        devices=devs,
+        samples=samples,
+        extra={"synthetic": {"seed": seed}},
+    )

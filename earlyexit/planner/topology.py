@@ -64,8 +64,10 @@ def load_builtin_topology(name: str) -> Topology:
     """
     path = _DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown built-in topology {name!r}; valid: {', '.join(list_topologies())} "
-                         "(or a path to a topology YAML file)")
+        raise ValueError(
+            f"unknown built-in topology {name!r}; valid: {', '.join(list_topologies())} "
+            "(or a path to a topology YAML file)"
+        )
     return Topology.load(path)
 
 
@@ -92,8 +94,10 @@ def resolve_topology(topology: Topology | str | os.PathLike[str] | Mapping[str, 
         if path.suffix or os.sep in text or path.exists():
             return Topology.load(path)
         return load_builtin_topology(text)
-    raise TypeError(f"topology: expected a Topology, a built-in name ({', '.join(list_topologies())}), "
-                    f"a YAML path or a mapping, got {type(topology).__name__}")
+    raise TypeError(
+        f"topology: expected a Topology, a built-in name ({', '.join(list_topologies())}), "
+        f"a YAML path or a mapping, got {type(topology).__name__}"
+    )
 
 
 def resolve_profile(profile: Profile | str | os.PathLike[str] | Mapping[str, Any]) -> Profile:
@@ -110,7 +114,9 @@ def resolve_profile(profile: Profile | str | os.PathLike[str] | Mapping[str, Any
         return Profile.from_dict(profile)
     if isinstance(profile, (str, os.PathLike)):
         return Profile.load(profile)
-    raise TypeError(f"profile: expected a Profile, a JSON path or a mapping, got {type(profile).__name__}")
+    raise TypeError(
+        f"profile: expected a Profile, a JSON path or a mapping, got {type(profile).__name__}"
+    )
 
 
 def bind_devices(topology: Topology, mapping: Mapping[str, str]) -> Topology:
@@ -135,8 +141,10 @@ def bind_devices(topology: Topology, mapping: Mapping[str, str]) -> Topology:
         if not hits:
             hits = [i for i, t in enumerate(topology.tiers) if t.device == key]
         if not hits:
-            raise ValueError(f"bind_devices: {key!r} names no tier or device; tiers: "
-                             f"{[t.name for t in tiers]}, devices: {[t.device for t in topology.tiers]}")
+            raise ValueError(
+                f"bind_devices: {key!r} names no tier or device; tiers: "
+                f"{[t.name for t in tiers]}, devices: {[t.device for t in topology.tiers]}"
+            )
         for i in hits:
             tiers[i] = dataclasses.replace(tiers[i], device=str(device))
     return dataclasses.replace(topology, tiers=tuple(tiers))

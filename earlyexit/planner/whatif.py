@@ -57,8 +57,10 @@ def parse_values(text: str) -> list[float]:
             return [float(v) for v in np.linspace(a, b, k)]
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"values {text!r}: expected start:stop:count, start:stop:count:log "
-                         "or a comma list of numbers") from None
+        raise ValueError(
+            f"values {text!r}: expected start:stop:count, start:stop:count:log "
+            "or a comma list of numbers"
+        ) from None
 
 
 def parse_vary(text: str) -> tuple[str, list[float]]:
@@ -69,7 +71,9 @@ def parse_vary(text: str) -> tuple[str, list[float]]:
         ('tiers[1].slowdown', [1.0, 0.5])
     """
     if "=" not in text:
-        raise ValueError(f"--vary {text!r}: expected PARAM=VALUES, e.g. links[0].bandwidth_mbps=1:100:20")
+        raise ValueError(
+            f"--vary {text!r}: expected PARAM=VALUES, e.g. links[0].bandwidth_mbps=1:100:20"
+        )
     name, values = text.split("=", 1)
     return name.strip(), parse_values(values)
 
@@ -87,8 +91,10 @@ def set_parameter(topology: Topology, name: str, value: float) -> Topology:
     """
     m = _PARAM.match(name.strip())
     if not m:
-        raise ValueError(f"parameter {name!r}: expected links[j].bandwidth_mbps, links[j].propagation_ms, "
-                         "tiers[j].slowdown, mtu_bytes, source or destination")
+        raise ValueError(
+            f"parameter {name!r}: expected links[j].bandwidth_mbps, links[j].propagation_ms, "
+            "tiers[j].slowdown, mtu_bytes, source or destination"
+        )
     if m.group(4):
         return dataclasses.replace(topology, **{m.group(4): int(round(value))})
     kind, j, attr = m.group(1), int(m.group(2)), m.group(3)
@@ -102,9 +108,16 @@ def set_parameter(topology: Topology, name: str, value: float) -> Topology:
     return dataclasses.replace(topology, **{kind: tuple(items)})
 
 
-def whatif(profile: ProfileLike, topology: TopologyLike, parameter: str, values: Sequence[float],
-           min_accuracy: float | None = None, max_latency: float | None = None,
-           estimator: str = "portend", **hints: Any) -> list[dict[str, Any]]:
+def whatif(
+    profile: ProfileLike,
+    topology: TopologyLike,
+    parameter: str,
+    values: Sequence[float],
+    min_accuracy: float | None = None,
+    max_latency: float | None = None,
+    estimator: str = "portend",
+    **hints: Any,
+) -> list[dict[str, Any]]:
     """Re-plan for every value of one topology parameter, with the baselines.
 
     Args:
@@ -124,15 +137,26 @@ def whatif(profile: ProfileLike, topology: TopologyLike, parameter: str, values:
     for v in values:
         topo = set_parameter(base_topo, parameter, float(v))
         try:
-            p = plan(prof, topo, min_accuracy=min_accuracy, max_latency=max_latency, estimator=estimator,
-                     **hints)
+            p = plan(
+                prof,
+                topo,
+                min_accuracy=min_accuracy,
+                max_latency=max_latency,
+                estimator=estimator,
+                **hints,
+            )
         except ValueError as err:
             if "no configuration" not in str(err):
                 raise
             p = None
         b = baselines(prof, topo, estimator)
-        rows.append({"value": float(v), "plan": p,
-                     "latency_s": None if p is None else p.estimate.latency_s,
-                     "accuracy": None if p is None else p.estimate.accuracy,
-                     **{f"{k}_s": bp.estimate.latency_s for k, bp in b.items()}})
+        rows.append(
+            {
+                "value": float(v),
+                "plan": p,
+                "latency_s": None if p is None else p.estimate.latency_s,
+                "accuracy": None if p is None else p.estimate.accuracy,
+                **{f"{k}_s": bp.estimate.latency_s for k, bp in b.items()},
+            }
+        )
     return rows

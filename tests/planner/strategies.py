@@ -13,14 +13,18 @@ _TIME = st.one_of(_COARSE, st.floats(0.0, 3.0, allow_nan=False))
 
 
 @st.composite
-def problems(draw: st.DrawFn, max_blocks: int = 6, max_tiers: int = 4, samples: bool = True
-             ) -> tuple[Profile, Topology]:
+def problems(
+    draw: st.DrawFn, max_blocks: int = 6, max_tiers: int = 4, samples: bool = True
+) -> tuple[Profile, Topology]:
     """A random (profile, topology) pair with 1..max_blocks blocks and 1..max_tiers tiers."""
     n = draw(st.integers(1, max_blocks))
     m = draw(st.integers(1, max_tiers))
     n_thr = draw(st.integers(1, 3))
-    thresholds = sorted(draw(st.sets(st.sampled_from([0.0, 0.2, 0.4, 0.5, 0.7, 1.0]), min_size=n_thr,
-                                     max_size=n_thr)))
+    thresholds = sorted(
+        draw(
+            st.sets(st.sampled_from([0.0, 0.2, 0.4, 0.5, 0.7, 1.0]), min_size=n_thr, max_size=n_thr)
+        )
+    )
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     n_dev = draw(st.integers(1, m))
@@ -35,10 +39,19 @@ def problems(draw: st.DrawFn, max_blocks: int = 6, max_tiers: int = 4, samples: 
     for k in range(n_dev):
         pt = np.triu(arr((n, n), 2.0) + 0.01 * coarse)
         pt = np.where(np.triu(np.ones((n, n), bool)), pt, np.nan)
-        devices[f"d{k}"] = DeviceProfile(pt, arr((n + 1,), 0.1), arr((n + 1,), 0.1),
-                                         float(arr((1,), 0.01)[0]), float(arr((1,), 0.01)[0]))
+        devices[f"d{k}"] = DeviceProfile(
+            pt,
+            arr((n + 1,), 0.1),
+            arr((n + 1,), 0.1),
+            float(arr((1,), 0.01)[0]),
+            float(arr((1,), 0.01)[0]),
+        )
     s = draw(st.integers(1, 12))
-    entropy = rng.choice([0.05, 0.3, 0.45, 0.6, 0.9], size=(n, s)) if coarse else rng.uniform(0, 1, (n, s))
+    entropy = (
+        rng.choice([0.05, 0.3, 0.45, 0.6, 0.9], size=(n, s))
+        if coarse
+        else rng.uniform(0, 1, (n, s))
+    )
     correct = rng.random((n, s)) < 0.6
     if samples and draw(st.booleans()):
         # consistent with the samples: the exact and portend estimators share ER and A
@@ -48,14 +61,33 @@ def problems(draw: st.DrawFn, max_blocks: int = 6, max_tiers: int = 4, samples: 
         exit_rate = arr((len(thresholds), n))  # not nested, portend's E_k may go negative
         acc = arr((n,))
     bits = rng.choice([800, 12000, 24000, 100000], size=n + 1)
-    profile = Profile(model="rand", dataset="rand", num_blocks=n, num_classes=10, input_bits=int(bits[0]),
-                      output_bits=bits[1:], result_bits=int(rng.choice([64, 20000])), thresholds=thresholds,
-                      branch_accuracy=acc, exit_rate=exit_rate, devices=devices,
-                      samples=ProfileSamples(entropy, correct) if samples else None)
-    tiers = tuple(Tier(f"t{j}", f"d{draw(st.integers(0, n_dev - 1))}", draw(st.sampled_from([0.5, 1.0, 3.0])))
-                  for j in range(m))
-    links = tuple(Link(draw(st.sampled_from([1.0, 10.0, 400.0])), draw(st.sampled_from([0.0, 5.0, 40.0])))
-                  for _ in range(m - 1))
-    topo = Topology(tiers=tiers, links=links, mtu_bytes=draw(st.sampled_from([1500, 9000])),
-                    source=draw(st.integers(0, m - 1)), destination=draw(st.integers(0, m - 1)))
+    profile = Profile(
+        model="rand",
+        dataset="rand",
+        num_blocks=n,
+        num_classes=10,
+        input_bits=int(bits[0]),
+        output_bits=bits[1:],
+        result_bits=int(rng.choice([64, 20000])),
+        thresholds=thresholds,
+        branch_accuracy=acc,
+        exit_rate=exit_rate,
+        devices=devices,
+        samples=ProfileSamples(entropy, correct) if samples else None,
+    )
+    tiers = tuple(
+        Tier(f"t{j}", f"d{draw(st.integers(0, n_dev - 1))}", draw(st.sampled_from([0.5, 1.0, 3.0])))
+        for j in range(m)
+    )
+    links = tuple(
+        Link(draw(st.sampled_from([1.0, 10.0, 400.0])), draw(st.sampled_from([0.0, 5.0, 40.0])))
+        for _ in range(m - 1)
+    )
+    topo = Topology(
+        tiers=tiers,
+        links=links,
+        mtu_bytes=draw(st.sampled_from([1500, 9000])),
+        source=draw(st.integers(0, m - 1)),
+        destination=draw(st.integers(0, m - 1)),
+    )
     return profile, topo

@@ -22,10 +22,16 @@ from earlyexit.planner.space import make_space
 
 from .strategies import problems
 
-search_mod = importlib.import_module("earlyexit.planner.search")  # the module (the package exports the function)
+search_mod = importlib.import_module(
+    "earlyexit.planner.search"
+)  # the module (the package exports the function)
 
 TOL = 1e-9
-SETTINGS = settings(max_examples=int(os.environ.get("EE_HYPOTHESIS_EXAMPLES", "120")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("EE_HYPOTHESIS_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def _check_best(cm, space, estimator, objective, bound):
@@ -142,7 +148,9 @@ def test_sweep_bounds_match_brute_force(problem, objective, frac):
 
 
 @SETTINGS
-@given(problems(max_blocks=9, max_tiers=4), st.sampled_from(["portend", "exact"]), st.floats(0.3, 1.0))
+@given(
+    problems(max_blocks=9, max_tiers=4), st.sampled_from(["portend", "exact"]), st.floats(0.3, 1.0)
+)
 def test_p_lat_deeper_matches_brute_force(problem, estimator, bound):
     """More blocks: the lambda choice, the one-partition tables, the incumbents and the
     prefix bounds of the exact estimator at work."""

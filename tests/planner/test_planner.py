@@ -70,8 +70,12 @@ def test_exact_needs_samples():
 
 
 def _two_hop(mtu=1500, dest=0):
-    return Topology(tiers=(Tier("a", "reference"), Tier("b", "reference"), Tier("c", "reference", 2.0)),
-                    links=(Link(10, 20), Link(400, 40)), mtu_bytes=mtu, destination=dest)
+    return Topology(
+        tiers=(Tier("a", "reference"), Tier("b", "reference"), Tier("c", "reference", 2.0)),
+        links=(Link(10, 20), Link(400, 40)),
+        mtu_bytes=mtu,
+        destination=dest,
+    )
 
 
 def test_transfer_fragment_pipelining(prof):
@@ -96,12 +100,20 @@ def test_latency_formula_by_hand(prof):
     est = evaluate(prof, topo, t, [4, 9], [2, 0])
     er = prof.exit_rate[5]
     e1, e2 = er[3], 1 - er[3]
-    ref = (cm.x[0, 2, 0] + cm.ct[2, 0, 4] + (1 - e1) * cm.x[2, 0, 4] + e1 * cm.r[2]
-           + (1 - e1) * cm.ct[0, 4, 9] + e2 * cm.r[0])
+    ref = (
+        cm.x[0, 2, 0]
+        + cm.ct[2, 0, 4]
+        + (1 - e1) * cm.x[2, 0, 4]
+        + e1 * cm.r[2]
+        + (1 - e1) * cm.ct[0, 4, 9]
+        + e2 * cm.r[0]
+    )
     assert est.latency_s == pytest.approx(ref)
     assert est.exit_fractions == pytest.approx((e1, e2))
     assert sum(est.breakdown_s.values()) == pytest.approx(est.latency_s)
-    assert est.breakdown_s["propagate"] == pytest.approx(0.06 + (1 - e1) * 0.06 + e1 * 0.04 + e2 * 0.02)
+    assert est.breakdown_s["propagate"] == pytest.approx(
+        0.06 + (1 - e1) * 0.06 + e1 * 0.04 + e2 * 0.02
+    )
 
 
 def test_evaluate_rejects_bad_configurations(prof):
@@ -128,7 +140,11 @@ def test_builtin_topologies():
     assert [lk.bandwidth_mbps for lk in mob.links] == [0.5, 10, 500]
     iot = resolve_topology("iot")
     assert [t.slowdown for t in iot.tiers] == [100, 5, 2.5, 1]
-    assert [(lk.bandwidth_mbps, lk.propagation_ms) for lk in iot.links] == [(10, 10), (40, 10), (500, 50)]
+    assert [(lk.bandwidth_mbps, lk.propagation_ms) for lk in iot.links] == [
+        (10, 10),
+        (40, 10),
+        (500, 50),
+    ]
     with pytest.raises(ValueError, match="valid: iot, mobile, portend-aws"):
         resolve_topology("mars")
     assert bind_devices(aws, {"edge": "pi"}).tiers[0].device == "pi"
@@ -140,11 +156,19 @@ def test_builtin_topologies():
 def _random_problem(seed):
     rng = np.random.default_rng(seed)
     n, m = int(rng.integers(3, 7)), int(rng.integers(2, 5))
-    p = synthetic_profile(n, {f"d{k}": float(rng.uniform(0.3, 5)) for k in range(m)},
-                          thresholds=[0.0, 0.4, 0.7], seed=seed)
+    p = synthetic_profile(
+        n,
+        {f"d{k}": float(rng.uniform(0.3, 5)) for k in range(m)},
+        thresholds=[0.0, 0.4, 0.7],
+        seed=seed,
+    )
     tiers = tuple(Tier(f"t{j}", f"d{j}", float(rng.choice([0.3, 1.0, 4.0]))) for j in range(m))
-    links = tuple(Link(float(rng.choice([1, 10, 400])), float(rng.choice([1, 20, 40]))) for _ in range(m - 1))
-    topo = Topology(tiers, links, source=int(rng.integers(0, m)), destination=int(rng.integers(0, m)))
+    links = tuple(
+        Link(float(rng.choice([1, 10, 400])), float(rng.choice([1, 20, 40]))) for _ in range(m - 1)
+    )
+    topo = Topology(
+        tiers, links, source=int(rng.integers(0, m)), destination=int(rng.integers(0, m))
+    )
     return p, topo
 
 
@@ -227,7 +251,9 @@ def test_p_acc_and_pareto_consistent(prof):
 
 def test_exact_estimator_plan(prof):
     p = plan(prof, "portend-aws", min_accuracy=0.6, estimator="exact")
-    est = evaluate(prof, "portend-aws", p.threshold, list(p.cut_points), list(p.tier_indices), "exact")
+    est = evaluate(
+        prof, "portend-aws", p.threshold, list(p.cut_points), list(p.tier_indices), "exact"
+    )
     assert p.estimate == est and est.accuracy >= 0.6 - 1e-9
 
 
@@ -236,10 +262,17 @@ def test_baselines(prof):
     assert b["edge_only"].tier_indices == (0,) and b["cloud_only"].tier_indices == (2,)
     ns = b["neurosurgeon"]
     assert ns.cut_points[-1] == prof.num_blocks and set(ns.tier_indices) <= {0, 2}
-    assert ns.estimate.latency_s <= min(b["edge_only"].estimate.latency_s, b["cloud_only"].estimate.latency_s)
+    assert ns.estimate.latency_s <= min(
+        b["edge_only"].estimate.latency_s, b["cloud_only"].estimate.latency_s
+    )
     for p in range(1, prof.num_blocks):
-        assert ns.estimate.latency_s <= evaluate(prof, "portend-aws", 0.0, [p, prof.num_blocks], [0, 2]).latency_s
-    opt = plan(prof, "portend-aws", min_accuracy=float(prof.branch_accuracy[-1]), exits=[prof.num_blocks])
+        assert (
+            ns.estimate.latency_s
+            <= evaluate(prof, "portend-aws", 0.0, [p, prof.num_blocks], [0, 2]).latency_s
+        )
+    opt = plan(
+        prof, "portend-aws", min_accuracy=float(prof.branch_accuracy[-1]), exits=[prof.num_blocks]
+    )
     assert opt.estimate.latency_s <= ns.estimate.latency_s + 1e-12
 
 
@@ -261,13 +294,42 @@ def test_whatif(prof):
 def test_cli_plan_json_and_table(prof, tmp_path, capsys):
     path = tmp_path / "p.json"
     prof.save(path)
-    assert main(["plan", "--profile", str(path), "--topology", "portend-aws", "--min-accuracy", "0.6",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--profile",
+                str(path),
+                "--topology",
+                "portend-aws",
+                "--min-accuracy",
+                "0.6",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert Plan.from_json(out) == plan(prof, "portend-aws", min_accuracy=0.6)
     assert json.loads(out)["schema"] == "earlyexit.plan/1"
-    assert main(["plan", "--profile", str(path), "--topology", "portend-aws", "--max-latency", "0.2",
-                 "--estimator", "exact", "--tiers", "edge,cloud"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--profile",
+                str(path),
+                "--topology",
+                "portend-aws",
+                "--max-latency",
+                "0.2",
+                "--estimator",
+                "exact",
+                "--tiers",
+                "edge,cloud",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "neurosurgeon" in table and "speed-up" in table and "breakdown" in table
     assert main(["plan", "--profile", str(path), "--topology", "nowhere"]) == 2
@@ -278,22 +340,44 @@ def test_cli_pareto_and_whatif_plots(prof, tmp_path, capsys):
     path = tmp_path / "p.json"
     prof.save(path)
     png = tmp_path / "front.png"
-    assert main(["pareto", "--profile", str(path), "--topology", "portend-aws", "--plot", str(png)]) == 0
+    assert (
+        main(["pareto", "--profile", str(path), "--topology", "portend-aws", "--plot", str(png)])
+        == 0
+    )
     assert png.stat().st_size > 1000
     assert "Pareto-optimal" in capsys.readouterr().out
     png2 = tmp_path / "what.png"
-    assert main(["whatif", "--profile", str(path), "--topology", "portend-aws", "--min-accuracy", "0.6",
-                 "--vary", "tiers[1].slowdown=1:0.1:3:log", "--plot", str(png2), "--json"]) == 0
+    assert (
+        main(
+            [
+                "whatif",
+                "--profile",
+                str(path),
+                "--topology",
+                "portend-aws",
+                "--min-accuracy",
+                "0.6",
+                "--vary",
+                "tiers[1].slowdown=1:0.1:3:log",
+                "--plot",
+                str(png2),
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 3 and png2.stat().st_size > 1000
 
 
 def test_planner_never_imports_torch(tmp_path):
-    code = ("import sys, earlyexit\n"
-            "from earlyexit.planner.synthetic import synthetic_profile\n"
-            "p = synthetic_profile(8, num_samples=20)\n"
-            "earlyexit.plan(p, 'portend-aws', min_accuracy=0.5)\n"
-            "earlyexit.pareto(p, 'mobile', estimator='exact')\n"
-            "import earlyexit.planner._cli, earlyexit.planner.whatif\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys, earlyexit\n"
+        "from earlyexit.planner.synthetic import synthetic_profile\n"
+        "p = synthetic_profile(8, num_samples=20)\n"
+        "earlyexit.plan(p, 'portend-aws', min_accuracy=0.5)\n"
+        "earlyexit.pareto(p, 'mobile', estimator='exact')\n"
+        "import earlyexit.planner._cli, earlyexit.planner.whatif\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
