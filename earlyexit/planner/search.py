@@ -271,7 +271,7 @@ class _PortendSearch:
         """
         src, er, a, m = self.cm.source, self.er, self.a, self.m
         f4 = np.float32  # a heuristic: single precision is plenty (any lambda >= 0 is valid)
-        grid = (self.scale * np.logspace(-2.5, 2.0, 16)).astype(f4)
+        grid = (self.scale * np.logspace(-2.5, 2.0, 10)).astype(f4)
         # one more partition after block b on tier u, ignoring (1 - ER_b): (g, b, u)
         rr = (self.ctm.astype(f4)[None] - grid[:, None, None, None] * a.astype(f4)).min(
             -1
