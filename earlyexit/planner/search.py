@@ -679,7 +679,8 @@ class _PortendSearch:
             col.inc = float(st.min())  # the best single-partition configuration
         for k in range(1, self.lmax + 1):
             cand = self._expand(lab, k, objective, bound, col)
-            cand = self._dominance(cand)
+            if k > 1:  # from the root every (threshold, block, tier) is reached once
+                cand = self._dominance(cand)
             self.stats.append(len(cand))
             if k >= sp.min_parts and len(cand):
                 fin = cand.take(np.flatnonzero(sp.end_ok[cand.c]))
