@@ -2,8 +2,10 @@
 
 At the end of training (on rank zero only) it runs the LightningModule's
 ``.model`` (an :class:`~earlyexit.MultiExitModel` with an exit after every
-block) over the validation dataloader, computes the accuracy and exit rates of
-every exit and the per-sample record (:func:`~earlyexit.profiling.exits.
+block) over the validation data (a fresh ``val_dataloader()`` of the datamodule,
+so that under DDP rank zero sees all of it; else the trainer's, else the
+module's), computes the accuracy and exit rates of every exit and the
+per-sample record (:func:`~earlyexit.profiling.exits.
 collect_exit_outputs`, :func:`~earlyexit.profiling.exits.exit_statistics`),
 puts them into a copy of a device profile (its devices, timings and bit sizes
 are kept; its accuracy, exit rates and samples are replaced), plans for the
@@ -32,6 +34,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from typing_extensions import override
 
 from earlyexit.formats import Plan, Profile, ProfileSamples, Topology
@@ -195,9 +198,15 @@ class PlanOnFitEnd(L.Callback):
         if not trainer.is_global_zero:
             return
         model = self._model(pl_module)
-        loaders = trainer.val_dataloaders
-        if loaders is None and trainer.datamodule is not None:
+        # a fresh loader of the datamodule first: under DDP the trainer's own loaders are
+        # sharded (rank zero would see only its share of the validation data)
+        loaders: Any = None
+        if trainer.datamodule is not None and is_overridden("val_dataloader", trainer.datamodule):
             loaders = trainer.datamodule.val_dataloader()
+        if loaders is None:
+            loaders = trainer.val_dataloaders
+        if loaders is None and is_overridden("val_dataloader", pl_module):
+            loaders = pl_module.val_dataloader()
         if loaders is None:
             raise ValueError(
                 "PlanOnFitEnd needs validation data (a val_dataloader) to profile the exits"
