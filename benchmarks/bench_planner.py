@@ -145,14 +145,17 @@ def case_b() -> None:
     cm = CostModel(prof, topology(5))
     space = make_space(cm)
     for eps in (0.75, 0.8):
-        t, best = timed(lambda eps=eps: search(cm, space, "portend", "min_latency", eps), repeat=3)
+        w, c, best = timed2(
+            lambda eps=eps: search(cm, space, "portend", "min_latency", eps), repeat=3
+        )
         print(
-            f"B. N=100 M=5 11 thresholds, P_lat (>= {eps}): {t:.3f} s (goal <= 0.5 s) "
+            f"B. N=100 M=5 11 thresholds, P_lat (>= {eps}): {w:.3f} s wall, {c:.3f} s CPU (goal <= 0.5 s) "
             f"-> P={best[0].cuts} D={best[0].tiers} T={best[0].threshold}"
         )
-    t, front = timed(lambda: search(cm, space, "portend", "pareto", None))
+    w, c, front = timed2(lambda: search(cm, space, "portend", "pareto", None))
     print(
-        f"B. N=100 M=5 11 thresholds, full Pareto frontier: {t:.2f} s (goal <= 5 s), {len(front)} points"
+        f"B. N=100 M=5 11 thresholds, full Pareto frontier: {w:.2f} s wall, {c:.2f} s CPU (goal <= 5 s), "
+        f"{len(front)} points"
     )
 
 
@@ -162,8 +165,8 @@ def case_c_child() -> None:
     space = make_space(cm)
     out = {}
     for eps in (0.75, 0.8):
-        t, best = timed(lambda eps=eps: search(cm, space, "portend", "min_latency", eps))
-        out[str(eps)] = [t, list(best[0].cuts), list(best[0].tiers)]
+        w, c, best = timed2(lambda eps=eps: search(cm, space, "portend", "min_latency", eps))
+        out[str(eps)] = [w, c, list(best[0].cuts), list(best[0].tiers)]
     out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
@@ -174,9 +177,10 @@ def case_c() -> None:
     )
     out = json.loads(res.stdout.strip().splitlines()[-1])
     for eps in ("0.75", "0.8"):
-        t, cuts, tiers = out[eps]
+        w, c, cuts, tiers = out[eps]
         print(
-            f"C. N=200 M=6 21 thresholds, P_lat (>= {eps}): {t:.2f} s (goal <= 3 s) -> P={cuts} D={tiers}"
+            f"C. N=200 M=6 21 thresholds, P_lat (>= {eps}): {w:.2f} s wall, {c:.2f} s CPU (goal <= 3 s) "
+            f"-> P={cuts} D={tiers}"
         )
     print(f"C. peak memory of that process: {out['maxrss_mb']:.0f} MB (goal <= 2 GB)")
 
