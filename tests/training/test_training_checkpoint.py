@@ -169,3 +169,24 @@ def test_lightning_ckpt_is_accepted(tmp_path: Path) -> None:
     for a, b in zip(model(x), loaded(x), strict=True):
         assert torch.allclose(a, b)
     assert load_checkpoint_dict(ckpt)["metadata"]["dataset"] == "fashion-mnist"
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "resnet20_fashionmnist.pt"
+
+
+def test_shipped_checkpoint_loads_and_is_accurate() -> None:
+    from earlyexit.training.evaluate import evaluate
+
+    model = earlyexit.load(SHIPPED)
+    assert model.exits == tuple(range(1, 11))
+    assert model.config["backbone"] == "resnet20" and model.config["in_chans"] == 1
+    assert model.metadata["dataset"] == "fashion-mnist:/usr/share/datasets/fashion-mnist"
+    assert model.metadata["input_shape"] == [1, 28, 28]
+    assert model.normalization == {"mean": [0.2860], "std": [0.3530]}
+    assert SHIPPED.stat().st_size < 2_000_000
+    # the embedded subset's test images come from the official test split, which
+    # the checkpoint never saw: its final exit must clear the 90% goal there too
+    result = evaluate(model, "fashion-mnist", "test")
+    assert result.num_samples == 2000
+    assert result.exit_accuracy[-1] >= 0.90
+    assert result.exit_accuracy[0] < result.exit_accuracy[-1]
