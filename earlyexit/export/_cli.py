@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
         default="dynamo",
         help="ONNX exporter (default dynamo; torchscript is the legacy one)",
     )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="max abs difference from eager allowed for fp32 files (default 1e-4)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
     p.add_argument("-o", "--output", required=True, help="bundle directory to create")
     p.set_defaults(func=_cmd_export)  # fmt: skip

@@ -239,6 +239,7 @@ def export_bundle(
     overwrite: bool = False,
     exporter: str = "dynamo",
     calibration_samples: int = 1000,
+    tolerance: float = _verify.FP32_TOLERANCE,
 ) -> Manifest:
     """Slice ``model`` per ``plan``, export every partition, verify, write the bundle.
 
@@ -261,6 +262,8 @@ def export_bundle(
         overwrite: replace an existing ``out_dir``.
         exporter: ONNX exporter, ``"dynamo"`` or ``"torchscript"`` (legacy).
         calibration_samples: at most this many calibration samples.
+        tolerance: the largest max abs difference from eager allowed for fp32
+            files (default 1e-4).
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
@@ -278,6 +281,8 @@ def export_bundle(
     """
     t_start = time.perf_counter()
     plan, formats = _check_args(model, plan, formats, target, opset)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
+        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
     if exporter not in _writers.ONNX_EXPORTERS:
         raise ValueError(
             f"unknown ONNX exporter {exporter!r}; valid: {', '.join(_writers.ONNX_EXPORTERS)}"
@@ -354,7 +359,7 @@ def export_bundle(
             ]
             for fmt, name in files.items():
                 runner = _verify.load_runner(fmt, str(tmp / name))
-                diffs = _verify.check_outputs(runner, p, inputs, fmt, name)
+                diffs = _verify.check_outputs(runner, p, inputs, fmt, name, tolerance)
                 file_checks.setdefault(str(p.index + 1), {})[fmt] = diffs
 
         # ---- quantized / half precision ONNX
@@ -425,7 +430,7 @@ def export_bundle(
         extra["verification"] = {
             "data": vdesc,
             "samples": int(len(vx)),
-            "tolerance_fp32": _verify.FP32_TOLERANCE,
+            "tolerance_fp32": tolerance,
             "chained": chains,
             "reference": f"MultiExitModel.select_exits({list(exits)}).predict(x, {threshold:g})",
         }

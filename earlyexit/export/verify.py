@@ -192,9 +192,12 @@ def check_outputs(
                     float("inf"),
                 )
             if tolerance is not None and d > tolerance:
+                scale = float(np.abs(want[names.index(name)]).max()) if g.size else 0.0
                 raise ExportVerificationError(
                     f"{where}: output {name!r} is off by {d:.3g} on {desc} (max abs difference "
-                    f"from eager PyTorch; tolerance {tolerance:g})", partition.index + 1, fmt, d,
+                    f"from eager PyTorch; tolerance {tolerance:g}; the output reaches {scale:.3g} "
+                    "in magnitude: if that is float rounding, pass a larger tolerance "
+                    "(--tolerance)", partition.index + 1, fmt, d,
                 )  # fmt: skip
             worst[name] = max(worst[name], d)
     return worst

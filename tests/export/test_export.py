@@ -163,6 +163,8 @@ def test_bad_arguments(tmp_path, model, plan):
         export_bundle(model, plan, tmp_path / "b", formats="pt2", target="arm")
     with pytest.raises(TypeError, match="MultiExitModel"):
         export_bundle(torch.nn.Linear(2, 2), plan, tmp_path / "b")
+    with pytest.raises(ValueError, match="tolerance must be a positive number"):
+        export_bundle(model, plan, tmp_path / "b", tolerance=0)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(FileExistsError, match="overwrite"):
