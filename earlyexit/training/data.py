@@ -761,6 +761,10 @@ class EarlyExitDataModule(L.LightningDataModule):
                     "(val/ is the test split). Nothing is downloaded."
                 )
         norm = self._norm(_IMAGENET_NORM)
+        if len(norm["mean"]) != 3:
+            raise ValueError(
+                f"normalization has {len(norm['mean'])} channel(s) but ImageFolder images are RGB (3)"
+            )
         size = self.image_size
         to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
         normalize = v2.Normalize(norm["mean"], norm["std"])
@@ -823,6 +827,10 @@ class EarlyExitDataModule(L.LightningDataModule):
             train_pool, test_idx = stratified_split(clip_labels, self.test_fraction, self.seed)
         keep, prof = stratified_split(clip_labels[train_pool], self.profile_fraction, self.seed)
         norm = self._norm(_IDENTITY_NORM)
+        if len(norm["mean"]) != 1:
+            raise ValueError(
+                f"normalization has {len(norm['mean'])} channel(s) but log-mel patches have 1"
+            )
 
         def build(indices: np.ndarray) -> TensorDataset:
             patches, labels = [], []

@@ -92,7 +92,13 @@ def evaluate(
         dm = data
     else:
         norm = getattr(model, "normalization", None)
-        dm = EarlyExitDataModule(data, batch_size=batch_size, augment=False, normalization=norm)
+        dm = EarlyExitDataModule(
+            data,
+            batch_size=batch_size,
+            augment=False,
+            normalization=norm,
+            image_size=int(model.input_shape[-1]) if len(model.input_shape) == 3 else 224,
+        )
     dm.setup()
     if dm.num_classes != model.num_classes:
         raise ValueError(f"the data has {dm.num_classes} classes but the model {model.num_classes}")

@@ -153,3 +153,18 @@ def test_evaluate_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "not a readable earlyexit checkpoint" in capsys.readouterr().err
     assert earlyexit_main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_evaluate_imagefolder_uses_the_model_input_size(
+    tmp_path: Path, imagefolder_dir: Path
+) -> None:
+    torch.manual_seed(0)
+    net = backbones.create("resnet20", num_classes=4, in_chans=3)
+    model = MultiExitModel(decompose(net, input_shape=(3, 40, 40)), num_classes=4, exits=[5, 10])
+    model.normalization = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    result = evaluate(save(model, tmp_path / "m.pt"), f"imagefolder:{imagefolder_dir}")
+    assert result.num_samples == 16 and result.exits == [5, 10]
+    dm = EarlyExitDataModule(f"imagefolder:{imagefolder_dir}", image_size=40)
+    assert dm.input_shape == (3, 40, 40)
+    with pytest.raises(ValueError, match="RGB"):
+        EarlyExitDataModule(f"imagefolder:{imagefolder_dir}", normalization=NORM).setup()
