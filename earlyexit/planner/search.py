@@ -219,6 +219,7 @@ class _PortendSearch:
         full = [cm.x[cm.source, w, 0] + cm.ct[w, 0, n] + cm.r[w] for w in range(m)]
         scale = float(min(full)) / max(float(np.ptp(cm.acc[1:])), 1e-3)
         self.scale = scale
+        self.skip0 = False
         grid = scale * np.logspace(-2, 1.5, n_lambdas - 1) if n_lambdas > 1 else np.zeros(0)
         if objective == "min_latency":
             self._tables()
@@ -229,6 +230,7 @@ class _PortendSearch:
             if self.allc.size * self.nt * m > _SMALL_PLAT and bound is not None:
                 lams += grid.tolist()
             self.lams = np.array(lams)
+            self.skip0 = len(lams) == 2
         else:
             self.lams = np.concatenate([[0.0], grid])
         self._backward()
@@ -359,14 +361,18 @@ class _PortendSearch:
             kk = r[:, None, None] - lams[None, :, None] * a[pn][None, None, :]  # (w, l, P)
             hop = mc[None, None] * x.transpose(0, 1, 2)[..., None]  # (w, w', c, t)
             live = np.flatnonzero(np.isfinite(self.tier_pen))
+            # P_lat with [0, lambda]: two or more partitions left, the lambda = 0 bound is not
+            # computed (-inf: no information), the multiplier's does the pruning
+            l0 = 1 if self.skip0 else 0
             for _ in range(2, rn):
                 prev = hs[-1]
                 g = np.full((m, n + 1, nl, nt), np.inf)
                 for w in live:
-                    tot = np.multiply(der[:, None, :], kk[w].T[:, :, None])
+                    tot = np.multiply(der[:, None, :], kk[w][l0:].T[:, :, None])
                     tot += mct[w][:, None, :]
-                    tot += prev[w][pn]
-                    g[w, rows] = np.minimum.reduceat(tot, heads, axis=0)
+                    tot += prev[w][pn, l0:]
+                    g[w, rows, l0:] = np.minimum.reduceat(tot, heads, axis=0)
+                    g[w, rows, :l0] = -np.inf
                 best = np.full(g.shape, np.inf)
                 for w in range(m):
                     for w2 in live:
@@ -513,7 +519,7 @@ class _PortendSearch:
                 col.inc = inc = v
         hh = self.h[:, t, r, c, w]  # (nl, n)
         aub = self.aub[t, r, c]
-        keep = np.isfinite(hh[0])
+        keep = hh[-1] < np.inf  # inf: no completion at all
         if objective == "min_latency":
             if bound is not None:
                 keep &= acc + aub >= bound - ACC_ATOL - _SLACK
