@@ -59,9 +59,15 @@ What makes P_lat fast (ResNet-110 scale, N=55, M=3: a few ms):
   packed transitions (c -> c') per round, ``reduceat`` along the leading axis.
 - One multiplier instead of a grid: the lambda that maximizes the Lagrangian
   dual of the problem restricted to at most two partitions (computed from the
-  same tables on a grid, in single precision; it is only a heuristic, any
-  lambda >= 0 gives valid bounds). Large problems (where the bound pass is
-  cheap next to the labels) use the grid too.
+  same tables on a coarse grid, in single precision; it is only a heuristic,
+  any lambda >= 0 gives valid bounds). With two or more partitions left only
+  its bound is computed (lambda = 0 is kept with one left, where it is free).
+  Large problems (where the bound pass is cheap next to the labels) use the
+  grid too.
+- The first layer is filtered after its own exact one-partition completions
+  have lowered the incumbent (to the best configuration with <= 2 partitions),
+  and a layer's candidates are made per (label, tier) pair and then repeated
+  over the next blocks (few fancy-index gathers).
 
 Algorithm (``exact`` estimator): E_k depends on every earlier exit, so the
 states do not telescope. Cut sequences are enumerated level by level; the
