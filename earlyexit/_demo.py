@@ -267,7 +267,8 @@ def _plot_validation(measured, estimates: dict[str, Any], path: Path) -> None:
     ax2.bar(xs, measured.exit_fractions(parts), width, label="measured")
     for k, (name, e) in enumerate(estimates.items(), 1):
         ax2.bar(xs + k * width, e["exit_fractions"], width, label=name)
-    ax2.set(xlabel="partition", ylabel="exit fraction", title="Exit fractions", xticks=xs + width)
+    ax2.set(xlabel="partition", ylabel="exit fraction", title="Exit fractions")
+    ax2.set_xticks(xs + width * len(estimates) / 2, [str(k + 1) for k in xs])
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
