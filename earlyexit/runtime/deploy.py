@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -207,8 +208,22 @@ def _cleanup(client: Client, procs: list[_Proc]) -> None:
         _terminate(procs)
 
 
+def _set_niceness(niceness: int) -> None:
+    """In a child before exec: take this niceness if allowed (else keep the inherited one)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except OSError:
+        pass
+
+
 def _spawn(
-    role: str, module: str, args: list[str], log_dir: Path, procs: list[_Proc], timeout_s: float
+    role: str,
+    module: str,
+    args: list[str],
+    log_dir: Path,
+    procs: list[_Proc],
+    timeout_s: float,
+    niceness: int | None = None,
 ) -> _Proc:
     log_path = log_dir / f"{role}.log"
     env = dict(os.environ)
@@ -222,6 +237,7 @@ def _spawn(
             stderr=log_fh,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=None if niceness is None else functools.partial(_set_niceness, niceness),
         )
     proc = _Proc(role, popen, log_path)
     procs.append(proc)
@@ -265,6 +281,7 @@ def deploy(
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     start_timeout_s: float = 60.0,
     log_dir: str | os.PathLike[str] | None = None,
+    niceness: int | None = None,
 ) -> Deployment:
     """Start a deployment on loopback and return it with its client.
 
@@ -286,6 +303,11 @@ def deploy(
         max_message_bytes: workers reject larger messages.
         start_timeout_s: bound on each process's start-up.
         log_dir: where process logs go (default: a new temporary directory).
+        niceness: the scheduling niceness of every worker and link process
+            (``-20`` .. ``19``; below the caller's needs ``CAP_SYS_NICE``, and is
+            silently not applied without it). On a machine shared with other
+            work, a negative one keeps the emulated tiers' wake-ups prompt, as on
+            dedicated devices; None inherits the caller's.
 
     Returns:
         The running :class:`Deployment` (use it as a context manager).
@@ -371,6 +393,7 @@ def deploy(
                     log_path,
                     procs,
                     start_timeout_s,
+                    niceness,
                 )
                 up.append(p.info["addresses"][0])
                 down.append(p.info["addresses"][1])
@@ -405,6 +428,7 @@ def deploy(
                 log_path,
                 procs,
                 start_timeout_s,
+                niceness,
             )
             workers[k] = p
             next_input = p.info["input"]
