@@ -24,7 +24,9 @@ from earlyexit import MultiExitModel, backbones, decompose
 
 
 def _step_fn(model: nn.Module, multi_exit: bool, x: torch.Tensor, y: torch.Tensor):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
     metrics = [MulticlassAccuracy(10, average="micro") for _ in range(10)] if multi_exit else []
 
     def step() -> None:
@@ -49,7 +51,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--in-chans", type=int, default=3)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -91,7 +95,9 @@ def main() -> None:
         print(f"ResNet-20, batch {args.batch}, input {shape}, {result['threads']} thread(s), CPU")
         print(f"  backbone alone      : {med['backbone'] * 1e3:8.1f} ms/step")
         print(f"  full config (10 ex.): {med['full'] * 1e3:8.1f} ms/step")
-        print(f"  ratio               : {ratio:8.3f}   (goal <= 1.35: {'ok' if result['ok'] else 'MISSED'})")
+        print(
+            f"  ratio               : {ratio:8.3f}   (goal <= 1.35: {'ok' if result['ok'] else 'MISSED'})"
+        )
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def train_main(argv: list[str] | None = None) -> int:
             run=False,
             auto_configure_optimizers=False,
             seed_everything_default=0,
+            trainer_defaults={"max_epochs": 8},  # Lightning's own default is 1000
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "earlyexit train", "description": __doc__.splitlines()[0]},
         )
