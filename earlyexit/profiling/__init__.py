@@ -11,6 +11,7 @@ from earlyexit.profiling.timing import compare_granularity, time_partitions
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "PlanOnFitEnd",
     "collect_exit_outputs",
     "compare_granularity",
     "exit_statistics",
@@ -20,3 +21,12 @@ __all__ = [
     "profile",
     "time_partitions",
 ]
+
+
+def __getattr__(name: str):
+    # the Lightning callback loads lazily: importing Lightning is slow
+    if name == "PlanOnFitEnd":
+        from earlyexit.profiling.callback import PlanOnFitEnd
+
+        return PlanOnFitEnd
+    raise AttributeError(f"module 'earlyexit.profiling' has no attribute {name!r}")
