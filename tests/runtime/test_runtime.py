@@ -445,3 +445,15 @@ def test_slowdown_stretches_cpu_time_not_waiting():
             assert lat >= low and (high is None or lat < high), (slowdown, lat)
     with pytest.raises(ValueError, match="slowdown"):
         Client(source_slowdown=0.0)
+
+
+def test_links_schedule_from_plausible_time_stamps_only():
+    from earlyexit.runtime.link import _arrival
+
+    now = time.monotonic()
+    assert _arrival(now - 0.01, now) == now - 0.01  # the sender's hand-over time
+    assert _arrival(now + 1.0, now) == now  # in the future: another host's clock
+    assert _arrival(now - 100.0, now) == now  # implausibly old: another host's clock
+    assert (
+        _arrival("soon", now) == now and _arrival(True, now) == now and _arrival(None, now) == now
+    )
