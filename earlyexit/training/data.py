@@ -597,6 +597,25 @@ class EarlyExitDataModule(L.LightningDataModule):
         self._normalization_override = normalization
         self._splits: _Splits | None = None
 
+    @classmethod
+    def for_model(cls, spec: str, model: Any, **kwargs: Any) -> EarlyExitDataModule:
+        """A DataModule that feeds ``model`` what it was trained on, without augmentation.
+
+        Takes the normalization from ``model.normalization`` (as :func:`earlyexit.load`
+        sets it) and, for ImageFolder data, the image size from ``model.input_shape``.
+
+        Args:
+            spec: the data spec.
+            model: a multi-exit model (anything with ``input_shape``).
+            **kwargs: more constructor arguments (``batch_size``, ``labels_csv``, ...).
+        """
+        shape = tuple(getattr(model, "input_shape", ()) or ())
+        kwargs.setdefault("augment", False)
+        kwargs.setdefault("normalization", getattr(model, "normalization", None))
+        if len(shape) == 3:
+            kwargs.setdefault("image_size", int(shape[-1]))
+        return cls(spec, **kwargs)
+
     # -- metadata ---------------------------------------------------------------
 
     @property

@@ -91,14 +91,7 @@ def evaluate(
     if isinstance(data, EarlyExitDataModule):
         dm = data
     else:
-        norm = getattr(model, "normalization", None)
-        dm = EarlyExitDataModule(
-            data,
-            batch_size=batch_size,
-            augment=False,
-            normalization=norm,
-            image_size=int(model.input_shape[-1]) if len(model.input_shape) == 3 else 224,
-        )
+        dm = EarlyExitDataModule.for_model(data, model, batch_size=batch_size)
     dm.setup()
     if dm.num_classes != model.num_classes:
         raise ValueError(f"the data has {dm.num_classes} classes but the model {model.num_classes}")

@@ -352,3 +352,13 @@ def test_training_package_exports() -> None:
         assert getattr(training, name) is not None
     with pytest.raises(AttributeError):
         training.no_such_name  # noqa: B018
+
+
+def test_for_model_takes_normalization_and_size(imagefolder_dir: Path) -> None:
+    class Model:  # anything with input_shape and normalization
+        input_shape = (3, 48, 48)
+        normalization = {"mean": [0.1, 0.2, 0.3], "std": [1.0, 2.0, 3.0]}
+
+    dm = EarlyExitDataModule.for_model(f"imagefolder:{imagefolder_dir}", Model(), batch_size=4)
+    assert dm.input_shape == (3, 48, 48) and dm.batch_size == 4 and dm.augment is False
+    assert dm.normalization == Model.normalization
