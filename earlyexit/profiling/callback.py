@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -112,6 +113,9 @@ class PlanOnFitEnd(L.Callback):
             raise TypeError(
                 f"device_profile: expected a Profile or a profile JSON path, got {type(device_profile).__name__}"
             )
+        if isinstance(device_profile, str) and device_profile.lstrip().startswith("{"):
+            # LightningCLI (jsonargparse) hands over a JSON file's content, not its path
+            device_profile = Profile.from_dict(json.loads(device_profile))
         self.device_profile = resolve_profile(device_profile)
         if not isinstance(output, (str, os.PathLike)) or not os.fspath(output).strip():
             raise TypeError(f"output: expected a file path such as 'plan.json', got {output!r}")

@@ -166,3 +166,15 @@ def test_topology_and_profile_are_checked(tmp_path: Path, device_profile: Path) 
         PlanOnFitEnd(TOPO, 42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="directory"):
         PlanOnFitEnd(TOPO, device_profile, output=tmp_path)
+
+
+def test_device_profile_given_as_json_text(tmp_path):
+    """LightningCLI passes a profile file's content rather than its path."""
+    from earlyexit.planner.synthetic import synthetic_profile
+    from earlyexit.profiling.callback import PlanOnFitEnd
+
+    prof = synthetic_profile(num_blocks=10, devices=("a1.medium", "m4.large", "g4dn.xlarge"))
+    cb = PlanOnFitEnd(
+        "portend-aws", prof.to_json(), output=tmp_path / "plan.json", min_accuracy=0.5
+    )
+    assert sorted(cb.device_profile.devices) == ["a1.medium", "g4dn.xlarge", "m4.large"]
