@@ -140,3 +140,51 @@ def test_profile_times_partitions_as_the_runtime_runs_them():
         from earlyexit.profiling import profile
 
         profile(model, [(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))], engine="tf")
+
+
+@pytest.mark.slow
+def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch")
+    import earlyexit
+    from earlyexit import MultiExitModel, backbones, decompose
+    from earlyexit.training.checkpoint import save
+    from earlyexit.validation import validate
+
+    torch.manual_seed(0)
+    model = MultiExitModel(
+        decompose(backbones.create("resnet20", num_classes=10, in_chans=1), input_shape=(1, 28, 28))
+    ).eval()
+    ckpt = save(model, tmp_path / "m.pt", {"dataset": "fashion-mnist"})
+    prof = earlyexit.profile(
+        model,
+        "fashion-mnist",
+        "cpu",
+        threads=1,
+        engine="onnx",
+        reps=3,
+        budget_s=0.01,
+        progress=False,
+    )
+    topo = resolve_topology("portend-aws").to_dict()
+    for t in topo["tiers"]:
+        t["device"] = "cpu"
+    from earlyexit.formats import Topology
+
+    out = validate(
+        ckpt,
+        prof,
+        Topology.from_dict(topo),
+        configs=2,
+        samples=4,
+        accuracy_samples=40,
+        out_dir=tmp_path / "v",
+        accuracy_drop=None,
+    )
+    assert len(out["configs"]) == 2 and out["notes"] == [] and out["wall_time_s"] > 0
+    for rec in out["configs"]:
+        m = rec["measured"]
+        assert m["latency_samples"] == 4 and m["accuracy_samples"] == 40 and m["degraded"] == 0
+        assert m["latency_pass"]["same_exit_and_prediction_as_accuracy_pass"] == 1.0
+        assert sum(m["exit_fractions"]) == pytest.approx(1.0)
+        assert set(rec["estimated"]) == {"portend", "exact"}
+    assert len(out["plots"]) == 4 and (tmp_path / "v" / "validation.json").is_file()
