@@ -8,6 +8,25 @@ regress the estimates on the measurements (slope β, R²). Here both estimators
 process per tier, ZeroMQ, emulated links (:mod:`earlyexit.runtime.link`) and
 emulated slowdowns, never the planner's own formulas.
 
+What makes the comparison fair (each one measured on this 2-core machine):
+
+* The profile must time what the workers run. Workers run ONNX Runtime, which is
+  3-7x faster than eager PyTorch on ResNet-20's small partitions, and a lone
+  sample runs up to 2-3x slower than back-to-back repetitions (cold caches).
+  Profile with ``earlyexit.profile(..., engine="onnx", gap_s=0.05)``; a profile
+  timed otherwise is reported in ``notes``.
+* Latency goes over S samples one at a time through the emulated links;
+  accuracy and exit fractions over more samples (the accuracy pass), because a
+  few hundred measure an accuracy only to a few points. ``accuracy_se`` is the
+  binomial error of measured minus profiled accuracy that no estimator can beat.
+* The deployment and the client run at a raised priority during the latency
+  pass (``niceness``): on a shared machine their wake-ups otherwise wait behind
+  other processes, which the emulated dedicated devices would not.
+
+What the model leaves out shows as an intercept: each hop between processes
+costs a little (about 1-2 ms per sample here), which SPEC's latency has no term
+for.
+
 The pieces are separate so that each can be reused or tested alone:
 :func:`choose_configs`, :func:`estimate`, :func:`measure` (one deployed
 configuration), :func:`summarize` (β, R², accuracy error) and :func:`plot`.
