@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earlyexit.runtime.deploy import deploy
+from earlyexit.runtime.deployment import deploy
 
 
 def _stats(lat: list[float], total_s: float, n: int) -> dict[str, float]:

@@ -241,12 +241,12 @@ def measure(
             deployment are slower: caches, lazy allocations, connections).
         timeout_s: per-sample bound (the whole run's bound when not one at a time).
         one_at_a_time: wait for each result before the next input.
-        **deploy_kwargs: passed to :func:`earlyexit.runtime.deploy.deploy`.
+        **deploy_kwargs: passed to :func:`earlyexit.runtime.deployment.deploy`.
 
     Returns:
         The per-sample measurements.
     """
-    from earlyexit.runtime.deploy import deploy
+    from earlyexit.runtime.deployment import deploy
 
     niceness = deploy_kwargs.get("niceness")
     # the client (this thread and its ZeroMQ threads) at the deployment's niceness, and no

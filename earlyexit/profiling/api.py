@@ -91,6 +91,7 @@ def profile(
     progress: bool = True,
     engine: str = "torch",
     gap_s: float = 0.0,
+    dataset_name: str | None = None,
 ) -> Profile:
     """Profile a full-configuration model on this device.
 
@@ -111,6 +112,7 @@ def profile(
         granularity: also compare layer-, block- and partition-wise times (Fig. 5),
             stored in ``devices[name].extra["granularity"]``.
         progress: show progress bars.
+        dataset_name: the profile's ``dataset`` (default: the data spec's name).
         engine: what runs the timed partitions: ``"torch"`` (eager PyTorch) or
             ``"onnx"`` (each partition exported to ONNX and run in ONNX Runtime with
             the tier workers' session options and ``threads`` intra-op threads, as a
@@ -155,6 +157,7 @@ def profile(
         )
     th = np.unique(th)
     batches, dataset = _resolve_data(data, model)
+    dataset = dataset_name or dataset
     model.eval()
     with torch_threads(threads):
         outputs = collect_exit_outputs(model, batches, progress=progress)

@@ -22,8 +22,8 @@ _LAZY: dict[str, str] = {
     "train_main": "earlyexit.training.cli",
     "save": "earlyexit.training.checkpoint",
     "load": "earlyexit.training.checkpoint",
-    "evaluate": "earlyexit.training.evaluate",
-    "EvaluationResult": "earlyexit.training.evaluate",
+    "evaluate": "earlyexit.training.evaluation",
+    "EvaluationResult": "earlyexit.training.evaluation",
 }
 
 __all__ = sorted(_LAZY)

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from earlyexit.training.evaluate import evaluate, format_result
+    from earlyexit.training.evaluation import evaluate, format_result
 
     result = evaluate(
         args.checkpoint,

@@ -267,7 +267,9 @@ def test_planner_plan_of_the_shipped_checkpoint_exports(tmp_path, model, num_par
     plan = earlyexit.plan(
         synthetic_profile(num_blocks=10), "portend-aws", num_partitions=num_partitions
     )
-    manifest = export_bundle(model, plan, tmp_path / "bundle", formats="onnx,pt2")
+    manifest = export_bundle(
+        model, plan, tmp_path / "bundle", formats="onnx,pt2", verify_data="fashion-mnist"
+    )
     assert len(manifest.partitions) == num_partitions
     assert manifest.extra["verification"]["data"] == "fashion-mnist test split"
     for fmt in ("onnx", "pt2"):

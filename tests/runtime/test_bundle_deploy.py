@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from earlyexit.formats import Estimate, Link, PartitionPlan, Plan, Tier, Topology
-from earlyexit.runtime.deploy import deploy
+from earlyexit.runtime.deployment import deploy
 
 pytestmark = pytest.mark.slow
 

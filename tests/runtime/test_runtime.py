@@ -14,7 +14,7 @@ import zmq
 
 from earlyexit.formats import Link, Tier, Topology
 from earlyexit.runtime.client import Client
-from earlyexit.runtime.deploy import deploy, route
+from earlyexit.runtime.deployment import deploy, route
 from earlyexit.runtime.link import DirectedLink, RouteSender
 from earlyexit.runtime.synthetic import SyntheticModel
 from earlyexit.runtime.wire import encode
@@ -380,7 +380,7 @@ def test_worker_in_a_thread_serves_a_client():
 def test_runtime_never_imports_torch():
     code = (
         "import sys\n"
-        "from earlyexit.runtime.deploy import deploy\n"
+        "from earlyexit.runtime.deployment import deploy\n"
         "import earlyexit.runtime, earlyexit.runtime.worker, earlyexit.runtime.link\n"
         "import earlyexit.runtime._cli\n"
         "with deploy(synthetic={'num_partitions': 2}, threshold=0.5) as d:\n"

@@ -175,7 +175,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "resnet20_fashio
 
 
 def test_shipped_checkpoint_loads_and_is_accurate() -> None:
-    from earlyexit.training.evaluate import evaluate
+    from earlyexit.training.evaluation import evaluate
 
     model = earlyexit.load(SHIPPED)
     assert model.exits == tuple(range(1, 11))

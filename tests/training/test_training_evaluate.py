@@ -12,7 +12,7 @@ from earlyexit import MultiExitModel, backbones, decompose
 from earlyexit.cli import main as earlyexit_main
 from earlyexit.training.checkpoint import save
 from earlyexit.training.data import EarlyExitDataModule
-from earlyexit.training.evaluate import evaluate, format_result
+from earlyexit.training.evaluation import evaluate, format_result
 from earlyexit.training.module import MultiExitModule
 
 NORM = {"mean": [0.2860], "std": [0.3530]}
