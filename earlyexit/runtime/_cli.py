@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--threshold", type=float, default=None, help="override the bundle's threshold")
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"))
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=("auto", "onnx", "torchscript"),
+        help="ONNX Runtime, or the TorchScript fallback (auto: ONNX when available)",
+    )
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument(
         "--slowdown",
@@ -129,6 +135,7 @@ def serve_command(args: argparse.Namespace) -> int:
             "partition": k,
             "precision": args.precision,
             "intra_op_threads": args.threads,
+            "engine": args.engine,
         },
         "partition": k,
         "num_partitions": len(plan.partitions),

@@ -79,8 +79,10 @@ def make_runner(spec: dict[str, Any]) -> PartitionRunner:
 
     Args:
         spec: ``{"kind": "bundle", "path": DIR, "partition": k, "precision": "fp32",
-            "providers": None, "intra_op_threads": 1}`` runs partition ``k``
-            (0-based) of a bundle with :class:`earlyexit.runtime.session.BundleSession`;
+            "providers": None, "intra_op_threads": 1, "engine": "onnx"}`` runs partition
+            ``k`` (0-based) of a bundle with :class:`earlyexit.runtime.session.BundleSession`
+            (``engine`` ``"torchscript"`` runs its TorchScript file instead, ``"auto"``
+            falls back to it when ONNX Runtime or the ONNX files are missing);
             ``{"kind": "synthetic", "partition": k, **SyntheticModel kwargs}`` a numpy
             model for tests and demos; ``{"kind": "factory", "factory": "module:function",
             "kwargs": {...}}`` calls any factory that returns a runner.
@@ -99,6 +101,13 @@ def make_runner(spec: dict[str, Any]) -> PartitionRunner:
     if not isinstance(spec, dict):
         raise TypeError(f"runner spec must be a mapping, got {type(spec).__name__}")
     kind = spec.get("kind")
+    if kind == "bundle" and spec.get("engine", "onnx") != "onnx":
+        from earlyexit.runtime.torchscript import choose_engine, torchscript_runner
+
+        if choose_engine(spec["path"], spec["engine"]) == "torchscript":
+            return torchscript_runner(
+                spec["path"], int(spec["partition"]), int(spec.get("intra_op_threads", 1))
+            )
     if kind == "bundle":
         from earlyexit.runtime.session import BundleSession
 

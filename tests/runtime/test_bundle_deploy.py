@@ -38,7 +38,9 @@ def bundle(tmp_path_factory):
         est,
     )
     out = tmp_path_factory.mktemp("bundle") / "b"
-    export.export_bundle(model, plan, out, formats="onnx", verify_data=torch.randn(8, 3, 32, 32))
+    export.export_bundle(
+        model, plan, out, formats="onnx,torchscript", verify_data=torch.randn(8, 3, 32, 32)
+    )
     return out
 
 
@@ -67,3 +69,26 @@ def test_bundle_over_emulated_links_matches_one_process(bundle):
     np.testing.assert_allclose(np.stack([r.logits for r in got]), want["logits"], atol=1e-4)
     far = [r.latency_s for r in got if r.partition == 2]
     assert far and min(far) > 0.020  # two hops out and two back: 4 x 5 ms of propagation
+
+
+def test_torchscript_fallback_matches_onnx(bundle):
+    """`serve --engine torchscript` runs the same partitions from their TorchScript files."""
+    from earlyexit.runtime.session import BundleSession
+    from earlyexit.runtime.torchscript import choose_engine
+    from earlyexit.runtime.worker import make_runner
+
+    assert choose_engine(bundle, "auto") == "onnx"
+    assert choose_engine(bundle, "torchscript") == "torchscript"
+    with pytest.raises(ValueError, match="valid"):
+        choose_engine(bundle, "tflite")
+    session = BundleSession(bundle)
+    x = np.random.default_rng(3).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    for k in range(session.num_partitions):
+        spec = {"kind": "bundle", "path": str(bundle), "partition": k, "engine": "torchscript"}
+        got, want = make_runner(spec)(x), session.run_partition(k, x)
+        for g, w in zip(got, want, strict=True):
+            if w is None:
+                assert g is None
+            else:
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+        x = want[2] if want[2] is not None else x
