@@ -63,12 +63,9 @@ def main() -> None:
 
     # per-block and per-head costs on the full batch
     with torch.no_grad():
-        block_cost, h = [], x
-        for block in model.blocks:
-            block_cost.append(_time(lambda b=block, h=h: b(h), 3))
-            h = block(h)
-        feats, head_cost, h = {}, {}, x
+        block_cost, head_cost, h = [], {}, x
         for i, block in enumerate(model.blocks, 1):
+            block_cost.append(_time(lambda b=block, h=h: b(h), 3))
             h = block(h)
             if str(i) in model.heads:
                 head_cost[i] = _time(lambda i=i, h=h: model.heads[str(i)](h), 5)
