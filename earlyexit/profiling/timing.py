@@ -100,6 +100,18 @@ def _measure(
     return float(np.percentile(times, percentile))
 
 
+def _check_timing_args(model: MultiExitModel, percentile: float) -> None:
+    """Partition timing needs the full configuration and a percentile in (0, 100]."""
+    n = model.num_blocks
+    if model.exits != tuple(range(1, n + 1)):
+        raise ValueError(
+            f"partition timing needs an exit after every block (the full configuration); "
+            f"this model has exits {list(model.exits)}"
+        )
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+
+
 def time_partitions(
     model: MultiExitModel,
     sample: torch.Tensor,
@@ -133,13 +145,7 @@ def time_partitions(
     from tqdm.auto import tqdm
 
     n = model.num_blocks
-    if model.exits != tuple(range(1, n + 1)):
-        raise ValueError(
-            f"partition timing needs an exit after every block (the full configuration); "
-            f"this model has exits {list(model.exits)}"
-        )
-    if not 0.0 < percentile <= 100.0:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    _check_timing_args(model, percentile)
     was_training = model.training
     model.eval()
     times = np.full((n, n), np.nan)
@@ -213,13 +219,7 @@ def time_onnx_partitions(
     from earlyexit.surgery.slicing import slice as slice_model
 
     n = model.num_blocks
-    if model.exits != tuple(range(1, n + 1)):
-        raise ValueError(
-            f"partition timing needs an exit after every block (the full configuration); "
-            f"this model has exits {list(model.exits)}"
-        )
-    if not 0.0 < percentile <= 100.0:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    _check_timing_args(model, percentile)
     was_training = model.training
     model.eval()
     times = np.full((n, n), np.nan)
