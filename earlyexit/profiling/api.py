@@ -19,6 +19,7 @@ from earlyexit.profiling.exits import collect_exit_outputs, exit_statistics, fit
 from earlyexit.profiling.serialization import time_serialization
 from earlyexit.profiling.timing import (
     ENGINES,
+    block_inputs,
     compare_granularity,
     time_onnx_partitions,
     time_partitions,
@@ -181,9 +182,7 @@ def profile(
             **extra_kw,
         )
         with torch.inference_mode():
-            feats = [sample]
-            for block in model.blocks:
-                feats.append(block(feats[-1]))
+            feats = block_inputs(model, sample)
             result = model.heads[str(n)](feats[-1])
         one = [f[:1].numpy() for f in feats]
         costs = time_serialization(one, result[:1].float().numpy(), percentile=percentile)

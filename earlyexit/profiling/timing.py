@@ -100,6 +100,18 @@ def _measure(
     return float(np.percentile(times, percentile))
 
 
+def block_inputs(model: MultiExitModel, sample: torch.Tensor) -> list[torch.Tensor]:
+    """The input of every block and the last block's output: ``[x, f_1, ..., f_N]``.
+
+    Entry ``a`` is what partition ``[a+1..b]`` receives. Run it under
+    ``torch.inference_mode()`` in eval mode.
+    """
+    features = [sample]
+    for block in model.blocks:
+        features.append(block(features[-1]))
+    return features
+
+
 def _check_timing_args(model: MultiExitModel, percentile: float) -> None:
     """Partition timing needs the full configuration and a percentile in (0, 100]."""
     n = model.num_blocks
@@ -151,9 +163,7 @@ def time_partitions(
     times = np.full((n, n), np.nan)
     try:
         with torch.inference_mode():
-            inputs = [sample]
-            for block in model.blocks:
-                inputs.append(block(inputs[-1]))
+            inputs = block_inputs(model, sample)
             bar = tqdm(total=n * (n + 1) // 2, desc="partitions", disable=not progress, leave=False)
             for a in range(n):
                 for b in range(a, n):
@@ -226,9 +236,7 @@ def time_onnx_partitions(
     opts = session_options(intra_op_threads)
     try:
         with torch.inference_mode():
-            inputs = [sample]
-            for block in model.blocks:
-                inputs.append(block(inputs[-1]))
+            inputs = block_inputs(model, sample)
         with tempfile.TemporaryDirectory(prefix="earlyexit-profile-onnx-") as tmp:
             bar = tqdm(
                 total=n * (n + 1) // 2, desc="onnx partitions", disable=not progress, leave=False
@@ -287,9 +295,7 @@ def compare_granularity(
         "partition_wise_s": [],
     }
     with torch.inference_mode():
-        feats = [sample]
-        for block in model.blocks:
-            feats.append(block(feats[-1]))
+        feats = block_inputs(model, sample)
 
         def leaf_times(module: nn.Module, x: torch.Tensor) -> float:
             recorded: list[tuple[nn.Module, tuple]] = []
