@@ -13,8 +13,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from earlyexit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -44,15 +43,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'earlyexit' has no attribute {name!r}")
-    mod = importlib.import_module(module)
-    value = mod if module == f"earlyexit.{name}" else getattr(mod, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

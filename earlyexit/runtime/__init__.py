@@ -12,9 +12,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from earlyexit._lazy import lazy_exports
 from earlyexit.runtime.wire import WireError, decode, encode
 
 _LAZY = {
@@ -43,14 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'earlyexit.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -5,8 +5,7 @@ Names are loaded lazily (PEP 562), so ``earlyexit.load`` does not import Lightni
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from earlyexit._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "EarlyExitDataModule": "earlyexit.training.data",
@@ -29,14 +28,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'earlyexit.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
