@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -33,6 +34,7 @@ MAGIC = b"EEW1"
 _PREFIX = struct.Struct("<4sI")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
+_MAX_NDIM = 32  # numpy's own limit is 64
 _DTYPES = {"float32", "float16", "float64", "int64", "int32", "uint8", "int8", "bool"}
 
 
@@ -104,20 +106,30 @@ def decode(
         raise WireError(f"header length {hlen} does not fit the message")
     try:
         header = json.loads(bytes(view[_PREFIX.size : _PREFIX.size + hlen]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WireError(f"header is not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, 5000-digit ints
+        raise WireError(f"header is not JSON: {str(err)[:80]}") from None
     if not isinstance(header, dict):
         raise WireError("header must be a JSON object")
     dtype, shape = header.get("dtype"), header.get("shape")
-    if dtype not in _DTYPES:
-        raise WireError(f"header dtype {dtype!r} is not one of {sorted(_DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise WireError(f"header shape {shape!r} must be a list of non-negative ints")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise WireError(f"header dtype {str(dtype)[:40]!r} is not one of {sorted(_DTYPES)}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_NDIM
+        or not all(type(s) is int and s >= 0 for s in shape)
+    ):
+        raise WireError(
+            f"header shape {str(shape)[:80]} must be a list of at most {_MAX_NDIM} "
+            "non-negative ints"
+        )
     payload = view[_PREFIX.size + hlen :]
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    # Python ints do not overflow: a claimed shape such as [2**62, 4] is compared
+    # with the bytes that arrived before anything is allocated.
+    expected = math.prod(shape) * np.dtype(dtype).itemsize
     if len(payload) != expected:
         raise WireError(
-            f"payload has {len(payload)} bytes; shape {shape} of {dtype} needs {expected}"
+            f"payload has {len(payload)} bytes; shape {str(shape)[:80]} of {dtype} "
+            f"needs {expected if expected < 1 << 64 else 'more than 2**64'}"
         )
     array = np.frombuffer(payload, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
     return array, header

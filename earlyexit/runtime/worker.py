@@ -292,6 +292,8 @@ class Worker:
     def _on_control(self) -> None:
         while self._ctl.poll(0):
             frames = self._ctl.recv_multipart()
+            if not frames:
+                continue
             try:
                 _, head = decode(frames[-1], max_bytes=1 << 20)
             except WireError as err:
@@ -305,7 +307,8 @@ class Worker:
                 self.downstream_dead = False
             if head.get("kind") == "ack" and isinstance(head.get("ids"), list):
                 for i in head["ids"]:
-                    self._pending.pop(i, None)
+                    if type(i) is int:  # anything else (a list, a dict) is no sample id
+                        self._pending.pop(i, None)
 
     def _emulate(self, cpu_t0: float) -> None:
         """Owe ``(slowdown - 1)`` times the CPU time spent since ``cpu_t0`` (thread time)."""

@@ -285,6 +285,70 @@ def test_malformed_and_oversized_messages_are_rejected_and_the_worker_keeps_serv
         ctx.term()
 
 
+def _hostile_messages() -> list[bytes]:
+    """Messages that claim absurd shapes, break the header, or lie about types."""
+    import struct
+
+    from earlyexit.runtime.wire import MAGIC
+
+    def msg(header: object, payload: bytes = b"\0" * 16) -> bytes:
+        raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+        return MAGIC + struct.pack("<I", len(raw)) + raw + payload
+
+    out = [
+        msg({"dtype": "float32", "shape": shape, "kind": "input", "ids": [1]})
+        for shape in ([2**32, 2**32], [2**62, 4], [2**70], [True], [1.5], [1] * 40)
+    ]
+    out += [
+        msg(b'{"dtype": "float32", "shape": [' + b"9" * 5000 + b"]}"),
+        msg(b"[" * 20000 + b"]" * 20000),
+        msg({"dtype": ["float32"], "shape": [1]}),
+        msg({"dtype": "float32", "shape": [4], "kind": "input", "ids": [[1], 2, 3, 4]}, b"\0" * 16),
+        msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [1], "ack": 7}, b"\0" * 128),
+        msg({"dtype": "float32", "shape": [1, 32], "kind": ["input"], "ids": [1]}, b"\0" * 128),
+        msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [2**80]}, b"\0" * 128),
+        msg({"dtype": "float32", "shape": [0, 32], "kind": "input", "ids": []}, b""),
+        msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [1]},
+            np.full((1, 32), np.nan, np.float32).tobytes()),
+    ]
+    return out
+
+
+def test_hostile_messages_never_stop_a_worker(three_tiers):
+    """Absurd shapes, unparsable headers and lying types on the input and control sockets."""
+    ctx = zmq.Context()
+    socks = []
+    try:
+        for addr in (three_tiers.worker_address(0), three_tiers.worker_address(1)):
+            s = ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(addr)
+            socks.append(s)
+        # partition 0's control socket takes acks from partition 1: ids that are not ints
+        control = ctx.socket(zmq.PUSH)
+        control.setsockopt(zmq.LINGER, 0)
+        control.connect(str(three_tiers._workers[0].info["control"]))
+        socks.append(control)
+        hostile = _hostile_messages()
+        for s in socks[:2]:
+            for m in hostile:
+                s.send(m)
+        for ids in ([[1]], [{"a": 1}], [None, 1.5], "x"):
+            control.send(encode(np.zeros(0, np.uint8), kind="ack", partition=1, ids=ids))
+        for m in hostile:
+            control.send(m)
+        x = three_tiers.inputs(20, seed=11)
+        results = three_tiers.run(x, timeout_s=10.0)
+        _check_against_reference(results, x)
+        for k in range(3):
+            assert three_tiers.worker_alive(k), three_tiers.log(k)
+        assert "Traceback" not in three_tiers.log()
+    finally:
+        for s in socks:
+            s.close(linger=0)
+        ctx.term()
+
+
 def test_client_rejects_bad_results_and_dedups():
     with Client(["tcp://127.0.0.1:9"], send_timeout_s=0.2) as c:
         ctx = zmq.Context()
