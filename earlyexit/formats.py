@@ -72,6 +72,13 @@ BREAKDOWN_KEYS = ("compute", "serialize", "transmit", "propagate")
 # --------------------------------------------------------------------------- helpers
 
 
+def _umask() -> int:
+    """The process's umask (read without leaving it changed)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file in the same dir + ``os.replace``).
 
@@ -81,13 +88,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
     Raises:
         FileNotFoundError: if the directory of ``path`` does not exist.
+        IsADirectoryError: if ``path`` is a directory.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"directory {str(directory)!r} does not exist (writing {str(path)!r})")
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory; give a file name to write")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; honour the user's umask
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

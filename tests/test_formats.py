@@ -163,3 +163,20 @@ def test_plan_round_trip_property(threshold, sizes, lat, acc):
     ef = tuple([1.0 / len(parts)] * len(parts))
     p = Plan(threshold, tuple(parts), Estimate(lat, acc, ef, BD))
     assert Plan.from_json(p.to_json()) == p
+
+
+def test_atomic_writes_follow_the_umask_and_refuse_directories(tmp_path):
+    import os
+
+    from earlyexit.formats import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        atomic_write_text(tmp_path / "d", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "d"]

@@ -288,10 +288,7 @@ def export_bundle(
             f"unknown ONNX exporter {exporter!r}; valid: {', '.join(_writers.ONNX_EXPORTERS)}"
         )
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(
-            f"{str(out_dir)!r} exists and is not empty; pass overwrite=True (--overwrite)"
-        )
+    _check_replaceable(out_dir, overwrite)
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
 
@@ -634,11 +631,38 @@ def _manifest(
     )
 
 
+def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but an empty directory or, with ``overwrite``, a bundle.
+
+    A bundle is recognised by its ``manifest.json``; a file, a symlink or a folder
+    that is not a bundle is never deleted, whatever ``overwrite`` says.
+    """
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise FileExistsError(
+            f"{str(out_dir)!r} exists and is not a directory; choose another output path"
+        )
+    if not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{str(out_dir)!r} exists and is not empty; pass overwrite=True (--overwrite) "
+            "to replace a bundle"
+        )
+    try:
+        Manifest.load(out_dir / "manifest.json")
+    except (OSError, ValueError, TypeError) as err:
+        raise FileExistsError(
+            f"{str(out_dir)!r} is not a bundle ({err}); --overwrite only replaces a "
+            "directory that holds a valid manifest.json, so nothing was deleted"
+        ) from None
+
+
 def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     """Rename the finished temporary directory to ``out_dir`` (replacing it if allowed)."""
-    if out_dir.exists():
-        if not overwrite and any(out_dir.iterdir()):
-            raise FileExistsError(f"{str(out_dir)!r} appeared while exporting; not replacing it")
+    if out_dir.exists() or out_dir.is_symlink():
+        _check_replaceable(out_dir, overwrite)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         os.replace(out_dir, old)
         try:

@@ -177,6 +177,29 @@ def test_bad_arguments(tmp_path, model, plan):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
 
 
+def test_overwrite_replaces_only_a_bundle(tmp_path, model, plan, verify_data):
+    """--overwrite never deletes a folder that is not a bundle, nor a file."""
+    folder = tmp_path / "stuff"
+    folder.mkdir()
+    (folder / "important.txt").write_text("keep me")
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(b"a checkpoint")
+    kw = dict(formats="onnx", exporter="torchscript", verify_data=verify_data[0][:16], overwrite=True)
+    with pytest.raises(FileExistsError, match="not a bundle"):
+        export_bundle(model, plan, folder, **kw)
+    with pytest.raises(FileExistsError, match="not a directory"):
+        export_bundle(model, plan, victim, **kw)
+    assert (folder / "important.txt").read_text() == "keep me"
+    assert victim.read_bytes() == b"a checkpoint"
+    # a real bundle is replaced, and nothing else is left beside it
+    out = tmp_path / "bundle"
+    export_bundle(model, plan, out, **kw)
+    (out / "stale.txt").write_text("old")
+    export_bundle(model, plan, out, **kw)
+    assert not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "stuff", "victim.pt"]
+
+
 def test_cli_exports_a_checkpoint(tmp_path, model, plan, capsys):
     from earlyexit.cli import main
     from earlyexit.training.checkpoint import save
