@@ -9,8 +9,9 @@ Conventions for code blocks in ``docs/*.md`` (also in ``docs/contributing-docs.m
 - ```` ```bash ```` blocks run too, line by line, with ``bash -e`` in that same
   directory and the venv's ``bin`` first on ``PATH`` (so ``earlyexit`` is the
   installed command); a line ending in ``\\`` continues on the next.
-- A block whose fence carries ``title="not run: REASON"`` is not run; the
-  reason is required and is shown to the reader as the block's title.
+- A block right after a line ``<!-- not run: REASON -->`` is not run; the
+  reason is required. The comment is invisible on the site, so test
+  annotations never show as text above an example.
 - ```` ```yaml ```` / ```` ```json ```` blocks with ``title="NAME"`` (a file
   name) are written to that file in the page's directory before the following
   blocks run, so an example can read the configuration shown above it. Other
@@ -46,6 +47,7 @@ FENCE = re.compile(
 )
 TITLE = re.compile(r'title="(?P<title>[^"]*)"')
 NOT_RUN = "not run:"
+SKIP_COMMENT = re.compile(r"<!--\s*not run:(?P<reason>.*?)-->\s*$")
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,11 @@ class Block:
     language: str
     title: str | None
     code: str
+    skip: str | None = None  # the reason of a ``<!-- not run: REASON -->`` line above
 
     @property
     def skip_reason(self) -> str | None:
-        if self.title is not None and self.title.startswith(NOT_RUN):
-            return self.title[len(NOT_RUN) :].strip()
-        return None
+        return None if self.skip is None else self.skip.strip()
 
     @property
     def where(self) -> str:
@@ -80,7 +81,12 @@ def blocks(page: str) -> list[Block]:
         indent = len(m.group("indent"))
         code = "\n".join(line[indent:] for line in m.group("body").splitlines())
         line = text.count("\n", 0, m.start()) + 1
-        out.append(Block(page, line, language, title and title.group("title"), code))
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        skip = SKIP_COMMENT.search(before)
+        out.append(
+            Block(page, line, language, title and title.group("title"), code,
+                  skip and skip.group("reason"))
+        )  # fmt: skip
     return out
 
 
@@ -155,7 +161,12 @@ def test_conventions_are_followed():
                     f"{b.where}: language {b.language!r}, expected one of {sorted(LANGUAGES)}"
                 )
             if b.skip_reason == "":
-                problems.append(f'{b.where}: title="not run: ..." needs a reason')
+                problems.append(f"{b.where}: <!-- not run: ... --> needs a reason")
+            if b.title is not None and b.title.startswith(NOT_RUN):
+                problems.append(
+                    f'{b.where}: title="not run: ..." shows the annotation to readers; '
+                    "put <!-- not run: REASON --> on the line above the block instead"
+                )
     assert not problems, "\n".join(problems)
     assert sum(b.language == "python" for p in PAGES for b in blocks(p)) >= 10
 
