@@ -1,7 +1,10 @@
 """The ``earlyexit`` command. Thin: each subcommand parses and calls the Python API.
 
 Every area of the package registers its own subcommands through a ``register``
-function in its ``_cli`` module, so that this file stays a dispatcher.
+function in its ``_cli`` module, so that this file stays a dispatcher. Only the
+module of the command asked for is imported, so that ``serve``, ``plan``,
+``pareto`` and ``whatif`` start on the light (edge) install, where PyTorch is
+absent; a command that needs what that install leaves out says so in one line.
 """
 
 from __future__ import annotations
@@ -9,35 +12,76 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable
 
-__all__ = ["main"]
+__all__ = ["FULL_INSTALL", "build_parser", "main"]
 
-# modules with a ``register(subparsers)`` function, in help order
-_COMMAND_MODULES = [
-    "earlyexit.surgery._cli",
-    "earlyexit.training._cli",
-    "earlyexit.profiling._cli",
-    "earlyexit.planner._cli",
-    "earlyexit.export._cli",
-    "earlyexit.runtime._cli",
-    "earlyexit._demo",
-]
+FULL_INSTALL = "pip install 'earlyexit-edge[train]'"
+"""How to get the full (training) stack on top of the light install."""
+
+# command -> module with a ``register(subparsers)`` function, in help order
+_COMMANDS: dict[str, str] = {
+    "backbones": "earlyexit.surgery._cli",
+    "blocks": "earlyexit.surgery._cli",
+    "evaluate": "earlyexit.training._cli",
+    "profile": "earlyexit.profiling._cli",
+    "profile-merge": "earlyexit.profiling._cli",
+    "plan": "earlyexit.planner._cli",
+    "pareto": "earlyexit.planner._cli",
+    "whatif": "earlyexit.planner._cli",
+    "export": "earlyexit.export._cli",
+    "serve": "earlyexit.runtime._cli",
+    "validate": "earlyexit.runtime._cli",
+    "demo": "earlyexit._demo",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every available subcommand."""
+def _missing(err: ModuleNotFoundError) -> str | None:
+    """The third-party module a failed import lacks (None: one of ours is missing)."""
+    name = err.name or ""
+    return None if not name or name.split(".")[0] == "earlyexit" else name
+
+
+def _needs(command: str, missing: str) -> str:
+    return (
+        f"earlyexit {command}: needs {missing!r}, which the light (edge) install leaves out; "
+        f"install the full stack: {FULL_INSTALL}"
+    )
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser.
+
+    Args:
+        commands: register only the modules of these commands (default: every
+            module; a module whose third-party dependencies are missing is listed
+            with a placeholder that says what to install).
+
+    Returns:
+        The parser.
+
+    Raises:
+        ModuleNotFoundError: a module of a command named in ``commands`` lacks a dependency.
+    """
     parser = argparse.ArgumentParser(
         prog="earlyexit",
         description="Early-exit model surgery, profiling, planning and deployment.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
+    only = None if commands is None else set(commands)
+    wanted = [m for c, m in _COMMANDS.items() if only is None or c in only]
+    for name in dict.fromkeys(wanted):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
             if err.name == name:  # that area has no commands yet
                 continue
-            raise
+            missing = _missing(err)
+            if only is not None or missing is None:
+                raise
+            for command in (c for c, m in _COMMANDS.items() if m == name):
+                sub.add_parser(command, help=f"(needs {missing}: {FULL_INSTALL})")
+            continue
         module.register(sub)
     return parser
 
@@ -45,22 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``earlyexit`` command line; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `earlyexit train ...` is a LightningCLI; it owns its own argument parsing.
-    if argv and argv[0] == "train":
-        from earlyexit.training.cli import train_main
-
-        return train_main(argv[1:])
-    if argv[:2] == ["profile", "merge"]:
-        argv = ["profile-merge", *argv[2:]]
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    command = argv[0] if argv else None
     try:
-        result = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"earlyexit {args.command}: error: {err}", file=sys.stderr)
+        # `earlyexit train ...` is a LightningCLI; it owns its own argument parsing.
+        if command == "train":
+            from earlyexit.training.cli import train_main
+
+            return train_main(argv[1:])
+        if argv[:2] == ["profile", "merge"]:
+            argv = ["profile-merge", *argv[2:]]
+            command = argv[0]
+        parser = build_parser([command] if command in _COMMANDS else None)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        try:
+            result = args.func(args)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            print(f"earlyexit {args.command}: error: {err}", file=sys.stderr)
+            return 2
+    except ModuleNotFoundError as err:
+        missing = _missing(err)
+        if missing is None:
+            raise
+        print(_needs(str(command), missing), file=sys.stderr)
         return 2
     return int(result or 0)
 
