@@ -220,3 +220,23 @@ def test_mkdocs_build_strict(tmp_path: Path):
     assert "earlyexit-help" not in cli, "the CLI help marker was not replaced"
     api = (tmp_path / "site" / "reference" / "surgery" / "index.html").read_text()
     assert "MultiExitModel" in api and "list_cut_points" in api
+    _check_math_is_served(tmp_path / "site")
+
+
+def _check_math_is_served(site: Path) -> None:
+    """Pages with formulas load MathJax from the site itself (no CDN), after its config."""
+    with_math = 0
+    for page in site.rglob("*.html"):
+        html = page.read_text()
+        scripts = re.findall(r'<script[^>]*\ssrc="([^"]+)"', html)
+        assert not [s for s in scripts if "://" in s or s.startswith("//")], (page, scripts)
+        if 'class="arithmatex"' not in html:
+            continue
+        with_math += 1
+        local = [s for s in scripts if s.endswith("mathjax/tex-svg.js")]
+        assert local, f"{page} has formulas but loads no MathJax"
+        config = [s for s in scripts if s.endswith("mathjax-config.js")]
+        assert config and scripts.index(config[0]) < scripts.index(local[0])
+        served = (page.parent / local[0]).resolve()
+        assert served.is_file() and b"MathJax" in served.read_bytes()[:200_000]
+    assert with_math >= 1  # docs/concepts.md at least
