@@ -63,11 +63,17 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     Raises:
         ModuleNotFoundError: a module of a command named in ``commands`` lacks a dependency.
     """
-    parser = argparse.ArgumentParser(
+    from earlyexit._checks import OneLineParser  # errors as one line, exit code 2
+
+    parser = OneLineParser(
         prog="earlyexit",
         description="Early-exit model surgery, profiling, planning and deployment.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # `earlyexit train` is dispatched in main (a LightningCLI); listed here for --help
+    sub.add_parser(
+        "train", add_help=False, help="train a multi-exit model (LightningCLI; train --help)"
+    )
     only = None if commands is None else set(commands)
     wanted = [m for c, m in _COMMANDS.items() if only is None or c in only]
     for name in dict.fromkeys(wanted):
@@ -104,11 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        from earlyexit._checks import one_line
+
         try:
             result = args.func(args)
-        except (ValueError, TypeError, FileNotFoundError) as err:
-            print(f"earlyexit {args.command}: error: {err}", file=sys.stderr)
+        except (ValueError, TypeError, OSError) as err:  # bad input: one line, code 2
+            print(f"earlyexit {args.command}: error: {one_line(err)}", file=sys.stderr)
             return 2
+        except RuntimeError as err:  # a failure that is not the input's: one line, code 1
+            print(f"earlyexit {args.command}: failed: {one_line(err)}", file=sys.stderr)
+            return 1
     except ModuleNotFoundError as err:
         missing = _missing(err)
         if missing is None:
