@@ -64,7 +64,13 @@ def make_plan(
             )
         )
         prev = int(c)
-    extra = {"model": cm.profile.model, "dataset": cm.profile.dataset}
+    extra = {
+        "model": cm.profile.model,
+        "dataset": cm.profile.dataset,
+        "num_blocks": cm.profile.num_blocks,
+    }
+    if cm.profile.extra.get("model_digest"):  # export compares it with the model it exports
+        extra["model_digest"] = cm.profile.extra["model_digest"]
     if cm.topology.name:
         extra["topology"] = cm.topology.name
     return Plan(
