@@ -67,6 +67,8 @@ PLAN_SCHEMA = "earlyexit.plan/1"
 BUNDLE_SCHEMA = "earlyexit.bundle/1"
 
 BREAKDOWN_KEYS = ("compute", "serialize", "transmit", "propagate")
+# written when present; plans made before the runtime-overhead term lack it (read as 0)
+BREAKDOWN_OPTIONAL_KEYS = ("overhead",)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -273,6 +275,10 @@ class DeviceProfile:
             index i the output of block i.
         result_serialize_s / result_deserialize_s: the result (``result_bits``).
         meta: free-form: host, cpu, threads, torch version, date, percentile.
+        hop_s: the runtime's own cost of one hand-off of a sample between two
+            processes of this device (ZeroMQ, wake-ups, the worker loop), measured
+            by :func:`earlyexit.profiling.overhead.measure_hop_overhead`. None
+            (absent in the file, as in profiles made before it existed) counts as 0.
     """
 
     partition_time_s: np.ndarray
@@ -282,9 +288,10 @@ class DeviceProfile:
     result_deserialize_s: float
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    hop_s: float | None = None
 
     _KEYS = ("partition_time_s", "serialize_s", "deserialize_s", "result_serialize_s",
-             "result_deserialize_s", "meta")
+             "result_deserialize_s", "meta", "hop_s")
 
     def __post_init__(self) -> None:
         self.partition_time_s = np.asarray(self.partition_time_s, dtype=np.float64)
@@ -292,6 +299,8 @@ class DeviceProfile:
         self.deserialize_s = np.asarray(self.deserialize_s, dtype=np.float64)
         self.result_serialize_s = float(self.result_serialize_s)
         self.result_deserialize_s = float(self.result_deserialize_s)
+        if self.hop_s is not None:
+            self.hop_s = _float(self.hop_s, "device.hop_s", lo=0.0)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
@@ -315,11 +324,14 @@ class DeviceProfile:
         meta = data.get("meta", {}) or {}
         if not isinstance(meta, Mapping):
             raise TypeError(f"{name}.meta: expected a mapping, got {type(meta).__name__}")
-        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS))
+        hop = data.get("hop_s")
+        if hop is not None:
+            hop = _float(hop, f"{name}.hop_s", lo=0.0)
+        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop)
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping (lower triangle of ``partition_time_s`` as ``null``)."""
-        return {
+        """The SPEC mapping (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
+        out = {
             **self.extra,
             "partition_time_s": _tolist(self.partition_time_s),
             "serialize_s": self.serialize_s.tolist(),
@@ -328,6 +340,9 @@ class DeviceProfile:
             "result_deserialize_s": float(self.result_deserialize_s),
             "meta": dict(self.meta),
         }
+        if self.hop_s is not None:
+            out["hop_s"] = float(self.hop_s)
+        return out
 
 
 @dataclass(eq=False)
@@ -734,10 +749,11 @@ class Estimate:
     breakdown_s: Mapping[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping."""
+        """The SPEC mapping (``breakdown_s.overhead`` only when the breakdown has it)."""
+        keys = BREAKDOWN_KEYS + tuple(k for k in BREAKDOWN_OPTIONAL_KEYS if k in self.breakdown_s)
         return {"latency_s": float(self.latency_s), "accuracy": float(self.accuracy),
                 "exit_fractions": [float(e) for e in self.exit_fractions],
-                "breakdown_s": {k: float(self.breakdown_s[k]) for k in BREAKDOWN_KEYS}}
+                "breakdown_s": {k: float(self.breakdown_s[k]) for k in keys}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "plan.estimate") -> Estimate:
@@ -757,7 +773,8 @@ class Estimate:
             latency_s=_float(_req(data, "latency_s", name), f"{name}.latency_s"),
             accuracy=_float(_req(data, "accuracy", name), f"{name}.accuracy"),
             exit_fractions=tuple(_float(e, f"{name}.exit_fractions[{i}]") for i, e in enumerate(ef)),
-            breakdown_s={k: _float(bd[k], f"{name}.breakdown_s.{k}") for k in BREAKDOWN_KEYS},
+            breakdown_s={k: _float(bd[k], f"{name}.breakdown_s.{k}")
+                         for k in BREAKDOWN_KEYS + BREAKDOWN_OPTIONAL_KEYS if k in bd},
         )
 
 

@@ -180,3 +180,35 @@ def test_atomic_writes_follow_the_umask_and_refuse_directories(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a directory"):
         atomic_write_text(tmp_path / "d", "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "d"]
+
+
+def test_hop_s_optional_round_trip_and_checked():
+    """``hop_s`` (the runtime's per-hand-off cost): absent stays absent, set round-trips, bad is named."""
+    p = synthetic_profile(4, ("edge",))
+    old = p.to_dict()
+    assert "hop_s" not in old["devices"]["edge"]  # profiles without it are written as before
+    assert Profile.from_dict(old).devices["edge"].hop_s is None
+    assert Profile.from_dict(old).digest() == p.digest()
+    d = json.loads(json.dumps(old))
+    d["devices"]["edge"]["hop_s"] = 0.00041
+    q = Profile.from_dict(d)
+    assert q.devices["edge"].hop_s == 0.00041
+    assert Profile.from_dict(q.to_dict()).to_dict()["devices"]["edge"]["hop_s"] == 0.00041
+    assert q.digest() != p.digest()
+    d["devices"]["edge"]["hop_s"] = -1e-3
+    with pytest.raises(ValueError, match=r"profile.devices\['edge'\].hop_s: must be >= 0.0"):
+        Profile.from_dict(d)
+    d["devices"]["edge"]["hop_s"] = "fast"
+    with pytest.raises(TypeError, match=r"hop_s: expected a number"):
+        Profile.from_dict(d)
+
+
+def test_estimate_overhead_optional():
+    """Plans made before the overhead term have no ``breakdown_s.overhead``; new ones round-trip it."""
+    old = Estimate(0.16, 0.91, (0.7, 0.3), BD)
+    assert "overhead" not in old.to_dict()["breakdown_s"]
+    assert Estimate.from_dict(old.to_dict()) == old
+    new = Estimate(0.17, 0.91, (0.7, 0.3), {**BD, "overhead": 0.01})
+    assert new.to_dict()["breakdown_s"]["overhead"] == 0.01
+    assert Estimate.from_dict(new.to_dict()) == new
+    assert Plan.from_json(_plan(estimate=new).to_json()).estimate.breakdown_s["overhead"] == 0.01

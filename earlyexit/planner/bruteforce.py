@@ -1,8 +1,9 @@
-"""A plain Python brute force of SPEC's model: the reference the fast search is tested against.
+"""A plain Python brute force of the model: the reference the fast search is tested against.
 
 It enumerates every configuration (T, P, D) of the search space, computes E_k,
-S_k and the accuracy with the chosen estimator exactly as SPEC writes them,
-and the latency with SPEC's formula term by term, in plain Python floats.
+S_k and the accuracy with the chosen estimator exactly as docs/spec.md writes
+them, and the latency with its formula term by term (the runtime's hand-off
+cost included), in plain Python floats.
 PORTEND's own optimizer was such a loop (30 minutes for ResNet-110 on a
 laptop). Use it on small inputs only.
 
@@ -42,10 +43,15 @@ def brute_force_candidates(
         (latencies, accuracies, keys) where a key is ``(L, D, P, T)``.
     """
     n, m = cm.n, cm.m
-    src = cm.source
+    src, dst = cm.source, cm.destination
     ct = cm.ct.tolist()
-    x = cm.x.tolist()
-    r = cm.r.tolist()
+    # the PORTEND terms of a transfer (serialize, transmit, propagate) from the cost
+    # model; the runtime's hand-off cost H is added term by term below, from the
+    # profile's hop_s directly, so that the search's folded arrays are checked
+    x = (cm.ser + cm.txm + cm.prop[:, :, None]).tolist()
+    r = (cm.rser + cm.rtxm + cm.rprop).tolist()
+    h = [_hop(cm, w) for w in range(m)]
+    hop = [[(h[a] + h[b]) / 2.0 for b in range(m)] for a in range(m)]
     acc_b = cm.acc.tolist()
     blocks = [b for b in range(1, n + 1) if space.cut_allowed[b]]
     required = set(space.required)
@@ -79,18 +85,24 @@ def brute_force_candidates(
                         raise ValueError("estimator 'exact' needs profile.samples")
                     e, s, acc = exact_fractions(samples.entropy, samples.correct, thr, cuts)
                 for d in placements:
-                    lat = x[src][d[0]][0]
+                    lat = x[src][d[0]][0] + hop[src][d[0]]
                     prev = 0
                     for k in range(n_parts):
                         lat += (s[k] + e[k]) * ct[d[k]][prev][cuts[k]]
                         if k < n_parts - 1:
-                            lat += s[k] * x[d[k]][d[k + 1]][cuts[k]]
-                        lat += e[k] * r[d[k]]
+                            lat += s[k] * (x[d[k]][d[k + 1]][cuts[k]] + hop[d[k]][d[k + 1]])
+                        lat += e[k] * (r[d[k]] + hop[d[k]][dst])
                         prev = cuts[k]
                     lats.append(lat)
                     accs.append(acc)
                     keys.append((n_parts, d, cuts, thr))
     return lats, accs, keys
+
+
+def _hop(cm: CostModel, tier: int) -> float:
+    """``hop_s`` of the device of ``tier``, read from the profile (absent: 0)."""
+    value = cm.profile.devices[cm.topology.tiers[tier].device].hop_s
+    return 0.0 if value is None else float(value)
 
 
 def brute_force_best(

@@ -1,17 +1,20 @@
-"""SPEC's latency model: transfers, the cost arrays, and ``evaluate`` of one configuration.
+"""The latency model (docs/spec.md): transfers, the cost arrays, and ``evaluate`` of one configuration.
 
-  transfer(a -> b, bits) = ST^a(bits) + DT^b(bits)
+  transfer(a -> b, bits) = ST^a(bits) + DT^b(bits) + H_{a,b}
                          + [a != b] (propagation over the path + L_{a->b}(bits))
+  H_{a,b} = (h^a + h^b) / 2      the runtime's own cost of one hand-off (hop_s)
   L_{a->b}(bits) = sum_{links on path} min(bits, MTU)/BW_link + max(0, bits - MTU)/BW_eff
   Lat = transfer(source -> D_1, O_0)
       + sum_k [(S_k + E_k) CT^{D_k}_{P_{k-1}+1..P_k} + S_k transfer(D_k -> D_{k+1}, O_{P_k})
                + E_k transfer(D_k -> destination, Rs)]
 
-Device times are multiplied by the tier's ``slowdown``. :class:`CostModel`
-precomputes every term as numpy arrays (used by the search) and evaluates one
-configuration literally (used by :func:`evaluate`, the brute force and the
-tests). The breakdown splits the latency into compute, serialize (ST + DT),
-transmit (L) and propagate.
+Device times are multiplied by the tier's ``slowdown``; the hop cost ``h`` of a
+device (``DeviceProfile.hop_s``, 0 when the profile has none, and then this is
+PORTEND's model exactly) is not. :class:`CostModel` precomputes every term as
+numpy arrays (used by the search) and evaluates one configuration literally
+(used by :func:`evaluate`, the brute force and the tests). The breakdown splits
+the latency into compute, serialize (ST + DT), transmit (L), propagate and
+overhead (H).
 
 Example:
     >>> from earlyexit.planner.synthetic import synthetic_profile
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from earlyexit.formats import BREAKDOWN_KEYS, Estimate, Profile, Topology
+from earlyexit.formats import BREAKDOWN_KEYS, BREAKDOWN_OPTIONAL_KEYS, Estimate, Profile, Topology
 from earlyexit.planner.estimators import check_cuts, check_estimator, exit_fractions
 from earlyexit.planner.topology import resolve_profile, resolve_topology, tier_index
 
@@ -52,9 +55,10 @@ class CostModel:
         ct[w, b, c]: compute time of blocks b+1..c on tier w (inf unless b < c).
         ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
             O_i from tier v to tier w; prop[v, w]: propagation.
-        x[v, w, i] = ser + txm + prop: transfer(v -> w, O_i).
-        rser[v], rtxm[v], rprop[v], r[v]: the same for the result Rs from v
-            to the destination.
+        hop[v, w]: H_{v,w}, the runtime's cost of one hand-off from tier v to w.
+        x[v, w, i] = ser + txm + prop + hop: transfer(v -> w, O_i).
+        rser[v], rtxm[v], rprop[v], rhop[v], r[v]: the same for the result Rs
+            from v to the destination.
         er[t, i] (i = 0..N, er[:, 0] = 0) and acc[i] (acc[0] = 0).
 
     Raises:
@@ -112,7 +116,11 @@ class CostModel:
         self.prop = prop
         self.txm = txm
         self.ser = st[:, None, :] + dt[None, :, :]
-        self.x = self.ser + txm + prop[:, :, None]
+        # the runtime's own cost per hand-off: half of each end's measured hop_s
+        # (measured with both ends on one device); not scaled by the slowdown
+        h = np.array([0.0 if d.hop_s is None else float(d.hop_s) for d in devs])
+        self.hop = (h[:, None] + h[None, :]) / 2.0
+        self.x = self.ser + txm + prop[:, :, None] + self.hop[:, :, None]
 
         rs = float(profile.result_bits)
         rst = np.array([d.result_serialize_s for d in devs]) * slow
@@ -127,7 +135,8 @@ class CostModel:
                 for v in range(m)
             ]
         )
-        self.r = self.rser + self.rtxm + self.rprop
+        self.rhop = self.hop[:, dst].copy()
+        self.r = self.rser + self.rtxm + self.rprop + self.rhop
 
         er = np.zeros((len(profile.thresholds), n + 1))
         er[:, 1:] = profile.exit_rate
@@ -148,31 +157,40 @@ class CostModel:
 
     # ------------------------------------------------------------------ one configuration
 
-    def transfer_parts(self, a: int, b: int, block: int | None) -> tuple[float, float, float]:
-        """(serialize, transmit, propagate) of O_block from tier a to b (``block=None``: the result to b)."""
+    def transfer_parts(
+        self, a: int, b: int, block: int | None
+    ) -> tuple[float, float, float, float]:
+        """(serialize, transmit, propagate, overhead) of O_block from tier a to b.
+
+        ``block=None``: the result Rs to b.
+        """
+        hop = float(self.hop[a, b])
         if block is None:
             ser = float(self.rst[a] + self.rdt[b])
             if a == b:
-                return ser, 0.0, 0.0
+                return ser, 0.0, 0.0, hop
             rs = np.array([float(self.profile.result_bits)])
-            return ser, float(self._frag(rs, list(path_links(a, b)))[0]), float(self.prop[a, b])
-        return float(self.ser[a, b, block]), float(self.txm[a, b, block]), float(self.prop[a, b])
+            txm = float(self._frag(rs, list(path_links(a, b)))[0])
+            return ser, txm, float(self.prop[a, b]), hop
+        return (float(self.ser[a, b, block]), float(self.txm[a, b, block]),
+                float(self.prop[a, b]), hop)  # fmt: skip
 
     def latency(
         self, cuts: Sequence[int], tiers: Sequence[int], e: Sequence[float], s: Sequence[float]
     ) -> tuple[float, dict[str, float]]:
-        """SPEC's Lat of (P, D) given exit and stay fractions, with its breakdown.
+        """Lat of (P, D) given exit and stay fractions, with its breakdown.
 
         Returns:
-            (latency_s, {compute, serialize, transmit, propagate}).
+            (latency_s, {compute, serialize, transmit, propagate, overhead}).
         """
-        parts = {k: 0.0 for k in BREAKDOWN_KEYS}
+        parts = {k: 0.0 for k in BREAKDOWN_KEYS + BREAKDOWN_OPTIONAL_KEYS}
 
-        def add(weight: float, trio: tuple[float, float, float]) -> float:
-            parts["serialize"] += weight * trio[0]
-            parts["transmit"] += weight * trio[1]
-            parts["propagate"] += weight * trio[2]
-            return weight * (trio[0] + trio[1] + trio[2])
+        def add(weight: float, four: tuple[float, float, float, float]) -> float:
+            parts["serialize"] += weight * four[0]
+            parts["transmit"] += weight * four[1]
+            parts["propagate"] += weight * four[2]
+            parts["overhead"] += weight * four[3]
+            return weight * (four[0] + four[1] + four[2] + four[3])
 
         lat = add(1.0, self.transfer_parts(self.source, tiers[0], 0))
         prev = 0

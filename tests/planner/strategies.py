@@ -14,9 +14,17 @@ _TIME = st.one_of(_COARSE, st.floats(0.0, 3.0, allow_nan=False))
 
 @st.composite
 def problems(
-    draw: st.DrawFn, max_blocks: int = 6, max_tiers: int = 4, samples: bool = True
+    draw: st.DrawFn,
+    max_blocks: int = 6,
+    max_tiers: int = 4,
+    samples: bool = True,
+    hops: bool = True,
 ) -> tuple[Profile, Topology]:
-    """A random (profile, topology) pair with 1..max_blocks blocks and 1..max_tiers tiers."""
+    """A random (profile, topology) pair with 1..max_blocks blocks and 1..max_tiers tiers.
+
+    With ``hops`` the devices' ``hop_s`` is absent, zero or random (up to 2 s,
+    as large as any other term, so that it can change the optimum).
+    """
     n = draw(st.integers(1, max_blocks))
     m = draw(st.integers(1, max_tiers))
     n_thr = draw(st.integers(1, 3))
@@ -35,16 +43,22 @@ def problems(
             return rng.choice([0.0, 0.25, 0.5, 1.0], size=shape) * scale
         return rng.uniform(0.0, 1.0, size=shape) * scale
 
+    # the runtime's hand-off cost: absent (old profiles), zero, or random per device
+    hop_kind = draw(st.sampled_from(["absent", "zero", "random"])) if hops else "absent"
     devices = {}
     for k in range(n_dev):
         pt = np.triu(arr((n, n), 2.0) + 0.01 * coarse)
         pt = np.where(np.triu(np.ones((n, n), bool)), pt, np.nan)
+        hop = {"absent": None, "zero": 0.0}.get(hop_kind)
+        if hop_kind == "random":
+            hop = float(arr((1,), draw(st.sampled_from([0.01, 0.3, 2.0])))[0])
         devices[f"d{k}"] = DeviceProfile(
             pt,
             arr((n + 1,), 0.1),
             arr((n + 1,), 0.1),
             float(arr((1,), 0.01)[0]),
             float(arr((1,), 0.01)[0]),
+            hop_s=hop,
         )
     s = draw(st.integers(1, 12))
     entropy = (
