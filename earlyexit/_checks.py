@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +41,7 @@ __all__ = [
     "zmq_address",
     "check_bindable",
     "removed_on_failure",
+    "atomic_output",
 ]
 
 # what matplotlib's Agg, PDF, SVG and PS backends write, by file suffix
@@ -317,4 +319,36 @@ def removed_on_failure(directory: str | os.PathLike[str]) -> Iterator[Path]:
                 else:
                     with contextlib.suppress(OSError):
                         target.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a file atomically through any writer: yields a temporary path beside ``path``.
+
+    The block writes the temporary file (e.g. ``fig.savefig(tmp)``); on success
+    it gets the permissions the user's umask gives a new file and replaces
+    ``path`` in one step; if the block raises, it is removed and ``path`` is untouched.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> with atomic_output(os.path.join(d, "a.txt")) as tmp:
+        ...     _ = tmp.write_text("hi")
+        >>> open(os.path.join(d, "a.txt")).read()
+        'hi'
+    """
+    target = check_output_file(path, "file")
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise

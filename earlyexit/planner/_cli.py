@@ -4,37 +4,70 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from pathlib import Path
 from typing import Any
 
+from earlyexit._checks import atomic_output, float_range, image_file, int_range, output_file
 from earlyexit.formats import BREAKDOWN_KEYS, Plan, Topology
 from earlyexit.planner.api import baselines, pareto, plan
 from earlyexit.planner.topology import bind_devices, resolve_profile, resolve_topology
-from earlyexit.planner.whatif import parse_vary, set_parameter, whatif
+from earlyexit.planner.whatif import MAX_VALUES, parse_vary, set_parameter, whatif
 
 __all__ = ["register"]
 
 
+_MAX_LIST = 10_000  # blocks, tiers or thresholds in one hint list
+
+
 def _int_list(text: str) -> list[int]:
+    """``5,10-20`` -> block numbers (>= 1), at most ``_MAX_LIST`` of them."""
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+        try:
+            a, sep, b = part.partition("-")
+            lo, hi = int(a), int(b if sep else a)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected block numbers >= 1 and ranges like 5,10-20, got {text!r}"
+            ) from None
+        if lo < 1 or hi < lo:
+            raise argparse.ArgumentTypeError(
+                f"expected block numbers >= 1 and ranges a-b with a <= b, got {part!r}"
+            )
+        if hi - lo + 1 + len(out) > _MAX_LIST:
+            raise argparse.ArgumentTypeError(f"at most {_MAX_LIST} blocks, got {text!r}")
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one block number, got {text!r}")
     return out
 
 
 def _str_list(text: str) -> list[int | str]:
-    return [int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip()]
+    """``0,2`` or ``edge,cloud`` -> tier indices or names."""
+    out = [int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip()]
+    if not out or len(out) > _MAX_LIST:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {_MAX_LIST} tier indices or names, e.g. 0,2 or edge,cloud, got {text!r}"
+        )
+    return out
 
 
 def _float_list(text: str) -> list[float]:
-    return [float(t) for t in text.split(",") if t.strip()]
+    """``0.3,0.5`` -> thresholds in [0, 1]."""
+    try:
+        out = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        out = []
+    if not out or len(out) > _MAX_LIST or not all(0.0 <= t <= 1.0 for t in out):
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {_MAX_LIST} thresholds in [0, 1], e.g. 0.3,0.5, got {text!r}"
+        )
+    return out
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -66,8 +99,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="change a topology parameter, e.g. destination=2 or links[0].bandwidth_mbps=5",
     )
     h = p.add_argument_group("hints")
-    h.add_argument("--num-partitions", type=int, help="fixed number of partitions L")
-    h.add_argument("--max-partitions", type=int, help="at most this many partitions")
+    h.add_argument(
+        "--num-partitions", type=int_range(1, 1000), help="fixed number of partitions L"
+    )
+    h.add_argument(
+        "--max-partitions", type=int_range(1, 1000), help="at most this many partitions"
+    )
     h.add_argument("--tiers", type=_str_list, help="allowed tiers, e.g. 0,2 or edge,cloud")
     h.add_argument("--placement", type=_str_list, help="fixed tier of each partition, e.g. 0,2")
     h.add_argument(
@@ -110,7 +147,9 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Topology]:
         try:
             value = float(v)
         except ValueError:
-            raise ValueError(f"--set {item!r}: the value must be a number") from None
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"--set {item!r}: the value must be a finite number")
         topo = set_parameter(topo, k, value)
     return prof, topo
 
@@ -160,7 +199,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         **_hints(args),
     )
     if args.output:
-        p.save(args.output)
+        p.save(args.output)  # checked before planning (-o type); written atomically
     if args.json:
         sys.stdout.write(p.to_json())
     else:
@@ -177,12 +216,13 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     if args.plot:
         from earlyexit.planner.plot import plot_pareto
 
-        plot_pareto(
-            front,
-            args.plot,
-            base,
-            title=f"{prof.model} / {prof.dataset} on {topo.name or 'topology'}",
-        )
+        with atomic_output(args.plot) as tmp:
+            plot_pareto(
+                front,
+                tmp,
+                base,
+                title=f"{prof.model} / {prof.dataset} on {topo.name or 'topology'}",
+            )
     if args.json:
         data = {
             "frontier": [q.to_dict() for q in front],
@@ -221,7 +261,8 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     if args.plot:
         from earlyexit.planner.plot import plot_whatif
 
-        plot_whatif(rows, name, args.plot, title=f"{prof.model}: what if {name} changes")
+        with atomic_output(args.plot) as tmp:
+            plot_whatif(rows, name, tmp, title=f"{prof.model}: what if {name} changes")
     if args.json:
         out = [
             {
@@ -251,9 +292,15 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
 
 def _bounds(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--min-accuracy", type=float, help="P_lat: minimize latency with accuracy >= A")
     g.add_argument(
-        "--max-latency", type=float, help="P_acc: maximize accuracy with latency <= S seconds"
+        "--min-accuracy",
+        type=float_range(0, 1),
+        help="P_lat: minimize latency with accuracy >= A (in [0, 1])",
+    )
+    g.add_argument(
+        "--max-latency",
+        type=float_range(0, lo_open=True),
+        help="P_acc: maximize accuracy with latency <= S seconds (> 0)",
     )
 
 
@@ -267,7 +314,7 @@ def register(subparsers: Any) -> None:
     _common(p)
     _bounds(p)
     p.add_argument("--json", action="store_true", help="print exactly the plan JSON on stdout")
-    p.add_argument("-o", "--output", help="also write the plan JSON to this file")
+    p.add_argument("-o", "--output", type=output_file, help="also write the plan JSON to this file")
     p.set_defaults(func=_cmd_plan)
 
     q = subparsers.add_parser(
@@ -276,7 +323,9 @@ def register(subparsers: Any) -> None:
         description="Every (latency, accuracy)-optimal configuration.",
     )
     _common(q)
-    q.add_argument("--plot", help="save the frontier with the baselines (png, pdf, svg)")
+    q.add_argument(
+        "--plot", type=image_file, help="save the frontier with the baselines (png, pdf, svg)"
+    )
     q.add_argument("--json", action="store_true", help="print the frontier and baselines as JSON")
     q.set_defaults(func=_cmd_pareto)
 
@@ -291,8 +340,9 @@ def register(subparsers: Any) -> None:
         "--vary",
         required=True,
         metavar="PARAM=VALUES",
-        help="e.g. links[0].bandwidth_mbps=1:100:20, tiers[1].slowdown=1:0.1:10:log",
+        help="e.g. links[0].bandwidth_mbps=1:100:20, tiers[1].slowdown=1:0.1:10:log "
+        f"(at most {MAX_VALUES} values)",
     )
-    w.add_argument("--plot", help="save the sweep plot")
+    w.add_argument("--plot", type=image_file, help="save the sweep plot")
     w.add_argument("--json", action="store_true", help="print the rows as JSON")
     w.set_defaults(func=_cmd_whatif)

@@ -26,16 +26,19 @@ from earlyexit.formats import Topology
 from earlyexit.planner.api import ProfileLike, TopologyLike, baselines, plan
 from earlyexit.planner.topology import resolve_profile, resolve_topology
 
-__all__ = ["parse_vary", "parse_values", "set_parameter", "whatif"]
+__all__ = ["MAX_VALUES", "parse_vary", "parse_values", "set_parameter", "whatif"]
+
+MAX_VALUES = 1000
+"""The most values one what-if sweep takes (each one is a full re-plan)."""
 
 _PARAM = re.compile(r"^(?:(tiers|links)\[(\d+)\]\.(\w+)|(mtu_bytes|source|destination))$")
 
 
 def parse_values(text: str) -> list[float]:
-    """Parse ``start:stop:count[:log]`` or ``a,b,c`` into a list of numbers.
+    """Parse ``start:stop:count[:log]`` or ``a,b,c`` into a list of finite numbers.
 
     Raises:
-        ValueError: anything else.
+        ValueError: anything else, and more than :data:`MAX_VALUES` values.
 
     Example:
         >>> parse_values("1:100:3:log"), parse_values("1,2.5")
@@ -48,14 +51,26 @@ def parse_values(text: str) -> list[float]:
             if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] not in ("log", "lin")):
                 raise ValueError
             a, b, k = float(parts[0]), float(parts[1]), int(parts[2])
-            if k < 1:
+            if k > MAX_VALUES:
+                raise OverflowError(k)
+            if k < 1 or not (np.isfinite(a) and np.isfinite(b)):
                 raise ValueError
             if len(parts) == 4 and parts[3] == "log":
                 if a <= 0 or b <= 0:
                     raise ValueError
                 return [float(v) for v in np.geomspace(a, b, k)]
             return [float(v) for v in np.linspace(a, b, k)]
-        return [float(v) for v in text.split(",") if v.strip()]
+        items = [v for v in text.split(",") if v.strip()]
+        if len(items) > MAX_VALUES:
+            raise OverflowError(len(items))
+        values = [float(v) for v in items]
+        if not values or not all(np.isfinite(values)):
+            raise ValueError
+        return values
+    except OverflowError as err:
+        raise ValueError(
+            f"values {text!r}: {err.args[0]} values; a sweep takes at most {MAX_VALUES}"
+        ) from None
     except ValueError:
         raise ValueError(
             f"values {text!r}: expected start:stop:count, start:stop:count:log "
@@ -126,11 +141,16 @@ def whatif(
         values: the values to try.
         min_accuracy / max_latency / estimator / **hints: as for :func:`earlyexit.plan`.
 
+    Raises:
+        ValueError: more than :data:`MAX_VALUES` values, an unknown parameter.
+
     Returns:
         One row per value: ``value``, ``plan`` (a Plan, or None if infeasible),
         ``latency_s``, ``accuracy`` and the baselines' latencies
         (``edge_only_s``, ``cloud_only_s``, ``neurosurgeon_s``).
     """
+    if len(values) > MAX_VALUES:
+        raise ValueError(f"values: {len(values)} given; a sweep takes at most {MAX_VALUES}")
     prof = resolve_profile(profile)
     base_topo = resolve_topology(topology)
     rows = []

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
+
+from earlyexit._checks import (
+    atomic_output,
+    float_range,
+    image_file,
+    input_file,
+    int_range,
+    output_file,
+)
 
 __all__ = ["register", "plot_profile"]
 
@@ -42,8 +52,11 @@ def plot_profile(profile, path: str | Path) -> None:
     axes[2].set_yticks(ticks, ticks + 1)
     fig.colorbar(im, ax=axes[2])
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
 
 
 def _summary(profile) -> str:
@@ -67,6 +80,8 @@ def _summary(profile) -> str:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from earlyexit.profiling.api import profile
 
+    if args.plot and Path(args.plot).resolve() == Path(args.output).resolve():
+        raise ValueError(f"--plot and -o/--output name the same file {args.output!r}")
     thresholds = None
     if args.thresholds:
         try:
@@ -90,9 +105,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         engine=args.engine,
         gap_s=args.gap_ms / 1000.0,
     )
-    prof.save(args.output)
+    # the plot first (a bad plot path must leave no profile behind), then the profile
     if args.plot:
+        existed = Path(args.plot).exists()
         plot_profile(prof, args.plot)
+    try:
+        prof.save(args.output)
+    except BaseException:
+        if args.plot and not existed:
+            with contextlib.suppress(OSError):
+                Path(args.plot).unlink()
+        raise
     if args.json:
         print(prof.to_json())
         return 0
@@ -135,13 +158,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile", help="profile exits, partition times and serialization on this device"
     )
-    p.add_argument("--checkpoint", required=True, help="a full-configuration checkpoint")
+    p.add_argument(
+        "--checkpoint", required=True, type=input_file, help="a full-configuration checkpoint"
+    )
     p.add_argument("--data", default="fashion-mnist", help="data spec; its profiling split is used")
     p.add_argument(
         "--device-name", default=None, help="key of this device in the profile (default: host name)"
     )
-    p.add_argument("--threads", type=int, default=None, help="PyTorch threads while timing")
-    p.add_argument("--batch-size", type=int, default=1, help="batch of the timed runs")
+    p.add_argument(
+        "--threads", type=int_range(1, 1024), default=None, help="PyTorch threads while timing"
+    )
+    p.add_argument(
+        "--batch-size", type=int_range(1, 4096), default=1, help="batch of the timed runs"
+    )
     p.add_argument(
         "--thresholds", default=None, help="e.g. '0,0.25,0.5,0.75,1' (default 0.0..1.0 by 0.1)"
     )
@@ -154,14 +183,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--gap-ms",
-        type=float,
+        type=float_range(0, 10_000),
         default=0.0,
         help="idle time before each timed partition run (cold caches, as one sample at a "
         "time sees them); 0 times runs back to back",
     )
-    p.add_argument("--reps", type=int, default=15, help="timed runs per partition")
     p.add_argument(
-        "--percentile", type=float, default=50.0, help="stored percentile of the timings"
+        "--reps", type=int_range(1, 100_000), default=15, help="timed runs per partition"
+    )
+    p.add_argument(
+        "--percentile",
+        type=float_range(0, 100),
+        default=50.0,
+        help="stored percentile of the timings",
     )
     p.add_argument(
         "--compare-granularity",
@@ -169,16 +203,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also report layer/block-wise sums (Fig. 5)",
     )
     p.add_argument(
-        "--plot", default=None, help="save a PNG of exit rates, accuracies and partition times"
+        "--plot",
+        type=image_file,
+        default=None,
+        help="save a PNG of exit rates, accuracies and partition times",
     )
-    p.add_argument("-o", "--output", default="profile.json")
+    p.add_argument("-o", "--output", type=output_file, default="profile.json")
     p.add_argument("--json", action="store_true", help="print the profile JSON")
     p.set_defaults(func=_cmd_profile)
 
     m = sub.add_parser(
         "profile-merge", help="merge profiles of one model made on different devices"
     )
-    m.add_argument("profiles", nargs="+")
-    m.add_argument("-o", "--output", required=True)
+    m.add_argument("profiles", nargs="+", type=input_file)
+    m.add_argument("-o", "--output", required=True, type=output_file)
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_cmd_merge)
