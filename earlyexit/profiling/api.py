@@ -93,6 +93,7 @@ def profile(
     engine: str = "torch",
     gap_s: float = 0.0,
     dataset_name: str | None = None,
+    measure_hops: bool = False,
 ) -> Profile:
     """Profile a full-configuration model on this device.
 
@@ -147,6 +148,8 @@ def profile(
         )
     if not gap_s >= 0:
         raise ValueError(f"gap_s must be >= 0, got {gap_s!r}")
+    if not isinstance(measure_hops, bool):
+        raise TypeError(f"measure_hops must be True or False, got {measure_hops!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -189,6 +192,13 @@ def profile(
         device_extra: dict[str, Any] = {}
         if granularity:
             device_extra["granularity"] = compare_granularity(model, sample, percentile=percentile)
+    hop_s = None
+    if measure_hops:
+        from earlyexit.profiling.overhead import measure_hop_overhead
+
+        hops = measure_hop_overhead()
+        hop_s = hops.hop_s
+        device_extra["hop"] = hops.to_dict()
     if temps is not None:
         model.set_temperatures(temps)
     device_name = device_name or socket.gethostname()
@@ -207,7 +217,7 @@ def profile(
     }
     device = DeviceProfile(
         times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,
-        meta, device_extra,
+        meta, device_extra, hop_s,
     )  # fmt: skip
     return Profile(
         model=str(model.config.get("backbone") or "custom"),

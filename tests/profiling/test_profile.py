@@ -209,3 +209,17 @@ def test_cli_profile_and_merge(tmp_path, trained):
         == 0
     )
     assert sorted(Profile.load(out).devices) == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
+    """profile(measure_hops=True) stores hop_s (and how it was measured), and it survives a save."""
+    p = profile(trained, data[:1], "hops", threads=1, reps=3, budget_s=0.02, progress=False,
+                measure_hops=True)  # fmt: skip
+    dev = p.devices["hops"]
+    assert dev.hop_s is not None and 0 < dev.hop_s < 0.05
+    assert dev.extra["hop"]["hops"] == [2, 3, 4] and dev.extra["hop"]["hop_s"] == dev.hop_s
+    p.save(tmp_path / "p.json")
+    assert Profile.load(tmp_path / "p.json").devices["hops"].hop_s == dev.hop_s
+    with pytest.raises(TypeError, match="measure_hops must be True or False"):
+        profile(trained, data[:1], measure_hops="yes", progress=False)

@@ -1,0 +1,220 @@
+"""The runtime's own cost per hand-off, measured through real tier workers on loopback.
+
+The latency model charges every hand-off of a sample between two processes
+(the source application to the first worker, one worker to the next, a worker
+to the destination) its serialization, deserialization, transmission and
+propagation. What it did not charge is what the runtime itself costs per
+message: a ZeroMQ send and receive, a worker's poll waking up, the Python of
+the worker loop, the acknowledgement bookkeeping. That is the per-hop term
+``hop_s`` of a device profile (``docs/spec.md``, "Runtime overhead").
+
+How it is measured, honestly: :func:`measure_hop_overhead` deploys chains of
+``L = 1 .. max_partitions`` real tier workers (:func:`earlyexit.runtime.deploy`,
+one process per partition, loopback, no emulated links, no slowdown) running
+a tiny numpy model (:class:`earlyexit.runtime.synthetic.SyntheticModel`, 8
+features) with threshold 0, so that every sample makes exactly ``L + 1``
+hand-offs: input, ``L - 1`` forwards, result. It sends samples one at a time
+and takes each sample's end-to-end latency. In this process it then times the
+same work without any process boundary: encoding the input, and for each
+partition decoding, copying, running and encoding, then decoding the result
+(the steps the profile already charges). The excess of the measured latency
+over that in-process time is what the model lacked; a least-squares line of the
+excess against the number of hand-offs ``L + 1``, through the origin (no
+hand-off, no cost), gives the per-hand-off cost ``hop_s``. The free line's
+intercept is reported as well: measured here it is not positive, so a separate
+per-sample cost is not called for (a sample's entry and exit are already two
+hand-offs, the input's and the result's).
+
+Medians, not means, are compared: on a shared machine a preempted sample adds
+milliseconds that belong to the load of the moment, not to the runtime.
+
+Example:
+    >>> m = measure_hop_overhead(samples=30, max_partitions=2)  # doctest: +SKIP
+    >>> 0 < m.hop_s < 0.01  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HopOverhead", "measure_hop_overhead", "fit_hops", "in_process_time"]
+
+_MODEL = {"in_dim": 8, "hidden": 8, "num_classes": 10, "seed": 0}
+
+
+@dataclass(frozen=True)
+class HopOverhead:
+    """The measured per-hand-off cost of the runtime on this machine.
+
+    Attributes:
+        hop_s: seconds per hand-off of one sample between two processes (least
+            squares through the origin): the device's ``hop_s``.
+        slope_s / per_sample_s: slope and intercept of the free line (diagnostic:
+            a clearly positive intercept would be a per-sample cost).
+        r2: R² of the free line.
+        partitions: the chain lengths L deployed.
+        hops: the hand-offs per sample of each chain (``L + 1``).
+        measured_s: median end-to-end latency of each chain.
+        in_process_s: median time of the same work in one process.
+        samples: timed samples per chain.
+    """
+
+    hop_s: float
+    slope_s: float
+    per_sample_s: float
+    r2: float
+    partitions: tuple[int, ...]
+    hops: tuple[int, ...]
+    measured_s: tuple[float, ...]
+    in_process_s: tuple[float, ...]
+    samples: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able mapping (what a device profile stores as its ``hop`` field)."""
+        out = asdict(self)
+        out.update({k: list(v) for k, v in out.items() if isinstance(v, tuple)})
+        return out
+
+
+def fit_hops(hops: Sequence[float], excess_s: Sequence[float]) -> tuple[float, float, float, float]:
+    """The cost per hand-off: least squares of ``excess = hop * hops``, and the free line.
+
+    The model's term is the line through the origin (no hand-off, no runtime
+    cost). The free line ``excess = per_sample + slope * hops`` is returned too,
+    as a diagnostic: a clearly positive intercept would be a per-sample cost that
+    the per-hop term misses.
+
+    Args:
+        hops: hand-offs per sample of each measurement (at least two distinct values).
+        excess_s: measured minus in-process latency of each.
+
+    Returns:
+        ``(hop_s, slope_s, per_sample_s, r2)``: the cost per hand-off (through
+        the origin, clipped at 0: a cost is never negative), the free line's
+        slope and intercept, and the free line's R².
+
+    Raises:
+        ValueError: fewer than two distinct hop counts, or lengths that differ.
+
+    Example:
+        >>> fit_hops([2, 3, 4], [0.002, 0.003, 0.004])
+        (0.001, 0.001, 0.0, 1.0)
+    """
+    h = np.asarray(hops, np.float64)
+    y = np.asarray(excess_s, np.float64)
+    if h.shape != y.shape or h.ndim != 1:
+        raise ValueError(f"hops and excess_s must be two lists of one length, got {h.shape} and {y.shape}")
+    if np.unique(h).size < 2 or (h <= 0).any():
+        raise ValueError(f"fit_hops needs positive hop counts with at least two distinct values, got {h.tolist()}")
+    through_origin = float((h * y).sum() / (h * h).sum())
+    slope, intercept = np.polyfit(h, y, 1)
+    pred = intercept + slope * h
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float(((y - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else 1.0
+
+    def r(v: float) -> float:
+        return round(float(v), 12) + 0.0  # no -0.0
+
+    return r(max(0.0, through_origin)), r(slope), r(intercept), r(r2)
+
+
+def in_process_time(num_partitions: int, x: np.ndarray, reps: int = 200) -> float:
+    """Median time of one sample's work through ``num_partitions`` partitions, in one process.
+
+    The steps are those the profile charges and the workers run: encode the
+    input, then per partition decode, copy, run, encode (features, or the result
+    at the last), and decode the result at the destination.
+
+    Args:
+        num_partitions: L.
+        x: one input, ``[1, in_dim]`` float32.
+        reps: repetitions (the median is returned).
+
+    Returns:
+        Seconds.
+    """
+    from earlyexit.runtime.synthetic import SyntheticModel
+    from earlyexit.runtime.wire import decode, encode
+
+    model = SyntheticModel(num_partitions=num_partitions, **_MODEL)
+    runners = [model.runner(k) for k in range(num_partitions)]
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        msg = encode(x, kind="input", ids=[0], ack="tcp://127.0.0.1:1")
+        for k, run in enumerate(runners):
+            arr, _ = decode(msg)
+            arr = np.array(arr)
+            logits, ent, feats = run(arr)
+            if k < num_partitions - 1:
+                msg = encode(np.ascontiguousarray(feats), kind="features", ids=[0], ack="tcp://127.0.0.1:1")
+            else:
+                msg = encode(np.ascontiguousarray(logits, np.float32), kind="result", ids=[0],
+                             partition=k, block=None, tier=k, entropy=[float(e) for e in ent],
+                             degraded=False)  # fmt: skip
+        arr, _ = decode(msg)
+        np.array(arr, np.float32)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def measure_hop_overhead(
+    samples: int = 200,
+    max_partitions: int = 3,
+    warmup: int = 20,
+    niceness: int | None = None,
+) -> HopOverhead:
+    """Measure the runtime's per-hand-off cost through real workers on loopback.
+
+    Args:
+        samples: timed samples per chain (one at a time).
+        max_partitions: the longest chain; chains of 1 .. max_partitions workers are deployed.
+        warmup: untimed samples sent first through each chain.
+        niceness: scheduling niceness of the workers (see :func:`earlyexit.runtime.deploy`).
+
+    Returns:
+        A :class:`HopOverhead`.
+
+    Raises:
+        ValueError: ``samples`` < 5 or ``max_partitions`` < 2.
+    """
+    from earlyexit.runtime.deployment import deploy
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5:
+        raise ValueError(f"samples must be an int >= 5, got {samples!r}")
+    if isinstance(max_partitions, bool) or not isinstance(max_partitions, int) or max_partitions < 2:
+        raise ValueError(f"max_partitions must be an int >= 2 (a line needs two chain lengths), got {max_partitions!r}")
+    parts = tuple(range(1, max_partitions + 1))
+    latencies: dict[int, list[float]] = {num: [] for num in parts}
+    with contextlib.ExitStack() as stack:
+        chains = {
+            num: stack.enter_context(
+                deploy(synthetic={"num_partitions": num, **_MODEL}, threshold=0.0, niceness=niceness)
+            )
+            for num in parts
+        }
+        x = chains[1].inputs(warmup + samples, seed=1)
+        # interleaved, one sample at a time: a burst of load on a shared machine
+        # hits every chain alike instead of inflating one of them
+        for i in range(warmup + samples):
+            for num, d in chains.items():
+                res = d.client.infer(x[i], timeout_s=30.0)
+                if res.degraded or res.partition != num - 1:
+                    raise RuntimeError(f"the {num}-worker chain did not run a sample to its last partition")
+                if i >= warmup:
+                    latencies[num].append(res.latency_s)
+    measured = [float(np.median(latencies[num])) for num in parts]
+    inproc = [in_process_time(num, x[:1], reps=max(samples, 50)) for num in parts]
+    hops = tuple(n + 1 for n in parts)
+    excess = [m - i for m, i in zip(measured, inproc, strict=True)]
+    hop_s, slope_s, per_sample_s, r2 = fit_hops(hops, excess)
+    return HopOverhead(hop_s, slope_s, per_sample_s, r2, parts, hops, tuple(measured),
+                       tuple(inproc), samples)  # fmt: skip
