@@ -309,7 +309,7 @@ def test_audio_datamodule_on_sonic_pi(audio_dir: Path) -> None:
     assert all(n > 0 for n in sizes.values()), sizes
     # one clip per class goes to test, one to profiling: every class is in every split
     for split in ("train", "profile", "test"):
-        assert set(dm.dataset(split).labels.tolist()) == {0, 1, 2, 3}
+        assert set(dm.dataset(split).tensors[1].tolist()) == {0, 1, 2, 3}
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape[1:] == (1, 96, 64) and torch.isfinite(x).all() and x.std() > 0.1
 
@@ -323,7 +323,7 @@ def test_audio_split_column_and_missing_file(tmp_path: Path, audio_dir: Path) ->
     dm = EarlyExitDataModule(f"audio:{audio_dir}", labels_csv=str(csv), profile_fraction=0.0)
     dm.setup()
     assert dm.split_sizes()["profile"] == 0
-    assert set(dm.dataset("test").labels.tolist()) == {0, 1, 2, 3}
+    assert set(dm.dataset("test").tensors[1].tolist()) == {0, 1, 2, 3}
     csv.write_text("missing.flac,ambi\n")
     with pytest.raises(DatasetNotFoundError, match="missing.flac"):
         EarlyExitDataModule(f"audio:{audio_dir}", labels_csv=str(csv)).setup()
