@@ -47,6 +47,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -57,7 +58,15 @@ from typing import Any
 
 import numpy as np
 
-from earlyexit.formats import Profile, Topology
+from earlyexit._checks import (
+    atomic_output,
+    check_output_dir,
+    input_file,
+    int_range,
+    output_dir,
+    removed_on_failure,
+)
+from earlyexit.formats import Profile, Topology, atomic_write_text
 
 __all__ = [
     "Config",
@@ -73,6 +82,12 @@ __all__ = [
 ]
 
 ESTIMATORS = ("portend", "exact")
+MAX_CONFIGS = 1000
+"""The most configurations one validation deploys."""
+MAX_SAMPLES = 100_000
+"""The most test samples per configuration run one at a time over the emulated links."""
+MAX_ACCURACY_SAMPLES = 1_000_000
+"""The most test samples per configuration in the accuracy pass."""
 
 
 @dataclass(frozen=True)
@@ -473,8 +488,11 @@ def plot(
         ax.legend()
         fig.tight_layout()
         path = out / f"validate_{metric}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        try:
+            with atomic_output(path) as tmp:
+                fig.savefig(tmp, dpi=120, format="png")
+        finally:
+            plt.close(fig)
         paths.append(str(path))
     if cdf_latencies_s:
         lat = np.sort(np.asarray(cdf_latencies_s)) * 1e3
@@ -484,8 +502,11 @@ def plot(
         ax.set_ylabel("CDF")
         fig.tight_layout()
         path = out / "validate_latency_cdf.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        try:
+            with atomic_output(path) as tmp:
+                fig.savefig(tmp, dpi=120, format="png")
+        finally:
+            plt.close(fig)
         paths.append(str(path))
     return paths
 
@@ -507,19 +528,25 @@ def validate(
     exporter: str = "torchscript",
     accuracy_drop: float | None = 0.01,
     niceness: int | None = -15,
+    force: bool = False,
+    keep_logs: bool = False,
 ) -> dict[str, Any]:
     """Deploy ``configs`` configurations of a checkpoint and compare them with the estimates.
+
+    Every argument is checked, and the checkpoint compared with the profile,
+    before anything is written; if the run fails, what it wrote is removed.
 
     Args:
         checkpoint: the trained multi-exit model (``earlyexit.load``).
         profile: its profile (JSON path or Profile).
         topology: the topology to emulate (built-in name, YAML path or Topology).
         data: the held-out data (a data spec; default: the model's dataset), test split.
-        configs: K, the number of configurations.
+        configs: K, the number of configurations (1 .. :data:`MAX_CONFIGS`).
         samples: S, test samples per configuration, one at a time over the
-            emulated links: the latency pass.
+            emulated links: the latency pass (1 .. :data:`MAX_SAMPLES`).
         accuracy_samples: test samples per configuration for accuracy and exit
-            fractions (the accuracy pass): when more than ``samples``, the bundle's
+            fractions (the accuracy pass; ``samples`` .. :data:`MAX_ACCURACY_SAMPLES`):
+            when more than ``samples``, the bundle's
             partition files are run chained in this process with the workers' exit
             rule (links and placement do not change which exit a sample takes or
             what it predicts; the deployed pass must agree on the samples they
@@ -545,31 +572,68 @@ def validate(
             (measured here: a 3 ms edge-only configuration took 24 ms at load 10,
             4 ms at niceness -15). Needs ``CAP_SYS_NICE`` (root); without it the
             run goes on at the normal priority and says so in ``notes``.
+        force: go on with a profile made from other weights than the checkpoint's
+            (its ``model_digest`` differs), with a warning in ``notes``; refused otherwise.
+        keep_logs: keep every process's log under ``out_dir/logs/`` (else each
+            deployment's temporary log folder is removed when it closes).
 
     Returns:
         ``{"latency": {"beta", "r2"}, "exit_rate": {...}, "accuracy": {...},
         "by_estimator": {...}, "configs": [...], "plots": [...]}``.
 
     Raises:
-        ValueError: a topology device missing from the profile, bad counts.
+        ValueError: a topology device missing from the profile, counts out of
+            range, a profile of another model (block or class count, or weights
+            without ``force``), too little test data, an output directory that is a file.
     """
     import earlyexit
-    from earlyexit.export import export_bundle
     from earlyexit.export.bundle import resolve_data
-    from earlyexit.planner import make_plan
     from earlyexit.planner.latency import CostModel
     from earlyexit.planner.topology import bind_devices
+    from earlyexit.profiling.api import model_digest
 
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if accuracy_samples < 0:
-        raise ValueError(f"accuracy_samples must be >= 0, got {accuracy_samples}")
+    _check_count("configs", configs, 1, MAX_CONFIGS)
+    _check_count("samples", samples, 1, MAX_SAMPLES)
+    _check_count("accuracy_samples", accuracy_samples, samples, MAX_ACCURACY_SAMPLES)
+    if niceness is not None:
+        _check_count("niceness", niceness, -20, 19)
+    if out_dir is not None:
+        check_output_dir(out_dir, "out_dir")
     prof, topo = _resolve(profile, topology)
     if devices:
         topo = bind_devices(topo, devices)
     cm = CostModel(prof, topo)  # checks that every tier's device is profiled
     t_start = time.perf_counter()
     notes = []
+    model = earlyexit.load(checkpoint)
+    if prof.num_blocks != model.num_blocks or prof.num_classes != model.num_classes:
+        raise ValueError(
+            f"the profile is of another model: {prof.num_blocks} blocks and {prof.num_classes} "
+            f"classes, the checkpoint {checkpoint} has {model.num_blocks} blocks and "
+            f"{model.num_classes} classes; profile this checkpoint (earlyexit profile)"
+        )
+    want = prof.extra.get("model_digest")
+    if want is not None and want != model_digest(model):
+        text = (
+            f"the profile was made with other weights than {checkpoint} (its model_digest "
+            "differs): its exit rates and accuracies do not describe this model"
+        )
+        if not force:
+            raise ValueError(text + "; profile this checkpoint, or pass --force (force=True)")
+        notes.append(text)
+        warnings.warn(text, stacklevel=2)
+    got = resolve_data(data, "test", model, limit=max(samples, accuracy_samples))
+    if got is None:
+        raise ValueError("no test data: give data= (a data spec) or a checkpoint that records one")
+    if len(got[0]) < samples:
+        raise ValueError(
+            f"samples: the test data holds {len(got[0])} samples, fewer than the {samples} asked"
+        )
+    if len(got[0]) < accuracy_samples:
+        notes.append(
+            f"accuracy pass over {len(got[0])} samples, all the test data "
+            f"({accuracy_samples} asked)"
+        )
     if niceness is not None and not niceness_allowed(niceness):
         notes.append(
             f"could not run the deployment at niceness {niceness} (needs CAP_SYS_NICE): "
@@ -585,12 +649,59 @@ def validate(
                 "engine='onnx' (earlyexit profile --engine onnx) to predict this deployment"
             )
             warnings.warn(notes[-1], stacklevel=2)
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="earlyexit-validate-"))
-    out.mkdir(parents=True, exist_ok=True)
-    model = earlyexit.load(checkpoint)
-    got = resolve_data(data, "test", model, limit=max(samples, accuracy_samples))
-    if got is None:
-        raise ValueError("no test data: give data= (a data spec) or a checkpoint that records one")
+    run = dict(
+        samples=samples, seed=seed, configs=configs, emulate_links=emulate_links,
+        progress=progress, exporter=exporter, accuracy_drop=accuracy_drop,
+        niceness=niceness, keep_logs=keep_logs,
+    )  # fmt: skip
+
+    def into(out: Path) -> dict[str, Any]:
+        summary = _validate_into(out, model, prof, topo, cm, got, notes, **run)
+        summary["wall_time_s"] = time.perf_counter() - t_start
+        atomic_write_text(out / "validation.json", json.dumps(summary, indent=2, default=float))
+        return summary
+
+    if out_dir is not None:
+        with removed_on_failure(out_dir) as out:
+            return into(out)
+    out = Path(tempfile.mkdtemp(prefix="earlyexit-validate-"))
+    try:
+        return into(out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _check_count(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value}")
+
+
+def _validate_into(
+    out: Path,
+    model: Any,
+    prof: Profile,
+    topo: Topology,
+    cm: Any,
+    got: tuple[Any, Any, Any],
+    notes: list[str],
+    *,
+    samples: int,
+    seed: int,
+    configs: int,
+    emulate_links: bool,
+    progress: Callable[[str], None] | None,
+    exporter: str,
+    accuracy_drop: float | None,
+    niceness: int | None,
+    keep_logs: bool,
+) -> dict[str, Any]:
+    """:func:`validate` after its checks: export, deploy and measure into ``out``."""
+    from earlyexit.export import export_bundle
+    from earlyexit.planner import make_plan
+
     x_all = got[0].numpy().astype(np.float32)
     y_all = None if got[1] is None else got[1].numpy()
     x, y = x_all[:samples], None if y_all is None else y_all[:samples]
@@ -623,7 +734,14 @@ def validate(
             )
             bundles[cfg.cuts] = path
         meas = measure(
-            bundles[cfg.cuts], cfg, topo, x, y, emulate_links=emulate_links, niceness=niceness
+            bundles[cfg.cuts],
+            cfg,
+            topo,
+            x,
+            y,
+            emulate_links=emulate_links,
+            niceness=niceness,
+            log_dir=out / "logs" / f"config-{i + 1}" if keep_logs else None,
         )
         acc_meas = _accuracy_pass(bundles[cfg.cuts], cfg, x_all, y_all) if accuracy_pass else meas
         n_parts = len(cfg.cuts)
@@ -666,8 +784,6 @@ def validate(
     summary["out_dir"] = str(out)
     summary["notes"] = notes
     summary["chosen"] = records[0]["config"] if best is not None else None
-    summary["wall_time_s"] = time.perf_counter() - t_start
-    (out / "validation.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
@@ -683,23 +799,30 @@ def register_validate(subparsers: Any) -> None:
         "others) over emulated links, run S test samples one at a time, and report beta and "
         "R^2 of estimated against measured latency, exit rate and accuracy.",
     )
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--profile", required=True)
+    p.add_argument("--checkpoint", required=True, type=input_file)
+    p.add_argument("--profile", required=True, type=input_file, help="its profile (JSON)")
     p.add_argument("--topology", required=True, help="built-in name or YAML file")
     p.add_argument("--data", default=None, help="data spec (default: the checkpoint's dataset)")
-    p.add_argument("--configs", type=int, default=30, help="K configurations")
+    p.add_argument(
+        "--configs",
+        type=int_range(1, MAX_CONFIGS),
+        default=30,
+        help=f"K configurations (1 to {MAX_CONFIGS})",
+    )
     p.add_argument(
         "--samples",
-        type=int,
+        type=int_range(1, MAX_SAMPLES),
         default=100,
-        help="S test samples per configuration, one at a time over the emulated links",
+        help="S test samples per configuration, one at a time over the emulated links "
+        f"(1 to {MAX_SAMPLES})",
     )
     p.add_argument(
         "--accuracy-samples",
-        type=int,
+        type=int_range(1, MAX_ACCURACY_SAMPLES),
         default=2000,
         help="test samples per configuration for accuracy and exit fractions (the bundle's "
-        "files chained in one process when more than --samples)",
+        "files chained in one process when more than --samples; at least --samples, at most "
+        f"{MAX_ACCURACY_SAMPLES})",
     )
     p.add_argument(
         "--device",
@@ -708,15 +831,28 @@ def register_validate(subparsers: Any) -> None:
         metavar="TIER=DEVICE",
         help="bind a tier (name, index or device) to a profile device; repeatable",
     )
-    p.add_argument("--out", default="validation", help="output directory (plots, JSON, bundles)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out",
+        type=output_dir,
+        default="validation",
+        help="output directory (plots, JSON, bundles); removed again if the run fails",
+    )
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     p.add_argument("--no-links", action="store_true", help="do not emulate links")
     p.add_argument(
         "--nice",
-        type=int,
+        type=int_range(-20, 19),
         default=-15,
         help="scheduling niceness of the deployment and client during the latency pass "
         "(isolates the emulated tiers from other load; needs root); use 0 to leave it",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="go on (with a warning) when the profile was made with other weights",
+    )
+    p.add_argument(
+        "--keep-logs", action="store_true", help="keep every process's log under OUT/logs/"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_validate_command)
@@ -729,6 +865,11 @@ def _validate_command(args: argparse.Namespace) -> int:
         if not sep or not key or not value:
             raise ValueError(f"--device expects TIER=DEVICE, got {item!r}")
         devices[key] = value
+    if args.accuracy_samples < args.samples:
+        raise ValueError(
+            f"--accuracy-samples must be >= --samples ({args.samples}) and <= "
+            f"{MAX_ACCURACY_SAMPLES}, got {args.accuracy_samples}"
+        )
     result = validate(
         args.checkpoint,
         args.profile,
@@ -743,6 +884,8 @@ def _validate_command(args: argparse.Namespace) -> int:
         emulate_links=not args.no_links,
         progress=None if args.json else print,
         niceness=None if args.nice == 0 else args.nice,
+        force=args.force,
+        keep_logs=args.keep_logs,
     )
     if args.json:
         keep = (

@@ -8,7 +8,9 @@ Across real machines, run ``earlyexit serve`` on each instead.
 
 Start-up waits for each process's ``READY`` line with a bounded timeout; ``close``
 (or leaving the ``with`` block, or the interpreter exiting) terminates every
-process, killing those that do not stop within a few seconds.
+process, killing those that do not stop within a few seconds, and removes the
+temporary folder of the process logs (``earlyexit-deploy-*``) unless
+``keep_logs=True`` or a ``log_dir`` of the caller's was given.
 
 Example:
     >>> with deploy(synthetic={"num_partitions": 3}, threshold=0.6) as d:  # doctest: +SKIP
@@ -23,6 +25,7 @@ import functools
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +82,12 @@ class _Proc:
     popen: subprocess.Popen
     log_path: Path
     info: dict[str, Any] = field(default_factory=dict)
+    final_log: str | None = None  # the log's text, kept when its file is removed
+
+    def log_text(self) -> str:
+        if self.final_log is not None:
+            return self.final_log
+        return self.log_path.read_text(errors="replace")
 
 
 def _terminate(procs: list[_Proc], timeout_s: float = 3.0) -> None:
@@ -104,7 +113,8 @@ class Deployment:
         client: submits inputs and collects results.
         tiers: the tier of each partition.
         threshold: the exit threshold.
-        log_dir: where each process writes its log.
+        log_dir: where each process writes its log (a temporary folder is
+            removed by :meth:`close` unless the deployment was made with ``keep_logs``).
     """
 
     def __init__(
@@ -166,7 +176,7 @@ class Deployment:
     def log(self, partition: int | None = None) -> str:
         """The log text of a worker (or of every process if ``partition`` is None)."""
         procs = self._procs if partition is None else [self._workers[partition]]
-        return "".join(p.log_path.read_text(errors="replace") for p in procs)
+        return "".join(p.log_text() for p in procs)
 
     def run(
         self, x: np.ndarray, one_at_a_time: bool = False, timeout_s: float = 60.0
@@ -191,7 +201,7 @@ class Deployment:
         )
 
     def close(self) -> None:
-        """Close the client and stop every process (bounded time)."""
+        """Close the client, stop every process (bounded time), remove a temporary log folder."""
         self._cleanup()
 
     def __enter__(self) -> Deployment:
@@ -201,11 +211,20 @@ class Deployment:
         self.close()
 
 
-def _cleanup(client: Client, procs: list[_Proc]) -> None:
+def _cleanup(client: Client, procs: list[_Proc], remove_dir: Path | None = None) -> None:
     try:
         client.close()
     finally:
-        _terminate(procs)
+        try:
+            _terminate(procs)
+        finally:
+            if remove_dir is not None:
+                for p in procs:  # log() still answers after close
+                    try:
+                        p.final_log = p.log_path.read_text(errors="replace")
+                    except OSError:
+                        p.final_log = ""
+                shutil.rmtree(remove_dir, ignore_errors=True)
 
 
 def _set_niceness(niceness: int) -> None:
@@ -282,6 +301,7 @@ def deploy(
     start_timeout_s: float = 60.0,
     log_dir: str | os.PathLike[str] | None = None,
     niceness: int | None = None,
+    keep_logs: bool = False,
 ) -> Deployment:
     """Start a deployment on loopback and return it with its client.
 
@@ -302,12 +322,15 @@ def deploy(
         heartbeat_s, dead_after_s: fault detection.
         max_message_bytes: workers reject larger messages.
         start_timeout_s: bound on each process's start-up.
-        log_dir: where process logs go (default: a new temporary directory).
+        log_dir: where process logs go (default: a new temporary directory,
+            ``earlyexit-deploy-*``, removed when the deployment closes unless ``keep_logs``;
+            a directory given here is kept).
         niceness: the scheduling niceness of every worker and link process
             (``-20`` .. ``19``; below the caller's needs ``CAP_SYS_NICE``, and is
             silently not applied without it). On a machine shared with other
             work, a negative one keeps the emulated tiers' wake-ups prompt, as on
             dedicated devices; None inherits the caller's.
+        keep_logs: keep the temporary log folder after the deployment closes.
 
     Returns:
         The running :class:`Deployment` (use it as a context manager).
@@ -360,17 +383,26 @@ def deploy(
     source = topo.source if topo else 0
     destination = topo.destination if topo else 0
 
-    log_path = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="earlyexit-deploy-"))
-    log_path.mkdir(parents=True, exist_ok=True)
+    if log_dir:
+        log_path, remove_dir = Path(log_dir), None
+        log_path.mkdir(parents=True, exist_ok=True)
+    else:
+        log_path = Path(tempfile.mkdtemp(prefix="earlyexit-deploy-"))
+        remove_dir = None if keep_logs else log_path
     procs: list[_Proc] = []
     slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
-    client = Client(
-        hwm=hwm,
-        dead_after_s=dead_after_s,
-        source_slowdown=slow(source),
-        destination_slowdown=slow(destination),
-    )
-    cleanup = weakref.finalize(client, _cleanup, client, procs)
+    try:
+        client = Client(
+            hwm=hwm,
+            dead_after_s=dead_after_s,
+            source_slowdown=slow(source),
+            destination_slowdown=slow(destination),
+        )
+    except BaseException:
+        if remove_dir is not None:
+            shutil.rmtree(remove_dir, ignore_errors=True)
+        raise
+    cleanup = weakref.finalize(client, _cleanup, client, procs, remove_dir)
     try:
         up: list[str] = []
         down: list[str] = []
