@@ -19,7 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run_demo", "demo_topology", "DEFAULT_CHECKPOINT"]
+from earlyexit._checks import (
+    atomic_output,
+    check_output_dir,
+    input_file,
+    int_range,
+    output_dir,
+    removed_on_failure,
+)
+
+__all__ = ["register", "run_demo", "demo_topology", "DEFAULT_CHECKPOINT", "MAX_SAMPLES"]
 
 DEFAULT_CHECKPOINT = (
     Path(__file__).resolve().parents[1] / "checkpoints" / "resnet20_fashionmnist.pt"
@@ -27,6 +36,9 @@ DEFAULT_CHECKPOINT = (
 DEVICE = "cpu-1thread"
 # emulated hardware of the PORTEND AWS tiers, relative to one core of this machine
 SLOWDOWNS = {"edge": 4.0, "base-station": 2.0, "cloud": 1.0}
+MAX_SAMPLES = 1000
+"""Held-out test samples the demo can deploy (the odd half of the embedded test images)."""
+MAX_EPOCHS = 1000
 
 
 def demo_topology():
@@ -93,26 +105,61 @@ def run_demo(
     samples: int = 300,
     formats: tuple[str, ...] = ("onnx", "torchscript", "pt2"),
     quiet: bool = False,
+    keep_logs: bool = False,
 ) -> dict[str, Any]:
     """Run the demo and write its report.
 
     Args:
-        out: output directory (created).
+        out: output directory (created; if the demo fails, what it added is removed).
         train: train a model on the embedded data instead of loading the checkpoint.
         checkpoint: a full-configuration checkpoint (default: the shipped ResNet-20).
         epochs: training epochs with ``train``.
         accuracy_drop: the plan minimizes latency with accuracy at least the
             final exit's profiled accuracy minus this.
-        samples: test samples run through the emulated deployment.
+        samples: test samples run through the emulated deployment (1 .. :data:`MAX_SAMPLES`).
         formats: bundle formats to export.
         quiet: print nothing.
+        keep_logs: keep the deployment's process logs in ``out/logs/``.
 
     Returns:
         The report's figures as a dict (also written to ``out/report.json``).
 
     Raises:
         FileNotFoundError: if the checkpoint is missing.
+        ValueError: ``samples``, ``epochs`` or ``accuracy_drop`` out of range, ``out`` a file.
     """
+    for name, value, hi in (("samples", samples, MAX_SAMPLES), ("epochs", epochs, MAX_EPOCHS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+            raise ValueError(f"{name} must be an integer in [1, {hi}], got {value!r}")
+    if not 0.0 <= accuracy_drop <= 1.0:
+        raise ValueError(f"accuracy_drop must be in [0, 1], got {accuracy_drop!r}")
+    check_output_dir(out, "out")
+    if train and checkpoint is not None:
+        raise ValueError("give train (--train) or checkpoint (--checkpoint), not both")
+    if not train:
+        checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(
+                f"checkpoint {checkpoint} not found; run with --train to train one"
+            )
+    with removed_on_failure(out) as out_path:
+        return _run_demo(
+            out_path, train, checkpoint, epochs, accuracy_drop, samples, formats, quiet, keep_logs
+        )
+
+
+def _run_demo(
+    out: Path,
+    train: bool,
+    checkpoint: str | Path | None,
+    epochs: int,
+    accuracy_drop: float,
+    samples: int,
+    formats: tuple[str, ...],
+    quiet: bool,
+    keep_logs: bool,
+) -> dict[str, Any]:
+    """:func:`run_demo` after its checks, writing into ``out``."""
     import numpy as np
 
     import earlyexit
@@ -121,8 +168,6 @@ def run_demo(
     from earlyexit.planner.plot import plot_pareto
     from earlyexit.profiling._cli import plot_profile
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     steps = _Steps(6, quiet)
     if train:
         steps(f"training ResNet-20 on the embedded Fashion-MNIST subset ({epochs} epochs)")
@@ -130,10 +175,6 @@ def run_demo(
     else:
         checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
         steps(f"loading {checkpoint}")
-        if not checkpoint.exists():
-            raise FileNotFoundError(
-                f"checkpoint {checkpoint} not found; run with --train to train one"
-            )
     model = earlyexit.load(checkpoint)
 
     # The shipped model never saw the embedded test images (they come from the
@@ -142,6 +183,10 @@ def run_demo(
 
     test_x, test_y, _ = resolve_data("fashion-mnist", "test", model)
     prof_x, prof_y = test_x[0::2], test_y[0::2]
+    if len(test_x[1::2]) < samples:
+        raise ValueError(
+            f"samples: {samples} asked, the embedded test images hold {len(test_x[1::2])} held-out ones"
+        )
     eval_x, eval_y = test_x[1::2][:samples], test_y[1::2][:samples]
     batches = [(prof_x[i : i + 256], prof_y[i : i + 256]) for i in range(0, len(prof_x), 256)]
 
@@ -161,7 +206,8 @@ def run_demo(
     best.save(out / "plan.json")
     base = baselines(prof, topo, estimator="exact")
     frontier = pareto(prof, topo, estimator="exact")
-    plot_pareto(frontier, out / "pareto.png", baselines=base, chosen=best)
+    with atomic_output(out / "pareto.png") as tmp:
+        plot_pareto(frontier, tmp, baselines=base, chosen=best)
 
     steps("exporting the plan's partitions (ONNX, TorchScript, torch.export) and verifying them")
     from earlyexit.export import export_bundle
@@ -175,7 +221,14 @@ def run_demo(
     from earlyexit.validation import Config, estimate, measure
 
     config = Config(best.threshold, tuple(best.cut_points), tuple(best.tier_indices), pareto=True)
-    measured = measure(out / "bundle", config, topo, eval_x.numpy(), eval_y.numpy())
+    measured = measure(
+        out / "bundle",
+        config,
+        topo,
+        eval_x.numpy(),
+        eval_y.numpy(),
+        log_dir=out / "logs" if keep_logs else None,
+    )
     estimates = estimate(prof, topo, config)
     validation = {
         "samples": len(measured.latency_s),
@@ -281,8 +334,11 @@ def _plot_validation(measured, estimates: dict[str, Any], path: Path) -> None:
     ax2.set_xticks(xs + width * len(estimates) / 2, [str(k + 1) for k in xs])
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _markdown(report: dict[str, Any], best, base) -> str:
@@ -330,6 +386,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         epochs=args.epochs,
         samples=args.samples,
+        keep_logs=args.keep_logs,
     )
     return 0
 
@@ -337,13 +394,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
-    p.add_argument("--out", default="demo_out", help="output directory")
+    p.add_argument(
+        "--out",
+        type=output_dir,
+        default="demo_out",
+        help="output directory (what a failed run added to it is removed)",
+    )
     p.add_argument(
         "--train",
         action="store_true",
         help="train the model first instead of loading the checkpoint",
     )
-    p.add_argument("--epochs", type=int, default=3, help="training epochs with --train")
-    p.add_argument("--checkpoint", default=None, help="use this full-configuration checkpoint")
-    p.add_argument("--samples", type=int, default=300, help="test samples for the deployment")
+    p.add_argument(
+        "--epochs",
+        type=int_range(1, MAX_EPOCHS),
+        default=3,
+        help="training epochs with --train",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=input_file,
+        default=None,
+        help="use this full-configuration checkpoint",
+    )
+    p.add_argument(
+        "--samples",
+        type=int_range(1, MAX_SAMPLES),
+        default=300,
+        help=f"test samples for the deployment (1 to {MAX_SAMPLES})",
+    )
+    p.add_argument(
+        "--keep-logs", action="store_true", help="keep the deployment's process logs in OUT/logs/"
+    )
     p.set_defaults(func=_cmd_demo)

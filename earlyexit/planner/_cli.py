@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from earlyexit._checks import atomic_output, float_range, image_file, int_range, output_file
@@ -99,12 +98,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="change a topology parameter, e.g. destination=2 or links[0].bandwidth_mbps=5",
     )
     h = p.add_argument_group("hints")
-    h.add_argument(
-        "--num-partitions", type=int_range(1, 1000), help="fixed number of partitions L"
-    )
-    h.add_argument(
-        "--max-partitions", type=int_range(1, 1000), help="at most this many partitions"
-    )
+    h.add_argument("--num-partitions", type=int_range(1, 1000), help="fixed number of partitions L")
+    h.add_argument("--max-partitions", type=int_range(1, 1000), help="at most this many partitions")
     h.add_argument("--tiers", type=_str_list, help="allowed tiers, e.g. 0,2 or edge,cloud")
     h.add_argument("--placement", type=_str_list, help="fixed tier of each partition, e.g. 0,2")
     h.add_argument(

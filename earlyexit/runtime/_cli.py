@@ -9,16 +9,26 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "serve_command"]
+from earlyexit._checks import check_bindable, float_range, int_range, zmq_address
+
+__all__ = ["register", "serve_command", "MAX_HWM"]
+
+MAX_HWM = 1_000_000
+"""The largest ZeroMQ high-water mark ``serve`` takes (messages queued per socket)."""
+_MAX_MESSAGE = 2**31 - 1
 
 
-def _positive(value: str) -> float:
-    v = float(value)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return v
+def _bundle_dir(text: str) -> str:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a directory; expected a bundle directory (with manifest.json)"
+        )
+    return text
 
 
 def register(subparsers: Any) -> None:
@@ -30,23 +40,36 @@ def register(subparsers: Any) -> None:
         "exit go to --results (the destination), the others to --next (the next partition). "
         "Routes may list emulated-link hops first, the endpoint last.",
     )
-    p.add_argument("--bundle", required=True, help="bundle directory (manifest.json)")
+    p.add_argument(
+        "--bundle", required=True, type=_bundle_dir, help="bundle directory (manifest.json)"
+    )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--tier", type=int, help="serve the partition the plan places on tier K")
-    which.add_argument("--partition", type=int, help="serve partition K (0-based)")
-    p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="input address to bind")
+    which.add_argument(
+        "--tier", type=int_range(0, 1000), help="serve the partition the plan places on tier K"
+    )
+    which.add_argument("--partition", type=int_range(0, 1000), help="serve partition K (0-based)")
+    bind, connect = zmq_address(bind=True), zmq_address(bind=False)
+    p.add_argument(
+        "--bind",
+        type=bind,
+        default="tcp://127.0.0.1:5555",
+        help="input address to bind (checked to be free before READY)",
+    )
     p.add_argument(
         "--control-bind",
+        type=bind,
         default="tcp://127.0.0.1:*",
         help="address for acks and heartbeats from the next partition",
     )
     p.add_argument(
         "--advertise",
+        type=connect,
         default=None,
         help="the control address as upstream reaches it (when binding to *)",
     )
     p.add_argument(
         "--next",
+        type=connect,
         action="append",
         default=None,
         metavar="ADDR",
@@ -54,12 +77,18 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--results",
+        type=connect,
         action="append",
         required=True,
         metavar="ADDR",
         help="route to the destination's results address (repeat for link hops)",
     )
-    p.add_argument("--threshold", type=float, default=None, help="override the bundle's threshold")
+    p.add_argument(
+        "--threshold",
+        type=float_range(0, 1),
+        default=None,
+        help="override the bundle's threshold (in [0, 1])",
+    )
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"))
     p.add_argument(
         "--engine",
@@ -67,20 +96,43 @@ def register(subparsers: Any) -> None:
         choices=("auto", "onnx", "torchscript"),
         help="ONNX Runtime, or the TorchScript fallback (auto: ONNX when available)",
     )
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument(
+        "--threads",
+        type=int_range(0, 1024),
+        default=1,
+        help="ONNX Runtime intra-op threads (0: its choice)",
+    )
     p.add_argument(
         "--slowdown",
-        type=_positive,
+        type=float_range(0, 1000, lo_open=True),
         default=1.0,
         help="emulate a slower device: sleep (slowdown-1) x compute time",
     )
-    p.add_argument("--max-batch", type=int, default=1, help="micro-batch size (messages)")
-    p.add_argument("--batch-timeout-ms", type=float, default=0.0)
-    p.add_argument("--hwm", type=int, default=64, help="ZeroMQ high-water mark (messages)")
-    p.add_argument("--max-message-bytes", type=int, default=None)
+    p.add_argument(
+        "--max-batch", type=int_range(1, 4096), default=1, help="micro-batch size (messages)"
+    )
+    p.add_argument(
+        "--batch-timeout-ms",
+        type=float_range(0, 60_000),
+        default=0.0,
+        help="how long to wait to fill a micro-batch",
+    )
+    p.add_argument(
+        "--hwm",
+        type=int_range(1, MAX_HWM),
+        default=64,
+        help="ZeroMQ high-water mark (messages queued per socket)",
+    )
+    p.add_argument(
+        "--max-message-bytes",
+        type=int_range(1024, _MAX_MESSAGE),
+        default=None,
+        help="reject larger messages (default 256 MiB; at least one sample of the partition's "
+        "input must fit)",
+    )
     p.add_argument(
         "--dead-after",
-        type=_positive,
+        type=float_range(0, 3600, lo_open=True),
         default=2.0,
         help="seconds of silence after which the next partition is considered dead",
     )
@@ -103,9 +155,16 @@ def serve_command(args: argparse.Namespace) -> int:
     Returns:
         The exit code.
 
+    Every argument is checked, the partition's files against the manifest's
+    SHA-256 and the addresses to bind for being free, before READY is printed.
+
     Raises:
-        ValueError: a tier that hosts no partition, a partition out of range.
+        ValueError: a tier that hosts no partition, a partition out of range, a
+            message limit below one sample, an address that cannot be bound, a file
+            that does not match the manifest or does not load.
     """
+    import zmq
+
     from earlyexit.formats import Manifest
     from earlyexit.runtime.wire import MAX_MESSAGE_BYTES
     from earlyexit.runtime.worker import serve_config
@@ -128,6 +187,20 @@ def serve_command(args: argparse.Namespace) -> int:
         raise ValueError(
             f"partition {k} is not the last one: give --next (the next worker's route)"
         )
+    if last and args.next:
+        raise ValueError(f"partition {k} is the last one: it has no --next")
+    shape = tuple(manifest.partitions[k].input_shape) or tuple(manifest.input_shape)
+    sample_bytes = 4 * math.prod(int(d) for d in shape[1:] if d is not None) + 1024
+    max_bytes = args.max_message_bytes or MAX_MESSAGE_BYTES
+    if max_bytes < sample_bytes:
+        raise ValueError(
+            f"--max-message-bytes must be in [{sample_bytes}, {_MAX_MESSAGE}] (one sample of "
+            f"partition {k}'s input {list(shape)} float32 with its header must fit), got {max_bytes}"
+        )
+    if args.bind == args.control_bind and not args.bind.endswith(":*"):
+        raise ValueError(f"--bind and --control-bind must differ, both are {args.bind!r}")
+    check_bindable(args.bind, "--bind")
+    check_bindable(args.control_bind, "--control-bind")
     config = {
         "runner": {
             "kind": "bundle",
@@ -151,7 +224,10 @@ def serve_command(args: argparse.Namespace) -> int:
         "max_batch": args.max_batch,
         "batch_timeout_s": args.batch_timeout_ms / 1000,
         "hwm": args.hwm,
-        "max_message_bytes": args.max_message_bytes or MAX_MESSAGE_BYTES,
+        "max_message_bytes": max_bytes,
         "dead_after_s": args.dead_after,
     }
-    return serve_config(config)
+    try:
+        return serve_config(config)
+    except zmq.ZMQError as err:  # an address taken between the check and the bind
+        raise ValueError(f"ZeroMQ: {err.strerror} (--bind, --control-bind)") from None

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,10 +31,12 @@ import numpy as np
 import onnxruntime as ort
 
 from earlyexit.formats import Manifest
+from earlyexit.runtime._files import check_file
 
 __all__ = [
     "PRECISIONS",
     "BundleSession",
+    "check_file",
     "check_files",
     "precision_file_key",
     "session_options",
@@ -118,34 +119,9 @@ def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest | None = 
     """
     bundle_dir = Path(bundle_dir)
     manifest = Manifest.load(bundle_dir) if manifest is None else manifest
-    checked = 0
-    for part in manifest.partitions:
-        hashes = part.extra.get("sha256", {}) or {}
-        sizes = part.extra.get("bytes", {}) or {}
-        for fmt, name in part.files.items():
-            path = bundle_dir / name
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"partition {part.index}: {fmt} file {str(path)!r} is missing"
-                )
-            if fmt in sizes and path.stat().st_size != int(sizes[fmt]):
-                raise ValueError(
-                    f"partition {part.index}: {name} has {path.stat().st_size} bytes, the manifest "
-                    f"says {sizes[fmt]} (truncated or replaced?)"
-                )
-            if fmt not in hashes:
-                continue
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                    h.update(chunk)
-            if h.hexdigest() != hashes[fmt]:
-                raise ValueError(
-                    f"partition {part.index}: {name} does not match the SHA-256 in the manifest "
-                    "(altered after export?)"
-                )
-            checked += 1
-    return checked
+    return sum(
+        check_file(bundle_dir, part, fmt) for part in manifest.partitions for fmt in part.files
+    )
 
 
 class BundleSession:
@@ -165,8 +141,9 @@ class BundleSession:
 
     Raises:
         FileNotFoundError: if the manifest or a partition file is missing.
-        ValueError: for an unknown precision, or a bundle without ONNX files
-            of that precision.
+        ValueError: for an unknown precision, a bundle without ONNX files
+            of that precision, a file whose size or SHA-256 differs from the
+            manifest's (checked before it is loaded), or one ONNX Runtime cannot load.
 
     Example:
         >>> sess = BundleSession("bundle/", precision="int8")      # doctest: +SKIP
@@ -208,7 +185,15 @@ class BundleSession:
             path = self.bundle_dir / name
             if not path.is_file():
                 raise FileNotFoundError(f"partition {k}: file {str(path)!r} does not exist")
-            sess = ort.InferenceSession(str(path), opts, providers=self.providers)
+            check_file(self.bundle_dir, part, key)  # an altered file is never parsed
+            try:
+                sess = ort.InferenceSession(str(path), opts, providers=self.providers)
+            except Exception as err:  # onnxruntime raises its own types for a bad model
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise ValueError(
+                    f"partition {k}: ONNX Runtime cannot load {str(path)!r} "
+                    f"({type(err).__name__}: {first[:300]})"
+                ) from err
             self._sessions.append(sess)
             self._input_names.append(sess.get_inputs()[0].name)
             shape = tuple(part.input_shape) or tuple(manifest.input_shape)

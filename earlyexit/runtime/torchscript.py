@@ -67,9 +67,13 @@ def torchscript_runner(bundle: str | os.PathLike[str], partition: int, threads: 
         :meth:`earlyexit.runtime.session.BundleSession.run_partition` returns.
 
     Raises:
-        ValueError: for a partition out of range or a bundle without TorchScript files.
+        ValueError: for a partition out of range, a bundle without TorchScript files,
+            a file whose size or SHA-256 differs from the manifest's (checked before
+            it is loaded), or one that TorchScript cannot load.
     """
     import torch
+
+    from earlyexit.runtime._files import check_file
 
     manifest = Manifest.load(bundle)
     if not 0 <= partition < len(manifest.partitions):
@@ -77,10 +81,17 @@ def torchscript_runner(bundle: str | os.PathLike[str], partition: int, threads: 
     entry = manifest.partitions[partition]
     if "torchscript" not in entry.files:
         raise ValueError(f"partition {partition} of {bundle} has no TorchScript file")
+    check_file(bundle, entry, "torchscript")  # an altered file is never loaded
     torch.set_num_threads(threads)
-    module = torch.jit.load(
-        str(Path(bundle) / entry.files["torchscript"]), map_location="cpu"
-    ).eval()
+    path = Path(bundle) / entry.files["torchscript"]
+    try:
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as err:  # foreign bytes make torch.jit.load raise almost any type
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(
+            f"TorchScript cannot load {str(path)!r} "
+            f"({type(err).__name__}: {first[:300]})"
+        ) from err
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         with torch.inference_mode():

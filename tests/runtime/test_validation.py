@@ -77,13 +77,15 @@ def test_serve_and_validate_are_commands(tmp_path, capsys):
         ["serve", "--bundle", str(tmp_path), "--tier", "1", "--results", "tcp://127.0.0.1:9"]
     )
     assert args.func.__name__ == "serve_command"
+    (tmp_path / "c.pt").write_bytes(b"")  # input files are checked to exist while parsing
+    (tmp_path / "p.json").write_text("{}")
     args = parser.parse_args(
         [
             "validate",
             "--checkpoint",
-            "c.pt",
+            str(tmp_path / "c.pt"),
             "--profile",
-            "p.json",
+            str(tmp_path / "p.json"),
             "--topology",
             "portend-aws",
             "--configs",
