@@ -27,3 +27,18 @@ def test_readme_python_example_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "tensor(" in proc.stdout
+
+
+def test_readme_figures_are_those_of_the_committed_runs():
+    """README's figures are rendered from docs/img/*.json by tools/update_figures.py, not typed."""
+    sys.path.insert(0, str(README.parent / "tools"))
+    try:
+        import update_figures
+    finally:
+        sys.path.pop(0)
+    text = README.read_text()
+    assert text.count("<!-- figures:") == 2
+    assert update_figures.render(text) == text, (
+        "README.md's figures differ from docs/img/demo_report.json and "
+        "validation_summary.json: run `python tools/update_figures.py`"
+    )
