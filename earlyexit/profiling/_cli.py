@@ -74,6 +74,8 @@ def _summary(profile) -> str:
         lines.append(
             f"{i + 1:>4} {100 * profile.branch_accuracy[i]:5.1f}% {rates} {1e3 * dev.partition_time_s[0, i]:12.3f}"
         )
+    if dev.hop_s is not None:
+        lines.append(f"runtime cost per hand-off between processes (hop_s): {1e3 * dev.hop_s:.3f} ms")
     return "\n".join(lines)
 
 
@@ -104,6 +106,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         progress=not args.json,
         engine=args.engine,
         gap_s=args.gap_ms / 1000.0,
+        measure_hops=args.measure_hops,
     )
     # the plot first (a bad plot path must leave no profile behind), then the profile
     if args.plot:
@@ -187,6 +190,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="idle time before each timed partition run (cold caches, as one sample at a "
         "time sees them); 0 times runs back to back",
+    )
+    p.add_argument(
+        "--measure-hops",
+        action="store_true",
+        help="also measure the runtime's cost per hand-off between processes (hop_s, the "
+        "latency model's overhead term) through real tier workers on loopback (~10 s)",
     )
     p.add_argument(
         "--reps", type=int_range(1, 100_000), default=15, help="timed runs per partition"

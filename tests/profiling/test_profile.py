@@ -200,7 +200,7 @@ def test_cli_profile_and_merge(tmp_path, trained):
     assert cli_main([*args, "-o", str(tmp_path / "a.json"), "--plot", str(tmp_path / "a.png")]) == 0
     assert (tmp_path / "a.png").stat().st_size > 10_000
     args[4] = "b"
-    assert cli_main([*args, "-o", str(tmp_path / "b.json")]) == 0
+    assert cli_main([*args, "-o", str(tmp_path / "b.json"), "--measure-hops"]) == 0
     out = tmp_path / "all.json"
     assert (
         cli_main(
@@ -208,7 +208,9 @@ def test_cli_profile_and_merge(tmp_path, trained):
         )
         == 0
     )
-    assert sorted(Profile.load(out).devices) == ["a", "b"]
+    merged = Profile.load(out)
+    assert sorted(merged.devices) == ["a", "b"]
+    assert merged.devices["a"].hop_s is None and merged.devices["b"].hop_s > 0  # --measure-hops
 
 
 @pytest.mark.slow
