@@ -111,9 +111,13 @@ def fit_hops(hops: Sequence[float], excess_s: Sequence[float]) -> tuple[float, f
     h = np.asarray(hops, np.float64)
     y = np.asarray(excess_s, np.float64)
     if h.shape != y.shape or h.ndim != 1:
-        raise ValueError(f"hops and excess_s must be two lists of one length, got {h.shape} and {y.shape}")
+        raise ValueError(
+            f"hops and excess_s must be two lists of one length, got {h.shape} and {y.shape}"
+        )
     if np.unique(h).size < 2 or (h <= 0).any():
-        raise ValueError(f"fit_hops needs positive hop counts with at least two distinct values, got {h.tolist()}")
+        raise ValueError(
+            f"fit_hops needs positive hop counts with at least two distinct values, got {h.tolist()}"
+        )
     through_origin = float((h * y).sum() / (h * h).sum())
     slope, intercept = np.polyfit(h, y, 1)
     pred = intercept + slope * h
@@ -155,7 +159,9 @@ def in_process_time(num_partitions: int, x: np.ndarray, reps: int = 200) -> floa
             arr = np.array(arr)
             logits, ent, feats = run(arr)
             if k < num_partitions - 1:
-                msg = encode(np.ascontiguousarray(feats), kind="features", ids=[0], ack="tcp://127.0.0.1:1")
+                msg = encode(
+                    np.ascontiguousarray(feats), kind="features", ids=[0], ack="tcp://127.0.0.1:1"
+                )
             else:
                 msg = encode(np.ascontiguousarray(logits, np.float32), kind="result", ids=[0],
                              partition=k, block=None, tier=k, entropy=[float(e) for e in ent],
@@ -190,14 +196,22 @@ def measure_hop_overhead(
 
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5:
         raise ValueError(f"samples must be an int >= 5, got {samples!r}")
-    if isinstance(max_partitions, bool) or not isinstance(max_partitions, int) or max_partitions < 2:
-        raise ValueError(f"max_partitions must be an int >= 2 (a line needs two chain lengths), got {max_partitions!r}")
+    if (
+        isinstance(max_partitions, bool)
+        or not isinstance(max_partitions, int)
+        or max_partitions < 2
+    ):
+        raise ValueError(
+            f"max_partitions must be an int >= 2 (a line needs two chain lengths), got {max_partitions!r}"
+        )
     parts = tuple(range(1, max_partitions + 1))
     latencies: dict[int, list[float]] = {num: [] for num in parts}
     with contextlib.ExitStack() as stack:
         chains = {
             num: stack.enter_context(
-                deploy(synthetic={"num_partitions": num, **_MODEL}, threshold=0.0, niceness=niceness)
+                deploy(
+                    synthetic={"num_partitions": num, **_MODEL}, threshold=0.0, niceness=niceness
+                )
             )
             for num in parts
         }
@@ -208,7 +222,9 @@ def measure_hop_overhead(
             for num, d in chains.items():
                 res = d.client.infer(x[i], timeout_s=30.0)
                 if res.degraded or res.partition != num - 1:
-                    raise RuntimeError(f"the {num}-worker chain did not run a sample to its last partition")
+                    raise RuntimeError(
+                        f"the {num}-worker chain did not run a sample to its last partition"
+                    )
                 if i >= warmup:
                     latencies[num].append(res.latency_s)
     measured = [float(np.median(latencies[num])) for num in parts]

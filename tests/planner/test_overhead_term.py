@@ -18,7 +18,9 @@ DEVICES = ("a1.medium", "m4.large", "g4dn.xlarge")
 
 
 def _topo(dest: int = 0) -> Topology:
-    tiers = tuple(Tier(f"t{j}", d, s) for j, (d, s) in enumerate(zip(DEVICES, (2.0, 1.0, 0.5), strict=True)))
+    tiers = tuple(
+        Tier(f"t{j}", d, s) for j, (d, s) in enumerate(zip(DEVICES, (2.0, 1.0, 0.5), strict=True))
+    )
     return Topology(tiers, (Link(10, 20), Link(400, 40)), mtu_bytes=9000, destination=dest)
 
 
@@ -43,7 +45,10 @@ def test_absent_and_zero_hop_are_portends_model(prof):
     assert np.array_equal(a.x, a.ser + a.txm + a.prop[:, :, None])  # the paper's terms only
     est = evaluate(prof, _topo(), float(prof.thresholds[4]), [3, 8], [0, 2])
     assert est.breakdown_s["overhead"] == 0.0
-    assert est.latency_s == evaluate(zero, _topo(), float(prof.thresholds[4]), [3, 8], [0, 2]).latency_s
+    assert (
+        est.latency_s
+        == evaluate(zero, _topo(), float(prof.thresholds[4]), [3, 8], [0, 2]).latency_s
+    )
 
 
 @pytest.mark.parametrize("dest", [0, 2])
@@ -76,7 +81,9 @@ def test_overhead_is_charged_per_hand_off(prof, dest):
 def test_no_early_exit_makes_l_plus_one_hand_offs(prof):
     """T = 0: every sample makes exactly L + 1 hand-offs (what the measurement deploys)."""
     hopped = _with_hops(prof, dict.fromkeys(DEVICES, 0.002))
-    topo = Topology(tuple(Tier(f"t{j}", d) for j, d in enumerate(DEVICES)), (Link(1e4, 0), Link(1e4, 0)))
+    topo = Topology(
+        tuple(Tier(f"t{j}", d) for j, d in enumerate(DEVICES)), (Link(1e4, 0), Link(1e4, 0))
+    )
     for cuts, tiers in (([8], [0]), ([4, 8], [0, 1]), ([2, 5, 8], [0, 1, 2])):
         est = evaluate(hopped, topo, 0.0, cuts, tiers)
         assert est.breakdown_s["overhead"] == pytest.approx(0.002 * (len(cuts) + 1))

@@ -23,7 +23,9 @@ def test_fit_hops_against_least_squares():
     (ref_slope, ref_icpt), *_ = np.linalg.lstsq(a, excess, rcond=None)
     assert (slope, intercept) == pytest.approx((ref_slope, ref_icpt), rel=1e-7)
     resid = excess - a @ np.array([ref_slope, ref_icpt])
-    assert r2 == pytest.approx(1 - (resid**2).sum() / ((excess - excess.mean()) ** 2).sum(), rel=1e-9)
+    assert r2 == pytest.approx(
+        1 - (resid**2).sum() / ((excess - excess.mean()) ** 2).sum(), rel=1e-9
+    )
 
 
 def test_fit_hops_is_exact_on_a_line_and_never_negative():
@@ -34,7 +36,11 @@ def test_fit_hops_is_exact_on_a_line_and_never_negative():
 
 @pytest.mark.parametrize(
     ("hops", "excess", "match"),
-    [([2, 2], [0.1, 0.2], "two distinct"), ([0, 1], [0.1, 0.2], "positive"), ([2, 3], [0.1], "one length")],
+    [
+        ([2, 2], [0.1, 0.2], "two distinct"),
+        ([0, 1], [0.1, 0.2], "positive"),
+        ([2, 3], [0.1], "one length"),
+    ],
 )
 def test_fit_hops_rejects_bad_input(hops, excess, match):
     with pytest.raises(ValueError, match=match):
