@@ -45,6 +45,7 @@ def synthetic_profile(
     seed: int = 0,
     model: str = "synthetic",
     dataset: str = "synthetic",
+    hop_s: float | None = None,
 ) -> Profile:
     """Make a consistent synthetic profile.
 
@@ -57,12 +58,15 @@ def synthetic_profile(
             (exit rates and accuracies are then computed from it exactly).
         num_classes: C.
         seed: random seed.
+        hop_s: the runtime's cost per hand-off of every device, scaled like the
+            (de)serialization times by the square root of its slowness; None
+            (the default) leaves it out, as in profiles made without it.
 
     Returns:
         A valid :class:`~earlyexit.formats.Profile`.
 
     Raises:
-        ValueError: ``num_blocks < 1`` or no devices.
+        ValueError: ``num_blocks < 1``, no devices, or a negative ``hop_s``.
 
     Example:
         >>> synthetic_profile(5, ("edge", "cloud")).devices.keys()
@@ -77,6 +81,8 @@ def synthetic_profile(
     )
     if not speeds:
         raise ValueError("devices: needs at least one device")
+    if hop_s is not None and not hop_s >= 0:
+        raise ValueError(f"hop_s: must be >= 0 seconds (or None), got {hop_s!r}")
     rng = np.random.default_rng(seed)
     n = num_blocks
     if isinstance(thresholds, int):
@@ -117,6 +123,7 @@ def synthetic_profile(
             10e-6 * speed**0.5,
             8e-6 * speed**0.5,
             {"host": "synthetic", "percentile": 50},
+            hop_s=None if hop_s is None else float(hop_s) * speed**0.5,
         )
     samples = ProfileSamples(entropy, correct) if num_samples > 0 else None
     return Profile(

@@ -119,3 +119,13 @@ def test_nonzero_hops_stay_exact_on_mid_size_profiles(seed):
         assert got.key == ref[2] and got.latency == pytest.approx(ref[0], abs=1e-9)
     front = search(cm, space, "portend", "pareto", None)
     assert [g.key for g in front] == [r[2] for r in brute_force_pareto(cm, space, "portend")]
+
+
+def test_synthetic_profile_hop_s():
+    p = synthetic_profile(4, {"fast": 1.0, "slow": 4.0}, hop_s=1e-3)
+    assert p.devices["fast"].hop_s == pytest.approx(1e-3)
+    # scaled by the square root of the slowness, as (de)serializing is
+    assert p.devices["slow"].hop_s == pytest.approx(2e-3)
+    assert all(d.hop_s is None for d in synthetic_profile(4).devices.values())
+    with pytest.raises(ValueError, match="hop_s: must be >= 0"):
+        synthetic_profile(4, hop_s=-1.0)
