@@ -1,0 +1,299 @@
+"""``profile.json``: accuracy, exit rates and timings of a multi-exit model (``earlyexit.profile/1``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from earlyexit.formats._common import (
+    PROFILE_SCHEMA,
+    _array,
+    _check_schema,
+    _extra,
+    _float,
+    _int,
+    _json_text,
+    _read_json,
+    _req,
+    _str,
+    _tolist,
+    atomic_write_text,
+    digest,
+)
+
+__all__ = ["DeviceProfile", "ProfileSamples", "Profile"]
+
+
+@dataclass(eq=False)
+class DeviceProfile:
+    """Timings of one device (SPEC ``profile.devices[name]``).
+
+    Attributes:
+        partition_time_s: N x N; ``[a, b]`` (0-based) is the time of blocks
+            ``a+1 .. b+1`` plus exit branch ``b+1`` plus the entropy test. The
+            lower triangle (``a > b``) is NaN.
+        serialize_s / deserialize_s: N+1 entries; index 0 is the model input,
+            index i the output of block i.
+        result_serialize_s / result_deserialize_s: the result (``result_bits``).
+        meta: free-form: host, cpu, threads, torch version, date, percentile.
+        hop_s: the runtime's own cost of one hand-off of a sample between two
+            processes of this device (ZeroMQ, wake-ups, the worker loop), measured
+            by :func:`earlyexit.profiling.overhead.measure_hop_overhead`. None
+            (absent in the file, as in profiles made before it existed) counts as 0.
+    """
+
+    partition_time_s: np.ndarray
+    serialize_s: np.ndarray
+    deserialize_s: np.ndarray
+    result_serialize_s: float
+    result_deserialize_s: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    hop_s: float | None = None
+
+    _KEYS = ("partition_time_s", "serialize_s", "deserialize_s", "result_serialize_s",
+             "result_deserialize_s", "meta", "hop_s")
+
+    def __post_init__(self) -> None:
+        self.partition_time_s = np.asarray(self.partition_time_s, dtype=np.float64)
+        self.serialize_s = np.asarray(self.serialize_s, dtype=np.float64)
+        self.deserialize_s = np.asarray(self.deserialize_s, dtype=np.float64)
+        self.result_serialize_s = float(self.result_serialize_s)
+        self.result_deserialize_s = float(self.result_deserialize_s)
+        if self.hop_s is not None:
+            self.hop_s = _float(self.hop_s, "device.hop_s", lo=0.0)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
+        """Build from a SPEC mapping; ``name`` prefixes error messages."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{name}: expected a mapping, got {type(data).__name__}")
+        n = num_blocks
+        pt = _array(_req(data, "partition_time_s", name), f"{name}.partition_time_s", (n, n),
+                    lo=0.0, allow_nan=True)
+        upper = np.triu(np.ones((n, n), dtype=bool))
+        missing = np.isnan(pt) & upper
+        if missing.any():
+            a, b = np.argwhere(missing)[0]
+            raise ValueError(f"{name}.partition_time_s[{a}][{b}] (blocks {a + 1}..{b + 1}): "
+                             "missing; the upper triangle (a <= b) must be complete")
+        pt = np.where(upper, pt, np.nan)
+        ser = _array(_req(data, "serialize_s", name), f"{name}.serialize_s", (n + 1,), lo=0.0)
+        de = _array(_req(data, "deserialize_s", name), f"{name}.deserialize_s", (n + 1,), lo=0.0)
+        rs = _float(_req(data, "result_serialize_s", name), f"{name}.result_serialize_s", lo=0.0)
+        rd = _float(_req(data, "result_deserialize_s", name), f"{name}.result_deserialize_s", lo=0.0)
+        meta = data.get("meta", {}) or {}
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"{name}.meta: expected a mapping, got {type(meta).__name__}")
+        hop = data.get("hop_s")
+        if hop is not None:
+            hop = _float(hop, f"{name}.hop_s", lo=0.0)
+        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC mapping (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
+        out = {
+            **self.extra,
+            "partition_time_s": _tolist(self.partition_time_s),
+            "serialize_s": self.serialize_s.tolist(),
+            "deserialize_s": self.deserialize_s.tolist(),
+            "result_serialize_s": float(self.result_serialize_s),
+            "result_deserialize_s": float(self.result_deserialize_s),
+            "meta": dict(self.meta),
+        }
+        if self.hop_s is not None:
+            out["hop_s"] = float(self.hop_s)
+        return out
+
+
+@dataclass(eq=False)
+class ProfileSamples:
+    """Per-sample record for the ``exact`` estimator: ``entropy`` and ``correct``, N x S."""
+
+    entropy: np.ndarray
+    correct: np.ndarray
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "profile.samples") -> ProfileSamples:
+        """Build from ``{"entropy": N x S, "correct": N x S}``."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{name}: expected a mapping with 'entropy' and 'correct', got {type(data).__name__}")
+        ent_raw = _req(data, "entropy", name)
+        try:
+            s = len(ent_raw[0]) if len(ent_raw) else 0
+        except TypeError as err:
+            raise TypeError(f"{name}.entropy: expected an N x S list of numbers") from err
+        if s == 0:
+            raise ValueError(f"{name}.entropy: needs at least one sample")
+        ent = _array(ent_raw, f"{name}.entropy", (num_blocks, s), lo=0.0)
+        cor = _array(_req(data, "correct", name), f"{name}.correct", (num_blocks, s), lo=0, hi=1)
+        if not np.isin(cor, (0, 1)).all():
+            raise ValueError(f"{name}.correct: values must be 0/1 or booleans")
+        return cls(ent, cor.astype(bool))
+
+    @property
+    def num_samples(self) -> int:
+        """S, the number of profiling samples."""
+        return int(self.entropy.shape[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC mapping (``correct`` as 0/1 integers)."""
+        return {"entropy": self.entropy.tolist(), "correct": self.correct.astype(int).tolist()}
+
+
+@dataclass(eq=False)
+class Profile:
+    """A model+dataset profile (SPEC ``earlyexit.profile/1``).
+
+    Arrays are numpy and 0-based (see the module docstring). Unknown top-level
+    fields are kept in ``extra`` and written back.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> p = synthetic_profile(num_blocks=4, devices=("edge",))
+        >>> Profile.from_dict(p.to_dict()).exit_rate.shape
+        (11, 4)
+    """
+
+    model: str
+    dataset: str
+    num_blocks: int
+    num_classes: int
+    input_bits: int
+    output_bits: np.ndarray
+    result_bits: int
+    thresholds: np.ndarray
+    branch_accuracy: np.ndarray
+    exit_rate: np.ndarray
+    devices: dict[str, DeviceProfile]
+    temperatures: np.ndarray | None = None
+    samples: ProfileSamples | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    schema = PROFILE_SCHEMA
+    _KEYS = ("schema", "model", "dataset", "num_blocks", "num_classes", "input_bits", "output_bits",
+             "result_bits", "thresholds", "branch_accuracy", "temperatures", "exit_rate", "samples",
+             "devices")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise ValueError/TypeError naming the field."""
+        w = "profile"
+        _str(self.model, f"{w}.model")
+        _str(self.dataset, f"{w}.dataset")
+        n = _int(self.num_blocks, f"{w}.num_blocks", 1)
+        _int(self.num_classes, f"{w}.num_classes", 2)
+        _int(self.input_bits, f"{w}.input_bits", 0)
+        _int(self.result_bits, f"{w}.result_bits", 0)
+        self.output_bits = _array(self.output_bits, f"{w}.output_bits", (n,), lo=0)
+        if not _is_numbers(self.thresholds) or len(self.thresholds) == 0:
+            raise TypeError(f"{w}.thresholds: expected a non-empty list of numbers in [0, 1], "
+                            f"got {self.thresholds!r}")
+        th = np.asarray(self.thresholds, dtype=np.float64)
+        self.thresholds = _array(th, f"{w}.thresholds", (th.size,), lo=0.0, hi=1.0)
+        if np.unique(self.thresholds).size != th.size:
+            raise ValueError(f"{w}.thresholds: values must be distinct, got {th.tolist()}")
+        self.branch_accuracy = _array(self.branch_accuracy, f"{w}.branch_accuracy", (n,), lo=0.0, hi=1.0)
+        self.exit_rate = _array(self.exit_rate, f"{w}.exit_rate", (th.size, n), lo=0.0, hi=1.0)
+        if self.temperatures is not None:
+            self.temperatures = _array(self.temperatures, f"{w}.temperatures", (n,))
+            if (self.temperatures <= 0).any():
+                raise ValueError(f"{w}.temperatures: values must be > 0")
+        if not isinstance(self.devices, Mapping) or not self.devices:
+            raise ValueError(f"{w}.devices: expected a non-empty mapping of device name -> timings")
+        for name, dev in self.devices.items():
+            if not isinstance(dev, DeviceProfile):
+                raise TypeError(f"{w}.devices[{name!r}]: expected a DeviceProfile")
+            if dev.partition_time_s.shape != (n, n):
+                raise ValueError(f"{w}.devices[{name!r}].partition_time_s: expected {n} x {n}")
+        if self.samples is not None and self.samples.entropy.shape[0] != n:
+            raise ValueError(f"{w}.samples.entropy: expected {n} rows (one per branch)")
+
+    @property
+    def output_bits_with_input(self) -> np.ndarray:
+        """``[O_0, O_1, .., O_N]`` as float64 (index 0 the model input)."""
+        return np.concatenate([[float(self.input_bits)], self.output_bits.astype(np.float64)])
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
+        """Build from a SPEC mapping, checking the schema and every field."""
+        w = "profile"
+        _check_schema(data, PROFILE_SCHEMA, w)
+        n = _int(_req(data, "num_blocks", w), f"{w}.num_blocks", 1)
+        thresholds = data.get("thresholds", [round(0.1 * i, 10) for i in range(11)])
+        devices_raw = _req(data, "devices", w)
+        if not isinstance(devices_raw, Mapping):
+            raise TypeError(f"{w}.devices: expected a mapping of device name -> timings")
+        devices = {str(k): DeviceProfile.from_dict(v, n, f"{w}.devices[{k!r}]") for k, v in devices_raw.items()}
+        samples = data.get("samples")
+        return cls(
+            model=_str(_req(data, "model", w), f"{w}.model"),
+            dataset=_str(_req(data, "dataset", w), f"{w}.dataset"),
+            num_blocks=n,
+            num_classes=_int(_req(data, "num_classes", w), f"{w}.num_classes", 2),
+            input_bits=_int(_req(data, "input_bits", w), f"{w}.input_bits", 0),
+            output_bits=_array(_req(data, "output_bits", w), f"{w}.output_bits", (n,), lo=0),
+            result_bits=_int(_req(data, "result_bits", w), f"{w}.result_bits", 0),
+            thresholds=thresholds,
+            branch_accuracy=_req(data, "branch_accuracy", w),
+            exit_rate=_req(data, "exit_rate", w),
+            temperatures=data.get("temperatures"),
+            samples=None if samples is None else ProfileSamples.from_dict(samples, n),
+            devices=devices,
+            extra=_extra(data, cls._KEYS),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC mapping (JSON-compatible)."""
+        out: dict[str, Any] = {
+            "schema": PROFILE_SCHEMA,
+            **self.extra,
+            "model": self.model,
+            "dataset": self.dataset,
+            "num_blocks": int(self.num_blocks),
+            "num_classes": int(self.num_classes),
+            "input_bits": int(self.input_bits),
+            "output_bits": [int(b) if float(b).is_integer() else float(b) for b in self.output_bits],
+            "result_bits": int(self.result_bits),
+            "thresholds": self.thresholds.tolist(),
+            "branch_accuracy": self.branch_accuracy.tolist(),
+            "exit_rate": self.exit_rate.tolist(),
+        }
+        if self.temperatures is not None:
+            out["temperatures"] = self.temperatures.tolist()
+        if self.samples is not None:
+            out["samples"] = self.samples.to_dict()
+        out["devices"] = {k: v.to_dict() for k, v in self.devices.items()}
+        return out
+
+    def to_json(self) -> str:
+        """The profile as JSON text."""
+        return _json_text(self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Profile:
+        """Read a profile JSON file.
+
+        Raises:
+            FileNotFoundError: no such file. ValueError/TypeError: bad content.
+        """
+        return cls.from_dict(_read_json(path, "profile"))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the profile as JSON, atomically."""
+        atomic_write_text(path, self.to_json())
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON (see :func:`digest`)."""
+        return digest(self.to_dict())
+
+
+def _is_numbers(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray)) and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value)

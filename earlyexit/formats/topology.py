@@ -1,0 +1,206 @@
+"""``topology.yaml``: tiers, their devices and the links between them (``earlyexit.topology/1``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from earlyexit.formats._common import (
+    TOPOLOGY_SCHEMA,
+    _check_schema,
+    _float,
+    _int,
+    _req,
+    _str,
+    atomic_write_text,
+    digest,
+)
+
+__all__ = ["Tier", "Link", "Topology"]
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One tier: a display name, the profile device it runs, and a slowdown factor."""
+
+    name: str
+    device: str
+    slowdown: float = 1.0
+
+    def __post_init__(self) -> None:
+        _str(self.name, "tier.name")
+        _str(self.device, "tier.device")
+        object.__setattr__(self, "slowdown", _float(self.slowdown, "tier.slowdown", lo=0.0, lo_open=True))
+
+
+@dataclass(frozen=True)
+class Link:
+    """Link j joins tier j and tier j+1."""
+
+    bandwidth_mbps: float
+    propagation_ms: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bandwidth_mbps",
+                           _float(self.bandwidth_mbps, "link.bandwidth_mbps", lo=0.0, lo_open=True))
+        object.__setattr__(self, "propagation_ms", _float(self.propagation_ms, "link.propagation_ms", lo=0.0))
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A tiered network (SPEC ``earlyexit.topology/1``).
+
+    Example:
+        >>> t = Topology(tiers=(Tier("edge", "pi"), Tier("cloud", "gpu", 0.5)),
+        ...              links=(Link(10, 20),), destination=1)
+        >>> Topology.from_dict(t.to_dict()) == t
+        True
+    """
+
+    tiers: tuple[Tier, ...]
+    links: tuple[Link, ...]
+    mtu_bytes: int = 1500
+    source: int = 0
+    destination: int = 0
+    name: str = ""
+    description: str = ""
+
+    schema = TOPOLOGY_SCHEMA
+
+    def __post_init__(self) -> None:
+        w = "topology"
+        tiers = tuple(self.tiers)
+        links = tuple(self.links)
+        object.__setattr__(self, "tiers", tiers)
+        object.__setattr__(self, "links", links)
+        if not tiers:
+            raise ValueError(f"{w}.tiers: needs at least one tier")
+        for i, t in enumerate(tiers):
+            if not isinstance(t, Tier):
+                raise TypeError(f"{w}.tiers[{i}]: expected a Tier, got {type(t).__name__}")
+        names = [t.name for t in tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{w}.tiers: tier names must be unique, got {names}")
+        if len(links) != len(tiers) - 1:
+            raise ValueError(f"{w}.links: expected {len(tiers) - 1} links for {len(tiers)} tiers "
+                             f"(link j joins tier j and j+1), got {len(links)}")
+        for i, lk in enumerate(links):
+            if not isinstance(lk, Link):
+                raise TypeError(f"{w}.links[{i}]: expected a Link, got {type(lk).__name__}")
+        object.__setattr__(self, "mtu_bytes", _int(self.mtu_bytes, f"{w}.mtu_bytes", 1))
+        m = len(tiers)
+        for key in ("source", "destination"):
+            v = _int(getattr(self, key), f"{w}.{key}", 0)
+            if v >= m:
+                raise ValueError(f"{w}.{key}: tier index must be in 0..{m - 1}, got {v}")
+            object.__setattr__(self, key, v)
+
+    @property
+    def num_tiers(self) -> int:
+        """M, the number of tiers."""
+        return len(self.tiers)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Topology:
+        """Build from a SPEC mapping, checking the schema and every field."""
+        w = "topology"
+        _check_schema(data, TOPOLOGY_SCHEMA, w)
+        tiers_raw = _req(data, "tiers", w)
+        links_raw = data.get("links", [])
+        if not isinstance(tiers_raw, list):
+            raise TypeError(f"{w}.tiers: expected a list of {{name, device, slowdown}}")
+        if not isinstance(links_raw, list):
+            raise TypeError(f"{w}.links: expected a list of {{bandwidth_mbps, propagation_ms}}")
+        tiers = []
+        for i, t in enumerate(tiers_raw):
+            if not isinstance(t, Mapping):
+                raise TypeError(f"{w}.tiers[{i}]: expected a mapping with name, device, slowdown")
+            unknown = set(t) - {"name", "device", "slowdown"}
+            if unknown:
+                raise ValueError(f"{w}.tiers[{i}]: unknown field(s) {sorted(unknown)}; valid: name, device, slowdown")
+            try:
+                tiers.append(Tier(name=_req(t, "name", f"{w}.tiers[{i}]"),
+                                  device=_req(t, "device", f"{w}.tiers[{i}]"),
+                                  slowdown=t.get("slowdown", 1.0)))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"{w}.tiers[{i}]: {err}") from err
+        links = []
+        for i, lk in enumerate(links_raw):
+            if not isinstance(lk, Mapping):
+                raise TypeError(f"{w}.links[{i}]: expected a mapping with bandwidth_mbps, propagation_ms")
+            unknown = set(lk) - {"bandwidth_mbps", "propagation_ms"}
+            if unknown:
+                raise ValueError(f"{w}.links[{i}]: unknown field(s) {sorted(unknown)}; "
+                                 "valid: bandwidth_mbps, propagation_ms")
+            try:
+                links.append(Link(bandwidth_mbps=_req(lk, "bandwidth_mbps", f"{w}.links[{i}]"),
+                                  propagation_ms=_req(lk, "propagation_ms", f"{w}.links[{i}]")))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"{w}.links[{i}]: {err}") from err
+        unknown = set(data) - {"schema", "tiers", "links", "mtu_bytes", "source", "destination", "name",
+                               "description"}
+        if unknown:
+            raise ValueError(f"{w}: unknown field(s) {sorted(unknown)}; valid: tiers, links, mtu_bytes, "
+                             "source, destination, name, description")
+        return cls(tiers=tuple(tiers), links=tuple(links), mtu_bytes=data.get("mtu_bytes", 1500),
+                   source=data.get("source", 0), destination=data.get("destination", 0),
+                   name=str(data.get("name", "")), description=str(data.get("description", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC mapping."""
+        out: dict[str, Any] = {"schema": TOPOLOGY_SCHEMA}
+        if self.name:
+            out["name"] = self.name
+        if self.description:
+            out["description"] = self.description
+        out.update({
+            "tiers": [{"name": t.name, "device": t.device, "slowdown": t.slowdown} for t in self.tiers],
+            "links": [{"bandwidth_mbps": lk.bandwidth_mbps, "propagation_ms": lk.propagation_ms}
+                      for lk in self.links],
+            "mtu_bytes": self.mtu_bytes,
+            "source": self.source,
+            "destination": self.destination,
+        })
+        return out
+
+    def to_yaml(self) -> str:
+        """The topology as YAML text."""
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str, origin: str = "<string>") -> Topology:
+        """Parse YAML (or JSON) text."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"topology {origin}: not valid YAML: {err}") from err
+        if not isinstance(data, Mapping):
+            raise TypeError(f"topology {origin}: expected a YAML mapping, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Topology:
+        """Read a topology YAML file.
+
+        Raises:
+            FileNotFoundError: no such file. ValueError/TypeError: bad content.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"topology file {str(path)!r} does not exist")
+        return cls.from_yaml(path.read_text(encoding="utf-8"), repr(str(path)))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the topology as YAML, atomically."""
+        atomic_write_text(path, self.to_yaml())
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON (see :func:`digest`)."""
+        return digest(self.to_dict())
