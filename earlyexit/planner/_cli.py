@@ -170,7 +170,10 @@ def _table(p: Plan, base: dict[str, Plan]) -> str:
     lines += [
         "",
         f"estimated latency: {e.latency_s * 1e3:.3f} ms   accuracy: {e.accuracy:.4f}",
-        "breakdown (ms): " + "  ".join(f"{k} {e.breakdown_s[k] * 1e3:.3f}" for k in BREAKDOWN_KEYS),
+        "breakdown (ms): "
+        + "  ".join(
+            f"{k} {v * 1e3:.3f}" for k, v in e.breakdown_s.items() if k in BREAKDOWN_KEYS or v
+        ),
         "",
         f"{'baseline':<14}{'latency (ms)':>14}{'accuracy':>10}{'speed-up':>10}  placement",
     ]
