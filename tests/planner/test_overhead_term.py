@@ -129,3 +129,22 @@ def test_synthetic_profile_hop_s():
     assert all(d.hop_s is None for d in synthetic_profile(4).devices.values())
     with pytest.raises(ValueError, match="hop_s: must be >= 0"):
         synthetic_profile(4, hop_s=-1.0)
+
+
+def test_cli_plan_reports_the_overhead(tmp_path, capsys):
+    """``earlyexit plan`` writes breakdown_s.overhead and prints it when the profile has hop costs."""
+    import json
+
+    from earlyexit.cli import main
+
+    for hop, shown in ((None, False), (3e-4, True)):
+        path = tmp_path / f"p{hop}.json"
+        synthetic_profile(6, num_samples=40, hop_s=hop).save(path)
+        args = ["plan", "--profile", str(path), "--topology", "portend-aws"]
+        args += ["--min-accuracy", "0.6"]
+        assert main(args) == 0
+        assert ("overhead" in capsys.readouterr().out) is shown
+        assert main([*args, "--json"]) == 0
+        est = json.loads(capsys.readouterr().out)["estimate"]
+        assert (est["breakdown_s"]["overhead"] > 0) is shown
+        assert sum(est["breakdown_s"].values()) == pytest.approx(est["latency_s"], rel=1e-9)
