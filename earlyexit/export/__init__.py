@@ -19,14 +19,17 @@ from __future__ import annotations
 from earlyexit._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
-    "FILE_SUFFIX": "earlyexit.export.bundle",
-    "FORMATS": "earlyexit.export.bundle",
-    "TARGETS": "earlyexit.export.bundle",
+    "FILE_SUFFIX": "earlyexit.export.constants",
+    "FORMATS": "earlyexit.export.constants",
+    "TARGETS": "earlyexit.export.constants",
+    "ONNX_EXPORTERS": "earlyexit.export.constants",
+    "FP32_ATOL": "earlyexit.export.constants",
+    "FP32_RTOL": "earlyexit.export.constants",
+    "FP32_TOLERANCE": "earlyexit.export.constants",
+    "check_plan_matches": "earlyexit.export.bundle",
     "export_bundle": "earlyexit.export.bundle",
     "resolve_data": "earlyexit.export.bundle",
-    "FP32_TOLERANCE": "earlyexit.export.verify",
     "ExportVerificationError": "earlyexit.export.verify",
-    "ONNX_EXPORTERS": "earlyexit.export.writers",
     "write_onnx": "earlyexit.export.writers",
     "write_onnx_fp16": "earlyexit.export.writers",
     "write_onnx_int8": "earlyexit.export.writers",

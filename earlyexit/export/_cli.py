@@ -1,24 +1,127 @@
-"""``earlyexit export``: checkpoint + plan -> verified bundle. A thin wrapper of ``export_bundle``."""
+"""``earlyexit export``: checkpoint + plan -> verified bundle. A thin wrapper of ``export_bundle``.
+
+Every argument is checked where it enters: a bad value ends the command with
+exit code 2 and one line on stderr that names the argument and what is
+accepted, before anything is loaded or written. The choices and defaults come
+from :mod:`earlyexit.export.constants` (torch-free), as ``export_bundle``'s do.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
+
+from earlyexit.export.constants import (
+    FORMATS,
+    FP32_ATOL,
+    FP32_RTOL,
+    ONNX_EXPORTERS,
+    TARGETS,
+)
 
 __all__ = ["register", "summarize"]
 
-_FORMATS = ("onnx", "torchscript", "pt2")
+_PROG = "earlyexit export"
+_MIN_OPSET = 7
 
 
 def _formats(text: str) -> list[str]:
     out = [f.strip() for f in text.split(",") if f.strip()]
-    bad = [f for f in out if f not in _FORMATS]
+    bad = [f for f in out if f not in FORMATS]
     if bad or not out:
         raise argparse.ArgumentTypeError(
-            f"unknown format(s) {bad or text!r}; choose from {', '.join(_FORMATS)} (comma-separated)"
+            f"unknown format(s) {bad or text!r}; choose from {', '.join(FORMATS)} (comma-separated)"
         )
-    return out
+    return list(dict.fromkeys(out))
+
+
+def _existing_file(what: str) -> Any:
+    def check(text: str) -> str:
+        p = Path(text)
+        if not p.exists():
+            raise argparse.ArgumentTypeError(f"{text!r} does not exist; expected {what}")
+        if not p.is_file():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a file; expected {what}")
+        if not os.access(p, os.R_OK):
+            raise argparse.ArgumentTypeError(f"{text!r} is not readable; expected {what}")
+        return text
+
+    return check
+
+
+def _output_dir(text: str) -> str:
+    p = Path(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; expected a directory to create")
+    if p.is_symlink() or (p.exists() and not p.is_dir()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} exists and is not a directory; expected a new directory or a bundle "
+            "to replace (--overwrite)"
+        )
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{str(parent)!r} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(
+                    f"cannot create {text!r}: {str(parent)!r} is not writable"
+                )
+            break
+    return text
+
+
+def _opset(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    import onnx  # the newest opset this onnx knows (onnx is torch-free)
+
+    top = int(onnx.defs.onnx_opset_version())
+    if value is None or not _MIN_OPSET <= value <= top:
+        raise argparse.ArgumentTypeError(f"expected an int in [{_MIN_OPSET}, {top}], got {text!r}")
+    return value
+
+
+def _number(name: str, low: float, high: float, low_open: bool, high_open: bool) -> Any:
+    rng = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def check(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (value > low if low_open else value >= low)
+        ok = ok and (value < high if high_open else value <= high)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {text!r}")
+        return value
+
+    check.__name__ = name
+    return check
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
+def _one_line_error(parser: argparse.ArgumentParser) -> Any:
+    """argparse prints the usage and then the error; this prints one line."""
+
+    def error(message: str) -> NoReturn:
+        parser.exit(2, f"{_PROG}: error: {message} (see {_PROG} --help)\n")
+
+    return error
 
 
 def register(subparsers: Any) -> None:
@@ -32,22 +135,35 @@ def register(subparsers: Any) -> None:
             "the eager model, then write the bundle with its manifest.json."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="earlyexit checkpoint (.pt or .ckpt)")
-    p.add_argument("--plan", required=True, help="plan JSON (earlyexit.plan/1)")
+    p.error = _one_line_error(p)  # type: ignore[method-assign]
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        type=_existing_file("an earlyexit checkpoint (.pt or .ckpt)"),
+        help="earlyexit checkpoint (.pt or .ckpt)",
+    )
+    p.add_argument(
+        "--plan",
+        required=True,
+        type=_existing_file("a plan JSON file (earlyexit.plan/1)"),
+        help="plan JSON (earlyexit.plan/1)",
+    )
     p.add_argument(
         "--format",
         type=_formats,
-        default=list(_FORMATS),
+        default=list(FORMATS),
         dest="formats",
-        help="comma-separated formats (default: onnx,torchscript,pt2)",
+        help=f"comma-separated formats (default: {','.join(FORMATS)})",
     )
     p.add_argument(
         "--target",
-        choices=("cpu", "arm", "gpu"),
+        choices=TARGETS,
         default="cpu",
         help="arm adds int8 ONNX (calibrated on the profiling split); gpu adds fp16 ONNX",
     )
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument(
+        "--opset", type=_opset, default=None, help="ONNX opset (default: the exporter's)"
+    )
     p.add_argument(
         "--data",
         default=None,
@@ -56,19 +172,47 @@ def register(subparsers: Any) -> None:
         "default: the dataset recorded in the checkpoint",
     )
     p.add_argument(
+        "--calibration-samples",
+        type=_positive_int,
+        default=1000,
+        help="at most this many int8 calibration samples (--target arm; default 1000)",
+    )
+    p.add_argument(
+        "--verify-samples",
+        type=_positive_int,
+        default=None,
+        help="verify on at most this many samples of the test split (default: all)",
+    )
+    p.add_argument(
         "--exporter",
-        choices=("dynamo", "torchscript"),
-        default="dynamo",
+        choices=ONNX_EXPORTERS,
+        default=ONNX_EXPORTERS[0],
         help="ONNX exporter (default dynamo; torchscript is the legacy one)",
     )
     p.add_argument(
         "--tolerance",
-        type=float,
-        default=1e-4,
-        help="max abs difference from eager allowed for fp32 files (default 1e-4)",
+        "--atol",
+        type=_number("tolerance", 0.0, math.inf, True, True),
+        default=FP32_ATOL,
+        help=f"absolute tolerance of fp32 files against eager PyTorch (default {FP32_ATOL:g}); "
+        "an output passes when max|a-b| <= atol + rtol * max|eager output|",
+    )
+    p.add_argument(
+        "--rtol",
+        type=_number("rtol", 0.0, 1.0, False, True),
+        default=FP32_RTOL,
+        help=f"relative tolerance of fp32 files, in [0, 1) (default {FP32_RTOL:g})",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="export a plan made for another model (block count, backbone or weights differ) "
+        "with a warning instead of refusing",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
-    p.add_argument("-o", "--output", required=True, help="bundle directory to create")
+    p.add_argument(
+        "-o", "--output", required=True, type=_output_dir, help="bundle directory to create"
+    )
     p.set_defaults(func=_cmd_export)  # fmt: skip
 
 
@@ -84,7 +228,7 @@ def summarize(manifest: Any, out_dir: str) -> str:
             for fmt, name in mp.files.items()
         )
         diffs = mp.extra.get("max_abs_diff", {})
-        fp32 = max((max(d.values()) for f, d in diffs.items() if f in _FORMATS), default=0.0)
+        fp32 = max((max(d.values()) for f, d in diffs.items() if f in FORMATS), default=0.0)
         lines.append(f"  partition {mp.index}: blocks {mp.extra.get('first_block')}.."
                      f"{mp.extra.get('last_block')} on {mp.extra.get('tier_name') or mp.extra.get('tier')}: "
                      f"{files}; fp32 max abs diff {fp32:.2g}")  # fmt: skip
@@ -108,26 +252,59 @@ def summarize(manifest: Any, out_dir: str) -> str:
     return "\n".join(lines)
 
 
+def _fail(message: str) -> int:
+    print(f"{_PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    from earlyexit.export.bundle import export_bundle
+    import pickle
+    import warnings
+
+    from earlyexit.export.bundle import _check_replaceable, export_bundle
+    from earlyexit.formats import Plan
     from earlyexit.training.checkpoint import load
 
-    model = load(args.checkpoint)
     try:
-        manifest = export_bundle(
-            model,
-            args.plan,
-            args.output,
-            formats=args.formats,
-            target=args.target,
-            opset=args.opset,
-            calibration_data=args.data,
-            verify_data=args.data,
-            overwrite=args.overwrite,
-            exporter=args.exporter,
-        )
+        _check_replaceable(Path(args.output), args.overwrite)
     except FileExistsError as err:
-        print(f"earlyexit export: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(f"argument -o/--output: {err}")
+    try:
+        plan = Plan.load(args.plan)
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as err:
+        return _fail(f"argument --plan: {err}")
+    try:
+        model = load(args.checkpoint)
+    except (OSError, ValueError, TypeError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        return _fail(f"argument --checkpoint: {err}")
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            manifest = export_bundle(
+                model,
+                plan,
+                args.output,
+                formats=args.formats,
+                target=args.target,
+                opset=args.opset,
+                calibration_data=args.data,
+                verify_data=args.data,
+                overwrite=args.overwrite,
+                exporter=args.exporter,
+                calibration_samples=args.calibration_samples,
+                verify_samples=args.verify_samples,
+                tolerance=args.tolerance,
+                rtol=args.rtol,
+                force=args.force,
+            )
+    except FileExistsError as err:
+        return _fail(f"argument -o/--output: {err}")
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        return _fail(str(err))
+    finally:  # our own warnings (--force, exporter fallback) as one line each
+        for w in caught:
+            if f"{os.sep}earlyexit{os.sep}" in str(w.filename):
+                print(f"{_PROG}: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
     print(summarize(manifest, args.output))
     return 0

@@ -21,8 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -37,21 +39,28 @@ import torch
 
 from earlyexit.export import verify as _verify
 from earlyexit.export import writers as _writers
+from earlyexit.export.constants import (
+    FILE_SUFFIX,
+    FORMATS,
+    FP32_ATOL,
+    FP32_RTOL,
+    ONNX_EXPORTERS,
+    TARGETS,
+)
 from earlyexit.formats import Manifest, ManifestPartition, Plan
 from earlyexit.surgery.multi_exit import MultiExitModel
 from earlyexit.surgery.slicing import Partition, slice
 
-__all__ = ["FORMATS", "TARGETS", "FILE_SUFFIX", "DataArg", "export_bundle", "resolve_data"]
+__all__ = [
+    "FORMATS",
+    "TARGETS",
+    "FILE_SUFFIX",
+    "DataArg",
+    "check_plan_matches",
+    "export_bundle",
+    "resolve_data",
+]
 
-FORMATS: tuple[str, ...] = ("onnx", "torchscript", "pt2")
-TARGETS: tuple[str, ...] = ("cpu", "arm", "gpu")
-FILE_SUFFIX: dict[str, str] = {
-    "onnx": ".onnx",
-    "torchscript": ".pt",
-    "pt2": ".pt2",
-    "onnx_int8": ".int8.onnx",
-    "onnx_fp16": ".fp16.onnx",
-}
 _PROVIDERS = {
     "cpu": {"fp32": ["CPUExecutionProvider"]},
     "arm": {"fp32": ["CPUExecutionProvider"], "int8": ["CPUExecutionProvider"]},
@@ -193,6 +202,78 @@ def _check_args(
     return plan, formats  # fmt: skip
 
 
+def _check_tolerances(tolerance: Any, rtol: Any) -> None:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not number(tolerance) or not tolerance > 0:
+        raise ValueError(f"tolerance (atol) must be a finite number > 0, got {tolerance!r}")
+    if not number(rtol) or not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be a number in [0, 1), got {rtol!r}")
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders of ``path`` that do not exist yet, deepest first."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def check_plan_matches(model: MultiExitModel, plan: Plan, *, force: bool = False) -> None:
+    """Refuse a plan that was made for another model than ``model``.
+
+    A plan made by :func:`earlyexit.plan` records the profiled model in its
+    ``extra``: the backbone name (``model``; not ``"synthetic"`` or ``"custom"``),
+    the block count (``num_blocks``)
+    and the digest of the weights (``model_digest``,
+    :func:`earlyexit.profiling.model_digest`). Each one recorded is compared
+    with ``model``; a plan without them (hand-written, synthetic) is only
+    checked against the model's exits when it is sliced.
+
+    Args:
+        model: the model to export.
+        plan: its plan.
+        force: warn (``UserWarning``) instead of raising.
+
+    Raises:
+        ValueError: if the plan records another model (and not ``force``).
+    """
+    extra = dict(plan.extra)
+    problems = []
+    n = extra.get("num_blocks")
+    if isinstance(n, int) and not isinstance(n, bool) and n != model.num_blocks:
+        problems.append(f"it was made for a model of {n} blocks, this one has {model.num_blocks}")
+    name, backbone = extra.get("model"), (model.config or {}).get("backbone")
+    if (
+        isinstance(name, str) and name not in ("", "custom", "synthetic")
+        and isinstance(backbone, str) and backbone and name != backbone
+    ):  # fmt: skip
+        problems.append(f"it was made for model {name!r}, this one is {backbone!r}")
+    want = extra.get("model_digest")
+    if isinstance(want, str) and want and not problems:
+        from earlyexit.profiling.api import model_digest
+
+        got = model_digest(model)
+        if got != want:
+            problems.append(
+                f"its profile was made with other weights or exit temperatures (model digest "
+                f"{want[:12]}..., this model's {got[:12]}...; a profile made with --calibrate "
+                "fits temperatures that the checkpoint lacks)"
+            )
+    if not problems:
+        return
+    msg = f"plan: {'; '.join(problems)}"
+    if force:
+        warnings.warn(f"{msg}; exporting anyway (force)", UserWarning, stacklevel=3)
+        return
+    raise ValueError(
+        f"{msg}; make the plan from this model's profile, or pass force=True (--force)"
+    )
+
+
 def _accuracy_report(
     runners: Sequence[_verify.Runner], x: torch.Tensor, y: torch.Tensor | None, threshold: float
 ) -> dict[str, Any]:
@@ -239,7 +320,10 @@ def export_bundle(
     overwrite: bool = False,
     exporter: str = "dynamo",
     calibration_samples: int = 1000,
-    tolerance: float = _verify.FP32_TOLERANCE,
+    verify_samples: int | None = None,
+    tolerance: float = FP32_ATOL,
+    rtol: float = FP32_RTOL,
+    force: bool = False,
 ) -> Manifest:
     """Slice ``model`` per ``plan``, export every partition, verify, write the bundle.
 
@@ -262,15 +346,22 @@ def export_bundle(
         overwrite: replace an existing ``out_dir``.
         exporter: ONNX exporter, ``"dynamo"`` or ``"torchscript"`` (legacy).
         calibration_samples: at most this many calibration samples.
-        tolerance: the largest max abs difference from eager allowed for fp32
-            files (default 1e-4).
+        verify_samples: verify on at most this many samples (the first ones;
+            ``None``: all of ``verify_data``).
+        tolerance: absolute tolerance (atol) of fp32 files against eager PyTorch.
+        rtol: relative tolerance of fp32 files: an output passes when
+            ``max|a - b| <= tolerance + rtol * max|b|`` (see
+            :mod:`earlyexit.export.constants` for the defaults and why).
+        force: export a plan that was made for another model (its recorded
+            block count, backbone or model digest differs) with a warning
+            instead of refusing.
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
 
     Raises:
-        TypeError, ValueError: for bad arguments, or a plan whose exits the model
-            lacks.
+        TypeError, ValueError: for bad arguments, a plan whose exits the model
+            lacks, or a plan made for another model (unless ``force``).
         FileExistsError: if ``out_dir`` exists and ``overwrite`` is false.
         ExportVerificationError: if a file or the chained bundle does not
             reproduce the eager model (nothing is left in ``out_dir``).
@@ -281,16 +372,25 @@ def export_bundle(
     """
     t_start = time.perf_counter()
     plan, formats = _check_args(model, plan, formats, target, opset)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
-        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
-    if exporter not in _writers.ONNX_EXPORTERS:
-        raise ValueError(
-            f"unknown ONNX exporter {exporter!r}; valid: {', '.join(_writers.ONNX_EXPORTERS)}"
-        )
+    _check_tolerances(tolerance, rtol)
+    if exporter not in ONNX_EXPORTERS:
+        raise ValueError(f"unknown ONNX exporter {exporter!r}; valid: {', '.join(ONNX_EXPORTERS)}")
+    for name, value in (
+        ("calibration_samples", calibration_samples),
+        ("verify_samples", verify_samples),
+    ):
+        if value is None and name == "verify_samples":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    check_plan_matches(model, plan, force=force)
     out_dir = Path(out_dir)
     _check_replaceable(out_dir, overwrite)
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(
+            f"output: the parent {str(parent)!r} of {str(out_dir)!r} is not a directory"
+        )
 
     exits = plan.cut_points
     parts = slice(model, plan)  # validates the plan against the model's exits
@@ -298,11 +398,16 @@ def export_bundle(
         p.eval()
     reference = model.select_exits(list(exits)).eval()
 
-    verify = resolve_data(verify_data, "test", model)
+    verify = resolve_data(verify_data, "test", model, limit=verify_samples)
     rng = torch.Generator().manual_seed(0)
     random_x = torch.randn(3, *model.input_shape, generator=rng)
     if verify is None:
-        vx, vy, vdesc = torch.randn(256, *model.input_shape, generator=rng), None, "random inputs"
+        n_random = 256 if verify_samples is None else min(256, verify_samples)
+        vx, vy, vdesc = (
+            torch.randn(n_random, *model.input_shape, generator=rng),
+            None,
+            "random inputs",
+        )
     else:
         vx, vy, vdesc = verify
     real = vx[:_CHECK_BATCH]
@@ -318,6 +423,8 @@ def export_bundle(
                 "(or --data SPEC), or export a model whose metadata names its dataset"
             )
 
+    made = _missing_parents(parent)
+    parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
     try:
         umask = os.umask(0)
@@ -326,6 +433,7 @@ def export_bundle(
         timings: dict[str, float] = {}
         entries = []
         file_checks: dict[str, dict[str, dict[str, float]]] = {}
+        output_scales: dict[str, dict[str, float]] = {}
         used_exporters: list[str] = []
         for p in parts:
             k = p.index + 1
@@ -356,8 +464,9 @@ def export_bundle(
             ]
             for fmt, name in files.items():
                 runner = _verify.load_runner(fmt, str(tmp / name))
-                diffs = _verify.check_outputs(runner, p, inputs, fmt, name, tolerance)
+                diffs, scales = _verify.check_outputs(runner, p, inputs, fmt, name, tolerance, rtol)
                 file_checks.setdefault(str(p.index + 1), {})[fmt] = diffs
+                output_scales[str(p.index + 1)] = scales
 
         # ---- quantized / half precision ONNX
         precisions = {"fp32": "onnx"}
@@ -388,7 +497,7 @@ def export_bundle(
             for key in ("onnx_int8", "onnx_fp16"):
                 if key in files:
                     runner = _verify.load_runner(key, str(tmp / files[key]))
-                    diffs = _verify.check_outputs(
+                    diffs, _ = _verify.check_outputs(
                         runner, p, inputs, key, files[key], tolerance=None
                     )
                     file_checks[str(p.index + 1)][key] = diffs
@@ -401,7 +510,7 @@ def export_bundle(
         # ---- chained early exit against MultiExitModel.predict, every sample
         threshold = float(plan.threshold)
         want = _verify.reference_predictions(reference, vx, threshold, _EAGER_BATCH)
-        chains = _check_chains(tmp, manifest, formats, entries, parts, want, vx, threshold)
+        chains = _check_chains(tmp, manifest, formats, entries, parts, want, vx, threshold, rtol)
 
         # ---- accuracy per exit, fp32 against int8 / fp16
         quant = _precision_report(tmp, entries, precisions, vx, vy, vdesc, threshold, calib, exits)
@@ -419,7 +528,8 @@ def export_bundle(
                 index=mp.index, files=mp.files, input_name=mp.input_name, output_names=mp.output_names,
                 input_shape=mp.input_shape, output_shapes=mp.output_shapes,
                 extra={**mp.extra, "bytes": sizes[str(mp.index)], "sha256": hashes[str(mp.index)],
-                       "max_abs_diff": file_checks[str(mp.index)]},
+                       "max_abs_diff": file_checks[str(mp.index)],
+                       "max_abs_output": output_scales[str(mp.index)]},
             )
             for mp in manifest.partitions
         )  # fmt: skip
@@ -427,7 +537,7 @@ def export_bundle(
         extra["verification"] = {
             "data": vdesc,
             "samples": int(len(vx)),
-            "tolerance_fp32": tolerance,
+            "tolerance_fp32": {"atol": float(tolerance), "rtol": float(rtol)},
             "chained": chains,
             "reference": f"MultiExitModel.select_exits({list(exits)}).predict(x, {threshold:g})",
         }
@@ -450,6 +560,9 @@ def export_bundle(
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for d in made:  # the folders this call created, deepest first, if still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
     return manifest
 
@@ -463,6 +576,7 @@ def _check_chains(
     want: tuple[np.ndarray, np.ndarray],
     vx: torch.Tensor,
     threshold: float,
+    rtol: float = FP32_RTOL,
 ) -> dict[str, Any]:
     """Chain every format's partitions with early exit and compare with the eager model."""
     from earlyexit.runtime.session import BundleSession
@@ -485,7 +599,9 @@ def _check_chains(
             for key, val in got.items():
                 val.append(r[key])
         merged = {key: np.concatenate(val) for key, val in got.items()}
-        chains[fmt] = _verify.compare_predictions(fmt, merged, want, exits, parts, vx, threshold)
+        chains[fmt] = _verify.compare_predictions(
+            fmt, merged, want, exits, parts, vx, threshold, rtol
+        )
     return chains
 
 

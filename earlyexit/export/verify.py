@@ -3,15 +3,18 @@
 Two checks (issue 6, SPEC *Bundle*):
 
 * every file, loaded back (onnxruntime, ``torch.jit.load``, ``torch.export.load``),
-  computes what the eager partition computes: at fp32 the maximum absolute
-  difference of every output is at most :data:`FP32_TOLERANCE`, on real
+  computes what the eager partition computes: at fp32 every output satisfies
+  ``max|a - b| <= atol + rtol * max|b|`` (:data:`~earlyexit.export.constants.FP32_ATOL`,
+  :data:`~earlyexit.export.constants.FP32_RTOL`; why the magnitude is the
+  output's largest is explained in :mod:`earlyexit.export.constants`), on real
   samples, on random inputs and at batch size 1 (the batch axis is dynamic);
 * the partitions chained with early exit reproduce
   ``MultiExitModel.select_exits(exits).predict(x, T)`` on every verification
   sample: the same exit and the same class.
 
 A sample whose entropy at an exit lies within :data:`ENTROPY_TIE` of the
-threshold, or whose two best logits lie within :data:`LOGIT_TIE`, may go
+threshold, or whose two best logits lie within :data:`LOGIT_TIE` plus ``rtol``
+of their magnitude, may go
 either way by float rounding; such samples are counted as ``borderline``
 rather than failures. Any other difference raises
 :class:`ExportVerificationError`, naming the partition and how far off it is.
@@ -29,11 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from earlyexit.export.constants import ENTROPY_TIE, FP32_ATOL, FP32_RTOL, FP32_TOLERANCE, LOGIT_TIE
 from earlyexit.surgery.multi_exit import MultiExitModel
 from earlyexit.surgery.slicing import Partition
 
 __all__ = [
     "ENTROPY_TIE",
+    "FP32_ATOL",
+    "FP32_RTOL",
     "FP32_TOLERANCE",
     "LOGIT_TIE",
     "ExportVerificationError",
@@ -46,9 +52,6 @@ __all__ = [
     "torch_chain_predict",
 ]
 
-FP32_TOLERANCE = 1e-4
-ENTROPY_TIE = 1e-5
-LOGIT_TIE = 1e-4
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
@@ -139,27 +142,34 @@ def check_outputs(
     inputs: Sequence[tuple[str, torch.Tensor]],
     fmt: str,
     file_name: str,
-    tolerance: float | None = FP32_TOLERANCE,
-) -> dict[str, float]:
+    tolerance: float | None = FP32_ATOL,
+    rtol: float = FP32_RTOL,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Run a loaded file and the eager partition on the same inputs and compare.
+
+    An output passes when ``max|a - b| <= tolerance + rtol * max|b|`` on each
+    input batch (``a`` the file's output, ``b`` eager PyTorch's).
 
     Args:
         runner: from :func:`load_runner`.
         partition: the eager partition (eval mode).
         inputs: ``(description, batch)`` pairs, e.g. ``("real samples", x)``.
         fmt, file_name: for messages.
-        tolerance: max abs difference allowed; ``None`` only checks the shapes
+        tolerance: absolute tolerance (atol); ``None`` only checks the shapes
             and that the outputs are finite (int8, fp16).
+        rtol: relative tolerance, relative to the output's largest magnitude.
 
     Returns:
-        ``{output name: max abs difference}`` over all inputs.
+        ``({output name: max abs difference}, {output name: max |eager output|})``
+        over all inputs.
 
     Raises:
         ExportVerificationError: on a wrong number or shape of outputs, a
-            non-finite output, or a difference above ``tolerance``.
+            non-finite output, or a difference above the tolerance.
     """
     names = partition.output_names
     worst = dict.fromkeys(names, 0.0)
+    scales = dict.fromkeys(names, 0.0)
     where = f"partition {partition.index + 1} (blocks {partition.first_block}..{partition.last_block}), {fmt} file {file_name}"
     for desc, x in inputs:
         with torch.no_grad():
@@ -178,11 +188,11 @@ def check_outputs(
                 f"{where}: returns {len(got)} outputs, expected {len(want)} ({', '.join(names)})",
                 partition.index + 1, fmt, float("inf"),
             )  # fmt: skip
-        for name, g, d in zip(names, got, max_abs_diff(got, want), strict=True):
-            if g.shape != want[names.index(name)].shape:
+        for name, g, w, d in zip(names, got, want, max_abs_diff(got, want), strict=True):
+            if g.shape != w.shape:
                 raise ExportVerificationError(
                     f"{where}: output {name!r} has shape {list(g.shape)} on {desc}, expected "
-                    f"{list(want[names.index(name)].shape)}", partition.index + 1, fmt, float("inf"),
+                    f"{list(w.shape)}", partition.index + 1, fmt, float("inf"),
                 )  # fmt: skip
             if not np.isfinite(g).all():
                 raise ExportVerificationError(
@@ -191,16 +201,19 @@ def check_outputs(
                     fmt,
                     float("inf"),
                 )
-            if tolerance is not None and d > tolerance:
-                scale = float(np.abs(want[names.index(name)]).max()) if g.size else 0.0
+            scale = float(np.abs(w).max()) if w.size else 0.0
+            allowed = None if tolerance is None else tolerance + rtol * scale
+            if allowed is not None and d > allowed:
                 raise ExportVerificationError(
                     f"{where}: output {name!r} is off by {d:.3g} on {desc} (max abs difference "
-                    f"from eager PyTorch; tolerance {tolerance:g}; the output reaches {scale:.3g} "
-                    "in magnitude: if that is float rounding, pass a larger tolerance "
-                    "(--tolerance)", partition.index + 1, fmt, d,
+                    f"from eager PyTorch), above the allowed atol + rtol * max|output| = "
+                    f"{tolerance:g} + {rtol:g} * {scale:.3g} = {allowed:.3g}; if that is float "
+                    "rounding, pass a larger tolerance (--tolerance / --rtol)",
+                    partition.index + 1, fmt, d,
                 )  # fmt: skip
             worst[name] = max(worst[name], d)
-    return worst
+            scales[name] = max(scales[name], scale)
+    return worst, scales
 
 
 @torch.no_grad()
@@ -268,6 +281,7 @@ def compare_predictions(
     partitions: Sequence[Partition],
     x: torch.Tensor,
     threshold: float,
+    rtol: float = FP32_RTOL,
 ) -> dict[str, Any]:
     """Compare chained predictions with those of ``MultiExitModel.predict``.
 
@@ -279,6 +293,7 @@ def compare_predictions(
         partitions: the eager partitions (to tell borderline samples apart).
         x: the samples.
         threshold: T.
+        rtol: two best logits within ``LOGIT_TIE + rtol * |best|`` tie.
 
     Returns:
         ``{"samples", "same", "borderline"}`` counts.
@@ -303,7 +318,8 @@ def compare_predictions(
             ents = [float(forced[k][1][j]) for k in range(0, k_hi + 1)] if len(exits) > 1 else []
             near_t = any(abs(e - threshold) <= ENTROPY_TIE for e in ents)
             top2 = torch.topk(forced[k_want][0][j], 2).values
-            near_tie = gb[s] == wb[s] and float(top2[0] - top2[1]) <= LOGIT_TIE
+            tie = LOGIT_TIE + rtol * float(top2[0].abs())
+            near_tie = gb[s] == wb[s] and float(top2[0] - top2[1]) <= tie
             (borderline if near_t or near_tie else real).append(int(s))
     if real:
         examples = "; ".join(

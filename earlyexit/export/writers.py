@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from earlyexit.export.constants import ONNX_EXPORTERS
 from earlyexit.surgery.slicing import Partition
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "write_onnx_fp16",
 ]
 
-ONNX_EXPORTERS: tuple[str, ...] = ("dynamo", "torchscript")
 _INPUT = "input"
 _DYNAMO_MIN_OPSET = 18
 

@@ -163,12 +163,19 @@ def test_bad_arguments(tmp_path, model, plan):
         export_bundle(model, plan, tmp_path / "b", formats="pt2", target="arm")
     with pytest.raises(TypeError, match="MultiExitModel"):
         export_bundle(torch.nn.Linear(2, 2), plan, tmp_path / "b")
-    with pytest.raises(ValueError, match="tolerance must be a positive number"):
+    with pytest.raises(ValueError, match=r"tolerance \(atol\) must be a finite number > 0"):
         export_bundle(model, plan, tmp_path / "b", tolerance=0)
+    with pytest.raises(ValueError, match=r"rtol must be a number in \[0, 1\)"):
+        export_bundle(model, plan, tmp_path / "b", rtol=1.0)
+    with pytest.raises(ValueError, match="calibration_samples must be an int >= 1"):
+        export_bundle(model, plan, tmp_path / "b", calibration_samples=0)
+
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(FileExistsError, match="overwrite"):
         export_bundle(model, plan, tmp_path / "full")
+    with pytest.raises(ValueError, match="is not a directory"):
+        export_bundle(model, plan, tmp_path / "full" / "x" / "b")
     small = model.select_exits([2, 10])
     with pytest.raises(ValueError, match="not active"):
         export_bundle(small, plan, tmp_path / "b")
@@ -184,7 +191,9 @@ def test_overwrite_replaces_only_a_bundle(tmp_path, model, plan, verify_data):
     (folder / "important.txt").write_text("keep me")
     victim = tmp_path / "victim.pt"
     victim.write_bytes(b"a checkpoint")
-    kw = dict(formats="onnx", exporter="torchscript", verify_data=verify_data[0][:16], overwrite=True)
+    kw = dict(
+        formats="onnx", exporter="torchscript", verify_data=verify_data[0][:16], overwrite=True
+    )
     with pytest.raises(FileExistsError, match="not a bundle"):
         export_bundle(model, plan, folder, **kw)
     with pytest.raises(FileExistsError, match="not a directory"):
@@ -311,3 +320,96 @@ def test_opset_is_honoured_and_recorded(tmp_path, model, plan, verify_data):
     assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [17]
     with pytest.raises(ValueError, match="opset must be an int >= 7"):
         export_bundle(model, plan, tmp_path / "c", opset=3)
+
+
+def _loud_partition(model, x, reach=268.0):
+    """The last partition of a copy of ``model`` whose logits reach ``reach`` in magnitude."""
+    import copy
+
+    from earlyexit.export.verify import eager_chain_inputs
+    from earlyexit.surgery.slicing import slice as slice_model
+
+    loud = copy.deepcopy(model)
+    linear = [
+        m for m in loud.heads[str(loud.exits[-1])].modules() if isinstance(m, torch.nn.Linear)
+    ]
+    parts = slice_model(loud, [3, 10])
+    h = eager_chain_inputs(parts, x)[1]
+    with torch.no_grad():
+        factor = reach / float(parts[1](h)[0].abs().max())
+        linear[-1].weight.mul_(factor)
+        linear[-1].bias.mul_(factor)
+    parts = [p.eval() for p in slice_model(loud, [3, 10])]
+    return parts[1], h
+
+
+def _perturbed(part, delta_of):
+    """A runner: the eager partition with ``delta_of(logits)`` added to every logit."""
+
+    def run(x):
+        with torch.no_grad():
+            outs = [t.numpy() for t in part(torch.from_numpy(x))]
+        outs[0] = outs[0] + delta_of(outs[0])
+        return outs
+
+    return run
+
+
+def test_tolerance_scales_with_the_outputs(model, verify_data):
+    """Issue 11: 4.5e-4 on logits reaching 268 is rounding; 1% of them is an error."""
+    from earlyexit.export.verify import check_outputs
+
+    part, h = _loud_partition(model, verify_data[0][:32])
+    inputs = [("real samples", h)]
+    signs = lambda a: np.where(np.arange(a.size).reshape(a.shape) % 2, 1.0, -1.0)  # noqa: E731
+    rounding = _perturbed(part, lambda a: (4.5e-4 * signs(a)).astype(np.float32))
+    diffs, scales = check_outputs(rounding, part, inputs, "onnx", "p.onnx")
+    assert diffs["logits"] == pytest.approx(4.5e-4, rel=0.05)
+    assert 267 < scales["logits"] < 269  # every logit is off, the smallest ones too
+    # the same rounding fails an absolute-only rule (the old fixed 1e-4)
+    with pytest.raises(ExportVerificationError, match="off by 0.00045"):
+        check_outputs(rounding, part, inputs, "onnx", "p.onnx", tolerance=1e-4, rtol=0.0)
+
+    # a real error: one logit per sample off by 1% of the logits' magnitude
+    def one_logit(a):
+        d = np.zeros_like(a)
+        d[:, 0] = 0.01 * np.abs(a).max()
+        return d
+
+    with pytest.raises(ExportVerificationError, match=r"off by 2\.68.*allowed") as e:
+        check_outputs(_perturbed(part, one_logit), part, inputs, "onnx", "p.onnx")
+    assert e.value.partition == 2 and e.value.diff > 2
+
+
+def test_plan_for_another_model_is_refused(tmp_path, model, plan, verify_data):
+    import dataclasses
+
+    def with_extra(**kw):
+        return dataclasses.replace(plan, extra={**plan.extra, **kw})
+
+    with pytest.raises(ValueError, match="made for a model of 20 blocks, this one has 10.*--force"):
+        export_bundle(model, with_extra(num_blocks=20), tmp_path / "b")
+    with pytest.raises(ValueError, match="made for model 'resnet56', this one is 'resnet20'"):
+        export_bundle(model, with_extra(model="resnet56"), tmp_path / "b")
+    with pytest.raises(ValueError, match="other weights or exit temperatures"):
+        export_bundle(model, with_extra(model_digest="0" * 64), tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
+    # the model's own digest and block count pass; force exports with a warning
+    from earlyexit.profiling import model_digest
+
+    ok = with_extra(num_blocks=10, model="resnet20", model_digest=model_digest(model))
+    bundle_mod.check_plan_matches(model, ok)
+    with pytest.warns(UserWarning, match="20 blocks.*exporting anyway"):
+        manifest = export_bundle(model, with_extra(num_blocks=20), tmp_path / "b", formats="onnx",
+                                 exporter="torchscript", verify_data=verify_data[0][:16], force=True)  # fmt: skip
+    assert manifest.plan.extra["num_blocks"] == 20 and (tmp_path / "b" / "manifest.json").is_file()
+
+
+def test_a_failed_export_removes_the_folders_it_created(
+    tmp_path, monkeypatch, model, plan, verify_data
+):
+    monkeypatch.setattr(bundle_mod._writers, "write_onnx", _corrupting_writer(1, 0.5))
+    with pytest.raises(ExportVerificationError):
+        export_bundle(model, plan, tmp_path / "new" / "deeper" / "bundle", formats="onnx",
+                      verify_data=verify_data[0][:16], exporter="torchscript")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
