@@ -89,8 +89,7 @@ def torchscript_runner(bundle: str | os.PathLike[str], partition: int, threads: 
     except Exception as err:  # foreign bytes make torch.jit.load raise almost any type
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(
-            f"TorchScript cannot load {str(path)!r} "
-            f"({type(err).__name__}: {first[:300]})"
+            f"TorchScript cannot load {str(path)!r} ({type(err).__name__}: {first[:300]})"
         ) from err
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from earlyexit._checks import int_range
+
 __all__ = ["register", "describe_blocks"]
 
 
@@ -72,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("blocks", help="decompose a backbone and list its blocks")
     p.add_argument("backbone", help="a registry name, e.g. resnet20 or tv:resnet18")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--in-chans", type=int, default=None)
+    p.add_argument("--num-classes", type=int_range(2, 100_000), default=10)
+    p.add_argument("--in-chans", type=int_range(1, 4096), default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_blocks)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from earlyexit._checks import float_range, input_file, int_range
+
 __all__ = ["register"]
 
 
@@ -16,7 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print each exit's accuracy on a data split and, with --threshold, the "
         "exit fractions and accuracy of real early exit.",
     )
-    p.add_argument("--checkpoint", required=True, help="an earlyexit checkpoint (.pt or .ckpt)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        type=input_file,
+        help="an earlyexit checkpoint (.pt or .ckpt)",
+    )
     p.add_argument(
         "--data",
         default="fashion-mnist",
@@ -25,10 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default="test", choices=["train", "profile", "test"])
     p.add_argument(
-        "--threshold", type=float, default=None, help="normalized-entropy threshold in [0, 1]"
+        "--threshold",
+        type=float_range(0, 1),
+        default=None,
+        help="normalized-entropy threshold in [0, 1]",
     )
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    p.add_argument("--batch-size", type=int_range(1, 65_536), default=256)
+    p.add_argument(
+        "--limit", type=int_range(1), default=None, help="evaluate only the first N samples"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_run)
 

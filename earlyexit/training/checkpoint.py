@@ -123,7 +123,15 @@ def load_checkpoint_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # foreign bytes make torch.load raise almost any type
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        if "Weights only load failed" in text:  # a pickle that names code: never unpickled
+            why = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln.upper()), "")
+            raise ValueError(
+                f"{path} is not a readable earlyexit checkpoint and is refused: it holds pickled "
+                f"Python objects that loading would run as code ({why or 'not plain data'}); "
+                "an earlyexit checkpoint holds only tensors and plain data"
+            ) from err
+        first = text.splitlines()[0] if text else type(err).__name__
         raise ValueError(
             f"{path} is not a readable earlyexit checkpoint (corrupted, truncated, or a file that "
             f"needs unsafe unpickling): {first}"

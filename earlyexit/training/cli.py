@@ -15,11 +15,14 @@ earlyexit checkpoint, and ``--test`` evaluates it on the test split afterwards.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
 
 from jsonargparse import ActionYesNo
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
@@ -82,10 +85,48 @@ def _expand_data_shorthand(argv: list[str]) -> list[str]:
 def train_main(argv: list[str] | None = None) -> int:
     """Run ``earlyexit train`` with ``argv`` (the arguments after ``train``).
 
+    A bad argument (a value Lightning or the recipe refuses, an unreadable
+    ``--model.init_from``, a missing data directory) is one line on stderr and
+    exit code 2, never a traceback.
+
     Returns:
-        The process exit code (0 on success; ``--help`` exits through SystemExit).
+        The process exit code (0 on success, 2 for a bad argument; ``--help``
+        exits through SystemExit).
     """
+    from earlyexit._checks import one_line
+
+    try:
+        return _train_main(argv)
+    except (
+        argparse.ArgumentError,
+        MisconfigurationException,
+        ValueError,
+        TypeError,
+        OSError,
+    ) as err:
+        print(f"earlyexit train: error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _output_argument(argv: list[str]) -> str | None:
+    """The value of ``--output`` on the command line (None if absent)."""
+    for i, arg in enumerate(argv):
+        if arg == "--output" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--output="):
+            return arg[len("--output=") :]
+    return None
+
+
+def _train_main(argv: list[str] | None) -> int:
+    from earlyexit._checks import check_output_file
+
     argv = _expand_data_shorthand(list(sys.argv[1:] if argv is None else argv))
+    early = _output_argument(argv)
+    if early:  # before Lightning builds anything
+        check_output_file(early, "--output")
+    # "Seed set to 0" on stderr says nothing the config does not; keep stderr for errors
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         # `earlyexit train ...` passes its own arguments; sys.argv also holds them
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run")
@@ -98,10 +139,15 @@ def train_main(argv: list[str] | None = None) -> int:
             seed_everything_default=0,
             trainer_defaults={"max_epochs": 8},  # Lightning's own default is 1000
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "earlyexit train", "description": __doc__.splitlines()[0]},
+            parser_kwargs={
+                "prog": "earlyexit train",
+                "description": __doc__.splitlines()[0],
+                "exit_on_error": False,  # errors raise; train_main prints one line
+            },
         )
     output = cli.config.get("output")
     if output:
+        check_output_file(output, "--output")  # also when a config file names it
         cli.trainer.callbacks.append(SaveEarlyExitCheckpoint(Path(output)))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     if cli.config.get("test"):

@@ -151,8 +151,10 @@ def test_evaluate_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     bad.write_bytes(b"not a checkpoint")
     assert earlyexit_main(["evaluate", "--checkpoint", str(bad)]) == 2
     assert "not a readable earlyexit checkpoint" in capsys.readouterr().err
-    assert earlyexit_main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # refused while parsing, before any work
+        earlyexit_main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")])
+    assert exited.value.code == 2
+    assert "missing.pt' does not exist" in capsys.readouterr().err
 
 
 def test_evaluate_imagefolder_uses_the_model_input_size(

@@ -207,18 +207,22 @@ def test_train_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--model.backbone" in capsys.readouterr().out
 
 
-def test_train_rejects_missing_dataset(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="Nothing is downloaded"):
-        train_main(
-            [
-                "--config",
-                str(RECIPES / "resnet20_cifar10.yaml"),
-                "--data",
-                f"cifar10:{tmp_path / 'nope'}",
-                "--trainer.fast_dev_run=true",
-                f"--trainer.default_root_dir={tmp_path}",
-            ]
-        )
+def test_train_rejects_missing_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = train_main(
+        [
+            "--config",
+            str(RECIPES / "resnet20_cifar10.yaml"),
+            "--data",
+            f"cifar10:{tmp_path / 'nope'}",
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Nothing is downloaded" in err
+    assert err.startswith("earlyexit train: error:") and err.count("\n") == 1
 
 
 def test_evaluate_command_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
