@@ -1,0 +1,516 @@
+"""Coverage: earlyexit on every torchvision classifier and the smallest model of every timm family.
+
+Issue 11 (deliverable 6). Each model is tried as a new user would, with random
+weights and no hand-picked cut points, in five stages:
+
+``create``     build it (``torchvision.models.get_model(name, weights=None,
+               num_classes=10)`` / ``timm.create_model(name, num_classes=10)``)
+               and run a batch of 2 in eval mode; the smallest input size that
+               works is used (64, then 128, then the size the model declares;
+               timm models that take ``img_size=`` are built for it);
+``decompose``  ``earlyexit.decompose(model, input_shape=...)`` with the defaults;
+``heads``      ``earlyexit.MultiExitModel(blocks, num_classes=10)`` (default exits);
+``predict``    the last exit equals the model's output (``assert_close``, rtol
+               and atol 1e-4), and ``predict`` does real early exit on the batch
+               of 2 (threshold between the two samples' first-exit entropies:
+               each sample leaves at the first exit below it, with that exit's
+               class);
+``export``     a 2-partition plan (cut at the middle exit, threshold between the
+               two samples' entropies there) sliced and exported to ONNX with
+               ``export_bundle(..., formats="onnx")``; the torch-free runtime's
+               chain (``BundleSession.predict``) gives the same exits and classes
+               as ``predict``.
+
+Every model runs in its own subprocess with a timeout, so one crash or hang
+costs one row. The timm families are the modules that define the models
+(``timm.models._registry._model_to_module``); the smallest model of a family is
+found by building the most likely candidates (by name: tiny, small, ...) on the
+meta device and counting parameters (cached per timm version).
+
+Usage::
+
+    python benchmarks/bench_coverage.py                      # everything (long)
+    python benchmarks/bench_coverage.py --filter resnet --jobs 2 --timeout 300
+    python benchmarks/bench_coverage.py --filter tv: --json coverage.json
+    python benchmarks/bench_coverage.py --one timm:vit_tiny_patch16_224   # one model, in process
+
+Prints a table (one row per model: each stage ok / FAIL / -, the failure's
+one-line reason), the totals per stage, and with ``--json`` writes every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "STAGES",
+    "check_model",
+    "main",
+    "run_all",
+    "timm_families",
+    "torchvision_models",
+]
+
+STAGES: tuple[str, ...] = ("create", "decompose", "heads", "predict", "export")
+NUM_CLASSES = 10
+SIZES: tuple[int, ...] = (64, 128)
+"""Input sizes tried before the model's declared one (small is fast)."""
+RTOL = ATOL = 1e-4
+_MARK = "BENCH_COVERAGE_RESULT "
+_STAGE_MARK = "BENCH_COVERAGE_STAGE "
+
+# --------------------------------------------------------------------------- model lists
+
+
+def torchvision_models() -> list[str]:
+    """Every torchvision classification model, as ``tv:<name>``."""
+    import torchvision
+
+    return [f"tv:{n}" for n in sorted(torchvision.models.list_models(module=torchvision.models))]
+
+
+_SIZE_WORDS = [
+    "atto", "zepto", "femto", "pico", "nano", "micro", "xxtiny", "xtiny", "tiny", "xxs",
+    "xs", "mini", "small", "lite0", "b0", "s0", "t0", "t", "xsmall", "s", "m", "medium",
+    "base", "b", "l", "large", "xl", "xxl", "huge", "h", "giant", "g", "gigantic",
+]  # fmt: skip
+_RANK = {w: i for i, w in enumerate(_SIZE_WORDS)}
+
+
+def _name_score(name: str) -> tuple[int, int, int]:
+    """Smaller looks smaller: size words first, then the largest number, then the length."""
+    toks = re.split(r"[_\-.]", name)
+    rank = min((_RANK[t] for t in toks if t in _RANK), default=_RANK["m"])
+    nums = [int(n) for n in re.findall(r"\d+", name)]
+    return rank, max(nums, default=0), len(name)
+
+
+def _param_count_meta(name: str) -> int | None:
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            m = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
+        return sum(p.numel() for p in m.parameters())
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta is not chosen
+        return None
+
+
+def timm_families(candidates: int = 4, cache: Path | None = None) -> dict[str, str]:
+    """The smallest model of every timm family (the module defining it), as ``timm:<name>``.
+
+    Args:
+        candidates: per family, how many names (ranked by :func:`_name_score`)
+            are built on the meta device to count parameters.
+        cache: JSON file remembering the choice per timm version (``None``: none).
+
+    Returns:
+        ``{family: "timm:<model>"}``, sorted by family.
+    """
+    import timm
+    from timm.models import _registry
+
+    if cache is not None and cache.is_file():
+        data = json.loads(cache.read_text())
+        if data.get("timm") == timm.__version__ and data.get("candidates") == candidates:
+            return data["families"]
+    families: dict[str, list[str]] = {}
+    for name in timm.list_models():
+        families.setdefault(_registry._model_to_module.get(name, "?"), []).append(name)
+    chosen: dict[str, str] = {}
+    for fam in sorted(families):
+        ranked = sorted(families[fam], key=_name_score)[:candidates]
+        counted = [(n, _param_count_meta(n)) for n in ranked] if len(ranked) > 1 else []
+        counted = [(n, c) for n, c in counted if c is not None]
+        best = min(counted, key=lambda nc: nc[1])[0] if counted else ranked[0]
+        chosen[fam] = f"timm:{best}"
+    if cache is not None:
+        cache.write_text(
+            json.dumps({"timm": timm.__version__, "candidates": candidates, "families": chosen})
+        )
+    return chosen
+
+
+# --------------------------------------------------------------------------- one model
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "(no message)"
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+def _build(spec: str, size: int | None) -> Any:
+    """Build ``spec`` for ``size`` x ``size`` inputs (``None``: as declared)."""
+    source, _, name = spec.partition(":")
+    if source == "tv":
+        import torchvision
+
+        kw: dict[str, Any] = {"weights": None, "num_classes": NUM_CLASSES}
+        if size is not None and (name.startswith("vit_") or name.startswith("maxvit")):
+            kw["image_size" if name.startswith("vit_") else "input_size"] = (
+                size if name.startswith("vit_") else (size, size)
+            )
+        if name in ("googlenet", "inception_v3"):
+            kw["aux_logits"] = False
+            kw["init_weights"] = True
+        return torchvision.models.get_model(name, **kw)
+    if source == "timm":
+        import timm
+
+        if size is not None:
+            try:
+                return timm.create_model(
+                    name, pretrained=False, num_classes=NUM_CLASSES, img_size=size
+                )
+            except TypeError:  # no img_size argument: the model takes any size or none
+                pass
+        return timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
+    raise ValueError(f"unknown model source {source!r} in {spec!r}; use tv:<name> or timm:<name>")
+
+
+def _declared_size(model: Any, spec: str) -> int:
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if size:
+        return int(size[-1])
+    return 299 if spec == "tv:inception_v3" else 224
+
+
+def _create(spec: str) -> tuple[Any, tuple[int, int, int], Any, Any]:
+    """The model (eval), its input shape, a batch of 2 and the model's output on it."""
+    import torch
+
+    errors = []
+    declared = None
+    for size in (*SIZES, None):
+        torch.manual_seed(0)
+        try:
+            model = _build(spec, size).eval()
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"{size or 'declared'}: {_reason(err)}")
+            continue
+        if size is None:
+            declared = _declared_size(model, spec)
+        s = size or declared
+        x = torch.randn(2, 3, s, s, generator=torch.Generator().manual_seed(1))
+        try:
+            with torch.no_grad():
+                y = model(x)
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"{s}: {_reason(err)}")
+            continue
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, NUM_CLASSES):
+            errors.append(f"{s}: output is not [2, {NUM_CLASSES}] logits")
+            continue
+        return model, (3, s, s), x, y
+    raise RuntimeError("; ".join(errors))
+
+
+def _between(a: float, b: float) -> float:
+    """A threshold strictly between two entropies (just above both if they are equal)."""
+    lo, hi = sorted((a, b))
+    return (lo + hi) / 2 if hi > lo else min(1.0, hi + 1e-6)
+
+
+def _check_predict(mem: Any, x: Any, y: Any) -> dict[str, Any]:
+    import torch
+
+    from earlyexit import normalized_entropy
+
+    with torch.no_grad():
+        outs = mem(x)
+        torch.testing.assert_close(
+            outs[-1],
+            y,
+            rtol=RTOL,
+            atol=ATOL,
+            msg=lambda m: "last exit != model output: " + " ".join(m.split()),
+        )
+        ents = [normalized_entropy(o, t) for o, t in zip(outs, mem.temperatures, strict=True)]
+        t = _between(float(ents[0][0]), float(ents[0][1]))
+        r = mem.predict(x, t)
+    exits = list(mem.exits)
+    for i in range(2):  # each sample at the first exit below t (the last otherwise), its class
+        slot = next((k for k in range(len(exits) - 1) if float(ents[k][i]) < t), len(exits) - 1)
+        if int(r.exit_block[i]) != exits[slot]:
+            raise AssertionError(
+                f"sample {i} left at block {int(r.exit_block[i])}, expected {exits[slot]}"
+            )
+        if int(r.prediction[i]) != int(outs[slot][i].argmax()):
+            raise AssertionError(f"sample {i}: predict's class differs from exit {exits[slot]}'s")
+    return {"threshold": t, "exit_blocks": [int(e) for e in r.exit_block]}
+
+
+def _check_export(mem: Any, x: Any, exporter: str, workdir: Path) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from earlyexit import normalized_entropy
+    from earlyexit.export import export_bundle
+    from earlyexit.formats import Estimate, PartitionPlan, Plan
+    from earlyexit.runtime.session import BundleSession
+
+    exits = list(mem.exits)
+    if len(exits) < 2:
+        raise ValueError(f"one exit only ({exits}): nothing to cut")
+    n = exits[-1]
+    k = exits[(len(exits) - 1) // 2] if len(exits) > 2 else exits[0]
+    two = mem.select_exits([k, n]).eval()
+    with torch.no_grad():
+        logits = two(x)[0]
+    e = normalized_entropy(logits, two.temperatures[0])
+    t = _between(float(e[0]), float(e[1]))
+    zero = dict.fromkeys(("compute", "serialize", "transmit", "propagate"), 0.0)
+    plan = Plan(
+        t,
+        (PartitionPlan(1, k, 0, "edge"), PartitionPlan(k + 1, n, 1, "cloud")),
+        Estimate(0.0, 0.0, (0.5, 0.5), zero),
+    )
+    out = workdir / "bundle"
+    manifest = export_bundle(mem, plan, out, formats="onnx", verify_data=x, exporter=exporter)
+    got = BundleSession(out, "fp32", ["CPUExecutionProvider"]).predict(x.numpy())
+    want = two.predict(x, t)
+    if not (
+        np.array_equal(got["exit_block"], want.exit_block.numpy())
+        and np.array_equal(got["prediction"], want.prediction.numpy())
+    ):
+        raise AssertionError(
+            f"runtime chain exits {got['exit_block'].tolist()} classes "
+            f"{got['prediction'].tolist()}, predict {want.exit_block.tolist()} "
+            f"{want.prediction.tolist()}"
+        )
+    diffs = [max(d.values()) for p in manifest.partitions for d in p.extra["max_abs_diff"].values()]
+    return {
+        "cut": k,
+        "exit_blocks": got["exit_block"].tolist(),
+        "onnx_exporter": manifest.extra["export"]["onnx_exporter"],
+        "max_abs_diff": max(diffs),
+    }
+
+
+def check_model(
+    spec: str,
+    exporter: str = "dynamo",
+    stages: tuple[str, ...] = STAGES,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the stages on one model, in this process; stop at the first failure.
+
+    Args:
+        spec: ``tv:<torchvision name>`` or ``timm:<timm name>``.
+        exporter: the ONNX exporter for the export stage.
+        stages: the stages to run (a prefix of :data:`STAGES`).
+        progress: called with each stage's name as it starts.
+
+    Returns:
+        ``{"model", "status": {stage: "ok" | "fail" | "-"}, "reason", "failed_stage",
+        "input_shape", "blocks", "exits", "seconds": {stage: s}, "details"}``.
+    """
+    import warnings
+
+    import earlyexit
+
+    warnings.filterwarnings("ignore")
+    status = dict.fromkeys(STAGES, "-")
+    row: dict[str, Any] = {"model": spec, "status": status, "reason": "", "failed_stage": None,
+                           "seconds": {}, "details": {}}  # fmt: skip
+    state: dict[str, Any] = {}
+
+    def create() -> None:
+        state["model"], row["input_shape"], state["x"], state["y"] = _create(spec)
+        row["params"] = sum(p.numel() for p in state["model"].parameters())
+
+    def decompose() -> None:
+        state["blocks"] = earlyexit.decompose(state["model"], input_shape=row["input_shape"])
+        row["blocks"] = len(state["blocks"])
+
+    def heads() -> None:
+        state["mem"] = earlyexit.MultiExitModel(state["blocks"], num_classes=NUM_CLASSES).eval()
+        row["exits"] = len(state["mem"].exits)
+
+    def predict() -> None:
+        row["details"]["predict"] = _check_predict(state["mem"], state["x"], state["y"])
+
+    def export() -> None:
+        with tempfile.TemporaryDirectory(prefix="bench-coverage-") as d:
+            row["details"]["export"] = _check_export(state["mem"], state["x"], exporter, Path(d))
+
+    steps = {"create": create, "decompose": decompose, "heads": heads, "predict": predict,
+             "export": export}  # fmt: skip
+    for stage in stages:
+        if progress:
+            progress(stage)
+        t0 = time.perf_counter()
+        try:
+            steps[stage]()
+        except Exception as err:  # noqa: BLE001 - the row records any failure
+            status[stage] = "fail"
+            row["failed_stage"] = stage
+            row["reason"] = _reason(err)
+            row["traceback"] = traceback.format_exc(limit=-3)
+            row["seconds"][stage] = round(time.perf_counter() - t0, 2)
+            break
+        status[stage] = "ok"
+        row["seconds"][stage] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+# --------------------------------------------------------------------------- many models
+
+
+def _run_one_subprocess(spec: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", spec, "--exporter", args.exporter,
+           "--threads", str(args.threads)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="ignore")
+    t0 = time.perf_counter()
+    stage = "create"
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+        out, err, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err, code = "", None
+    for line in out.splitlines():
+        if line.startswith(_MARK):
+            row = json.loads(line[len(_MARK) :])
+            row["wall_s"] = round(time.perf_counter() - t0, 1)
+            return row
+        if line.startswith(_STAGE_MARK):
+            stage = line[len(_STAGE_MARK) :].strip()
+    status = dict.fromkeys(STAGES, "-")
+    for s in STAGES[: STAGES.index(stage)]:
+        status[s] = "ok"
+    status[stage] = "fail"
+    if code is None:
+        reason = f"timeout: still in {stage} after {args.timeout:g} s"
+    else:
+        last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or [f"exit code {code}"]
+        reason = f"crashed (exit code {code}) in {stage}: {last[0]}"[:300]
+    return {"model": spec, "status": status, "reason": reason, "failed_stage": stage,
+            "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
+def run_all(specs: list[str], args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """Check every model in a subprocess of its own, ``args.jobs`` at a time (rows as they end)."""
+    with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(_run_one_subprocess, s, args) for s in specs]
+        for f in cf.as_completed(futures):
+            yield f.result()
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for source in ("tv", "timm", "all"):
+        sel = [r for r in rows if source == "all" or r["model"].startswith(source + ":")]
+        totals[source] = {"models": len(sel)}
+        for s in STAGES:
+            totals[source][s] = sum(r["status"].get(s) == "ok" for r in sel)
+    return totals
+
+
+def _table(rows: list[dict[str, Any]], families: dict[str, str]) -> str:
+    fam_of = {v: k for k, v in families.items()}
+    width = max([len(r["model"]) for r in rows] + [5])
+    head = f"{'model':<{width}}  " + "  ".join(f"{s:<9}" for s in STAGES) + "  time  reason"
+    lines = [head, "-" * len(head)]
+    for r in sorted(rows, key=lambda r: r["model"]):
+        marks = "  ".join(
+            f"{ {'ok': 'ok', 'fail': 'FAIL', '-': '-'}[r['status'][s]]:<9}" for s in STAGES
+        )
+        fam = f"[{fam_of[r['model']]}] " if r["model"] in fam_of else ""
+        lines.append(
+            f"{r['model']:<{width}}  {marks}  {r.get('wall_s', 0):>4.0f}  {fam}{r['reason']}"
+        )
+    tot = _totals(rows)
+    lines.append("")
+    lines.append("passing each stage (a model passes a stage only if it passed the ones before):")
+    for source, t in tot.items():
+        if t["models"]:
+            lines.append(f"  {source:<5} {t['models']:>4} models: " + ", ".join(
+                f"{s} {t[s]}/{t['models']}" for s in STAGES))  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--filter", default=None, help="regex on 'tv:<name>' / 'timm:<name>' / timm family"
+    )
+    p.add_argument("--jobs", type=int, default=2, help="models checked at once (default 2)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per model (default 300)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write every row and the totals")
+    p.add_argument("--exporter", default="dynamo", choices=("dynamo", "torchscript"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads per model (default 1)")
+    p.add_argument("--candidates", type=int, default=4,
+                   help="timm names per family built on the meta device to find the smallest")  # fmt: skip
+    p.add_argument("--no-tv", action="store_true", help="skip torchvision")
+    p.add_argument("--no-timm", action="store_true", help="skip timm")
+    p.add_argument("--one", default=None, metavar="SPEC", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.jobs < 1 or args.timeout <= 0 or args.threads < 1:
+        p.error("--jobs and --threads must be >= 1 and --timeout > 0")
+
+    if args.one:  # the child: one model, result as a marked JSON line
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+        def progress(stage: str) -> None:
+            print(_STAGE_MARK + stage, flush=True)
+
+        row = check_model(args.one, args.exporter, progress=progress)
+        print(_MARK + json.dumps(row), flush=True)
+        return 0
+
+    specs: list[str] = []
+    families: dict[str, str] = {}
+    if not args.no_tv:
+        specs += torchvision_models()
+    if not args.no_timm:
+        cache = Path(tempfile.gettempdir()) / "earlyexit-bench-coverage-timm.json"
+        t0 = time.perf_counter()
+        families = timm_families(args.candidates, cache)
+        print(f"timm: {len(families)} families, smallest model of each chosen in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+        specs += list(families.values())
+    if args.filter:
+        rx = re.compile(args.filter)
+        fam_of = {v: k for k, v in families.items()}
+        specs = [s for s in specs if rx.search(s) or rx.search(fam_of.get(s, ""))]
+    if not specs:
+        p.error("no model matches --filter")
+    print(f"checking {len(specs)} models, {args.jobs} at a time, timeout {args.timeout:g} s",
+          flush=True)  # fmt: skip
+    rows = []
+    t0 = time.perf_counter()
+    for row in run_all(specs, args):
+        rows.append(row)
+        last = next((s for s in reversed(STAGES) if row["status"][s] == "ok"), "none")
+        print(f"[{len(rows)}/{len(specs)}] {row['model']}: up to {last}"
+              + (f"; {row['reason'][:150]}" if row["reason"] else ""), flush=True)  # fmt: skip
+    print()
+    print(_table(rows, families))
+    print(f"\nwall time {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"totals": _totals(rows), "families": families, "rows": sorted(rows, key=lambda r: r["model"])},
+            indent=1))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
