@@ -93,8 +93,14 @@ class MultiExitModel(nn.Module):
             puts an exit after every block (the full configuration). Blocks after
             the last exit are dropped (a partial DNN).
         head_factory: ``None``/``"copy"`` (a copy of the backbone's classifier
-            adapted to each block, PORTEND's choice), ``"linear"`` (pool, flatten,
-            linear), or ``factory(block, shape, num_classes) -> nn.Module``.
+            adapted to each block, PORTEND's choice, else global pooling and the
+            classifier's layer types: see :mod:`earlyexit.surgery.heads`; a
+            ``blocks.head_hint`` set by the decomposition guides it),
+            ``"linear"`` (pool, flatten, linear), or
+            ``factory(block, shape, num_classes) -> nn.Module``. Heads are built
+            only for ``exits``, so a model of hundreds of blocks with a few exits
+            builds a few heads. The last block's exit of ``"copy"`` is the
+            backbone's own classifier (last exit == model output).
 
     Raises:
         TypeError: if ``blocks`` is not a ``BlockSequence`` (or an ``nn.Module``
@@ -137,7 +143,10 @@ class MultiExitModel(nn.Module):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         factory, self.head_kind = resolve_head_factory(
-            head_factory, blocks.classifier, blocks.block_info[-1].output_shape
+            head_factory,
+            blocks.classifier,
+            blocks.block_info[-1].output_shape,
+            getattr(blocks, "head_hint", None),
         )
         if self.head_kind == "copy" and num_classes != backbone_classes:
             raise ValueError(
@@ -245,8 +254,11 @@ class MultiExitModel(nn.Module):
             raise ValueError(
                 f"exits {unknown} are not active in this model; active exits: {list(self.exits)}"
             )
-        new = copy.deepcopy(self)
         last = exits[-1]
+        # copy only what the new model keeps: dropped blocks and heads map to None
+        memo: dict[int, object] = {id(b): None for b in self.blocks[last:]}
+        memo.update({id(h): None for k, h in self.heads.items() if int(k) not in exits})
+        new = copy.deepcopy(self, memo)
         new.blocks = nn.ModuleList(list(new.blocks[:last]))
         new.block_names = new.block_names[:last]
         new.block_info = new.block_info[:last]
