@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
 from torch import nn
 
-__all__ = ["BackboneEntry", "register_backbone", "create", "list_backbones"]
+__all__ = [
+    "BackboneEntry",
+    "WEIGHT_SUFFIXES",
+    "create",
+    "get_entry",
+    "list_backbones",
+    "load_weights",
+    "register_backbone",
+]
+
+WEIGHT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".safetensors")
 
 
 @dataclass(frozen=True)
@@ -18,21 +30,30 @@ class BackboneEntry:
     Attributes:
         name: the registry name, e.g. ``"resnet20"`` or ``"tv:resnet18"``.
         fn: ``fn(num_classes, in_chans, **kwargs) -> nn.Module``.
-        input_size: default spatial size (H, W) of one input sample.
+        input_size: the model's declared spatial size (H, W) of one input
+            sample (timm: ``pretrained_cfg["input_size"]``; torchvision: the
+            evaluation crop of its default weights).
         description: one line for ``earlyexit backbones``.
+        in_chans: default input channels (1 for VGGish's log-mel patches).
     """
 
     name: str
     fn: Callable[..., nn.Module]
     input_size: tuple[int, int]
     description: str = ""
+    in_chans: int = 3
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(in_chans, H, W)`` of one default input sample."""
+        return (self.in_chans, *self.input_size)
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
 
 
 def register_backbone(
-    name: str, input_size: tuple[int, int], description: str = ""
+    name: str, input_size: tuple[int, int], description: str = "", in_chans: int = 3
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a backbone constructor under ``name`` (a decorator).
 
@@ -40,6 +61,7 @@ def register_backbone(
         name: the registry name; must be new.
         input_size: default (H, W) of one input sample.
         description: one line shown by ``list_backbones``' CLI.
+        in_chans: default input channels.
 
     Returns:
         The decorator, which returns the constructor unchanged.
@@ -51,7 +73,7 @@ def register_backbone(
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = BackboneEntry(name, fn, tuple(input_size), description)
+        _REGISTRY[name] = BackboneEntry(name, fn, tuple(input_size), description, int(in_chans))
         return fn
 
     return decorator
@@ -66,6 +88,7 @@ def get_entry(name: str) -> BackboneEntry:
     """Return the registry entry of ``name``, including accepted adapter names.
 
     Raises:
+        TypeError: if ``name`` is not a string.
         ValueError: for an unknown name, listing the valid ones.
     """
     _ensure_builtins()
@@ -80,52 +103,160 @@ def get_entry(name: str) -> BackboneEntry:
         return entry
     raise ValueError(
         f"unknown backbone {name!r}; valid names: {', '.join(list_backbones())} "
-        "(plus other torchvision ResNets/MobileNetV3 as 'tv:<name>' and timm "
-        "EfficientNets as 'timm:<name>')"
+        "(plus any torchvision classification model as 'tv:<name>' and any timm model "
+        "as 'timm:<name>'; see list_backbones('tv:*') and list_backbones('timm:*'))"
     )
 
 
-def create(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
-    """Create a registered backbone with random weights (nothing is downloaded).
+def create(
+    name: str,
+    num_classes: int = 10,
+    in_chans: int | None = None,
+    weights: str | Path | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Create a registered backbone (nothing is ever downloaded).
 
     Args:
-        name: a name from :func:`list_backbones`, or ``tv:<torchvision name>`` /
-            ``timm:<timm name>`` for supported adapter families.
+        name: a name from :func:`list_backbones`, ``tv:<any torchvision
+            classification model>`` or ``timm:<any timm model>``.
         num_classes: number of output classes.
-        in_chans: number of input channels.
-        **kwargs: passed to the constructor.
+        in_chans: number of input channels; the backbone's default when ``None``
+            (3, or 1 for VGGish's log-mel patches).
+        weights: a local state dict to load, ``.pth``/``.pt``/``.bin``
+            (``torch.load(weights_only=True)``) or ``.safetensors``; random
+            weights when ``None``.
+        **kwargs: passed to the constructor (e.g. ``img_size=`` for timm).
 
     Returns:
         The backbone. ``decompose`` knows how to split it into blocks; its
-        registry name is kept in ``model.earlyexit_name``.
+        registry name is kept in ``model.earlyexit_name`` and its input shape in
+        ``model.earlyexit_input_shape``.
 
     Raises:
-        ValueError: for an unknown name or a non-positive class/channel count.
+        TypeError: for a non-int class or channel count.
+        ValueError: for an unknown name, a non-positive class/channel count, or
+            weights that do not fit the model.
+        FileNotFoundError: if ``weights`` does not exist.
 
     Example:
         >>> from earlyexit import backbones
         >>> model = backbones.create("resnet20", num_classes=10, in_chans=1)
-        >>> type(model).__name__
-        'CifarResNet'
+        >>> type(model).__name__, model.earlyexit_input_shape
+        ('CifarResNet', (1, 32, 32))
     """
     entry = get_entry(name)
+    if in_chans is None:
+        in_chans = entry.in_chans
     for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
         if value < 1:
             raise ValueError(f"{arg} must be >= 1, got {value}")
     model = entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if weights is not None:
+        load_weights(model, weights)
+    input_size = tuple(getattr(model, "earlyexit_input_size", entry.input_size))
     model.earlyexit_name = name
-    model.earlyexit_input_shape = (in_chans, *entry.input_size)
+    model.earlyexit_input_shape = (in_chans, *input_size)
     model.earlyexit_num_classes = num_classes
     return model
 
 
-def list_backbones(pattern: str | None = None) -> list[str]:
-    """List registered backbone names, optionally filtered by a glob pattern.
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle and zip errors come in many kinds
+        raise ValueError(
+            f"cannot read {path} as a weights-only state dict ({type(err).__name__}: {err})"
+        ) from err
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(
+                isinstance(v, torch.Tensor) for v in inner.values()
+            ):
+                return inner
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise ValueError(
+            f"{path} does not hold a state dict (a mapping of parameter names to tensors, "
+            "optionally under 'state_dict' or 'model')"
+        )
+    return obj
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local state dict into ``model`` (in place), checking every key.
 
     Args:
-        pattern: an ``fnmatch`` pattern such as ``"resnet*"`` or ``"tv:*"``.
+        model: the freshly created backbone.
+        path: a ``.pth``/``.pt``/``.bin`` file (read with
+            ``torch.load(weights_only=True)``) or a ``.safetensors`` file. A
+            ``module.`` prefix (DDP) is stripped.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        TypeError: if ``path`` is not a path.
+        FileNotFoundError: if the file does not exist (nothing is downloaded).
+        ValueError: for another suffix, an unreadable file, or missing,
+            unexpected or mis-shaped keys (listed).
+    """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"weights must be a path to a local file, got {type(path).__name__}")
+    path = Path(path).expanduser()
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(
+            f"weights must be a local state dict file ({', '.join(WEIGHT_SUFFIXES)}), got "
+            f"{str(path)!r}; nothing is downloaded"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; nothing is downloaded")
+    state = dict(_read_state_dict(path))
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("mis-shaped", mismatched)):  # fmt: skip
+            if keys:
+                more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
+                parts.append(f"{len(keys)} {label}: {', '.join(keys[:5])}{more}")
+        raise ValueError(
+            f"weights {path} do not fit this {type(model).__name__}: {'; '.join(parts)}. "
+            "Create the backbone with the class count (num_classes), input channels "
+            "(in_chans) and constructor options the weights were trained with"
+        )
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """List backbone names, optionally filtered by a glob pattern.
+
+    Without a pattern, or with one that does not start with ``tv:`` or
+    ``timm:``, only the registered names are listed; a pattern starting with
+    ``tv:`` (``timm:``) lists every torchvision classification model (every
+    timm model) the adapter accepts.
+
+    Args:
+        pattern: an ``fnmatch`` pattern such as ``"resnet*"``, ``"tv:*"`` or
+            ``"timm:vit_*"``.
 
     Returns:
         Sorted names.
@@ -137,6 +268,10 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     """
     _ensure_builtins()
     names = sorted(_REGISTRY)
+    if pattern is not None and pattern.startswith(("tv:", "timm:")):
+        from earlyexit.backbones import adapters
+
+        names = sorted(set(names) | set(adapters.adapter_names(pattern.split(":")[0])))
     if pattern is not None:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     return names

@@ -146,7 +146,10 @@ def _decompose_vggish(model: VGGish) -> Decomposition:
 
 
 @register_backbone(
-    "vggish", input_size=(NUM_FRAMES, NUM_BANDS), description="VGGish on 96x64 log-mel (4 blocks)"
+    "vggish",
+    input_size=(NUM_FRAMES, NUM_BANDS),
+    description="VGGish on 1x96x64 log-mel patches (4 blocks)",
+    in_chans=1,
 )
 def vggish(num_classes: int = 527, in_chans: int = 1) -> VGGish:
     """VGGish for 1x96x64 log-mel patches."""

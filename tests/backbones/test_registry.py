@@ -55,8 +55,18 @@ def test_bad_class_count(bad):
 def test_adapters_accept_unlisted_names_and_channels():
     model = backbones.create("tv:resnet34", num_classes=5, in_chans=1)
     assert model.conv1.in_channels == 1 and model.fc.out_features == 5
-    with pytest.raises(ValueError, match="EfficientNet"):
-        backbones.create("timm:resnet18")
+    assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 5)
+    with pytest.raises(ValueError, match="unknown timm model"):
+        backbones.create("timm:not_a_timm_model")
+
+
+def test_vggish_takes_one_channel_log_mel_by_default():
+    model = backbones.create("vggish", num_classes=4)
+    assert model.features[0][0].in_channels == 1
+    assert model.earlyexit_input_shape == (1, 96, 64)
+    patches = waveform_to_examples(torch.zeros(16000), 16000)
+    assert model.eval()(patches).shape == (1, 4)
+    assert backbones.create("vggish", in_chans=3).features[0][0].in_channels == 3
 
 
 def test_cifar_resnet_depth_must_be_6n_plus_2():
