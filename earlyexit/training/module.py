@@ -353,6 +353,9 @@ class RecipeModule(MultiExitModule):
         head: exit head kind, ``"copy"`` or ``"linear"``.
         init_from: an earlyexit checkpoint to start from (``.pt`` or ``.ckpt``).
         plan: with ``init_from``, a plan JSON whose partitions give the exits.
+        backbone_weights: a local state dict of the backbone (``.pth``, ``.pt``,
+            ``.safetensors``; see :func:`earlyexit.backbones.create`), e.g. your
+            own trained model; with ``freeze_backbone: true`` only the exits train.
         **kwargs: the :class:`MultiExitModule` arguments.
 
     Raises:
@@ -368,6 +371,7 @@ class RecipeModule(MultiExitModule):
         head: str = "copy",
         init_from: str | None = None,
         plan: str | None = None,
+        backbone_weights: str | None = None,
         exit_weights: list[float] | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -376,7 +380,9 @@ class RecipeModule(MultiExitModule):
         freeze_backbone: bool = False,
         label_smoothing: float = 0.0,
     ) -> None:
-        model = build_model(backbone, num_classes, input_shape, exits, head, init_from, plan)
+        model = build_model(
+            backbone, num_classes, input_shape, exits, head, init_from, plan, backbone_weights
+        )
         super().__init__(
             model,
             exit_weights=exit_weights,
@@ -397,14 +403,25 @@ def build_model(
     head: str = "copy",
     init_from: str | Path | None = None,
     plan: str | Path | None = None,
+    backbone_weights: str | Path | None = None,
 ) -> MultiExitModel:
     """Build a multi-exit model from a backbone name, or from a checkpoint and a plan.
 
+    ``backbone_weights`` loads a local state dict into the backbone before it is
+    decomposed (nothing is downloaded).
+
     Raises:
-        ValueError: for inconsistent arguments (e.g. a plan without a checkpoint).
+        ValueError: for inconsistent arguments (e.g. a plan without a checkpoint,
+            or backbone weights with a checkpoint).
+        FileNotFoundError: if ``backbone_weights`` does not exist.
     """
     from earlyexit import backbones, decompose
 
+    if init_from is not None and backbone_weights is not None:
+        raise ValueError(
+            "give either init_from (an earlyexit checkpoint) or backbone_weights (a backbone "
+            "state dict), not both"
+        )
     if init_from is not None:
         from earlyexit.training.checkpoint import load
 
@@ -427,7 +444,11 @@ def build_model(
         raise ValueError("num_classes is required (earlyexit train links it from the data)")
     shape = tuple(input_shape) if input_shape is not None else None
     in_chans = int(shape[0]) if shape else 3
-    net = backbones.create(backbone, num_classes=num_classes, in_chans=in_chans)
+    net = backbones.create(
+        backbone, num_classes=num_classes, in_chans=in_chans, weights=backbone_weights
+    )
+    if backbone_weights is not None:
+        rank_zero_info(f"earlyexit: backbone {backbone} starts from {backbone_weights}")
     return MultiExitModel(
         decompose(net, input_shape=shape), num_classes=num_classes, exits=exits, head_factory=head
     )

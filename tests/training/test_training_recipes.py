@@ -47,6 +47,7 @@ def test_all_recipes_are_tested() -> None:
         "efficientnet_b0_imagenet.yaml",
         "vggish_audioset.yaml",
         "finetune.yaml",
+        "exits_only.yaml",
     }
     assert {p.name for p in RECIPES.glob("*.yaml")} == tested
 
@@ -171,6 +172,47 @@ def test_recipe_finetune_exits_frozen_backbone(tmp_path: Path, full_checkpoint: 
     assert blocks and heads
     assert all(torch.equal(sd[k], full_sd[k]) for k in blocks)  # weights and BN statistics
     assert any(not torch.equal(sd[k], full_sd[k]) for k in heads)
+
+
+def test_recipe_exits_only_on_own_frozen_backbone(tmp_path: Path) -> None:
+    """A user's trained backbone (a local state dict) stays fixed; only the exits learn."""
+    from earlyexit import backbones, decompose
+
+    torch.manual_seed(3)
+    own = backbones.create("resnet20", num_classes=10, in_chans=1)
+    with torch.no_grad():  # "trained": weights and BN statistics that are not the init
+        for t in own.state_dict().values():
+            if t.is_floating_point():
+                t.add_(0.1 * torch.randn_like(t))
+    weights = tmp_path / "own.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(own.state_dict(), str(weights))
+    out = _run(
+        "exits_only.yaml",
+        tmp_path,
+        f"--model.backbone_weights={weights}",
+        "--model.exits=[3, 6, 10]",
+        "--data.batch_size=16",
+    )
+    tuned = earlyexit.load(out)
+    assert tuned.exits == (3, 6, 10)
+    start = decompose(own, input_shape=(1, 28, 28))
+    kept, ref = tuned.blocks.state_dict(), start.blocks.state_dict()
+    assert kept.keys() == ref.keys() and kept
+    assert all(torch.equal(kept[k], ref[k]) for k in ref)  # weights and BN statistics
+    # the last exit started as the backbone's own classifier and was trained
+    assert not torch.equal(tuned.heads["10"][-1].weight, own.fc.weight)
+    assert not torch.equal(tuned.heads["10"][-1].bias, own.fc.bias)
+
+
+def test_backbone_weights_and_init_from_conflict(tmp_path: Path, full_checkpoint: Path) -> None:
+    from earlyexit.training.module import build_model
+
+    with pytest.raises(ValueError, match="not both"):
+        build_model(init_from=full_checkpoint, backbone_weights=str(tmp_path / "w.pth"))
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        build_model("resnet20", 10, (1, 28, 28), backbone_weights=str(tmp_path / "w.pth"))
 
 
 def test_finetune_plan_and_exits_conflict(tmp_path: Path, full_checkpoint: Path) -> None:
