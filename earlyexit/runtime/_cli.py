@@ -166,6 +166,7 @@ def serve_command(args: argparse.Namespace) -> int:
     import zmq
 
     from earlyexit.formats import Manifest
+    from earlyexit.runtime._files import check_file
     from earlyexit.runtime.wire import MAX_MESSAGE_BYTES
     from earlyexit.runtime.worker import serve_config
 
@@ -201,6 +202,9 @@ def serve_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--bind and --control-bind must differ, both are {args.bind!r}")
     check_bindable(args.bind, "--bind")
     check_bindable(args.control_bind, "--control-bind")
+    for part in manifest.partitions:  # every file against its size and SHA-256, before parsing
+        for fmt in part.files:
+            check_file(args.bundle, part, fmt)
     config = {
         "runner": {
             "kind": "bundle",
