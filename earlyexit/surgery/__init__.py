@@ -18,6 +18,7 @@ from earlyexit.surgery.decompose import (
 )
 from earlyexit.surgery.heads import copy_classifier_head, linear_head
 from earlyexit.surgery.multi_exit import EarlyExitResult, MultiExitModel, normalized_entropy
+from earlyexit.surgery.tracing import register_autowrap_function, register_leaf_module, trace
 
 __all__ = [
     "BlockInfo",
@@ -31,5 +32,8 @@ __all__ = [
     "list_cut_points",
     "normalize_exits",
     "normalized_entropy",
+    "register_autowrap_function",
     "register_decomposer",
+    "register_leaf_module",
+    "trace",
 ]

@@ -1,9 +1,12 @@
 """Decompose a backbone into a linear sequence of blocks.
 
 Known backbones decompose by the registry of decomposers (looked up by type,
-walking the MRO, so subclasses inherit their parent's). Any other model
-decomposes at user-named cut points with ``torch.fx``: a cut is valid only if
-nothing before it is used after it, i.e. it does not cross a skip connection.
+walking the MRO, so subclasses inherit their parent's). Any other model is
+traced with ``torch.fx`` (:mod:`earlyexit.surgery.tracing`) and cut at its own
+block boundaries (:mod:`earlyexit.surgery.defaults`) or at user-named cut
+points. A cut is valid only if nothing computed before it is used after it
+(it does not cross a skip connection); constants and shape-only values such as
+the batch size are recomputed inside the block that needs them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ __all__ = [
     "list_cut_points",
     "register_decomposer",
 ]
+
+_Shape = Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ def register_decomposer(
 
     Returns:
         A decorator for ``fn(model) -> Decomposition``; the function receives a
-        private copy of the model and may reuse its submodules.
+        private copy of the model and may reuse its submodules. Registering a
+        class again replaces its decomposer.
 
     Example:
         >>> from torch import nn
@@ -69,9 +75,9 @@ def register_decomposer(
 
 
 def _find_decomposer(model: nn.Module) -> Callable[[nn.Module], Decomposition] | None:
-    from earlyexit.backbones._registry import _ensure_builtins
+    from earlyexit.surgery.known import ensure_known_decomposers
 
-    _ensure_builtins()
+    ensure_known_decomposers(model)
     for klass in type(model).__mro__:
         if klass in _DECOMPOSERS:
             return _DECOMPOSERS[klass]
@@ -208,29 +214,77 @@ class BlockSequence(nn.Module):
         return f"num_blocks={len(self.blocks)}, input_shape={self.input_shape}"
 
 
+def _declared_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """The input shape a model declares: the registry's, or timm's ``pretrained_cfg``."""
+    shape = getattr(model, "earlyexit_input_shape", None)
+    if shape is not None:
+        return tuple(int(s) for s in shape)
+    if isinstance(model, BlockSequence):
+        return model.input_shape
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if not isinstance(cfg, dict) or "input_size" not in cfg:
+        return None
+    size = [int(s) for s in cfg["input_size"]]
+    img = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if isinstance(img, (tuple, list)) and len(img) == 2 and len(size) == 3:
+        size[1:] = [int(s) for s in img]  # a model built with img_size=...
+    in_chans = getattr(model, "in_chans", None)
+    if in_chans is None:
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        in_chans = conv.in_channels if conv is not None else None
+    if isinstance(in_chans, int) and len(size) == 3:
+        size[0] = in_chans
+    return tuple(size)
+
+
+def _check_shape(input_shape: _Shape) -> tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
+    if not input_shape or any(
+        isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_shape
+    ):
+        raise ValueError(
+            f"input_shape must be positive ints for one sample, e.g. (3, 224, 224), "
+            f"got {tuple(input_shape)!r}"
+        )
+    return tuple(input_shape)
+
+
 def decompose(
     model: nn.Module,
+    input_shape: _Shape | None = None,
     cut_points: Sequence[str] | None = None,
-    input_shape: Sequence[int] | None = None,
+    *,
+    granularity: str = "block",
+    max_blocks: int | None = None,
+    leaf_modules: Sequence[type] = (),
 ) -> BlockSequence:
     """Split ``model`` into a :class:`BlockSequence`; the input model is untouched.
 
+    Without ``cut_points``, a registered decomposer is used when one exists for
+    the model's type (or a parent type); any other ``torch.fx``-traceable model
+    is cut where its own blocks end (see :mod:`earlyexit.surgery.defaults`).
+
     Args:
-        model: a backbone from :func:`earlyexit.backbones.create`, any model of a
-            type with a registered decomposer, or any ``torch.fx``-traceable model
-            together with ``cut_points``.
+        model: any ``nn.Module`` called as ``model(x)``.
+        input_shape: shape of one sample; defaults to the shape the model
+            declares (the registry's, or timm's ``pretrained_cfg["input_size"]``)
+            and is required otherwise.
         cut_points: names of graph nodes (from :func:`list_cut_points`) whose
             outputs end blocks 1..N; what follows the last one is the classifier.
-        input_shape: shape of one sample; defaults to the registry's for
-            registry backbones and is required otherwise.
+        granularity: ``"block"`` (every residual or transformer block) or
+            ``"stage"`` (timm's ``feature_info`` stages, else blocks of one
+            spatial size); used when the model has no registered decomposer.
+        max_blocks: at most this many blocks (neighbouring blocks are merged).
+        leaf_modules: extra module types to trace as single calls.
 
     Returns:
         A new ``BlockSequence`` with its own copies of the parameters.
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module``.
-        ValueError: if there is no decomposition, a cut point is unknown, out of
-            order or crosses a skip connection, or the input shape is missing.
+        ValueError: if the model cannot be traced or cut, a cut point is unknown,
+            out of order or crosses a skip connection, or the input shape is missing.
 
     Example:
         >>> from earlyexit import backbones
@@ -238,17 +292,22 @@ def decompose(
         >>> len(blocks), blocks.block_info[0].output_shape
         (10, (16, 32, 32))
     """
+    from earlyexit.surgery.defaults import check_granularity
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"decompose expects an nn.Module, got {type(model).__name__}")
+    check_granularity(granularity, max_blocks)
     if isinstance(model, BlockSequence) and cut_points is None:
-        return copy.deepcopy(model)
+        return _merge(copy.deepcopy(model), max_blocks)
     if input_shape is None:
-        input_shape = getattr(model, "earlyexit_input_shape", None)
+        input_shape = _declared_input_shape(model)
         if input_shape is None:
             raise ValueError(
-                f"input_shape is required for a {type(model).__name__} that does not come "
-                "from earlyexit.backbones.create, e.g. input_shape=(3, 224, 224)"
+                f"input_shape is required for a {type(model).__name__}, which declares none "
+                "(neither earlyexit.backbones.create nor timm's pretrained_cfg), "
+                "e.g. input_shape=(3, 224, 224)"
             )
+    input_shape = _check_shape(input_shape)
     source = None
     if getattr(model, "earlyexit_name", None) is not None:
         source = {
@@ -256,174 +315,168 @@ def decompose(
             "num_classes": int(model.earlyexit_num_classes),
             "in_chans": int(model.earlyexit_input_shape[0]),
         }
-    model = copy.deepcopy(model)
-    if cut_points is None:
-        decomposer = _find_decomposer(model)
-        if decomposer is None:
-            raise ValueError(
-                f"no built-in decomposition for {type(model).__name__}; pass "
-                "cut_points=[...] (valid names: earlyexit.list_cut_points(model)) or "
-                "register one with earlyexit.surgery.register_decomposer"
-            )
-        parts = decomposer(model)
-    else:
-        parts = _fx_decompose(model, cut_points)
-        source = None  # the registry recipe no longer describes these blocks
-    return BlockSequence(parts.blocks, parts.classifier, input_shape, source)
+    decomposer = _find_decomposer(model) if cut_points is None else None
+    if decomposer is not None:
+        parts = decomposer(copy.deepcopy(model))
+        seq = BlockSequence(parts.blocks, parts.classifier, input_shape, source)
+        return _merge(seq, max_blocks)
+    parts = _fx_decompose(model, input_shape, cut_points, granularity, max_blocks, leaf_modules)
+    return BlockSequence(parts.blocks, parts.classifier, input_shape, None)
+
+
+def _merge(seq: BlockSequence, max_blocks: int | None) -> BlockSequence:
+    """Merge neighbouring blocks so that at most ``max_blocks`` remain."""
+    n = len(seq)
+    if max_blocks is None or n <= max_blocks:
+        return seq
+    ends = sorted({round((k + 1) * n / max_blocks) for k in range(max_blocks)})
+    blocks, start = [], 0
+    for end in ends:
+        group = list(range(start, end))
+        name = seq.names[end - 1]
+        module = seq.blocks[start] if len(group) == 1 else nn.Sequential(*seq.blocks[start:end])
+        blocks.append((name, module))
+        start = end
+    return BlockSequence(blocks, seq.classifier, seq.input_shape, None)
 
 
 # ---------------------------------------------------------------- torch.fx path
 
 
-def _node_names(graph: fx.Graph) -> dict[fx.Node, str]:
-    """The user-facing name of every cuttable node: the module path for a module
-    call (``layer1.0.relu``, then ``layer1.0.relu_1`` for its second call, as
-    torchvision names them), else the FX node name (``add``)."""
-    calls: dict[str, int] = {}
-    names: dict[fx.Node, str] = {}
-    for node in graph.nodes:
-        if node.op in ("placeholder", "output", "get_attr"):
-            continue
-        if node.op == "call_module":
-            k = calls.get(str(node.target), 0)
-            calls[str(node.target)] = k + 1
-            names[node] = str(node.target) if k == 0 else f"{node.target}_{k}"
-        else:
-            names[node] = node.name
-    return names
+def _cut_graph(
+    model: nn.Module, input_shape: tuple[int, ...] | None, leaf_modules: Sequence[type] = ()
+):  # -> CutGraph
+    from earlyexit.surgery._fxcut import CutGraph
+    from earlyexit.surgery.tracing import trace
+
+    private = copy.deepcopy(model)
+    gm = trace(private, leaf_modules=tuple(leaf_modules), copy_model=False)
+    return CutGraph(gm, input_shape, private)
 
 
-def _name_lookup(graph: fx.Graph) -> dict[str, fx.Node]:
-    """Both the preferred name and the FX node name resolve to the node."""
-    lookup = {node.name: node for node in _node_names(graph)}
-    lookup.update({name: node for node, name in _node_names(graph).items()})
-    return lookup
-
-
-def _crossing(graph: fx.Graph) -> list[tuple[fx.Node, fx.Node] | None]:
-    """For each node position p, an edge (u, v) with pos(u) < p < pos(v), or None.
-
-    ``get_attr`` nodes are constants, so they never count as crossing.
-    """
-    nodes = list(graph.nodes)
-    pos = {n: i for i, n in enumerate(nodes)}
-    result: list[tuple[fx.Node, fx.Node] | None] = []
-    worst: tuple[int, fx.Node, fx.Node] | None = None  # (last use position, u, v)
-    for p, node in enumerate(nodes):
-        result.append(worst[1:] if worst is not None and worst[0] > p else None)
-        if node.op != "get_attr" and node.users:
-            last_user = max(node.users, key=lambda v: pos[v])
-            if worst is None or pos[last_user] > worst[0]:
-                worst = (pos[last_user], node, last_user)
-    return result
-
-
-def _trace(model: nn.Module) -> fx.GraphModule:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as err:  # torch.fx raises many kinds
-        raise ValueError(
-            f"{type(model).__name__} cannot be traced by torch.fx ({err}); register a "
-            "decomposer for it with earlyexit.surgery.register_decomposer instead"
-        ) from err
-
-
-def list_cut_points(model: nn.Module) -> list[str]:
+def list_cut_points(
+    model: nn.Module, input_shape: _Shape | None = None, leaf_modules: Sequence[type] = ()
+) -> list[str]:
     """List the names at which ``model`` can be cut into blocks, in graph order.
 
     A valid cut point is a node such that nothing computed before it is used
-    after it: cutting there does not cross a skip connection.
+    after it: cutting there does not cross a skip connection. With an input
+    shape (given, or declared by the model), shape-only values such as the batch
+    size do not count, since each block recomputes them.
 
     Args:
         model: any ``torch.fx``-traceable module (it is not modified).
+        input_shape: shape of one sample; defaults to the one the model declares.
+        leaf_modules: extra module types to trace as single calls.
 
     Returns:
         Node names, using the module path where a module is called once.
 
     Raises:
-        ValueError: if the model cannot be traced.
+        ValueError: if the model cannot be traced, or fails on ``input_shape``.
 
     Example:
         >>> from torch import nn
         >>> list_cut_points(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
         ['0', '1', '2']
     """
-    gm = _trace(model)
-    names = _node_names(gm.graph)
-    return [
-        names[node]
-        for node, edge in zip(gm.graph.nodes, _crossing(gm.graph), strict=True)
-        if edge is None and node in names
-    ]
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"list_cut_points expects an nn.Module, got {type(model).__name__}")
+    shape = _declared_input_shape(model) if input_shape is None else _check_shape(input_shape)
+    cg = _cut_graph(model, shape, leaf_modules)
+    return [cg.names[node] for node in cg.valid_cuts()]
 
 
-def _fx_decompose(model: nn.Module, cut_points: Sequence[str]) -> Decomposition:
-    if isinstance(cut_points, str) or not cut_points:
-        raise ValueError("cut_points must be a non-empty list of node names")
-    gm = _trace(model)
-    nodes = list(gm.graph.nodes)
-    pos = {n: i for i, n in enumerate(nodes)}
-    names = _name_lookup(gm.graph)
-    crossing = _crossing(gm.graph)
-    cuts: list[fx.Node] = []
-    for name in cut_points:
-        if name not in names:
+def _block_of(bounds: list[int], p: int) -> int:
+    """1-based block number of graph position ``p`` (len(bounds) + 1 is the classifier)."""
+    k = 0
+    while k < len(bounds) and p > bounds[k]:
+        k += 1
+    return k + 1
+
+
+def _crossing_error(cg, name: str, cuts: list, node) -> ValueError:  # noqa: ANN001
+    u, v = cg.crossing[cg.pos[node]]
+    bounds = sorted([cg.pos[c] for c in cuts] + [cg.pos[node]])
+    bu, bv = _block_of(bounds, cg.pos[u]), _block_of(bounds, cg.pos[v])
+    label = lambda b: "the classifier" if b > len(bounds) else f"block {b}"  # noqa: E731
+    return ValueError(
+        f"cut point {name!r} crosses a skip connection: tensor {u.name!r} computed in "
+        f"{label(bu)} ({cg.describe(u)}) before the cut is used by node {v.name!r} in "
+        f"{label(bv)} after it, which would join {label(bu)} and {label(bv)}; cut before "
+        f"{u.name!r} or after {v.name!r} instead (see earlyexit.list_cut_points)"
+    )
+
+
+def _fx_decompose(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    cut_points: Sequence[str] | None,
+    granularity: str,
+    max_blocks: int | None,
+    leaf_modules: Sequence[type],
+) -> Decomposition:
+    cg = _cut_graph(model, input_shape, leaf_modules)
+    if cut_points is None:
+        from earlyexit.surgery.defaults import default_cuts
+
+        chosen = default_cuts(cg.model, cg, granularity, max_blocks)
+        if not chosen:
+            raise ValueError(_no_cut_message(model, cg))
+        names = [name for name, _ in chosen]
+        cuts = [node for _, node in chosen]
+    else:
+        if isinstance(cut_points, str) or not cut_points:
+            raise ValueError("cut_points must be a non-empty list of node names")
+        lookup = cg.lookup()
+        cuts = []
+        for name in cut_points:
+            if name not in lookup:
+                valid = [cg.names[n] for n in cg.valid_cuts()]
+                raise ValueError(
+                    f"unknown cut point {name!r}; valid cut points: {', '.join(valid) or '(none)'}"
+                )
+            node = lookup[name]
+            if cg.crossing[cg.pos[node]] is not None:
+                raise _crossing_error(cg, name, cuts, node)
+            if not cg.is_valid_cut(node):
+                raise ValueError(
+                    f"cut point {name!r} is not a tensor that a block can return "
+                    "(see earlyexit.list_cut_points for valid names)"
+                )
+            if cuts and cg.pos[node] <= cg.pos[cuts[-1]]:
+                raise ValueError(
+                    f"cut points must be in graph order without repeats: {name!r} does not "
+                    f"come after {cuts[-1].name!r}"
+                )
+            cuts.append(node)
+        names = [str(n) for n in cut_points]
+        if max_blocks is not None and len(cuts) > max_blocks:
             raise ValueError(
-                f"unknown cut point {name!r}; valid cut points: "
-                f"{', '.join(list_cut_points(model)) or '(none)'}"
+                f"{len(cuts)} cut points give {len(cuts)} blocks, more than max_blocks={max_blocks}"
             )
-        node = names[name]
-        edge = crossing[pos[node]]
+    segments = cg.segments(cuts)
+    for seg in segments:
+        seg.training = model.training
+    return Decomposition(list(zip(names, segments[:-1], strict=True)), segments[-1])
+
+
+def _no_cut_message(model: nn.Module, cg) -> str:  # noqa: ANN001
+    """Why no default block boundary can be cut: the tensor that crosses the middle."""
+    inner = [n for n in cg.nodes if n in cg.names and n not in cg.recomputable]
+    detail = ""
+    if inner:
+        mid = inner[len(inner) // 2]
+        edge = cg.crossing[cg.pos[mid]]
         if edge is not None:
             u, v = edge
-            raise ValueError(
-                f"cut point {name!r} crosses a skip connection: node {u.name!r} before the "
-                f"cut is used by node {v.name!r} after it; cut before {u.name!r} or after "
-                f"{v.name!r} instead (see earlyexit.list_cut_points)"
+            detail = (
+                f"; e.g. a cut at {cg.names[mid]!r} would leave tensor {u.name!r} "
+                f"({cg.describe(u)}) of the first block used by {v.name!r} "
+                f"({cg.describe(v)}) of the second"
             )
-        if cuts and pos[node] <= pos[cuts[-1]]:
-            raise ValueError(
-                f"cut points must be in graph order without repeats: {name!r} does not come "
-                f"after {cuts[-1].name!r}"
-            )
-        cuts.append(node)
-    bounds = [-1] + [pos[c] for c in cuts] + [len(nodes) - 1]
-    segments: list[nn.Module] = []
-    for k in range(len(bounds) - 1):
-        lo, hi = bounds[k], bounds[k + 1]
-        segment_nodes = nodes[lo + 1 : hi + 1]
-        in_node = cuts[k - 1] if k > 0 else None
-        out_node = cuts[k] if k < len(cuts) else None
-        segments.append(_segment(gm, segment_nodes, in_node, out_node))
-    blocks = [(name, seg) for name, seg in zip(cut_points, segments[:-1], strict=True)]
-    return Decomposition(blocks, segments[-1])
-
-
-def _segment(
-    gm: fx.GraphModule, seg_nodes: list[fx.Node], in_node: fx.Node | None, out_node: fx.Node | None
-) -> fx.GraphModule:
-    graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    if in_node is not None:
-        env[in_node] = graph.placeholder("x")
-
-    def lookup(arg: fx.Node) -> fx.Node:
-        if arg not in env:
-            if arg.op != "get_attr":  # pragma: no cover - excluded by the crossing check
-                raise ValueError(f"node {arg.name!r} is used across a cut")
-            env[arg] = graph.node_copy(arg, lookup)
-        return env[arg]
-
-    for node in seg_nodes:
-        if node.op == "output":
-            graph.node_copy(node, lookup)
-            break
-        env[node] = graph.node_copy(node, lookup)
-    if out_node is not None:
-        graph.output(env[out_node])
-    segment = fx.GraphModule(gm, graph)
-    segment.graph.eliminate_dead_code()
-    segment.graph.lint()
-    segment.delete_all_unused_submodules()
-    segment.recompile()
-    return segment
+    return (
+        f"no block boundary of {type(model).__name__} can be cut without crossing a skip "
+        f"connection{detail}; pass cut_points=[...] from earlyexit.list_cut_points(model) or "
+        "register a decomposer with earlyexit.surgery.register_decomposer"
+    )

@@ -43,8 +43,10 @@ def test_unknown_and_unordered_cut_points():
         decompose(Residual(), cut_points=[points[-2], points[0]], input_shape=(3, 8, 8))
     with pytest.raises(ValueError, match="input_shape"):
         decompose(Residual(), cut_points=["stem"])
-    with pytest.raises(ValueError, match="no built-in decomposition"):
-        decompose(Residual(), input_shape=(3, 8, 8))
+    with pytest.raises(ValueError, match="granularity"):
+        decompose(Residual(), input_shape=(3, 8, 8), granularity="layer")
+    with pytest.raises(ValueError, match="max_blocks"):
+        decompose(Residual(), input_shape=(3, 8, 8), max_blocks=0)
 
 
 def test_fx_blocks_equal_model():

@@ -1,0 +1,241 @@
+"""``torch.fx`` tracing that works where timm and torchvision trace, without touching the model.
+
+The tracer treats as leaves the modules that timm and torchvision keep opaque
+(timm's ``register_notrace_module`` list, every ``torchvision.ops`` module),
+wraps the functions they wrap (timm's ``register_notrace_function`` list, the
+``math`` and ``torchvision.ops`` modules), and adds any that the user registers
+with :func:`register_leaf_module` / :func:`register_autowrap_function`.
+
+Optional ``forward`` arguments (``attn_mask=None`` in timm's ViT) are fixed to
+their defaults, so they do not become graph inputs. Tracing runs on a private
+copy of the model, and any Python state that tracing writes into that copy
+(LeViT's and EfficientFormer's attention-bias caches) is put back, so neither
+the user's model nor the traced modules keep a trace placeholder.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch.fx as fx
+from torch import nn
+
+__all__ = ["register_autowrap_function", "register_leaf_module", "trace"]
+
+_LEAF_MODULES: list[type] = []
+_AUTOWRAP_FUNCTIONS: list[Callable] = []
+
+
+def register_leaf_module(cls: type) -> type:
+    """Trace modules of type ``cls`` (and subclasses) as single opaque calls.
+
+    Args:
+        cls: an ``nn.Module`` subclass whose ``forward`` cannot be traced.
+
+    Returns:
+        ``cls`` unchanged, so this can be used as a class decorator.
+
+    Raises:
+        TypeError: if ``cls`` is not an ``nn.Module`` subclass.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_leaf_module expects an nn.Module subclass, got {cls!r}")
+    if cls not in _LEAF_MODULES:
+        _LEAF_MODULES.append(cls)
+    return cls
+
+
+def register_autowrap_function(fn: Callable) -> Callable:
+    """Record calls to the module-level function ``fn`` as single graph nodes.
+
+    Args:
+        fn: a function defined at module level (``torch.fx`` patches it by name
+            in its module's globals while tracing).
+
+    Returns:
+        ``fn`` unchanged, so this can be used as a decorator.
+
+    Raises:
+        TypeError: if ``fn`` is not callable.
+    """
+    if not callable(fn):
+        raise TypeError(f"register_autowrap_function expects a function, got {fn!r}")
+    if fn not in _AUTOWRAP_FUNCTIONS:
+        _AUTOWRAP_FUNCTIONS.append(fn)
+    return fn
+
+
+def _third_party_settings() -> tuple[list[type], list[Callable], tuple[Any, ...]]:
+    """timm's and torchvision's fx settings, for the libraries already imported."""
+    leaves: list[type] = []
+    functions: list[Callable] = []
+    modules: list[Any] = [math]
+    if "timm" in sys.modules:
+        try:
+            from timm.layers import _fx as timm_fx
+
+            leaves += list(timm_fx._leaf_modules)
+            functions += [f for f in timm_fx._autowrap_functions if callable(f)]
+        except ImportError:  # pragma: no cover - older timm
+            pass
+    if "torchvision" in sys.modules:
+        import torchvision
+
+        modules.append(torchvision.ops)
+        leaves += [
+            obj
+            for obj in vars(torchvision.ops).values()
+            if isinstance(obj, type) and issubclass(obj, nn.Module)
+        ]
+    return leaves, functions, tuple(modules)
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, leaves: tuple[type, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if self._leaves and isinstance(m, self._leaves):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def _concrete_args(model: nn.Module) -> dict[str, Any]:
+    """Fix every optional ``forward`` argument after the first to its default."""
+    params = list(inspect.signature(model.forward).parameters.values())
+    fixed: dict[str, Any] = {}
+    for p in params[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise ValueError(
+                f"{type(model).__name__}.forward has a second required argument {p.name!r}; "
+                "only models called as model(x) can be decomposed"
+            )
+        fixed[p.name] = p.default
+    return fixed
+
+
+def _drop_specialized_inputs(graph: fx.Graph) -> None:
+    """Remove the placeholders of fixed arguments and the checks fx adds on them."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    doomed: list[fx.Node] = []
+    stack = list(placeholders[1:])
+    seen: set[fx.Node] = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        doomed.append(node)
+        stack.extend(node.users)
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for node in sorted(doomed, key=order.__getitem__, reverse=True):
+        if any(u not in seen for u in node.users):  # pragma: no cover - defensive
+            raise ValueError(f"optional input {node.name!r} is used by the model's computation")
+        graph.erase_node(node)
+
+
+_SKIP_STATE = {"_parameters", "_buffers", "_modules", "training"}
+
+
+def _snapshot(model: nn.Module) -> list[tuple[nn.Module, dict[str, tuple[Any, Any]]]]:
+    """Every module's plain attributes: the object, and a shallow copy of a container."""
+    state = []
+    for m in model.modules():
+        attrs = {}
+        for k, v in vars(m).items():
+            if k not in _SKIP_STATE:
+                attrs[k] = (v, copy.copy(v) if isinstance(v, (dict, list, set)) else None)
+        state.append((m, attrs))
+    return state
+
+
+def _restore(state: list[tuple[nn.Module, dict[str, tuple[Any, Any]]]]) -> None:
+    """Undo what tracing wrote into plain attributes (new keys, replaced or mutated values)."""
+    for m, attrs in state:
+        for k in [k for k in vars(m) if k not in _SKIP_STATE and k not in attrs]:
+            delattr(m, k)
+        for k, (obj, saved) in attrs.items():
+            if vars(m).get(k) is not obj:
+                object.__setattr__(m, k, obj)
+            if saved is not None and not _same(obj, saved):
+                obj.clear()
+                if isinstance(obj, list):
+                    obj.extend(saved)
+                else:
+                    obj.update(saved)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Identity of the items of two containers (no ``==`` on tensors or proxies)."""
+    if len(a) != len(b):
+        return False
+    if isinstance(a, dict):
+        return all(k in b and a[k] is b[k] for k in a)
+    if isinstance(a, set):
+        return all(any(x is y for y in b) for x in a)
+    return all(x is y for x, y in zip(a, b, strict=True))
+
+
+def trace(
+    model: nn.Module,
+    leaf_modules: tuple[type, ...] | list[type] = (),
+    autowrap_functions: tuple[Callable, ...] | list[Callable] = (),
+    copy_model: bool = True,
+) -> fx.GraphModule:
+    """Trace ``model`` (in eval mode) into an ``fx.GraphModule`` with one input.
+
+    Args:
+        model: the module to trace; it is never modified.
+        leaf_modules: extra module types to keep opaque, on top of timm's,
+            torchvision's and the registered ones.
+        autowrap_functions: extra module-level functions to record as single nodes.
+        copy_model: trace a deep copy (default); ``False`` traces ``model`` itself,
+            for a caller that already holds a private copy.
+
+    Returns:
+        A ``GraphModule`` sharing its submodules with the traced copy; its nodes
+        carry ``meta["nn_module_stack"]``. The submodules keep ``model``'s
+        train/eval modes.
+
+    Raises:
+        ValueError: if the model cannot be traced.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"trace expects an nn.Module, got {type(model).__name__}")
+    target = copy.deepcopy(model) if copy_model else model
+    leaves, functions, modules = _third_party_settings()
+    leaves = tuple(dict.fromkeys([*leaves, *_LEAF_MODULES, *leaf_modules]))
+    functions = list(dict.fromkeys([*functions, *_AUTOWRAP_FUNCTIONS, *autowrap_functions]))
+    modes = [(m, m.training) for m in target.modules()]
+    state = _snapshot(target)
+    tracer = _Tracer(leaves, autowrap_modules=modules, autowrap_functions=tuple(functions))
+    try:
+        target.eval()
+        graph = tracer.trace(target, concrete_args=_concrete_args(target) or None)
+        _drop_specialized_inputs(graph)
+    except ValueError:
+        raise
+    except Exception as err:  # torch.fx raises many kinds
+        raise ValueError(
+            f"{type(model).__name__} cannot be traced by torch.fx "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); mark the "
+            "module that fails with earlyexit.surgery.register_leaf_module, or register a "
+            "decomposer with earlyexit.surgery.register_decomposer"
+        ) from err
+    finally:
+        _restore(state)
+        for m, mode in modes:
+            m.training = mode
+    gm = fx.GraphModule(target, graph, class_name=type(model).__name__)
+    gm.train(target.training)
+    for m, mode in modes:
+        m.training = mode
+    return gm
