@@ -396,3 +396,82 @@ def test_deployment_start_failure_leaves_no_folder(private_tmp: Path) -> None:
     with pytest.raises(RuntimeError, match="worker1 exited"):
         deploy(synthetic={"num_partitions": 2, "in_dim": -1}, threshold=0.5, start_timeout_s=30)
     assert os.listdir(private_tmp) == []
+
+
+# ----------------------------------------------------------------- the shared helpers
+
+
+def test_removed_on_failure_removes_a_new_folder(tmp_path: Path) -> None:
+    from earlyexit._checks import removed_on_failure
+
+    out = tmp_path / "new" / "deeper"
+    with pytest.raises(RuntimeError), removed_on_failure(out) as d:
+        (d / "partial.json").write_text("{}")
+        raise RuntimeError("half-way")
+    assert os.listdir(tmp_path) == []  # the parents it created went too
+    with removed_on_failure(out) as d:
+        (d / "done.json").write_text("{}")
+    assert (out / "done.json").is_file()  # success keeps everything
+
+
+def test_removed_on_failure_keeps_what_was_there(tmp_path: Path) -> None:
+    from earlyexit._checks import removed_on_failure
+
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(ValueError), removed_on_failure(tmp_path) as d:
+        (d / "bundle").mkdir()
+        (d / "bundle" / "partition_1.onnx").write_bytes(b"x")
+        (d / "report.md").write_text("partial")
+        raise ValueError("bad input found late")
+    assert sorted(os.listdir(tmp_path)) == ["mine.txt"]
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_output_honours_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    from earlyexit._checks import atomic_output
+
+    old = os.umask(umask)
+    try:
+        with atomic_output(tmp_path / "plot.png") as tmp:
+            tmp.write_bytes(b"png")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "plot.png").stat().st_mode & 0o777 == mode
+    assert os.listdir(tmp_path) == ["plot.png"]  # no temporary file left
+
+
+def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    from earlyexit._checks import atomic_output
+
+    target = tmp_path / "p.png"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError), atomic_output(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["p.png"]
+    with pytest.raises(ValueError, match="is a directory"), atomic_output(tmp_path):
+        pass
+
+
+def test_argument_types_name_the_range() -> None:
+    import argparse
+
+    from earlyexit._checks import float_range, int_range, zmq_address
+
+    assert int_range(1, 10)("10") == 10
+    with pytest.raises(argparse.ArgumentTypeError, match=r"in \[1, 10\], got 11"):
+        int_range(1, 10)("11")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected an integer >= 0"):
+        int_range(0)("1.5")
+    assert float_range(0, 1)("0.25") == 0.25
+    for bad in ("nan", "inf", "-0.1", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 1\]"):
+            float_range(0, 1)(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="> 0"):
+        float_range(0, lo_open=True)("0")
+    assert zmq_address(bind=True)("tcp://*:*") == "tcp://*:*"
+    assert zmq_address()("tcp://10.0.0.2:5557") == "tcp://10.0.0.2:5557"
+    for bad in ("tcp://*:5557", "tcp://host:*", "tcp://host:0", "tcp://host:65536", "host:5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="tcp://HOST:PORT"):
+            zmq_address()(bad)

@@ -288,6 +288,20 @@ def test_whatif(prof):
         set_parameter(resolve_topology("portend-aws"), "links[5].bandwidth_mbps", 1)
 
 
+def test_whatif_grids_are_bounded(prof):
+    from earlyexit.planner.whatif import MAX_VALUES
+
+    assert len(parse_values(f"1:100:{MAX_VALUES}")) == MAX_VALUES
+    for text in (f"1:100:{MAX_VALUES + 1}", "1:100:100000000", ",".join(["1"] * (MAX_VALUES + 1))):
+        with pytest.raises(ValueError, match=f"at most {MAX_VALUES}"):
+            parse_values(text)
+    for text in ("1:nan:3", "inf,1", "1:2:0", ""):
+        with pytest.raises(ValueError, match="expected start:stop:count"):
+            parse_values(text)
+    with pytest.raises(ValueError, match=f"at most {MAX_VALUES}"):
+        whatif(prof, "portend-aws", "links[0].bandwidth_mbps", [1.0] * (MAX_VALUES + 1))
+
+
 # ---------------------------------------------------------------- CLI
 
 

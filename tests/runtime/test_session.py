@@ -169,3 +169,27 @@ def test_check_files_finds_altered_files(setup, tmp_path):
     path.unlink()
     with pytest.raises(FileNotFoundError, match="missing"):
         check_files(copy)
+
+
+def test_session_refuses_an_altered_file_before_loading_it(setup, tmp_path):
+    import hashlib
+    import shutil
+
+    _, _, out, _ = setup
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    path = copy / "partition_3.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one bit pattern changed
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="partition_3.onnx does not match the SHA-256"):
+        BundleSession(copy)
+    # a corrupt file whose manifest was rewritten to match: ONNX Runtime's error, as a ValueError
+    path.write_bytes(b"\x08not an onnx model")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    entry = manifest["partitions"][2]
+    entry["bytes"]["onnx"] = path.stat().st_size
+    entry["sha256"]["onnx"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="ONNX Runtime cannot load"):
+        BundleSession(copy)
