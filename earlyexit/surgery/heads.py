@@ -160,11 +160,8 @@ def copy_classifier_head(
     if first is None:
         raise ValueError("the classifier has no Linear or Conv layer to adapt; pass head_factory")
     prefix = layers[:first]
-    if (
-        isinstance(layers[first], nn.Linear)
-        and len(final_shape) > 1
-        and layers[first].in_features == math.prod(final_shape)
-        and tuple(shape[1:]) != tuple(final_shape[1:])
+    if isinstance(layers[first], nn.Linear) and _flattens_map(
+        layers[first].in_features, final_shape, shape
     ):
         # flatten without pooling: pool to the final spatial size first
         pool = {2: nn.AdaptiveAvgPool1d, 3: nn.AdaptiveAvgPool2d, 4: nn.AdaptiveAvgPool3d}
@@ -319,14 +316,26 @@ def _restore_modes(module: nn.Module, modes: list[bool]) -> None:
         m.training = mode
 
 
+def _flattens_map(in_features: int, final_shape: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Does a Linear of ``in_features`` take a whole flattened ``[C, *spatial]`` map?
+
+    Not when it takes the channel or token width (``[1, C]`` tokens flatten to C too).
+    """
+    return (
+        len(final_shape) > 1
+        and len(shape) == len(final_shape)
+        and tuple(shape[1:]) != tuple(final_shape[1:])
+        and in_features == math.prod(final_shape)
+        and in_features not in (final_shape[0], final_shape[-1])
+    )
+
+
 def _needs_spatial_prefix(
     classifier: nn.Module, final_shape: tuple[int, ...], shape: tuple[int, ...]
 ) -> bool:
     """Does the classifier flatten a whole ``[C, *spatial]`` map into a Linear (VGGish)?"""
-    if len(final_shape) < 2 or tuple(shape[1:]) == tuple(final_shape[1:]):
-        return False
     first = next((m for m in classifier.modules() if isinstance(m, _WEIGHTED)), None)
-    return isinstance(first, nn.Linear) and first.in_features == math.prod(final_shape)
+    return isinstance(first, nn.Linear) and _flattens_map(first.in_features, final_shape, shape)
 
 
 def adapt_classifier(
@@ -379,10 +388,15 @@ def adapt_classifier(
             out, culprit, inp = _run_until_failure(head, x)
             if out is not None:
                 break
-            if culprit is None or culprit is head or inp is None:
+            if culprit is None or inp is None:
                 return None
             new = _refit(culprit, inp)
-            if new is None or not _replace_module(head, culprit, new):
+            if new is None:
+                return None
+            if culprit is head:  # the classifier is a single layer
+                head = new
+                head.eval()
+            elif not _replace_module(head, culprit, new):
                 return None
         else:
             return None
