@@ -172,11 +172,23 @@ def check_output_file(path: str | os.PathLike[str], what: str = "output") -> Pat
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"{what} {str(p)!r}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not _writable(parent):
         raise ValueError(f"{what} {str(p)!r}: directory {str(parent)!r} is not writable")
     if p.exists() and not os.access(p, os.W_OK):
         raise ValueError(f"{what} {str(p)!r} exists and is not writable")
     return p
+
+
+def _writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (tried: permissions alone mislead root)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".earlyexit-probe-", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
 
 
 def check_output_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
@@ -197,7 +209,7 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "output directory
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ValueError(f"{what} {str(p)!r}: {str(probe)!r} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not _writable(probe):
         raise ValueError(f"{what} {str(p)!r}: {str(probe)!r} is not writable")
     return p
 

@@ -475,3 +475,27 @@ def test_argument_types_name_the_range() -> None:
     for bad in ("tcp://*:5557", "tcp://host:*", "tcp://host:0", "tcp://host:65536", "host:5", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="tcp://HOST:PORT"):
             zmq_address()(bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"hwm": 0}, "hwm"),
+        ({"hwm": -1}, "hwm"),
+        ({"max_batch": 0}, "max_batch"),
+        ({"max_message_bytes": 0}, "max_message_bytes"),
+        ({"batch_timeout_s": float("nan")}, "batch_timeout_s"),
+        ({"dead_after_s": 0.1, "heartbeat_s": 0.2}, "dead_after_s"),
+        ({"start_timeout_s": 0}, "start_timeout_s"),
+        ({"niceness": 40}, "niceness"),
+        ({"precision": "fp64"}, "precision"),
+    ],
+)
+def test_deploy_refuses_bad_settings_before_starting_anything(
+    kwargs: dict, needle: str, private_tmp: Path
+) -> None:
+    from earlyexit.runtime.deployment import deploy
+
+    with pytest.raises(ValueError, match=needle):
+        deploy(synthetic={"num_partitions": 2}, threshold=0.5, **kwargs)
+    assert os.listdir(private_tmp) == []

@@ -282,6 +282,33 @@ def _spawn(
     return proc
 
 
+def _check_settings(**kw: Any) -> None:
+    """Refuse, before any process starts, settings that a worker would refuse or choke on."""
+    ints = {"max_batch": (1, 4096), "hwm": (1, 1_000_000), "max_message_bytes": (1024, 2**31 - 1)}
+    for name, (lo, hi) in ints.items():
+        v = kw[name]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+            raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+    times = {"batch_timeout_s": 0.0, "heartbeat_s": None, "dead_after_s": None,
+             "start_timeout_s": None}  # fmt: skip
+    for name, lo in times.items():
+        v = kw[name]
+        ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+        ok = ok and np.isfinite(v) and (v >= lo if lo is not None else v > 0)
+        if not ok:
+            rng = ">= 0" if lo is not None else "> 0"
+            raise ValueError(f"{name} must be a finite number of seconds {rng}, got {v!r}")
+    if kw["dead_after_s"] <= kw["heartbeat_s"]:
+        raise ValueError(
+            f"dead_after_s ({kw['dead_after_s']}) must exceed heartbeat_s ({kw['heartbeat_s']})"
+        )
+    if kw["precision"] not in ("fp32", "int8", "fp16"):
+        raise ValueError(f"precision must be fp32, int8 or fp16, got {kw['precision']!r}")
+    n = kw["niceness"]
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not -20 <= n <= 19):
+        raise ValueError(f"niceness must be None or an integer in [-20, 19], got {n!r}")
+
+
 def deploy(
     bundle: str | os.PathLike[str] | None = None,
     *,
@@ -336,9 +363,21 @@ def deploy(
         The running :class:`Deployment` (use it as a context manager).
 
     Raises:
-        ValueError: neither or both of ``bundle`` and ``synthetic``, bad tiers or threshold.
+        ValueError: neither or both of ``bundle`` and ``synthetic``, bad tiers or
+            threshold, a count, time or niceness out of range.
         RuntimeError: a process failed to start (the message holds its log).
     """
+    _check_settings(
+        max_batch=max_batch,
+        batch_timeout_s=batch_timeout_s,
+        hwm=hwm,
+        precision=precision,
+        heartbeat_s=heartbeat_s,
+        dead_after_s=dead_after_s,
+        max_message_bytes=max_message_bytes,
+        start_timeout_s=start_timeout_s,
+        niceness=niceness,
+    )
     if (bundle is None) == (synthetic is None):
         raise ValueError("give exactly one of bundle= (a bundle directory) or synthetic= (kwargs)")
     if bundle is not None:
