@@ -870,23 +870,10 @@ def _validate_command(args: argparse.Namespace) -> int:
             f"--accuracy-samples must be >= --samples ({args.samples}) and <= "
             f"{MAX_ACCURACY_SAMPLES}, got {args.accuracy_samples}"
         )
-    result = validate(
-        args.checkpoint,
-        args.profile,
-        args.topology,
-        args.data,
-        configs=args.configs,
-        samples=args.samples,
-        accuracy_samples=args.accuracy_samples,
-        out_dir=args.out,
-        seed=args.seed,
-        devices=devices,
-        emulate_links=not args.no_links,
-        progress=None if args.json else print,
-        niceness=None if args.nice == 0 else args.nice,
-        force=args.force,
-        keep_logs=args.keep_logs,
-    )
+    with warnings.catch_warnings():
+        # the CLI prints the notes these warnings repeat, once, after the run
+        warnings.filterwarnings("ignore", category=UserWarning, module="earlyexit.validation")
+        result = _validate_for_cli(args, devices)
     if args.json:
         keep = (
             "latency",
@@ -913,3 +900,23 @@ def _validate_command(args: argparse.Namespace) -> int:
     print(f"wall time {result['wall_time_s']:.0f} s")
     print("plots: " + ", ".join(result["plots"]))
     return 0
+
+
+def _validate_for_cli(args: argparse.Namespace, devices: dict[str, str]) -> dict[str, Any]:
+    return validate(
+        args.checkpoint,
+        args.profile,
+        args.topology,
+        args.data,
+        configs=args.configs,
+        samples=args.samples,
+        accuracy_samples=args.accuracy_samples,
+        out_dir=args.out,
+        seed=args.seed,
+        devices=devices,
+        emulate_links=not args.no_links,
+        progress=None if args.json else print,
+        niceness=None if args.nice == 0 else args.nice,
+        force=args.force,
+        keep_logs=args.keep_logs,
+    )

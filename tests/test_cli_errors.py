@@ -229,6 +229,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("validate-device", ["validate", "--checkpoint", "{ckpt}", *P, "--device", "edge"], "--device"),
     ("validate-other-model", ["validate", "--checkpoint", "{ckpt}", *P], "model_digest"),
     ("validate-evil", ["validate", "--checkpoint", "{evil}", *P], "refused"),
+    ("validate-forced-bad-data",  # past the digest check: its warning stays off stderr
+     ["validate", "--checkpoint", "{ckpt}", *P, "--force", "--data", "garbage"], "garbage"),
+    ("validate-profile-dir", ["validate", "--checkpoint", "{ckpt}", "--profile", "{dir}",
+                              "--topology", "portend-aws"], "--profile"),
     # --- demo
     ("demo-samples-0", ["demo", "--samples", "0"], "--samples"),
     ("demo-samples-negative", ["demo", "--samples", "-5"], "--samples"),
