@@ -190,3 +190,35 @@ def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
         assert sum(m["exit_fractions"]) == pytest.approx(1.0)
         assert set(rec["estimated"]) == {"portend", "exact"}
     assert len(out["plots"]) == 4 and (tmp_path / "v" / "validation.json").is_file()
+
+
+def test_validate_refuses_another_models_profile_and_cleans_up(tmp_path):
+    torch = pytest.importorskip("torch")
+    from earlyexit import MultiExitModel, backbones, decompose
+    from earlyexit.training.checkpoint import save
+    from earlyexit.validation import validate
+
+    torch.manual_seed(0)
+    model = MultiExitModel(
+        decompose(backbones.create("resnet20", num_classes=10, in_chans=1), input_shape=(1, 28, 28))
+    ).eval()
+    ckpt = save(model, tmp_path / "m.pt", {"dataset": "fashion-mnist"})
+    other = synthetic_profile(10, num_samples=50)
+    other.extra["model_digest"] = "0" * 64  # made from other weights
+    out = tmp_path / "v" / "run"
+    kw = dict(configs=1, samples=2, accuracy_samples=2, out_dir=out, niceness=None)
+    with pytest.raises(ValueError, match="model_digest differs"):
+        validate(ckpt, other, "portend-aws", **kw)
+    assert not (tmp_path / "v").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match="6 blocks"):
+        validate(ckpt, synthetic_profile(6), "portend-aws", force=True, **kw)
+    # forced: a warning, then a failure half-way (an unknown exporter) removes what was written
+    with (
+        pytest.warns(UserWarning, match="other weights"),
+        pytest.raises(ValueError, match="unknown ONNX exporter"),
+    ):
+        validate(ckpt, other, "portend-aws", force=True, exporter="nope", **kw)
+    assert not (tmp_path / "v").exists()
+    for bad in ({"samples": 0}, {"accuracy_samples": 1, "samples": 2}, {"configs": 10**6}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            validate(ckpt, other, "portend-aws", **{**kw, **bad})
