@@ -202,9 +202,9 @@ def serve_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--bind and --control-bind must differ, both are {args.bind!r}")
     check_bindable(args.bind, "--bind")
     check_bindable(args.control_bind, "--control-bind")
-    for part in manifest.partitions:  # every file against its size and SHA-256, before parsing
-        for fmt in part.files:
-            check_file(args.bundle, part, fmt)
+    served = manifest.partitions[k]
+    for fmt in served.files:  # its files against their size and SHA-256, before any parsing
+        check_file(args.bundle, served, fmt)
     config = {
         "runner": {
             "kind": "bundle",
