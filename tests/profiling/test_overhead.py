@@ -48,8 +48,14 @@ def test_fit_hops_rejects_bad_input(hops, excess, match):
 
 
 def test_measure_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="samples must be an int >= 5"):
-        measure_hop_overhead(samples=2)
+    with pytest.raises(ValueError, match="samples must be an int >= 5 per round"):
+        measure_hop_overhead(samples=2, rounds=1)
+    with pytest.raises(
+        ValueError, match=r"samples must be an int >= 5 per round \(25 for 5 rounds\)"
+    ):
+        measure_hop_overhead(samples=20)
+    with pytest.raises(ValueError, match="rounds must be an int >= 1"):
+        measure_hop_overhead(rounds=0)
     with pytest.raises(ValueError, match="max_partitions must be an int >= 2"):
         measure_hop_overhead(max_partitions=1)
 
@@ -62,17 +68,17 @@ def test_in_process_time_grows_with_the_chain():
 
 @pytest.mark.slow
 def test_measured_through_real_workers():
-    """Real worker processes: every chain is slower than its in-process work, more so when longer,
-    and the model with the measured hop_s predicts each chain's median latency better than without."""
+    """Real worker processes: every chain is slower than its in-process work, more so when
+    longer; the quietest of the rounds is kept."""
     m = measure_hop_overhead(samples=40, max_partitions=3, warmup=5)
     assert m.hops == (2, 3, 4)
     assert all(meas > inp for meas, inp in zip(m.measured_s, m.in_process_s, strict=True))
     assert m.measured_s[0] < m.measured_s[2]
     assert 0 < m.hop_s < 0.05
-    # the excess each chain shows is explained by its hand-offs far better than by nothing
+    assert len(m.extra["rounds_hop_s"]) == 5 and m.hop_s == min(m.extra["rounds_hop_s"])
+    # the kept estimate is the free line's and the fit's own arithmetic on the kept round
     excess = np.subtract(m.measured_s, m.in_process_s)
-    err_with = np.abs(excess - m.hop_s * np.array(m.hops)).sum()
-    assert err_with < 0.5 * np.abs(excess).sum()
+    assert fit_hops(m.hops, excess)[:3] == (m.hop_s, m.slope_s, m.per_sample_s)
 
 
 def test_model_charges_the_measured_kind_of_chain():
@@ -84,3 +90,60 @@ def test_model_charges_the_measured_kind_of_chain():
     for cuts, tiers in (([6], [0]), ([3, 6], [0, 1]), ([2, 4, 6], [0, 1, 2])):
         est = evaluate(prof, topo, 0.0, cuts, tiers)
         assert est.breakdown_s["overhead"] == pytest.approx(3e-4 * (len(cuts) + 1))
+
+
+def _median_s(fn, reps: int = 100) -> float:
+    import time
+
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+@pytest.mark.slow
+def test_hop_cost_predicts_another_deployment():
+    """Out of sample: hop_s measured on T = 0 chains of a tiny model brings the model closer to
+    a 3-partition deployment with early exits of a heavier model than the model without it."""
+    from earlyexit.runtime.deployment import deploy
+    from earlyexit.runtime.synthetic import SyntheticModel
+    from earlyexit.runtime.wire import decode, encode
+
+    hop = measure_hop_overhead(samples=60, warmup=10).hop_s
+    kw = dict(num_partitions=3, in_dim=256, hidden=256, num_classes=10, seed=3, repeat=20)
+    model = SyntheticModel(**kw)
+    x = model.inputs(120, seed=5)
+    ack = "tcp://127.0.0.1:1"
+    feats, ct = x[:1], []
+    for k in range(3):  # compute of each partition, in process
+        ct.append(_median_s(lambda f=feats, k=k: model.run_partition(k, np.array(f))))
+        feats = model.run_partition(k, feats)[2]
+    h = model.run_partition(0, x[:1])[2]
+    logits = np.zeros((1, 10), np.float32)
+    ser = {}  # serialize + deserialize (with the receiver's copy) of each kind of message
+    for kind, arr, meta in (("input", x[:1], {"ack": ack}), ("features", h, {"ack": ack}),
+                            ("result", logits, {"entropy": [0.5], "degraded": False})):  # fmt: skip
+        msg = encode(arr, kind=kind, ids=[0], **meta)
+        ser[kind] = _median_s(lambda a=arr, kd=kind, m=meta: encode(a, kind=kd, ids=[0], **m))
+        ser[kind] += _median_s(lambda msg=msg: np.array(decode(msg)[0]))
+
+    def model_latency(k: int, o: float) -> float:
+        """A sample leaving at partition k: k + 2 hand-offs."""
+        return ser["input"] + sum(ct[: k + 1]) + k * ser["features"] + ser["result"] + (k + 2) * o
+
+    with deploy(synthetic=kw, threshold=0.6) as d:
+        d.run(x[:10], one_at_a_time=True)
+        res = d.run(x[10:], one_at_a_time=True)
+    parts = np.array([r.partition for r in res])
+    lat = np.array([r.latency_s for r in res])
+    used = [k for k in range(3) if (parts == k).sum() >= 5]
+    assert used, "no partition took enough samples"
+    w = np.array([(parts == k).mean() for k in used])
+    measured = float(sum(wk * np.median(lat[parts == k]) for wk, k in zip(w, used, strict=True)))
+    without = float(sum(wk * model_latency(k, 0.0) for wk, k in zip(w, used, strict=True)))
+    with_hop = float(sum(wk * model_latency(k, hop) for wk, k in zip(w, used, strict=True)))
+    # (a tighter bound would test this machine's load: measured 0.7-1.1 ms here, with the
+    # term 0.9-1.0 ms, without 0.16 ms, at load average ~10 on 2 cores)
+    assert abs(with_hop - measured) < abs(without - measured), (measured, without, with_hop, hop)
