@@ -397,7 +397,7 @@ def _block_of(bounds: list[int], p: int) -> int:
 
 def _crossing_error(cg, name: str, cuts: list, node) -> ValueError:  # noqa: ANN001
     u, v = cg.crossing[cg.pos[node]]
-    bounds = sorted([cg.pos[c] for c in cuts] + [cg.pos[node]])
+    bounds = sorted({cg.pos[c] for c in cuts} | {cg.pos[node]})
     bu, bv = _block_of(bounds, cg.pos[u]), _block_of(bounds, cg.pos[v])
     label = lambda b: "the classifier" if b > len(bounds) else f"block {b}"  # noqa: E731
     return ValueError(
@@ -437,6 +437,13 @@ def _fx_decompose(
                     f"unknown cut point {name!r}; valid cut points: {', '.join(valid) or '(none)'}"
                 )
             node = lookup[name]
+            if cuts and cg.pos[node] <= cg.pos[cuts[-1]]:
+                raise ValueError(
+                    f"cut points must be in graph order without repeats: {name!r} does not "
+                    f"come after {cuts[-1].name!r}"
+                )
+            cuts.append(node)
+        for name, node in zip(cut_points, cuts, strict=True):
             if cg.crossing[cg.pos[node]] is not None:
                 raise _crossing_error(cg, name, cuts, node)
             if not cg.is_valid_cut(node):
@@ -444,12 +451,6 @@ def _fx_decompose(
                     f"cut point {name!r} is not a tensor that a block can return "
                     "(see earlyexit.list_cut_points for valid names)"
                 )
-            if cuts and cg.pos[node] <= cg.pos[cuts[-1]]:
-                raise ValueError(
-                    f"cut points must be in graph order without repeats: {name!r} does not "
-                    f"come after {cuts[-1].name!r}"
-                )
-            cuts.append(node)
         names = [str(n) for n in cut_points]
         if max_blocks is not None and len(cuts) > max_blocks:
             raise ValueError(

@@ -215,14 +215,15 @@ def trace(
     leaves = tuple(dict.fromkeys([*leaves, *_LEAF_MODULES, *leaf_modules]))
     functions = list(dict.fromkeys([*functions, *_AUTOWRAP_FUNCTIONS, *autowrap_functions]))
     modes = [(m, m.training) for m in target.modules()]
+    concrete = _concrete_args(target)
     state = _snapshot(target)
     tracer = _Tracer(leaves, autowrap_modules=modules, autowrap_functions=tuple(functions))
     try:
         target.eval()
-        graph = tracer.trace(target, concrete_args=_concrete_args(target) or None)
+        graph = tracer.trace(target, concrete_args=concrete or None)
         _drop_specialized_inputs(graph)
-    except ValueError:
-        raise
+        # built before the restore: constants fx stored on the root move into gm
+        gm = fx.GraphModule(target, graph, class_name=type(model).__name__)
     except Exception as err:  # torch.fx raises many kinds
         raise ValueError(
             f"{type(model).__name__} cannot be traced by torch.fx "
@@ -234,8 +235,5 @@ def trace(
         _restore(state)
         for m, mode in modes:
             m.training = mode
-    gm = fx.GraphModule(target, graph, class_name=type(model).__name__)
-    gm.train(target.training)
-    for m, mode in modes:
-        m.training = mode
+    gm.training = target.training
     return gm

@@ -7,6 +7,15 @@ from torch import nn
 from earlyexit import MultiExitModel, backbones, decompose, list_cut_points
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small forwards: one thread avoids oversubscribing a shared CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -47,6 +56,40 @@ def test_unknown_and_unordered_cut_points():
         decompose(Residual(), input_shape=(3, 8, 8), granularity="layer")
     with pytest.raises(ValueError, match="max_blocks"):
         decompose(Residual(), input_shape=(3, 8, 8), max_blocks=0)
+
+
+def test_default_blocks_of_flat_model():
+    torch.manual_seed(0)
+    model = Residual().eval()
+    seq = decompose(model, input_shape=(3, 8, 8))
+    assert seq.names == ["stem", "act"]  # conv_a/conv_b sit inside the skip connection
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(seq(x), model(x))
+
+
+def test_max_blocks_merges_registered_blocks():
+    model = backbones.create("resnet20", num_classes=10).eval()
+    seq = decompose(model, max_blocks=3)
+    assert len(seq) == 3 and seq.names[-1] == decompose(model).names[-1]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(seq(x), model(x))
+
+
+@pytest.mark.slow
+def test_surgery_does_not_import_backbones():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, torchvision, earlyexit.surgery as s\n"
+        "m = torchvision.models.resnet18(num_classes=3)\n"
+        "print(len(s.decompose(m, input_shape=(3, 32, 32))))\n"
+        "print(any(k.startswith('earlyexit.backbones') for k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["9", "False"]
 
 
 def test_fx_blocks_equal_model():
