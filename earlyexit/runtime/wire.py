@@ -36,6 +36,12 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_NDIM = 32  # numpy's own limit is 64
 _DTYPES = {"float32", "float16", "float64", "int64", "int32", "uint8", "int8", "bool"}
+# little-endian dtype -> name, and name -> little-endian dtype: dict lookups on the
+# hot path instead of ``dtype.name`` and ``np.dtype(...)`` (each several microseconds)
+_LE_DTYPE = {name: np.dtype(name).newbyteorder("<") for name in _DTYPES}
+_NAME_OF = {dt: name for name, dt in _LE_DTYPE.items()}
+_ITEMSIZE = {name: dt.itemsize for name, dt in _LE_DTYPE.items()}
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class WireError(ValueError):
@@ -55,24 +61,24 @@ def encode(array: Any, **meta: Any) -> bytes:
     Raises:
         WireError: for an unsupported dtype, reserved or non-JSON metadata.
     """
-    arr = np.asarray(array)
+    arr = array if type(array) is np.ndarray else np.asarray(array)
     if not arr.flags.c_contiguous:
         arr = arr.copy(order="C")
-    dtype = arr.dtype.name
-    if dtype not in _DTYPES:
-        raise WireError(f"dtype {dtype} cannot be sent; allowed: {sorted(_DTYPES)}")
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    dtype = _NAME_OF.get(arr.dtype)
+    if dtype is None:  # not little-endian (or native ``=``) or not allowed
+        dtype = arr.dtype.name
+        if dtype not in _DTYPES:
+            raise WireError(f"dtype {dtype} cannot be sent; allowed: {sorted(_DTYPES)}")
+        arr = arr.astype(_LE_DTYPE[dtype])
     if "dtype" in meta or "shape" in meta:
         raise WireError("'dtype' and 'shape' are reserved header fields")
     try:
-        header = json.dumps(
-            {"dtype": dtype, "shape": list(arr.shape), **meta}, separators=(",", ":")
-        )
+        header = _JSON.encode({"dtype": dtype, "shape": list(arr.shape), **meta})
     except TypeError as err:
         raise WireError(f"metadata is not JSON-serializable: {err}") from None
     hbytes = header.encode()
-    return b"".join((_PREFIX.pack(MAGIC, len(hbytes)), hbytes, arr.tobytes()))
+    # one copy of the payload, straight into the message (no intermediate ``tobytes``)
+    return b"".join((_PREFIX.pack(MAGIC, len(hbytes)), hbytes, arr.reshape(-1).view(np.uint8)))
 
 
 def decode(
@@ -125,13 +131,13 @@ def decode(
     payload = view[_PREFIX.size + hlen :]
     # Python ints do not overflow: a claimed shape such as [2**62, 4] is compared
     # with the bytes that arrived before anything is allocated.
-    expected = math.prod(shape) * np.dtype(dtype).itemsize
+    expected = math.prod(shape) * _ITEMSIZE[dtype]
     if len(payload) != expected:
         raise WireError(
             f"payload has {len(payload)} bytes; shape {str(shape)[:80]} of {dtype} "
             f"needs {expected if expected < 1 << 64 else 'more than 2**64'}"
         )
-    array = np.frombuffer(payload, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+    array = np.frombuffer(payload, dtype=_LE_DTYPE[dtype]).reshape(shape)
     return array, header
 
 
