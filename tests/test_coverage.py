@@ -1,0 +1,83 @@
+"""Issue 11 in CI: a representative dozen of torchvision and timm models through bench_coverage.
+
+Each model goes through the benchmark's own per-model check, in process, with
+random weights and the library's defaults: create, ``decompose``, default exit
+heads, ``predict`` (last exit == model output, real early exit) and a
+2-partition ONNX export whose torch-free runtime chain equals ``predict``. The
+whole sweep is ``benchmarks/bench_coverage.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("timm")
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_coverage.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_coverage", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_coverage", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+# a ViT, a DeiT, a Swin, EfficientNet-Lite (an early ``size(0)``), a LeViT (attention-bias
+# caches), a ConvNeXt, a RegNet from each library, and classic torchvision CNNs
+MODELS = [
+    "timm:vit_tiny_patch16_224",
+    "timm:deit_tiny_patch16_224",
+    "timm:swin_tiny_patch4_window7_224",
+    "timm:efficientnet_lite0",
+    "timm:tf_efficientnet_lite0",
+    "timm:levit_128s",
+    "timm:convnext_atto",
+    "timm:regnetx_002",
+    "tv:resnet18",
+    "tv:mobilenet_v3_small",
+    "tv:squeezenet1_0",
+    "tv:shufflenet_v2_x0_5",
+    "tv:efficientnet_b0",
+    "tv:regnet_y_400mf",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.onnx
+@pytest.mark.parametrize("spec", MODELS)
+def test_model_passes_every_stage(spec):
+    bench = _bench()
+    row = bench.check_model(spec)
+    assert row["status"] == dict.fromkeys(bench.STAGES, "ok"), (
+        f"{spec}: {row['failed_stage']}: {row['reason']}"
+    )
+    n = row["blocks"]
+    assert n >= 3 and row["exits"] == n  # default exits: one after every block
+    assert (
+        row["details"]["predict"]["exit_blocks"][0] != row["details"]["predict"]["exit_blocks"][1]
+    )
+    export = row["details"]["export"]
+    assert 1 <= export["cut"] < n
+    assert sorted(export["exit_blocks"]) == [export["cut"], n]  # one sample per partition
+
+
+def test_a_failure_is_one_row_with_its_reason():
+    """A model that cannot be built fails at ``create`` with a one-line reason, nothing later runs."""
+    bench = _bench()
+    row = bench.check_model("tv:no_such_model")
+    assert row["status"] == {"create": "fail", "decompose": "-", "heads": "-", "predict": "-",
+                             "export": "-"}  # fmt: skip
+    assert row["failed_stage"] == "create" and "\n" not in row["reason"]
+    assert "no_such_model" in row["reason"]
+
+
+def test_smallest_timm_model_of_a_family_is_chosen():
+    bench = _bench()
+    assert bench._name_score("convnext_atto") < bench._name_score("convnext_base")
+    assert bench._name_score("vit_tiny_patch16_224") < bench._name_score("vit_large_patch16_224")
