@@ -261,7 +261,9 @@ class CutGraph:
 
         def lookup(arg: fx.Node) -> Any:
             if arg not in env:
-                if arg not in self.recomputable:  # pragma: no cover - excluded by the crossing check
+                if (
+                    arg not in self.recomputable
+                ):  # pragma: no cover - excluded by the crossing check
                     raise ValueError(f"node {arg.name!r} is used across a cut")
                 if arg in self.shape_specs and x is not None:
                     env[arg] = materialize(self.shape_specs[arg])

@@ -15,10 +15,14 @@ import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.fx as fx
 from torch import nn
+
+if TYPE_CHECKING:
+    from earlyexit.surgery._fxcut import CutGraph
 
 __all__ = [
     "BlockInfo",
@@ -345,7 +349,7 @@ def _merge(seq: BlockSequence, max_blocks: int | None) -> BlockSequence:
 
 def _cut_graph(
     model: nn.Module, input_shape: tuple[int, ...] | None, leaf_modules: Sequence[type] = ()
-):  # -> CutGraph
+) -> CutGraph:
     from earlyexit.surgery._fxcut import CutGraph
     from earlyexit.surgery.tracing import trace
 
@@ -395,11 +399,14 @@ def _block_of(bounds: list[int], p: int) -> int:
     return k + 1
 
 
-def _crossing_error(cg, name: str, cuts: list, node) -> ValueError:  # noqa: ANN001
+def _crossing_error(cg: CutGraph, name: str, cuts: list[fx.Node], node: fx.Node) -> ValueError:
     u, v = cg.crossing[cg.pos[node]]
     bounds = sorted({cg.pos[c] for c in cuts} | {cg.pos[node]})
     bu, bv = _block_of(bounds, cg.pos[u]), _block_of(bounds, cg.pos[v])
-    label = lambda b: "the classifier" if b > len(bounds) else f"block {b}"  # noqa: E731
+
+    def label(b: int) -> str:
+        return "the classifier" if b > len(bounds) else f"block {b}"
+
     return ValueError(
         f"cut point {name!r} crosses a skip connection: tensor {u.name!r} computed in "
         f"{label(bu)} ({cg.describe(u)}) before the cut is used by node {v.name!r} in "
@@ -462,7 +469,7 @@ def _fx_decompose(
     return Decomposition(list(zip(names, segments[:-1], strict=True)), segments[-1])
 
 
-def _no_cut_message(model: nn.Module, cg) -> str:  # noqa: ANN001
+def _no_cut_message(model: nn.Module, cg: CutGraph) -> str:
     """Why no default block boundary can be cut: the tensor that crosses the middle."""
     inner = [n for n in cg.nodes if n in cg.names and n not in cg.recomputable]
     detail = ""

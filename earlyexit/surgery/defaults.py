@@ -63,9 +63,7 @@ def _is_trunk(m: nn.Module) -> bool:
     if isinstance(m, _CONTAINERS) or not _has_children(m):
         return False
     total = _nparams(m)
-    return total > 0 and any(
-        _holds_blocks(c) and 2 * _nparams(c) >= total for c in m.children()
-    )
+    return total > 0 and any(_holds_blocks(c) and 2 * _nparams(c) >= total for c in m.children())
 
 
 class _Ranges:

@@ -52,9 +52,7 @@ def _assert_same_state(before: dict, after: dict) -> None:
         torch.testing.assert_close(after["tensors"][k], v, rtol=0, atol=0)
 
 
-def _check(
-    model: nn.Module, input_shape: tuple[int, ...] | None = None, **kwargs
-) -> BlockSequence:
+def _check(model: nn.Module, input_shape: tuple[int, ...] | None = None, **kwargs) -> BlockSequence:
     torch.manual_seed(0)
     model.eval()
     before = _state(model)
@@ -115,9 +113,7 @@ def test_timm_levit_attention_cache_untouched():
     decompose(model, input_shape=(3, 64, 64))
     assert all(m.attention_bias_cache == {} for m in caches)
     _check(model, (3, 64, 64))  # runs the user's model, which fills its own cache
-    assert all(
-        isinstance(v, torch.Tensor) for m in caches for v in m.attention_bias_cache.values()
-    )
+    assert all(isinstance(v, torch.Tensor) for m in caches for v in m.attention_bias_cache.values())
 
 
 def test_timm_tf_blocks_with_early_batch_size():
@@ -205,7 +201,9 @@ def test_user_leaf_module_and_errors():
                 return x * 2
             return x
 
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), Opaque(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), Opaque(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 2)
+    )
     with pytest.raises(ValueError, match="register_leaf_module"):
         decompose(net, input_shape=(3, 8, 8))
     seq = _check(net, (3, 8, 8), leaf_modules=[Opaque])
@@ -220,5 +218,7 @@ def test_user_leaf_module_and_errors():
 
 def test_crossing_error_names_tensor_and_blocks():
     model = torchvision.models.resnet18(num_classes=10)
-    with pytest.raises(ValueError, match=r"tensor 'maxpool'.*block 1.*'add' in block 3.*join block 1 and block 3"):
+    with pytest.raises(
+        ValueError, match=r"tensor 'maxpool'.*block 1.*'add' in block 3.*join block 1 and block 3"
+    ):
         decompose(model, (3, 32, 32), cut_points=["maxpool", "layer1.0.conv1", "layer1.0.relu_1"])
