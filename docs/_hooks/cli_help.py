@@ -29,7 +29,7 @@ def commands() -> list[str]:
     names = [a.dest for a in sub._choices_actions]
     out: list[str] = []
     for name in names:
-        if name == "evaluate":
+        if name == "evaluate" and "train" not in names:  # listed by `earlyexit --help` now
             out.append("train")
         out.append("profile merge" if name == "profile-merge" else name)
     if "train" not in out:
