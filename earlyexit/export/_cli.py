@@ -26,6 +26,18 @@ from earlyexit.export.constants import (
 __all__ = ["register", "summarize"]
 
 _PROG = "earlyexit export"
+# export_bundle's errors start with the parameter's name; the flag that set it
+_FLAG_OF = {
+    "plan": "--plan",
+    "verify_data": "--data",
+    "calibration_data": "--data",
+    "target": "--target",
+    "unknown target": "--target",
+    "tolerance": "--tolerance",
+    "rtol": "--rtol",
+    "opset": "--opset",
+    "exits": "--plan",
+}
 _MIN_OPSET = 7
 
 
@@ -301,7 +313,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except FileExistsError as err:
         return _fail(f"argument -o/--output: {err}")
     except (ValueError, TypeError, FileNotFoundError) as err:
-        return _fail(str(err))
+        text = str(err)
+        flag = next((f for p, f in _FLAG_OF.items() if text.startswith(p)), None)
+        return _fail(f"argument {flag}: {text}" if flag else text)
     finally:  # our own warnings (--force, exporter fallback) as one line each
         for w in caught:
             if f"{os.sep}earlyexit{os.sep}" in str(w.filename):

@@ -212,6 +212,14 @@ def _check_tolerances(tolerance: Any, rtol: Any) -> None:
         raise ValueError(f"rtol must be a number in [0, 1), got {rtol!r}")
 
 
+def _named(fn: Any, name: str, *args: Any) -> Any:
+    """Call ``fn``; a ValueError or TypeError names the argument ``name`` first."""
+    try:
+        return fn(*args)
+    except (ValueError, TypeError) as err:
+        raise (TypeError if isinstance(err, TypeError) else ValueError)(f"{name}: {err}") from err
+
+
 def _missing_parents(path: Path) -> list[Path]:
     """The folders of ``path`` that do not exist yet, deepest first."""
     missing = []
@@ -241,6 +249,11 @@ def check_plan_matches(model: MultiExitModel, plan: Plan, *, force: bool = False
     Raises:
         ValueError: if the plan records another model (and not ``force``).
     """
+    if plan.cut_points[-1] > model.num_blocks:
+        raise ValueError(
+            f"plan: its last partition ends at block {plan.cut_points[-1]}, but the model has "
+            f"{model.num_blocks} blocks (1..{model.num_blocks}); it was made for another model"
+        )
     extra = dict(plan.extra)
     problems = []
     n = extra.get("num_blocks")
@@ -398,7 +411,7 @@ def export_bundle(
         p.eval()
     reference = model.select_exits(list(exits)).eval()
 
-    verify = resolve_data(verify_data, "test", model, limit=verify_samples)
+    verify = _named(resolve_data, "verify_data", verify_data, "test", model, verify_samples)
     rng = torch.Generator().manual_seed(0)
     random_x = torch.randn(3, *model.input_shape, generator=rng)
     if verify is None:
@@ -416,7 +429,14 @@ def export_bundle(
 
     calib = None
     if target == "arm":
-        calib = resolve_data(calibration_data, "profile", model, limit=calibration_samples)
+        calib = _named(
+            resolve_data,
+            "calibration_data",
+            calibration_data,
+            "profile",
+            model,
+            calibration_samples,
+        )
         if calib is None:
             raise ValueError(
                 "target 'arm' calibrates int8 quantization on real samples: pass calibration_data "
