@@ -83,11 +83,15 @@ class _Ranges:
                 self.last[prefix] = node
 
 
-def _units(model: nn.Module, ranges: _Ranges) -> list[tuple[str, str]]:
-    """``(path, kind)`` in call order; kind is ``leaf``, ``block``, ``pool`` or ``head``."""
-    units: list[tuple[str, str]] = []
+def _units(model: nn.Module, ranges: _Ranges, cg: CutGraph) -> list[tuple[str, str]]:
+    """``(path, kind)`` in call order; kind is ``leaf``, ``block``, ``pool`` or ``head``.
 
-    def visit(prefix: str, module: nn.Module, plain: bool) -> None:
+    A module that is opened but cannot be cut anywhere inside (parallel
+    branches, dense connections) stays one unit.
+    """
+
+    def visit(prefix: str, module: nn.Module, plain: bool) -> list[tuple[str, str]]:
+        units: list[tuple[str, str]] = []
         children = [
             (f"{prefix}{name}", child)
             for name, child in module.named_children()
@@ -96,29 +100,33 @@ def _units(model: nn.Module, ranges: _Ranges) -> list[tuple[str, str]]:
         children.sort(key=lambda pc: ranges.first[pc[0]])
         for path, child in children:
             name = path.rsplit(".", 1)[-1]
+            inner: list[tuple[str, str]] = []
             if name in _HEAD_NAMES:
                 units.append((path, "head"))
-            elif _holds_blocks(child) or _is_trunk(child):
-                visit(path + ".", child, False)
+                continue
+            if _holds_blocks(child) or _is_trunk(child):
+                inner = visit(path + ".", child, False)
             elif (
                 isinstance(child, _CONTAINERS)
                 and _kind(child) == "leaf"
                 and len(child) >= _LONG_PLAIN
             ):
-                visit(path + ".", child, True)
+                inner = visit(path + ".", child, True)
+            if any(cg.is_valid_cut(ranges.last[p]) for p, _ in inner[:-1]):
+                units += inner
             elif plain and isinstance(child, _POOLS):
                 units.append((path, "pool"))
             else:
                 units.append((path, _kind(child)))
+        return units
 
-    visit("", model, False)
-    return units
+    return visit("", model, False)
 
 
 def _block_cuts(
-    model: nn.Module, ranges: _Ranges, every_unit: bool = False
+    model: nn.Module, cg: CutGraph, ranges: _Ranges, every_unit: bool = False
 ) -> list[tuple[str, fx.Node]]:
-    units = _units(model, ranges)
+    units = _units(model, ranges, cg)
     cuts: list[tuple[str, fx.Node]] = []
     for i, (path, kind) in enumerate(units):
         if kind == "head":
@@ -214,9 +222,9 @@ def default_cuts(
         Pairs in graph order; possibly empty when no boundary can be cut.
     """
     ranges = _Ranges(cg)
-    block = _clean(cg, _block_cuts(model, ranges))
+    block = _clean(cg, _block_cuts(model, cg, ranges))
     if not block:  # a flat model of plain layers: every valid layer boundary
-        block = _clean(cg, _block_cuts(model, ranges, every_unit=True))
+        block = _clean(cg, _block_cuts(model, cg, ranges, every_unit=True))
     cuts = block
     if granularity == "stage":
         stage = _clean(cg, _feature_info_cuts(model, ranges))
