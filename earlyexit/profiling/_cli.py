@@ -75,7 +75,9 @@ def _summary(profile) -> str:
             f"{i + 1:>4} {100 * profile.branch_accuracy[i]:5.1f}% {rates} {1e3 * dev.partition_time_s[0, i]:12.3f}"
         )
     if dev.hop_s is not None:
-        lines.append(f"runtime cost per hand-off between processes (hop_s): {1e3 * dev.hop_s:.3f} ms")
+        lines.append(
+            f"runtime cost per hand-off between processes (hop_s): {1e3 * dev.hop_s:.3f} ms"
+        )
     return "\n".join(lines)
 
 
