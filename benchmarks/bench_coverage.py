@@ -17,7 +17,8 @@ weights and no hand-picked cut points, in five stages:
                class);
 ``export``     a 2-partition plan (cut at the middle exit, threshold between the
                two samples' entropies there) sliced and exported to ONNX with
-               ``export_bundle(..., formats="onnx")``; the torch-free runtime's
+               ``export_bundle(..., formats="onnx")`` (``--exporter``; when the
+               legacy exporter fails, dynamo, the default, is tried); the torch-free runtime's
                chain (``BundleSession.predict``) gives the same exits and classes
                as ``predict``.
 
@@ -145,6 +146,35 @@ def timm_families(candidates: int = 4, cache: Path | None = None) -> dict[str, s
             json.dumps({"timm": timm.__version__, "candidates": candidates, "families": chosen})
         )
     return chosen
+
+
+def param_counts(specs: list[str], cache: Path | None = None) -> dict[str, int]:
+    """Parameters of each model (torchvision: its weights' metadata; timm: a meta-device build).
+
+    Used to check the small models first, so that a deadline leaves out the largest.
+    """
+    import torchvision
+
+    known: dict[str, int] = {}
+    if cache is not None and cache.is_file():
+        known = json.loads(cache.read_text())
+    for spec in specs:
+        if spec in known:
+            continue
+        source, _, name = spec.partition(":")
+        count = None
+        if source == "tv":
+            try:
+                enum = torchvision.models.get_model_weights(name)
+                count = int(next(iter(enum)).meta["num_params"])
+            except Exception:  # noqa: BLE001 - no weights metadata: unknown size
+                count = None
+        elif source == "timm":
+            count = _param_count_meta(name)
+        known[spec] = count if count is not None else 10**12
+    if cache is not None:
+        cache.write_text(json.dumps(known))
+    return {s: known[s] for s in specs}
 
 
 # --------------------------------------------------------------------------- one model
@@ -290,7 +320,7 @@ def _check_export(mem: Any, x: Any, exporter: str, workdir: Path) -> dict[str, A
     import torch
 
     from earlyexit import normalized_entropy
-    from earlyexit.export import export_bundle
+    from earlyexit.export import ExportVerificationError, export_bundle
     from earlyexit.formats import Estimate, PartitionPlan, Plan
     from earlyexit.runtime.session import BundleSession
 
@@ -311,7 +341,14 @@ def _check_export(mem: Any, x: Any, exporter: str, workdir: Path) -> dict[str, A
         Estimate(0.0, 0.0, (0.5, 0.5), zero),
     )
     out = workdir / "bundle"
-    manifest = export_bundle(mem, plan, out, formats="onnx", verify_data=x, exporter=exporter)
+    retried = None
+    try:
+        manifest = export_bundle(mem, plan, out, formats="onnx", verify_data=x, exporter=exporter)
+    except Exception as err:  # the legacy exporter's limits: what the default (dynamo) does
+        if exporter != "torchscript" or isinstance(err, ExportVerificationError):
+            raise
+        retried = _reason(err)
+        manifest = export_bundle(mem, plan, out, formats="onnx", verify_data=x, exporter="dynamo")
     got = BundleSession(out, "fp32", ["CPUExecutionProvider"]).predict(x.numpy())
     want = two.predict(x, t)
     same = (got["exit_block"] == want.exit_block.numpy()) & (
@@ -328,6 +365,7 @@ def _check_export(mem: Any, x: Any, exporter: str, workdir: Path) -> dict[str, A
         "cut": k,
         "exit_blocks": got["exit_block"].tolist(),
         "onnx_exporter": manifest.extra["export"]["onnx_exporter"],
+        "legacy_exporter_failed": retried,
         "max_abs_diff": max(diffs),
     }
 
@@ -404,7 +442,8 @@ def check_model(
 
 def _run_one_subprocess(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", spec, "--exporter", args.exporter,
-           "--threads", str(args.threads)]  # fmt: skip
+           "--threads", str(args.threads), "--stages", args.stages]  # fmt: skip
+
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
     stage = "create"
@@ -434,10 +473,25 @@ def _run_one_subprocess(spec: str, args: argparse.Namespace) -> dict[str, Any]:
             "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
 
+def _not_run(spec: str, why: str) -> dict[str, Any]:
+    return {"model": spec, "status": dict.fromkeys(STAGES, "-"), "reason": why,
+            "failed_stage": None, "not_run": True, "wall_s": 0.0}  # fmt: skip
+
+
 def run_all(specs: list[str], args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    """Check every model in a subprocess of its own, ``args.jobs`` at a time (rows as they end)."""
+    """Check every model in a subprocess of its own, ``args.jobs`` at a time (rows as they end).
+
+    A model not started before ``args.deadline`` (a ``time.time()``, or ``None``)
+    is reported as not run.
+    """
+
+    def job(spec: str) -> dict[str, Any]:
+        if args.deadline is not None and time.time() > args.deadline:
+            return _not_run(spec, "not run: the sweep's deadline passed first")
+        return _run_one_subprocess(spec, args)
+
     with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_run_one_subprocess, s, args) for s in specs]
+        futures = [pool.submit(job, s) for s in specs]
         for f in cf.as_completed(futures):
             yield f.result()
 
@@ -447,6 +501,7 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     for source in ("tv", "timm", "all"):
         sel = [r for r in rows if source == "all" or r["model"].startswith(source + ":")]
         totals[source] = {"models": len(sel)}
+        totals[source]["not_run"] = sum(bool(r.get("not_run")) for r in sel)
         for s in STAGES:
             totals[source][s] = sum(r["status"].get(s) == "ok" for r in sel)
     return totals
@@ -471,7 +526,8 @@ def _table(rows: list[dict[str, Any]], families: dict[str, str]) -> str:
     for source, t in tot.items():
         if t["models"]:
             lines.append(f"  {source:<5} {t['models']:>4} models: " + ", ".join(
-                f"{s} {t[s]}/{t['models']}" for s in STAGES))  # fmt: skip
+                f"{s} {t[s]}/{t['models']}" for s in STAGES)
+                + (f" ({t['not_run']} not run: deadline)" if t["not_run"] else ""))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -491,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=None, help="comma-separated specs instead of the lists")
     p.add_argument("--no-tv", action="store_true", help="skip torchvision")
     p.add_argument("--no-timm", action="store_true", help="skip timm")
+    p.add_argument("--stages", default=STAGES[-1], choices=STAGES,
+                   help="run the stages up to this one (default: all)")  # fmt: skip
+    p.add_argument("--deadline", type=float, default=None, metavar="MINUTES",
+                   help="start no model after this many minutes (the rest: not run)")  # fmt: skip
     p.add_argument("--one", default=None, metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.jobs < 1 or args.timeout <= 0 or args.threads < 1:
@@ -504,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         def progress(stage: str) -> None:
             print(_STAGE_MARK + stage, flush=True)
 
-        row = check_model(args.one, args.exporter, progress=progress)
+        upto = STAGES[: STAGES.index(args.stages) + 1]
+        row = check_model(args.one, args.exporter, stages=upto, progress=progress)
         print(_MARK + json.dumps(row), flush=True)
         return 0
 
@@ -527,6 +588,12 @@ def main(argv: list[str] | None = None) -> int:
         specs = [s for s in specs if rx.search(s) or rx.search(fam_of.get(s, ""))]
     if not specs:
         p.error("no model matches --filter")
+    sizes = param_counts(
+        specs, Path(tempfile.gettempdir()) / "earlyexit-bench-coverage-params.json"
+    )
+    specs.sort(key=lambda s: sizes[s])  # small first: a deadline leaves out the largest
+    if args.deadline is not None:
+        args.deadline = time.time() + 60 * args.deadline
     print(f"checking {len(specs)} models, {args.jobs} at a time, timeout {args.timeout:g} s, "
           f"ONNX exporter {args.exporter}", flush=True)  # fmt: skip
 
