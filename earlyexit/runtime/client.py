@@ -78,6 +78,11 @@ def _emulate(slowdown: float, cpu_t0: float) -> None:
         time.sleep((slowdown - 1.0) * (time.thread_time() - cpu_t0))
 
 
+def _cpu(slowdown: float) -> float:
+    """The thread's CPU time, read only when a slowdown is emulated (else 0)."""
+    return time.thread_time() if slowdown > 1.0 else 0.0
+
+
 class Client:
     """Submit inputs and collect results.
 
@@ -175,14 +180,14 @@ class Client:
         clash = [i for i in ids if i in self._t0]
         if clash:
             raise ValueError(f"ids {clash[:5]} are already in flight")
-        groups = [list(range(len(x)))] if batch else [[j] for j in range(len(x))]
-        for group in groups:
-            gids = [ids[j] for j in group]
+        groups = [(0, len(x))] if batch else [(j, j + 1) for j in range(len(x))]
+        for a, b in groups:  # slices: views, the message is the one copy
+            gids = ids[a:b]
             t0 = time.perf_counter()
             for i in gids:
                 self._t0[i] = t0
-            c0 = time.thread_time()
-            msg = encode(x[group], kind="input", ids=gids, ack=self.control_address)
+            c0 = _cpu(self.source_slowdown)
+            msg = encode(x[a:b], kind="input", ids=gids, ack=self.control_address)
             _emulate(self.source_slowdown, c0)
             deadline = time.monotonic() + self.send_timeout_s
             while not self._sender.send(self.input_route, msg):
@@ -211,12 +216,12 @@ class Client:
         self.stats["degraded"] += int(result.degraded)
         self._ready.append(result)
 
-    def _on_result(self, frames: list[bytes]) -> None:
-        c0 = time.thread_time()
+    def _on_result(self, frames: list[zmq.Frame]) -> None:
+        c0 = _cpu(self.destination_slowdown)
         try:
             if len(frames) != 1:
                 raise WireError(f"{len(frames)} frames; a wire message is one frame")
-            arr, head = decode(frames[0], max_bytes=self.max_message_bytes)
+            arr, head = decode(frames[0].buffer, max_bytes=self.max_message_bytes)
             ids, ent = head.get("ids"), head.get("entropy")
             if (
                 head.get("kind") != "result"
@@ -285,7 +290,7 @@ class Client:
         if self._results.poll(timeout_ms):
             while True:
                 try:
-                    frames = self._results.recv_multipart(zmq.NOBLOCK)
+                    frames = self._results.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
                 self._on_result(frames)

@@ -15,12 +15,19 @@ backpressure travels back to the client.
 
 Faults. Each worker keeps, for the samples it forwarded, the result of its own
 exit until the next worker acknowledges them (an ack is sent once the next
-worker has sent the sample's result or forwarded it in turn). Workers send
-heartbeats to their upstream. When the next worker stops answering for
+worker has sent the sample's result or forwarded it in turn; acks are gathered
+and sent every ``ack_interval_s``, so that they do not double the messages of
+a hop). Workers send heartbeats to their upstream. When the next worker stops answering for
 ``dead_after_s`` (killed, crashed), the samples it still owed finish at the
 last exit they passed: their kept result goes to the destination marked
 ``degraded``, as does every later sample that would need it. Malformed or
 oversized messages are rejected with a log line and the worker keeps serving.
+
+The hot path is lean: frames are received without a copy (the one copy of a
+message's payload is the receiver's, as profiled), the wire header is the only
+JSON, the CPU clock is read only when a slowdown is emulated, a bundle's
+session runs once before ``READY`` so the first sample does not pay for ONNX
+Runtime's first-run allocations.
 Control messages (acks, heartbeats) are wire messages too and travel directly,
 not over emulated links.
 
@@ -50,6 +57,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -71,6 +79,12 @@ PartitionRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, "np.ndarr
 """``run(x) -> (logits [n, C], normalized entropy [n], features [n, ...] or None)``."""
 
 _EMPTY = np.empty(0, np.uint8)
+
+
+def _zero() -> float:
+    return 0.0
+
+
 _MAX_UPSTREAMS = 16
 
 
@@ -120,6 +134,11 @@ def make_runner(spec: dict[str, Any]) -> PartitionRunner:
         k = int(spec["partition"])
         if not 0 <= k < session.num_partitions:
             raise ValueError(f"partition {k} out of range 0..{session.num_partitions - 1}")
+        shape = session.manifest.partitions[k].input_shape
+        if all(isinstance(s, int) for s in shape[1:]):
+            # warm up before the first sample: ONNX Runtime allocates and picks
+            # kernels on its first run, which would land on the first sample
+            session.run_partition(k, np.zeros((1, *shape[1:]), np.float32))
         return lambda x: session.run_partition(k, x)
     if kind == "synthetic":
         from earlyexit.runtime.synthetic import SyntheticModel
@@ -160,6 +179,8 @@ class Worker:
         heartbeat_s: period of heartbeats to upstream.
         dead_after_s: silence after which the next worker is considered dead.
         pending_limit: most samples forwarded but not yet acknowledged.
+        ack_interval_s: acks to upstream are gathered and sent at this period
+            (0: one ack message per batch).
         context: ZeroMQ context (default: a new one).
 
     Raises:
@@ -189,6 +210,7 @@ class Worker:
         heartbeat_s: float = 0.2,
         dead_after_s: float = 2.0,
         pending_limit: int = 4096,
+        ack_interval_s: float = 0.005,
         context: zmq.Context | None = None,
     ) -> None:
         if not 0 <= partition < num_partitions:
@@ -204,6 +226,11 @@ class Worker:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if slowdown <= 0:
             raise ValueError(f"slowdown must be > 0, got {slowdown}")
+        if not 0.0 <= ack_interval_s <= dead_after_s / 4:
+            raise ValueError(
+                f"ack_interval_s must be in [0, dead_after_s / 4 = {dead_after_s / 4:g}], "
+                f"got {ack_interval_s}"
+            )
         self.runner = runner
         self.partition, self.num_partitions, self.is_last = partition, num_partitions, last
         self.threshold = float(threshold)
@@ -216,6 +243,11 @@ class Worker:
         self.max_message_bytes = int(max_message_bytes)
         self.heartbeat_s, self.dead_after_s = float(heartbeat_s), float(dead_after_s)
         self.pending_limit = int(pending_limit)
+        self.ack_interval_s = float(ack_interval_s)
+        self._acks: dict[str, list[int]] = {}  # upstream control address -> ids to ack
+        self._next_ack = 0.0
+        # the CPU clock is read only when a slowdown is emulated
+        self._cpu: Callable[[], float] = time.thread_time if self.slowdown > 1.0 else _zero
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
         self._in = self._ctx.socket(zmq.PULL)
@@ -252,12 +284,16 @@ class Worker:
         self.stats["rejected"] += 1
         log.warning("partition %d: rejected a message: %s", self.partition, reason)
 
-    def _parse(self, frames: list[bytes]) -> tuple[np.ndarray, list[int], str | None] | None:
+    def _parse(self, frames: list[Any]) -> tuple[np.ndarray, list[int], str | None] | None:
         if len(frames) != 1:
             self._reject(f"{len(frames)} frames; a wire message is one frame")
             return None
+        frame = frames[0]
         try:
-            arr, head = decode(frames[0], max_bytes=self.max_message_bytes)
+            arr, head = decode(
+                frame.buffer if isinstance(frame, zmq.Frame) else frame,
+                max_bytes=self.max_message_bytes,
+            )
         except WireError as err:
             self._reject(str(err))
             return None
@@ -313,7 +349,7 @@ class Worker:
     def _emulate(self, cpu_t0: float) -> None:
         """Owe ``(slowdown - 1)`` times the CPU time spent since ``cpu_t0`` (thread time)."""
         if self.slowdown > 1.0:
-            self._owed_s += (self.slowdown - 1.0) * (time.thread_time() - cpu_t0)
+            self._owed_s += (self.slowdown - 1.0) * (self._cpu() - cpu_t0)
 
     def _pay(self) -> None:
         """Sleep what the emulated slowdown owes, before a message leaves."""
@@ -330,7 +366,7 @@ class Worker:
         partition: int | None = None,
         block: int | None = None,
     ) -> None:
-        c0 = time.thread_time()
+        c0 = self._cpu()
         msg = encode(
             np.ascontiguousarray(logits, np.float32),
             kind="result",
@@ -384,7 +420,7 @@ class Worker:
         if not self.downstream_dead:
             for i, row, e in zip(ids, logits, entropy, strict=True):
                 self._pending[i] = (np.array(row, np.float32), float(e))
-            c0 = time.thread_time()
+            c0 = self._cpu()
             msg = encode(
                 np.ascontiguousarray(feats), kind="features", ids=ids, ack=self.control_address
             )
@@ -407,7 +443,7 @@ class Worker:
     # ----------------------------------------------------------------- compute
     def process(self, x: np.ndarray, ids: list[int]) -> None:
         """Run the partition on a batch and route every sample (exit or forward)."""
-        t0, c0 = time.perf_counter(), time.thread_time()
+        t0, c0 = time.perf_counter(), self._cpu()
         logits, entropy, feats = self.runner(x)
         self._emulate(c0)
         self.stats["compute_s"] += time.perf_counter() - t0
@@ -438,9 +474,9 @@ class Worker:
             else:
                 groups.append([item])
         for group in groups:
-            c0 = time.thread_time()
-            x = group[0][0] if len(group) == 1 else np.concatenate([g[0] for g in group])
-            x = np.array(x)  # the receiver's copy, part of deserializing (as profiled)
+            c0 = self._cpu()
+            # the receiver's one copy, part of deserializing (as profiled)
+            x = np.array(group[0][0]) if len(group) == 1 else np.concatenate([g[0] for g in group])
             self._emulate(c0)
             ids = [i for g in group for i in g[1]]
             try:
@@ -448,12 +484,18 @@ class Worker:
             except Exception as err:  # a bad tensor must not stop the worker
                 self._reject(f"partition failed on a batch of shape {x.shape}: {err}")
                 continue
-            acks: dict[str, list[int]] = {}
             for _, gids, ack in group:
                 if ack is not None:
-                    acks.setdefault(ack, []).extend(gids)
-            for addr, gids in acks.items():
-                self._send_control(addr, "ack", ids=gids)
+                    self._acks.setdefault(ack, []).extend(gids)
+            if self.ack_interval_s <= 0.0:
+                self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        """Send the gathered acks, one message per upstream."""
+        acks, self._acks = self._acks, {}
+        for addr, gids in acks.items():
+            self._send_control(addr, "ack", ids=gids)
+        self._next_ack = time.monotonic() + self.ack_interval_s
 
     # ----------------------------------------------------------------- loop
     def serve(self, stop: threading.Event | None = None) -> None:
@@ -469,6 +511,8 @@ class Worker:
         next_beat = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
+            if self._acks and now >= self._next_ack:
+                self._flush_acks()
             if now >= next_beat:
                 for addr in self._upstreams:
                     self._send_control(addr, "heartbeat")
@@ -478,19 +522,24 @@ class Worker:
                 self._on_control()
                 time.sleep(0.005)
                 continue
-            events = dict(poller.poll(max(1, int((next_beat - now) * 1000))))
+            wake = min(next_beat, self._next_ack) if self._acks else next_beat
+            events = dict(poller.poll(max(1, math.ceil((wake - now) * 1000))))
             if self._ctl in events:
                 self._on_control()
             if self._in not in events:
                 continue
             batch = []
-            deadline = time.monotonic() + self.batch_timeout_s
+            deadline = time.monotonic() + self.batch_timeout_s if self.batch_timeout_s > 0 else 0.0
             while len(batch) < self.max_batch:
-                if not self._in.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-                    break
-                frames = self._in.recv_multipart()
+                try:  # no copy: the payload is copied once, by _run_batch
+                    frames = self._in.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._in.poll(int(left * 1000)):
+                        break
+                    continue
                 self.stats["received"] += 1
-                c0 = time.thread_time()
+                c0 = self._cpu()
                 item = self._parse(frames)
                 self._emulate(c0)
                 if item is None:

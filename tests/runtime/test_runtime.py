@@ -308,7 +308,9 @@ def _hostile_messages() -> list[bytes]:
         msg({"dtype": "float32", "shape": [1, 32], "kind": ["input"], "ids": [1]}, b"\0" * 128),
         msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [2**80]}, b"\0" * 128),
         msg({"dtype": "float32", "shape": [0, 32], "kind": "input", "ids": []}, b""),
-        msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [1]},
+        # a well-formed NaN input: served, under an id the client never uses (an id the
+        # client has in flight would race with that sample's own result)
+        msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [10**6]},
             np.full((1, 32), np.nan, np.float32).tobytes()),
     ]
     return out
