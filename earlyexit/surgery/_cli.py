@@ -42,6 +42,10 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
     from earlyexit.backbones._registry import get_entry, list_backbones
 
     names = list_backbones(args.pattern)
+    if not names:
+        raise ValueError(
+            f"no registered backbone matches {args.pattern!r}; `earlyexit backbones` lists them all"
+        )
     if args.json:
         print(json.dumps([{"name": n, "description": get_entry(n).description} for n in names]))
     else:
