@@ -166,7 +166,11 @@ def _clean(cg: CutGraph, cuts: list[tuple[str, fx.Node]]) -> list[tuple[str, fx.
         if node not in seen and cg.is_valid_cut(node):
             seen.add(node)
             valid.append((name, node))
-    with_params = [i for i, n in enumerate(cg.nodes) if cg.uses_params(n)]
+    # layers with parameters; parameters read directly (a class token, a position
+    # embedding) count only in a model that has no such layer
+    with_params = [
+        i for i, n in enumerate(cg.nodes) if n.op == "call_module" and cg.uses_params(n)
+    ] or [i for i, n in enumerate(cg.nodes) if cg.uses_params(n)]
     if not with_params:
         return []
 

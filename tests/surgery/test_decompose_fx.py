@@ -124,3 +124,23 @@ def test_fx_on_torchvision_resnet():
     with torch.no_grad():
         torch.testing.assert_close(seq(x), model(x), rtol=0, atol=1e-5)
     assert [b.output_shape[0] for b in seq.block_info] == [64, 64, 128, 256, 512]
+
+
+def test_registering_a_class_twice_replaces_its_decomposer():
+    from earlyexit.surgery import Decomposition, register_decomposer
+    from earlyexit.surgery.decompose import _DECOMPOSERS
+
+    class Twice(nn.Sequential):
+        pass
+
+    try:
+        for n_blocks in (1, 2):
+
+            @register_decomposer(Twice)
+            def _split(m, n=n_blocks):
+                return Decomposition([(str(i), m[i]) for i in range(n)], m[n:])
+
+        net = Twice(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        assert len(decompose(net, input_shape=(4,))) == 2
+    finally:
+        _DECOMPOSERS.pop(Twice, None)
