@@ -31,7 +31,7 @@ _COMMANDS: dict[str, str] = {
     "whatif": "earlyexit.planner._cli",
     "export": "earlyexit.export._cli",
     "serve": "earlyexit.runtime._cli",
-    "validate": "earlyexit.runtime._cli",
+    "validate": "earlyexit.validation",
     "demo": "earlyexit._demo",
 }
 

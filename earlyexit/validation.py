@@ -78,7 +78,7 @@ __all__ = [
     "regression",
     "plot",
     "validate",
-    "register_validate",
+    "register",
 ]
 
 ESTIMATORS = ("portend", "exact")
@@ -590,7 +590,7 @@ def validate(
     from earlyexit.export.bundle import resolve_data
     from earlyexit.planner.latency import CostModel
     from earlyexit.planner.topology import bind_devices
-    from earlyexit.profiling.api import model_digest
+    from earlyexit.surgery.digest import model_digest
 
     _check_count("configs", configs, 1, MAX_CONFIGS)
     _check_count("samples", samples, 1, MAX_SAMPLES)
@@ -790,7 +790,7 @@ def _validate_into(
 # --------------------------------------------------------------------------- CLI
 
 
-def register_validate(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Add ``earlyexit validate`` to the command line."""
     p = subparsers.add_parser(
         "validate",

@@ -267,7 +267,7 @@ def check_plan_matches(model: MultiExitModel, plan: Plan, *, force: bool = False
         problems.append(f"it was made for model {name!r}, this one is {backbone!r}")
     want = extra.get("model_digest")
     if isinstance(want, str) and want and not problems:
-        from earlyexit.profiling.api import model_digest
+        from earlyexit.surgery.digest import model_digest
 
         got = model_digest(model)
         if got != want:

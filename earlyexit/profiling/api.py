@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import platform
 import socket
@@ -25,20 +24,12 @@ from earlyexit.profiling.timing import (
     time_partitions,
     torch_threads,
 )
+from earlyexit.surgery.digest import model_digest
 from earlyexit.surgery.multi_exit import MultiExitModel
 
 __all__ = ["profile", "merge", "DEFAULT_THRESHOLDS", "model_digest"]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
-
-
-def model_digest(model: MultiExitModel) -> str:
-    """SHA-256 of the model's config and weights (profiles of one model share it)."""
-    h = hashlib.sha256(repr(sorted(model.config.items())).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _cpu_name() -> str:

@@ -44,8 +44,8 @@ from earlyexit.planner.estimators import ESTIMATORS
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.space import HINTS, make_space
 from earlyexit.planner.topology import resolve_profile, resolve_topology
-from earlyexit.profiling.api import model_digest
 from earlyexit.profiling.exits import ExitOutputs, collect_exit_outputs, exit_statistics
+from earlyexit.surgery.digest import model_digest
 from earlyexit.surgery.multi_exit import MultiExitModel
 
 __all__ = ["PlanOnFitEnd"]

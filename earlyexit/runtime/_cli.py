@@ -1,4 +1,4 @@
-"""``earlyexit serve`` (one tier's worker) and ``earlyexit validate``.
+"""``earlyexit serve``: one tier's worker.
 
 Example:
     $ earlyexit serve --bundle bundle/ --tier 1 --bind tcp://*:5556 \\
@@ -32,7 +32,7 @@ def _bundle_dir(text: str) -> str:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``serve`` (and ``validate`` when available) to the ``earlyexit`` command."""
+    """Add ``serve`` to the ``earlyexit`` command."""
     p = subparsers.add_parser(
         "serve",
         help="run one tier's partition of a bundle as a ZeroMQ worker",
@@ -137,13 +137,6 @@ def register(subparsers: Any) -> None:
         help="seconds of silence after which the next partition is considered dead",
     )
     p.set_defaults(func=serve_command)
-    try:
-        from earlyexit.validation import register_validate
-    except ModuleNotFoundError as err:
-        if err.name != "earlyexit.validation":
-            raise
-    else:
-        register_validate(subparsers)
 
 
 def serve_command(args: argparse.Namespace) -> int:
