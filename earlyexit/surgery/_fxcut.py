@@ -222,8 +222,9 @@ class CutGraph:
         return False
 
     def describe(self, node: fx.Node) -> str:
+        """Where a node is computed: its module path, or the model's own forward."""
         path = self.paths.get(node, "")
-        return f"{node.name!r}" + (f" (in {path})" if path else "")
+        return f"in {path}" if path else "in the model's forward"
 
     # ------------------------------------------------------------------ cutting
 

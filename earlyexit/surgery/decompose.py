@@ -480,8 +480,8 @@ def _no_cut_message(model: nn.Module, cg: CutGraph) -> str:
             u, v = edge
             detail = (
                 f"; e.g. a cut at {cg.names[mid]!r} would leave tensor {u.name!r} "
-                f"({cg.describe(u)}) of the first block used by {v.name!r} "
-                f"({cg.describe(v)}) of the second"
+                f"({cg.describe(u)}) of the block before it used by {v.name!r} "
+                f"({cg.describe(v)}) of the block after it"
             )
     return (
         f"no block boundary of {type(model).__name__} can be cut without crossing a skip "
