@@ -329,6 +329,7 @@ def deploy(
     log_dir: str | os.PathLike[str] | None = None,
     niceness: int | None = None,
     keep_logs: bool = False,
+    transport: str = "ipc",
 ) -> Deployment:
     """Start a deployment on loopback and return it with its client.
 
@@ -358,6 +359,10 @@ def deploy(
             work, a negative one keeps the emulated tiers' wake-ups prompt, as on
             dedicated devices; None inherits the caller's.
         keep_logs: keep the temporary log folder after the deployment closes.
+        transport: ``"ipc"`` (Unix domain sockets in the log folder: every process
+            is on this host, and a hop costs less than over TCP) or ``"tcp"``
+            (loopback TCP); ``"ipc"`` falls back to TCP where socket paths would be
+            too long.
 
     Returns:
         The running :class:`Deployment` (use it as a context manager).
@@ -378,6 +383,8 @@ def deploy(
         start_timeout_s=start_timeout_s,
         niceness=niceness,
     )
+    if transport not in ("ipc", "tcp"):
+        raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
     if (bundle is None) == (synthetic is None):
         raise ValueError("give exactly one of bundle= (a bundle directory) or synthetic= (kwargs)")
     if bundle is not None:
@@ -429,9 +436,16 @@ def deploy(
         log_path = Path(tempfile.mkdtemp(prefix="earlyexit-deploy-"))
         remove_dir = None if keep_logs else log_path
     procs: list[_Proc] = []
+
+    def bind(name: str) -> str:  # Unix socket paths are limited to about 100 bytes
+        path = f"{log_path.resolve()}/{name}.sock"
+        return f"ipc://{path}" if transport == "ipc" and len(path) < 100 else _LOOPBACK
+
     slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
     try:
         client = Client(
+            results_bind=bind("results"),
+            control_bind=bind("client-control"),
             hwm=hwm,
             dead_after_s=dead_after_s,
             source_slowdown=slow(source),
@@ -449,7 +463,7 @@ def deploy(
             for j, lk in enumerate(topo.links):
                 spec = [
                     {
-                        "bind": _LOOPBACK,
+                        "bind": bind(f"link{j}-{d}"),
                         "bandwidth_mbps": lk.bandwidth_mbps,
                         "propagation_ms": lk.propagation_ms,
                         "mtu_bytes": topo.mtu_bytes,
@@ -482,8 +496,8 @@ def deploy(
                 "next_route": None
                 if next_input is None
                 else route(tiers[k], tiers[k + 1], next_input, up, down),
-                "bind": _LOOPBACK,
-                "control_bind": _LOOPBACK,
+                "bind": bind(f"worker{k}"),
+                "control_bind": bind(f"worker{k}-control"),
                 "slowdown": slow(tiers[k]),
                 "max_batch": max_batch,
                 "batch_timeout_s": batch_timeout_s,
