@@ -132,7 +132,7 @@ def timm_families(candidates: int = 4, cache: Path | None = None) -> dict[str, s
         if data.get("timm") == timm.__version__ and data.get("candidates") == candidates:
             return data["families"]
     families: dict[str, list[str]] = {}
-    for name in timm.list_models():
+    for name in timm.list_models(exclude_filters=["test_*"]):  # timm's own test fixtures
         families.setdefault(_registry._model_to_module.get(name, "?"), []).append(name)
     chosen: dict[str, str] = {}
     for fam in sorted(families):
@@ -440,6 +440,70 @@ def check_model(
 # --------------------------------------------------------------------------- many models
 
 
+def _failed_row(spec: str, stage: str, reason: str, t0: float) -> dict[str, Any]:
+    status = dict.fromkeys(STAGES, "-")
+    for s in STAGES[: STAGES.index(stage)]:
+        status[s] = "ok"
+    status[stage] = "fail"
+    return {"model": spec, "status": status, "reason": reason[:300], "failed_stage": stage,
+            "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
+def _forked_child(spec: str, args: argparse.Namespace, conn: Any) -> None:
+    import torch
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    torch.set_num_threads(args.threads)
+    upto = STAGES[: STAGES.index(args.stages) + 1]
+    row = check_model(spec, args.exporter, upto, progress=lambda s: conn.send(("stage", s)))
+    conn.send(("row", row))
+    conn.close()
+    os._exit(0)
+
+
+def _run_one_forked(spec: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Like :func:`_run_one_subprocess`, but forked from this process, whose imports are done."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    t0 = time.perf_counter()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_forked_child, args=(spec, args, send), daemon=True)
+    proc.start()
+    send.close()
+    stage, row, end = "create", None, time.perf_counter() + args.timeout
+    while row is None and time.perf_counter() < end:
+        if not recv.poll(min(1.0, max(0.0, end - time.perf_counter()))):
+            if not proc.is_alive() and not recv.poll():
+                break
+            continue
+        try:
+            kind, value = recv.recv()
+        except EOFError:
+            break
+        if kind == "stage":
+            stage = value
+        else:
+            row = value
+    if row is None:
+        alive = proc.is_alive()
+        proc.kill()
+        proc.join(10)
+        if alive:
+            row = _failed_row(
+                spec, stage, f"timeout: still in {stage} after {args.timeout:g} s", t0
+            )
+        else:
+            row = _failed_row(spec, stage, f"crashed (exit code {proc.exitcode}) in {stage}", t0)
+    else:
+        proc.join(10)
+        row["wall_s"] = round(time.perf_counter() - t0, 1)
+    recv.close()
+    return row
+
+
 def _run_one_subprocess(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", spec, "--exporter", args.exporter,
            "--threads", str(args.threads), "--stages", args.stages]  # fmt: skip
@@ -488,7 +552,7 @@ def run_all(specs: list[str], args: argparse.Namespace) -> Iterator[dict[str, An
     def job(spec: str) -> dict[str, Any]:
         if args.deadline is not None and time.time() > args.deadline:
             return _not_run(spec, "not run: the sweep's deadline passed first")
-        return _run_one_subprocess(spec, args)
+        return (_run_one_forked if args.fork else _run_one_subprocess)(spec, args)
 
     with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(job, s) for s in specs]
@@ -551,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the stages up to this one (default: all)")  # fmt: skip
     p.add_argument("--deadline", type=float, default=None, metavar="MINUTES",
                    help="start no model after this many minutes (the rest: not run)")  # fmt: skip
+    p.add_argument("--no-fork", dest="fork", action="store_false",
+                   help="start each model's process from scratch (default: fork this one, "
+                   "whose torch/timm imports are done)")  # fmt: skip
     p.add_argument("--one", default=None, metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.jobs < 1 or args.timeout <= 0 or args.threads < 1:
@@ -594,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
     specs.sort(key=lambda s: sizes[s])  # small first: a deadline leaves out the largest
     if args.deadline is not None:
         args.deadline = time.time() + 60 * args.deadline
+    if args.fork:  # import once here; every forked model process starts with them
+        import onnxruntime  # noqa: F401
+        import timm  # noqa: F401
+        import torchvision  # noqa: F401
+
+        import earlyexit.export.bundle  # noqa: F401
+        import earlyexit.runtime.session  # noqa: F401
     print(f"checking {len(specs)} models, {args.jobs} at a time, timeout {args.timeout:g} s, "
           f"ONNX exporter {args.exporter}", flush=True)  # fmt: skip
 
