@@ -215,21 +215,23 @@ def test_backbone_weights_and_init_from_conflict(tmp_path: Path, full_checkpoint
         build_model("resnet20", 10, (1, 28, 28), backbone_weights=str(tmp_path / "w.pth"))
 
 
-def test_finetune_plan_and_exits_conflict(tmp_path: Path, full_checkpoint: Path) -> None:
+def test_finetune_plan_and_exits_conflict(
+    tmp_path: Path, full_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan_path = tmp_path / "plan.json"
     _plan([4]).save(plan_path)
-    with pytest.raises(ValueError, match="either exits or plan"):
-        train_main(
-            [
-                "--config",
-                str(RECIPES / "finetune.yaml"),
-                f"--model.init_from={full_checkpoint}",
-                f"--model.plan={plan_path}",
-                "--model.exits=[4]",
-                "--trainer.fast_dev_run=true",
-                f"--trainer.default_root_dir={tmp_path}",
-            ]
-        )
+    code = train_main(
+        [
+            "--config",
+            str(RECIPES / "finetune.yaml"),
+            f"--model.init_from={full_checkpoint}",
+            f"--model.plan={plan_path}",
+            "--model.exits=[4]",
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert code == 2 and "either exits or plan" in capsys.readouterr().err
 
 
 def test_data_shorthand() -> None:
