@@ -256,7 +256,7 @@ class Client:
             )
 
     def _on_control(self) -> None:
-        while self._ctl.poll(0):
+        while self._ctl.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames = self._ctl.recv_multipart()
             try:
                 _, head = decode(frames[-1], max_bytes=1 << 20)
@@ -287,13 +287,11 @@ class Client:
             self._unacked.clear()
 
     def _drain(self, timeout_ms: int) -> None:
-        if self._results.poll(timeout_ms):
-            while True:
-                try:
-                    frames = self._results.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                self._on_result(frames)
+        sock = self._results
+        if sock.poll(timeout_ms):
+            # EVENTS, not a NOBLOCK receive until zmq.Again: no exception per drain
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._on_result(sock.recv_multipart(copy=False))
         self._on_control()
         self._check_first_worker()
 

@@ -326,7 +326,7 @@ class Worker:
             log.warning("partition %d: cannot send %s to %s: %s", self.partition, kind, addr, err)
 
     def _on_control(self) -> None:
-        while self._ctl.poll(0):
+        while self._ctl.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames = self._ctl.recv_multipart()
             if not frames:
                 continue
@@ -531,13 +531,13 @@ class Worker:
             batch = []
             deadline = time.monotonic() + self.batch_timeout_s if self.batch_timeout_s > 0 else 0.0
             while len(batch) < self.max_batch:
-                try:  # no copy: the payload is copied once, by _run_batch
-                    frames = self._in.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
+                if not self._in.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     left = deadline - time.monotonic()
                     if left <= 0 or not self._in.poll(int(left * 1000)):
                         break
                     continue
+                # no copy: the payload is copied once, by _run_batch
+                frames = self._in.recv_multipart(copy=False)
                 self.stats["received"] += 1
                 c0 = self._cpu()
                 item = self._parse(frames)
