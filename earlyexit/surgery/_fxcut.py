@@ -113,6 +113,7 @@ class CutGraph:
         self.values_known = input_shape is not None
         self.shape_specs: dict[fx.Node, Any] = {}
         self.tensors: set[fx.Node] = set()
+        self.batch_first: set[fx.Node] = set()
         if input_shape is not None:
             self._run(tuple(input_shape))
         self.recomputable = self._recomputable()
@@ -140,6 +141,13 @@ class CutGraph:
                 m.training = mode
         first, second = runs
         self.shapes = first.shapes
+        # a block's output must be batch-first: dim 0 follows the batch size
+        self.batch_first = {
+            n
+            for n, shape in first.shapes.items()
+            if shape[:1] == (_BATCH_SIZES[0],)
+            and second.shapes.get(n, ())[:1] == (_BATCH_SIZES[1],)
+        }
         for n in self.nodes:
             a, b = first.summary.get(n, _OPAQUE), second.summary.get(n, _OPAQUE)
             if a is _TENSOR:
@@ -203,7 +211,7 @@ class CutGraph:
         if self.crossing[self.pos[node]] is not None:
             return False
         if self.values_known:
-            return node in self.tensors and len(self.shapes.get(node, ())) >= 1
+            return node in self.tensors and node in self.batch_first
         return True
 
     def valid_cuts(self) -> list[fx.Node]:

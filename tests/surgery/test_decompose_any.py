@@ -222,3 +222,30 @@ def test_crossing_error_names_tensor_and_blocks():
         ValueError, match=r"tensor 'maxpool'.*block 1.*'add' in block 3.*join block 1 and block 3"
     ):
         decompose(model, (3, 32, 32), cut_points=["maxpool", "layer1.0.conv1", "layer1.0.relu_1"])
+
+
+class FoldNet(nn.Module):
+    """A middle tensor folds patches into the batch axis ([4B, 16]), as TNT's pixel embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.inner = nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+        self.post = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4 * 16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.size(0)
+        x = self.stem(x)
+        x = self.inner(x.reshape(b * 4, 16))
+        x = self.post(x.reshape(b, 4, 4, 4))
+        return self.fc(x.flatten(1))
+
+
+def test_blocks_return_batch_first_tensors_only():
+    points = list_cut_points(FoldNet(), input_shape=(3, 4, 4))
+    assert "stem.1" in points and "post.1" in points
+    assert "inner.0" not in points and "inner.1" not in points
+    with pytest.raises(ValueError, match="not a tensor that a block can return"):
+        decompose(FoldNet(), (3, 4, 4), cut_points=["inner.1"])
+    _check(FoldNet(), (3, 4, 4))
