@@ -130,8 +130,9 @@ def create(
 
     Returns:
         The backbone. ``decompose`` knows how to split it into blocks; its
-        registry name is kept in ``model.earlyexit_name`` and its input shape in
-        ``model.earlyexit_input_shape``.
+        registry name is kept in ``model.earlyexit_name``, its input shape in
+        ``model.earlyexit_input_shape`` and its JSON-able ``kwargs`` in
+        ``model.earlyexit_kwargs`` (``None`` if they are not JSON-able).
 
     Raises:
         TypeError: for a non-int class or channel count.
@@ -160,7 +161,19 @@ def create(
     model.earlyexit_name = name
     model.earlyexit_input_shape = (in_chans, *input_size)
     model.earlyexit_num_classes = num_classes
+    # constructor options, so that a checkpoint's config can rebuild the same model
+    model.earlyexit_kwargs = _json_able(kwargs)
     return model
+
+
+def _json_able(kwargs: dict) -> dict | None:
+    """``kwargs`` with tuples as lists if it survives JSON, else None (not rebuildable)."""
+    import json
+
+    try:
+        return json.loads(json.dumps(kwargs))
+    except (TypeError, ValueError):
+        return None
 
 
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
@@ -177,8 +190,10 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(
-                isinstance(v, torch.Tensor) for v in inner.values()
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
             ):
                 return inner
     if not isinstance(obj, Mapping) or not all(

@@ -89,10 +89,14 @@ class HeadHint:
             raise ValueError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; valid: {', '.join(POOLINGS)}")
-        if isinstance(self.num_prefix_tokens, bool) or not isinstance(
-            self.num_prefix_tokens, int
-        ) or self.num_prefix_tokens < 0:
-            raise ValueError(f"num_prefix_tokens must be an int >= 0, got {self.num_prefix_tokens!r}")
+        if (
+            isinstance(self.num_prefix_tokens, bool)
+            or not isinstance(self.num_prefix_tokens, int)
+            or self.num_prefix_tokens < 0
+        ):
+            raise ValueError(
+                f"num_prefix_tokens must be an int >= 0, got {self.num_prefix_tokens!r}"
+            )
 
 
 # ------------------------------------------------------------------ the Sequential path
@@ -432,7 +436,9 @@ def _norm_kind(module: nn.Module) -> str | None:
     return None
 
 
-def _classifier_layers(classifier: nn.Module, final_shape: tuple[int, ...]) -> list[tuple[str, int]]:
+def _classifier_layers(
+    classifier: nn.Module, final_shape: tuple[int, ...]
+) -> list[tuple[str, int]]:
     """``(kind, input width)`` of the classifier's norm and weighted layers, in call order.
 
     ``kind`` is ``"layer"``, ``"batch"``, ``"group"``, ``"rms"`` or ``"weighted"``.

@@ -204,6 +204,9 @@ class MultiExitModel(nn.Module):
     def from_config(cls, config: dict) -> MultiExitModel:
         """Rebuild a model (random weights) from :attr:`config`.
 
+        ``config["backbone_kwargs"]`` (constructor options such as timm's
+        ``img_size``), when present, are passed to ``backbones.create``.
+
         Raises:
             ValueError: if the config does not name a registry backbone or used a
                 custom head factory.
@@ -220,8 +223,14 @@ class MultiExitModel(nn.Module):
         if config.get("head", "copy") not in ("copy", "linear"):
             raise ValueError(f"cannot rebuild a model with a {config.get('head')!r} head factory")
         in_chans = config.get("in_chans", (config.get("input_shape") or [3])[0])
+        kwargs = config.get("backbone_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"backbone_kwargs must be a mapping, got {type(kwargs).__name__}")
         backbone = backbones.create(
-            config["backbone"], num_classes=int(config["num_classes"]), in_chans=int(in_chans)
+            config["backbone"],
+            num_classes=int(config["num_classes"]),
+            in_chans=int(in_chans),
+            **kwargs,
         )
         input_shape = config.get("input_shape")
         blocks = decompose(backbone, input_shape=input_shape)

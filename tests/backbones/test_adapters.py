@@ -16,7 +16,9 @@ def test_list_backbones_lists_every_adapter_model():
     import torchvision
 
     tv = backbones.list_backbones("tv:*")
-    assert tv == sorted(f"tv:{n}" for n in torchvision.models.list_models(module=torchvision.models))
+    assert tv == sorted(
+        f"tv:{n}" for n in torchvision.models.list_models(module=torchvision.models)
+    )
     assert "tv:regnet_y_400mf" in tv and "tv:vit_b_16" in tv
     assert not any("quantized" in n or "raft" in n for n in tv)  # classification models only
     assert len(backbones.list_backbones("timm:*")) == len(timm.list_models())
@@ -24,7 +26,9 @@ def test_list_backbones_lists_every_adapter_model():
         f"timm:{n}" for n in timm.list_models("convnext_at*")
     ]
     # without an adapter prefix, only the registry
-    assert "tv:alexnet" not in backbones.list_backbones() and "resnet20" in backbones.list_backbones()
+    assert (
+        "tv:alexnet" not in backbones.list_backbones() and "resnet20" in backbones.list_backbones()
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,7 +112,9 @@ def test_local_weights_errors(tmp_path: Path):
         backbones.create("resnet20", weights="IMAGENET1K_V1")
     path = tmp_path / "ten.pth"
     torch.save(backbones.create("resnet20", num_classes=10).state_dict(), path)
-    with pytest.raises(ValueError, match=r"mis-shaped: fc.weight: file \(10, 64\) vs model \(5, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"mis-shaped: fc.weight: file \(10, 64\) vs model \(5, 64\)"
+    ):
         backbones.create("resnet20", num_classes=5, weights=path)
     with pytest.raises(ValueError, match="missing: layers.9"):
         backbones.create("resnet56", num_classes=10, weights=path)

@@ -89,7 +89,10 @@ def test_layers_whose_input_is_unchanged_keep_the_classifier_weights():
     """EfficientNet-style: only the first (width-taking) layer is rebuilt."""
     clf = fx.symbolic_trace(
         nn.Sequential(
-            nn.Conv2d(32, 48, 1), nn.BatchNorm2d(48), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+            nn.Conv2d(32, 48, 1),
+            nn.BatchNorm2d(48),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(1),
             nn.Linear(48, 5),
         )  # fmt: skip
     )
@@ -97,7 +100,9 @@ def test_layers_whose_input_is_unchanged_keep_the_classifier_weights():
     assert head is not None
     assert head.get_submodule("0").in_channels == 8
     torch.testing.assert_close(head.get_submodule("4").weight, clf.get_submodule("4").weight)
-    torch.testing.assert_close(head.get_submodule("1").running_var, clf.get_submodule("1").running_var)
+    torch.testing.assert_close(
+        head.get_submodule("1").running_var, clf.get_submodule("1").running_var
+    )
 
 
 def test_baked_norm_falls_back_to_pool_norm_linear():
@@ -187,7 +192,9 @@ def test_head_hint_is_checked():
 
 def _graph_sequence(num_blocks: int, width: int = 8) -> BlockSequence:
     torch.manual_seed(0)
-    blocks = [(f"b{i}", nn.Sequential(nn.Linear(width, width), nn.ReLU())) for i in range(num_blocks)]
+    blocks = [
+        (f"b{i}", nn.Sequential(nn.Linear(width, width), nn.ReLU())) for i in range(num_blocks)
+    ]
     clf = fx.symbolic_trace(nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 5)))
     return BlockSequence(blocks, clf, (width,))
 

@@ -102,3 +102,26 @@ def test_select_exits_partial_dnn(built):
     for k, e in enumerate(chosen):
         torch.testing.assert_close(part[k], full[e - 1], rtol=0, atol=1e-6)
     assert (small.predict(x, 0.0).exit_block == chosen[-1]).all()
+
+
+def test_from_config_passes_backbone_kwargs():
+    """A timm model built with options (img_size) is rebuilt with them."""
+    from earlyexit import backbones
+
+    net = backbones.create("timm:vit_tiny_patch16_224", num_classes=4, img_size=32)
+    assert net.earlyexit_kwargs == {"img_size": 32}
+    config = {
+        "backbone": "timm:vit_tiny_patch16_224",
+        "backbone_kwargs": {"img_size": 32},
+        "num_classes": 4,
+        "in_chans": 3,
+        "input_shape": [3, 32, 32],
+        "exits": [3, -1],
+        "head": "copy",
+    }
+    rebuilt = MultiExitModel.from_config(config).eval()
+    assert rebuilt.input_shape == (3, 32, 32) and rebuilt.exits[0] == 3
+    with torch.no_grad():
+        assert [tuple(o.shape) for o in rebuilt(torch.zeros(2, 3, 32, 32))] == [(2, 4), (2, 4)]
+    with pytest.raises(ValueError, match="backbone_kwargs must be a mapping"):
+        MultiExitModel.from_config({**config, "backbone_kwargs": [32]})
