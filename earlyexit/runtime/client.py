@@ -138,11 +138,11 @@ class Client:
         self._ctl.bind(control_bind)
         self.results_address: str = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control_address: str = self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.input_route = list(input_route)
         self.send_timeout_s = float(send_timeout_s)
         self.dead_after_s = float(dead_after_s)
         self.max_message_bytes = int(max_message_bytes)
         self._sender = RouteSender(self._ctx, hwm=hwm, send_timeout_s=0.05)
+        self.input_route = list(input_route)
         self._ids = itertools.count()
         self._t0: dict[int, float] = {}  # submitted, no result yet
         self._unacked: set[int] = set()  # not yet acknowledged by the first worker
@@ -150,6 +150,17 @@ class Client:
         self._ready: list[Result] = []
         self._done: set[int] = set()
         self.stats = {"submitted": 0, "delivered": 0, "degraded": 0, "duplicates": 0, "rejected": 0}
+
+    @property
+    def input_route(self) -> list[str]:
+        """The route to the first partition's worker (set it to connect ahead of the first input)."""
+        return self._input_route
+
+    @input_route.setter
+    def input_route(self, route: Sequence[str]) -> None:
+        self._input_route = list(route)
+        if self._input_route:
+            self._sender.connect(self._input_route[0])
 
     # ----------------------------------------------------------------- submit
     def submit(

@@ -158,6 +158,17 @@ class RouteSender:
             )
         return sock
 
+    def connect(self, addr: str) -> None:
+        """Connect to ``addr`` ahead of the first send (errors wait for that send).
+
+        A ZeroMQ connection completes in the background; made early, its
+        handshake does not delay the first message.
+        """
+        try:
+            self.socket(addr)
+        except (ValueError, zmq.ZMQError) as err:
+            log.debug("cannot connect to %s yet: %s", addr, err)
+
     def send(self, route: Sequence[str], payload: bytes) -> bool:
         """Send ``payload`` along ``route``; False if it timed out (peer dead or full)."""
         if not route:

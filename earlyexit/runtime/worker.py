@@ -262,6 +262,10 @@ class Worker:
         self.control_address: str = advertise or self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)
         self._data = RouteSender(self._ctx, hwm=hwm, send_timeout_s=self.send_timeout_s)
         self._control = RouteSender(self._ctx, hwm=100_000, send_timeout_s=0.0)
+        # connect to the first hops now, so that the handshakes are done before the first sample
+        for r in (self.result_route, self.next_route):
+            if r:
+                self._data.connect(r[0])
         self._upstreams: set[str] = set()
         # forwarded, not yet acknowledged: id -> (logits row, entropy)
         self._pending: dict[int, tuple[np.ndarray, float]] = {}
@@ -374,7 +378,7 @@ class Worker:
             partition=self.partition if partition is None else partition,
             block=self.last_block if block is None else block,
             tier=self.tier,
-            entropy=[float(e) for e in entropy],
+            entropy=np.asarray(entropy, np.float64).tolist(),
             degraded=degraded,
         )
         self._emulate(c0)
@@ -455,10 +459,14 @@ class Worker:
             exits = np.ones(len(ids), bool)
         else:
             exits = entropy < self.threshold
-        if exits.any():
+        leaving = int(np.count_nonzero(exits))
+        if leaving == len(ids):  # all leave (always so at batch 1): no indexing, no copies
+            self._send_results(ids, logits, entropy, degraded=False)
+        elif leaving == 0:  # all go on
+            self._forward(ids, np.asarray(feats), logits, entropy)
+        else:
             idx = np.flatnonzero(exits)
             self._send_results([ids[i] for i in idx], logits[idx], entropy[idx], degraded=False)
-        if not exits.all():
             idx = np.flatnonzero(~exits)
             self._forward([ids[i] for i in idx], np.asarray(feats)[idx], logits[idx], entropy[idx])
 
@@ -522,12 +530,16 @@ class Worker:
                 self._on_control()
                 time.sleep(0.005)
                 continue
-            wake = min(next_beat, self._next_ack) if self._acks else next_beat
-            events = dict(poller.poll(max(1, math.ceil((wake - now) * 1000))))
-            if self._ctl in events:
-                self._on_control()
-            if self._in not in events:
-                continue
+            if self._in.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # busy: no poll syscall
+                if self._ctl.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    self._on_control()
+            else:
+                wake = min(next_beat, self._next_ack) if self._acks else next_beat
+                events = dict(poller.poll(max(1, math.ceil((wake - now) * 1000))))
+                if self._ctl in events:
+                    self._on_control()
+                if self._in not in events:
+                    continue
             batch = []
             deadline = time.monotonic() + self.batch_timeout_s if self.batch_timeout_s > 0 else 0.0
             while len(batch) < self.max_batch:
