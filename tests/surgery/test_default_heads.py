@@ -243,3 +243,36 @@ def test_last_exit_is_the_models_own_classifier_with_a_graph_classifier():
     with torch.no_grad():
         torch.testing.assert_close(mm(x)[-1], seq.eval()(x), rtol=0, atol=0)
     assert isinstance(mm.heads["4"], fx.GraphModule)
+
+
+class _BakedTokenClassifier(nn.Module):
+    """Mean over tokens, then a layer norm whose width is baked into the traced graph."""
+
+    def __init__(self, width: int, classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.fc = nn.Linear(width, classes)
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.layer_norm(x.mean(1), (self.width,), self.weight)
+        return self.fc(x)
+
+
+def test_multi_exit_model_passes_the_decompositions_hint():
+    torch.manual_seed(0)
+    blocks = [("embed", nn.Linear(4, 16)), ("wide", nn.Linear(16, 32))]
+    clf = fx.symbolic_trace(_BakedTokenClassifier(32, 5))
+    seq = BlockSequence(blocks, clf, (6, 4))
+    inferred = MultiExitModel(seq)
+    assert inferred.heads["1"][0].mode == "tokens_avg"  # the classifier averages tokens
+    seq.head_hint = HeadHint(layout="tokens", pooling="token")
+    hinted = MultiExitModel(seq)
+    assert hinted.heads["1"][0].mode == "token"
+    assert [type(m).__name__ for m in hinted.heads["1"]] == ["_Pool", "LayerNorm", "Linear"]
+    x = torch.randn(3, 6, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(hinted.eval()(x)[-1], seq.eval()(x), rtol=0, atol=0)
+    seq.head_hint = {"pooling": "token"}
+    with pytest.raises(TypeError, match="HeadHint"):
+        MultiExitModel(seq)
