@@ -354,7 +354,7 @@ def _cut_graph(
     from earlyexit.surgery.tracing import trace
 
     private = copy.deepcopy(model)
-    gm = trace(private, leaf_modules=tuple(leaf_modules), copy_model=False)
+    gm = trace(private, leaf_modules=tuple(leaf_modules), copy_model=False, input_shape=input_shape)
     return CutGraph(gm, input_shape, private)
 
 

@@ -95,10 +95,61 @@ def _third_party_settings() -> tuple[list[type], list[Callable], tuple[Any, ...]
     return leaves, functions, tuple(modules)
 
 
+class _InputProxy(fx.Proxy):
+    """The model's input, with a known sample shape.
+
+    ``x.ndim`` and ``x.dim()`` are always constants; with ``dims`` set,
+    ``x.shape`` and ``x.size()`` are too, except the batch size, which stays
+    symbolic (``x.size(0)``).
+    """
+
+    def __init__(
+        self, node: fx.Node, tracer: fx.Tracer, sample: tuple[int, ...], dims: bool
+    ) -> None:
+        super().__init__(node, tracer)
+        self._sample = sample
+        self._dims = dims
+
+    @property
+    def ndim(self) -> int:
+        return len(self._sample) + 1
+
+    def dim(self) -> int:
+        return len(self._sample) + 1
+
+    @property
+    def shape(self) -> Any:
+        if not self._dims:
+            return self.__getattr__("shape")
+        return (self.tracer.create_proxy("call_method", "size", (self, 0), {}), *self._sample)
+
+    def size(self, dim: int | None = None) -> Any:
+        if not self._dims:
+            return self.__getattr__("size")(*(() if dim is None else (dim,)))
+        if dim is None:
+            return self.shape
+        return self.shape[dim] if dim not in (0, -len(self._sample) - 1) else self.shape[0]
+
+
 class _Tracer(fx.Tracer):
-    def __init__(self, leaves: tuple[type, ...], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        leaves: tuple[type, ...],
+        sample: tuple[int, ...] | None,
+        dims: bool,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._leaves = leaves
+        self._sample = sample
+        self._dims = dims
+        self._first_input = True
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        if node.op == "placeholder" and self._first_input and self._sample is not None:
+            self._first_input = False
+            return _InputProxy(node, self, self._sample, self._dims)
+        return super().proxy(node)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self._leaves and isinstance(m, self._leaves):
@@ -189,6 +240,7 @@ def trace(
     leaf_modules: tuple[type, ...] | list[type] = (),
     autowrap_functions: tuple[Callable, ...] | list[Callable] = (),
     copy_model: bool = True,
+    input_shape: tuple[int, ...] | None = None,
 ) -> fx.GraphModule:
     """Trace ``model`` (in eval mode) into an ``fx.GraphModule`` with one input.
 
@@ -199,6 +251,10 @@ def trace(
         autowrap_functions: extra module-level functions to record as single nodes.
         copy_model: trace a deep copy (default); ``False`` traces ``model`` itself,
             for a caller that already holds a private copy.
+        input_shape: shape of one sample. When given, ``x.ndim`` and ``x.dim()``
+            of the input are constants, and if the model still does not trace
+            (``if H % 16 != 0: raise ...``), it is traced again with the input's
+            sizes other than the batch size as constants.
 
     Returns:
         A ``GraphModule`` sharing its submodules with the traced copy; its nodes
@@ -206,6 +262,7 @@ def trace(
         train/eval modes.
 
     Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
         ValueError: if the model cannot be traced.
     """
     if not isinstance(model, nn.Module):
@@ -214,23 +271,37 @@ def trace(
     leaves, functions, modules = _third_party_settings()
     leaves = tuple(dict.fromkeys([*leaves, *_LEAF_MODULES, *leaf_modules]))
     functions = list(dict.fromkeys([*functions, *_AUTOWRAP_FUNCTIONS, *autowrap_functions]))
-    modes = [(m, m.training) for m in target.modules()]
     concrete = _concrete_args(target)
+    sample = None if input_shape is None else tuple(int(s) for s in input_shape)
+    attempts = (False, True) if sample is not None else (False,)
+    for dims in attempts:
+        tracer = _Tracer(
+            leaves, sample, dims, autowrap_modules=modules, autowrap_functions=tuple(functions)
+        )
+        try:
+            return _trace_once(target, tracer, concrete, type(model).__name__)
+        except Exception as failure:  # torch.fx raises many kinds
+            err = failure  # the last attempt's error (constant sizes) says more
+    raise ValueError(
+        f"{type(model).__name__} cannot be traced by torch.fx "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); mark the "
+        "module that fails with earlyexit.surgery.register_leaf_module, or register a "
+        "decomposer with earlyexit.surgery.register_decomposer"
+    ) from err
+
+
+def _trace_once(
+    target: nn.Module, tracer: fx.Tracer, concrete: dict[str, Any], name: str
+) -> fx.GraphModule:
+    """One trace of ``target`` in eval mode; its modes and plain attributes are restored."""
+    modes = [(m, m.training) for m in target.modules()]
     state = _snapshot(target)
-    tracer = _Tracer(leaves, autowrap_modules=modules, autowrap_functions=tuple(functions))
     try:
         target.eval()
         graph = tracer.trace(target, concrete_args=concrete or None)
         _drop_specialized_inputs(graph)
         # built before the restore: constants fx stored on the root move into gm
-        gm = fx.GraphModule(target, graph, class_name=type(model).__name__)
-    except Exception as err:  # torch.fx raises many kinds
-        raise ValueError(
-            f"{type(model).__name__} cannot be traced by torch.fx "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); mark the "
-            "module that fails with earlyexit.surgery.register_leaf_module, or register a "
-            "decomposer with earlyexit.surgery.register_decomposer"
-        ) from err
+        gm = fx.GraphModule(target, graph, class_name=name)
     finally:
         _restore(state)
         for m, mode in modes:

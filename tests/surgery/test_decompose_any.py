@@ -249,3 +249,25 @@ def test_blocks_return_batch_first_tensors_only():
     with pytest.raises(ValueError, match="not a tensor that a block can return"):
         decompose(FoldNet(), (3, 4, 4), cut_points=["inner.1"])
     _check(FoldNet(), (3, 4, 4))
+
+
+class SizeChecked(nn.Module):
+    """Checks its input's rank and size in Python, as timm's Gemma4 ViT does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[-1] % 4 != 0:
+            raise ValueError("expected [B, C, H, W] with W divisible by 4")
+        return self.fc(self.b(self.a(x)).mean((2, 3)))
+
+
+def test_input_rank_and_sizes_are_constants_when_needed():
+    seq = _check(SizeChecked(), (3, 8, 8))
+    assert seq.names == ["a", "b"]
+    with pytest.raises(ValueError, match="divisible by 4"):
+        decompose(SizeChecked(), (3, 8, 6))
