@@ -1,9 +1,10 @@
 """The light (edge) install: a fresh venv with only numpy, onnxruntime, pyzmq and pyyaml.
 
-Slow: builds a venv with ``pip install`` of this repository's sources (the base
-distribution, no extras; its four dependencies come from the package index or the
-local wheel cache) and serves a bundle, exported here with the full install, with
-that venv's ``earlyexit serve``.
+The slow tests build a venv with ``pip install`` of this repository's sources (the
+base distribution, no extras; its four dependencies come from the package index or
+the local wheel cache) and serve a bundle, exported here with the full install,
+with that venv's ``earlyexit serve``. A quick test checks that, where torch is
+installed, the edge commands still do not import it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import numpy as np
 import pytest
 
 from earlyexit.formats import Estimate, PartitionPlan, Plan
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,6 +68,7 @@ def _run(venv: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_light_install_has_no_torch(light_venv: Path) -> None:
     code = (
         "import importlib.util as u, json; "
@@ -85,6 +85,7 @@ def test_light_install_has_no_torch(light_venv: Path) -> None:
     assert str(light_venv) in where.stdout  # the installed copy, not this checkout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["serve", "plan", "pareto", "whatif"])
 def test_edge_commands_start_without_torch(light_venv: Path, command: str) -> None:
     out = _run(light_venv, "earlyexit", command, "--help")
@@ -92,6 +93,7 @@ def test_edge_commands_start_without_torch(light_venv: Path, command: str) -> No
     assert out.stdout.startswith(f"usage: earlyexit {command}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["blocks", "resnet20"], ["train", "--help"], ["demo"]])
 def test_torch_commands_say_what_to_install(light_venv: Path, argv: list[str]) -> None:
     out = _run(light_venv, "earlyexit", *argv)
@@ -101,6 +103,7 @@ def test_torch_commands_say_what_to_install(light_venv: Path, argv: list[str]) -
     assert len(lines) == 1 and "earlyexit-edge[train]" in lines[0], out.stderr
 
 
+@pytest.mark.slow
 def test_plan_runs_on_the_light_install(light_venv: Path, tmp_path: Path) -> None:
     from earlyexit.planner.synthetic import synthetic_profile
 
@@ -156,6 +159,7 @@ def _serve(venv: Path, *args: str) -> tuple[subprocess.Popen, dict]:
     return proc, json.loads(line[len(b"READY ") :])
 
 
+@pytest.mark.slow
 def test_light_install_serves_a_bundle(light_venv: Path, bundle: Path) -> None:
     """Both tiers run the light install's ``earlyexit serve``; results equal one process."""
     from earlyexit.runtime.client import Client
@@ -192,3 +196,19 @@ def test_light_install_serves_a_bundle(light_venv: Path, bundle: Path) -> None:
     assert {0, 1} <= set(want["exit_partition"].tolist())
     assert [r.prediction for r in got] == want["prediction"].tolist()
     np.testing.assert_allclose(np.stack([r.logits for r in got]), want["logits"], atol=1e-4)
+
+
+@pytest.mark.parametrize("command", ["serve", "plan", "pareto", "whatif"])
+def test_edge_commands_import_no_torch(command: str) -> None:
+    """Here torch is installed: the edge commands still do not import it."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from earlyexit.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    main([{command!r}, '--help'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
