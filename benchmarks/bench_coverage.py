@@ -91,6 +91,8 @@ _SIZE_WORDS = [
     "base", "b", "l", "large", "xl", "xxl", "huge", "h", "giant", "g", "gigantic",
 ]  # fmt: skip
 _RANK = {w: i for i, w in enumerate(_SIZE_WORDS)}
+_EXCLUDE = ["test_*"]
+"""timm's own test fixtures (tiny configurations no user trains) are not a family's smallest."""
 
 
 def _name_score(name: str) -> tuple[int, int, int]:
@@ -129,10 +131,10 @@ def timm_families(candidates: int = 4, cache: Path | None = None) -> dict[str, s
 
     if cache is not None and cache.is_file():
         data = json.loads(cache.read_text())
-        if data.get("timm") == timm.__version__ and data.get("candidates") == candidates:
+        if data.get("key") == [timm.__version__, candidates, _EXCLUDE]:
             return data["families"]
     families: dict[str, list[str]] = {}
-    for name in timm.list_models(exclude_filters=["test_*"]):  # timm's own test fixtures
+    for name in timm.list_models(exclude_filters=_EXCLUDE):
         families.setdefault(_registry._model_to_module.get(name, "?"), []).append(name)
     chosen: dict[str, str] = {}
     for fam in sorted(families):
@@ -143,7 +145,7 @@ def timm_families(candidates: int = 4, cache: Path | None = None) -> dict[str, s
         chosen[fam] = f"timm:{best}"
     if cache is not None:
         cache.write_text(
-            json.dumps({"timm": timm.__version__, "candidates": candidates, "families": chosen})
+            json.dumps({"key": [timm.__version__, candidates, _EXCLUDE], "families": chosen})
         )
     return chosen
 
