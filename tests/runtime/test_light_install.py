@@ -94,7 +94,9 @@ def test_edge_commands_start_without_torch(light_venv: Path, command: str) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("argv", [["blocks", "resnet20"], ["train", "--help"], ["demo"]])
+@pytest.mark.parametrize(
+    "argv", [["blocks", "resnet20"], ["train", "--help"], ["profile", "--help"]]
+)
 def test_torch_commands_say_what_to_install(light_venv: Path, argv: list[str]) -> None:
     out = _run(light_venv, "earlyexit", *argv)
     assert out.returncode == 2
