@@ -23,13 +23,19 @@ What makes the comparison fair (each one measured on this 2-core machine):
   pass (``niceness``): on a shared machine their wake-ups otherwise wait behind
   other processes, which the emulated dedicated devices would not.
 
-What the model leaves out shows as an intercept: each hop between processes
-costs a little (about 1-2 ms per sample here), which SPEC's latency has no term
-for.
+Each hand-off between processes costs the runtime a little (0.24-0.41 ms here,
+docs/spec.md "Runtime overhead"): the model charges it when the profile records
+it (``hop_s``: ``profile(..., measure_hops=True)``); a profile without it leaves
+that cost out, and it shows as an intercept and as underestimated fast
+configurations. Beyond the fit over all configurations, each configuration's
+relative latency error is reported, with the median, the maximum and the fit
+inside each cluster (:func:`latency_errors`): a fit over all of them is carried
+by the slow, link-dominated configurations.
 
 The pieces are separate so that each can be reused or tested alone:
 :func:`choose_configs`, :func:`estimate`, :func:`measure` (one deployed
-configuration), :func:`summarize` (β, R², accuracy error) and :func:`plot`.
+configuration), :func:`summarize` (β, R², accuracy error, per-configuration
+latency errors by cluster) and :func:`plot`.
 :func:`validate` chains them from a checkpoint, and ``earlyexit validate`` is
 its command line.
 
@@ -76,6 +82,9 @@ __all__ = [
     "measure",
     "summarize",
     "regression",
+    "CLUSTERS",
+    "cluster_of",
+    "latency_errors",
     "plot",
     "validate",
     "register",
@@ -209,7 +218,7 @@ def estimate(profile: Profile, topology: Topology, config: Config) -> dict[str, 
     Returns:
         ``{"portend": {...}, "exact": {...}}`` (``exact`` only if the profile
         has per-sample records), each with ``latency_s``, ``accuracy``,
-        ``exit_fractions``.
+        ``exit_fractions`` and ``breakdown_s``.
     """
     from earlyexit.planner import evaluate
 
@@ -224,6 +233,7 @@ def estimate(profile: Profile, topology: Topology, config: Config) -> dict[str, 
             "latency_s": est.latency_s,
             "accuracy": est.accuracy,
             "exit_fractions": list(est.exit_fractions),
+            "breakdown_s": dict(est.breakdown_s),
         }
     return out
 
@@ -405,16 +415,96 @@ def regression(measured: Sequence[float], estimated: Sequence[float]) -> dict[st
     return {"beta": float(beta), "intercept": float(intercept), "r2": r2, "n": int(xm.size)}
 
 
-def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """β and R² of latency, exit rate and accuracy, per estimator.
+CLUSTERS: tuple[str, ...] = ("edge-only", "multi-tier", "cloud")
+"""Clusters of configurations: one partition on the source tier, two or more
+partitions, one partition on another tier (``cloud``: whatever that tier is)."""
+
+
+def cluster_of(config: Config | Mapping[str, Any], source: int = 0) -> str:
+    """The cluster of a configuration: ``edge-only``, ``multi-tier`` or ``cloud``.
 
     Args:
-        records: one per configuration: ``{"measured": {"latency_s", "accuracy",
-            "exit_fractions"}, "estimated": {estimator: {...}}}``.
+        config: a :class:`Config` or its mapping (as in ``validation.json``).
+        source: the topology's source tier.
+
+    Example:
+        >>> cluster_of(Config(0.5, (3, 9), (0, 2))), cluster_of(Config(0.0, (9,), (2,)))
+        ('multi-tier', 'cloud')
+    """
+    tiers = config["tiers"] if isinstance(config, Mapping) else config.tiers
+    if len(tiers) > 1:
+        return "multi-tier"
+    return "edge-only" if int(tiers[0]) == int(source) else "cloud"
+
+
+def _error_stats(measured: np.ndarray, estimated: np.ndarray) -> dict[str, float]:
+    rel = (estimated - measured) / measured
+    return {
+        "median_abs_relative_error": float(np.median(np.abs(rel))) if rel.size else float("nan"),
+        "max_abs_relative_error": float(np.max(np.abs(rel))) if rel.size else float("nan"),
+        "mean_relative_error": float(np.mean(rel)) if rel.size else float("nan"),
+    }
+
+
+def latency_errors(
+    records: Sequence[Mapping[str, Any]], estimator: str, source: int = 0
+) -> dict[str, Any]:
+    """Relative latency error of every configuration, and its statistics overall and per cluster.
+
+    The relative error of a configuration is ``(estimated - measured) / measured``
+    of its mean latency. Inside each cluster (:data:`CLUSTERS`) the line
+    ``estimated = beta * measured + intercept`` is fitted as in :func:`regression`.
+
+    Args:
+        records: as for :func:`summarize`.
+        estimator: ``"portend"`` or ``"exact"``.
+        source: the topology's source tier (it defines the clusters).
+
+    Returns:
+        ``{"relative_error": [per configuration], "cluster": [per configuration],
+        "median_abs_relative_error", "max_abs_relative_error", "mean_relative_error",
+        "clusters": {name: {"beta", "intercept", "r2", "n", "median_abs_relative_error",
+        "max_abs_relative_error", "mean_relative_error"}}}`` (clusters without
+        configurations are left out; a line needs two configurations of different
+        measured latencies, else its ``beta`` is NaN).
+
+    Raises:
+        ValueError: a measured latency that is not positive.
+    """
+    m = np.array([r["measured"]["latency_s"] for r in records], float)
+    e = np.array([r["estimated"][estimator]["latency_s"] for r in records], float)
+    if (m <= 0).any() or not np.isfinite(m).all():
+        raise ValueError(
+            f"measured latencies must be positive, got {m[(m <= 0) | ~np.isfinite(m)][:3].tolist()}"
+        )
+    clusters = [cluster_of(r["config"], source) for r in records]
+    out: dict[str, Any] = {
+        "relative_error": ((e - m) / m).tolist(),
+        "cluster": clusters,
+        **_error_stats(m, e),
+        "clusters": {},
+    }
+    for name in CLUSTERS:
+        idx = [i for i, c in enumerate(clusters) if c == name]
+        if idx:
+            out["clusters"][name] = {**regression(m[idx], e[idx]), **_error_stats(m[idx], e[idx])}
+    return out
+
+
+def summarize(records: Sequence[Mapping[str, Any]], source: int = 0) -> dict[str, Any]:
+    """β and R² of latency, exit rate and accuracy, and latency errors, per estimator.
+
+    Args:
+        records: one per configuration: ``{"config": Config or its mapping,
+            "measured": {"latency_s", "accuracy", "exit_fractions"},
+            "estimated": {estimator: {...}}}``.
+        source: the topology's source tier (it defines the clusters of
+            :func:`latency_errors`).
 
     Returns:
         ``{"latency": {"beta", "r2", ...}, "exit_rate": {...}, "accuracy": {...,
-        "mean_abs_error"}, "by_estimator": {name: {...}}}``; the top-level
+        "mean_abs_error"}, "latency_error": {...} (see :func:`latency_errors`),
+        "by_estimator": {name: {...}}}``; the top-level
         figures are the ``exact`` estimator's when available, else ``portend``'s.
     """
     by: dict[str, Any] = {}
@@ -439,6 +529,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 if any("accuracy_se" in r["measured"] for r in records)
                 else float("nan"),
             },
+            "latency_error": latency_errors(records, name, source),
         }
     main = by.get("exact") or by.get("portend") or {}
     return {**main, "by_estimator": by}
@@ -448,8 +539,13 @@ def plot(
     records: Sequence[Mapping[str, Any]],
     out_dir: str | os.PathLike[str],
     cdf_latencies_s: Sequence[float] | None = None,
+    source: int = 0,
 ) -> list[str]:
     """Estimated against measured scatter plots (one PNG per metric) and a latency CDF.
+
+    The latency plot colours each configuration by its cluster (:data:`CLUSTERS`,
+    which ``source`` defines) and uses log axes when latencies span more than
+    a decade.
 
     Returns:
         The paths written.
@@ -470,22 +566,30 @@ def plot(
     for metric, get in metrics.items():
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         lo, hi = np.inf, -np.inf
+        groups = CLUSTERS if metric == "latency" else (None,)
+        colors = dict(zip(CLUSTERS, ("tab:green", "tab:blue", "tab:red"), strict=True))
         for name, marker in (("portend", "o"), ("exact", "x")):
-            xs, ys = [], []
-            for r in records:
-                if name in r["estimated"]:
-                    a, b = get(r, r["estimated"][name])
-                    xs += list(a)
-                    ys += list(b)
-            if xs:
-                ax.scatter(xs, ys, marker=marker, label=name, alpha=0.7)
-                lo, hi = min(lo, *xs, *ys), max(hi, *xs, *ys)
+            for group in groups:
+                xs, ys = [], []
+                for r in records:
+                    if name in r["estimated"] and group in (None, cluster_of(r["config"], source)):
+                        a, b = get(r, r["estimated"][name])
+                        xs += list(a)
+                        ys += list(b)
+                if xs:
+                    label = name if group is None else f"{name}, {group}"
+                    ax.scatter(xs, ys, marker=marker, label=label, alpha=0.7,
+                               color=None if group is None else colors[group])  # fmt: skip
+                    lo, hi = min(lo, *xs, *ys), max(hi, *xs, *ys)
         if np.isfinite(lo):
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+            if metric == "latency" and lo > 0 and hi / lo > 10:
+                ax.set_xscale("log")
+                ax.set_yscale("log")
         unit = " (ms)" if metric == "latency" else ""
         ax.set_xlabel(f"measured {metric}{unit}")
         ax.set_ylabel(f"estimated {metric}{unit}")
-        ax.legend()
+        ax.legend(fontsize=7 if metric == "latency" else None)
         fig.tight_layout()
         path = out / f"validate_{metric}.png"
         try:
@@ -778,9 +882,15 @@ def _validate_into(
                 f"acc {rec['measured']['accuracy']:.3f}; estimated {e['latency_s'] * 1e3:.1f} ms, "
                 f"acc {e['accuracy']:.3f}"
             )
-    summary = summarize(records)
+    summary = summarize(records, topo.source)
+    for i, rec in enumerate(records):  # each configuration's own error and cluster
+        rec["cluster"] = cluster_of(rec["config"], topo.source)
+        rec["latency_relative_error"] = {
+            name: fig["latency_error"]["relative_error"][i]
+            for name, fig in summary["by_estimator"].items()
+        }
     summary["configs"] = records
-    summary["plots"] = plot(records, out, cdf)
+    summary["plots"] = plot(records, out, cdf, topo.source)
     summary["out_dir"] = str(out)
     summary["notes"] = notes
     summary["chosen"] = records[0]["config"] if best is not None else None
@@ -877,6 +987,7 @@ def _validate_command(args: argparse.Namespace) -> int:
     if args.json:
         keep = (
             "latency",
+            "latency_error",
             "exit_rate",
             "accuracy",
             "by_estimator",
@@ -894,6 +1005,15 @@ def _validate_command(args: argparse.Namespace) -> int:
             f"exit rate beta {fig['exit_rate']['beta']:.3f} R2 {fig['exit_rate']['r2']:.3f} | "
             f"accuracy mean |error| {fig['accuracy']['mean_abs_error'] * 100:.2f} points "
             f"(sampling s.e. {fig['accuracy']['sampling_se'] * 100:.2f})"
+        )
+        err = fig["latency_error"]
+        clusters = ", ".join(
+            f"{c} beta {v['beta']:.2f} R2 {v['r2']:.2f} (n={v['n']})"
+            for c, v in err["clusters"].items()
+        )
+        print(
+            f"{'':8s} latency relative error median {100 * err['median_abs_relative_error']:.1f}% "
+            f"max {100 * err['max_abs_relative_error']:.1f}% | {clusters}"
         )
     for note in result.get("notes", []):
         print("note: " + note)
