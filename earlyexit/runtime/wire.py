@@ -137,7 +137,10 @@ def decode(
             f"payload has {len(payload)} bytes; shape {str(shape)[:80]} of {dtype} "
             f"needs {expected if expected < 1 << 64 else 'more than 2**64'}"
         )
-    array = np.frombuffer(payload, dtype=_LE_DTYPE[dtype]).reshape(shape)
+    try:
+        array = np.frombuffer(payload, dtype=_LE_DTYPE[dtype]).reshape(shape)
+    except ValueError as err:  # an empty shape whose other sides exceed numpy's limits
+        raise WireError(f"shape {str(shape)[:80]} is no valid array shape: {err}") from None
     return array, header
 
 
