@@ -21,8 +21,8 @@ FULL_INSTALL = "pip install 'earlyexit-edge[train]'"
 
 # command -> module with a ``register(subparsers)`` function, in help order
 _COMMANDS: dict[str, str] = {
-    "backbones": "earlyexit.surgery._cli",
-    "blocks": "earlyexit.surgery._cli",
+    "backbones": "earlyexit.backbones._cli",
+    "blocks": "earlyexit.backbones._cli",
     "evaluate": "earlyexit.training._cli",
     "profile": "earlyexit.profiling._cli",
     "profile-merge": "earlyexit.profiling._cli",

@@ -13,16 +13,11 @@ Declared input sizes: timm's ``pretrained_cfg["input_size"]`` (or ``img_size``
 when given), torchvision's evaluation crop size of the model's default weights
 (224 for the ViTs, which are built at 224 without weights).
 
-Built-in decompositions (registered below):
+Their decompositions live in :mod:`earlyexit.surgery.known` (torchvision
+ResNet and MobileNetV3, timm EfficientNet) and the generic paths of
+:func:`earlyexit.decompose`: surgery looks them up by the model's class, so
+a model built without this registry decomposes the same way.
 
-- torchvision ResNet: the stem (conv1, bn1, relu, maxpool), then one block per
-  residual block; the classifier is avgpool, flatten, fc.
-- torchvision MobileNetV3: ``features[0]`` (the stem) and each inverted residual;
-  the last 1x1 convolution belongs with the classifier (conv, pool, flatten, MLP).
-- timm EfficientNet: the stem (conv_stem, bn1) and its 7 stages, 8 blocks for
-  EfficientNet-B0; the head convolution (conv_head, bn2) belongs with the classifier.
-
-Other models decompose by ``earlyexit.decompose``'s generic paths.
 """
 
 from __future__ import annotations
@@ -30,11 +25,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from earlyexit.backbones._registry import BackboneEntry, register_backbone
-from earlyexit.surgery.decompose import Decomposition, register_decomposer
 
 __all__ = ["adapter_entry", "adapter_names", "replace_first_conv"]
 
@@ -205,50 +198,3 @@ for _name in _LISTED_TV:
 for _name in _LISTED_TIMM:
     _entry = adapter_entry(f"timm:{_name}")
     register_backbone(_entry.name, _entry.input_size, f"timm {_name}")(_entry.fn)
-
-
-def _register_decomposers() -> None:
-    from torchvision.models.mobilenetv3 import MobileNetV3
-    from torchvision.models.resnet import ResNet
-
-    @register_decomposer(ResNet)
-    def _decompose_tv_resnet(model: ResNet) -> Decomposition:
-        blocks: list[tuple[str, nn.Module]] = [
-            ("stem", nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool))
-        ]
-        for li in range(1, 5):
-            for bi, block in enumerate(getattr(model, f"layer{li}")):
-                blocks.append((f"layer{li}.{bi}", block))
-        return Decomposition(blocks, nn.Sequential(model.avgpool, nn.Flatten(1), model.fc))
-
-    @register_decomposer(MobileNetV3)
-    def _decompose_tv_mobilenet(model: MobileNetV3) -> Decomposition:
-        feats = list(model.features)
-        blocks = [("stem", feats[0])] + [(f"features.{i}", m) for i, m in enumerate(feats[1:-1], 1)]
-        head = nn.Sequential(feats[-1], model.avgpool, nn.Flatten(1), *model.classifier)
-        return Decomposition(blocks, head)
-
-    try:
-        from timm.models.efficientnet import EfficientNet
-    except ImportError:  # pragma: no cover - timm is a dependency
-        return
-
-    @register_decomposer(EfficientNet)
-    def _decompose_timm_efficientnet(model: EfficientNet) -> Decomposition:
-        blocks: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(model.conv_stem, model.bn1))]
-        blocks += [(f"blocks.{i}", stage) for i, stage in enumerate(model.blocks)]
-        head = nn.Sequential(
-            model.conv_head, model.bn2, model.global_pool, _Flatten(),
-            nn.Dropout(float(getattr(model, "drop_rate", 0.0))), model.classifier,
-        )  # fmt: skip
-        return Decomposition(blocks, head)
-
-
-class _Flatten(nn.Module):
-    """Flatten after timm's pool when it does not flatten itself (a no-op otherwise)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
-
-
-_register_decomposers()

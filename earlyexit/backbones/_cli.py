@@ -1,4 +1,4 @@
-"""``earlyexit backbones`` and ``earlyexit blocks``: look at the registry and a decomposition."""
+"""``earlyexit backbones`` and ``earlyexit blocks``: the registry, and how a backbone decomposes."""
 
 from __future__ import annotations
 
