@@ -23,7 +23,7 @@ What makes the comparison fair (each one measured on this 2-core machine):
   pass (``niceness``): on a shared machine their wake-ups otherwise wait behind
   other processes, which the emulated dedicated devices would not.
 
-Each hand-off between processes costs the runtime a little (0.24-0.41 ms here,
+Each hand-off between processes costs the runtime a little (0.2-0.3 ms here,
 docs/spec.md "Runtime overhead"): the model charges it when the profile records
 it (``hop_s``: ``profile(..., measure_hops=True)``); a profile without it leaves
 that cost out, and it shows as an intercept and as underestimated fast

@@ -197,7 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--measure-hops",
         action="store_true",
         help="also measure the runtime's cost per hand-off between processes (hop_s, the "
-        "latency model's overhead term) through real tier workers on loopback (~10 s)",
+        "latency model's overhead term) through real tier workers on this machine (~10 s)",
     )
     p.add_argument(
         "--reps", type=int_range(1, 100_000), default=15, help="timed runs per partition"

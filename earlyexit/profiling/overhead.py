@@ -1,4 +1,4 @@
-"""The runtime's own cost per hand-off, measured through real tier workers on loopback.
+"""The runtime's own cost per hand-off, measured through real tier workers on this machine.
 
 The latency model charges every hand-off of a sample between two processes
 (the source application to the first worker, one worker to the next, a worker
@@ -10,8 +10,8 @@ the worker loop, the acknowledgement bookkeeping. That is the per-hop term
 
 How it is measured, honestly: :func:`measure_hop_overhead` deploys chains of
 ``L = 1 .. max_partitions`` real tier workers (:func:`earlyexit.runtime.deploy`,
-one process per partition, loopback, no emulated links, no slowdown) running
-a tiny numpy model (:class:`earlyexit.runtime.synthetic.SyntheticModel`, 8
+one process per partition, Unix sockets or loopback TCP, no emulated links, no
+slowdown) running a tiny numpy model (:class:`earlyexit.runtime.synthetic.SyntheticModel`, 8
 features) with threshold 0, so that every sample makes exactly ``L + 1``
 hand-offs: input, ``L - 1`` forwards, result. It sends samples one at a time
 and takes each sample's end-to-end latency. In this process it then times the
@@ -21,16 +21,17 @@ partition decoding, copying, running and encoding, then decoding the result
 over that in-process time is what the model lacked; a least-squares line of the
 excess against the number of hand-offs ``L + 1``, through the origin (no
 hand-off, no cost), gives the per-hand-off cost ``hop_s``. The free line's
-intercept is reported as well: measured here it is not positive, so a separate
-per-sample cost is not called for (a sample's entry and exit are already two
-hand-offs, the input's and the result's).
+intercept is reported as well: measured here it came out between -0.4 and
++0.4 ms from run to run, with no consistent sign, so a separate per-sample cost
+is not called for (a sample's entry and exit are already two hand-offs, the
+input's and the result's).
 
 Medians, not means, are compared, and the samples are split into rounds of
 which the quietest is kept: on a shared machine a preempted sample, or a burst
 of other work, adds milliseconds that belong to the load of the moment, not to
-the runtime (on the 2-core development machine at load average 12, single
+the runtime (on the 2-core development machine at load average 10-12, single
 estimates ranged from 0.26 to 1.4 ms per hand-off, their quietest rounds from
-0.26 to 0.30 ms).
+0.21 to 0.33 ms, with rare runs of 0.4-0.5 ms when every round was loaded).
 
 Example:
     >>> m = measure_hop_overhead(samples=30, max_partitions=2)  # doctest: +SKIP
@@ -183,8 +184,9 @@ def measure_hop_overhead(
     warmup: int = 20,
     rounds: int = 5,
     niceness: int | None = None,
+    transport: str = "ipc",
 ) -> HopOverhead:
-    """Measure the runtime's per-hand-off cost through real workers on loopback.
+    """Measure the runtime's per-hand-off cost through real workers on this machine.
 
     The timed samples are split into ``rounds`` consecutive rounds; each round
     gives its own estimate (medians of that round), and the quietest round (the
@@ -197,6 +199,10 @@ def measure_hop_overhead(
         warmup: untimed samples sent first through each chain.
         rounds: how many rounds the samples are split into (at least 5 samples each).
         niceness: scheduling niceness of the workers (see :func:`earlyexit.runtime.deploy`).
+        transport: the sockets between the processes, ``"ipc"`` (Unix domain
+            sockets, as :func:`earlyexit.runtime.deploy` and so ``earlyexit
+            validate`` run by default) or ``"tcp"`` (loopback TCP, as ``earlyexit
+            serve`` binds across machines).
 
     Returns:
         A :class:`HopOverhead` (its ``measured_s`` are the kept round's medians).
@@ -227,7 +233,10 @@ def measure_hop_overhead(
         chains = {
             num: stack.enter_context(
                 deploy(
-                    synthetic={"num_partitions": num, **_MODEL}, threshold=0.0, niceness=niceness
+                    synthetic={"num_partitions": num, **_MODEL},
+                    threshold=0.0,
+                    niceness=niceness,
+                    transport=transport,
                 )
             )
             for num in parts
@@ -254,4 +263,4 @@ def measure_hop_overhead(
     (hop_s, slope_s, per_sample_s, r2), measured = min(fits, key=lambda f: f[0][0])
     return HopOverhead(hop_s, slope_s, per_sample_s, r2, parts, hops, tuple(measured),
                        tuple(inproc), samples,
-                       {"rounds_hop_s": [f[0][0] for f in fits]})  # fmt: skip
+                       {"rounds_hop_s": [f[0][0] for f in fits], "transport": transport})  # fmt: skip

@@ -76,6 +76,7 @@ def test_measured_through_real_workers():
     assert m.measured_s[0] < m.measured_s[2]
     assert 0 < m.hop_s < 0.05
     assert len(m.extra["rounds_hop_s"]) == 5 and m.hop_s == min(m.extra["rounds_hop_s"])
+    assert m.extra["transport"] == "ipc"
     # the kept estimate is the free line's and the fit's own arithmetic on the kept round
     excess = np.subtract(m.measured_s, m.in_process_s)
     assert fit_hops(m.hops, excess)[:3] == (m.hop_s, m.slope_s, m.per_sample_s)
