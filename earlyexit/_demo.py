@@ -190,10 +190,11 @@ def _run_demo(
     eval_x, eval_y = test_x[1::2][:samples], test_y[1::2][:samples]
     batches = [(prof_x[i : i + 256], prof_y[i : i + 256]) for i in range(0, len(prof_x), 256)]
 
-    steps("profiling exits, partition times (ONNX Runtime, 1 thread) and serialization")
+    steps("profiling exits, partition times (ONNX Runtime, 1 thread), serialization and hops")
     prof = earlyexit.profile(
         model, batches, DEVICE, threads=1, engine="onnx", gap_s=0.02, reps=8,
         dataset_name="fashion-mnist (embedded test images, even)", progress=not quiet,
+        measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)
     )  # fmt: skip
     prof.save(out / "profile.json")
     plot_profile(prof, out / "profile.png")
