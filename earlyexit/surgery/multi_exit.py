@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -201,18 +201,29 @@ class MultiExitModel(nn.Module):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> MultiExitModel:
+    def from_config(cls, config: dict, create: Callable[..., nn.Module]) -> MultiExitModel:
         """Rebuild a model (random weights) from :attr:`config`.
 
-        ``config["backbone_kwargs"]`` (constructor options such as timm's
-        ``img_size``), when present, are passed to ``backbones.create``.
+        Args:
+            config: what :attr:`config` returned.
+            create: the backbone constructor, ``earlyexit.backbones.create`` (passed in,
+                so that surgery does not depend on the registry that registers into it).
+                ``config["backbone_kwargs"]`` (options such as timm's ``img_size``),
+                when present, are passed to it.
+
+        Returns:
+            The model, with the config's exits and head kind.
 
         Raises:
             ValueError: if the config does not name a registry backbone or used a
                 custom head factory.
-        """
-        from earlyexit import backbones
 
+        Example:
+            >>> from earlyexit import backbones, decompose
+            >>> m = MultiExitModel(decompose(backbones.create("resnet20"))).select_exits([3, 10])
+            >>> MultiExitModel.from_config(m.config, backbones.create).exits
+            (3, 10)
+        """
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
         missing = [k for k in ("backbone", "num_classes", "exits") if k not in config]
@@ -226,7 +237,7 @@ class MultiExitModel(nn.Module):
         kwargs = config.get("backbone_kwargs") or {}
         if not isinstance(kwargs, dict):
             raise ValueError(f"backbone_kwargs must be a mapping, got {type(kwargs).__name__}")
-        backbone = backbones.create(
+        backbone = create(
             config["backbone"],
             num_classes=int(config["num_classes"]),
             in_chans=int(in_chans),

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from earlyexit import backbones
 from earlyexit.surgery.multi_exit import MultiExitModel
 
 __all__ = ["CHECKPOINT_FORMAT", "load", "load_checkpoint_dict", "make_weights_only_safe", "save"]
@@ -196,7 +197,7 @@ def load(path: str | os.PathLike[str]) -> MultiExitModel:
     """
     data = load_checkpoint_dict(path)
     try:
-        model = MultiExitModel.from_config(data["config"])
+        model = MultiExitModel.from_config(data["config"], backbones.create)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: cannot rebuild the model from its config: {err}") from err
     try:

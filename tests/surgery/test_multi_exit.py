@@ -119,9 +119,9 @@ def test_from_config_passes_backbone_kwargs():
         "exits": [3, -1],
         "head": "copy",
     }
-    rebuilt = MultiExitModel.from_config(config).eval()
+    rebuilt = MultiExitModel.from_config(config, backbones.create).eval()
     assert rebuilt.input_shape == (3, 32, 32) and rebuilt.exits[0] == 3
     with torch.no_grad():
         assert [tuple(o.shape) for o in rebuilt(torch.zeros(2, 3, 32, 32))] == [(2, 4), (2, 4)]
     with pytest.raises(ValueError, match="backbone_kwargs must be a mapping"):
-        MultiExitModel.from_config({**config, "backbone_kwargs": [32]})
+        MultiExitModel.from_config({**config, "backbone_kwargs": [32]}, backbones.create)

@@ -121,7 +121,7 @@ def test_head_factories(resnet20):
 
 def test_config_round_trip(resnet20):
     mm = MultiExitModel(decompose(resnet20)).select_exits([2, 7])
-    rebuilt = MultiExitModel.from_config(mm.config)
+    rebuilt = MultiExitModel.from_config(mm.config, backbones.create)
     rebuilt.load_state_dict(mm.state_dict())
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
