@@ -319,13 +319,21 @@ def decompose(
             "num_classes": int(model.earlyexit_num_classes),
             "in_chans": int(model.earlyexit_input_shape[0]),
         }
+        if getattr(model, "earlyexit_kwargs", None):  # options such as timm's img_size
+            source["backbone_kwargs"] = dict(model.earlyexit_kwargs)
+        # how it was cut, when not by default: from_config cuts the rebuilt backbone alike
+        options = {"cut_points": list(cut_points) if cut_points is not None else None,
+                   "granularity": granularity, "max_blocks": max_blocks}  # fmt: skip
+        defaults = {"cut_points": None, "granularity": "block", "max_blocks": None}
+        if options != defaults:
+            source["decomposition"] = options
     decomposer = _find_decomposer(model) if cut_points is None else None
     if decomposer is not None:
         parts = decomposer(copy.deepcopy(model))
         seq = BlockSequence(parts.blocks, parts.classifier, input_shape, source)
         return _merge(seq, max_blocks)
     parts = _fx_decompose(model, input_shape, cut_points, granularity, max_blocks, leaf_modules)
-    return BlockSequence(parts.blocks, parts.classifier, input_shape, None)
+    return BlockSequence(parts.blocks, parts.classifier, input_shape, source)
 
 
 def _merge(seq: BlockSequence, max_blocks: int | None) -> BlockSequence:
@@ -341,7 +349,7 @@ def _merge(seq: BlockSequence, max_blocks: int | None) -> BlockSequence:
         module = seq.blocks[start] if len(group) == 1 else nn.Sequential(*seq.blocks[start:end])
         blocks.append((name, module))
         start = end
-    return BlockSequence(blocks, seq.classifier, seq.input_shape, None)
+    return BlockSequence(blocks, seq.classifier, seq.input_shape, seq.source)
 
 
 # ---------------------------------------------------------------- torch.fx path

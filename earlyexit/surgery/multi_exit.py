@@ -244,7 +244,14 @@ class MultiExitModel(nn.Module):
             **kwargs,
         )
         input_shape = config.get("input_shape")
-        blocks = decompose(backbone, input_shape=input_shape)
+        options = config.get("decomposition") or {}
+        if not isinstance(options, dict) or not set(options) <= {
+            "cut_points", "granularity", "max_blocks"
+        }:  # fmt: skip
+            raise ValueError(
+                f"decomposition must be a mapping of decompose options, got {options!r}"
+            )
+        blocks = decompose(backbone, input_shape=input_shape, **options)
         return cls(
             blocks,
             num_classes=int(config["num_classes"]),

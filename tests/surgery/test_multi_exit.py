@@ -125,3 +125,43 @@ def test_from_config_passes_backbone_kwargs():
         assert [tuple(o.shape) for o in rebuilt(torch.zeros(2, 3, 32, 32))] == [(2, 4), (2, 4)]
     with pytest.raises(ValueError, match="backbone_kwargs must be a mapping"):
         MultiExitModel.from_config({**config, "backbone_kwargs": [32]}, backbones.create)
+
+
+def test_a_model_built_with_options_round_trips_through_its_config():
+    """create(..., img_size=32) is recorded in the config, so from_config rebuilds the same model."""
+    from earlyexit import backbones
+
+    net = backbones.create("timm:vit_tiny_patch16_224", num_classes=4, img_size=32)
+    model = MultiExitModel(decompose(net), num_classes=4).eval()
+    assert model.config["backbone_kwargs"] == {"img_size": 32}
+    rebuilt = MultiExitModel.from_config(model.config, backbones.create).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(model(x), rebuilt(x), strict=True):
+            torch.testing.assert_close(a, b)
+    plain = MultiExitModel(decompose(backbones.create("resnet20")))
+    assert not {"backbone_kwargs", "decomposition"} & set(plain.config)  # digests unchanged
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [("tv:squeezenet1_0", {}), ("tv:squeezenet1_0", {"max_blocks": 3}), ("resnet20", {"max_blocks": 4})],
+)
+def test_any_decomposition_round_trips_through_its_config(name, options):
+    """Models cut by the fx path, or merged with max_blocks, are rebuilt the same way."""
+    from earlyexit import backbones
+
+    kw = {"in_chans": 3} if name.startswith("tv:") else {}
+    shape = (3, 64, 64) if name.startswith("tv:") else None
+    model = MultiExitModel(
+        decompose(backbones.create(name, num_classes=5, **kw), input_shape=shape, **options),
+        num_classes=5,
+    ).eval()
+    rebuilt = MultiExitModel.from_config(model.config, backbones.create).eval()
+    assert rebuilt.num_blocks == model.num_blocks
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(2, *model.input_shape)
+    with torch.no_grad():
+        for a, b in zip(model(x), rebuilt(x), strict=True):
+            torch.testing.assert_close(a, b)
