@@ -46,7 +46,7 @@ def topology(m: int) -> Topology:
 
 
 def plain_brute_force(cm: CostModel, min_accuracy: float) -> tuple[float, tuple]:
-    """PORTEND's optimizer: evaluate every (T, P, D) from scratch with SPEC's formulas."""
+    """PORTEND's optimizer: evaluate every (T, P, D) from scratch with the formulas of docs/spec.md."""
     n, m, src = cm.n, cm.m, cm.source
     ct, x, r, acc_b = cm.ct.tolist(), cm.x.tolist(), cm.r.tolist(), cm.acc.tolist()
     best = (float("inf"), ())

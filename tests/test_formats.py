@@ -1,4 +1,4 @@
-"""The SPEC files as dataclasses: round trips, schema checks, clear errors, atomic writes."""
+"""The files of docs/spec.md as dataclasses: round trips, schema checks, clear errors, atomic writes."""
 
 from __future__ import annotations
 

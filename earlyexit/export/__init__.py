@@ -3,7 +3,7 @@
 ``export_bundle(model, plan, out_dir)`` slices the model per the plan
 (:func:`earlyexit.surgery.slicing.slice`), writes one file per partition and
 format, checks every file and the chained early exit against the eager model,
-and only then writes ``manifest.json`` (SPEC.md, *Bundle*). The command line is
+and only then writes ``manifest.json`` (docs/spec.md, *Bundle*). The command line is
 ``earlyexit export``. Names load lazily (PEP 562), so the command line starts
 without importing torch.
 

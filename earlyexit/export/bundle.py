@@ -1,6 +1,6 @@
 """``export_bundle``: a plan's partitions as verified ONNX / TorchScript / torch.export files.
 
-The bundle (SPEC.md, *Bundle*) is written into a temporary sibling directory;
+The bundle (docs/spec.md, *Bundle*) is written into a temporary sibling directory;
 every file is loaded back and checked against the eager model, the partitions
 are chained with early exit and compared with ``MultiExitModel.predict`` on the
 verification samples, and only then is ``manifest.json`` written and the

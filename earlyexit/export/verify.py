@@ -1,6 +1,6 @@
 """Checks of exported partitions against the eager model, before a manifest is written.
 
-Two checks (issue 6, SPEC *Bundle*):
+Two checks (issue 6, docs/spec.md *Bundle*):
 
 * every file, loaded back (onnxruntime, ``torch.jit.load``, ``torch.export.load``),
   computes what the eager partition computes: at fp32 every output satisfies

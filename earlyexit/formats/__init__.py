@@ -1,4 +1,4 @@
-"""The files of ``SPEC.md`` as typed dataclasses: Profile, Topology, Plan, Manifest.
+"""The files of ``docs/spec.md`` as typed dataclasses: Profile, Topology, Plan, Manifest.
 
 Every class has ``from_dict`` / ``to_dict``, ``load(path)`` / ``save(path)`` and
 checks the ``schema`` string and every field, raising ``ValueError`` or
@@ -8,12 +8,12 @@ atomic: a temporary file in the target directory, then ``os.replace``.
 Profiles, plans and manifests are JSON; topologies are YAML (JSON is accepted
 too, YAML being a superset).
 
-Indexing: SPEC numbers blocks 1..N. In memory, arrays are 0-based:
+Indexing: docs/spec.md numbers blocks 1..N. In memory, arrays are 0-based:
 ``Profile.exit_rate[t, i]`` is ER of branch ``i + 1`` at ``thresholds[t]``;
 ``DeviceProfile.partition_time_s[a, b]`` is the time of blocks ``a + 1 .. b + 1``
 (upper triangle, ``a <= b``; the lower triangle is NaN in memory and ``null`` in
 JSON); ``serialize_s[i]`` is the time for the output of block ``i`` with index 0
-the model input, exactly as in SPEC.
+the model input, exactly as in docs/spec.md.
 
 This package imports nothing else of ``earlyexit``: only the standard library,
 numpy and (for YAML) pyyaml.

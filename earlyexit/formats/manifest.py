@@ -66,7 +66,7 @@ class ManifestPartition:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A bundle's ``manifest.json`` (SPEC ``earlyexit.bundle/1``).
+    """A bundle's ``manifest.json`` (docs/spec.md ``earlyexit.bundle/1``).
 
     Example:
         >>> from earlyexit.formats import Estimate, PartitionPlan, Plan

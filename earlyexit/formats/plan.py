@@ -36,7 +36,7 @@ class PartitionPlan:
     tier_name: str
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping."""
+        """The mapping of docs/spec.md."""
         return {"first_block": self.first_block, "last_block": self.last_block,
                 "tier": self.tier, "tier_name": self.tier_name}
 
@@ -51,7 +51,7 @@ class Estimate:
     breakdown_s: Mapping[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping (``breakdown_s.overhead`` only when the breakdown has it)."""
+        """The mapping of docs/spec.md (``breakdown_s.overhead`` only when the breakdown has it)."""
         keys = BREAKDOWN_KEYS + tuple(k for k in BREAKDOWN_OPTIONAL_KEYS if k in self.breakdown_s)
         return {"latency_s": float(self.latency_s), "accuracy": float(self.accuracy),
                 "exit_fractions": [float(e) for e in self.exit_fractions],
@@ -59,7 +59,7 @@ class Estimate:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "plan.estimate") -> Estimate:
-        """Build from a SPEC mapping."""
+        """Build from a mapping as in docs/spec.md."""
         if not isinstance(data, Mapping):
             raise TypeError(f"{name}: expected a mapping")
         bd = _req(data, "breakdown_s", name)
@@ -82,7 +82,7 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Plan:
-    """A deployment plan (SPEC ``earlyexit.plan/1``).
+    """A deployment plan (docs/spec.md ``earlyexit.plan/1``).
 
     Attributes:
         threshold: the exit threshold T.
@@ -155,7 +155,7 @@ class Plan:
         return tuple(p.tier for p in self.partitions)
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping."""
+        """The mapping of docs/spec.md."""
         return {
             "schema": PLAN_SCHEMA,
             "threshold": float(self.threshold),
@@ -171,7 +171,7 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
-        """Build from a SPEC mapping, checking the schema and every field."""
+        """Build from a mapping as in docs/spec.md, checking the schema and every field."""
         w = "plan"
         _check_schema(data, PLAN_SCHEMA, w)
         parts_raw = _req(data, "partitions", w)

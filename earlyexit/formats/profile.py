@@ -30,7 +30,7 @@ __all__ = ["DeviceProfile", "ProfileSamples", "Profile"]
 
 @dataclass(eq=False)
 class DeviceProfile:
-    """Timings of one device (SPEC ``profile.devices[name]``).
+    """Timings of one device (docs/spec.md ``profile.devices[name]``).
 
     Attributes:
         partition_time_s: N x N; ``[a, b]`` (0-based) is the time of blocks
@@ -69,7 +69,7 @@ class DeviceProfile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
-        """Build from a SPEC mapping; ``name`` prefixes error messages."""
+        """Build from a mapping as in docs/spec.md; ``name`` prefixes error messages."""
         if not isinstance(data, Mapping):
             raise TypeError(f"{name}: expected a mapping, got {type(data).__name__}")
         n = num_blocks
@@ -95,7 +95,7 @@ class DeviceProfile:
         return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop)
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
+        """The mapping of docs/spec.md (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
         out = {
             **self.extra,
             "partition_time_s": _tolist(self.partition_time_s),
@@ -141,13 +141,13 @@ class ProfileSamples:
         return int(self.entropy.shape[1])
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping (``correct`` as 0/1 integers)."""
+        """The mapping of docs/spec.md (``correct`` as 0/1 integers)."""
         return {"entropy": self.entropy.tolist(), "correct": self.correct.astype(int).tolist()}
 
 
 @dataclass(eq=False)
 class Profile:
-    """A model+dataset profile (SPEC ``earlyexit.profile/1``).
+    """A model+dataset profile (docs/spec.md ``earlyexit.profile/1``).
 
     Arrays are numpy and 0-based (see the module docstring). Unknown top-level
     fields are kept in ``extra`` and written back.
@@ -222,7 +222,7 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
-        """Build from a SPEC mapping, checking the schema and every field."""
+        """Build from a mapping as in docs/spec.md, checking the schema and every field."""
         w = "profile"
         _check_schema(data, PROFILE_SCHEMA, w)
         n = _int(_req(data, "num_blocks", w), f"{w}.num_blocks", 1)
@@ -250,7 +250,7 @@ class Profile:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping (JSON-compatible)."""
+        """The mapping of docs/spec.md (JSON-compatible)."""
         out: dict[str, Any] = {
             "schema": PROFILE_SCHEMA,
             **self.extra,

@@ -51,7 +51,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Topology:
-    """A tiered network (SPEC ``earlyexit.topology/1``).
+    """A tiered network (docs/spec.md ``earlyexit.topology/1``).
 
     Example:
         >>> t = Topology(tiers=(Tier("edge", "pi"), Tier("cloud", "gpu", 0.5)),
@@ -105,7 +105,7 @@ class Topology:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Topology:
-        """Build from a SPEC mapping, checking the schema and every field."""
+        """Build from a mapping as in docs/spec.md, checking the schema and every field."""
         w = "topology"
         _check_schema(data, TOPOLOGY_SCHEMA, w)
         tiers_raw = _req(data, "tiers", w)
@@ -150,7 +150,7 @@ class Topology:
                    name=str(data.get("name", "")), description=str(data.get("description", "")))
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC mapping."""
+        """The mapping of docs/spec.md."""
         out: dict[str, Any] = {"schema": TOPOLOGY_SCHEMA}
         if self.name:
             out["name"] = self.name

@@ -1,4 +1,4 @@
-"""The planner: SPEC's performance model, an exact fast search, Pareto frontiers,
+"""The planner: the performance model of docs/spec.md, an exact fast search, Pareto frontiers,
 baselines and what-if studies. numpy only: it never imports torch.
 
 Example:

@@ -307,7 +307,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "plan",
         help="choose threshold, partitions and tiers (PORTEND P_lat / P_acc)",
-        description="Find the optimal configuration of SPEC's model.",
+        description="Find the optimal configuration of the model of docs/spec.md.",
     )
     _common(p)
     _bounds(p)

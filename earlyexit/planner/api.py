@@ -103,7 +103,7 @@ def plan(
     """The optimal plan: P_lat (``min_accuracy``) or P_acc (``max_latency``).
 
     With neither bound it minimizes latency without constraint. The optimum is
-    exact for SPEC's model (see :mod:`earlyexit.planner.search`). Ties break
+    exact for the model of docs/spec.md (see :mod:`earlyexit.planner.search`). Ties break
     toward higher accuracy (P_lat) or lower latency (P_acc), then fewer
     partitions, then lower tiers (lexicographic on the tier tuple), then
     earlier cut points, then the lower threshold.

@@ -1,4 +1,4 @@
-"""The two estimators of SPEC: exit fractions E_k, stay fractions S_k and accuracy.
+"""The two estimators of docs/spec.md: exit fractions E_k, stay fractions S_k and accuracy.
 
 - ``portend`` is the paper's, exactly: E_1 = ER_{P_1}; E_k = ER_{P_k} - ER_{P_{k-1}}
   (1 < k < L); E_L = 1 - sum_{a<L} E_a; S_k = 1 - sum_{a<=k} E_a;
@@ -7,7 +7,7 @@
 - ``exact`` replays the per-sample record: a sample exits at the first used
   branch whose entropy is < T, the last used branch otherwise.
 
-Cut points ``cuts`` are SPEC's P, 1-based last blocks, strictly increasing.
+Cut points ``cuts`` are docs/spec.md's P, 1-based last blocks, strictly increasing.
 A threshold of 0 means no early exit (entropies are >= 0), even when the
 profile does not list T = 0.
 
@@ -106,7 +106,7 @@ def check_cuts(cuts: Sequence[int], num_blocks: int) -> list[int]:
 def portend_fractions(
     exit_rate: np.ndarray, cuts: Sequence[int]
 ) -> tuple[list[float], list[float]]:
-    """PORTEND's E_k and S_k, exactly as SPEC writes them (no clamping).
+    """PORTEND's E_k and S_k, exactly as docs/spec.md writes them (no clamping).
 
     Args:
         exit_rate: ER_i^T for i = 1..N at one threshold (0-based array of N).

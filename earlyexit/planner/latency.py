@@ -49,7 +49,7 @@ def path_links(a: int, b: int) -> range:
 
 
 class CostModel:
-    """Every cost term of SPEC's latency model for one (profile, topology) pair.
+    """Every cost term of docs/spec.md's latency model for one (profile, topology) pair.
 
     Arrays (M tiers, N blocks, index 0 of a block axis = the model input):
         ct[w, b, c]: compute time of blocks b+1..c on tier w (inf unless b < c).

@@ -1,4 +1,4 @@
-"""Exact and fast search of SPEC's optimization problems (P_lat, P_acc, Pareto).
+"""Exact and fast search of the optimization problems of docs/spec.md (P_lat, P_acc, Pareto).
 
 Algorithm (``portend`` estimator): a Pareto-label dynamic program.
 
@@ -34,7 +34,7 @@ cannot change the answer:
 These are valid lower/upper bounds (Lagrangian weak duality on a relaxation:
 for any lambda >= 0 and any completion reaching accuracy ``need``, its latency
 is at least ``H_lambda + lambda * need``), so the result is the true optimum
-of SPEC's model; the property tests compare it with
+of the model of docs/spec.md; the property tests compare it with
 :mod:`earlyexit.planner.bruteforce` on random small problems.
 
 What makes P_lat fast (ResNet-110 scale, N=55, M=3: a few ms):
@@ -122,7 +122,7 @@ class Candidate:
     """One configuration with its estimated objectives.
 
     Attributes:
-        latency / accuracy: SPEC's estimates (as summed by the search).
+        latency / accuracy: the estimates of docs/spec.md (as summed by the search).
         threshold_index: index into ``profile.thresholds``.
         threshold: T.
         cuts: P (1-based last blocks).
@@ -845,7 +845,7 @@ def _exact_candidates(
     ) -> np.ndarray:
         """Prefixes (that continue) whose every completion might still be (a tie of) the optimum.
 
-        Lower bound on the latency: SPEC's terms of the prefix's partitions with their
+        Lower bound on the latency: the terms of docs/spec.md of the prefix's partitions with their
         exact fractions (all >= 0 with this estimator), the cheapest placement, plus the
         cheapest continuation for the samples still running. Upper bound on the accuracy:
         every running sample counted right if any later branch gets it right.
@@ -988,7 +988,7 @@ else:  # pragma: no cover - numpy 1.26
 def _place(
     cm: CostModel, seqs: np.ndarray, e: np.ndarray, acc: np.ndarray, places: np.ndarray, ti_pos: int
 ) -> _Labels:
-    """Latency of every (cut sequence, placement), SPEC's formula, keep the fastest per sequence."""
+    """Latency of every (cut sequence, placement), the formula of docs/spec.md, keep the fastest per sequence."""
     n_seq, L = seqs.shape
     ct, x, r, src = cm.ct, cm.x, cm.r, cm.source
     s = 1.0 - np.cumsum(e, 1)

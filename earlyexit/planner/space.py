@@ -1,4 +1,4 @@
-"""The search space of SPEC's optimization and the user hints that restrict it.
+"""The search space of the optimization of docs/spec.md and the user hints that restrict it.
 
 Hints (keyword arguments of :func:`earlyexit.plan` and :func:`earlyexit.pareto`):
 

@@ -3,7 +3,7 @@
 Built-ins ship as YAML next to this module (``topologies/*.yaml``):
 ``portend-aws`` (PORTEND's 3-tier AWS setup), ``mobile`` and ``iot`` (EdgeSys
 2022). ``resolve_topology`` accepts a :class:`~earlyexit.formats.Topology`, a
-built-in name, a path to a YAML file or a SPEC mapping.
+built-in name, a path to a YAML file or a mapping as in docs/spec.md.
 
 Example:
     >>> from earlyexit.planner import resolve_topology
@@ -72,7 +72,7 @@ def load_builtin_topology(name: str) -> Topology:
 
 
 def resolve_topology(topology: Topology | str | os.PathLike[str] | Mapping[str, Any]) -> Topology:
-    """Return a Topology from an object, a built-in name, a YAML path or a SPEC mapping.
+    """Return a Topology from an object, a built-in name, a YAML path or a mapping as in docs/spec.md.
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -101,7 +101,7 @@ def resolve_topology(topology: Topology | str | os.PathLike[str] | Mapping[str, 
 
 
 def resolve_profile(profile: Profile | str | os.PathLike[str] | Mapping[str, Any]) -> Profile:
-    """Return a Profile from an object, a JSON path or a SPEC mapping.
+    """Return a Profile from an object, a JSON path or a mapping as in docs/spec.md.
 
     Example:
         >>> from earlyexit.planner.synthetic import synthetic_profile

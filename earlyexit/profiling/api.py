@@ -1,4 +1,4 @@
-"""``earlyexit.profile``: one call from a checkpoint and data to a SPEC profile."""
+"""``earlyexit.profile``: one call from a checkpoint and data to a profile (docs/spec.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Accuracy, exit rates and calibration of every exit on the profiling split.
 
 For a full-configuration model (an exit after every block) this computes, per
-SPEC.md: ``A_i`` (every sample forced through branch i), ``ER_i^T`` (the
+docs/spec.md: ``A_i`` (every sample forced through branch i), ``ER_i^T`` (the
 fraction of all samples whose normalized entropy at branch i is below T, each
 branch tested alone), and the per-sample record (entropy and correctness, N x S)
 that the ``exact`` estimator replays. Optional calibration fits one softmax

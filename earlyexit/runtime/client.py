@@ -1,7 +1,7 @@
 """The client: submits inputs at the source tier and collects results at the destination.
 
 The client is the source application and the destination consumer of
-``SPEC.md``: it serializes each input and sends it (over the emulated links
+``docs/spec.md``: it serializes each input and sends it (over the emulated links
 if the first partition is on another tier), and it deserializes the results
 that workers send to its results address. Per sample it measures the
 end-to-end latency, from the input being available (before serialization) to

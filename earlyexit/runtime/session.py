@@ -1,7 +1,7 @@
 """Run an exported bundle with ONNX Runtime, with per-sample early exit. No torch.
 
 A :class:`BundleSession` opens one ONNX Runtime session per partition of a
-bundle written by ``earlyexit export`` (SPEC.md, *Bundle*). Partition ``k``
+bundle written by ``earlyexit export`` (docs/spec.md, *Bundle*). Partition ``k``
 (0-based here; the manifest numbers them from 1) takes the incoming tensor and
 returns ``(logits, entropy, features)``; the last partition returns no
 features. :meth:`BundleSession.predict` chains them in one process: after each

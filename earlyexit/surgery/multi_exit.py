@@ -27,7 +27,7 @@ def normalized_entropy(
 ) -> torch.Tensor:
     """Normalized entropy of ``softmax(logits / temperature)`` over the last axis.
 
-    ``eta(x) = -sum_c x_c log x_c / log |C|``, in [0, 1] (SPEC.md).
+    ``eta(x) = -sum_c x_c log x_c / log |C|``, in [0, 1] (docs/spec.md).
 
     Args:
         logits: ``[..., C]`` with ``C >= 2``.

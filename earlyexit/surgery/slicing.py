@@ -1,7 +1,7 @@
 """Slicing a multi-exit model into partitions, one per plan partition.
 
 Partition ``k`` holds blocks ``P_{k-1}+1 .. P_k`` and the exit branch after
-block ``P_k`` (SPEC.md, *Indexing*). Its ``forward`` takes the tensor coming in
+block ``P_k`` (docs/spec.md, *Indexing*). Its ``forward`` takes the tensor coming in
 (the model input for the first partition, the previous partition's features
 otherwise) and returns the exit's logits, the normalized entropy of
 ``softmax(logits / t)`` with that exit's temperature ``t``, and, for every

@@ -51,7 +51,7 @@ def exits_from_plan(plan: str | Path | dict[str, Any]) -> list[int]:
     """The exits a plan uses: the ``last_block`` of each of its partitions.
 
     Args:
-        plan: a plan JSON file (SPEC ``earlyexit.plan/1``) or its mapping.
+        plan: a plan JSON file (docs/spec.md ``earlyexit.plan/1``) or its mapping.
 
     Returns:
         Strictly increasing 1-based block numbers.

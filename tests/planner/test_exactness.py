@@ -1,4 +1,4 @@
-"""The fast search returns the true optimum of SPEC's model: compared with plain brute force."""
+"""The fast search returns the true optimum of the model of docs/spec.md: compared with plain brute force."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_hints_match_brute_force(problem, estimator, bound, data):
 @settings(max_examples=60, deadline=None)
 @given(problems(), st.sampled_from(["portend", "exact"]), st.data())
 def test_brute_force_agrees_with_evaluate(problem, estimator, data):
-    """The reference itself: its numbers are those of ``evaluate`` (SPEC's formulas)."""
+    """The reference itself: its numbers are those of ``evaluate`` (the formulas of docs/spec.md)."""
     profile, topo = problem
     cm = CostModel(profile, topo)
     lats, accs, keys = brute_force_candidates(cm, make_space(cm), estimator)
