@@ -55,6 +55,7 @@ def test_plan_exits_and_pairs_agree(model, plan):
     assert isinstance(plan, Plan)
 
 
+@pytest.mark.torchscript
 def test_partition_traces_without_branches(model, plan, verify_data):
     part = slice(model, plan)[0]
     x = verify_data[0][:4]

@@ -71,6 +71,7 @@ def test_bundle_over_emulated_links_matches_one_process(bundle):
     assert far and min(far) > 0.020  # two hops out and two back: 4 x 5 ms of propagation
 
 
+@pytest.mark.torchscript
 def test_torchscript_fallback_matches_onnx(bundle):
     """`serve --engine torchscript` runs the same partitions from their TorchScript files."""
     from earlyexit.runtime.session import BundleSession

@@ -18,6 +18,8 @@ from torch import nn
 from earlyexit import decompose, list_cut_points
 from earlyexit.surgery import BlockSequence, register_leaf_module
 
+pytestmark = pytest.mark.fx
+
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 

@@ -6,6 +6,8 @@ from torch import nn
 
 from earlyexit import MultiExitModel, backbones, decompose, list_cut_points
 
+pytestmark = pytest.mark.fx
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
