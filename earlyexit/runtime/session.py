@@ -138,6 +138,8 @@ class BundleSession:
             :func:`session_options`).
         manifest: use this manifest instead of reading ``manifest.json`` (the
             exporter verifies a bundle before it writes its manifest).
+        partitions: load only these partitions (0-based; default all): a tier
+            needs, and checks, only its own file, so a host can hold just that one.
 
     Raises:
         FileNotFoundError: if the manifest or a partition file is missing.
@@ -158,6 +160,7 @@ class BundleSession:
         intra_op_threads: int = 1,
         *,
         manifest: Manifest | None = None,
+        partitions: Sequence[int] | None = None,
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
         if manifest is None:
@@ -169,11 +172,24 @@ class BundleSession:
         key = precision_file_key(precision)
         self.providers = self._pick_providers(providers)
         opts = session_options(intra_op_threads)
-        self._sessions: list[ort.InferenceSession] = []
+        n = len(manifest.partitions)
+        wanted = set(range(n)) if partitions is None else set(partitions)
+        if not wanted or not all(type(k) is int and 0 <= k < n for k in wanted):
+            raise ValueError(
+                f"partitions must be indices in 0..{n - 1} (this bundle's), got {partitions!r}"
+            )
+        self._sessions: list[ort.InferenceSession | None] = []
         self._input_names: list[str] = []
         self._input_shapes: list[tuple[int | None, ...]] = []
         self._has_features: list[bool] = []
         for k, part in enumerate(manifest.partitions):
+            shape = tuple(part.input_shape) or tuple(manifest.input_shape)
+            self._input_shapes.append(tuple(None if s is None else int(s) for s in shape))
+            if k not in wanted:  # another tier's partition: not read, not needed here
+                self._sessions.append(None)
+                self._input_names.append("")
+                self._has_features.append(k < n - 1)
+                continue
             name = part.files.get(key)
             if name is None:
                 have = sorted(p for p, f in _FILE_KEYS.items() if f in part.files)
@@ -196,8 +212,6 @@ class BundleSession:
                 ) from err
             self._sessions.append(sess)
             self._input_names.append(sess.get_inputs()[0].name)
-            shape = tuple(part.input_shape) or tuple(manifest.input_shape)
-            self._input_shapes.append(tuple(None if s is None else int(s) for s in shape))
             self._has_features.append(len(sess.get_outputs()) >= 3)
         self._exit_blocks = np.array([p.last_block for p in manifest.plan.partitions], np.int64)
 
@@ -256,6 +270,9 @@ class BundleSession:
                 f"partition index {k} is out of range; this bundle has partitions "
                 f"0..{self.num_partitions - 1}"
             )
+        if self._sessions[k] is None:
+            loaded = [i for i, sess in enumerate(self._sessions) if sess is not None]
+            raise ValueError(f"partition {k} was not loaded (partitions={loaded})")
         if not isinstance(x, np.ndarray):
             if type(x).__module__.startswith("torch"):
                 raise TypeError("expected a numpy array; convert a torch tensor with .numpy()")
@@ -317,6 +334,12 @@ class BundleSession:
         Raises:
             TypeError, ValueError: for a bad input or threshold.
         """
+        missing = [k for k, sess in enumerate(self._sessions) if sess is None]
+        if missing:
+            raise ValueError(
+                f"predict chains every partition; this session did not load {missing} "
+                "(open it without partitions=)"
+            )
         if threshold is None:
             threshold = self.threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):

@@ -125,15 +125,14 @@ def make_runner(spec: dict[str, Any]) -> PartitionRunner:
     if kind == "bundle":
         from earlyexit.runtime.session import BundleSession
 
+        k = int(spec["partition"])
         session = BundleSession(
             spec["path"],
             precision=spec.get("precision", "fp32"),
             providers=spec.get("providers"),
             intra_op_threads=int(spec.get("intra_op_threads", 1)),
+            partitions=[k],  # a tier reads, checks and loads only its own file
         )
-        k = int(spec["partition"])
-        if not 0 <= k < session.num_partitions:
-            raise ValueError(f"partition {k} out of range 0..{session.num_partitions - 1}")
         shape = session.manifest.partitions[k].input_shape
         if all(isinstance(s, int) for s in shape[1:]):
             # warm up before the first sample: ONNX Runtime allocates and picks

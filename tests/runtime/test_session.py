@@ -193,3 +193,26 @@ def test_session_refuses_an_altered_file_before_loading_it(setup, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="ONNX Runtime cannot load"):
         BundleSession(copy)
+
+
+def test_a_tier_loads_only_its_own_partition(setup, tmp_path):
+    """partitions=[k] reads and checks only partition k's file: a host may hold just that one."""
+    import shutil
+
+    _, _, out, x = setup
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for name in ("partition_1.onnx", "partition_3.onnx"):
+        (copy / name).unlink()  # another tier's files: absent on this host
+    full, mine = BundleSession(out), BundleSession(copy, partitions=[1])
+    h = full.run_partition(0, x[:8].numpy())[2]
+    for a, b in zip(mine.run_partition(1, h), full.run_partition(1, h), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="partition 0 was not loaded"):
+        mine.run_partition(0, x[:8].numpy())
+    with pytest.raises(ValueError, match="did not load"):
+        mine.predict(x[:8].numpy())
+    with pytest.raises(FileNotFoundError):
+        BundleSession(copy)  # all partitions: the missing files are named
+    with pytest.raises(ValueError, match="partitions must be indices"):
+        BundleSession(copy, partitions=[3])
