@@ -16,8 +16,8 @@ Conventions for code blocks in ``docs/*.md`` (also in ``docs/contributing-docs.m
   name) are written to that file in the page's directory before the following
   blocks run, so an example can read the configuration shown above it. Other
   ``yaml``/``json`` blocks and ``text`` blocks (outputs) are not run.
-- Pages in ``SLOW_PAGES`` (training, profiling, export, deployment: they run
-  Lightning, time partitions, export ONNX files or start processes) are
+- Pages in ``SLOW_PAGES`` (training, profiling, export, deployment, decompose:
+  they run Lightning, time partitions, export ONNX files or start processes) are
   marked ``slow``; the others together stay well under a minute.
 """
 
@@ -39,7 +39,7 @@ DOCS = ROOT / "docs"
 PAGES = sorted(
     p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if "_hooks" not in p.parts
 )
-SLOW_PAGES = {"training.md", "profiling.md", "export.md", "deployment.md"}
+SLOW_PAGES = {"training.md", "profiling.md", "export.md", "deployment.md", "decompose.md"}
 LANGUAGES = {"python", "bash", "text", "yaml", "json"}
 FENCE = re.compile(
     r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$",
