@@ -29,8 +29,7 @@ def _bench():
 
 
 # a ViT, a Swin, EfficientNet-Lite (an early ``size(0)``), a LeViT (attention-bias caches),
-# a ConvNeXt, a RegNet, an EfficientNet and classic torchvision CNNs. timm's Swin
-# (swin_tiny_patch4_window7_224) still fails to decompose, so torchvision's stands in.
+# a ConvNeXt, a RegNet, an EfficientNet and classic torchvision CNNs
 MODELS = [
     "timm:vit_tiny_patch16_224",
     "timm:efficientnet_lite0",
@@ -38,7 +37,7 @@ MODELS = [
     "timm:levit_128s",
     "timm:convnext_atto",
     "timm:regnetx_002",
-    "tv:swin_t",
+    "timm:swin_tiny_patch4_window7_224",
     "tv:resnet18",
     "tv:mobilenet_v3_small",
     "tv:squeezenet1_0",
