@@ -333,7 +333,42 @@ def decompose(
         seq = BlockSequence(parts.blocks, parts.classifier, input_shape, source)
         return _merge(seq, max_blocks)
     parts = _fx_decompose(model, input_shape, cut_points, granularity, max_blocks, leaf_modules)
-    return BlockSequence(parts.blocks, parts.classifier, input_shape, source)
+    seq = BlockSequence(parts.blocks, parts.classifier, input_shape, source)
+    return _join_constant_class_tokens(seq) if cut_points is None else seq
+
+
+def _join_constant_class_tokens(seq: BlockSequence) -> BlockSequence:
+    """Join a block to the next when its output's first token is the same for every input.
+
+    A ViT's patch embedding prepends a learned class token that no input has
+    touched yet: an exit there, reading that token as the model's head does,
+    would answer the same for every sample. Such a block ends no default block.
+    """
+    if len(seq) < 2:
+        return seq
+    x = torch.randn(2, *seq.input_shape, generator=torch.Generator().manual_seed(0))
+    modes = [m.training for m in seq.modules()]
+    seq.eval()
+    ends = []
+    try:
+        with torch.no_grad():
+            h = x
+            for i, block in enumerate(seq.blocks[:-1]):
+                h = block(h)
+                if not (h.ndim == 3 and torch.equal(h[0, 0], h[1, 0])):
+                    ends.append(i)
+    finally:
+        for m, mode in zip(seq.modules(), modes, strict=True):
+            m.training = mode
+    ends.append(len(seq) - 1)
+    if len(ends) == len(seq):
+        return seq
+    blocks, start = [], 0
+    for end in ends:
+        group = list(seq.blocks[start : end + 1])
+        blocks.append((seq.names[end], group[0] if len(group) == 1 else nn.Sequential(*group)))
+        start = end + 1
+    return BlockSequence(blocks, seq.classifier, seq.input_shape, seq.source)
 
 
 def _merge(seq: BlockSequence, max_blocks: int | None) -> BlockSequence:

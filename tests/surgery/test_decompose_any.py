@@ -273,3 +273,14 @@ def test_input_rank_and_sizes_are_constants_when_needed():
     assert seq.names == ["a", "b"]
     with pytest.raises(ValueError, match="divisible by 4"):
         decompose(SizeChecked(), (3, 8, 6))
+
+
+def test_vit_first_exit_reads_an_input_dependent_class_token():
+    """The patch embedding alone ends no block: its class token is the same for every input."""
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=32)
+    seq = decompose(model).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        first = seq.blocks[0](x)
+    assert not torch.equal(first[0, 0], first[1, 0])
+    assert len(seq) == 12  # every transformer block; the embedding joined the first
