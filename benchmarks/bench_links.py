@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
-import zmq
-
-from earlyexit.runtime.link import DirectedLink, RouteSender
+from earlyexit.runtime.link import time_through_links
 
 # (name, hops [(Mb/s, propagation ms)], message bytes, MTU, ideal seconds)
 CASES = [
@@ -31,32 +28,6 @@ CASES = [
 ]  # fmt: skip
 
 
-def time_message(hops: list[tuple[float, float]], size: int, mtu: int) -> float:
-    """Seconds from sending ``size`` bytes through in-process links to receiving them."""
-    ctx = zmq.Context()
-    links = [
-        DirectedLink(ctx, "tcp://127.0.0.1:*", bw, prop, mtu, name=f"l{j}").start()
-        for j, (bw, prop) in enumerate(hops)
-    ]
-    sink = ctx.socket(zmq.PULL)
-    port = sink.bind_to_random_port("tcp://127.0.0.1")
-    sender = RouteSender(ctx)
-    try:
-        payload = b"x" * size
-        t0 = time.perf_counter()
-        if not sender.send([lk.address for lk in links] + [f"tcp://127.0.0.1:{port}"], payload):
-            raise RuntimeError("the first link did not accept the message")
-        if not sink.poll(10_000) or sink.recv() != payload:
-            raise RuntimeError("the message did not arrive intact within 10 s")
-        return time.perf_counter() - t0
-    finally:
-        sender.close()
-        sink.close(linger=0)
-        for lk in links:
-            lk.stop()
-        ctx.term()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="messages per case (median)")
@@ -66,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reps must be >= 1")
     rows = []
     for name, hops, size, mtu, ideal in CASES:
-        times = [time_message(hops, size, mtu) for _ in range(args.reps)]
+        times = time_through_links(hops, [size] * args.reps, mtu)
         median = statistics.median(times)
         rows.append({"case": name, "ideal_s": ideal, "median_s": median,
                      "min_s": min(times), "ratio": median / ideal})  # fmt: skip

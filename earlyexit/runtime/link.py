@@ -68,7 +68,7 @@ from typing import Any
 
 import zmq
 
-__all__ = ["DirectedLink", "RouteSender", "send_routed", "run_links", "main"]
+__all__ = ["DirectedLink", "RouteSender", "send_routed", "run_links", "time_through_links", "main"]
 
 log = logging.getLogger("earlyexit.runtime.link")
 
@@ -399,6 +399,58 @@ class DirectedLink:
         except zmq.Again:
             return False
         return True
+
+
+def time_through_links(
+    hops: Sequence[tuple[float, float]], sizes: Sequence[int], mtu: int = 1500
+) -> list[float]:
+    """Send messages of ``sizes`` bytes through in-process emulated links, one at a time.
+
+    Args:
+        hops: ``(bandwidth_mbps, propagation_ms)`` of each link, in order.
+        sizes: message sizes in bytes.
+        mtu: fragment size of every link.
+
+    Returns:
+        Seconds from each send to its arrival after the last link.
+
+    Raises:
+        RuntimeError: if a message is not accepted, does not arrive within 10 s, or
+            arrives altered (the bytes are checked).
+
+    Example:
+        >>> [t >= 0.010 for t in time_through_links([(100.0, 10.0)], [1000])]
+        [True]
+    """
+    ctx = zmq.Context()
+    links = [
+        DirectedLink(ctx, "tcp://127.0.0.1:*", bw, prop, mtu, name=f"l{j}").start()
+        for j, (bw, prop) in enumerate(hops)
+    ]
+    sink = ctx.socket(zmq.PULL)
+    port = sink.bind_to_random_port("tcp://127.0.0.1")
+    sender = RouteSender(ctx)
+    route = [lk.address for lk in links] + [f"tcp://127.0.0.1:{port}"]
+    try:
+        out = []
+        for size in sizes:
+            payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            t0 = time.perf_counter()
+            if not sender.send(route, payload):
+                raise RuntimeError("the first link did not accept the message")
+            if not sink.poll(10_000):
+                raise RuntimeError(f"a message of {size} bytes did not arrive within 10 s")
+            got = sink.recv()
+            out.append(time.perf_counter() - t0)
+            if got != payload:  # real bytes, reassembled in order
+                raise RuntimeError(f"a message of {size} bytes arrived altered")
+        return out
+    finally:
+        sender.close()
+        sink.close(linger=0)
+        for lk in links:
+            lk.stop()
+        ctx.term()
 
 
 def run_links(

@@ -15,7 +15,7 @@ import zmq
 from earlyexit.formats import Link, Tier, Topology
 from earlyexit.runtime.client import Client
 from earlyexit.runtime.deployment import deploy, route
-from earlyexit.runtime.link import DirectedLink, RouteSender
+from earlyexit.runtime.link import DirectedLink, RouteSender, time_through_links
 from earlyexit.runtime.synthetic import SyntheticModel
 from earlyexit.runtime.wire import encode
 from earlyexit.runtime.worker import Worker, make_runner
@@ -80,35 +80,6 @@ def test_routes_follow_links_in_both_directions():
 # --------------------------------------------------------------------------- links
 
 
-def _time_messages(hops, sizes, mtu):
-    """Send messages of ``sizes`` bytes through in-process links; arrival times after send."""
-    ctx = zmq.Context()
-    links = [
-        DirectedLink(ctx, "tcp://127.0.0.1:*", bw, prop, mtu, name=f"l{j}").start()
-        for j, (bw, prop) in enumerate(hops)
-    ]
-    sink = ctx.socket(zmq.PULL)
-    port = sink.bind_to_random_port("tcp://127.0.0.1")
-    sender = RouteSender(ctx)
-    try:
-        out = []
-        for size in sizes:
-            payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-            t0 = time.perf_counter()
-            assert sender.send([lk.address for lk in links] + [f"tcp://127.0.0.1:{port}"], payload)
-            assert sink.poll(5000)
-            got = sink.recv()
-            out.append(time.perf_counter() - t0)
-            assert got == payload  # real bytes, reassembled in order
-        return out
-    finally:
-        sender.close()
-        sink.close(linger=0)
-        for lk in links:
-            lk.stop()
-        ctx.term()
-
-
 # The emulator's timing is checked from below here: a message can never arrive
 # before its bandwidth and propagation allow (a link that forgot either fails),
 # whatever the machine's load. How close it comes to the ideal is measured side
@@ -118,9 +89,9 @@ _CLOCK_SLACK_S = 0.0015  # timer granularity and the sleep's early wake-up
 
 def test_link_enforces_bandwidth_and_propagation():
     # 80 kB at 8 Mb/s is 80 ms, plus 20 ms of propagation
-    (t,) = _time_messages([(8.0, 20.0)], [80_000], mtu=1500)
+    (t,) = time_through_links([(8.0, 20.0)], [80_000], mtu=1500)
     assert t >= 0.100 - _CLOCK_SLACK_S, t
-    (t,) = _time_messages([(1000.0, 30.0)], [100], mtu=1500)
+    (t,) = time_through_links([(1000.0, 30.0)], [100], mtu=1500)
     assert t >= 0.0300 - _CLOCK_SLACK_S, t
 
 
@@ -128,7 +99,7 @@ def test_multi_hop_store_and_forward_pipelines_fragments():
     # two 8 Mb/s hops, 9000-byte fragments: the first fragment is stored and
     # forwarded at each hop, the rest stream behind it at the bottleneck rate
     size, mtu, bw = 90_000, 9000, 8.0
-    (t,) = _time_messages([(bw, 5.0), (bw, 5.0)], [size], mtu=mtu)
+    (t,) = time_through_links([(bw, 5.0), (bw, 5.0)], [size], mtu=mtu)
     pipelined = 8 * (size + mtu) / (bw * 1e6) + 0.010  # 99 ms + 10 ms
     whole_message = 2 * 8 * size / (bw * 1e6) + 0.010  # 180 ms + 10 ms
     assert t >= pipelined - _CLOCK_SLACK_S, (t, pipelined)
@@ -316,14 +287,19 @@ def _hostile_messages() -> list[bytes]:
         msg(b"[" * 20000 + b"]" * 20000),
         msg({"dtype": ["float32"], "shape": [1]}),
         msg({"dtype": "float32", "shape": [4], "kind": "input", "ids": [[1], 2, 3, 4]}, b"\0" * 16),
-        msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [1], "ack": 7}, b"\0" * 128),
+        msg(
+            {"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [1], "ack": 7},
+            b"\0" * 128,
+        ),
         msg({"dtype": "float32", "shape": [1, 32], "kind": ["input"], "ids": [1]}, b"\0" * 128),
         msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [2**80]}, b"\0" * 128),
         msg({"dtype": "float32", "shape": [0, 32], "kind": "input", "ids": []}, b""),
         # a well-formed NaN input: served, under an id the client never uses (an id the
         # client has in flight would race with that sample's own result)
-        msg({"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [10**6]},
-            np.full((1, 32), np.nan, np.float32).tobytes()),
+        msg(
+            {"dtype": "float32", "shape": [1, 32], "kind": "input", "ids": [10**6]},
+            np.full((1, 32), np.nan, np.float32).tobytes(),
+        ),
     ]
     return out
 
