@@ -5,7 +5,8 @@ Example:
     >>> p = earlyexit.profile("checkpoints/resnet20_fashionmnist.pt", "fashion-mnist")  # doctest: +SKIP
 """
 
-from earlyexit.profiling.api import DEFAULT_THRESHOLDS, merge, model_digest, profile
+from earlyexit._lazy import lazy_exports
+from earlyexit.profiling.api import DEFAULT_THRESHOLDS, merge_profiles, model_digest, profile
 from earlyexit.profiling.exits import collect_exit_outputs, exit_statistics, fit_temperatures
 from earlyexit.profiling.timing import compare_granularity, time_partitions
 
@@ -16,17 +17,14 @@ __all__ = [
     "compare_granularity",
     "exit_statistics",
     "fit_temperatures",
-    "merge",
+    "merge_profiles",
     "model_digest",
     "profile",
     "time_partitions",
 ]
 
 
-def __getattr__(name: str):
-    # the Lightning callback loads lazily: importing Lightning is slow
-    if name == "PlanOnFitEnd":
-        from earlyexit.profiling.callback import PlanOnFitEnd
-
-        return PlanOnFitEnd
-    raise AttributeError(f"module 'earlyexit.profiling' has no attribute {name!r}")
+# the Lightning callback loads lazily: importing Lightning is slow
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"PlanOnFitEnd": "earlyexit.profiling.callback"}, __all__
+)

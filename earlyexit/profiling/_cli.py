@@ -147,9 +147,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from earlyexit.profiling.api import merge
+    from earlyexit.profiling.api import merge_profiles
 
-    merged = merge(args.profiles)
+    merged = merge_profiles(args.profiles)
     merged.save(args.output)
     if args.json:
         print(json.dumps({"devices": sorted(merged.devices), "output": str(args.output)}))

@@ -27,7 +27,7 @@ from earlyexit.profiling.timing import (
 from earlyexit.surgery.digest import model_digest
 from earlyexit.surgery.multi_exit import MultiExitModel
 
-__all__ = ["profile", "merge", "DEFAULT_THRESHOLDS", "model_digest"]
+__all__ = ["profile", "merge_profiles", "DEFAULT_THRESHOLDS", "model_digest"]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -244,7 +244,7 @@ def _first_inputs(batches: Iterable, batch_size: int) -> torch.Tensor:
     return x.float().contiguous()
 
 
-def merge(profiles: Sequence[Profile | str | os.PathLike[str]]) -> Profile:
+def merge_profiles(profiles: Sequence[Profile | str | os.PathLike[str]]) -> Profile:
     """Combine the devices of profiles of one model and dataset made on different machines.
 
     Args:
@@ -261,7 +261,7 @@ def merge(profiles: Sequence[Profile | str | os.PathLike[str]]) -> Profile:
         >>> from earlyexit.planner.synthetic import synthetic_profile
         >>> a = synthetic_profile(num_blocks=3, devices=("edge",))
         >>> b = synthetic_profile(num_blocks=3, devices=("cloud",))
-        >>> sorted(merge([a, b]).devices)
+        >>> sorted(merge_profiles([a, b]).devices)
         ['cloud', 'edge']
     """
     loaded = [p if isinstance(p, Profile) else Profile.load(p) for p in profiles]
@@ -293,7 +293,3 @@ def merge(profiles: Sequence[Profile | str | os.PathLike[str]]) -> Profile:
     merged.devices = devices
     merged.validate()
     return merged
-
-
-merge_profiles = merge
-"""Alias of :func:`merge`, exported as ``earlyexit.merge_profiles``."""

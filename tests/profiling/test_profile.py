@@ -9,7 +9,7 @@ import torch
 from earlyexit import MultiExitModel, backbones, decompose, normalized_entropy
 from earlyexit.cli import main as cli_main
 from earlyexit.formats import Profile
-from earlyexit.profiling import merge, profile
+from earlyexit.profiling import merge_profiles, profile
 from earlyexit.profiling.exits import ExitOutputs, fit_temperatures
 from earlyexit.runtime.wire import encode
 
@@ -138,16 +138,16 @@ def test_round_trip_and_corrupt_files(prof, tmp_path):
 
 def test_merge(prof, trained, data):
     other = profile(trained, data[:1], "other", threads=1, reps=3, budget_s=0.02, progress=False)
-    merged = merge([prof, other])
+    merged = merge_profiles([prof, other])
     assert sorted(merged.devices) == ["other", "unit"]
     np.testing.assert_array_equal(merged.exit_rate, prof.exit_rate)
     with pytest.raises(ValueError, match="more than one"):
-        merge([prof, prof])
+        merge_profiles([prof, prof])
     stranger = profile(
         _model(seed=1), data[:1], "x", threads=1, reps=3, budget_s=0.02, progress=False
     )
     with pytest.raises(ValueError, match="weights"):
-        merge([prof, stranger])
+        merge_profiles([prof, stranger])
 
 
 def test_calibration_lowers_nll():
