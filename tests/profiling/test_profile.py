@@ -84,18 +84,12 @@ def test_exit_rates_monotone_in_threshold(prof):
     assert (prof.exit_rate[0] == 0).all()
 
 
-def test_partition_times_positive_and_nested(prof):
+def test_partition_times_cover_the_upper_triangle(prof):
+    # which blocks each [a, b] contains is checked with sleeping blocks in
+    # test_timing.py; wall-clock comparisons between partitions belong to benchmarks
     t = prof.devices["unit"].partition_time_s
     upper = np.triu(np.ones_like(t, dtype=bool))
-    assert (t[upper] > 0).all() and np.isnan(t[~upper]).all()
-    # a partition is never faster than one it contains, beyond noise: compare
-    # [a..b] with [a..b'] for b' well below b (the noise floor is a fraction of a ms)
-    n = t.shape[0]
-    for a in range(n):
-        for b in range(a + 3, n):
-            assert t[a, b] >= 0.7 * t[a, a] - 2e-4, (a, b)
-            assert t[a, b] >= 0.7 * t[b, b] - 2e-4, (a, b)
-    assert t[0, n - 1] >= 0.7 * max(t[0, n // 2], t[n // 2, n - 1])
+    assert (t[upper] > 0).all() and np.isfinite(t[upper]).all() and np.isnan(t[~upper]).all()
 
 
 def test_serialized_sizes_are_wire_sizes(prof, trained, data):

@@ -1,0 +1,57 @@
+"""time_partitions times exactly blocks a+1..b+1 of every partition [a, b].
+
+Blocks that sleep a known time make this checkable without timing margins:
+a partition's time can never be below the sleeps of the blocks it contains,
+whatever the machine's load, so only lower bounds are asserted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from earlyexit import MultiExitModel, decompose
+from earlyexit.profiling.timing import time_partitions
+
+SLEEPS = (0.0, 0.004, 0.0, 0.008)
+
+
+class _Sleep(nn.Module):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.lin(x)
+
+
+@pytest.fixture(scope="module")
+def sleepy() -> MultiExitModel:
+    net = nn.Sequential(*(_Sleep(s) for s in SLEEPS), nn.Linear(8, 3))
+    blocks = decompose(net, input_shape=(8,), leaf_modules=[_Sleep])
+    assert len(blocks) == len(SLEEPS)
+    return MultiExitModel(blocks)
+
+
+def test_every_partition_contains_exactly_its_blocks(sleepy):
+    t = time_partitions(sleepy, torch.randn(1, 8), warmup=0, reps=2)
+    n = len(SLEEPS)
+    assert t.shape == (n, n)
+    assert np.isnan(t[np.tril_indices(n, -1)]).all()
+    for a in range(n):
+        for b in range(a, n):
+            assert t[a, b] >= sum(SLEEPS[a : b + 1]), (a, b, t[a, b])
+    # and the partitions without a sleeping block are measured too (finite, positive)
+    assert np.isfinite(t[np.triu_indices(n)]).all() and (t[np.triu_indices(n)] > 0).all()
+
+
+def test_the_model_is_left_as_it_was(sleepy):
+    sleepy.train()
+    time_partitions(sleepy, torch.randn(2, 8), warmup=0, reps=1)
+    assert sleepy.training
