@@ -24,16 +24,35 @@ __all__ = ["Tier", "Link", "Topology"]
 
 @dataclass(frozen=True)
 class Tier:
-    """One tier: a display name, the profile device it runs, and a slowdown factor."""
+    """One tier: a display name, the profile device it runs, and a slowdown factor.
+
+    ``labels`` (optional) are the node labels of the machines that run the tier,
+    ``{key: value}`` strings (a Kubernetes nodeSelector; see docs/deployment.md);
+    stored as sorted ``(key, value)`` pairs so that a tier stays hashable, and
+    written only when given, so a topology without them keeps its digest.
+    """
 
     name: str
     device: str
     slowdown: float = 1.0
+    labels: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         _str(self.name, "tier.name")
         _str(self.device, "tier.device")
         object.__setattr__(self, "slowdown", _float(self.slowdown, "tier.slowdown", lo=0.0, lo_open=True))
+        labels = self.labels
+        if not isinstance(labels, Mapping):
+            try:
+                labels = dict(labels)
+            except (TypeError, ValueError):
+                raise TypeError(f"tier.labels: expected a mapping {{key: value}} of strings, "
+                                f"got {type(self.labels).__name__}") from None
+        for k, v in labels.items():
+            if not isinstance(k, str) or not isinstance(v, str) or not k:
+                raise TypeError(f"tier.labels: keys and values must be strings (keys non-empty), "
+                                f"got {k!r}: {v!r}")
+        object.__setattr__(self, "labels", tuple(sorted(labels.items())))
 
 
 @dataclass(frozen=True)
@@ -118,13 +137,16 @@ class Topology:
         for i, t in enumerate(tiers_raw):
             if not isinstance(t, Mapping):
                 raise TypeError(f"{w}.tiers[{i}]: expected a mapping with name, device, slowdown")
-            unknown = set(t) - {"name", "device", "slowdown"}
+            unknown = set(t) - {"name", "device", "slowdown", "labels"}
             if unknown:
-                raise ValueError(f"{w}.tiers[{i}]: unknown field(s) {sorted(unknown)}; valid: name, device, slowdown")
+                raise ValueError(f"{w}.tiers[{i}]: unknown field(s) {sorted(unknown)}; "
+                                 "valid: name, device, slowdown, labels")
+            if not isinstance(t.get("labels", {}), Mapping):
+                raise TypeError(f"{w}.tiers[{i}].labels: expected a mapping {{key: value}} of strings")
             try:
                 tiers.append(Tier(name=_req(t, "name", f"{w}.tiers[{i}]"),
                                   device=_req(t, "device", f"{w}.tiers[{i}]"),
-                                  slowdown=t.get("slowdown", 1.0)))
+                                  slowdown=t.get("slowdown", 1.0), labels=t.get("labels", {})))
             except (TypeError, ValueError) as err:
                 raise type(err)(f"{w}.tiers[{i}]: {err}") from err
         links = []
@@ -157,7 +179,8 @@ class Topology:
         if self.description:
             out["description"] = self.description
         out.update({
-            "tiers": [{"name": t.name, "device": t.device, "slowdown": t.slowdown} for t in self.tiers],
+            "tiers": [{"name": t.name, "device": t.device, "slowdown": t.slowdown,
+                       **({"labels": dict(t.labels)} if t.labels else {})} for t in self.tiers],
             "links": [{"bandwidth_mbps": lk.bandwidth_mbps, "propagation_ms": lk.propagation_ms}
                       for lk in self.links],
             "mtu_bytes": self.mtu_bytes,
