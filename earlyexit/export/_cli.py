@@ -15,13 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from earlyexit.export.constants import (
-    FORMATS,
-    FP32_ATOL,
-    FP32_RTOL,
-    ONNX_EXPORTERS,
-    TARGETS,
-)
+from earlyexit._signatures import add_param, read_signature
+from earlyexit.export import constants
+from earlyexit.export.constants import FORMATS, ONNX_EXPORTERS, TARGETS
 
 __all__ = ["register", "summarize"]
 
@@ -160,22 +156,11 @@ def register(subparsers: Any) -> None:
         type=_existing_file("a plan JSON file (earlyexit.plan/1)"),
         help="plan JSON (earlyexit.plan/1)",
     )
-    p.add_argument(
-        "--format",
-        type=_formats,
-        default=list(FORMATS),
-        dest="formats",
-        help=f"comma-separated formats (default: {','.join(FORMATS)})",
-    )
-    p.add_argument(
-        "--target",
-        choices=TARGETS,
-        default="cpu",
-        help="arm adds int8 ONNX (calibrated on the profiling split); gpu adds fp16 ONNX",
-    )
-    p.add_argument(
-        "--opset", type=_opset, default=None, help="ONNX opset (default: the exporter's)"
-    )
+    # options of export_bundle take their defaults and help from its signature
+    sig = read_signature("earlyexit.export.bundle", "export_bundle", vars(constants))
+    add_param(p, sig["formats"], "--format", type=_formats, default=list(FORMATS))
+    add_param(p, sig["target"], choices=TARGETS)
+    add_param(p, sig["opset"], type=_opset)
     p.add_argument(
         "--data",
         default=None,
@@ -183,45 +168,14 @@ def register(subparsers: Any) -> None:
         help="data spec for calibration (profile split) and verification (test split); "
         "default: the dataset recorded in the checkpoint",
     )
-    p.add_argument(
-        "--calibration-samples",
-        type=_positive_int,
-        default=1000,
-        help="at most this many int8 calibration samples (--target arm; default 1000)",
-    )
-    p.add_argument(
-        "--verify-samples",
-        type=_positive_int,
-        default=None,
-        help="verify on at most this many samples of the test split (default: all)",
-    )
-    p.add_argument(
-        "--exporter",
-        choices=ONNX_EXPORTERS,
-        default=ONNX_EXPORTERS[0],
-        help="ONNX exporter (default dynamo; torchscript is the legacy one)",
-    )
-    p.add_argument(
-        "--tolerance",
-        "--atol",
-        type=_number("tolerance", 0.0, math.inf, True, True),
-        default=FP32_ATOL,
-        help=f"absolute tolerance of fp32 files against eager PyTorch (default {FP32_ATOL:g}); "
-        "an output passes when max|a-b| <= atol + rtol * max|eager output|",
-    )
-    p.add_argument(
-        "--rtol",
-        type=_number("rtol", 0.0, 1.0, False, True),
-        default=FP32_RTOL,
-        help=f"relative tolerance of fp32 files, in [0, 1) (default {FP32_RTOL:g})",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="export a plan made for another model (block count, backbone or weights differ) "
-        "with a warning instead of refusing",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
+    add_param(p, sig["calibration_samples"], type=_positive_int)
+    add_param(p, sig["verify_samples"], type=_positive_int)
+    add_param(p, sig["exporter"], choices=ONNX_EXPORTERS)
+    add_param(p, sig["tolerance"], "--tolerance", "--atol",
+              type=_number("tolerance", 0.0, math.inf, True, True))  # fmt: skip
+    add_param(p, sig["rtol"], type=_number("rtol", 0.0, 1.0, False, True))
+    add_param(p, sig["force"])
+    add_param(p, sig["overwrite"])
     p.add_argument(
         "-o", "--output", required=True, type=_output_dir, help="bundle directory to create"
     )

@@ -115,6 +115,10 @@ def profile(
             cold as a lone sample does when inputs come one at a time (0: back to
             back, warm caches; on this kind of CPU a small partition then runs up
             to twice as fast as one sample at a time).
+        measure_hops: also measure the runtime's own cost per hop on this device
+            (samples through a real worker with empty partitions; see
+            :func:`~earlyexit.profiling.overhead.measure_hop_overhead`), stored as
+            the device's ``hop_s``.
 
     Returns:
         A validated :class:`earlyexit.formats.Profile`.
