@@ -1,0 +1,646 @@
+"""The model under load (docs/spec.md#load): an M/GI/1/K queue per tier and per link direction.
+
+Samples arrive at the source as a Poisson stream of rate lambda. Every tier's
+worker and every direction of every link on the path is one FIFO server that
+holds at most K messages (waiting plus in service); a message that finds it
+full is dropped, and its sample is lost. The stations are treated as
+independent M/GI/1/K queues (Poisson arrivals at every station: the usual
+decomposition of an open network):
+
+- a tier's service time is the worker's busy time per sample, a mixture over
+  where the samples that reach it go: deserialize the incoming tensor, run
+  the partition (``CT``), serialize the result (those that exit here, E_k) or
+  the features (those that go on, S_k), plus its hand-off cost ``h``;
+- a link's service time is the transmission time ``bits / BW`` of each message
+  that crosses it in that direction (inputs, features and results);
+- thin traffic: a station sees lambda x (fraction of samples that send that
+  message) x (the fraction not dropped upstream), solved as a fixed point
+  when one link carries several hand-offs of a sample.
+
+Per station, the loss ratio and the mean number in system come from either
+
+- ``"approx"``: the approximation of Casale & Roveri (IEEE TC 2023, slide 12
+  of the seed), with the geometric-like queue-length distribution it is the
+  tail of (the diffusion form; with SCV 1 it is M/M/1/K exactly); or
+- ``"exact"``: the embedded Markov chain of M/G/1/K at departures (Gross &
+  Harris), with the service time distribution exactly the profile's mixture
+  of point masses (so P(j arrivals in one service) is a mixture of Poisson
+  laws); exact for this model, O(K^3) per station.
+
+The mean latency of a sample under load is the unloaded latency of
+docs/spec.md#latency plus the mean wait in queue of every station, weighted by
+the visits of the unloaded model (1 for the input, S_k, E_k), so as lambda -> 0
+it equals the unloaded latency exactly.
+
+Example:
+    >>> round(float(loss_ratio_approx(0.5, 1.0, 3)), 6)  # M/M/1/3
+    0.066667
+    >>> from earlyexit.planner.synthetic import synthetic_profile
+    >>> est = evaluate_load(synthetic_profile(10), "portend-aws", 0.5, [4, 10], [0, 2], 5.0)
+    >>> est.latency_s > est.unloaded_latency_s and 0 <= est.loss_ratio < 1
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from earlyexit.formats import Profile, Topology
+from earlyexit.planner.estimators import check_cuts, check_estimator, exit_fractions
+from earlyexit.planner.latency import CostModel, _check_tiers, path_links
+from earlyexit.planner.topology import resolve_profile, resolve_topology
+
+__all__ = [
+    "QUEUE_MODELS",
+    "DEFAULT_QUEUE_CAPACITY",
+    "MAX_EXACT_CAPACITY",
+    "Station",
+    "LoadEstimate",
+    "loss_ratio_approx",
+    "mg1k_approx",
+    "mg1k_exact",
+    "mm1k",
+    "check_load_args",
+    "evaluate_load",
+    "load_of_configuration",
+]
+
+QUEUE_MODELS: tuple[str, ...] = ("approx", "exact")
+DEFAULT_QUEUE_CAPACITY = 50
+"""K when none is given: at most 50 samples waiting or in service at a station."""
+MAX_EXACT_CAPACITY = 2000
+"""The exact method solves a K x K linear system per station; larger K: use ``approx``."""
+_RHO_ONE = 1e-7  # |rho - 1| below this: evaluated at 1 +- this (the formulas are continuous)
+_FIX_ITERS = 200
+
+
+# ---------------------------------------------------------------------- one queue
+
+
+def _capacity(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"queue_capacity: expected an integer >= 1, got {k!r}")
+    if int(k) < 1:
+        raise ValueError(f"queue_capacity: must be an integer >= 1, got {k}")
+    return int(k)
+
+
+def _approx_parts(
+    rho: np.ndarray, scv: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rho, r, valid) of the seed's formula: r = rho^(2 / (2 + sqrt(rho)(scv - 1)))."""
+    rho = np.asarray(rho, dtype=np.float64)
+    scv = np.asarray(scv, dtype=np.float64)
+    rho, scv = np.broadcast_arrays(rho, scv)
+    rho = np.where(np.abs(rho - 1.0) < _RHO_ONE, 1.0 + _RHO_ONE, rho)
+    a = np.sqrt(rho) * (scv - 1.0)
+    den = 2.0 + a
+    valid = den > 0.05
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = np.where(
+            valid & (rho > 0),
+            np.exp(2.0 * np.log(np.maximum(rho, 1e-300)) / np.where(valid, den, 1.0)),
+            0.0,
+        )
+    return rho, r, valid
+
+
+def loss_ratio_approx(rho: Any, scv: Any, capacity: int) -> np.ndarray:
+    """The M/GI/1/K loss ratio approximation of Casale & Roveri (the seed's slide 12).
+
+    L = rho^((a + 2K) / (2 + a)) (rho - 1) / (rho^(2 (1 + a + K) / (2 + a)) - 1),
+    a = sqrt(rho) (scv - 1); with scv = 1 it is M/M/1/K's blocking probability.
+    Where 2 + a <= 0.05 (a nearly deterministic service far beyond saturation,
+    where the formula has no meaning) the fluid limit 1 - 1/rho is used.
+
+    Args:
+        rho: offered load lambda E[S] (>= 0), array-like.
+        scv: squared coefficient of variation of the service time (>= 0).
+        capacity: K, messages in the system at most (waiting + in service), >= 1.
+
+    Returns:
+        The loss ratios, same shape as the broadcast inputs.
+
+    Example:
+        >>> float(loss_ratio_approx(0.0, 0.3, 10))
+        0.0
+    """
+    return mg1k_approx(rho, scv, capacity)[0]
+
+
+def mg1k_approx(rho: Any, scv: Any, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Loss ratio and mean number in system of M/GI/1/K by the seed's approximation.
+
+    The queue-length law whose tail the approximation is: with
+    r = rho^(2 / (2 + a)) and p_0 = (1 - rho) / (1 - rho^2 r^(K-1)),
+    p_n = p_0 rho (1 - r) r^(n-1) / (1 - rho) for 1 <= n < K and p_K = p_0 rho r^(K-1)
+    (= the seed's L; it sums to 1, and 1 - p_0 = rho (1 - L), the carried load).
+
+    Args:
+        rho, scv, capacity: as for :func:`loss_ratio_approx`.
+
+    Returns:
+        (loss ratio, mean number in system), arrays.
+
+    Example:
+        >>> loss, n = mg1k_approx(0.5, 1.0, 1)
+        >>> round(float(loss), 6), round(float(n), 6)  # M/M/1/1: rho / (1 + rho)
+        (0.333333, 0.333333)
+    """
+    k = _capacity(capacity)
+    rho0 = np.asarray(rho, dtype=np.float64)
+    if np.any(~np.isfinite(rho0)) or np.any(rho0 < 0):
+        raise ValueError(f"rho: must be finite and >= 0, got {rho}")
+    if np.any(np.asarray(scv, dtype=np.float64) < 0):
+        raise ValueError(f"scv: must be >= 0, got {scv}")
+    rho, r, valid = _approx_parts(rho0, scv, k)
+    n = np.arange(k + 1, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        pos = rho > 0
+        lrho = np.log(np.where(pos, rho, 1.0))
+        lr = np.log(np.where(pos & (r > 0), r, 1.0))
+        # (1 - r) / (1 - rho) > 0 (r < 1 exactly when rho < 1)
+        lmid = lrho + np.log(np.where(pos, (1.0 - r) / (1.0 - rho), 1.0))
+        lw = np.where(
+            n == 0,
+            0.0,
+            np.where(
+                n < k,
+                lmid[..., None] + (n - 1) * lr[..., None],
+                lrho[..., None] + (k - 1) * lr[..., None],
+            ),
+        )
+        lw = lw - lw.max(axis=-1, keepdims=True)
+        w = np.exp(lw)
+        p = w / w.sum(axis=-1, keepdims=True)
+        loss = p[..., k]
+        mean_n = (p * n).sum(axis=-1)
+        fluid = np.maximum(0.0, 1.0 - 1.0 / np.maximum(rho, 1e-300))
+        loss = np.where(valid, loss, fluid)
+        mean_n = np.where(valid, mean_n, float(k))
+        zero = rho0 == 0
+        loss = np.where(zero, 0.0, np.clip(loss, 0.0, 1.0))
+        mean_n = np.where(zero, 0.0, np.clip(mean_n, 0.0, k))
+    return loss, mean_n
+
+
+def mm1k(rho: float, capacity: int) -> tuple[float, float]:
+    """M/M/1/K in closed form: (loss ratio, mean number in system).
+
+    Example:
+        >>> mm1k(1.0, 3)
+        (0.25, 1.5)
+    """
+    k = _capacity(capacity)
+    rho = float(rho)
+    if not math.isfinite(rho) or rho < 0:
+        raise ValueError(f"rho: must be finite and >= 0, got {rho}")
+    p = np.array([rho**n for n in range(k + 1)], dtype=np.float64)
+    p /= p.sum()
+    return float(p[k]), float(np.dot(np.arange(k + 1), p))
+
+
+def _poisson_mixture(lam: float, times: np.ndarray, probs: np.ndarray, jmax: int) -> np.ndarray:
+    """a_j = P(j Poisson(lam) arrivals during a service), j = 0..jmax-1, service a point-mass mixture."""
+    j = np.arange(jmax, dtype=np.float64)
+    logfact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, jmax, dtype=np.float64)))])
+    out = np.zeros(jmax)
+    for t, p in zip(times, probs, strict=True):
+        if p <= 0:
+            continue
+        x = lam * t
+        if x <= 0:
+            out[0] += p
+            continue
+        out += p * np.exp(-x + j * math.log(x) - logfact)
+    return out
+
+
+def _embedded(a: np.ndarray, rho: float, k: int) -> tuple[float, float]:
+    """Solve M/G/1/K's departure-epoch chain; (loss, mean number) by PASTA and the standard map."""
+    if k == 1:
+        return rho / (1 + rho), rho / (1 + rho)
+    n = k  # departure states 0..K-1
+    tail = np.maximum(0.0, 1.0 - np.cumsum(a))  # tail[j] = P(more than j arrivals)
+    p = np.zeros((n, n))
+    for i in range(n):
+        base = max(i - 1, 0)
+        width = n - 1 - base  # targets base .. n-2 exactly, n-1 takes the rest
+        if width > 0:
+            p[i, base : n - 1] = a[:width]
+        p[i, n - 1] = tail[width - 1] if width > 0 else 1.0
+    m = p.T - np.eye(n)
+    m[-1, :] = 1.0
+    rhs = np.zeros(n)
+    rhs[-1] = 1.0
+    pi = np.linalg.solve(m, rhs)
+    pi = np.maximum(pi, 0.0)
+    pi /= pi.sum()
+    den = pi[0] + rho
+    pt = np.concatenate([pi / den, [1.0 - 1.0 / den]])
+    pt = np.maximum(pt, 0.0)
+    return float(pt[-1]), float(np.dot(np.arange(k + 1), pt))
+
+
+def mg1k_exact(
+    arrival_rate: float,
+    times: Sequence[float],
+    probs: Sequence[float] | None = None,
+    capacity: int = DEFAULT_QUEUE_CAPACITY,
+    *,
+    exponential: bool = False,
+) -> tuple[float, float]:
+    """M/G/1/K exactly, by its embedded Markov chain: (loss ratio, mean number in system).
+
+    Args:
+        arrival_rate: lambda (> = 0).
+        times: service times of the mixture's point masses (s, >= 0).
+        probs: their probabilities (default: equal); normalized.
+        capacity: K >= 1 (at most :data:`MAX_EXACT_CAPACITY`).
+        exponential: the service is exponential with mean ``times[0]`` instead
+            (then this is M/M/1/K; used to check the chain).
+
+    Returns:
+        (loss ratio, mean number in system).
+
+    Raises:
+        ValueError: negative values, empty or mismatched lists, K too large.
+
+    Example:
+        >>> loss, n = mg1k_exact(1.0, [1.0], capacity=3, exponential=True)
+        >>> round(loss, 9), round(n, 9)
+        (0.25, 1.5)
+    """
+    k = _capacity(capacity)
+    if k > MAX_EXACT_CAPACITY:
+        raise ValueError(
+            f"queue_capacity: the exact method solves a K x K system; K <= {MAX_EXACT_CAPACITY}, "
+            f"got {k} (use the 'approx' method)"
+        )
+    lam = float(arrival_rate)
+    t = np.asarray(times, dtype=np.float64).ravel()
+    if t.size == 0 or np.any(~np.isfinite(t)) or np.any(t < 0):
+        raise ValueError(f"times: expected service times >= 0, got {list(times)}")
+    w = (
+        np.full(t.size, 1.0 / t.size)
+        if probs is None
+        else np.asarray(probs, dtype=np.float64).ravel()
+    )
+    if w.shape != t.shape or np.any(w < 0) or not w.sum() > 0:
+        raise ValueError(f"probs: expected {t.size} probabilities >= 0 with a positive sum")
+    w = w / w.sum()
+    if not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"arrival_rate: must be finite and >= 0, got {arrival_rate}")
+    mean = float(t[0]) if exponential else float(np.dot(t, w))
+    rho = lam * mean
+    if rho == 0:
+        return 0.0, 0.0
+    if exponential:
+        q = rho / (1 + rho)
+        a = (1 - q) * q ** np.arange(k, dtype=np.float64)
+    else:
+        a = _poisson_mixture(lam, t, w, k)
+    return _embedded(a, rho, k)
+
+
+# ---------------------------------------------------------------------- a configuration
+
+
+@dataclass(frozen=True)
+class Station:
+    """One server on the path under load.
+
+    Attributes:
+        name: ``"tier 1 (cloud)"`` or ``"link 0 up"`` (up: from tier j to j + 1).
+        kind: ``"tier"`` or ``"link"``.
+        index: the tier or link index.
+        arrival_rate: messages per second offered to it (after upstream losses).
+        service_mean_s / service_scv: mean and squared coefficient of variation
+            of its service time (a mixture over the messages it serves).
+        utilization: offered load rho = arrival_rate x service_mean_s.
+        loss_ratio: fraction of its arrivals dropped (queue full).
+        wait_s: mean time an accepted message waits before service.
+        response_s: wait_s + service_mean_s.
+        visits: messages per sample offered to the system (unloaded weights).
+    """
+
+    name: str
+    kind: str
+    index: int
+    arrival_rate: float
+    service_mean_s: float
+    service_scv: float
+    utilization: float
+    loss_ratio: float
+    wait_s: float
+    response_s: float
+    visits: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class LoadEstimate:
+    """A configuration under a Poisson load (docs/spec.md#load).
+
+    Attributes:
+        arrival_rate: lambda, samples per second at the source.
+        queue_capacity: K of every station.
+        queue_model: ``"approx"`` or ``"exact"``.
+        latency_s: mean latency of a sample under load (unloaded + queueing).
+        unloaded_latency_s: Lat of docs/spec.md#latency.
+        loss_ratio: fraction of the samples that are dropped somewhere.
+        throughput: samples per second completed, lambda (1 - loss_ratio).
+        stations: every tier and link direction that serves messages.
+    """
+
+    arrival_rate: float
+    queue_capacity: int
+    queue_model: str
+    latency_s: float
+    unloaded_latency_s: float
+    loss_ratio: float
+    throughput: float
+    stations: tuple[Station, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping (what a plan records under ``load``)."""
+        return {
+            "arrival_rate": self.arrival_rate,
+            "queue_capacity": self.queue_capacity,
+            "queue_model": self.queue_model,
+            "latency_s": self.latency_s,
+            "unloaded_latency_s": self.unloaded_latency_s,
+            "loss_ratio": self.loss_ratio,
+            "throughput": self.throughput,
+            "stations": [s.to_dict() for s in self.stations],
+        }
+
+
+def check_load_args(
+    arrival_rate: Any, queue_capacity: Any, queue_model: str
+) -> tuple[float, int, str]:
+    """Validate (arrival_rate, queue_capacity, queue_model); returns them normalized.
+
+    Raises:
+        ValueError / TypeError: naming the argument and what is valid.
+    """
+    if isinstance(arrival_rate, bool) or not isinstance(
+        arrival_rate, (int, float, np.floating, np.integer)
+    ):
+        raise TypeError(
+            f"arrival_rate: expected a number of samples per second, got {arrival_rate!r}"
+        )
+    lam = float(arrival_rate)
+    if not math.isfinite(lam) or lam < 0:
+        raise ValueError(
+            f"arrival_rate: must be a finite number >= 0 (samples/s), got {arrival_rate}"
+        )
+    k = _capacity(DEFAULT_QUEUE_CAPACITY if queue_capacity is None else queue_capacity)
+    if queue_model not in QUEUE_MODELS:
+        raise ValueError(f"queue_model: expected one of {list(QUEUE_MODELS)}, got {queue_model!r}")
+    if queue_model == "exact" and k > MAX_EXACT_CAPACITY:
+        raise ValueError(
+            f"queue_capacity: the exact queue model allows K <= {MAX_EXACT_CAPACITY}, got {k}"
+        )
+    return lam, k, queue_model
+
+
+def _station_metrics(
+    lam: float, times: np.ndarray, probs: np.ndarray, k: int, model: str
+) -> tuple[float, float, float, float, float]:
+    """(mean, scv, rho, loss, wait) of one station."""
+    mean = float(np.dot(times, probs))
+    m2 = float(np.dot(times**2, probs))
+    scv = m2 / mean**2 - 1.0 if mean > 0 else 0.0
+    scv = max(scv, 0.0)
+    rho = lam * mean
+    if rho <= 0:
+        return mean, scv, 0.0, 0.0, 0.0
+    if model == "exact":
+        loss, n = mg1k_exact(lam, times, probs, k)
+    else:
+        lo, na = mg1k_approx(rho, scv, k)
+        loss, n = float(lo), float(na)
+    carried = lam * (1.0 - loss)
+    resp = n / carried if carried > 0 else math.inf
+    return mean, scv, rho, loss, max(resp - mean, 0.0)
+
+
+def load_of_configuration(
+    cm: CostModel,
+    cuts: Sequence[int],
+    tiers: Sequence[int],
+    e: Sequence[float],
+    s: Sequence[float],
+    unloaded_latency_s: float,
+    arrival_rate: float,
+    queue_capacity: int,
+    queue_model: str = "approx",
+) -> LoadEstimate:
+    """The load model of one configuration, given its exit and stay fractions.
+
+    Negative PORTEND fractions (exit rates that are not nested) count as 0 here.
+
+    Args:
+        cm: the cost model.
+        cuts / tiers: P and D (0-based tiers).
+        e / s: E_k and S_k.
+        unloaded_latency_s: Lat of the configuration.
+        arrival_rate, queue_capacity, queue_model: as :func:`evaluate_load`.
+
+    Returns:
+        The :class:`LoadEstimate`.
+    """
+    lam, k_cap, model = float(arrival_rate), int(queue_capacity), queue_model
+    n_parts = len(cuts)
+    e_c = [max(float(x), 0.0) for x in e]
+    tot = sum(e_c)
+    e_c = [x / tot for x in e_c] if tot > 0 else [0.0] * (n_parts - 1) + [1.0]
+    reach = [sum(e_c[k:]) for k in range(n_parts)]  # S_{k-1}, fraction reaching partition k
+    s_c = [reach[k] - e_c[k] for k in range(n_parts)]
+    prof, topo = cm.profile, cm.topology
+    devs = [prof.devices[t.device] for t in topo.tiers]
+    h = [0.0 if d.hop_s is None else float(d.hop_s) for d in devs]
+    src, dst = cm.source, cm.destination
+    rbits = float(prof.result_bits)
+
+    # the route: a chain of steps; ("link", j, dir, bits) or ("tier", k); result branches off-chain
+    def link_steps(a: int, b: int, bits: float) -> list[tuple]:
+        links = list(path_links(a, b))
+        if b < a:
+            links = links[::-1]
+        return [("link", j, 1 if b > a else -1, bits / cm.bw[j]) for j in links]
+
+    chain: list[tuple[tuple, float]] = []  # (step, weight)
+    branches: list[tuple[int, list[tuple], float]] = []  # (after chain position, steps, weight)
+    for st_ in link_steps(src, tiers[0], float(cm.bits[0])):
+        chain.append((st_, 1.0))
+    prev = 0
+    for k in range(n_parts):
+        w_t = tiers[k]
+        inc = cm.dt[w_t, prev]
+        base = inc + float(cm.ct[w_t, prev, cuts[k]]) + h[w_t]
+        t_exit = base + float(cm.rst[w_t])
+        t_fwd = base + float(cm.st[w_t, cuts[k]])
+        chain.append((("tier", k, w_t, t_exit, t_fwd), reach[k]))
+        if e_c[k] > 0:
+            branches.append((len(chain), link_steps(w_t, dst, rbits), e_c[k]))
+        if k < n_parts - 1:
+            for st_ in link_steps(w_t, tiers[k + 1], float(cm.bits[cuts[k]])):
+                chain.append((st_, s_c[k]))
+        prev = cuts[k]
+
+    def key(step: tuple) -> tuple:
+        return ("tier", step[2]) if step[0] == "tier" else ("link", step[1], step[2])
+
+    keys = list(
+        dict.fromkeys([key(sp) for sp, _ in chain] + [key(sp) for _, b, _ in branches for sp in b])
+    )
+    loss = dict.fromkeys(keys, 0.0)
+    metrics: dict[tuple, tuple] = {}
+    for _ in range(_FIX_ITERS):
+        flows: dict[tuple, list[tuple[float, float]]] = {kk: [] for kk in keys}  # (rate, time)
+        surv = 1.0
+        surv_at: list[float] = []
+        for step, w in chain:
+            surv_at.append(surv)
+            kk = key(step)
+            rate = lam * w * surv
+            if step[0] == "tier":
+                kx = step[1]
+                if reach[kx] > 0:
+                    flows[kk].append((lam * e_c[kx] * surv, step[3]))
+                    flows[kk].append((lam * s_c[kx] * surv, step[4]))
+                surv *= 1.0 - loss[kk]
+                # samples that exit here leave the chain; the continuing ones carry surv
+            else:
+                flows[kk].append((rate, step[3]))
+                surv *= 1.0 - loss[kk]
+        surv_at.append(surv)
+        for pos, steps, w in branches:
+            sv = surv_at[pos]
+            for step in steps:
+                kk = key(step)
+                flows[kk].append((lam * w * sv, step[3]))
+                sv *= 1.0 - loss[kk]
+        new = {}
+        for kk in keys:
+            fl = [(r, t) for r, t in flows[kk] if r > 0]
+            rate = sum(r for r, _ in fl)
+            if rate <= 0:
+                metrics[kk] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+                new[kk] = 0.0
+                continue
+            times = np.array([t for _, t in fl])
+            probs = np.array([r for r, _ in fl]) / rate
+            mean, scv, rho, lo, wq = _station_metrics(rate, times, probs, k_cap, model)
+            metrics[kk] = (rate, mean, scv, rho, lo, wq)
+            new[kk] = lo
+        delta = max((abs(new[kk] - loss[kk]) for kk in keys), default=0.0)
+        loss = new
+        if delta < 1e-13:
+            break
+
+    # completed fraction: exits at k survive the chain up to and including tier k, then their links
+    completed = 0.0
+    surv = 1.0
+    pos_of_tier: dict[int, float] = {}
+    for step, _w in chain:
+        surv *= 1.0 - loss[key(step)]
+        if step[0] == "tier":
+            pos_of_tier[step[1]] = surv
+    for kx in range(n_parts):
+        if e_c[kx] <= 0:
+            continue
+        sv = pos_of_tier[kx]
+        for step in link_steps(tiers[kx], dst, rbits):
+            sv *= 1.0 - loss[key(step)]
+        completed += e_c[kx] * sv
+    # queueing delay with the unloaded visit weights
+    visits = dict.fromkeys(keys, 0.0)
+    for step, w in chain:
+        visits[key(step)] += w
+    for _pos, steps, w in branches:
+        for step in steps:
+            visits[key(step)] += w
+    delay = sum(visits[kk] * metrics[kk][5] for kk in keys)
+    stations = []
+    for kk in keys:
+        rate, mean, scv, rho, lo, wq = metrics[kk]
+        if kk[0] == "tier":
+            name = f"tier {kk[1]} ({topo.tiers[kk[1]].name})"
+            kind, idx = "tier", kk[1]
+        else:
+            name = f"link {kk[1]} {'up' if kk[2] > 0 else 'down'}"
+            kind, idx = "link", kk[1]
+        stations.append(
+            Station(name, kind, int(idx), float(rate), float(mean), float(scv), float(rho),
+                    float(lo), float(wq), float(wq + mean), float(visits[kk]))
+        )  # fmt: skip
+    loss_total = min(max(1.0 - completed, 0.0), 1.0)
+    return LoadEstimate(
+        arrival_rate=lam,
+        queue_capacity=k_cap,
+        queue_model=model,
+        latency_s=float(unloaded_latency_s + delay),
+        unloaded_latency_s=float(unloaded_latency_s),
+        loss_ratio=float(loss_total),
+        throughput=float(lam * (1.0 - loss_total)),
+        stations=tuple(stations),
+    )
+
+
+def evaluate_load(
+    profile: Profile | str | os.PathLike[str] | Mapping[str, Any],
+    topology: Topology | str | os.PathLike[str] | Mapping[str, Any],
+    threshold: float,
+    partitions: Sequence[int],
+    tiers: Sequence[int | str],
+    arrival_rate: float,
+    queue_capacity: int | None = None,
+    estimator: str = "portend",
+    queue_model: str = "approx",
+    *,
+    cost_model: CostModel | None = None,
+) -> LoadEstimate:
+    """One configuration under a Poisson load: per-station utilization, loss and wait.
+
+    Args:
+        profile, topology, threshold, partitions, tiers, estimator: as
+            :func:`~earlyexit.planner.latency.evaluate`.
+        arrival_rate: lambda, samples per second at the source (>= 0).
+        queue_capacity: K of every station (default :data:`DEFAULT_QUEUE_CAPACITY`).
+        queue_model: ``"approx"`` (the seed's formula) or ``"exact"`` (embedded chain).
+        cost_model: a prebuilt cost model of the same inputs.
+
+    Returns:
+        A :class:`LoadEstimate`.
+
+    Raises:
+        ValueError / TypeError: bad inputs, named.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> est = evaluate_load(synthetic_profile(6), "portend-aws", 0.0, [6], [0], 0.0)
+        >>> est.latency_s == est.unloaded_latency_s, est.loss_ratio
+        (True, 0.0)
+    """
+    lam, k, model = check_load_args(arrival_rate, queue_capacity, queue_model)
+    profile = resolve_profile(profile)
+    topology = resolve_topology(topology)
+    check_estimator(estimator, profile)
+    cuts = check_cuts(partitions, profile.num_blocks)
+    d = _check_tiers(tiers, topology, len(cuts))
+    cm = cost_model if cost_model is not None else CostModel(profile, topology)
+    e, s, _acc = exit_fractions(profile, threshold, cuts, estimator)
+    lat, _parts = cm.latency(cuts, d, e, s)
+    return load_of_configuration(cm, cuts, d, e, s, lat, lam, k, model)

@@ -1,0 +1,314 @@
+"""The best configuration under a Poisson load, exactly, and the capacity of a plan.
+
+Under load a configuration's mean latency is its unloaded latency Lat plus
+queueing delays (:mod:`earlyexit.planner.queueing`), never less, and it may
+lose samples. The search is exact over the same space as
+:func:`earlyexit.planner.search.search`:
+
+1. today's optimum (the fast search, no load) is evaluated under load; if it
+   meets the loss bound, its loaded latency is an incumbent U;
+2. every configuration's Lat and accuracy are computed at once (numpy,
+   vectorized over thresholds and cut tuples, per placement), and those that
+   cannot win are dropped: P_lat keeps accuracy >= bound and Lat <= U
+   (R >= Lat); P_acc keeps Lat <= the latency bound;
+3. the rest are evaluated under load in order of Lat (P_lat) or accuracy
+   (P_acc), stopping as soon as the next one's Lat exceeds the best loaded
+   latency found (or its accuracy is below the best found); the winner is
+   chosen among the feasible ones with the ties and tolerances of
+   :mod:`earlyexit.planner._select`.
+
+The property tests compare it with a brute force (every configuration of the
+space evaluated under load). ``capacity`` bisects on the arrival rate: the loss
+ratio of a fixed plan grows with lambda.
+
+Example:
+    >>> from earlyexit.planner.synthetic import synthetic_profile
+    >>> from earlyexit.planner.latency import CostModel
+    >>> from earlyexit.planner.space import make_space
+    >>> from earlyexit.planner.topology import resolve_topology
+    >>> cm = CostModel(synthetic_profile(8), resolve_topology("portend-aws"))
+    >>> found = search_under_load(cm, make_space(cm), "portend", "min_latency", 0.6, 5.0, 20, 0.01)
+    >>> found is not None and found[1].loss_ratio <= 0.01
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from itertools import combinations, permutations
+
+import numpy as np
+
+from earlyexit.formats import Plan
+from earlyexit.planner._select import ACC_ATOL, LAT_ATOL, select_best
+from earlyexit.planner.estimators import exit_fractions
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.queueing import LoadEstimate, check_load_args, load_of_configuration
+from earlyexit.planner.search import Candidate, search
+from earlyexit.planner.space import SearchSpace
+
+__all__ = ["search_under_load", "capacity", "MAX_CONFIGURATIONS"]
+
+MAX_CONFIGURATIONS = 50_000_000
+"""Configurations enumerated under load at most (restrict the space with hints beyond it)."""
+_LOSS_ATOL = 1e-12
+
+
+def _fractions(
+    cm: CostModel, space: SearchSpace, estimator: str, cuts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """E, S (T, C, L) and accuracy (T, C) of every cut tuple at every searched threshold."""
+    t_idx = space.t_idx
+    n_t, n_c, n_parts = len(t_idx), cuts.shape[0], cuts.shape[1]
+    e = np.zeros((n_t, n_c, n_parts))
+    if estimator == "portend":
+        er = cm.er[t_idx][:, cuts]  # (T, C, L)
+        if n_parts > 1:
+            e[:, :, 0] = er[:, :, 0]
+            e[:, :, 1:-1] = er[:, :, 1:-1] - er[:, :, :-2]
+        e[:, :, -1] = 1.0 - e[:, :, :-1].sum(axis=2)
+        acc = (cm.acc[cuts][None] * e).sum(axis=2)
+    else:
+        samples = cm.profile.samples
+        if samples is None:
+            raise ValueError("estimator 'exact' needs profile.samples")
+        thr = cm.thresholds[t_idx]
+        okb = samples.entropy[:, None, :] < thr[None, :, None]  # (N, T, S)
+        cor = samples.correct.astype(bool)
+        s_count = samples.entropy.shape[1]
+        acc = np.zeros((n_t, n_c))
+        for ci in range(n_c):
+            rem = np.ones((n_t, s_count), dtype=bool)
+            hits = np.zeros(n_t)
+            for k in range(n_parts):
+                c = int(cuts[ci, k])
+                here = rem & okb[c - 1] if k < n_parts - 1 else rem
+                e[:, ci, k] = here.sum(axis=1) / s_count
+                hits += (here & cor[c - 1][None]).sum(axis=1)
+                rem = rem & ~here
+            acc[:, ci] = hits / s_count
+    s = 1.0 - np.cumsum(e, axis=2)
+    s[:, :, -1] = 0.0
+    return e, s, acc
+
+
+def _latency(
+    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray, s: np.ndarray
+) -> np.ndarray:
+    """Lat (T, C) of every cut tuple at placement d (docs/spec.md#latency, term by term)."""
+    n_parts = len(d)
+    lat = np.full(e.shape[:2], float(cm.x[cm.source, d[0], 0]))
+    prev = np.zeros(cuts.shape[0], dtype=np.int64)
+    for k in range(n_parts):
+        c = cuts[:, k]
+        lat = lat + (s[:, :, k] + e[:, :, k]) * cm.ct[d[k], prev, c][None]
+        if k < n_parts - 1:
+            lat = lat + s[:, :, k] * cm.x[d[k], d[k + 1], c][None]
+        lat = lat + e[:, :, k] * cm.r[d[k]]
+        prev = c
+    return lat
+
+
+def _groups(
+    cm: CostModel, space: SearchSpace
+) -> Iterator[tuple[int, np.ndarray, list[tuple[int, ...]]]]:
+    """(L, cut tuples (C, L), placements) of the space, as the brute force enumerates it."""
+    blocks = [b for b in range(1, cm.n + 1) if space.cut_allowed[b]]
+    required = set(space.required)
+    total = 0
+    for n_parts in range(space.min_parts, space.max_parts + 1):
+        places = [
+            d
+            for d in permutations(range(cm.m), n_parts)
+            if all(space.tier_allowed[k, d[k]] for k in range(n_parts))
+        ]
+        if not places or len(blocks) < n_parts:
+            continue
+        total += math.comb(len(blocks), n_parts) * len(places) * len(space.t_idx)
+        if total > MAX_CONFIGURATIONS:
+            raise ValueError(
+                f"the space holds more than {MAX_CONFIGURATIONS} configurations, too many to "
+                "evaluate under load; restrict it with hints (max_partitions, tiers, cut_points, "
+                "thresholds)"
+            )
+        cuts = np.array(
+            [c for c in combinations(blocks, n_parts) if required.issubset(c)], dtype=np.int64
+        ).reshape(-1, n_parts)
+        if cuts.shape[0]:
+            yield n_parts, cuts, places
+
+
+def _evaluate(
+    cm: CostModel, estimator: str, t_i: int, cuts: tuple[int, ...], d: tuple[int, ...],
+    lam: float, k_cap: int, model: str,
+) -> LoadEstimate:  # fmt: skip
+    thr = float(cm.thresholds[t_i])
+    e, s, _acc = exit_fractions(cm.profile, thr, cuts, estimator)
+    lat, _ = cm.latency(cuts, d, e, s)
+    return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, model)
+
+
+def search_under_load(
+    cm: CostModel,
+    space: SearchSpace,
+    estimator: str,
+    objective: str,
+    bound: float | None,
+    arrival_rate: float,
+    queue_capacity: int | None = None,
+    max_loss: float | None = None,
+    queue_model: str = "approx",
+) -> tuple[Candidate, LoadEstimate] | None:
+    """The optimum under load: P_lat on the loaded latency, or P_acc with a loaded-latency bound.
+
+    Args:
+        cm, space, estimator: as :func:`~earlyexit.planner.search.search`.
+        objective: ``"min_latency"`` or ``"max_accuracy"``.
+        bound: the accuracy lower bound (P_lat) or the loaded-latency upper bound (P_acc).
+        arrival_rate, queue_capacity, queue_model: the load
+            (:func:`~earlyexit.planner.queueing.evaluate_load`).
+        max_loss: the loss-ratio bound (None: no bound).
+
+    Returns:
+        (the candidate, with its unloaded latency; its load estimate), or None if infeasible.
+
+    Raises:
+        ValueError: bad load arguments, an unknown objective, a space too large.
+    """
+    lam, k_cap, model = check_load_args(arrival_rate, queue_capacity, queue_model)
+    if objective not in ("min_latency", "max_accuracy"):
+        raise ValueError(f"objective: expected 'min_latency' or 'max_accuracy', got {objective!r}")
+    eps = math.inf if max_loss is None else float(max_loss)
+
+    def ok(le: LoadEstimate) -> bool:
+        return le.loss_ratio <= eps + _LOSS_ATOL and math.isfinite(le.latency_s)
+
+    # 1. incumbent from today's optimum
+    inc = math.inf if objective == "min_latency" else -math.inf
+    base = search(cm, space, estimator, objective, bound) if objective == "min_latency" else []
+    if base:
+        c0 = base[0]
+        le0 = _evaluate(cm, estimator, c0.threshold_index, c0.cuts, c0.tiers, lam, k_cap, model)
+        if ok(le0):
+            inc = le0.latency_s
+    # 2. every configuration's Lat and accuracy; keep the ones that may win
+    lat_l, acc_l, key_l = [], [], []
+    for n_parts, cuts, places in _groups(cm, space):
+        e, s, acc = _fractions(cm, space, estimator, cuts)
+        for d in places:
+            lat = _latency(cm, cuts, d, e, s)
+            if objective == "min_latency":
+                keep = lat <= inc + LAT_ATOL
+                if bound is not None:
+                    keep &= acc >= bound - ACC_ATOL
+            else:
+                keep = lat <= bound + LAT_ATOL if bound is not None else np.ones(lat.shape, bool)
+            ti, ci = np.nonzero(keep)
+            lat_l.append(lat[ti, ci])
+            acc_l.append(acc[ti, ci])
+            key_l += [
+                (n_parts, d, tuple(int(x) for x in cuts[c]), int(t))
+                for t, c in zip(ti, ci, strict=True)
+            ]
+    if not key_l:
+        return None
+    lats, accs = np.concatenate(lat_l), np.concatenate(acc_l)
+    # 3. evaluate under load, best first, until nothing left can win
+    order = (
+        np.argsort(lats, kind="stable")
+        if objective == "min_latency"
+        else np.argsort(-accs, kind="stable")
+    )
+    got: list[tuple[int, LoadEstimate]] = []
+    best_r, best_a = math.inf, -math.inf
+    for i in order:
+        if objective == "min_latency" and lats[i] > best_r + LAT_ATOL:
+            break
+        if objective == "max_accuracy" and accs[i] < best_a - ACC_ATOL:
+            break
+        n_parts, d, cuts_t, t_pos = key_l[i]
+        le = _evaluate(cm, estimator, int(space.t_idx[t_pos]), cuts_t, d, lam, k_cap, model)
+        if not ok(le):
+            continue
+        if objective == "max_accuracy" and bound is not None and le.latency_s > bound + LAT_ATOL:
+            continue
+        got.append((int(i), le))
+        best_r = min(best_r, le.latency_s)
+        best_a = max(best_a, float(accs[i]))
+    if not got:
+        return None
+    thr = cm.thresholds[space.t_idx]
+    keys = [(key_l[i][0], key_l[i][1], key_l[i][2], float(thr[key_l[i][3]])) for i, _ in got]
+    r_arr = np.array([le.latency_s for _, le in got])
+    a_arr = np.array([accs[i] for i, _ in got])
+    j = select_best(r_arr, a_arr, keys, objective, None)
+    if j is None:  # pragma: no cover - got is not empty
+        return None
+    i, le = got[j]
+    n_parts, d, cuts_t, t_pos = key_l[i]
+    cand = Candidate(
+        latency=float(lats[i]),
+        accuracy=float(accs[i]),
+        threshold_index=int(space.t_idx[t_pos]),
+        threshold=float(thr[t_pos]),
+        cuts=cuts_t,
+        tiers=tuple(int(x) for x in d),
+    )
+    return cand, le
+
+
+def capacity(
+    cm: CostModel,
+    plan: Plan,
+    max_loss: float = 0.01,
+    queue_capacity: int | None = None,
+    queue_model: str = "approx",
+    *,
+    rel_tol: float = 1e-6,
+) -> float:
+    """The highest arrival rate at which ``plan`` keeps its loss ratio <= ``max_loss``.
+
+    Bisection on lambda (the loss ratio of a fixed configuration grows with lambda).
+
+    Args:
+        cm: the cost model of the plan's profile and topology.
+        plan: the plan (its threshold, partitions, tiers and estimator).
+        max_loss: the loss-ratio bound, in (0, 1).
+        queue_capacity / queue_model: the queues (as :func:`search_under_load`).
+        rel_tol: relative width of the final bracket.
+
+    Returns:
+        lambda_max in samples per second (``inf`` if no station does any work).
+
+    Raises:
+        ValueError: bad arguments.
+    """
+    eps = float(max_loss)
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"max_loss: must be in (0, 1), got {max_loss}")
+    check_load_args(1.0, queue_capacity, queue_model)
+    k_cap = check_load_args(1.0, queue_capacity, queue_model)[1]
+    cuts, d = tuple(plan.cut_points), tuple(plan.tier_indices)
+    e, s, _ = exit_fractions(cm.profile, plan.threshold, cuts, plan.estimator)
+    lat, _ = cm.latency(cuts, d, e, s)
+
+    def loss(lam: float) -> float:
+        return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, queue_model).loss_ratio
+
+    probe = load_of_configuration(cm, cuts, d, e, s, lat, 1.0, k_cap, queue_model)
+    busiest = max((st.service_mean_s * st.arrival_rate for st in probe.stations), default=0.0)
+    if busiest <= 0:
+        return math.inf
+    lo, hi = 0.0, 1.0 / busiest  # utilization 1 at the busiest station
+    while loss(hi) <= eps:
+        lo, hi = hi, hi * 2.0
+        if hi > 1e15:  # pragma: no cover - losses grow without bound with lambda
+            return math.inf
+    while hi - lo > rel_tol * hi:
+        mid = 0.5 * (lo + hi)
+        if loss(mid) <= eps:
+            lo = mid
+        else:
+            hi = mid
+    return lo
