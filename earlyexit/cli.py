@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "profile": "earlyexit.profiling._cli",
     "profile-merge": "earlyexit.profiling._cli",
     "plan": "earlyexit.planner._cli",
+    "capacity": "earlyexit.planner._cli",
     "pareto": "earlyexit.planner._cli",
     "whatif": "earlyexit.planner._cli",
     "export": "earlyexit.export._cli",
