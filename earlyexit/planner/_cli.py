@@ -1,4 +1,4 @@
-"""``earlyexit plan``, ``earlyexit pareto`` and ``earlyexit whatif``: thin wrappers of the API."""
+"""``earlyexit plan``, ``capacity``, ``pareto`` and ``whatif``: thin wrappers of the API."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ import math
 import sys
 from typing import Any
 
-from earlyexit._checks import atomic_output, float_range, image_file, int_range, output_file
+from earlyexit._checks import (
+    atomic_output,
+    float_range,
+    image_file,
+    input_file,
+    int_range,
+    output_file,
+)
 from earlyexit.formats import BREAKDOWN_KEYS, Plan, Topology
-from earlyexit.planner.api import baselines, pareto, plan
+from earlyexit.planner.api import baselines, pareto, plan, plan_capacity
+from earlyexit.planner.queueing import DEFAULT_QUEUE_CAPACITY, MAX_EXACT_CAPACITY, QUEUE_MODELS
 from earlyexit.planner.topology import bind_devices, resolve_profile, resolve_topology
 from earlyexit.planner.whatif import MAX_VALUES, parse_vary, set_parameter, whatif
 
@@ -186,6 +194,38 @@ def _table(p: Plan, base: dict[str, Plan]) -> str:
     return "\n".join(lines)
 
 
+def _load_table(load: dict[str, Any]) -> str:
+    lines = [
+        "",
+        f"under load: {load['arrival_rate']:g} samples/s, K = {load['queue_capacity']}, "
+        f"{load['queue_model']} queue model",
+        f"mean latency: {load['latency_s'] * 1e3:.3f} ms (unloaded {load['unloaded_latency_s'] * 1e3:.3f})"
+        f"   loss ratio: {load['loss_ratio']:.3g}   throughput: {load['throughput']:.4g}/s",
+        f"{'station':<22}{'rate (/s)':>11}{'rho':>8}{'E[S] (ms)':>11}{'SCV':>8}{'loss':>10}"
+        f"{'wait (ms)':>11}",
+    ]
+    for st in load["stations"]:
+        lines.append(
+            f"{st['name']:<22}{st['arrival_rate']:>11.4g}{st['utilization']:>8.3f}"
+            f"{st['service_mean_s'] * 1e3:>11.4f}{st['service_scv']:>8.3f}{st['loss_ratio']:>10.3g}"
+            f"{st['wait_s'] * 1e3:>11.4f}"
+        )
+    return "\n".join(lines)
+
+
+def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.arrival_rate is None:
+        if args.queue_capacity is not None or args.max_loss is not None:
+            raise ValueError("--queue-capacity and --max-loss need --arrival-rate")
+        return {}
+    return {
+        "arrival_rate": args.arrival_rate,
+        "queue_capacity": args.queue_capacity,
+        "max_loss": args.max_loss,
+        "queue_model": args.queue_model,
+    }
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     prof, topo = _inputs(args)
     p = plan(
@@ -194,6 +234,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         min_accuracy=args.min_accuracy,
         max_latency=args.max_latency,
         estimator=args.estimator,
+        **_load_kwargs(args),
         **_hints(args),
     )
     if args.output:
@@ -202,6 +243,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         sys.stdout.write(p.to_json())
     else:
         print(_table(p, baselines(prof, topo, args.estimator)))
+        if isinstance(p.extra.get("load"), dict):
+            print(_load_table(p.extra["load"]))
         if args.output:
             print(f"\nwrote {args.output}")
     return 0
@@ -288,6 +331,49 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_capacity(args: argparse.Namespace) -> int:
+    prof, topo = _inputs(args)
+    lam = plan_capacity(
+        args.plan,
+        prof,
+        topo,
+        max_loss=args.max_loss,
+        queue_capacity=args.queue_capacity,
+        queue_model=args.queue_model,
+    )
+    if args.json:
+        out = {
+            "capacity": lam if math.isfinite(lam) else None,
+            "max_loss": args.max_loss,
+            "queue_capacity": args.queue_capacity,
+            "queue_model": args.queue_model,
+            "plan": args.plan,
+        }
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return 0
+    shown = "unbounded" if not math.isfinite(lam) else f"{lam:.6g} samples/s"
+    print(
+        f"capacity: {shown} with loss ratio <= {args.max_loss:g} ({args.queue_model} queue model)"
+    )
+    return 0
+
+
+def _queue_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--queue-capacity",
+        type=int_range(1, 10_000_000),
+        metavar="K",
+        help=f"messages a tier or link holds at most, waiting or in service "
+        f"(default {DEFAULT_QUEUE_CAPACITY}; exact model: K <= {MAX_EXACT_CAPACITY})",
+    )
+    p.add_argument(
+        "--queue-model",
+        choices=QUEUE_MODELS,
+        default="approx",
+        help="approx (Casale & Roveri's M/GI/1/K loss formula) or exact (embedded Markov chain)",
+    )
+
+
 def _bounds(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument(
@@ -303,7 +389,7 @@ def _bounds(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``plan``, ``pareto`` and ``whatif`` subcommands to an argparse subparsers object."""
+    """Add ``plan``, ``capacity``, ``pareto`` and ``whatif`` to an argparse subparsers object."""
     p = subparsers.add_parser(
         "plan",
         help="choose threshold, partitions and tiers (PORTEND P_lat / P_acc)",
@@ -311,9 +397,44 @@ def register(subparsers: Any) -> None:
     )
     _common(p)
     _bounds(p)
+    load = p.add_argument_group("load (docs/spec.md#load)")
+    load.add_argument(
+        "--arrival-rate",
+        type=float_range(0, lo_open=True),
+        metavar="R",
+        help="plan for a Poisson stream of R samples per second (> 0): queueing and loss",
+    )
+    load.add_argument(
+        "--max-loss",
+        type=float_range(0, 1, lo_open=True),
+        help="with --arrival-rate: at most this fraction of samples dropped, in (0, 1]",
+    )
+    _queue_args(load)
     p.add_argument("--json", action="store_true", help="print exactly the plan JSON on stdout")
     p.add_argument("-o", "--output", type=output_file, help="also write the plan JSON to this file")
     p.set_defaults(func=_cmd_plan)
+
+    c = subparsers.add_parser(
+        "capacity",
+        help="the highest arrival rate a plan sustains under a loss bound",
+        description="Bisection on the arrival rate of the model under load (docs/spec.md#load).",
+    )
+    c.add_argument("--plan", required=True, type=input_file, help="plan JSON (earlyexit.plan/1)")
+    c.add_argument("--profile", required=True, help="the plan's profile JSON")
+    c.add_argument("--topology", required=True, help="the plan's topology (YAML or built-in name)")
+    c.add_argument(
+        "--device", action="append", default=[], metavar="TIER=DEVICE", help=argparse.SUPPRESS
+    )
+    c.add_argument("--set", action="append", default=[], dest="set_params", help=argparse.SUPPRESS)
+    c.add_argument(
+        "--max-loss",
+        type=float_range(0, 1, lo_open=True, hi_open=True),
+        default=0.01,
+        help="the loss-ratio bound, in (0, 1) (default 0.01)",
+    )
+    _queue_args(c)
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.set_defaults(func=_cmd_capacity)
 
     q = subparsers.add_parser(
         "pareto",
