@@ -32,6 +32,9 @@ _COMMANDS: dict[str, str] = {
     "whatif": "earlyexit.planner._cli",
     "export": "earlyexit.export._cli",
     "serve": "earlyexit.runtime._cli",
+    "deploy-k8s": "earlyexit.deploy._cli",
+    "deploy-compose": "earlyexit.deploy._cli",
+    "deploy-netns": "earlyexit.deploy._cli",
     "validate": "earlyexit.validation",
     "demo": "earlyexit._demo",
 }
@@ -105,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             return train_main(argv[1:])
         if argv[:2] == ["profile", "merge"]:
             argv = ["profile-merge", *argv[2:]]
+            command = argv[0]
+        if argv[:1] == ["deploy"] and argv[1:2] in (["k8s"], ["compose"], ["netns"]):
+            argv = [f"deploy-{argv[1]}", *argv[2:]]  # earlyexit.deploy; other `deploy` forms: runtime
             command = argv[0]
         parser = build_parser([command] if command in _COMMANDS else None)
         args = parser.parse_args(argv)
