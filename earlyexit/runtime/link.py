@@ -68,6 +68,8 @@ from typing import Any
 
 import zmq
 
+from earlyexit.formats.trace import LinkTrace
+
 __all__ = ["DirectedLink", "RouteSender", "send_routed", "run_links", "time_through_links", "main"]
 
 log = logging.getLogger("earlyexit.runtime.link")
@@ -205,6 +207,12 @@ class DirectedLink:
         max_queue: bound on fragments waiting for the link.
         hwm: ZeroMQ high-water marks (messages).
         max_message_bytes: larger incoming messages are rejected with a log line.
+        trace: makes bandwidth and delay follow a :class:`~earlyexit.formats.trace.LinkTrace`
+            (a fragment gets the bandwidth in force when its transmission starts
+            and the delay in force when it has been sent); ``bandwidth_mbps`` and
+            ``propagation_ms`` are then unused.
+        epoch: the ``time.monotonic()`` at which the trace starts (default:
+            now). Links of one deployment share it, so that they change together.
 
     Raises:
         ValueError: non-positive bandwidth or MTU, negative delay.
@@ -221,7 +229,15 @@ class DirectedLink:
         max_queue: int = 4096,
         hwm: int = 256,
         max_message_bytes: int = 256 * 1024 * 1024,
+        trace: LinkTrace | None = None,
+        epoch: float | None = None,
     ) -> None:
+        if trace is not None and not isinstance(trace, LinkTrace):
+            raise TypeError(f"trace must be a LinkTrace, got {type(trace).__name__}")
+        self.trace = trace
+        self.epoch = time.monotonic() if epoch is None else float(epoch)
+        if trace is not None:
+            bandwidth_mbps, propagation_ms = trace.at(0).bandwidth_mbps, trace.at(0).propagation_ms
         if not bandwidth_mbps > 0:
             raise ValueError(f"bandwidth_mbps must be > 0, got {bandwidth_mbps}")
         if not propagation_ms >= 0:
@@ -342,7 +358,12 @@ class DirectedLink:
                 continue
             # store-and-forward: the fragment is whole here; it occupies the link
             start = max(arrival, free_at)
-            free_at = start + 8 * len(chunk) / self.bits_per_s
+            bits_per_s, propagation_s = self.bits_per_s, self.propagation_s
+            if self.trace is not None:
+                bits_per_s = self.trace.at(start - self.epoch).bandwidth_mbps * 1e6
+            free_at = start + 8 * len(chunk) / bits_per_s
+            if self.trace is not None:
+                propagation_s = self.trace.at(free_at - self.epoch).propagation_ms / 1000.0
             delay = free_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -351,7 +372,7 @@ class DirectedLink:
             with self._cond:
                 heapq.heappush(
                     self._heap,
-                    (free_at + self.propagation_s, next(self._seq), (route, key, i, n, chunk)),
+                    (free_at + propagation_s, next(self._seq), (route, key, i, n, chunk)),
                 )
                 self._cond.notify()
 
@@ -460,7 +481,9 @@ def run_links(
 
     Args:
         specs: one mapping per directed link: ``bind``, ``bandwidth_mbps``,
-            ``propagation_ms``, ``mtu_bytes`` and optional ``name``.
+            ``propagation_ms``, ``mtu_bytes`` and optional ``name``, ``trace``
+            (a trace mapping, docs/spec.md#link-traces) and ``epoch`` (the
+            ``time.monotonic()`` at which the trace starts; one host's clock).
         stop: an event that ends the run (default: SIGTERM/SIGINT end it).
         ready: called with the list of bound addresses once every link listens.
 
@@ -477,6 +500,8 @@ def run_links(
             s["propagation_ms"],
             s.get("mtu_bytes", 1500),
             name=s.get("name", f"link{i}"),
+            trace=LinkTrace.from_dict(s["trace"]) if s.get("trace") is not None else None,
+            epoch=s.get("epoch"),
         ).start()
         for i, s in enumerate(specs)
     ]
