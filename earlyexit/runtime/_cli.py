@@ -18,7 +18,8 @@ from earlyexit._checks import check_bindable, float_range, int_range, zmq_addres
 __all__ = ["register", "serve_command", "MAX_HWM"]
 
 MAX_HWM = 1_000_000
-"""The largest ZeroMQ high-water mark ``serve`` takes (messages queued per socket)."""
+"""The largest ZeroMQ high-water mark ``serve`` takes (messages queued per socket);
+the same as :data:`earlyexit.runtime.options.MAX_HWM` (this module imports no numpy)."""
 _MAX_MESSAGE = 2**31 - 1
 
 
@@ -140,7 +141,11 @@ def register(subparsers: Any) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    """Run ``earlyexit serve``: build the worker config and serve until SIGTERM/SIGINT.
+    """Run ``earlyexit serve``: build the worker's options from the flags and serve.
+
+    Every flag ends up in the :class:`~earlyexit.runtime.options.WorkerOptions` or
+    the runner spec given to :func:`~earlyexit.runtime.worker.serve_config`, which
+    serves until SIGTERM/SIGINT.
 
     Args:
         args: the parsed ``serve`` arguments.
@@ -160,6 +165,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     from earlyexit.formats import Manifest
     from earlyexit.runtime._files import check_file
+    from earlyexit.runtime.options import WorkerOptions
     from earlyexit.runtime.wire import MAX_MESSAGE_BYTES
     from earlyexit.runtime.worker import serve_config
 
@@ -198,33 +204,34 @@ def serve_command(args: argparse.Namespace) -> int:
     served = manifest.partitions[k]
     for fmt in served.files:  # its files against their size and SHA-256, before any parsing
         check_file(args.bundle, served, fmt)
-    config = {
-        "runner": {
-            "kind": "bundle",
-            "path": args.bundle,
-            "partition": k,
-            "precision": args.precision,
-            "intra_op_threads": args.threads,
-            "engine": args.engine,
-        },
+    runner = {
+        "kind": "bundle",
+        "path": args.bundle,
         "partition": k,
-        "num_partitions": len(plan.partitions),
-        "threshold": manifest.threshold if args.threshold is None else args.threshold,
-        "tier": plan.partitions[k].tier,
-        "last_block": plan.partitions[k].last_block,
-        "result_route": args.results,
-        "next_route": None if last else args.next,
-        "bind": args.bind,
-        "control_bind": args.control_bind,
-        "advertise": args.advertise,
-        "slowdown": args.slowdown,
-        "max_batch": args.max_batch,
-        "batch_timeout_s": args.batch_timeout_ms / 1000,
-        "hwm": args.hwm,
-        "max_message_bytes": max_bytes,
-        "dead_after_s": args.dead_after,
+        "precision": args.precision,
+        "intra_op_threads": args.threads,
+        "engine": args.engine,
     }
+    options = WorkerOptions(
+        partition=k,
+        num_partitions=len(plan.partitions),
+        threshold=manifest.threshold if args.threshold is None else args.threshold,
+        tier=plan.partitions[k].tier,
+        last_block=plan.partitions[k].last_block,
+        result_route=tuple(args.results),
+        next_route=() if last else tuple(args.next),
+        bind=args.bind,
+        control_bind=args.control_bind,
+        advertise=args.advertise,
+        slowdown=args.slowdown,
+        max_batch=args.max_batch,
+        batch_timeout_s=args.batch_timeout_ms / 1000,
+        hwm=args.hwm,
+        max_message_bytes=max_bytes,
+        dead_after_s=args.dead_after,
+        heartbeat_s=min(0.2, args.dead_after / 4),
+    )
     try:
-        return serve_config(config)
+        return serve_config(runner, options)
     except zmq.ZMQError as err:  # an address taken between the check and the bind
         raise ValueError(f"ZeroMQ: {err.strerror} (--bind, --control-bind)") from None

@@ -55,6 +55,9 @@ class Result:
         tier: the tier that produced it, if known.
         degraded: True if the sample could not go on because a tier failed.
         latency_s: end to end, from submission to the result's arrival.
+        failed: True if the partition of ``partition`` raised on the sample
+            (no logits; ``error`` says why). Answered at once, not after a timeout.
+        error: the failure's reason, for a failed sample.
     """
 
     id: int
@@ -65,6 +68,8 @@ class Result:
     tier: int | None
     degraded: bool
     latency_s: float
+    failed: bool = False
+    error: str | None = None
 
     @property
     def prediction(self) -> int | None:
@@ -149,7 +154,8 @@ class Client:
         self._heard: float | None = None
         self._ready: list[Result] = []
         self._done: set[int] = set()
-        self.stats = {"submitted": 0, "delivered": 0, "degraded": 0, "duplicates": 0, "rejected": 0}
+        self.stats = {"submitted": 0, "delivered": 0, "degraded": 0, "duplicates": 0, "rejected": 0,
+                      "failed": 0}  # fmt: skip
 
     @property
     def input_route(self) -> list[str]:
@@ -234,13 +240,14 @@ class Client:
                 raise WireError(f"{len(frames)} frames; a wire message is one frame")
             arr, head = decode(frames[0].buffer, max_bytes=self.max_message_bytes)
             ids, ent = head.get("ids"), head.get("entropy")
+            failed = head.get("failed") is True
             if (
                 head.get("kind") != "result"
                 or not isinstance(ids, list)
                 or arr.ndim != 2
                 or len(ids) != arr.shape[0]
                 or not isinstance(ent, list)
-                or len(ent) != len(ids)
+                or len(ent) != (0 if failed else len(ids))
             ):
                 raise WireError("not a result message (kind 'result', ids, entropy, 2-D logits)")
         except WireError as err:
@@ -250,8 +257,16 @@ class Client:
         logits = np.array(arr, np.float32)
         _emulate(self.destination_slowdown, c0)
         t1 = time.perf_counter()  # the result is available: deserialized
+        if failed:
+            error = str(head.get("error", ""))[:300]
         for j, i in enumerate(ids):
             if not isinstance(i, int):
+                continue
+            if failed:
+                self.stats["failed"] += 1
+                self._deliver(Result(i, None, None, int(head.get("partition", -1)),
+                                     head.get("block"), head.get("tier"), True,
+                                     t1 - self._t0.get(i, t1), True, error))  # fmt: skip
                 continue
             self._deliver(
                 Result(

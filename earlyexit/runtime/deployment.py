@@ -21,8 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import math
 import os
 import select
 import shutil
@@ -40,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from earlyexit.formats import Manifest, Topology
+from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
-from earlyexit.runtime.wire import MAX_MESSAGE_BYTES
+from earlyexit.runtime.options import MAX_MESSAGE_BYTES, WorkerOptions
 
 __all__ = ["Deployment", "deploy", "route"]
 
@@ -282,29 +285,38 @@ def _spawn(
     return proc
 
 
-def _check_settings(**kw: Any) -> None:
-    """Refuse, before any process starts, settings that a worker would refuse or choke on."""
-    ints = {"max_batch": (1, 4096), "hwm": (1, 1_000_000), "max_message_bytes": (1024, 2**31 - 1)}
-    for name, (lo, hi) in ints.items():
-        v = kw[name]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-            raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
-    times = {"batch_timeout_s": 0.0, "heartbeat_s": None, "dead_after_s": None,
-             "start_timeout_s": None}  # fmt: skip
-    for name, lo in times.items():
-        v = kw[name]
-        ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
-        ok = ok and np.isfinite(v) and (v >= lo if lo is not None else v > 0)
-        if not ok:
-            rng = ">= 0" if lo is not None else "> 0"
-            raise ValueError(f"{name} must be a finite number of seconds {rng}, got {v!r}")
-    if kw["dead_after_s"] <= kw["heartbeat_s"]:
+def _worker_template(
+    threshold: float, max_batch: Any, batch_timeout_s: Any, hwm: Any, heartbeat_s: Any,
+    dead_after_s: Any, max_message_bytes: Any,
+) -> WorkerOptions:  # fmt: skip
+    """The settings every worker of a deployment shares, checked before any process starts.
+
+    The routes are placeholders; each partition's are filled in with ``dataclasses.replace``.
+    """
+    return WorkerOptions(
+        partition=0,
+        num_partitions=1,
+        threshold=threshold,
+        result_route=("ipc://unset",),
+        max_batch=max_batch,
+        batch_timeout_s=batch_timeout_s,
+        hwm=hwm,
+        heartbeat_s=heartbeat_s,
+        dead_after_s=dead_after_s,
+        max_message_bytes=max_message_bytes,
+    )
+
+
+def _check_settings(start_timeout_s: Any, precision: Any, niceness: Any) -> None:
+    """Refuse, before any process starts, the settings of the deployment itself."""
+    ok = isinstance(start_timeout_s, (int, float)) and not isinstance(start_timeout_s, bool)
+    if not ok or not math.isfinite(start_timeout_s) or start_timeout_s <= 0:
         raise ValueError(
-            f"dead_after_s ({kw['dead_after_s']}) must exceed heartbeat_s ({kw['heartbeat_s']})"
+            f"start_timeout_s must be a finite number of seconds > 0, got {start_timeout_s!r}"
         )
-    if kw["precision"] not in ("fp32", "int8", "fp16"):
-        raise ValueError(f"precision must be fp32, int8 or fp16, got {kw['precision']!r}")
-    n = kw["niceness"]
+    if precision not in ("fp32", "int8", "fp16"):
+        raise ValueError(f"precision must be fp32, int8 or fp16, got {precision!r}")
+    n = niceness
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not -20 <= n <= 19):
         raise ValueError(f"niceness must be None or an integer in [-20, 19], got {n!r}")
 
@@ -345,6 +357,9 @@ def deploy(
         emulate_links: run link emulators (default: True when a topology is given).
         apply_slowdown: emulate each tier's ``slowdown`` on top of real compute.
         max_batch, batch_timeout_s: micro-batching of each worker.
+
+            These and the settings below that concern workers become each
+            partition's :class:`~earlyexit.runtime.options.WorkerOptions`.
         hwm: ZeroMQ high-water marks (messages).
         precision: bundle precision for each worker's session.
         heartbeat_s, dead_after_s: fault detection.
@@ -372,16 +387,9 @@ def deploy(
             threshold, a count, time or niceness out of range.
         RuntimeError: a process failed to start (the message holds its log).
     """
-    _check_settings(
-        max_batch=max_batch,
-        batch_timeout_s=batch_timeout_s,
-        hwm=hwm,
-        precision=precision,
-        heartbeat_s=heartbeat_s,
-        dead_after_s=dead_after_s,
-        max_message_bytes=max_message_bytes,
-        start_timeout_s=start_timeout_s,
-        niceness=niceness,
+    _check_settings(start_timeout_s, precision, niceness)
+    template = _worker_template(
+        0.5, max_batch, batch_timeout_s, hwm, heartbeat_s, dead_after_s, max_message_bytes
     )
     if transport not in ("ipc", "tcp"):
         raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
@@ -414,8 +422,7 @@ def deploy(
     tiers = list(plan_tiers if tiers is None else tiers)
     if len(tiers) != len(specs) or len(set(tiers)) != len(tiers):
         raise ValueError(f"tiers must give {len(specs)} distinct tiers, got {tiers}")
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    threshold = check_threshold(threshold)
     topo: Topology | None = None
     if topology is not None:
         from earlyexit.planner.topology import resolve_topology
@@ -485,27 +492,22 @@ def deploy(
         workers: list[_Proc | None] = [None] * len(specs)
         next_input: str | None = None
         for k in range(len(specs) - 1, -1, -1):
-            config = {
-                "runner": specs[k],
-                "partition": k,
-                "num_partitions": len(specs),
-                "threshold": float(threshold),
-                "tier": tiers[k],
-                "last_block": blocks[k],
-                "result_route": route(tiers[k], destination, client.results_address, up, down),
-                "next_route": None
+            options = dataclasses.replace(
+                template,
+                partition=k,
+                num_partitions=len(specs),
+                threshold=threshold,
+                tier=tiers[k],
+                last_block=blocks[k],
+                result_route=tuple(route(tiers[k], destination, client.results_address, up, down)),
+                next_route=()
                 if next_input is None
-                else route(tiers[k], tiers[k + 1], next_input, up, down),
-                "bind": bind(f"worker{k}"),
-                "control_bind": bind(f"worker{k}-control"),
-                "slowdown": slow(tiers[k]),
-                "max_batch": max_batch,
-                "batch_timeout_s": batch_timeout_s,
-                "hwm": hwm,
-                "heartbeat_s": heartbeat_s,
-                "dead_after_s": dead_after_s,
-                "max_message_bytes": int(max_message_bytes),
-            }
+                else tuple(route(tiers[k], tiers[k + 1], next_input, up, down)),
+                bind=bind(f"worker{k}"),
+                control_bind=bind(f"worker{k}-control"),
+                slowdown=slow(tiers[k]),
+            )
+            config = {"runner": specs[k], "options": options.to_dict()}
             p = _spawn(
                 f"worker{k}",
                 "earlyexit.runtime.worker",

@@ -6,7 +6,8 @@ bundle written by ``earlyexit export`` (docs/spec.md, *Bundle*). Partition ``k``
 returns ``(logits, entropy, features)``; the last partition returns no
 features. :meth:`BundleSession.predict` chains them in one process: after each
 partition the samples whose entropy is below the threshold leave, and only the
-others go on, exactly as ``MultiExitModel.predict`` does.
+others go on, exactly as ``MultiExitModel.predict`` does (the rule is
+:mod:`earlyexit.runtime.chain`'s, shared with the tier workers and the export's checks).
 
 This module imports only the standard library, numpy, onnxruntime and
 ``earlyexit.formats`` / ``earlyexit.runtime.wire``, so a bundle runs on a board
@@ -17,11 +18,12 @@ of one process, or several workers on one machine, do not fight over cores.
 Example:
     >>> sess = BundleSession("bundle/")                        # doctest: +SKIP
     >>> out = sess.predict(images)                             # doctest: +SKIP
-    >>> out["prediction"], out["exit_block"]                   # doctest: +SKIP
+    >>> out.prediction, out.exit_block                         # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +34,7 @@ import onnxruntime as ort
 
 from earlyexit.formats import Manifest
 from earlyexit.runtime._files import check_file
+from earlyexit.runtime.chain import ChainResult, check_threshold, run_chain
 
 __all__ = [
     "PRECISIONS",
@@ -315,8 +318,8 @@ class BundleSession:
         outs = self._sessions[k].run(None, {self._input_names[k]: x})
         return outs[0], outs[1], (outs[2] if self._has_features[k] else None)
 
-    def predict(self, x: np.ndarray, threshold: float | None = None) -> dict[str, np.ndarray]:
-        """Classify a batch with per-sample early exit.
+    def predict(self, x: np.ndarray, threshold: float | None = None) -> ChainResult:
+        """Classify a batch with per-sample early exit (:func:`earlyexit.runtime.chain.run_chain`).
 
         A sample leaves after the first partition whose entropy is below
         ``threshold``; the last partition takes every sample that reaches it.
@@ -327,9 +330,10 @@ class BundleSession:
             threshold: in [0, 1]; ``None`` uses the manifest's.
 
         Returns:
-            A dict of numpy arrays, one row per sample: ``logits`` [B, C],
-            ``prediction`` [B], ``exit_partition`` [B] (0-based), ``exit_block``
-            [B] (1-based block of the exit taken) and ``entropy`` [B].
+            A :class:`~earlyexit.runtime.chain.ChainResult`, one row per sample:
+            ``logits`` [B, C], ``prediction`` [B], ``exit_partition`` [B]
+            (0-based), ``exit_block`` [B] (1-based block of the exit taken) and
+            ``entropy`` [B]; ``out["prediction"]`` works too.
 
         Raises:
             TypeError, ValueError: for a bad input or threshold.
@@ -340,46 +344,6 @@ class BundleSession:
                 f"predict chains every partition; this session did not load {missing} "
                 "(open it without partitions=)"
             )
-        if threshold is None:
-            threshold = self.threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-            raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        h = self._check(0, x)
-        batch = h.shape[0]
-        logits_out: np.ndarray | None = None
-        entropy_out = np.zeros(batch, np.float32)
-        exit_part = np.full(batch, -1, np.int64)
-        remaining = np.arange(batch)
-        last = self.num_partitions - 1
-        limit = np.float32(threshold)
-        for k in range(self.num_partitions):
-            logits, entropy, features = self._run(k, h)
-            if logits_out is None:
-                logits_out = np.zeros((batch, logits.shape[-1]), np.float32)
-            if k == last:
-                logits_out[remaining] = logits
-                entropy_out[remaining] = entropy
-                exit_part[remaining] = k
-                break
-            leave = entropy < limit
-            if leave.any():
-                idx = remaining[leave]
-                logits_out[idx] = logits[leave]
-                entropy_out[idx] = entropy[leave]
-                exit_part[idx] = k
-                if leave.all():
-                    break
-                stay = ~leave
-                h = features[stay]
-                remaining = remaining[stay]
-            else:
-                h = features
-        return {
-            "logits": logits_out,
-            "prediction": logits_out.argmax(-1),  # type: ignore[union-attr]  # L >= 1
-            "exit_partition": exit_part,
-            "exit_block": self._exit_blocks[exit_part],
-            "entropy": entropy_out,
-        }
+        threshold = check_threshold(self.threshold if threshold is None else threshold)
+        runners = [functools.partial(self._run, k) for k in range(self.num_partitions)]
+        return run_chain(runners, self._check(0, x), threshold, self._exit_blocks)

@@ -121,17 +121,11 @@ class SyntheticModel:
 
         The last partition takes every sample that reaches it.
         """
-        out: list[dict] = [{} for _ in range(len(x))]
-        alive = np.arange(len(x))
-        feats = np.asarray(x, np.float32)
-        for k in range(self.num_partitions):
-            logits, ent, h = self.run_partition(k, feats)
-            done = np.ones(len(alive), bool) if h is None else ent < threshold
-            for j in np.flatnonzero(done):
-                out[alive[j]] = {"partition": k, "logits": logits[j], "entropy": float(ent[j])}
-            if h is None:
-                break
-            alive, feats = alive[~done], h[~done]
-            if not len(alive):
-                break
-        return out
+        from earlyexit.runtime.chain import run_chain
+
+        runners = [self.runner(k) for k in range(self.num_partitions)]
+        res = run_chain(runners, np.asarray(x, np.float32), threshold)
+        return [
+            {"partition": int(k), "logits": row, "entropy": float(e)}
+            for k, row, e in zip(res.exit_partition, res.logits, res.entropy, strict=True)
+        ]

@@ -7,6 +7,9 @@ samples with their ``ids``), runs its partition, and for every sample:
   partition), sends only its result (the exit's logits) to the destination;
 * otherwise sends its features to the next partition's worker.
 
+The exit rule is :func:`earlyexit.runtime.chain.exit_step`, the one every
+chain of partitions uses. A worker takes one :class:`~earlyexit.runtime.options.WorkerOptions`.
+
 Micro-batching is optional (``max_batch``, ``batch_timeout_s``). Everything is
 bounded: ZeroMQ high-water marks on every socket, at most ``max_batch``
 messages held for a batch, at most ``pending_limit`` samples in flight
@@ -22,6 +25,10 @@ a hop). Workers send heartbeats to their upstream. When the next worker stops an
 last exit they passed: their kept result goes to the destination marked
 ``degraded``, as does every later sample that would need it. Malformed or
 oversized messages are rejected with a log line and the worker keeps serving.
+A partition that raises on a batch answers its samples at once as ``failed``
+results (no logits; the client does not wait for them to time out); with
+micro-batching, the messages of a failed batch are run again one by one, so
+only the samples of the message that fails are failed.
 
 The hot path is lean: frames are received without a copy (the one copy of a
 message's payload is the receiver's, as profiled), the wire header is the only
@@ -44,8 +51,9 @@ same).
 Example:
     >>> from earlyexit.runtime.synthetic import SyntheticModel
     >>> model = SyntheticModel(num_partitions=1)
-    >>> w = Worker(model.runner(0), partition=0, num_partitions=1, threshold=0.5,
-    ...            result_route=["tcp://127.0.0.1:9"])
+    >>> opts = WorkerOptions(partition=0, num_partitions=1, threshold=0.5,
+    ...                      result_route=("tcp://127.0.0.1:9",))
+    >>> w = Worker(model.runner(0), opts)
     >>> w.input_address.startswith("tcp://127.0.0.1:")
     True
     >>> w.close()
@@ -68,15 +76,14 @@ from typing import Any
 import numpy as np
 import zmq
 
+from earlyexit.runtime.chain import PartitionRunner, StepResult, exit_step
 from earlyexit.runtime.link import RouteSender
-from earlyexit.runtime.wire import MAX_MESSAGE_BYTES, WireError, decode, encode
+from earlyexit.runtime.options import WorkerOptions
+from earlyexit.runtime.wire import WireError, decode, encode
 
-__all__ = ["PartitionRunner", "Worker", "make_runner", "main"]
+__all__ = ["PartitionRunner", "Worker", "WorkerOptions", "make_runner", "main", "serve_config"]
 
 log = logging.getLogger("earlyexit.runtime.worker")
-
-PartitionRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, "np.ndarray | None"]]
-"""``run(x) -> (logits [n, C], normalized entropy [n], features [n, ...] or None)``."""
 
 _EMPTY = np.empty(0, np.uint8)
 
@@ -157,90 +164,42 @@ class Worker:
 
     Args:
         runner: the partition, ``run(x) -> (logits, entropy, features | None)``.
-        partition: its 0-based index in the plan.
-        num_partitions: L; the last partition sends every sample to the destination.
-        threshold: exit when the normalized entropy is below it.
-        result_route: addresses from here to the destination (links, then the
-            client's results address).
-        next_route: addresses from here to the next partition's worker (None for
-            the last partition).
-        bind: input address (``tcp://host:port``; ``*`` as port picks one).
-        control_bind: address for acks and heartbeats from downstream.
-        advertise: the control address as others reach it (default: the bound one).
-        tier: the tier index, reported in results.
-        last_block: the 1-based block of this partition's exit, reported in results.
-        slowdown: emulated slowdown factor (>= 1 adds sleep; < 1 cannot be emulated).
-        max_batch: largest micro-batch, in messages.
-        batch_timeout_s: how long to wait for more messages to fill a batch.
-        hwm: ZeroMQ high-water mark (messages) on data sockets.
-        send_timeout_s: one blocked send attempt; retried while the peer lives.
-        max_message_bytes: larger messages are rejected.
-        heartbeat_s: period of heartbeats to upstream.
-        dead_after_s: silence after which the next worker is considered dead.
-        pending_limit: most samples forwarded but not yet acknowledged.
-        ack_interval_s: acks to upstream are gathered and sent at this period
-            (0: one ack message per batch).
+        options: the worker's settings (addresses, routes, threshold, batching,
+            bounds, fault detection), checked when they were made.
         context: ZeroMQ context (default: a new one).
 
     Raises:
-        ValueError: inconsistent arguments.
+        TypeError: ``options`` is not a :class:`WorkerOptions`.
     """
 
     def __init__(
         self,
         runner: PartitionRunner,
+        options: WorkerOptions,
         *,
-        partition: int,
-        num_partitions: int,
-        threshold: float,
-        result_route: Sequence[str],
-        next_route: Sequence[str] | None = None,
-        bind: str = "tcp://127.0.0.1:*",
-        control_bind: str = "tcp://127.0.0.1:*",
-        advertise: str | None = None,
-        tier: int | None = None,
-        last_block: int | None = None,
-        slowdown: float = 1.0,
-        max_batch: int = 1,
-        batch_timeout_s: float = 0.0,
-        hwm: int = 64,
-        send_timeout_s: float = 0.2,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        heartbeat_s: float = 0.2,
-        dead_after_s: float = 2.0,
-        pending_limit: int = 4096,
-        ack_interval_s: float = 0.005,
         context: zmq.Context | None = None,
     ) -> None:
-        if not 0 <= partition < num_partitions:
-            raise ValueError(f"partition must be in 0..{num_partitions - 1}, got {partition}")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        last = partition == num_partitions - 1
-        if not last and not next_route:
-            raise ValueError(f"partition {partition} of {num_partitions} needs a next_route")
-        if not result_route:
-            raise ValueError("result_route must name at least the destination address")
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if slowdown <= 0:
-            raise ValueError(f"slowdown must be > 0, got {slowdown}")
-        if not 0.0 <= ack_interval_s < float("inf"):
-            raise ValueError(f"ack_interval_s must be a finite number >= 0, got {ack_interval_s}")
+        if not isinstance(options, WorkerOptions):
+            raise TypeError(
+                f"options must be an earlyexit.runtime.options.WorkerOptions, got {options!r}"
+            )
+        o = self.options = options
+        partition, num_partitions, hwm = o.partition, o.num_partitions, o.hwm
+        last = o.is_last
         self.runner = runner
         self.partition, self.num_partitions, self.is_last = partition, num_partitions, last
-        self.threshold = float(threshold)
-        self.result_route = list(result_route)
-        self.next_route = list(next_route) if next_route else None
-        self.tier, self.last_block = tier, last_block
-        self.slowdown = float(slowdown)
-        self.max_batch, self.batch_timeout_s = int(max_batch), float(batch_timeout_s)
-        self.send_timeout_s = float(send_timeout_s)
-        self.max_message_bytes = int(max_message_bytes)
-        self.heartbeat_s, self.dead_after_s = float(heartbeat_s), float(dead_after_s)
-        self.pending_limit = int(pending_limit)
+        self.threshold = o.threshold
+        self.result_route = list(o.result_route)
+        self.next_route = list(o.next_route) or None
+        self.tier, self.last_block = o.tier, o.last_block
+        self.slowdown = o.slowdown
+        self.max_batch, self.batch_timeout_s = o.max_batch, o.batch_timeout_s
+        self.send_timeout_s = o.send_timeout_s
+        self.max_message_bytes = o.max_message_bytes
+        self.heartbeat_s, self.dead_after_s = o.heartbeat_s, o.dead_after_s
+        self.pending_limit = o.pending_limit
         # acks well inside the upstream's patience, whatever was asked
-        self.ack_interval_s = min(float(ack_interval_s), float(dead_after_s) / 4)
+        self.ack_interval_s = min(o.ack_interval_s, o.dead_after_s / 4)
         self._acks: dict[str, list[int]] = {}  # upstream control address -> ids to ack
         self._next_ack = 0.0
         # the CPU clock is read only when a slowdown is emulated
@@ -250,13 +209,13 @@ class Worker:
         self._in = self._ctx.socket(zmq.PULL)
         self._in.setsockopt(zmq.RCVHWM, hwm)
         self._in.setsockopt(zmq.LINGER, 0)
-        self._in.bind(bind)
+        self._in.bind(o.bind)
         self._ctl = self._ctx.socket(zmq.PULL)
         self._ctl.setsockopt(zmq.RCVHWM, 100_000)
         self._ctl.setsockopt(zmq.LINGER, 0)
-        self._ctl.bind(control_bind)
+        self._ctl.bind(o.control_bind)
         self.input_address: str = self._in.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.control_address: str = advertise or self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.control_address: str = o.advertise or self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)
         self._data = RouteSender(self._ctx, hwm=hwm, send_timeout_s=self.send_timeout_s)
         self._control = RouteSender(self._ctx, hwm=100_000, send_timeout_s=0.0)
         # connect to the first hops now, so that the handshakes are done before the first sample
@@ -275,6 +234,7 @@ class Worker:
             "exited": 0,
             "forwarded": 0,
             "degraded": 0,
+            "failed": 0,
             "rejected": 0,
             "batches": 0,
             "compute_s": 0.0,
@@ -380,16 +340,23 @@ class Worker:
         )
         self._emulate(c0)
         self._pay()
+        if self._send_until(self.result_route, msg, len(ids)):
+            self.stats["degraded" if degraded else "exited"] += len(ids)
+
+    def _send_until(self, route: list[str], msg: bytes, n: int) -> bool:
+        """Send a result message, retrying for a while; False (logged) if it is lost."""
+        if self._data.send(route, msg):
+            return True
         deadline = time.monotonic() + max(5.0, self.dead_after_s)
-        while not self._data.send(self.result_route, msg):
+        while not self._data.send(route, msg):
             if time.monotonic() > deadline:
                 log.error(
                     "partition %d: the destination does not accept results; %d lost",
                     self.partition,
-                    len(ids),
+                    n,
                 )
-                return
-        self.stats["degraded" if degraded else "exited"] += len(ids)
+                return False
+        return True
 
     def _flush_pending(self, reason: str) -> None:
         if not self._pending:
@@ -443,55 +410,100 @@ class Worker:
 
     # ----------------------------------------------------------------- compute
     def process(self, x: np.ndarray, ids: list[int]) -> None:
-        """Run the partition on a batch and route every sample (exit or forward)."""
+        """Run the partition on a batch and route every sample (exit or forward).
+
+        Raises:
+            Exception: whatever the runner raises (nothing has been sent then).
+        """
+        self._route(ids, self._compute(x))
+
+    def _compute(self, x: np.ndarray) -> StepResult:
         t0, c0 = time.perf_counter(), self._cpu()
-        logits, entropy, feats = self.runner(x)
+        step = exit_step(self.runner, x, self.threshold, self.is_last)
         self._emulate(c0)
         self.stats["compute_s"] += time.perf_counter() - t0
         self.stats["batches"] += 1
-        self.stats["samples"] += len(ids)
-        logits = np.asarray(logits)
-        entropy = np.asarray(entropy, dtype=np.float64).reshape(-1)
-        if self.is_last or feats is None:
-            exits = np.ones(len(ids), bool)
+        self.stats["samples"] += len(x)
+        return step
+
+    def _route(self, ids: list[int], step: StepResult) -> None:
+        """Send the samples that leave to the destination, the others' features on."""
+        n_leave = len(step.leave)
+        if n_leave == len(ids):  # all leave (always so at batch 1): no indexing, no copies
+            self._send_results(ids, step.logits, step.entropy, degraded=False)
+            return
+        if n_leave:
+            idx = step.leave
+            self._send_results(
+                [ids[i] for i in idx], step.logits[idx], step.entropy[idx], degraded=False
+            )
+        assert step.features is not None  # internal: exit_step gives the stayers' features
+        if n_leave == 0:
+            self._forward(ids, step.features, step.logits, step.entropy)
         else:
-            exits = entropy < self.threshold
-        leaving = int(np.count_nonzero(exits))
-        if leaving == len(ids):  # all leave (always so at batch 1): no indexing, no copies
-            self._send_results(ids, logits, entropy, degraded=False)
-        elif leaving == 0:  # all go on
-            self._forward(ids, np.asarray(feats), logits, entropy)
-        else:
-            idx = np.flatnonzero(exits)
-            self._send_results([ids[i] for i in idx], logits[idx], entropy[idx], degraded=False)
-            idx = np.flatnonzero(~exits)
-            self._forward([ids[i] for i in idx], np.asarray(feats)[idx], logits[idx], entropy[idx])
+            idx = step.stay
+            self._forward([ids[i] for i in idx], step.features, step.logits[idx], step.entropy[idx])
+
+    def _fail(self, ids: list[int], err: BaseException) -> None:
+        """Answer samples whose partition raised: ``failed`` results, sent at once."""
+        reason = f"{type(err).__name__}: {str(err).strip()[:200]}"
+        log.warning(
+            "partition %d failed on %d sample(s); answered as failed: %s",
+            self.partition,
+            len(ids),
+            reason,
+        )
+        msg = encode(
+            np.zeros((len(ids), 0), np.float32),
+            kind="result",
+            ids=ids,
+            partition=self.partition,
+            block=self.last_block,
+            tier=self.tier,
+            entropy=[],
+            degraded=True,
+            failed=True,
+            error=reason,
+        )
+        if self._send_until(self.result_route, msg, len(ids)):
+            self.stats["failed"] += len(ids)
 
     def _run_batch(self, batch: list[tuple[np.ndarray, list[int], str | None]]) -> None:
-        # consecutive messages of one shape and dtype run together
-        groups: list[list[tuple[np.ndarray, list[int], str | None]]] = [batch[:1]]
-        for item in batch[1:]:
-            head = groups[-1][0][0]
-            if head.shape[1:] == item[0].shape[1:] and head.dtype == item[0].dtype:
-                groups[-1].append(item)
-            else:
-                groups.append([item])
+        if len(batch) == 1:  # no grouping at batch 1
+            groups = [batch]
+        else:  # consecutive messages of one shape and dtype run together
+            groups = [batch[:1]]
+            for item in batch[1:]:
+                head = groups[-1][0][0]
+                if head.shape[1:] == item[0].shape[1:] and head.dtype == item[0].dtype:
+                    groups[-1].append(item)
+                else:
+                    groups.append([item])
         for group in groups:
-            c0 = self._cpu()
-            # the receiver's one copy, part of deserializing (as profiled)
-            x = np.array(group[0][0]) if len(group) == 1 else np.concatenate([g[0] for g in group])
-            self._emulate(c0)
-            ids = [i for g in group for i in g[1]]
-            try:
-                self.process(x, ids)
-            except Exception as err:  # a bad tensor must not stop the worker
-                self._reject(f"partition failed on a batch of shape {x.shape}: {err}")
-                continue
+            self._run_group(group)
             for _, gids, ack in group:
                 if ack is not None:
                     self._acks.setdefault(ack, []).extend(gids)
-            if self.ack_interval_s <= 0.0:
-                self._flush_acks()
+        if self.ack_interval_s <= 0.0:
+            self._flush_acks()
+
+    def _run_group(self, group: list[tuple[np.ndarray, list[int], str | None]]) -> None:
+        """Run messages as one batch; if the partition raises, each alone, failing only those."""
+        c0 = self._cpu()
+        # a view of the received frame (read-only, no copy) or one concatenation
+        x = group[0][0] if len(group) == 1 else np.concatenate([g[0] for g in group])
+        self._emulate(c0)
+        ids = group[0][1] if len(group) == 1 else [i for g in group for i in g[1]]
+        try:
+            step = self._compute(x)
+        except Exception as err:  # a bad tensor or a broken partition must not stop the worker
+            if len(group) == 1:
+                self._fail(ids, err)
+            else:
+                for item in group:
+                    self._run_group([item])
+            return
+        self._route(ids, step)
 
     def _flush_acks(self) -> None:
         """Send the gathered acks, one message per upstream."""
@@ -574,37 +586,45 @@ class Worker:
 def main(argv: Sequence[str] | None = None) -> int:
     """Process entry point: ``python -m earlyexit.runtime.worker --config JSON``.
 
-    The config holds a ``runner`` spec (see :func:`make_runner`) and the keyword
-    arguments of :class:`Worker`. Prints ``READY {"input": ..., "control": ...}``
-    on stdout once bound; SIGTERM stops it.
+    The config is ``{"runner": spec, "options": WorkerOptions.to_dict()}`` (see
+    :func:`make_runner` and :class:`WorkerOptions`). Prints
+    ``READY {"input": ..., "control": ...}`` on stdout once bound; SIGTERM stops it.
     """
     parser = argparse.ArgumentParser(prog="python -m earlyexit.runtime.worker")
-    parser.add_argument("--config", required=True, help="JSON: runner spec and Worker kwargs")
+    parser.add_argument("--config", required=True, help="JSON: runner spec and worker options")
     args = parser.parse_args(argv)
     config = json.loads(args.config)
-    return serve_config(config)
+    return serve_config(config["runner"], WorkerOptions.from_dict(config["options"]))
 
 
-def serve_config(config: dict[str, Any]) -> int:
-    """Build a worker from a JSON-able config, print READY and serve until SIGTERM.
+def serve_config(runner_spec: dict[str, Any], options: WorkerOptions) -> int:
+    """Build a worker, print READY and serve until SIGTERM or SIGINT.
+
+    The runner is built, and a bundle's session run once, before READY, so the
+    first sample pays for nothing but itself.
 
     Args:
-        config: ``{"runner": spec, **Worker kwargs}``.
+        runner_spec: see :func:`make_runner`.
+        options: the worker's settings.
 
     Returns:
         The exit code (0).
+
+    Raises:
+        TypeError, ValueError: a bad runner spec or options.
     """
+    if not isinstance(options, WorkerOptions):
+        raise TypeError(f"options must be a WorkerOptions, got {type(options).__name__}")
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
-        format=f"%(asctime)s worker[{config.get('partition')}] %(levelname)s %(message)s",
+        format=f"%(asctime)s worker[{options.partition}] %(levelname)s %(message)s",
     )
-    config = dict(config)
-    runner = make_runner(config.pop("runner"))
+    runner = make_runner(runner_spec)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    worker = Worker(runner, **config)
+    worker = Worker(runner, options)
     print(
         "READY " + json.dumps({"input": worker.input_address, "control": worker.control_address}),
         flush=True,

@@ -16,6 +16,7 @@ from earlyexit.formats import Link, Tier, Topology
 from earlyexit.runtime.client import Client
 from earlyexit.runtime.deployment import deploy, route
 from earlyexit.runtime.link import DirectedLink, RouteSender, time_through_links
+from earlyexit.runtime.options import WorkerOptions
 from earlyexit.runtime.synthetic import SyntheticModel
 from earlyexit.runtime.wire import encode
 from earlyexit.runtime.worker import Worker, make_runner
@@ -248,7 +249,8 @@ def test_malformed_and_oversized_messages_are_rejected_and_the_worker_keeps_serv
         raw.send(encode(np.zeros((2, 32), np.float32), kind="input", ids=[1]))  # ids mismatch
         raw.send(encode(np.zeros((1, 32), np.float32), kind="bogus", ids=[1]))  # bad kind
         raw.send(encode(np.zeros((1, 32), np.float32), kind="input", ids=[1], ack="http://x"))
-        raw.send(encode(np.zeros((1, 7), np.float32), kind="input", ids=[1]))  # wrong width
+        # the partition raises: answered as failed, under an id the client never uses
+        raw.send(encode(np.zeros((1, 7), np.float32), kind="input", ids=[10**6]))
         raw.send_multipart([b"a", b"b"])  # two frames
         msg = encode(np.zeros((1, 32), np.float32), kind="input", ids=[1])
         raw.send(msg[: len(msg) - 3])  # truncated
@@ -257,10 +259,12 @@ def test_malformed_and_oversized_messages_are_rejected_and_the_worker_keeps_serv
         _check_against_reference(results, x)
         assert three_tiers.client.stats["delivered"] == 10  # nothing spurious came out
         deadline = time.monotonic() + 5
-        while three_tiers.log(0).count("rejected") < 8 and time.monotonic() < deadline:
+        while three_tiers.log(0).count("rejected") < 7 and time.monotonic() < deadline:
             time.sleep(0.05)
         log = three_tiers.log(0)
-        assert log.count("rejected a message") == 8, log
+        assert log.count("rejected a message") == 7, log
+        # the partition itself refused the 7-wide input: answered as failed, not rejected
+        assert "partition 0 failed on 1 sample(s)" in log and "takes 32 features, got 7" in log
         assert "exceeds the limit" in log and "bad magic" in log
         assert three_tiers.worker_alive(0)
     finally:
@@ -401,9 +405,11 @@ def test_worker_and_runner_arguments_are_checked():
     run = make_runner({"kind": "synthetic", "partition": 1, "num_partitions": 2})
     assert run(np.zeros((2, 64), np.float32))[2] is None
     with pytest.raises(ValueError, match="next_route"):
-        Worker(run, partition=0, num_partitions=2, threshold=0.5, result_route=["tcp://x:1"])
+        WorkerOptions(partition=0, num_partitions=2, threshold=0.5, result_route=("tcp://x:1",))
     with pytest.raises(ValueError, match="threshold"):
-        Worker(run, partition=0, num_partitions=1, threshold=1.5, result_route=["tcp://x:1"])
+        WorkerOptions(partition=0, num_partitions=1, threshold=1.5, result_route=("tcp://x:1",))
+    with pytest.raises(TypeError, match="WorkerOptions"):
+        Worker(run, {"partition": 0})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="exactly one"):
         deploy()
 
@@ -411,13 +417,10 @@ def test_worker_and_runner_arguments_are_checked():
 def test_worker_in_a_thread_serves_a_client():
     model = SyntheticModel(1)
     with Client() as client:
-        worker = Worker(
-            model.runner(0),
-            partition=0,
-            num_partitions=1,
-            threshold=0.5,
-            result_route=[client.results_address],
+        opts = WorkerOptions(
+            partition=0, num_partitions=1, threshold=0.5, result_route=(client.results_address,)
         )
+        worker = Worker(model.runner(0), opts)
         stop = threading.Event()
         t = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
         t.start()
@@ -449,14 +452,14 @@ def test_runtime_never_imports_torch():
 
 
 def _serve_in_thread(runner, client, slowdown):
-    worker = Worker(
-        runner,
+    opts = WorkerOptions(
         partition=0,
         num_partitions=1,
         threshold=0.5,
-        result_route=[client.results_address],
+        result_route=(client.results_address,),
         slowdown=slowdown,
     )
+    worker = Worker(runner, opts)
     stop = threading.Event()
     t = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
     t.start()
