@@ -22,9 +22,7 @@ from earlyexit.planner.space import make_space
 
 from .strategies import problems
 
-search_mod = importlib.import_module(
-    "earlyexit.planner.search"
-)  # the module (the package exports the function)
+bounds_mod = importlib.import_module("earlyexit.planner._portend_bounds")
 
 TOL = 1e-9
 SETTINGS = settings(
@@ -135,7 +133,7 @@ def test_sweep_bounds_match_brute_force(problem, objective, frac):
     profile, topo = problem
     cm = CostModel(profile, topo)
     space = make_space(cm)
-    with mock.patch.object(search_mod, "_SMALL", 0):
+    with mock.patch.object(bounds_mod, "SMALL", 0):
         if objective == "pareto":
             got = search(cm, space, "portend", "pareto", None)
             assert [g.key for g in got] == [r[2] for r in brute_force_pareto(cm, space, "portend")]

@@ -1,0 +1,417 @@
+"""The search for the ``portend`` estimator: a Pareto-label dynamic program.
+
+For a fixed threshold, PORTEND's fractions telescope: S_{k-1} = S_k + E_k =
+1 - ER_{P_{k-1}} (ER_{P_0} = 0), and E_L = 1 - ER_{P_{L-1}}. Splitting the last
+partition's exit term (1 - ER_{P_{L-1}}) Rs into (ER_{P_L} - ER_{P_{L-1}}) Rs
+plus an end cost (1 - ER_{P_L}) Rs makes every term depend on one hop only:
+
+  edge (b, v) -> (c, w):  latency  (1 - ER_b) [x(v -> w, O_b) + CT^w_{b+1..c}]
+                                   + (ER_c - ER_b) r(w -> destination)
+                          accuracy A_c (ER_c - ER_b)
+  end at (c, w):          latency  (1 - ER_c) r(w -> destination), accuracy A_c (1 - ER_c)
+
+so a configuration is a path from (0, source) through states (last block,
+tier, set of tiers used) and both objectives are sums along it. Labels
+(latency, accuracy) are extended layer by layer (one partition per layer,
+all thresholds at once, numpy-vectorized). A label is dropped only when that
+cannot change the answer:
+
+- dominance at the same state: another label at the same (threshold, block,
+  tier, tier set) is better or equal in both objectives (the future is the
+  same, and adding the same numbers keeps the order, also in floating point),
+  with the tie key deciding exact ties;
+- bounds from a backward pass: a relaxed completion cost (tiers only need to
+  differ from the previous one, at most the remaining number of partitions)
+  gives, for every state, the exact minimum of ``latency - lambda * accuracy``
+  for some lambda >= 0 and the maximum accuracy. For P_lat a label whose
+  every feasible completion provably has latency above the best feasible
+  answer found so far (or that can no longer reach the accuracy bound) is
+  dropped; symmetrically for P_acc; for the frontier, a label whose ideal
+  completion point is beaten by a point already found.
+
+These are valid lower/upper bounds (Lagrangian weak duality on a relaxation:
+for any lambda >= 0 and any completion reaching accuracy ``need``, its latency
+is at least ``H_lambda + lambda * need``), so the result is the true optimum
+of the model of docs/spec.md; the property tests compare it with
+:mod:`earlyexit.planner.bruteforce` on random small problems.
+
+What makes P_lat fast (ResNet-110 scale, N=55, M=3: a few ms):
+
+- One partition left is solved exactly by a table. With the end split off,
+  the last partition d on tier w' after block c costs (1 - ER_c) [x(w -> w', O_c)
+  + CT^{w'}_{c+1..d} + r(w')] and adds accuracy A_d (1 - ER_c). So for each
+  (tier, block c), ``q1`` holds the least CT over the blocks d whose accuracy
+  is at least each value (a cumulative minimum over blocks sorted by
+  accuracy, threshold-free); the best completion of a label meeting the bound
+  is one ``searchsorted``. This gives (i) with one partition left, the exact
+  bound (no label with a completion that could tie the optimum is dropped:
+  the bound is computed with the accuracy bound loosened by a slack); and
+  (ii) an incumbent: the latency of a real configuration that meets the
+  bound strictly (tightened by the slack, whatever the rounding), taken from
+  the root (one partition) and from every layer, before the labels of that
+  layer are filtered. The optimum is then usually known after the first
+  layer, and the search only proves it.
+- The same algebra gives the relaxed bound with one partition left as a
+  threshold-free table (no pass over pairs of blocks per threshold); the
+  bounds with two or more partitions left come from one pass over the
+  packed transitions (c -> c') per round, ``reduceat`` along the leading axis.
+- One multiplier instead of a grid: the lambda that maximizes the Lagrangian
+  dual of the problem restricted to at most two partitions (computed from the
+  same tables on a coarse grid, in single precision; it is only a heuristic,
+  any lambda >= 0 gives valid bounds). With two or more partitions left only
+  its bound is computed (lambda = 0 is kept with one left, where it is free).
+  Large problems (where the bound pass is cheap next to the labels) use the
+  grid too.
+- The first layer is filtered after its own exact one-partition completions
+  have lowered the incumbent (to the best configuration with <= 2 partitions),
+  and a layer's candidates are made per (label, tier) pair and then repeated
+  over the next blocks (few fancy-index gathers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from earlyexit.planner._labels import SLACK as _SLACK
+from earlyexit.planner._labels import Collector, CutCodes, Labels, code_keys, empty_labels, lex_less
+from earlyexit.planner._portend_bounds import PortendBounds
+from earlyexit.planner._select import ACC_ATOL, LAT_ATOL
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.space import SearchSpace
+
+__all__ = ["PortendSearch"]
+
+_CHUNK = 1 << 20
+_SMALL_PLAT = 200_000  # P_lat below this many (transition, threshold, tier) triples: one multiplier
+
+
+class PortendSearch(PortendBounds):
+    """The label DP for the portend estimator (see the module docstring)."""
+
+    def __init__(
+        self,
+        cm: CostModel,
+        space: SearchSpace,
+        objective: str = "pareto",
+        bound: float | None = None,
+        n_lambdas: int = 6,
+        codes: CutCodes | None = None,
+    ) -> None:
+        self.cm, self.space = cm, space
+        n, m = cm.n, cm.m
+        self.n, self.m = n, m
+        self.codes = codes if codes is not None else CutCodes(n, m, space.max_parts)
+        self.er = cm.er[space.t_idx]  # (nt, N+1)
+        self.nt = self.er.shape[0]
+        self.a = cm.acc
+        self.ct, self.x, self.r = cm.ct, cm.x, cm.r
+        b = np.arange(n + 1)[:, None]
+        c = np.arange(n + 1)[None, :]
+        valid = (c > b) & (c <= space.next_required[:, None]) & space.cut_allowed[None, :]
+        self.valid = valid
+        self.cnt = valid.sum(1)
+        self.start = np.concatenate([[0], np.cumsum(self.cnt)[:-1]])
+        self.allc = np.nonzero(valid)[1]
+        self.lmax = space.max_parts
+        self.tier_pen = np.where(space.tier_allowed.any(0), 0.0, np.inf)  # (M,)
+        self.ctm = np.where(
+            (valid & space.end_ok[None, :])[None], self.ct, np.inf
+        )  # (M, c, d): may end at d
+        # lambda grid (units: seconds per unit of accuracy)
+        full = [cm.x[cm.source, w, 0] + cm.ct[w, 0, n] + cm.r[w] for w in range(m)]
+        scale = float(min(full)) / max(float(np.ptp(cm.acc[1:])), 1e-3)
+        self.scale = scale
+        self.skip0 = False
+        grid = scale * np.logspace(-2, 1.5, n_lambdas - 1) if n_lambdas > 1 else np.zeros(0)
+        if objective == "min_latency":
+            self._tables()
+            # P_lat: the multiplier that is best for the problem restricted to <= 2 partitions;
+            # on large problems (where the bound pass is cheap next to the labels) the grid too
+            lam = None if bound is None or self.lmax < 3 else self._pick_lambda(bound)
+            lams = [0.0] if lam is None else [0.0, lam]
+            if self.allc.size * self.nt * m > _SMALL_PLAT and bound is not None:
+                lams += grid.tolist()
+            self.lams = np.array(lams)
+            self.skip0 = len(lams) == 2
+        else:
+            self.lams = np.concatenate([[0.0], grid])
+        self._backward()
+
+    def _complete1(
+        self,
+        t: np.ndarray,
+        c: np.ndarray,
+        w: np.ndarray,
+        u: np.ndarray,
+        acc: np.ndarray,
+        k: int,
+        bound: float | None,
+        strict: bool,
+    ) -> np.ndarray:
+        """The exact best completion of labels (with k partitions) by at most one more partition.
+
+        Ending at c costs (1 - ER_c) r(w); one more partition d on tier w' costs
+        (1 - ER_c) [x(w -> w', O_c) + CT^{w'}_{c+1..d} + r(w')] and adds accuracy
+        A_d (1 - ER_c) (the edge and end terms of the DP, summed), so the fastest
+        one meeting the accuracy bound is a lookup in :attr:`q1`.
+
+        Returns:
+            The least added latency (inf if none) over the completions whose accuracy
+            reaches the bound loosely (``strict=False``: a lower bound, for pruning) or
+            strictly (``strict=True``: values of real feasible configurations whatever
+            the rounding, for the incumbent).
+        """
+        sp, n = self.space, self.n
+        s = 1.0 - self.er[t, c]
+        best = np.full(t.size, np.inf)
+        slack = 2.0 * _SLACK if strict else -2.0 * _SLACK
+        need = None if bound is None else bound - ACC_ATOL - acc + slack
+        if k >= sp.min_parts:  # end now
+            end = np.where(sp.end_ok[c], s * self.r[w], np.inf)
+            best = end.copy() if need is None else np.where(self.a[c] * s >= need, end, np.inf)
+        if sp.min_parts <= k + 1 <= self.lmax:
+            if need is None:
+                j = np.full(t.size, n - 1)
+            else:
+                pos = s > 0
+                thr = np.where(
+                    pos, need / np.where(pos, s, 1.0), np.where(need <= 0, -np.inf, np.inf)
+                )
+                j = n - 1 - np.searchsorted(self.asc, thr)  # accuracies >= thr: the j+1 largest
+            jj = np.maximum(j, 0)
+            has = j >= 0
+            for w2 in range(self.m):
+                if not sp.tier_allowed[k, w2]:
+                    continue
+                q = self.q1[w2, c, jj]
+                ok = has & np.isfinite(q) & (((u >> w2) & 1) == 0)
+                val = s * (self.x[w, w2, c] + np.where(ok, q, 0.0) + self.r[w2])
+                np.minimum(best, np.where(ok, val, np.inf), out=best)
+        return best
+
+    def _keep(
+        self,
+        t: np.ndarray,
+        c: np.ndarray,
+        w: np.ndarray,
+        u: np.ndarray,
+        lat: np.ndarray,
+        acc: np.ndarray,
+        r: int,
+        objective: str,
+        bound: float | None,
+        col: Collector,
+        update: bool = True,
+    ) -> np.ndarray:
+        """Mask of labels that may still lead to (a tie of) the answer.
+
+        For ``min_latency``, the exact one-partition completion also lowers the
+        incumbent ``col.inc`` (if ``update``; it is the latency of a real feasible
+        configuration), and with one partition left it is the bound itself.
+        """
+        inc, front = col.inc, col.front
+        k = self.lmax - r
+        if objective == "min_latency" and update and r >= 2 and t.size:
+            # more partitions may follow: the exact <= 1-partition completions only lower the incumbent
+            st = self._complete1(t, c, w, u, acc, k, bound, strict=True)
+            v = float((lat + st).min())
+            if v < inc:
+                col.inc = inc = v
+        hh = self.h[:, t, r, c, w]  # (nl, n)
+        aub = self.aub[t, r, c]
+        keep = hh[-1] < np.inf  # inf: no completion at all
+        if objective == "min_latency":
+            if bound is not None:
+                keep &= acc + aub >= bound - ACC_ATOL - _SLACK
+                need = bound - ACC_ATOL - _SLACK - acc  # a feasible completion adds at least this
+                lb = (hh + self.lams[:, None] * need[None]).max(0)
+            else:
+                lb = hh[0]
+            keep &= lat + lb <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
+            if r == 1 and keep.any():
+                # one partition left: the exact best completion is the bound (and an incumbent)
+                idx = np.flatnonzero(keep)
+                ti, ci, wi, ui, li, ai = t[idx], c[idx], w[idx], u[idx], lat[idx], acc[idx]
+                tot = li + self._complete1(ti, ci, wi, ui, ai, k, bound, strict=False)
+                if update:
+                    b = np.flatnonzero(tot < inc)
+                    if b.size:
+                        st = self._complete1(
+                            ti[b], ci[b], wi[b], ui[b], ai[b], k, bound, strict=True
+                        )
+                        v = float((li[b] + st).min())
+                        if v < inc:
+                            col.inc = inc = v
+                keep[idx] = tot <= inc + LAT_ATOL + _SLACK * (
+                    1 + abs(inc) if np.isfinite(inc) else 1
+                )
+        elif objective == "max_accuracy":
+            ub = aub
+            if bound is not None:
+                room = bound - lat
+                keep &= hh[0] <= room + LAT_ATOL + _SLACK
+                if self.lams.size > 1:
+                    lam = self.lams[1:, None]
+                    ub = np.minimum(ub, ((room[None] - hh[1:]) / lam).min(0))
+            keep &= acc + ub >= inc - ACC_ATOL - _SLACK
+        else:  # pareto: the ideal completion must not be beaten by a point found already
+            if front is not None and front[0].size:
+                fl, pm_acc, _ = front
+                il, ia = lat + hh[0], acc + aub
+                i1 = np.searchsorted(fl, il - LAT_ATOL - _SLACK, side="left") - 1
+                beaten = (i1 >= 0) & (pm_acc[np.maximum(i1, 0)] >= ia - ACC_ATOL + _SLACK)
+                i2 = np.searchsorted(fl, il + LAT_ATOL - _SLACK, side="right") - 1
+                beaten |= (i2 >= 0) & (pm_acc[np.maximum(i2, 0)] > ia + ACC_ATOL + _SLACK)
+                keep &= ~beaten
+        return keep
+
+    # ------------------------------------------------------------------ forward
+
+    def _expand(
+        self, lab: Labels, k: int, objective: str, bound: float | None, col: Collector
+    ) -> Labels:
+        """All labels with partition k added (1-based k), bound-pruned."""
+        sp, m = self.space, self.m
+        er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
+        rem = self.lmax - k
+        out: list[Labels] = []
+        # every (label, tier) pair the next partition may use, then every next block
+        free = (((lab.u[:, None] >> np.arange(m)[None, :]) & 1) == 0) & sp.tier_allowed[k - 1][
+            None, :
+        ]
+        pi, pw = np.nonzero(free)
+        cnt = self.cnt[lab.c[pi]]
+        csum = np.cumsum(cnt)
+        lo = 0
+        while lo < pi.size:
+            base_tot = csum[lo - 1] if lo else 0
+            hi = max(int(np.searchsorted(csum, base_tot + _CHUNK, side="right")), lo + 1)
+            cc = cnt[lo:hi]
+            tot = int(csum[hi - 1] - base_tot)
+            pp = np.arange(lo, hi)
+            lo = hi
+            if tot == 0:
+                continue
+            # per (label, tier) pair first, then repeated over its next blocks
+            li, wp = pi[pp], pw[pp]
+            bp, tp = lab.c[li], lab.t[li]
+            erp = er[tp, bp]
+            mbp = 1.0 - erp
+            base = lab.lat[li] + mbp * x[lab.w[li], wp, bp]
+            rep = np.repeat(li, cc)
+            w = np.repeat(wp, cc)
+            b = np.repeat(bp, cc)
+            t = np.repeat(tp, cc)
+            c = self.allc[np.repeat(self.start[bp] - (np.cumsum(cc) - cc), cc) + np.arange(tot)]
+            erc = er[t, c]
+            dec = erc - np.repeat(erp, cc)
+            lat = np.repeat(base, cc) + np.repeat(mbp, cc) * ct[w, b, c] + dec * r[w]
+            acc = np.repeat(lab.acc[li], cc) + a[c] * dec
+            uu = np.repeat(lab.u[li] | (1 << wp), cc)
+            keep = self._keep(t, c, w, uu, lat, acc, rem, objective, bound, col)
+            if not keep.any():
+                continue
+            sel = rep[keep]
+            wk, ck = w[keep], c[keep]
+            out.append(
+                Labels(
+                    t[keep],
+                    ck,
+                    wk,
+                    uu[keep],
+                    lat[keep],
+                    acc[keep],
+                    lab.dcode[sel] * m + wk,
+                    self.codes.push(lab.pcode[sel], k - 1, ck),
+                )
+            )
+        if not out:
+            return empty_labels(self.codes.words)
+        return Labels.concat(out) if len(out) > 1 else out[0]
+
+    def _dominance(self, lab: Labels) -> Labels:
+        """Drop labels dominated at the same (threshold, block, tier, tier set)."""
+        if len(lab) < 2:
+            return lab
+        m = self.m
+        gid = ((lab.t * (self.n + 1) + lab.c) * m + lab.w) * (1 << m) + lab.u
+        order = np.lexsort((*code_keys(lab.pcode), lab.dcode, -lab.acc, lab.lat, gid))
+        g, sl, sa = gid[order], lab.lat[order], lab.acc[order]
+        n = g.size
+        newg = np.ones(n, dtype=bool)
+        newg[1:] = g[1:] != g[:-1]
+        gr = np.cumsum(newg) - 1
+        uniq, rank = np.unique(sa, return_inverse=True)
+        span = uniq.size + 1
+        cmv = np.maximum.accumulate(gr * span + rank)
+        incl = uniq[cmv - gr * span]  # groupwise inclusive max accuracy
+        excl = np.full(n, -np.inf)
+        excl[1:] = np.where(newg[1:], -np.inf, incl[:-1])
+        dom = excl > sa + ACC_ATOL  # (ii) better accuracy beyond tolerance, latency <=
+        # (i) latency lower beyond tolerance, accuracy >=
+        tiedprev = np.zeros(n, dtype=bool)
+        tiedprev[1:] = ~newg[1:] & (sl[1:] - sl[:-1] <= LAT_ATOL)
+        run_start = np.maximum.accumulate(np.where(tiedprev, 0, np.arange(n)))
+        q = run_start - 1
+        ok_q = (q >= 0) & (gr[np.maximum(q, 0)] == gr)
+        dom |= ok_q & (incl[np.maximum(q, 0)] >= sa)
+        # (iii) equal or better in both with a smaller tie key (exact ties sit next to each other)
+        dc, pc = lab.dcode[order], lab.pcode[order]
+        for s in (1, 2, 3):
+            if s >= n:
+                break
+            same = g[s:] == g[:-s]
+            smaller = (dc[:-s] < dc[s:]) | ((dc[:-s] == dc[s:]) & lex_less(pc[:-s], pc[s:]))
+            dom[s:] |= same & (sa[:-s] >= sa[s:]) & (sl[:-s] <= sl[s:]) & smaller
+        return lab.take(order[~dom])
+
+    def run(self, objective: str, bound: float | None) -> tuple[Labels, np.ndarray]:
+        """Run the DP; return the final candidates (and their number of partitions)."""
+        sp, nt = self.space, self.nt
+        lab = Labels(
+            np.arange(nt),
+            np.zeros(nt, np.int64),
+            np.full(nt, self.cm.source, np.int64),
+            np.zeros(nt, np.int64),
+            np.zeros(nt),
+            np.zeros(nt),
+            np.zeros(nt, np.int64),
+            self.codes.zeros(nt),
+        )
+        col = Collector(objective, bound, self.codes.words)
+        self.stats = []
+        if objective == "min_latency":
+            st = self._complete1(lab.t, lab.c, lab.w, lab.u, lab.acc, 0, bound, strict=True)
+            col.inc = float(st.min())  # the best single-partition configuration
+        for k in range(1, self.lmax + 1):
+            cand = self._expand(lab, k, objective, bound, col)
+            if k > 1:  # from the root every (threshold, block, tier) is reached once
+                cand = self._dominance(cand)
+            self.stats.append(len(cand))
+            if k >= sp.min_parts and len(cand):
+                fin = cand.take(np.flatnonzero(sp.end_ok[cand.c]))
+                if len(fin):
+                    erc = self.er[fin.t, fin.c]
+                    fin.lat = fin.lat + (1.0 - erc) * self.r[fin.w]
+                    fin.acc = fin.acc + self.a[fin.c] * (1.0 - erc)
+                    col.add(fin, k)
+            if k < self.lmax and len(cand):
+                keep = self._keep(
+                    cand.t,
+                    cand.c,
+                    cand.w,
+                    cand.u,
+                    cand.lat,
+                    cand.acc,
+                    self.lmax - k,
+                    objective,
+                    bound,
+                    col,
+                    update=False,
+                )
+                lab = cand.take(np.flatnonzero(keep))
+            else:
+                break
+            if len(lab) == 0:
+                break
+        return col.result()

@@ -1,0 +1,231 @@
+"""The backward pass of the portend label DP: bounds on every completion of a label.
+
+Used by :class:`earlyexit.planner._portend.PortendSearch` (see its module for the
+algorithm). For every state (threshold, partitions left r, block c, tier w):
+
+- ``h[l, t, r, c, w]``: the exact minimum of ``latency - lams[l] * accuracy`` over the
+  relaxed completions (tiers only need to differ from the previous one, at most r
+  more partitions), a lower bound by Lagrangian weak duality;
+- ``aub[t, r, c]``: the maximum accuracy of those completions;
+- ``q1``: the one-partition table (least CT over the blocks whose accuracy is at
+  least each value), the exact best completion by one more partition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["PortendBounds", "SMALL"]
+
+SMALL = 4_000_000  # elements of the one-shot backward pass
+
+
+class PortendBounds:
+    """Mixin: the bound tables of :class:`~earlyexit.planner._portend.PortendSearch`.
+
+    Expects the attributes that ``PortendSearch.__init__`` sets (``cm``, ``space``,
+    ``er``, ``a``, ``ct``, ``x``, ``r``, ``ctm``, ``valid``, ``cnt``, ``start``,
+    ``allc``, ``lmax``, ``tier_pen``, ``lams``, ``skip0``, ``scale``).
+    """
+
+    def _h1_parts(self, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Relaxed bound with at most one more partition, before the factor (1 - ER_c).
+
+        With one partition left the edge and end terms sum to (1 - ER_c) [x(w -> w', O_c)
+        + CT^{w'}_{c+1..d} + r(w') - lambda A_d] (ending at c: (1 - ER_c) [r(w) - lambda A_c]),
+        so the minimum over d is a threshold-free table; no (c, d) pass per threshold.
+
+        Returns:
+            (best, pen), both ``(c, lambda, w)``: the bound is ``(1 - ER_c) best + pen`` with
+            ``best`` finite and ``pen`` 0 or inf (no completion; 0 * inf would be nan).
+        """
+        m = self.m
+        rr = (self.ctm[None] - lams[:, None, None, None] * self.a).min(-1)  # (l, w', c)
+        rr = (rr + (self.r + self.tier_pen)[None, :, None]).transpose(2, 0, 1)  # (c, l, w')
+        end = self.r[None, None, :] - lams[None, :, None] * self.a[:, None, None]  # (c, l, w)
+        best = np.where(self.space.end_ok[:, None, None], end, np.inf)
+        for w in range(m):
+            for w2 in range(m):
+                if w2 != w:
+                    np.minimum(
+                        best[:, :, w], self.x[w, w2][:, None] + rr[:, :, w2], out=best[:, :, w]
+                    )
+        fin = np.isfinite(best)
+        return np.where(fin, best, 0.0), np.where(fin, 0.0, np.inf)
+
+    def _h1(self, lams: np.ndarray) -> np.ndarray:
+        """:meth:`_h1_parts` times (1 - ER_c) >= 0, ``(c, lambda, t, w)``."""
+        best, pen = self._h1_parts(lams)
+        mc = (1.0 - self.er).T  # (c, t)
+        return mc[:, None, :, None] * best[:, :, None, :] + pen[:, :, None, :]
+
+    def _pick_lambda(self, bound: float) -> float | None:
+        """The multiplier maximizing the Lagrangian dual of P_lat restricted to <= 2 partitions.
+
+        Any lambda >= 0 gives valid bounds; this one makes them tight near the optimum.
+        """
+        src, er, a, m = self.cm.source, self.er, self.a, self.m
+        f4 = np.float32  # a heuristic: single precision is plenty (any lambda >= 0 is valid)
+        grid = (self.scale * np.logspace(-2.5, 2.0, 10)).astype(f4)
+        # one more partition after block b on tier u, ignoring (1 - ER_b): (g, b, u)
+        rr = (self.ctm.astype(f4)[None] - grid[:, None, None, None] * a.astype(f4)).min(
+            -1
+        )  # (g, w', c)
+        rr += (self.r + self.tier_pen).astype(f4)[None, :, None]
+        best = np.where(
+            self.space.end_ok[None, :, None],
+            self.r.astype(f4)[None, None, :] - grid[:, None, None] * a.astype(f4)[None, :, None],
+            np.inf,
+        ).astype(f4)  # (g, b, u): end at b
+        xf = self.x.astype(f4)
+        for w in range(m):
+            for w2 in range(m):
+                if w2 != w:
+                    np.minimum(best[:, :, w], xf[w, w2][None, :] + rr[:, w2, :], out=best[:, :, w])
+        lat1 = (self.x[src, :, 0] + self.ct[:, 0, :].T)[:, None, :] + er.T[
+            :, :, None
+        ] * self.r  # (b, t, u)
+        ok = self.valid[0][:, None, None] & self.space.tier_allowed[0][None, None, :]
+        lat1 = np.where(ok, lat1, np.inf).astype(f4)
+        mc = (1.0 - er).T.astype(f4)[None, :, :, None]  # (1, b, t, 1)
+        acc1 = (a[:, None] * er.T).astype(f4)[None, :, :, None]
+        with np.errstate(invalid="ignore"):  # 0 * inf: no completion, nan, skipped by fmin
+            val = (
+                lat1[None] + mc * best[:, :, None, :] - grid[:, None, None, None] * acc1
+            )  # (g, b, t, u)
+        dual = np.fmin.reduce(val.reshape(grid.size, -1), axis=1) + grid * f4(bound)
+        if not np.isfinite(dual).any():
+            return None
+        return float(grid[int(np.argmax(np.where(np.isfinite(dual), dual, -np.inf)))])
+
+    # ------------------------------------------------------------------ bounds
+
+    def _backward(self) -> None:
+        """H[l, t, r, c, w] = min over relaxed completions with <= r more partitions of
+        latency - lams[l] * accuracy; aub[t, r, c] = max accuracy of those completions."""
+        n, nt, m = self.n, self.nt, self.m
+        if self.lams.size * nt * (n + 1) ** 2 * m <= SMALL:
+            self._backward_small()
+        else:
+            self._backward_sweep()
+
+    def _backward_small(self) -> None:
+        """:meth:`_backward` for small problems: every transition (c -> c') at once, one round per r.
+
+        The transitions are packed row by row (by c), so a minimum over c' is a
+        ``reduceat`` over the leading axis; arrays are ``(pair, lambda, t, w)``.
+        """
+        sp, n, m, nt = self.space, self.n, self.m, self.nt
+        lams = self.lams
+        nl, rn = lams.size, self.lmax
+        er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
+        mc = (1.0 - er).T  # (c, t)
+        enda = a[:, None] * mc  # (c, t)
+        # bounds are laid out (w, c, l, t) here, so that every per-tier slice is contiguous
+        h0 = (
+            mc[None, :, None, :] * r[:, None, None, None]
+            - lams[None, None, :, None] * enda[None, :, None, :]
+        )
+        h0[:, ~sp.end_ok] = np.inf
+        aub0 = np.where(sp.end_ok[:, None], enda, -np.inf)  # (c, t)
+        hs, aubs = [h0], [aub0]
+        rows = np.flatnonzero(self.cnt)  # blocks c with a transition
+        if rn > 1 and rows.size:
+            pc = np.repeat(np.arange(n + 1), self.cnt)  # (P,) from c
+            pn = self.allc  # (P,) to c'
+            heads = self.start[rows]
+            ert = er.T
+            der = ert[pn] - ert[pc]  # (P, t)
+            acc_e = a[pn, None] * der  # (P, t)
+
+            def amax(prev: np.ndarray) -> np.ndarray:
+                out = aub0.copy()
+                out[rows] = np.maximum(
+                    aub0[rows], np.maximum.reduceat(acc_e + prev[pn], heads, axis=0)
+                )
+                return out
+
+            # one partition left: a threshold-free table, no pair pass
+            hs.append(np.minimum(h0, self._h1(lams).transpose(3, 0, 1, 2)))
+            aubs.append(amax(aub0))
+        if rn > 2 and rows.size:
+            # per tier w, (pair, l, t): (1 - ER_c) CT^w_{c+1..c'} + (ER_c' - ER_c)(r(w) - lambda A_c') + next
+            mct = mc[pc][None] * ct[:, pc, pn][:, :, None]  # (w, P, t)
+            kk = r[:, None, None] - lams[None, :, None] * a[pn][None, None, :]  # (w, l, P)
+            hop = mc[None, None] * x.transpose(0, 1, 2)[..., None]  # (w, w', c, t)
+            live = np.flatnonzero(np.isfinite(self.tier_pen))
+            # P_lat with [0, lambda]: two or more partitions left, the lambda = 0 bound is not
+            # computed (-inf: no information), the multiplier's does the pruning
+            l0 = 1 if self.skip0 else 0
+            for _ in range(2, rn):
+                prev = hs[-1]
+                g = np.full((m, n + 1, nl, nt), np.inf)
+                for w in live:
+                    tot = np.multiply(der[:, None, :], kk[w][l0:].T[:, :, None])
+                    tot += mct[w][:, None, :]
+                    tot += prev[w][pn, l0:]
+                    g[w, rows, l0:] = np.minimum.reduceat(tot, heads, axis=0)
+                    g[w, rows, :l0] = -np.inf
+                best = np.full(g.shape, np.inf)
+                for w in range(m):
+                    for w2 in live:
+                        if w2 != w:
+                            np.minimum(best[w], hop[w, w2][:, None, :] + g[w2], out=best[w])
+                hs.append(np.minimum(h0, best))
+                aubs.append(amax(aubs[-1]))
+        while len(hs) < rn:  # no transition anywhere: only ending
+            hs.append(h0)
+            aubs.append(aub0)
+        self.h = np.ascontiguousarray(np.stack(hs).transpose(3, 4, 0, 2, 1))  # (l, t, r, c, w)
+        self.aub = np.ascontiguousarray(np.stack(aubs).transpose(2, 0, 1))  # (t, r, c)
+
+    def _backward_sweep(self) -> None:
+        """:meth:`_backward` for large problems: one block c at a time, from the last."""
+        sp, n, m, nt = self.space, self.n, self.m, self.nt
+        lams = self.lams
+        nl, rn = lams.size, self.lmax
+        er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
+        endl = (1.0 - er)[:, :, None] * r[None, None, :]  # (nt, N+1, M)
+        enda = a[None, :] * (1.0 - er)  # (nt, N+1)
+        h0 = endl[None] - lams[:, None, None, None] * enda[None, :, :, None]
+        h0[:, :, ~sp.end_ok, :] = np.inf
+        aub0 = np.where(sp.end_ok[None, :], enda, -np.inf)
+        h = np.full((nl, nt, rn, n + 1, m), np.inf)
+        aub = np.full((nt, rn, n + 1), -np.inf)
+        h[:, :, 0] = h0
+        aub[:, 0] = aub0
+        union = sp.tier_allowed.any(0)
+        tier_pen = np.where(union, 0.0, np.inf)  # (M,) over w'
+        diag = np.where(np.eye(m, dtype=bool), np.inf, 0.0)
+        for c in range(n, 0, -1):
+            cs = self.allc[self.start[c] : self.start[c] + self.cnt[c]]
+            if cs.size and cs[-1] - cs[0] + 1 == cs.size:
+                cs = slice(int(cs[0]), int(cs[-1]) + 1)  # contiguous: views instead of copies
+            if rn == 1 or (isinstance(cs, np.ndarray) and cs.size == 0):
+                h[:, :, 1:, c, :] = h0[:, :, None, c, :]
+                aub[:, 1:, c] = aub0[:, c][:, None]
+                continue
+            mc = 1.0 - er[:, c]  # (nt,)
+            der = er[:, cs] - er[:, c][:, None]  # (nt, q)
+            base = (
+                mc[:, None, None] * ct[:, c, cs].T[None] + der[:, :, None] * r[None, None, :]
+            )  # (nt,q,M)
+            lam_t = lams[:, None, None] * (a[cs][None, :] * der)[None]  # (nl, nt, q)
+            tot = (
+                base[None, :, None] - lam_t[:, :, None, :, None] + h[:, :, : rn - 1][:, :, :, cs, :]
+            )
+            g = tot.min(axis=3) + tier_pen  # (nl, nt, rn-1, M[w'])
+            hop = mc[:, None, None] * x[:, :, c][None] + diag[None]  # (nt, M[w], M[w'])
+            best = (hop[None, :, None] + g[:, :, :, None, :]).min(-1)  # (nl, nt, rn-1, M[w])
+            h[:, :, 1:, c, :] = np.minimum(h0[:, :, None, c, :], best)
+            acc_e = a[cs][None, :] * der  # (nt, q)
+            cont = (acc_e[:, None, :] + aub[:, : rn - 1][:, :, cs]).max(-1)  # (nt, rn-1)
+            aub[:, 1:, c] = np.maximum(aub0[:, c][:, None], cont)
+        self.h, self.aub = h, aub
+
+    def _tables(self) -> None:
+        """q1[w, c, j]: the least CT^w of blocks c+1..d over the blocks d that may end a
+        configuration after block c and whose accuracy is at least the (j+1)-th largest."""
+        order = np.argsort(-self.a[1:], kind="stable") + 1
+        self.asc = np.sort(self.a[1:])
+        self.q1 = np.minimum.accumulate(self.ctm[:, :, order], axis=2)
