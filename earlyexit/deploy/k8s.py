@@ -145,7 +145,7 @@ def _deployment(
                 "earlyexit/partition": str(worker.partition),
                 "earlyexit/blocks": f"{first}-{last}",
                 "earlyexit/tier-index": str(worker.tier),
-                "earlyexit/cpu-ms-per-input-sample": f"{worker.cpu_s * 1e3:.4g}",
+                "earlyexit/cpu-ms-per-input-sample": f"{worker.cpu_s * 1e3:.6g}",
                 "earlyexit/results": results,
             },
         },
