@@ -1,0 +1,254 @@
+"""Measure configurations for real: a deployment over emulated links, and the accuracy pass.
+
+:func:`measure` deploys one configuration (one process per tier, ZeroMQ,
+emulated links and slowdowns: :func:`earlyexit.runtime.deployment.deploy`) and
+sends test samples through it one at a time. :func:`accuracy_pass` runs the
+same partition files chained in this process for many more samples (which exit
+a sample takes, and what it predicts, do not depend on where the partitions
+run). :func:`latency_split` deploys a configuration three ways (as is, without
+emulated links, and without links or slowdown) so that measured latency splits
+into compute and runtime, emulated slowdown, and links, as the estimate's
+breakdown does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from earlyexit.formats import Topology
+from earlyexit.validation.configs import Config
+
+__all__ = ["Measured", "LatencySplit", "measure", "accuracy_pass", "latency_split", "niceness_allowed"]
+
+
+@dataclass
+class Measured:
+    """What a deployed configuration did on the test samples.
+
+    Attributes:
+        latency_s: per-sample end-to-end latency.
+        exit_partition: per-sample 0-based partition of the exit taken.
+        correct: per-sample correctness.
+        degraded: samples that finished degraded (should be 0).
+        prediction: per-sample predicted class (-1: none).
+    """
+
+    latency_s: list[float]
+    exit_partition: list[int]
+    correct: list[bool]
+    degraded: int = 0
+    prediction: list[int] = field(default_factory=list)
+
+    def exit_fractions(self, num_partitions: int) -> list[float]:
+        """Fraction of samples that left at each partition."""
+        counts = np.bincount(np.asarray(self.exit_partition, int), minlength=num_partitions)
+        return (counts[:num_partitions] / max(1, len(self.exit_partition))).tolist()
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of correct predictions."""
+        return float(np.mean(self.correct)) if self.correct else float("nan")
+
+    @property
+    def mean_latency_s(self) -> float:
+        """Mean end-to-end latency."""
+        return float(np.mean(self.latency_s))
+
+
+@dataclass(frozen=True)
+class LatencySplit:
+    """Mean latency of one configuration deployed three ways, and what each difference stands for.
+
+    Attributes:
+        full_s: as validated (emulated links and slowdowns).
+        no_links_s: without emulated links (slowdowns still emulated).
+        bare_s: neither links nor slowdowns: compute, (de)serialization and the
+            runtime's own hand-offs at this machine's speed.
+    """
+
+    full_s: float
+    no_links_s: float
+    bare_s: float
+
+    @property
+    def slowdown_s(self) -> float:
+        """What emulating the tiers' slowdowns added."""
+        return self.no_links_s - self.bare_s
+
+    @property
+    def links_s(self) -> float:
+        """What the emulated links added (transmission, propagation and the emulator's relays)."""
+        return self.full_s - self.no_links_s
+
+    def to_dict(self) -> dict[str, float]:
+        """The mapping of ``validation.json``'s ``measured.split_s``."""
+        return {"full": self.full_s, "no_links": self.no_links_s, "bare": self.bare_s,
+                "slowdown": self.slowdown_s, "links": self.links_s}  # fmt: skip
+
+
+def measure(
+    bundle: str | os.PathLike[str],
+    config: Config,
+    topology: Topology,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    warmup: int = 10,
+    timeout_s: float = 60.0,
+    one_at_a_time: bool = True,
+    **deploy_kwargs: Any,
+) -> Measured:
+    """Deploy ``bundle`` as ``config`` says and run ``x`` through it one sample at a time.
+
+    With ``one_at_a_time=False`` the samples are submitted all at once, in
+    messages of up to 64 samples (which exit a sample takes and what it
+    predicts do not depend on timing; only latencies would be blurred by queueing).
+
+    Args:
+        bundle: a bundle whose partitions end at ``config.cuts``.
+        config: threshold and tiers (the bundle's own are overridden).
+        topology: links, MTU and slowdowns to emulate.
+        x: test inputs.
+        y: their labels (None: correctness is all False).
+        warmup: samples run first and not measured (the first few of a fresh
+            deployment are slower: caches, lazy allocations, connections).
+        timeout_s: per-sample bound (the whole run's bound when not one at a time).
+        one_at_a_time: wait for each result before the next input.
+        **deploy_kwargs: passed to :func:`earlyexit.runtime.deployment.deploy`.
+
+    Returns:
+        The per-sample measurements.
+    """
+    from earlyexit.runtime.deployment import deploy
+
+    niceness = deploy_kwargs.get("niceness")
+    # the client (this thread and its ZeroMQ threads) at the deployment's niceness, and no
+    # pause of this process's garbage collector (whose heap holds the model) in the timings
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: gc.enable() if gc_was_enabled else None)
+        stack.enter_context(thread_niceness(niceness))
+        with deploy(
+            bundle, tiers=config.tiers, threshold=config.threshold, topology=topology,
+            **deploy_kwargs,
+        ) as d:  # fmt: skip
+            d.run(x[:warmup], one_at_a_time=True, timeout_s=timeout_s)
+            if one_at_a_time:
+                results = d.run(x, one_at_a_time=True, timeout_s=timeout_s)
+            else:
+                ids = [
+                    i
+                    for j in range(0, len(x), 64)
+                    for i in d.client.submit(x[j : j + 64], batch=True)
+                ]
+                results = d.client.gather(ids, timeout_s=timeout_s)
+    return Measured(
+        latency_s=[r.latency_s for r in results],
+        exit_partition=[r.partition for r in results],
+        correct=[bool(y is not None and r.prediction == int(y[i])) for i, r in enumerate(results)],
+        degraded=sum(r.degraded for r in results),
+        prediction=[-1 if r.prediction is None else r.prediction for r in results],
+    )
+
+
+def latency_split(
+    bundle: str | os.PathLike[str],
+    config: Config,
+    topology: Topology,
+    x: np.ndarray,
+    full: Measured,
+    **deploy_kwargs: Any,
+) -> LatencySplit:
+    """Deploy ``config`` again without links, then without links or slowdowns, on the same samples.
+
+    Args:
+        bundle: as for :func:`measure`.
+        config: as for :func:`measure`.
+        topology: as for :func:`measure`.
+        x: the samples ``full`` was measured on.
+        full: the configuration's measurement as validated.
+        **deploy_kwargs: passed to :func:`measure` (``niceness``, ...).
+
+    Returns:
+        The three mean latencies.
+    """
+    kw = {k: v for k, v in deploy_kwargs.items() if k not in ("emulate_links", "apply_slowdown")}
+    no_links = measure(bundle, config, topology, x, None, emulate_links=False, **kw)
+    bare = measure(bundle, config, topology, x, None, emulate_links=False, apply_slowdown=False, **kw)
+    return LatencySplit(full.mean_latency_s, no_links.mean_latency_s, bare.mean_latency_s)
+
+
+def accuracy_pass(
+    bundle: str | os.PathLike[str], config: Config, x: np.ndarray, y: np.ndarray | None
+) -> Measured:
+    """Exits and predictions of many samples: the bundle's files, chained in one process.
+
+    Which exit a sample takes and what it predicts depend only on the partition
+    files and the threshold, not on where the partitions run or how long links
+    take; :class:`~earlyexit.runtime.session.BundleSession` runs the very files
+    the workers run, with the same exit rule. The deployed latency pass checks
+    that it agrees with this on every sample they share.
+
+    Args:
+        bundle: the bundle.
+        config: its threshold is used.
+        x: inputs.
+        y: labels (None: correctness is all False).
+
+    Returns:
+        The exits and predictions (no latencies).
+    """
+    from earlyexit.runtime.session import BundleSession
+
+    session = BundleSession(bundle, intra_op_threads=1)
+    parts, preds = [], []
+    for j in range(0, len(x), 256):
+        out = session.predict(x[j : j + 256], config.threshold)
+        parts += out["exit_partition"].tolist()
+        preds += out["prediction"].tolist()
+    return Measured(
+        latency_s=[],
+        exit_partition=parts,
+        correct=[bool(y is not None and p == int(y[i])) for i, p in enumerate(preds)],
+        prediction=preds,
+    )
+
+
+@contextlib.contextmanager
+def thread_niceness(niceness: int | None) -> Iterator[bool]:
+    """Run the block at ``niceness`` (this thread, and threads it starts), then restore.
+
+    Yields:
+        Whether it was applied (lowering it needs ``CAP_SYS_NICE``).
+    """
+    if niceness is None:
+        yield False
+        return
+    before = os.getpriority(os.PRIO_PROCESS, 0)  # Linux: the calling thread's
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        applied = True
+    except OSError:
+        applied = False
+    try:
+        yield applied
+    finally:
+        if applied:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, before)
+            except OSError:  # raising it back needs the same capability; keep going
+                pass
+
+
+def niceness_allowed(niceness: int) -> bool:
+    """Whether this process may run at ``niceness`` (checked by trying, then restored)."""
+    with thread_niceness(niceness) as ok:
+        return ok

@@ -1,0 +1,112 @@
+"""What one deployed configuration measured and what the estimators said: typed records.
+
+A :class:`ConfigResult` passes from the measurement (:mod:`.run`) to the
+statistics and the plots; ``to_dict`` gives the ``configs`` entries of
+``validation.json`` (docs/spec.md#validation-results).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from earlyexit.formats import Estimate
+from earlyexit.validation.configs import Config, cluster_of
+from earlyexit.validation.measurement import LatencySplit
+
+__all__ = ["LatencyPass", "MeasuredSummary", "ConfigResult"]
+
+
+@dataclass(frozen=True)
+class LatencyPass:
+    """The deployed (latency) pass's own accuracy and exits, and its agreement with the accuracy pass.
+
+    Attributes:
+        accuracy: over the latency pass's samples.
+        exit_fractions: per partition, over those samples.
+        agreement: fraction of the shared samples with the same exit and prediction
+            in both passes (1.0 expected).
+    """
+
+    accuracy: float
+    exit_fractions: tuple[float, ...]
+    agreement: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping of ``validation.json``."""
+        return {"accuracy": self.accuracy, "exit_fractions": list(self.exit_fractions),
+                "same_exit_and_prediction_as_accuracy_pass": self.agreement}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MeasuredSummary:
+    """What a configuration measured, summarized.
+
+    Attributes:
+        latency_s: mean end-to-end latency of the latency pass.
+        accuracy: accuracy of the accuracy pass (the latency pass's when there is none).
+        exit_fractions: per partition, from the same pass as ``accuracy``.
+        latency_p50_s: median latency.
+        latency_samples: samples in the latency pass.
+        accuracy_samples: samples behind ``accuracy``.
+        accuracy_se: binomial standard error of measured minus profiled accuracy.
+        latency_pass: the latency pass's own figures (None: not recorded).
+        degraded: samples that finished degraded (0 expected).
+        split: the latency deployed without links and without slowdowns (None: not measured).
+    """
+
+    latency_s: float
+    accuracy: float
+    exit_fractions: tuple[float, ...]
+    latency_p50_s: float = float("nan")
+    latency_samples: int = 0
+    accuracy_samples: int = 0
+    accuracy_se: float = float("nan")
+    latency_pass: LatencyPass | None = None
+    degraded: int = 0
+    split: LatencySplit | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping of ``validation.json``'s ``measured``."""
+        out: dict[str, Any] = {
+            "latency_s": self.latency_s, "latency_p50_s": self.latency_p50_s,
+            "latency_samples": self.latency_samples, "accuracy": self.accuracy,
+            "exit_fractions": list(self.exit_fractions),
+            "accuracy_samples": self.accuracy_samples, "accuracy_se": self.accuracy_se,
+            "degraded": self.degraded,
+        }  # fmt: skip
+        if self.latency_pass is not None:
+            out["latency_pass"] = self.latency_pass.to_dict()
+        if self.split is not None:
+            out["split_s"] = self.split.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """One configuration, what it measured and what each estimator said.
+
+    Attributes:
+        config: the configuration.
+        measured: its measurement.
+        estimated: estimator name -> estimate.
+    """
+
+    config: Config
+    measured: MeasuredSummary
+    estimated: Mapping[str, Estimate]
+
+    def relative_error(self, estimator: str) -> float:
+        """``(estimated - measured) / measured`` of the mean latency."""
+        return (self.estimated[estimator].latency_s - self.measured.latency_s) / self.measured.latency_s
+
+    def to_dict(self, source: int = 0) -> dict[str, Any]:
+        """The ``configs`` entry of ``validation.json`` (``source``: the topology's, for the cluster)."""
+        return {
+            "config": self.config.to_dict(),
+            "cluster": cluster_of(self.config, source),
+            "measured": self.measured.to_dict(),
+            "estimated": {name: e.to_dict() for name, e in self.estimated.items()},
+            "latency_relative_error": {name: self.relative_error(name) for name in self.estimated},
+        }

@@ -1,0 +1,341 @@
+"""``validate``: export, deploy and measure configurations of a checkpoint, then compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earlyexit._checks import check_output_dir, removed_on_failure
+from earlyexit.formats import Profile, Topology, atomic_write_text
+from earlyexit.validation.configs import Config, choose_configs, chosen_config, estimates, resolve
+from earlyexit.validation.measurement import accuracy_pass, latency_split, measure, niceness_allowed
+from earlyexit.validation.plots import plot
+from earlyexit.validation.results import ConfigResult, LatencyPass, MeasuredSummary
+from earlyexit.validation.statistics import Summary, binomial_se, summarize
+
+__all__ = ["ValidationResult", "validate", "MAX_CONFIGS", "MAX_SAMPLES", "MAX_ACCURACY_SAMPLES"]
+
+MAX_CONFIGS = 1000
+"""The most configurations one validation deploys."""
+MAX_SAMPLES = 100_000
+"""The most test samples per configuration run one at a time over the emulated links."""
+MAX_ACCURACY_SAMPLES = 1_000_000
+"""The most test samples per configuration in the accuracy pass."""
+
+
+@dataclass
+class ValidationResult:
+    """What :func:`validate` found (``to_dict``: ``validation.json``, docs/spec.md#validation-results).
+
+    Attributes:
+        summary: the fits and errors of every estimator.
+        configs: every configuration's result, the chosen one first.
+        plots: the PNG files written.
+        out_dir: where bundles, plots and ``validation.json`` are.
+        notes: what the reader should know about the run (profile engine, niceness, ...).
+        chosen: the configuration a user would deploy (None: not asked).
+        source: the topology's source tier (it defines the clusters).
+        wall_time_s: the whole run.
+    """
+
+    summary: Summary
+    configs: list[ConfigResult]
+    plots: list[str] = field(default_factory=list)
+    out_dir: str = ""
+    notes: list[str] = field(default_factory=list)
+    chosen: Config | None = None
+    source: int = 0
+    wall_time_s: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping of ``validation.json``."""
+        return {**self.summary.to_dict(),
+                "configs": [r.to_dict(self.source) for r in self.configs],
+                "plots": list(self.plots), "out_dir": self.out_dir, "notes": list(self.notes),
+                "chosen": None if self.chosen is None else self.chosen.to_dict(),
+                "wall_time_s": self.wall_time_s}  # fmt: skip
+
+
+def _check_count(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value}")
+
+
+def validate(
+    checkpoint: str | os.PathLike[str],
+    profile: Profile | str | os.PathLike[str],
+    topology: Topology | str | os.PathLike[str],
+    data: Any = None,
+    *,
+    configs: int = 30,
+    samples: int = 100,
+    accuracy_samples: int = 2000,
+    out_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    devices: Mapping[str, str] | None = None,
+    emulate_links: bool = True,
+    progress: Callable[[str], None] | None = None,
+    exporter: str = "torchscript",
+    accuracy_drop: float | None = 0.01,
+    niceness: int | None = -15,
+    force: bool = False,
+    keep_logs: bool = False,
+    split: bool = False,
+) -> ValidationResult:
+    """Deploy ``configs`` configurations of a checkpoint and compare them with the estimates.
+
+    Every argument is checked, and the checkpoint compared with the profile,
+    before anything is written; if the run fails, what it wrote is removed.
+
+    Args:
+        checkpoint: the trained multi-exit model (``earlyexit.load``).
+        profile: its profile (JSON path or Profile).
+        topology: the topology to emulate (built-in name, YAML path or Topology).
+        data: the held-out data (a data spec; default: the model's dataset), test split.
+        configs: K, the number of configurations (1 .. :data:`MAX_CONFIGS`).
+        samples: S, test samples per configuration, one at a time over the
+            emulated links: the latency pass (1 .. :data:`MAX_SAMPLES`).
+        accuracy_samples: test samples per configuration for accuracy and exit
+            fractions (``samples`` .. :data:`MAX_ACCURACY_SAMPLES`): when more than
+            ``samples``, the bundle's partition files are run chained in this
+            process with the workers' exit rule (links and placement do not change
+            which exit a sample takes); the deployed pass must agree on the samples
+            they share. A few hundred samples measure an accuracy only to a few points.
+        out_dir: where bundles, plots and ``validation.json`` go.
+        seed: for the random configurations.
+        devices: rebind tiers to profile devices (``{tier name or device: device}``).
+        emulate_links: emulate the topology's links (else loopback only).
+        progress: called with a line of text after each configuration.
+        exporter: the ONNX exporter of the bundles (``"torchscript"`` exports in a
+            fraction of the time of ``"dynamo"``; ONNX Runtime runs both the same).
+        accuracy_drop: the first configuration is the plan a user would deploy,
+            P_lat with accuracy at least the final exit's minus this (as the demo
+            plans); its latency CDF is plotted. None: only :func:`choose_configs`.
+        niceness: scheduling niceness of the deployment's processes and of the
+            client during the latency pass (None: unchanged). The emulated tiers
+            stand for dedicated machines; on a shared machine their wake-ups
+            otherwise wait behind other processes. Needs ``CAP_SYS_NICE``
+            (root); without it the run goes on and says so in ``notes``.
+        force: go on with a profile made from other weights than the checkpoint's
+            (its ``model_digest`` differs), with a warning in ``notes``; refused otherwise.
+        keep_logs: keep every process's log under ``out_dir/logs/``.
+        split: also deploy each configuration without emulated links, and without
+            links or slowdowns, on the same samples, and record the three mean
+            latencies (``measured.split_s``): where measured and estimated part.
+
+    Returns:
+        The :class:`ValidationResult` (also written as ``out_dir/validation.json``).
+
+    Raises:
+        ValueError: a topology device missing from the profile, counts out of
+            range, a profile of another model (block or class count, or weights
+            without ``force``), too little test data, an output directory that is a file.
+        TypeError: a count that is not an integer.
+    """
+    import earlyexit
+    from earlyexit.export.bundle import resolve_data
+    from earlyexit.planner.latency import CostModel
+    from earlyexit.planner.topology import bind_devices
+    from earlyexit.surgery.digest import model_digest
+
+    _check_count("configs", configs, 1, MAX_CONFIGS)
+    _check_count("samples", samples, 1, MAX_SAMPLES)
+    _check_count("accuracy_samples", accuracy_samples, samples, MAX_ACCURACY_SAMPLES)
+    if niceness is not None:
+        _check_count("niceness", niceness, -20, 19)
+    if out_dir is not None:
+        check_output_dir(out_dir, "out_dir")
+    prof, topo = resolve(profile, topology)
+    if devices:
+        topo = bind_devices(topo, devices)
+    cm = CostModel(prof, topo)  # checks that every tier's device is profiled
+    t_start = time.perf_counter()
+    notes = []
+    model = earlyexit.load(checkpoint)
+    if prof.num_blocks != model.num_blocks or prof.num_classes != model.num_classes:
+        raise ValueError(
+            f"the profile is of another model: {prof.num_blocks} blocks and {prof.num_classes} "
+            f"classes, the checkpoint {checkpoint} has {model.num_blocks} blocks and "
+            f"{model.num_classes} classes; profile this checkpoint (earlyexit profile)"
+        )
+    want = prof.extra.get("model_digest")
+    if want is not None and want != model_digest(model):
+        text = (
+            f"the profile was made with other weights than {checkpoint} (its model_digest "
+            "differs): its exit rates and accuracies do not describe this model"
+        )
+        if not force:
+            raise ValueError(text + "; profile this checkpoint, or pass --force (force=True)")
+        notes.append(text)
+        warnings.warn(text, stacklevel=2)
+    got = resolve_data(data, "test", model, limit=max(samples, accuracy_samples))
+    if got is None:
+        raise ValueError("no test data: give data= (a data spec) or a checkpoint that records one")
+    if len(got[0]) < samples:
+        raise ValueError(
+            f"samples: the test data holds {len(got[0])} samples, fewer than the {samples} asked"
+        )
+    if len(got[0]) < accuracy_samples:
+        notes.append(
+            f"accuracy pass over {len(got[0])} samples, all the test data "
+            f"({accuracy_samples} asked)"
+        )
+    if niceness is not None and not niceness_allowed(niceness):
+        notes.append(
+            f"could not run the deployment at niceness {niceness} (needs CAP_SYS_NICE): "
+            "latencies include waiting behind this machine's other processes"
+        )
+        niceness = None
+    for dev in sorted({t.device for t in topo.tiers}):
+        engine = prof.devices[dev].meta.get("engine", "torch")
+        if engine != "onnxruntime":
+            notes.append(
+                f"device {dev!r} was profiled with engine {engine!r}, but the tier workers run "
+                "ONNX Runtime (several times faster on small partitions): profile with "
+                "engine='onnx' (earlyexit profile --engine onnx) to predict this deployment"
+            )
+            warnings.warn(notes[-1], stacklevel=2)
+        if prof.devices[dev].hop_s is None:
+            notes.append(
+                f"device {dev!r} has no hop_s: the runtime's own cost per hand-off is not "
+                "estimated (profile with measure_hops=True, earlyexit profile --measure-hops)"
+            )
+    run = dict(
+        samples=samples, seed=seed, configs=configs, emulate_links=emulate_links,
+        progress=progress, exporter=exporter, accuracy_drop=accuracy_drop,
+        niceness=niceness, keep_logs=keep_logs, split=split,
+    )  # fmt: skip
+
+    def into(out: Path) -> ValidationResult:
+        result = _validate_into(out, model, prof, topo, cm, got, notes, **run)
+        result.wall_time_s = time.perf_counter() - t_start
+        atomic_write_text(
+            out / "validation.json", json.dumps(result.to_dict(), indent=2, default=float)
+        )
+        return result
+
+    if out_dir is not None:
+        with removed_on_failure(out_dir) as out:
+            return into(out)
+    out = Path(tempfile.mkdtemp(prefix="earlyexit-validate-"))
+    try:
+        return into(out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _progress_line(i: int, total: int, rec: ConfigResult) -> str:
+    cfg, m = rec.config, rec.measured
+    e = rec.estimated.get("exact", rec.estimated["portend"])
+    line = (f"[{i + 1}/{total}] T={cfg.threshold:g} P={list(cfg.cuts)} D={list(cfg.tiers)}: "
+            f"measured {m.latency_s * 1e3:.1f} ms, acc {m.accuracy:.3f}; "
+            f"estimated {e.latency_s * 1e3:.1f} ms, acc {e.accuracy:.3f}")  # fmt: skip
+    if m.split is not None:
+        b = e.breakdown_s
+        links = b["transmit"] + b["propagate"]
+        line += (f"\n      measured: links {m.split.links_s * 1e3:.2f}, slowdown emulated "
+                 f"{m.split.slowdown_s * 1e3:.2f}, compute+runtime {m.split.bare_s * 1e3:.2f} ms"
+                 f" | estimated: links {links * 1e3:.2f}, compute+serialize "
+                 f"{(b['compute'] + b['serialize']) * 1e3:.2f}, overhead "
+                 f"{b.get('overhead', 0.0) * 1e3:.2f} ms")  # fmt: skip
+    return line
+
+
+def _validate_into(
+    out: Path,
+    model: Any,
+    prof: Profile,
+    topo: Topology,
+    cm: Any,
+    got: tuple[Any, Any, Any],
+    notes: list[str],
+    *,
+    samples: int,
+    seed: int,
+    configs: int,
+    emulate_links: bool,
+    progress: Callable[[str], None] | None,
+    exporter: str,
+    accuracy_drop: float | None,
+    niceness: int | None,
+    keep_logs: bool,
+    split: bool,
+) -> ValidationResult:
+    """:func:`validate` after its checks: export, deploy and measure into ``out``."""
+    from earlyexit.export import export_bundle
+    from earlyexit.planner import make_plan
+
+    x_all = got[0].numpy().astype(np.float32)
+    y_all = None if got[1] is None else got[1].numpy()
+    x, y = x_all[:samples], None if y_all is None else y_all[:samples]
+    with_accuracy_pass = len(x_all) > len(x)
+    n_profile = int(prof.samples.entropy.shape[1]) if prof.samples is not None else None
+    chosen = choose_configs(prof, topo, configs, seed=seed)
+    best = chosen_config(prof, topo, accuracy_drop)
+    if best is not None:  # the plan a user would deploy goes first: its latency CDF is plotted
+        chosen = [best, *[c for c in chosen if c.key != best.key]][: max(configs, 1)]
+    bundles: dict[tuple[int, ...], Path] = {}
+    records: list[ConfigResult] = []
+    cdf: list[float] = []
+    for i, cfg in enumerate(chosen):
+        if cfg.cuts not in bundles:
+            path = out / "bundles" / ("cuts-" + "-".join(map(str, cfg.cuts)))
+            verify = (got[0][:64], got[1][:64]) if got[1] is not None else got[0][:64]
+            export_bundle(model, make_plan(cm, cfg.threshold, cfg.cuts, cfg.tiers), path,
+                          formats="onnx", verify_data=verify, overwrite=True, exporter=exporter)  # fmt: skip
+            bundles[cfg.cuts] = path
+        deploy_kw: dict[str, Any] = {"niceness": niceness}
+        logs = out / "logs" / f"config-{i + 1}" if keep_logs else None
+        meas = measure(bundles[cfg.cuts], cfg, topo, x, y, emulate_links=emulate_links,
+                       log_dir=logs, **deploy_kw)  # fmt: skip
+        lat_split = (latency_split(bundles[cfg.cuts], cfg, topo, x, meas, **deploy_kw)
+                     if split and emulate_links else None)  # fmt: skip
+        acc = accuracy_pass(bundles[cfg.cuts], cfg, x_all, y_all) if with_accuracy_pass else meas
+        n_parts = len(cfg.cuts)
+        same = (np.asarray(acc.exit_partition[: len(x)]) == meas.exit_partition) & (
+            np.asarray(acc.prediction[: len(x)]) == meas.prediction
+        )
+        rec = ConfigResult(
+            config=cfg,
+            measured=MeasuredSummary(
+                latency_s=meas.mean_latency_s,
+                accuracy=acc.accuracy,
+                exit_fractions=tuple(acc.exit_fractions(n_parts)),
+                latency_p50_s=float(np.median(meas.latency_s)),
+                latency_samples=len(meas.latency_s),
+                accuracy_samples=len(acc.correct),
+                accuracy_se=binomial_se(acc.accuracy, len(acc.correct), n_profile),
+                latency_pass=LatencyPass(meas.accuracy, tuple(meas.exit_fractions(n_parts)),
+                                         float(same.mean())),  # fmt: skip
+                degraded=meas.degraded,
+                split=lat_split,
+            ),
+            estimated=estimates(prof, topo, cfg),
+        )
+        records.append(rec)
+        if i == 0:
+            cdf = meas.latency_s
+        if progress:
+            progress(_progress_line(i, len(chosen), rec))
+    return ValidationResult(
+        summary=summarize(records, topo.source),
+        configs=records,
+        plots=plot(records, out, cdf, topo.source),
+        out_dir=str(out),
+        notes=notes,
+        chosen=best,
+        source=topo.source,
+    )

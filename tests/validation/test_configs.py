@@ -1,0 +1,51 @@
+"""Choosing configurations, their clusters, and both estimators' view of them."""
+
+from __future__ import annotations
+
+import pytest
+
+from earlyexit.planner import evaluate
+from earlyexit.planner.synthetic import synthetic_profile
+from earlyexit.planner.topology import resolve_topology
+from earlyexit.validation import Config, choose_configs, cluster_of, estimate, estimates
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return synthetic_profile(6, num_samples=200)
+
+
+def test_choose_configs_mixes_pareto_and_others(profile):
+    cfgs = choose_configs(profile, "portend-aws", 12, seed=1)
+    assert len(cfgs) == 12
+    assert len({c.key for c in cfgs}) == 12
+    assert 1 <= sum(c.pareto for c in cfgs) <= 6 and not all(c.pareto for c in cfgs)
+    assert [c.pareto for c in cfgs] == sorted((c.pareto for c in cfgs), reverse=True)
+    for c in cfgs:
+        assert list(c.cuts) == sorted(set(c.cuts)) and 1 <= c.cuts[-1] <= 6
+        assert len(c.tiers) == len(c.cuts) == len(set(c.tiers)) and max(c.tiers) < 3
+    assert choose_configs(profile, "portend-aws", 12, seed=1) == cfgs  # seeded
+    with pytest.raises(ValueError, match="k must be"):
+        choose_configs(profile, "portend-aws", 0)
+
+
+def test_cluster_of():
+    assert cluster_of(Config(0.5, (9,), (0,))) == "edge-only"
+    assert cluster_of(Config(0.5, (9,), (2,))) == "cloud"
+    assert cluster_of({"tiers": [0, 2]}) == "multi-tier"
+    assert cluster_of(Config(0.5, (9,), (2,)), source=2) == "edge-only"  # the source's tier
+
+
+def test_config_round_trips_and_estimates_match_the_planner(profile):
+    c = Config(0.5, (2, 6), (0, 2), True)
+    assert Config.from_dict(c.to_dict()) == c
+    with pytest.raises(TypeError, match="mapping"):
+        Config.from_dict([0.5])  # type: ignore[arg-type]
+    topo = resolve_topology("portend-aws")
+    typed, plain = estimates(profile, topo, c), estimate(profile, topo, c)
+    assert set(typed) == set(plain) == {"portend", "exact"}
+    for name in typed:
+        want = evaluate(profile, topo, 0.5, [2, 6], [0, 2], name)
+        assert typed[name] == want and plain[name] == want.to_dict()
+    no_samples = synthetic_profile(6)
+    assert set(estimates(no_samples, topo, c)) == {"portend"}

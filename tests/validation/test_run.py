@@ -1,0 +1,99 @@
+"""validate() end to end on a small random-weight ResNet-20, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from earlyexit.planner.synthetic import synthetic_profile
+from earlyexit.planner.topology import resolve_topology
+
+
+def _model():
+    torch = pytest.importorskip("torch")
+    from earlyexit import MultiExitModel, backbones, decompose
+
+    torch.manual_seed(0)
+    return MultiExitModel(
+        decompose(backbones.create("resnet20", num_classes=10, in_chans=1), input_shape=(1, 28, 28))
+    ).eval()
+
+
+@pytest.mark.slow
+def test_profile_times_partitions_as_the_runtime_runs_them():
+    torch = pytest.importorskip("torch")
+    from earlyexit.profiling import profile
+    from earlyexit.profiling.timing import time_onnx_partitions
+
+    model = _model()
+    t = time_onnx_partitions(model, torch.randn(1, 1, 28, 28), reps=3, budget_s=0.01)
+    upper = t[np.triu_indices(10)]
+    assert np.isfinite(upper).all() and (upper > 0).all()
+    assert np.isnan(t[np.tril_indices(10, -1)]).all()
+    with pytest.raises(ValueError, match="engine"):
+        profile(model, [(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))], engine="tf")
+
+
+@pytest.mark.slow
+def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
+    import earlyexit
+    from earlyexit.formats import Topology
+    from earlyexit.training.checkpoint import save
+    from earlyexit.validation import validate
+
+    model = _model()
+    ckpt = save(model, tmp_path / "m.pt", {"dataset": "fashion-mnist"})
+    prof = earlyexit.profile(model, "fashion-mnist", "cpu", threads=1, engine="onnx", reps=3,
+                             budget_s=0.01, progress=False)  # fmt: skip
+    topo = resolve_topology("portend-aws").to_dict()
+    for t in topo["tiers"]:
+        t["device"] = "cpu"
+    out = validate(ckpt, prof, Topology.from_dict(topo), configs=2, samples=4,
+                   accuracy_samples=40, out_dir=tmp_path / "v", accuracy_drop=None, split=True)  # fmt: skip
+    assert len(out.configs) == 2 and out.wall_time_s > 0
+    assert [n for n in out.notes if "hop_s" not in n] == []  # this profile has no hop_s
+    for rec in out.configs:
+        m = rec.measured
+        assert m.latency_samples == 4 and m.accuracy_samples == 40 and m.degraded == 0
+        assert m.latency_pass is not None and m.latency_pass.agreement == 1.0
+        assert sum(m.exit_fractions) == pytest.approx(1.0)
+        assert set(rec.estimated) == {"portend", "exact"}
+        assert m.split is not None and m.split.full_s == m.latency_s
+        assert m.split.bare_s > 0 and m.split.links_s + m.split.slowdown_s + m.split.bare_s == (
+            pytest.approx(m.latency_s))  # fmt: skip
+    written = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert written["configs"][0]["measured"]["latency_s"] == out.configs[0].measured.latency_s
+    assert written["configs"][0]["measured"]["split_s"]["full"] == out.configs[0].measured.latency_s
+    assert written["latency_error"]["relative_error"] == pytest.approx(
+        [r.relative_error("exact") for r in out.configs])  # fmt: skip
+    assert len(out.plots) == 4
+
+
+def test_validate_refuses_another_models_profile_and_cleans_up(tmp_path):
+    from earlyexit.training.checkpoint import save
+    from earlyexit.validation import validate
+
+    ckpt = save(_model(), tmp_path / "m.pt", {"dataset": "fashion-mnist"})
+    other = synthetic_profile(10, num_samples=50)
+    other.extra["model_digest"] = "0" * 64  # made from other weights
+    out = tmp_path / "v" / "run"
+    kw = dict(configs=1, samples=2, accuracy_samples=2, out_dir=out, niceness=None)
+    with pytest.raises(ValueError, match="model_digest differs"):
+        validate(ckpt, other, "portend-aws", **kw)
+    assert not (tmp_path / "v").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match="6 blocks"):
+        validate(ckpt, synthetic_profile(6), "portend-aws", force=True, **kw)
+    # forced: a warning, then a failure half-way (an unknown exporter) removes what was written
+    with (
+        pytest.warns(UserWarning, match="other weights"),
+        pytest.raises(ValueError, match="unknown ONNX exporter"),
+    ):
+        validate(ckpt, other, "portend-aws", force=True, exporter="nope", **kw)
+    assert not (tmp_path / "v").exists()
+    for bad in ({"samples": 0}, {"accuracy_samples": 1, "samples": 2}, {"configs": 10**6}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            validate(ckpt, other, "portend-aws", **{**kw, **bad})
+    with pytest.raises(TypeError, match="configs must be an integer"):
+        validate(ckpt, other, "portend-aws", **{**kw, "configs": 2.5})
