@@ -190,6 +190,35 @@ def mg1k_approx(rho: Any, scv: Any, capacity: int) -> tuple[np.ndarray, np.ndarr
     return loss, mean_n
 
 
+def _approx_scalar(rho: float, scv: float, k: int) -> tuple[float, float]:
+    """:func:`mg1k_approx` for one station in closed form (the planner calls it many times)."""
+    if rho <= 0:
+        return 0.0, 0.0
+    if abs(rho - 1.0) < _RHO_ONE:
+        rho = 1.0 + _RHO_ONE
+    den = 2.0 + math.sqrt(rho) * (scv - 1.0)
+    if not den > 0.05:
+        return max(0.0, 1.0 - 1.0 / rho), float(k)
+    r = math.exp(2.0 * math.log(rho) / den)
+    if abs(1.0 - r) * k < 1e-2:  # closed forms cancel badly here; sum the terms
+        lo, n = mg1k_approx(rho, scv, k)
+        return float(lo), float(n)
+    c = rho * (1.0 - r) / (1.0 - rho)
+    km1 = k - 1
+    if r <= 1.0:
+        rk = r**km1
+        g0 = (1.0 - rk) / (1.0 - r)  # sum_{n=1}^{K-1} r^(n-1)
+        g1 = (1.0 - k * rk + km1 * rk * r) / (1.0 - r) ** 2  # sum n r^(n-1)
+        z = 1.0 + c * g0 + rho * rk
+        return rho * rk / z, (c * g1 + k * rho * rk) / z
+    u = 1.0 / r  # divide every weight by r^(K-1)
+    uk = u**km1
+    s0 = u * (1.0 - uk) / (1.0 - u)  # sum_{m=1}^{K-1} u^m
+    s1 = u * (1.0 - k * uk + km1 * uk * u) / (1.0 - u) ** 2  # sum m u^m
+    z = uk + c * s0 + rho
+    return rho / z, (c * (k * s0 - s1) + k * rho) / z
+
+
 def mm1k(rho: float, capacity: int) -> tuple[float, float]:
     """M/M/1/K in closed form: (loss ratio, mean number in system).
 
@@ -428,8 +457,7 @@ def _station_metrics(
     if model == "exact":
         loss, n = mg1k_exact(lam, times, probs, k)
     else:
-        lo, na = mg1k_approx(rho, scv, k)
-        loss, n = float(lo), float(na)
+        loss, n = _approx_scalar(rho, scv, k)
     carried = lam * (1.0 - loss)
     resp = n / carried if carried > 0 else math.inf
     return mean, scv, rho, loss, max(resp - mean, 0.0)

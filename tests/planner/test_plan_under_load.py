@@ -1,0 +1,264 @@
+"""Planning under load: exact against a brute force, today's plan as lambda -> 0, capacity, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from earlyexit.cli import main
+from earlyexit.formats import Plan
+from earlyexit.planner import plan
+from earlyexit.planner._select import select_best
+from earlyexit.planner.api import plan_capacity
+from earlyexit.planner.bruteforce import brute_force_candidates
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.queueing import evaluate_load
+from earlyexit.planner.space import make_space
+from earlyexit.planner.synthetic import synthetic_profile
+from earlyexit.planner.underload import search_under_load
+
+from .strategies import problems
+
+SETTINGS = settings(
+    max_examples=int(os.environ.get("EE_HYPOTHESIS_EXAMPLES", "120")) // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _brute_force_under_load(cm, space, estimator, objective, bound, lam, k, max_loss, model):
+    """Every configuration of the space evaluated under load, the best feasible one chosen."""
+    _lats, accs, keys = brute_force_candidates(cm, space, estimator)
+    feas = []
+    for acc, key in zip(accs, keys, strict=True):
+        n_parts, d, cuts, thr = key
+        le = evaluate_load(
+            cm.profile, cm.topology, thr, list(cuts), list(d), lam, k, estimator, model,
+            cost_model=cm,
+        )  # fmt: skip
+        if max_loss is not None and le.loss_ratio > max_loss + 1e-12:
+            continue
+        if objective == "max_accuracy" and le.latency_s > bound + 1e-9:
+            continue
+        feas.append((le.latency_s, acc, key, le))
+    if not feas:
+        return None
+    b = bound if objective == "min_latency" else None
+    i = select_best(
+        np.array([f[0] for f in feas]), np.array([f[1] for f in feas]), [f[2] for f in feas],
+        objective, b,
+    )  # fmt: skip
+    return None if i is None else feas[i]
+
+
+@SETTINGS
+@given(
+    problems(max_blocks=5, max_tiers=3),
+    st.sampled_from(["portend", "exact"]),
+    st.sampled_from(["min_latency", "max_accuracy"]),
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.01, 0.1, 0.5, 2.0]),
+    st.sampled_from([1, 3, 20]),
+    st.sampled_from([None, 0.001, 0.05, 0.5]),
+    st.sampled_from(["approx", "exact"]),
+)
+def test_search_under_load_matches_brute_force(
+    problem, estimator, objective, frac, lam, k, max_loss, model
+):
+    profile, topo = problem
+    cm = CostModel(profile, topo)
+    space = make_space(cm)
+    if objective == "min_latency":
+        bound = frac
+    else:  # a loaded-latency bound between the fastest and slowest unloaded latencies
+        lats = brute_force_candidates(cm, space, estimator)[0]
+        bound = min(lats) + frac * (max(lats) - min(lats)) * 2
+    got = search_under_load(cm, space, estimator, objective, bound, lam, k, max_loss, model)
+    ref = _brute_force_under_load(cm, space, estimator, objective, bound, lam, k, max_loss, model)
+    if ref is None:
+        assert got is None
+        return
+    assert got is not None
+    cand, le = got
+    assert le.latency_s == pytest.approx(ref[0], abs=1e-9)
+    assert cand.accuracy == pytest.approx(ref[1], abs=1e-9)
+    assert (len(cand.cuts), cand.tiers, cand.cuts, cand.threshold) == ref[2]
+
+
+@pytest.mark.parametrize("bounds", [{"min_accuracy": 0.6}, {"max_latency": 0.2}, {}])
+@pytest.mark.parametrize("estimator", ["portend", "exact"])
+def test_tiny_rate_gives_todays_plan(bounds, estimator):
+    prof = synthetic_profile(10, num_samples=200) if estimator == "exact" else synthetic_profile(10)
+    today = plan(prof, "portend-aws", estimator=estimator, **bounds)
+    loaded = plan(prof, "portend-aws", estimator=estimator, arrival_rate=1e-9, **bounds)
+    assert (loaded.threshold, loaded.cut_points, loaded.tier_indices) == (
+        today.threshold,
+        today.cut_points,
+        today.tier_indices,
+    )
+    assert loaded.estimate == today.estimate
+    assert loaded.extra["load"]["latency_s"] == pytest.approx(today.estimate.latency_s, abs=1e-9)
+    assert "load" not in today.extra
+
+
+def test_load_changes_the_plan_and_is_recorded(tmp_path):
+    prof = synthetic_profile(12)
+    today = plan(prof, "portend-aws", min_accuracy=0.6)
+    loaded = plan(prof, "portend-aws", min_accuracy=0.6, arrival_rate=40, max_loss=0.01)
+    assert (loaded.cut_points, loaded.tier_indices) != (today.cut_points, today.tier_indices)
+    rec = loaded.extra["load"]
+    assert rec["arrival_rate"] == 40 and rec["max_loss"] == 0.01 and rec["queue_capacity"] == 50
+    assert rec["loss_ratio"] <= 0.01 and rec["latency_s"] >= loaded.estimate.latency_s
+    # today's plan at that rate loses more than the bound, or is slower
+    at = evaluate_load(
+        prof, "portend-aws", today.threshold, today.cut_points, today.tier_indices, 40
+    )
+    assert at.loss_ratio > 0.01 or at.latency_s >= rec["latency_s"]
+    path = tmp_path / "plan.json"
+    loaded.save(path)
+    back = Plan.load(path)
+    assert back.extra["load"] == json.loads(json.dumps(rec))
+    assert back.to_json() == loaded.to_json()
+
+
+def test_capacity_is_the_knee_of_the_loss_bound():
+    prof = synthetic_profile(12)
+    p = plan(prof, "portend-aws", min_accuracy=0.6)
+    lam = plan_capacity(p, prof, "portend-aws", max_loss=0.01)
+
+    def loss(rate: float) -> float:
+        return evaluate_load(
+            prof, "portend-aws", p.threshold, p.cut_points, p.tier_indices, rate
+        ).loss_ratio
+
+    assert loss(lam) <= 0.01 < loss(lam * 1.001)
+    assert plan_capacity(p, prof, "portend-aws", max_loss=0.1) > lam
+    assert plan_capacity(p, prof, "portend-aws", max_loss=0.01, queue_capacity=5) < lam
+    other = plan(synthetic_profile(12, seed=3), "portend-aws")
+    with pytest.raises(ValueError, match="profile"):
+        plan_capacity(other, prof, "portend-aws")
+    with pytest.raises(ValueError, match="max_loss"):
+        plan_capacity(p, prof, "portend-aws", max_loss=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"max_loss": 0.01}, "arrival_rate"),
+        ({"queue_capacity": 5}, "arrival_rate"),
+        ({"arrival_rate": -1}, "arrival_rate"),
+        ({"arrival_rate": 10, "max_loss": 0.0}, "max_loss"),
+        ({"arrival_rate": 10, "max_loss": 1.5}, "max_loss"),
+        ({"arrival_rate": 10, "queue_model": "fluid"}, "queue_model"),
+        ({"arrival_rate": 1e6, "max_loss": 0.01}, "no configuration"),
+    ],
+)
+def test_bad_load_arguments(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        plan(synthetic_profile(6), "portend-aws", **kwargs)
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+@pytest.fixture()
+def prof_path(tmp_path):
+    path = tmp_path / "profile.json"
+    synthetic_profile(12).save(path)
+    return str(path)
+
+
+def _plan_json(capsys, prof_path, *extra):
+    argv = ["plan", "--profile", prof_path, "--topology", "portend-aws", "--json", *extra]
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_plan_load_flags_reach_the_plan(prof_path, capsys):
+    data = _plan_json(capsys, prof_path, "--arrival-rate", "30", "--max-loss", "0.02")
+    assert data["load"]["arrival_rate"] == 30.0
+    assert data["load"]["max_loss"] == 0.02
+    assert data["load"]["queue_capacity"] == 50 and data["load"]["queue_model"] == "approx"
+    data = _plan_json(
+        capsys, prof_path, "--arrival-rate", "30", "--queue-capacity", "7", "--queue-model", "exact"
+    )
+    assert data["load"]["queue_capacity"] == 7 and data["load"]["queue_model"] == "exact"
+    assert data["load"]["max_loss"] is None
+    assert "load" not in _plan_json(capsys, prof_path)
+    argv = ["plan", "--profile", prof_path, "--topology", "portend-aws", "--arrival-rate", "30"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "under load: 30 samples/s" in out and "tier 0 (edge)" in out
+
+
+def test_cli_capacity_flags_reach_the_function(prof_path, tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    argv = ["plan", "--profile", prof_path, "--topology", "portend-aws", "-o", str(out)]
+    assert main([*argv, "--min-accuracy", "0.6"]) == 0
+    capsys.readouterr()
+    base = ["capacity", "--plan", str(out), "--profile", prof_path, "--topology", "portend-aws"]
+
+    def cap(*extra: str) -> float:
+        assert main([*base, "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["capacity"]
+
+    p = Plan.load(out)
+    assert cap() == pytest.approx(plan_capacity(p, prof_path, "portend-aws", 0.01), rel=1e-12)
+    assert cap("--max-loss", "0.2") == pytest.approx(
+        plan_capacity(p, prof_path, "portend-aws", 0.2), rel=1e-12
+    )
+    assert cap("--queue-capacity", "3") == pytest.approx(
+        plan_capacity(p, prof_path, "portend-aws", 0.01, 3), rel=1e-12
+    )
+    assert cap("--queue-capacity", "3", "--queue-model", "exact") == pytest.approx(
+        plan_capacity(p, prof_path, "portend-aws", 0.01, 3, "exact"), rel=1e-12
+    )
+    assert main(base) == 0
+    assert "samples/s with loss ratio <= 0.01" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plan", "--arrival-rate", "-3"],
+        ["plan", "--arrival-rate", "abc"],
+        ["plan", "--arrival-rate", "10", "--max-loss", "0"],
+        ["plan", "--arrival-rate", "10", "--max-loss", "nan"],
+        ["plan", "--arrival-rate", "10", "--queue-capacity", "0"],
+        ["plan", "--arrival-rate", "10", "--queue-model", "fluid"],
+        ["plan", "--max-loss", "0.1"],
+        ["plan", "--arrival-rate", "1e7", "--max-loss", "0.01"],
+        ["capacity", "--max-loss", "1"],
+        ["capacity", "--queue-capacity", "-2"],
+        ["capacity", "--queue-capacity", "5000", "--queue-model", "exact"],
+    ],
+)
+def test_cli_bad_values_exit_2_with_one_line(argv, prof_path, tmp_path, capsys):
+    plan_file = tmp_path / "p.json"
+    plan(synthetic_profile(12), "portend-aws").save(plan_file)
+    common = ["--profile", prof_path, "--topology", "portend-aws"]
+    if argv[0] == "capacity":
+        common += ["--plan", str(plan_file)]
+    try:
+        code = main([argv[0], *common, *argv[1:]])
+    except SystemExit as exc:  # argparse refuses the value itself
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and err.startswith(f"earlyexit {argv[0]}")
+
+
+def test_capacity_needs_an_existing_plan(prof_path, tmp_path, capsys):
+    argv = ["capacity", "--plan", str(tmp_path / "none.json"), "--profile", prof_path]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--topology", "portend-aws"])
+    assert exc.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
+    prof = synthetic_profile(6)
+    assert math.isfinite(plan_capacity(plan(prof, "iot"), prof, "iot"))
