@@ -1,5 +1,6 @@
 """Checks of exported partitions against the eager model, before a manifest is written.
 
+The verify step of ``export_bundle`` (:func:`verify_files`, :func:`check_chains`).
 Two checks (issue 6, docs/spec.md *Bundle*):
 
 * every file, loaded back (onnxruntime, ``torch.jit.load``, ``torch.export.load``),
@@ -10,7 +11,9 @@ Two checks (issue 6, docs/spec.md *Bundle*):
   samples, on random inputs and at batch size 1 (the batch axis is dynamic);
 * the partitions chained with early exit reproduce
   ``MultiExitModel.select_exits(exits).predict(x, T)`` on every verification
-  sample: the same exit and the same class.
+  sample: the same exit and the same class. Every format is chained by
+  :func:`earlyexit.runtime.chain.run_chain`, the rule the tier workers apply
+  (ONNX through the runtime's own :class:`~earlyexit.runtime.session.BundleSession`).
 
 A sample whose entropy at an exit lies within :data:`ENTROPY_TIE` of the
 threshold, or whose two best logits lie within :data:`LOGIT_TIE` plus ``rtol``
@@ -26,13 +29,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from earlyexit.export.constants import ENTROPY_TIE, FP32_ATOL, FP32_RTOL, FP32_TOLERANCE, LOGIT_TIE
+from earlyexit.formats import Manifest
+from earlyexit.runtime.chain import PartitionRunner, run_chain
 from earlyexit.surgery.multi_exit import MultiExitModel
 from earlyexit.surgery.slicing import Partition
 
@@ -49,7 +56,9 @@ __all__ = [
     "load_runner",
     "max_abs_diff",
     "reference_predictions",
-    "torch_chain_predict",
+    "chain_runner",
+    "check_chains",
+    "verify_files",
 ]
 
 
@@ -225,38 +234,21 @@ def eager_chain_inputs(partitions: Sequence[Partition], x: torch.Tensor) -> list
     return out
 
 
-@torch.no_grad()
-def torch_chain_predict(
-    runners: Sequence[Runner], x: np.ndarray, threshold: float
-) -> dict[str, np.ndarray]:
-    """Chain loaded partitions with per-sample early exit, like ``BundleSession.predict``.
+def chain_runner(run: Runner) -> PartitionRunner:
+    """A loaded file's runner as the early-exit chain takes it: ``(logits, entropy, features)``.
+
+    Args:
+        run: from :func:`load_runner` (returns the list of outputs).
 
     Returns:
-        ``{"exit_partition": [B], "prediction": [B], "entropy": [B]}``.
+        The runner for :func:`earlyexit.runtime.chain.run_chain`.
     """
-    batch = x.shape[0]
-    pred = np.zeros(batch, np.int64)
-    part = np.full(batch, -1, np.int64)
-    ent = np.zeros(batch, np.float32)
-    remaining = np.arange(batch)
-    h = x
-    for k, run in enumerate(runners):
-        outs = run(h)
-        logits, entropy = outs[0], outs[1]
-        leave = (
-            np.ones(len(remaining), bool)
-            if k == len(runners) - 1
-            else entropy < np.float32(threshold)
-        )
-        idx = remaining[leave]
-        pred[idx] = logits[leave].argmax(-1)
-        part[idx] = k
-        ent[idx] = entropy[leave]
-        if leave.all():
-            break
-        h = outs[2][~leave]
-        remaining = remaining[~leave]
-    return {"exit_partition": part, "prediction": pred, "entropy": ent}
+
+    def step(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        outs = run(x)
+        return outs[0], outs[1], (outs[2] if len(outs) > 2 else None)
+
+    return step
 
 
 @torch.no_grad()
@@ -333,3 +325,95 @@ def compare_predictions(
             f"at partition {first + 1}): {examples}", first + 1, what, float(len(real)),
         )  # fmt: skip
     return {"samples": int(len(x)), "same": int(len(x) - bad.size), "borderline": len(borderline)}
+
+
+_EAGER_BATCH = 256
+
+
+def verify_files(
+    tmp: Path,
+    parts: Sequence[Partition],
+    entries: Sequence[Mapping[str, str]],
+    real_in: Sequence[torch.Tensor],
+    rand_in: Sequence[torch.Tensor] | None,
+    tolerance: float | None,
+    rtol: float = FP32_RTOL,
+    keys: Sequence[str] | None = None,
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, float]]]:
+    """Check every file of every partition against the eager partition.
+
+    fp32 files are checked on real samples, random inputs and a batch of one,
+    within the tolerance; int8 / fp16 files (``tolerance=None``) on real samples
+    and a batch of one, for shapes and finite outputs only.
+
+    Args:
+        tmp: the directory holding the files.
+        parts: the eager partitions.
+        entries: per partition, ``{format key: file name}``.
+        real_in, rand_in: per partition, its input when real samples / random
+            inputs enter the first (``rand_in`` None: not used).
+        tolerance, rtol: see :func:`check_outputs`.
+        keys: check only these format keys (default: all of each entry).
+
+    Returns:
+        ``(differences, scales)``: per partition (1-based, as a string), per format,
+        the max difference of each output; per partition the eager outputs' magnitudes.
+
+    Raises:
+        ExportVerificationError: a file that does not match.
+    """
+    diffs: dict[str, dict[str, dict[str, float]]] = {}
+    scales: dict[str, dict[str, float]] = {}
+    for p, files in zip(parts, entries, strict=True):
+        k = p.index
+        inputs = [("real samples", real_in[k])]
+        if rand_in is not None:
+            inputs.append(("random inputs", rand_in[k]))
+        inputs.append(("a batch of one", real_in[k][:1]))
+        for fmt, name in files.items():
+            if keys is not None and fmt not in keys:
+                continue
+            runner = load_runner(fmt, str(tmp / name))
+            d, sc = check_outputs(runner, p, inputs, fmt, name, tolerance, rtol)
+            diffs.setdefault(str(k + 1), {})[fmt] = d
+            scales[str(k + 1)] = sc
+    return diffs, scales
+
+
+def check_chains(
+    tmp: Path,
+    manifest: Manifest,
+    formats: Sequence[str],
+    entries: Sequence[Mapping[str, str]],
+    parts: Sequence[Partition],
+    want: tuple[np.ndarray, np.ndarray],
+    vx: torch.Tensor,
+    threshold: float,
+    rtol: float = FP32_RTOL,
+) -> dict[str, Any]:
+    """Chain every format's partitions with early exit and compare with the eager model.
+
+    Returns:
+        Per format, :func:`compare_predictions`'s counts.
+
+    Raises:
+        ExportVerificationError: a format whose chain differs on a non-borderline sample.
+    """
+    from earlyexit.runtime.session import BundleSession
+
+    exits = manifest.plan.cut_points
+    chains: dict[str, Any] = {}
+    for fmt in formats:
+        if fmt == "onnx":  # through the runtime's own session, as a tier will run it
+            sess = BundleSession(tmp, "fp32", ["CPUExecutionProvider"], manifest=manifest)
+            runners = [functools.partial(sess.run_partition, k) for k in range(len(entries))]
+        else:
+            runners = [chain_runner(load_runner(fmt, str(tmp / e[fmt]))) for e in entries]
+        got: dict[str, list[np.ndarray]] = {"exit_partition": [], "prediction": []}
+        for i in range(0, len(vx), _EAGER_BATCH):
+            r = run_chain(runners, vx[i : i + _EAGER_BATCH].numpy(), threshold)
+            got["exit_partition"].append(r.exit_partition)
+            got["prediction"].append(r.prediction)
+        merged = {key: np.concatenate(val) for key, val in got.items()}
+        chains[fmt] = compare_predictions(fmt, merged, want, exits, parts, vx, threshold, rtol)
+    return chains

@@ -12,7 +12,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_file"]
+__all__ = ["check_file", "sha256_file"]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in 1 MiB chunks).
+
+    Raises:
+        OSError: if the file cannot be read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def check_file(bundle_dir: str | os.PathLike[str], part: Any, fmt: str) -> bool:
@@ -44,11 +57,7 @@ def check_file(bundle_dir: str | os.PathLike[str], part: Any, fmt: str) -> bool:
         )
     if fmt not in hashes:
         return False
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != hashes[fmt]:
+    if sha256_file(path) != hashes[fmt]:
         raise ValueError(
             f"partition {part.index}: {name} does not match the SHA-256 in the manifest "
             "(altered after export?); refusing to load it"
