@@ -196,7 +196,8 @@ def add_param(
     """Add an option for ``param`` with the default and help its function declares.
 
     A ``bool`` parameter whose default is ``False`` becomes a ``store_true``
-    flag. Keyword arguments override what the signature gives (``type``,
+    flag; a flag without dashes makes a positional argument (optional if the
+    parameter has a default), named by the flag. Keyword arguments override what the signature gives (``type``,
     ``choices``, ``metavar``, ``required``; ``default`` only where the command
     line's default must differ, which the help then says).
 
@@ -216,10 +217,16 @@ def add_param(
         (0.001, 0.5)
     """
     flags = flags or (f"--{param.name.replace('_', '-')}",)
-    kwargs.setdefault("dest", param.name)
+    positional = not flags[0].startswith("-")
+    if not positional:
+        kwargs.setdefault("dest", param.name)
     help_text = kwargs.pop("help", None) or _plain(param.help)
     default = kwargs.get("default", param.default)
-    if param.default is False and "action" not in kwargs and "type" not in kwargs:
+    if positional:
+        if default is not MISSING:
+            kwargs.setdefault("nargs", "?")
+            kwargs.setdefault("default", default)
+    elif param.default is False and "action" not in kwargs and "type" not in kwargs:
         kwargs["action"] = "store_true"
         kwargs.setdefault("default", False)
     elif default is MISSING:

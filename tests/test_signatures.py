@@ -81,19 +81,38 @@ def test_add_param_kinds():
     assert "how fast, in Hz. (default: 2.5)" in " ".join(text.split())
 
 
-def test_export_command_defaults_are_export_bundles():
-    from earlyexit.cli import build_parser
-    from earlyexit.export.bundle import export_bundle
+# subcommand -> the function its options reach (their defaults must be that function's)
+COMMANDS = [
+    ("export", "earlyexit.export.bundle", "export_bundle", 9),
+    ("blocks", "earlyexit.backbones._cli", "describe_blocks", 2),
+]
 
-    parser = build_parser(["export"])
+
+@pytest.mark.parametrize(("command", "module", "name", "least"), COMMANDS)
+def test_command_defaults_are_the_functions(command, module, name, least):
+    from earlyexit.cli import build_parser
+
+    parser = build_parser([command])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    export = sub.choices["export"]
-    real = inspect.signature(export_bundle).parameters
+    real = inspect.signature(getattr(importlib.import_module(module), name)).parameters
     checked = 0
-    for action in export._actions:
-        if action.dest in real and action.dest != "formats" and action.option_strings and not action.required:
-            assert action.default == real[action.dest].default, action.dest
-            checked += 1
-    assert checked >= 9
-    formats = next(a for a in export._actions if a.dest == "formats")
-    assert tuple(formats.default) == tuple(real["formats"].default)
+    for action in sub.choices[command]._actions:
+        if action.dest not in real or real[action.dest].default is inspect.Parameter.empty:
+            continue
+        default = real[action.dest].default
+        got = tuple(action.default) if isinstance(default, tuple) else action.default
+        assert got == default, action.dest
+        if default not in (None, False):
+            assert "(default:" in action.help, action.dest
+        checked += 1
+    assert checked >= least
+
+
+def test_positional_parameters():
+    p = argparse.ArgumentParser()
+    add_param(p, Param("name", MISSING, "a name.", "str"), "name")
+    add_param(p, Param("pattern", None, "a glob.", "str"), "pattern")
+    assert vars(p.parse_args(["x"])) == {"name": "x", "pattern": None}
+    assert vars(p.parse_args(["x", "y*"])) == {"name": "x", "pattern": "y*"}
+    with pytest.raises(SystemExit):
+        p.parse_args([])

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from earlyexit._checks import int_range
+from earlyexit._signatures import add_param, read_signature
 
 __all__ = ["register", "describe_blocks"]
 
@@ -77,8 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_backbones)
 
     p = sub.add_parser("blocks", help="decompose a backbone and list its blocks")
-    p.add_argument("backbone", help="a registry name, e.g. resnet20 or tv:resnet18")
-    p.add_argument("--num-classes", type=int_range(2, 100_000), default=10)
-    p.add_argument("--in-chans", type=int_range(1, 4096), default=None)
+    sig = read_signature(__name__, "describe_blocks")
+    add_param(p, sig["name"], "backbone")
+    add_param(p, sig["num_classes"], type=int_range(2, 100_000))
+    add_param(p, sig["in_chans"], type=int_range(1, 4096))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_blocks)
