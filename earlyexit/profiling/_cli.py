@@ -8,55 +8,15 @@ import json
 from pathlib import Path
 
 from earlyexit._checks import (
-    atomic_output,
     float_range,
     image_file,
     input_file,
     int_range,
     output_file,
 )
+from earlyexit.plotting import plot_profile
 
-__all__ = ["register", "plot_profile"]
-
-
-def plot_profile(profile, path: str | Path) -> None:
-    """Save exit rate against threshold per exit, accuracy per exit and partition times."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    n = profile.num_blocks
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    cmap = plt.get_cmap("viridis")
-    for i in range(n):
-        axes[0].plot(
-            profile.thresholds,
-            profile.exit_rate[:, i],
-            color=cmap(i / max(1, n - 1)),
-            label=f"exit {i + 1}",
-        )
-    axes[0].set(xlabel="threshold T", ylabel="exit rate ER_i^T", title="Exit rate per exit")
-    if n <= 12:
-        axes[0].legend(fontsize=7)
-    axes[1].bar(np.arange(1, n + 1), 100 * profile.branch_accuracy, color="tab:blue")
-    axes[1].set(xlabel="exit (block)", ylabel="accuracy (%)", title="Accuracy per exit (A_i)")
-    name, dev = next(iter(profile.devices.items()))
-    im = axes[2].imshow(1e3 * dev.partition_time_s, origin="upper", cmap="magma")
-    axes[2].set(
-        xlabel="last block b", ylabel="first block a", title=f"Partition time on {name} (ms)"
-    )
-    ticks = np.arange(0, n, max(1, n // 10))
-    axes[2].set_xticks(ticks, ticks + 1)
-    axes[2].set_yticks(ticks, ticks + 1)
-    fig.colorbar(im, ax=axes[2])
-    fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
+__all__ = ["register", "plot_profile"]  # plot_profile: re-exported from its old home
 
 
 def _summary(profile) -> str:
