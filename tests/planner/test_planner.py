@@ -131,7 +131,7 @@ def test_evaluate_rejects_bad_configurations(prof):
 
 
 def test_builtin_topologies():
-    assert list_topologies() == ["iot", "mobile", "portend-aws"]
+    assert list_topologies() == ["iot", "mobile", "pi4-wifi", "portend-aws"]
     aws = resolve_topology("portend-aws")
     assert [(lk.bandwidth_mbps, lk.propagation_ms) for lk in aws.links] == [(10, 20), (400, 40)]
     assert aws.mtu_bytes == 9000 and aws.num_tiers == 3
@@ -145,7 +145,7 @@ def test_builtin_topologies():
         (40, 10),
         (500, 50),
     ]
-    with pytest.raises(ValueError, match="valid: iot, mobile, portend-aws"):
+    with pytest.raises(ValueError, match="valid: iot, mobile, pi4-wifi, portend-aws"):
         resolve_topology("mars")
     assert bind_devices(aws, {"edge": "pi"}).tiers[0].device == "pi"
 
