@@ -3,10 +3,13 @@
 1. load the shipped ResNet-20 checkpoint (or train one with ``--train``);
 2. profile it on this machine (one thread per tier worker, as PORTEND limited
    its ARM tier to one core; the tiers' ``slowdown`` stands in for weaker hardware);
-3. plan on the built-in ``portend-aws`` topology, against edge-only, cloud-only
-   and Neurosurgeon, and draw the Pareto frontier;
-4. export the plan's partitions as a verified bundle;
-5. deploy the bundle over emulated links and compare measured with estimated.
+3. plan on the built-in ``pi4-wifi`` topology (a Raspberry Pi 4B-class device,
+   ten times slower than this machine's core, and an edge server one Wi-Fi hop
+   away), allowing one point of accuracy for early exit, against edge-only,
+   cloud-only and Neurosurgeon, and draw the Pareto frontier;
+4. export the plan's partitions as a verified bundle (and the baselines' as ONNX);
+5. deploy the plan and the baselines over emulated links: measured against
+   estimated, and the plan's measured speed-up over the best baseline.
 
 Everything lands in ``DIR/`` with a ``report.md`` that links it.
 """
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from earlyexit._checks import (
-    atomic_output,
     check_output_dir,
+    float_range,
     input_file,
     int_range,
     output_dir,
@@ -34,49 +38,52 @@ DEFAULT_CHECKPOINT = (
     Path(__file__).resolve().parents[1] / "checkpoints" / "resnet20_fashionmnist.pt"
 )
 DEVICE = "cpu-1thread"
-# emulated hardware of the PORTEND AWS tiers, relative to one core of this machine
-SLOWDOWNS = {"edge": 4.0, "base-station": 2.0, "cloud": 1.0}
+TOPOLOGY = "pi4-wifi"
+"""The built-in topology the demo plans for (its file states where its figures come from)."""
+ACCURACY_DROP = 0.005
+"""Accuracy the plan may give up for early exit: half a point of the final exit's (the goal allows one)."""
 MAX_SAMPLES = 1000
 """Held-out test samples the demo can deploy (the odd half of the embedded test images)."""
 MAX_EPOCHS = 1000
 
 
 def demo_topology():
-    """``portend-aws`` with every tier on this machine's profile and the demo's slowdowns.
+    """``pi4-wifi`` with every tier bound to this machine's profile device (one thread).
 
     Example:
-        >>> [t.slowdown for t in demo_topology().tiers]
-        [4.0, 2.0, 1.0]
+        >>> [(t.name, t.slowdown) for t in demo_topology().tiers]
+        [('pi4', 10.0), ('edge-server', 1.0)]
     """
-    from earlyexit.formats import Topology
     from earlyexit.planner import bind_devices, load_builtin_topology
 
-    topo = load_builtin_topology("portend-aws")
-    topo = bind_devices(topo, {t.device: DEVICE for t in topo.tiers})
-    data = topo.to_dict()
-    for tier in data["tiers"]:
-        tier["slowdown"] = SLOWDOWNS.get(tier["name"], 1.0)
-    return Topology.from_dict(data)
+    topo = load_builtin_topology(TOPOLOGY)
+    return bind_devices(topo, {t.device: DEVICE for t in topo.tiers})
 
 
 class _Steps:
-    """Prints numbered steps with their wall time."""
+    """The demo's steps as a tqdm bar: ``[k/total] what step k does (elapsed)``."""
 
     def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.k, self.quiet = total, 0, quiet
-        self.t0 = self.start = time.perf_counter()
+        from tqdm.auto import tqdm
+
+        self.start, self.quiet = time.perf_counter(), quiet
+        self.bar = tqdm(total=total, disable=quiet, unit="step", file=sys.stdout,
+                        bar_format="[{n_fmt}/{total_fmt}] {desc} ({elapsed})")  # fmt: skip
+
+    def __enter__(self) -> _Steps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()  # idempotent: finish() closed it on success
 
     def __call__(self, text: str) -> None:
-        now = time.perf_counter()
-        if self.k and not self.quiet:
-            print(f"    done in {now - self.t0:.1f} s", flush=True)
-        self.k += 1
-        self.t0 = now
-        if not self.quiet:
-            print(f"[{self.k}/{self.total}] {text}", flush=True)
+        self.bar.set_description_str(text, refresh=False)
+        self.bar.update()
 
     def finish(self) -> float:
-        self("finished")
+        """Close the bar; the seconds since the start."""
+        self.bar.set_description_str("finished")
+        self.bar.close()
         return time.perf_counter() - self.start
 
 
@@ -101,7 +108,7 @@ def run_demo(
     train: bool = False,
     checkpoint: str | Path | None = None,
     epochs: int = 3,
-    accuracy_drop: float = 0.0,
+    accuracy_drop: float = ACCURACY_DROP,
     samples: int = 300,
     formats: tuple[str, ...] = ("onnx", "torchscript", "pt2"),
     quiet: bool = False,
@@ -115,7 +122,7 @@ def run_demo(
         checkpoint: a full-configuration checkpoint (default: the shipped ResNet-20).
         epochs: training epochs with ``train``.
         accuracy_drop: the plan minimizes latency with accuracy at least the
-            final exit's profiled accuracy minus this.
+            final exit's profiled accuracy minus this (default half a point).
         samples: test samples run through the emulated deployment (1 .. :data:`MAX_SAMPLES`).
         formats: bundle formats to export.
         quiet: print nothing.
@@ -142,21 +149,21 @@ def run_demo(
             raise FileNotFoundError(
                 f"checkpoint {checkpoint} not found; run with --train to train one"
             )
-    with removed_on_failure(out) as out_path:
+    with removed_on_failure(out) as out_path, _Steps(5, quiet) as steps:
         return _run_demo(
-            out_path, train, checkpoint, epochs, accuracy_drop, samples, formats, quiet, keep_logs
+            out_path, steps, train, checkpoint, epochs, accuracy_drop, samples, formats, keep_logs
         )
 
 
 def _run_demo(
     out: Path,
+    steps: _Steps,
     train: bool,
     checkpoint: str | Path | None,
     epochs: int,
     accuracy_drop: float,
     samples: int,
     formats: tuple[str, ...],
-    quiet: bool,
     keep_logs: bool,
 ) -> dict[str, Any]:
     """:func:`run_demo` after its checks, writing into ``out``."""
@@ -165,16 +172,14 @@ def _run_demo(
     import earlyexit
     from earlyexit.formats import atomic_write_text
     from earlyexit.planner import baselines, pareto
-    from earlyexit.planner.plot import plot_pareto
-    from earlyexit.profiling._cli import plot_profile
+    from earlyexit.plotting import plot_deployment, plot_pareto, plot_profile
 
-    steps = _Steps(6, quiet)
     if train:
         steps(f"training ResNet-20 on the embedded Fashion-MNIST subset ({epochs} epochs)")
-        checkpoint = _train(out, epochs, not quiet)
+        checkpoint = _train(out, epochs, not steps.quiet)
     else:
         checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
-        steps(f"loading {checkpoint}")
+        steps(f"loading {checkpoint.name}")
     model = earlyexit.load(checkpoint)
 
     # The shipped model never saw the embedded test images (they come from the
@@ -193,13 +198,15 @@ def _run_demo(
     steps("profiling exits, partition times (ONNX Runtime, 1 thread), serialization and hops")
     prof = earlyexit.profile(
         model, batches, DEVICE, threads=1, engine="onnx", gap_s=0.02, reps=8,
-        dataset_name="fashion-mnist (embedded test images, even)", progress=not quiet,
+        dataset_name="fashion-mnist (embedded test images, even)", progress=not steps.quiet,
         measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)
     )  # fmt: skip
     prof.save(out / "profile.json")
     plot_profile(prof, out / "profile.png")
 
-    steps("planning on portend-aws (P_lat) against the baselines; Pareto frontier")
+    steps(
+        f"planning on {TOPOLOGY} (P_lat, accuracy drop <= {accuracy_drop:g}) against the baselines"
+    )
     topo = demo_topology()
     topo.save(out / "topology.yaml")
     min_acc = float(prof.branch_accuracy[-1]) - accuracy_drop
@@ -207,29 +214,39 @@ def _run_demo(
     best.save(out / "plan.json")
     base = baselines(prof, topo, estimator="exact")
     frontier = pareto(prof, topo, estimator="exact")
-    with atomic_output(out / "pareto.png") as tmp:
-        plot_pareto(frontier, tmp, baselines=base, chosen=best)
+    plot_pareto(frontier, out / "pareto.png", baselines=base, chosen=best,
+                title=f"{prof.model} on {TOPOLOGY}")  # fmt: skip
 
-    steps("exporting the plan's partitions (ONNX, TorchScript, torch.export) and verifying them")
+    steps(
+        "exporting the plan's partitions (ONNX, TorchScript, torch.export), the baselines' (ONNX)"
+    )
     from earlyexit.export import export_bundle
 
     # verify and calibrate on the embedded data, which every install has
     manifest = export_bundle(
         model, best, out / "bundle", formats=formats, verify_data="fashion-mnist", overwrite=True
     )
+    bundles = {tuple(best.cut_points): out / "bundle"}
+    for p in base.values():
+        cuts = tuple(p.cut_points)
+        if cuts not in bundles:
+            bundles[cuts] = out / "baselines" / ("cuts-" + "-".join(map(str, cuts)))
+            export_bundle(model, p, bundles[cuts], formats="onnx", verify_data="fashion-mnist",
+                          overwrite=True)  # fmt: skip
 
-    steps(f"deploying over emulated links: {len(eval_x)} held-out test samples, one at a time")
+    steps(f"deploying the plan and {len(base)} baselines over emulated links: "
+          f"{len(eval_x)} held-out test samples each, one at a time")  # fmt: skip
     from earlyexit.validation import Config, estimate, measure
 
-    config = Config(best.threshold, tuple(best.cut_points), tuple(best.tier_indices), pareto=True)
-    measured = measure(
-        out / "bundle",
-        config,
-        topo,
-        eval_x.numpy(),
-        eval_y.numpy(),
-        log_dir=out / "logs" if keep_logs else None,
-    )
+    def deploy(p: Any, name: str) -> Any:
+        config = Config(p.threshold, tuple(p.cut_points), tuple(p.tier_indices), pareto=True)
+        logs = out / "logs" / name if keep_logs else None
+        return config, measure(
+            bundles[config.cuts], config, topo, eval_x.numpy(), eval_y.numpy(), log_dir=logs
+        )
+
+    config, measured = deploy(best, "plan")
+    base_measured = {name: deploy(p, name)[1] for name, p in base.items()}
     estimates = estimate(prof, topo, config)
     validation = {
         "samples": len(measured.latency_s),
@@ -243,10 +260,14 @@ def _run_demo(
         },
         "estimated": estimates,
     }
-    _plot_validation(measured, estimates, out / "validation.png")
+    plot_deployment(measured.latency_s, validation["measured"]["exit_fractions"], estimates,
+                    out / "validation.png",
+                    baselines={k: m.mean_latency_s for k, m in base_measured.items()})  # fmt: skip
 
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
+        "topology": topo.to_dict(),
+        "accuracy_drop": accuracy_drop,
         "bundle": {"files": [f for p in manifest.partitions for f in p.files.values()]},
         "validation": validation,
         "profile": {
@@ -255,19 +276,64 @@ def _run_demo(
         },
         "plan": best.to_dict(),
         "baselines": {
-            k: {"latency_s": v.estimate.latency_s, "accuracy": v.estimate.accuracy}
+            k: {
+                "latency_s": v.estimate.latency_s,
+                "accuracy": v.estimate.accuracy,
+                "cut_points": list(v.cut_points),
+                "tiers": list(v.tier_indices),
+                "measured": {
+                    "mean_latency_s": base_measured[k].mean_latency_s,
+                    "accuracy": base_measured[k].accuracy,
+                    "degraded": base_measured[k].degraded,
+                },
+            }
             for k, v in base.items()
         },
         "pareto_points": len(frontier),
     }
+    report["speedup"] = _speedups(report)
     report["wall_time_s"] = steps.finish()
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     atomic_write_text(out / "report.md", _markdown(report, best, base))
-    if not quiet:
+    if not steps.quiet:
         print(_plan_text(best, base))
         print(_validation_text(validation))
+        print(_speedup_text(report))
         print(f"wrote {out}/report.md in {report['wall_time_s']:.0f} s")
     return report
+
+
+def _speedups(report: dict[str, Any]) -> dict[str, Any]:
+    """The plan's speed-up over each baseline, measured and estimated, and over the best one.
+
+    Args:
+        report: the report with ``validation`` and ``baselines`` filled in.
+
+    Returns:
+        ``{measured: {name: x}, estimated: {name: x}, best_baseline, measured_over_best,
+        estimated_over_best}``; x = baseline latency / plan latency.
+    """
+    plan_meas = report["validation"]["measured"]["mean_latency_s"]
+    plan_est = report["plan"]["estimate"]["latency_s"]
+    meas = {k: b["measured"]["mean_latency_s"] / plan_meas for k, b in report["baselines"].items()}
+    est = {k: b["latency_s"] / plan_est for k, b in report["baselines"].items()}
+    best = min(meas, key=meas.__getitem__)
+    return {"measured": meas, "estimated": est, "best_baseline": best,
+            "measured_over_best": meas[best], "estimated_over_best": min(est.values())}  # fmt: skip
+
+
+def _speedup_text(report: dict[str, Any]) -> str:
+    s = report["speedup"]
+    v = report["validation"]["measured"]
+    lines = ["measured over the same samples (mean latency, accuracy):",
+             f"  {'plan':>12}: {1e3 * v['mean_latency_s']:7.2f} ms, {100 * v['accuracy']:.2f}%"]  # fmt: skip
+    for name, b in report["baselines"].items():
+        m = b["measured"]
+        lines.append(f"  {name:>12}: {1e3 * m['mean_latency_s']:7.2f} ms, {100 * m['accuracy']:.2f}% "
+                     f"-> plan {s['measured'][name]:.2f}x faster")  # fmt: skip
+    lines.append(f"  measured speed-up over the best baseline ({s['best_baseline']}): "
+                 f"{s['measured_over_best']:.2f}x (estimated {s['estimated_over_best']:.2f}x)")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _plan_text(best, base) -> str:
@@ -281,7 +347,7 @@ def _plan_text(best, base) -> str:
         speedup = p.estimate.latency_s / best.estimate.latency_s
         lines.append(
             f"  vs {name:>12}: {1e3 * p.estimate.latency_s:7.1f} ms, {100 * p.estimate.accuracy:.2f}% "
-            f"-> {speedup:.2f}x faster"
+            f"-> {speedup:.2f}x faster (estimated)"
         )
     return "\n".join(lines)
 
@@ -289,7 +355,7 @@ def _plan_text(best, base) -> str:
 def _validation_text(v: dict[str, Any]) -> str:
     m = v["measured"]
     lines = [
-        f"deployment, {v['samples']} test samples one at a time (measured vs estimated):",
+        f"deployment of the plan, {v['samples']} test samples one at a time (measured vs estimated):",
         f"  {'':>10} {'latency ms':>11} {'accuracy':>9}  exit fractions",
         f"  {'measured':>10} {1e3 * m['mean_latency_s']:11.2f} {100 * m['accuracy']:8.2f}%  "
         + " ".join(f"{100 * f:5.1f}%" for f in m["exit_fractions"]),
@@ -305,48 +371,15 @@ def _validation_text(v: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot_validation(measured, estimates: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    lat = np.sort(1e3 * np.asarray(measured.latency_s))
-    ax1.plot(lat, np.arange(1, lat.size + 1) / lat.size, label="measured (CDF)")
-    ax1.axvline(lat.mean(), color="k", linestyle=":", label=f"measured mean {lat.mean():.1f} ms")
-    for (name, e), color in zip(estimates.items(), ("tab:orange", "tab:green"), strict=False):
-        ax1.axvline(
-            1e3 * e["latency_s"],
-            color=color,
-            linestyle="--",
-            label=f"{name} estimate {1e3 * e['latency_s']:.1f} ms",
-        )
-    ax1.set(xlabel="end-to-end latency (ms)", ylabel="fraction of samples", title="Latency")
-    ax1.legend(fontsize=8)
-    parts = len(next(iter(estimates.values()))["exit_fractions"])
-    xs = np.arange(parts)
-    width = 0.8 / (1 + len(estimates))
-    ax2.bar(xs, measured.exit_fractions(parts), width, label="measured")
-    for k, (name, e) in enumerate(estimates.items(), 1):
-        ax2.bar(xs + k * width, e["exit_fractions"], width, label=name)
-    ax2.set(xlabel="partition", ylabel="exit fraction", title="Exit fractions")
-    ax2.set_xticks(xs + width * len(estimates) / 2, [str(k + 1) for k in xs])
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-
-
 def _markdown(report: dict[str, Any], best, base) -> str:
+    topo = report["topology"]
     return f"""# earlyexit demo report
 
-ResNet-20 on Fashion-MNIST (`{report["checkpoint"]}`), planned for the PORTEND
-AWS topology (edge device, base station, cloud; 10 Mb/s + 20 ms, then 400 Mb/s + 40 ms).
+ResNet-20 on Fashion-MNIST (`{report["checkpoint"]}`), planned for the
+`{topo["name"]}` topology: {topo["description"]}. The plan may give up
+{100 * report["accuracy_drop"]:g} point(s) of the final exit's profiled accuracy
+for early exit; the baselines (edge-only, cloud-only, Neurosurgeon) run the
+whole network.
 
 ## The plan
 
@@ -360,10 +393,15 @@ Files: [plan.json](plan.json), [profile.json](profile.json), [topology.yaml](top
 
 The bundle ([bundle/](bundle/manifest.json)) ran with one process per tier,
 ZeroMQ between them and emulated links (bandwidth, MTU fragments,
-propagation), with the tiers' slowdowns emulated on top of real computation.
+propagation), with the tiers' slowdowns emulated on top of real computation;
+then each baseline ran the same samples the same way.
 
 ```
 {_validation_text(report["validation"])}
+```
+
+```
+{_speedup_text(report)}
 ```
 
 ![validation](validation.png)
@@ -386,6 +424,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         train=args.train,
         checkpoint=args.checkpoint,
         epochs=args.epochs,
+        accuracy_drop=args.accuracy_drop,
         samples=args.samples,
         keep_logs=args.keep_logs,
     )
@@ -417,6 +456,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=input_file,
         default=None,
         help="use this full-configuration checkpoint",
+    )
+    p.add_argument(
+        "--accuracy-drop",
+        type=float_range(0.0, 1.0),
+        default=ACCURACY_DROP,
+        help="accuracy the plan may give up for early exit, as a fraction (default 0.005: half a point)",
     )
     p.add_argument(
         "--samples",

@@ -1,28 +1,82 @@
-"""`earlyexit demo` end to end on the shipped checkpoint (slow: about a minute)."""
+"""`earlyexit demo` end to end on the shipped checkpoint (slow: about a minute and a half)."""
 
 import json
 
 import pytest
 
+from earlyexit._demo import ACCURACY_DROP, demo_topology
 from earlyexit.cli import main
+
+
+def test_the_demo_topology_is_the_builtin_one_bound_to_the_profile_device():
+    topo = demo_topology()
+    assert [t.name for t in topo.tiers] == ["pi4", "edge-server"]
+    assert [t.slowdown for t in topo.tiers] == [10.0, 1.0]
+    assert {t.device for t in topo.tiers} == {"cpu-1thread"}
 
 
 @pytest.mark.slow
 def test_demo_writes_the_report(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--samples", "60"]) == 0
-    for name in ("profile.json", "plan.json", "bundle/manifest.json", "pareto.png", "validation.png", "report.md"):
+    for name in (
+        "profile.json",
+        "plan.json",
+        "bundle/manifest.json",
+        "pareto.png",
+        "validation.png",
+        "report.md",
+    ):
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())
     measured = report["validation"]["measured"]
     estimated = report["validation"]["estimated"]["exact"]
+    plan = report["plan"]
     assert measured["degraded"] == 0
     assert abs(sum(measured["exit_fractions"]) - 1) < 1e-9
-    # the plan keeps the full network's accuracy and beats every baseline
-    assert report["plan"]["estimate"]["accuracy"] >= report["profile"]["final_exit_accuracy"] - 1e-9
+    # the plan partitions the network over two tiers and exits early
+    parts = plan["partitions"]
+    assert len({p["tier"] for p in parts}) >= 2
+    assert plan["threshold"] > 0 and parts[0]["last_block"] < plan["num_blocks"]
+    assert measured["exit_fractions"][0] > 0  # samples really left at the first partition's exit
+    # within the accuracy target, at least as fast as every baseline (estimated)
+    assert report["accuracy_drop"] == ACCURACY_DROP
+    assert (
+        plan["estimate"]["accuracy"]
+        >= report["profile"]["final_exit_accuracy"] - ACCURACY_DROP - 1e-9
+    )
     for base in report["baselines"].values():
-        assert report["plan"]["estimate"]["latency_s"] <= base["latency_s"] + 1e-12
+        assert plan["estimate"]["latency_s"] <= base["latency_s"] + 1e-12
+        assert base["measured"]["degraded"] == 0
+    # the measured speed-up is computed from the deployments' measurements
+    ratios = {
+        k: b["measured"]["mean_latency_s"] / measured["mean_latency_s"]
+        for k, b in report["baselines"].items()
+    }
+    best = min(ratios, key=ratios.__getitem__)
+    assert report["speedup"]["best_baseline"] == best
+    assert report["speedup"]["measured_over_best"] == pytest.approx(ratios[best])
+    assert report["speedup"]["measured"] == pytest.approx(ratios)
+    assert ratios[best] > 1.0  # the plan beats every baseline where it runs, not only on paper
     # measured and estimated agree to a loose factor even on a loaded machine
     assert 0.3 < measured["mean_latency_s"] / estimated["latency_s"] < 3
     md = (out / "report.md").read_text()
     assert "pareto.png" in md and "validation.png" in md and "plan.json" in md
+    assert f"{ratios[best]:.2f}x" in md
+
+
+def test_demo_accuracy_drop_reaches_run_demo(monkeypatch, tmp_path):
+    import earlyexit._demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: seen.update(kw))
+    assert main(["demo", "--out", str(tmp_path / "d"), "--accuracy-drop", "0.02"]) == 0
+    assert seen["accuracy_drop"] == 0.02
+
+
+def test_demo_accuracy_drop_out_of_range_exits_2(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(tmp_path / "d"), "--accuracy-drop", "2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--accuracy-drop" in err[0]
