@@ -54,17 +54,34 @@ def _image(text: str) -> str:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, type=_bundle_dir, help="bundle directory")
-    p.add_argument("--plan", type=input_file, default=None,
-                   help="plan.json (checked to be the bundle's; default: the bundle's own)")
-    p.add_argument("--topology", type=input_file, default=None,
-                   help="topology YAML (tier labels become nodeSelectors)")
-    p.add_argument("--profile", type=input_file, default=None,
-                   help="profile.json: CPU requests from its measured times (needs --topology)")
-    p.add_argument("--rate", type=float_range(0, 1e9, lo_open=True), default=None,
-                   help="expected samples/s: CPU requests in cores (default: the busiest tier "
-                        "gets --threads cores, the others their share)")
-    p.add_argument("--threads", type=int_range(1, 256), default=1,
-                   help="ONNX Runtime threads per worker")
+    p.add_argument(
+        "--plan",
+        type=input_file,
+        default=None,
+        help="plan.json (checked to be the bundle's; default: the bundle's own)",
+    )
+    p.add_argument(
+        "--topology",
+        type=input_file,
+        default=None,
+        help="topology YAML (tier labels become nodeSelectors)",
+    )
+    p.add_argument(
+        "--profile",
+        type=input_file,
+        default=None,
+        help="profile.json: CPU requests from its measured times (needs --topology)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float_range(0, 1e9, lo_open=True),
+        default=None,
+        help="expected samples/s: CPU requests in cores (default: the busiest tier "
+        "gets --threads cores, the others their share)",
+    )
+    p.add_argument(
+        "--threads", type=int_range(1, 256), default=1, help="ONNX Runtime threads per worker"
+    )
     p.add_argument("--image", type=_image, default=None, help="the light runtime image")
     p.add_argument("-o", "--out", required=True, type=output_dir, help="output directory")  # fmt: skip
 
@@ -80,13 +97,25 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.add_argument("--prefix", type=_dns_label, default="earlyexit", help="name prefix")
     p.add_argument("--namespace", type=_dns_label, default=None, help="Kubernetes namespace")
-    p.add_argument("--results", type=zmq_address(), default=None,
-                   help="the application's results address (default: a PREFIX-results Service "
-                        "selecting pods labelled earlyexit/role=client)")
-    p.add_argument("--files", choices=("auto", "configmap", "image"), default="auto",
-                   help="partition files as ConfigMaps, an image layer, or by size (auto)")
-    p.add_argument("--bundle-image", type=_image, default=None,
-                   help="image mode: the runtime image with the bundle added")
+    p.add_argument(
+        "--results",
+        type=zmq_address(),
+        default=None,
+        help="the application's results address (default: a PREFIX-results Service "
+        "selecting pods labelled earlyexit/role=client)",
+    )
+    p.add_argument(
+        "--files",
+        choices=("auto", "configmap", "image"),
+        default="auto",
+        help="partition files as ConfigMaps, an image layer, or by size (auto)",
+    )
+    p.add_argument(
+        "--bundle-image",
+        type=_image,
+        default=None,
+        help="image mode: the runtime image with the bundle added",
+    )
     p.set_defaults(func=k8s_command)
 
     p = subparsers.add_parser(
@@ -97,10 +126,18 @@ def register(subparsers: Any) -> None:
     )
     _common(p)
     p.add_argument("--project", type=_dns_label, default="earlyexit", help="compose project name")
-    p.add_argument("--results", type=zmq_address(), default=None,
-                   help="the application's results address (default: tcp://host.docker.internal:5558)")
-    p.add_argument("--publish", type=int_range(1, 65535), default=5555,
-                   help="host port (127.0.0.1) of the first tier's input")
+    p.add_argument(
+        "--results",
+        type=zmq_address(),
+        default=None,
+        help="the application's results address (default: tcp://host.docker.internal:5558)",
+    )
+    p.add_argument(
+        "--publish",
+        type=int_range(1, 65535),
+        default=5555,
+        help="host port (127.0.0.1) of the first tier's input",
+    )
     p.set_defaults(func=compose_command)
 
     p = subparsers.add_parser(
@@ -113,13 +150,22 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--bundle", required=True, type=_bundle_dir, help="bundle directory")
     p.add_argument("--inputs", type=input_file, default=None, help=".npy batch of inputs")
-    p.add_argument("--samples", type=int_range(1, 100_000), default=20,
-                   help="random inputs of the bundle's shape when no --inputs")
-    p.add_argument("--loopback", action="store_true",
-                   help="run on loopback without namespaces (to compare)")
+    p.add_argument(
+        "--samples",
+        type=int_range(1, 100_000),
+        default=20,
+        help="random inputs of the bundle's shape when no --inputs",
+    )
+    p.add_argument(
+        "--loopback", action="store_true", help="run on loopback without namespaces (to compare)"
+    )
     p.add_argument("--threads", type=int_range(1, 256), default=1)
-    p.add_argument("--timeout", type=float_range(0, 3600, lo_open=True), default=30.0,
-                   help="seconds to wait for one sample")
+    p.add_argument(
+        "--timeout",
+        type=float_range(0, 3600, lo_open=True),
+        default=30.0,
+        help="seconds to wait for one sample",
+    )
     p.add_argument("--out", type=output_file, default=None, help="write the results as JSON")
     p.set_defaults(func=netns_command)  # fmt: skip
 
@@ -132,7 +178,9 @@ def _load(args: argparse.Namespace) -> list[Any]:
     topology = Topology.load(args.topology) if args.topology else None
     profile = Profile.load(args.profile) if args.profile else None
     if args.rate is not None and profile is None:
-        raise ValueError("--rate needs --profile (and --topology): requests come from measured times")
+        raise ValueError(
+            "--rate needs --profile (and --topology): requests come from measured times"
+        )
     prefix = getattr(args, "prefix", None) or getattr(args, "project", "earlyexit")
     return plan_workers(args.bundle, plan, topology, profile, prefix=prefix, rate=args.rate,
                         threads=args.threads)  # fmt: skip

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from earlyexit.deploy.k8s import BUNDLE_PATH, DEFAULT_IMAGE
-from earlyexit.deploy.tiers import CONTROL_PORT, INPUT_PORT, RESULTS_PORT, TierWorker, dump_yaml, serve_argv
+from earlyexit.deploy.tiers import (
+    CONTROL_PORT,
+    INPUT_PORT,
+    RESULTS_PORT,
+    TierWorker,
+    dump_yaml,
+    serve_argv,
+)
 from earlyexit.formats import atomic_write_text
 
 __all__ = ["compose_spec", "write_compose"]

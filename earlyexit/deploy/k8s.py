@@ -6,10 +6,8 @@ a Service of the same name. The partition files reach the pod as a ConfigMap
 when they fit in one (Kubernetes refuses a ConfigMap over 1 MiB of data, the
 etcd object limit), else as an image layer: ``Containerfile.bundle`` adds the
 bundle to the runtime image, and the Deployments run that image instead.
-
-Example:
-    >>> [k for k in ("Deployment", "Service")]  # see write_k8s
-    ['Deployment', 'Service']
+Client-side ``kubectl apply`` keeps a copy of each object in an annotation
+limited to 256 KiB, so apply with ``--server-side`` (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -247,8 +245,9 @@ def k8s_objects(
         cm = _configmap(bundle, w, prefix) if mode == "configmap" else None
         if cm is not None:
             objects.append(cm)
-        objects.append(_service(w.name, _labels(prefix, w), [("input", INPUT_PORT),
-                                                              ("control", CONTROL_PORT)]))
+        objects.append(
+            _service(w.name, _labels(prefix, w), [("input", INPUT_PORT), ("control", CONTROL_PORT)])
+        )
         objects.append(_deployment(w, argv, image if cm else str(bundle_image), prefix,
                                    cm["metadata"]["name"] if cm else None, results))  # fmt: skip
     return objects, mode

@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from earlyexit.deploy.tiers import CONTROL_PORT, INPUT_PORT, RESULTS_PORT, TierWorker, plan_workers, serve_argv
+from earlyexit.deploy.tiers import (
+    CONTROL_PORT,
+    INPUT_PORT,
+    RESULTS_PORT,
+    TierWorker,
+    plan_workers,
+    serve_argv,
+)
 
 __all__ = ["SUBNET", "LocalChain", "netns_unavailable", "earlyexit_program", "start_serve"]
 
@@ -75,7 +82,11 @@ def _free_port() -> int:
 
 
 def start_serve(
-    argv: Sequence[str], *, netns: str | None = None, log: Path | None = None, timeout_s: float = 60.0
+    argv: Sequence[str],
+    *,
+    netns: str | None = None,
+    log: Path | None = None,
+    timeout_s: float = 60.0,
 ) -> subprocess.Popen[str]:
     """Start one ``earlyexit serve`` command (in a namespace if given) and wait for its READY line.
 
@@ -175,7 +186,9 @@ class LocalChain:
         self.namespaces.append(self._hub)
         _ip("-n", self._hub, "link", "add", "br0", "type", "bridge")
         _ip("-n", self._hub, "link", "set", "br0", "up")
-        pairs = [(self.source_ns, self.source_host)] + list(zip(self.tier_ns, self.hosts, strict=True))
+        pairs = [(self.source_ns, self.source_host)] + list(
+            zip(self.tier_ns, self.hosts, strict=True)
+        )
         for i, (ns, host) in enumerate(pairs):
             _ip("netns", "add", ns)
             self.namespaces.append(ns)
@@ -225,7 +238,9 @@ class LocalChain:
                 self._make_namespaces()
             for k in reversed(range(len(self.workers))):
                 ns = self.tier_ns[k] if self.netns else None
-                self.procs.append(start_serve(self.argv(k), netns=ns, log=self._dir / f"worker{k}.log"))
+                self.procs.append(
+                    start_serve(self.argv(k), netns=ns, log=self._dir / f"worker{k}.log")
+                )
         except BaseException:
             self.close()
             raise
@@ -254,7 +269,9 @@ class LocalChain:
             cmd = ["ip", "netns", "exec", self.source_ns, *cmd]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s * (len(x) + 2))
         if done.returncode != 0:
-            raise RuntimeError(f"the probe failed ({done.returncode}): {done.stderr.strip()[-600:]}")
+            raise RuntimeError(
+                f"the probe failed ({done.returncode}): {done.stderr.strip()[-600:]}"
+            )
         return json.loads(out.read_text())
 
     def log(self, k: int) -> str:

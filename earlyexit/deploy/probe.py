@@ -10,7 +10,6 @@ as a smoke test of a Kubernetes or compose deployment.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -64,8 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     from earlyexit._checks import OneLineParser, float_range, input_file, zmq_address
 
     p = OneLineParser(prog="python -m earlyexit.deploy.probe", description=__doc__.split("\n")[0])
-    p.add_argument("--route", type=zmq_address(), action="append", required=True,
-                   help="the first worker's input address (repeat for link hops, worker last)")
+    p.add_argument(
+        "--route",
+        type=zmq_address(),
+        action="append",
+        required=True,
+        help="the first worker's input address (repeat for link hops, worker last)",
+    )
     p.add_argument("--results-bind", type=zmq_address(bind=True), required=True)
     p.add_argument("--control-bind", type=zmq_address(bind=True), default="tcp://127.0.0.1:*")
     p.add_argument("--inputs", type=input_file, required=True, help=".npy file, a batch [n, ...]")

@@ -89,7 +89,9 @@ def _dns_name(text: str, what: str) -> str:
     if not name or not name[0].isalpha():
         name = f"t-{name}".rstrip("-")
     if len(name) > 63:
-        raise ValueError(f"{what}: {text!r} makes a name longer than 63 characters; use a shorter one")
+        raise ValueError(
+            f"{what}: {text!r} makes a name longer than 63 characters; use a shorter one"
+        )
     return name
 
 
@@ -138,9 +140,13 @@ def _check_topology(plan: Plan, topology: Topology | None) -> None:
     if plan.topology_digest and plan.topology_digest != topology.digest():
         # the digest covers labels too, so labels added after planning are allowed:
         bare = Topology.from_dict(
-            {**topology.to_dict(), "tiers": [
-                {k: v for k, v in t.items() if k != "labels"} for t in topology.to_dict()["tiers"]
-            ]}
+            {
+                **topology.to_dict(),
+                "tiers": [
+                    {k: v for k, v in t.items() if k != "labels"}
+                    for t in topology.to_dict()["tiers"]
+                ],
+            }
         )
         if plan.topology_digest != bare.digest():
             raise ValueError(
@@ -219,7 +225,9 @@ def plan_workers(
     """
     bundle = Path(bundle)
     if not (bundle / "manifest.json").is_file():
-        raise FileNotFoundError(f"{str(bundle)!r} has no manifest.json; expected a bundle directory")
+        raise FileNotFoundError(
+            f"{str(bundle)!r} has no manifest.json; expected a bundle directory"
+        )
     if rate is not None and not (isinstance(rate, (int, float)) and 0 < rate < math.inf):
         raise ValueError(f"rate must be a number of samples per second > 0, got {rate!r}")
     if not isinstance(threads, int) or threads < 1:
@@ -230,7 +238,9 @@ def plan_workers(
     plan = _check_plan(manifest, plan)
     _check_topology(plan, topology)
     if profile is not None and plan.profile_digest and plan.profile_digest != profile.digest():
-        raise ValueError("the profile is not the plan's (its digest differs from plan.profile_digest)")
+        raise ValueError(
+            "the profile is not the plan's (its digest differs from plan.profile_digest)"
+        )
     prefix = _dns_name(prefix, "prefix")
     cpu = [
         _cpu_seconds(plan, topology, profile, k) if profile is not None and topology else 0.0
@@ -251,7 +261,9 @@ def plan_workers(
         cores = [float(threads)] * len(cpu)
     workers, names = [], set()
     for k, (part, mp) in enumerate(zip(plan.partitions, manifest.partitions, strict=True)):
-        label = part.tier_name or (topology.tiers[part.tier].name if topology else f"tier{part.tier}")
+        label = part.tier_name or (
+            topology.tiers[part.tier].name if topology else f"tier{part.tier}"
+        )
         name = _dns_name(f"{prefix}-{label}", f"tier {label!r}")
         if name in names:
             name = _dns_name(f"{name}-{k}", f"tier {label!r}")
@@ -259,7 +271,9 @@ def plan_workers(
         files = ("manifest.json", *dict.fromkeys(mp.files.values()))
         missing = [f for f in files if not (bundle / f).is_file()]
         if missing:
-            raise FileNotFoundError(f"partition {k}: bundle files {missing} are missing in {str(bundle)!r}")
+            raise FileNotFoundError(
+                f"partition {k}: bundle files {missing} are missing in {str(bundle)!r}"
+            )
         size = sum((bundle / f).stat().st_size for f in files)
         model = sum((bundle / f).stat().st_size for f in files[1:])
         selector = dict(topology.tiers[part.tier].labels) if topology else {}

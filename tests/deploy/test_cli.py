@@ -79,7 +79,9 @@ def test_every_k8s_flag_reaches_the_manifests(files, capsys):
     assert argv[argv.index("--next") + 1] == "tcp://shop-cloud:5555"
     assert edge["nodeSelector"] == {"node-role.kubernetes.io/edge": ""}  # --topology's labels
     ms = float(deps["shop-edge"]["metadata"]["annotations"]["earlyexit/cpu-ms-per-input-sample"])
-    assert ms > 0 and c["resources"]["requests"]["cpu"] == f"{max(50, round(5 * ms))}m"  # --rate, --profile
+    assert (
+        ms > 0 and c["resources"]["requests"]["cpu"] == f"{max(50, round(5 * ms))}m"
+    )  # --rate, --profile
     assert any(v.get("configMap") for v in edge["volumes"])  # --files configmap
     assert "shop-edge: partition 0 (blocks 1-4) on tier 0" in capsys.readouterr().out
 
@@ -87,7 +89,9 @@ def test_every_k8s_flag_reaches_the_manifests(files, capsys):
     assert main(["deploy", "k8s", "--bundle", files["bundle"], "--files", "image",
                  "--bundle-image", "reg.example/b:7", "-o", str(image)]) == 0  # fmt: skip
     deps = [o for o in _objects(image).values() if o["kind"] == "Deployment"]
-    assert {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in deps} == {"reg.example/b:7"}
+    assert {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in deps} == {
+        "reg.example/b:7"
+    }
     assert "-t reg.example/b:7" in (image / "Containerfile.bundle").read_text()
 
 
@@ -98,7 +102,10 @@ def test_configmaps_hold_the_partition_files_exactly(files):
     assert len(cms) == 2
     for cm in cms:
         (name,) = cm["binaryData"]
-        assert base64.b64decode(cm["binaryData"][name]) == (files["dir"] / "bundle" / name).read_bytes()
+        assert (
+            base64.b64decode(cm["binaryData"][name])
+            == (files["dir"] / "bundle" / name).read_bytes()
+        )
         assert json.loads(cm["data"]["manifest.json"]) == json.loads(
             (files["dir"] / "bundle" / "manifest.json").read_text()
         )
@@ -150,10 +157,20 @@ def test_bad_values_exit_2_with_one_line(files, capsys, args, needle):
 @pytest.mark.parametrize(
     ("which", "make", "needle"),
     [
-        ("--plan", lambda d: Plan.load(d["plan"]).__class__.from_dict(
-            {**Plan.load(d["plan"]).to_dict(), "threshold": 0.25}), "not the bundle's"),
-        ("--topology", lambda d: Topology(tiers=(Tier("edge", "pi"), Tier("sky", "gpu")),
-                                          links=(Link(10, 20),)), "not the plan's"),
+        (
+            "--plan",
+            lambda d: Plan.load(d["plan"]).__class__.from_dict(
+                {**Plan.load(d["plan"]).to_dict(), "threshold": 0.25}
+            ),
+            "not the bundle's",
+        ),
+        (
+            "--topology",
+            lambda d: Topology(
+                tiers=(Tier("edge", "pi"), Tier("sky", "gpu")), links=(Link(10, 20),)
+            ),
+            "not the plan's",
+        ),
     ],
 )
 def test_files_of_another_plan_are_refused(files, capsys, which, make, needle):

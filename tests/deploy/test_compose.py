@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from earlyexit.cli import main
+
+pytestmark = pytest.mark.slow  # the session's bundle is an ONNX export (about 20 s)
 
 
 def test_compose_runs_the_manifests_commands_in_chain_order(demo_files, tmp_path):

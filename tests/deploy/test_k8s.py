@@ -14,11 +14,10 @@ import copy
 import re
 from pathlib import Path
 
+import kubernetes_validate  # the dev extra (pyproject.toml); its schemas ship in the package
 import numpy as np
 import pytest
 import yaml
-
-import kubernetes_validate  # the dev extra (pyproject.toml); its schemas ship in the package
 
 from earlyexit.cli import main
 from earlyexit.deploy.k8s import CONFIGMAP_MAX_BYTES, KUBERNETES_VERSION
@@ -104,10 +103,16 @@ def test_deployments_carry_the_plan_the_topology_and_the_profile(manifests, demo
         pod = dep["spec"]["template"]["spec"]
         argv = pod["containers"][0]["command"]
         assert argv[argv.index("--tier") + 1] == str(part.tier)
-        assert dep["metadata"]["annotations"]["earlyexit/blocks"] == f"{part.first_block}-{part.last_block}"
+        assert (
+            dep["metadata"]["annotations"]["earlyexit/blocks"]
+            == f"{part.first_block}-{part.last_block}"
+        )
         assert pod.get("nodeSelector", {}) == dict(topo.tiers[part.tier].labels)
         assert dep["metadata"]["name"] in services  # the Service that names the tier
-        assert services[dep["metadata"]["name"]]["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+        assert (
+            services[dep["metadata"]["name"]]["spec"]["selector"]
+            == dep["spec"]["selector"]["matchLabels"]
+        )
         # measured CPU seconds per input sample: compute and (de)serialization on the tier's
         # device, times the tier's slowdown, times the fraction of samples that get there
         dev = profile.devices[topo.tiers[part.tier].device]
@@ -129,7 +134,9 @@ def test_deployments_carry_the_plan_the_topology_and_the_profile(manifests, demo
     np.testing.assert_allclose(cores, [max(0.05, c / max(cpu_s)) for c in cpu_s], atol=1e-3)
 
 
-def test_rate_sets_requests_in_cores_and_refuses_what_a_worker_cannot_do(demo_files, tmp_path, capsys):
+def test_rate_sets_requests_in_cores_and_refuses_what_a_worker_cannot_do(
+    demo_files, tmp_path, capsys
+):
     slow = _by_kind(_k8s(demo_files, tmp_path / "a", "--rate", "10"), "Deployment")
     fast = _by_kind(_k8s(demo_files, tmp_path / "b", "--rate", "40"), "Deployment")
     for name, dep in slow.items():
@@ -159,7 +166,9 @@ def test_files_too_big_for_a_configmap_go_in_an_image_layer(demo_files, tmp_path
     deps = [yaml.safe_load(p.read_text()) for p in out.glob("*.deployment.yaml")]
     images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in deps}
     assert len(images) == 1 and images.pop().startswith("registry.example/ee/runtime-bundle:")
-    assert all(v["name"] != "bundle" for d in deps for v in d["spec"]["template"]["spec"]["volumes"])
+    assert all(
+        v["name"] != "bundle" for d in deps for v in d["spec"]["template"]["spec"]["volumes"]
+    )
     containerfile = (out / "Containerfile.bundle").read_text()
     assert "ARG RUNTIME_IMAGE=registry.example/ee/runtime:1.0" in containerfile
     assert "COPY bundle/ /bundle/" in containerfile
@@ -196,15 +205,21 @@ def test_the_container_command_lines_serve_the_bundle(manifests, samples, tmp_pa
     """Each Deployment's exact command, its ConfigMap as its files: same exits as predict."""
     _, objs = manifests
     services = _by_kind(objs, "Service")
-    ports = {(name, p["port"]): _free_port() for name, s in services.items() for p in s["spec"]["ports"]}
+    ports = {
+        (name, p["port"]): _free_port() for name, s in services.items() for p in s["spec"]["ports"]
+    }
     configmaps = _by_kind(objs, "ConfigMap")
     procs = []
     try:
         deps = _by_kind(objs, "Deployment")
-        order = sorted(deps.values(), key=lambda d: -int(d["metadata"]["annotations"]["earlyexit/partition"]))
+        order = sorted(
+            deps.values(), key=lambda d: -int(d["metadata"]["annotations"]["earlyexit/partition"])
+        )
         for dep in order:  # the last tier first, as kubectl wait would have it
             pod = dep["spec"]["template"]["spec"]
-            cm = configmaps[next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)]
+            cm = configmaps[
+                next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
+            ]
             files = tmp_path / dep["metadata"]["name"]  # the ConfigMap volume, as mounted
             files.mkdir()
             for key, text in cm.get("data", {}).items():
@@ -215,7 +230,9 @@ def test_the_container_command_lines_serve_the_bundle(manifests, samples, tmp_pa
                            if s["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"])  # fmt: skip
             argv = _local(pod["containers"][0]["command"], service, ports, files)
             procs.append(start_serve(argv, log=tmp_path / f"{service}.log"))
-        first = next(d for d in deps.values() if d["metadata"]["annotations"]["earlyexit/partition"] == "0")
+        first = next(
+            d for d in deps.values() if d["metadata"]["annotations"]["earlyexit/partition"] == "0"
+        )
         x, want = samples
         got = probe([f"tcp://127.0.0.1:{ports[(first['metadata']['name'], 5555)]}"], x,
                     results_bind=f"tcp://127.0.0.1:{ports[('earlyexit-results', 5558)]}")  # fmt: skip

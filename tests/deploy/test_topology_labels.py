@@ -15,9 +15,17 @@ _BASE = {
 
 
 def test_labels_round_trip_and_stay_hashable():
-    data = {**_BASE, "tiers": [{"name": "edge", "device": "pi",
-                                 "labels": {"kubernetes.io/arch": "arm64", "zone": "a"}},
-                                _BASE["tiers"][1]]}
+    data = {
+        **_BASE,
+        "tiers": [
+            {
+                "name": "edge",
+                "device": "pi",
+                "labels": {"kubernetes.io/arch": "arm64", "zone": "a"},
+            },
+            _BASE["tiers"][1],
+        ],
+    }
     topo = Topology.from_dict(data)
     assert dict(topo.tiers[0].labels) == {"kubernetes.io/arch": "arm64", "zone": "a"}
     assert topo.tiers[1].labels == ()
@@ -31,12 +39,19 @@ def test_a_topology_without_labels_keeps_its_digest():
     """Labels are written only when given: every existing topology (and plan digest) is unchanged."""
     topo = load_builtin_topology("portend-aws")
     assert all("labels" not in t for t in topo.to_dict()["tiers"])
-    rebuilt = Topology(tiers=tuple(Tier(t.name, t.device, t.slowdown) for t in topo.tiers),
-                       links=topo.links, mtu_bytes=topo.mtu_bytes, source=topo.source,
-                       destination=topo.destination, name=topo.name, description=topo.description)
+    rebuilt = Topology(
+        tiers=tuple(Tier(t.name, t.device, t.slowdown) for t in topo.tiers),
+        links=topo.links,
+        mtu_bytes=topo.mtu_bytes,
+        source=topo.source,
+        destination=topo.destination,
+        name=topo.name,
+        description=topo.description,
+    )
     assert rebuilt.digest() == topo.digest()
-    labelled = Topology.from_dict({**_BASE, "tiers": [{**_BASE["tiers"][0], "labels": {"a": "b"}},
-                                                       _BASE["tiers"][1]]})
+    labelled = Topology.from_dict(
+        {**_BASE, "tiers": [{**_BASE["tiers"][0], "labels": {"a": "b"}}, _BASE["tiers"][1]]}
+    )
     assert labelled.digest() != Topology.from_dict(_BASE).digest()
 
 
