@@ -44,7 +44,12 @@ from earlyexit.formats import Plan
 from earlyexit.planner._select import ACC_ATOL, LAT_ATOL, select_best
 from earlyexit.planner.estimators import exit_fractions
 from earlyexit.planner.latency import CostModel
-from earlyexit.planner.queueing import LoadEstimate, check_load_args, load_of_configuration
+from earlyexit.planner.queueing import (
+    LoadEstimate,
+    _station_metrics,
+    check_load_args,
+    load_of_configuration,
+)
 from earlyexit.planner.search import Candidate, search
 from earlyexit.planner.space import SearchSpace
 
@@ -149,6 +154,38 @@ def _evaluate(
     return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, model)
 
 
+def _first_tier_loss(
+    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray, s: np.ndarray,
+    lam: float, eps: float, k_cap: int, model: str,
+) -> np.ndarray:  # fmt: skip
+    """A lower bound (T, C) on the loss ratio: the first tier's own, at rate lambda (1 - eps).
+
+    The first partition's tier serves only that partition's samples; of a configuration
+    that meets the bound, at least lambda (1 - eps) arrive there, and a station's loss
+    grows with its arrival rate, so a larger value here proves the bound missed.
+    """
+    w = d[0]
+    h = cm.profile.devices[cm.topology.tiers[w].device].hop_s
+    base = cm.dt[w, 0] + cm.ct[w, 0, cuts[:, 0]] + (0.0 if h is None else float(h))  # (C,)
+    t_exit = base + cm.rst[w]
+    t_fwd = base + cm.st[w, cuts[:, 0]]
+    e1 = np.clip(e[:, :, 0], 0.0, None)
+    s1 = np.clip(s[:, :, 0], 0.0, None) if len(d) > 1 else np.zeros_like(e1)
+    tot = e1 + s1
+    tot = np.where(tot > 0, tot, 1.0)
+    pe = e1 / tot
+    # one station per distinct (exit weight, the two times): evaluate each once
+    code = np.stack(np.broadcast_arrays(pe, t_exit[None], t_fwd[None]), axis=-1).reshape(-1, 3)
+    uniq, inv = np.unique(code, axis=0, return_inverse=True)
+    out = np.empty(len(uniq))
+    rate = lam * (1.0 - min(eps, 1.0))
+    for i, (p_exit, te, tf) in enumerate(uniq):
+        times = np.array([te, tf])
+        probs = np.array([p_exit, 1.0 - p_exit])
+        out[i] = _station_metrics(rate, times, probs, k_cap, model)[3]
+    return out[inv.ravel()].reshape(pe.shape)
+
+
 def search_under_load(
     cm: CostModel,
     space: SearchSpace,
@@ -193,17 +230,21 @@ def search_under_load(
         if ok(le0):
             inc = le0.latency_s
     # 2. every configuration's Lat and accuracy; keep the ones that may win
+    prune_loss = max_loss is not None and not math.isfinite(inc)
     lat_l, acc_l, key_l = [], [], []
     for n_parts, cuts, places in _groups(cm, space):
         e, s, acc = _fractions(cm, space, estimator, cuts)
         for d in places:
             lat = _latency(cm, cuts, d, e, s)
+            if prune_loss:
+                lat = np.where(_first_tier_loss(cm, cuts, d, e, s, lam, eps, k_cap, model) > eps,
+                               np.inf, lat)  # fmt: skip
             if objective == "min_latency":
-                keep = lat <= inc + LAT_ATOL
+                keep = (lat <= inc + LAT_ATOL) & np.isfinite(lat)
                 if bound is not None:
                     keep &= acc >= bound - ACC_ATOL
             else:
-                keep = lat <= bound + LAT_ATOL if bound is not None else np.ones(lat.shape, bool)
+                keep = lat <= bound + LAT_ATOL if bound is not None else np.isfinite(lat)
             ti, ci = np.nonzero(keep)
             lat_l.append(lat[ti, ci])
             acc_l.append(acc[ti, ci])

@@ -255,3 +255,14 @@ def test_bad_load_arguments_are_named(kwargs, match):
     prof = synthetic_profile(6)
     with pytest.raises((ValueError, TypeError), match=match):
         evaluate_load(prof, "portend-aws", 0.0, [6], [0], **kwargs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(0.0, 4.0), st.integers(1, 200))
+def test_loss_grows_with_the_rate(s2, k):
+    """The search's pruning relies on it (a station's loss grows with its arrival rate)."""
+    rho = np.linspace(0.0, 3.0, 301)
+    loss = loss_ratio_approx(rho, s2, k)
+    assert np.all(np.diff(loss) >= -1e-12)
+    exact = [mg1k_exact(r, [0.5, 1.5], [0.5, 0.5], capacity=min(k, 30))[0] for r in rho[::30]]
+    assert np.all(np.diff(exact) >= -1e-12)
