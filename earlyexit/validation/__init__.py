@@ -85,6 +85,8 @@ from earlyexit.validation.statistics import (
     binomial_se,
     latency_errors,
     regression,
+    stratified_indices,
+    stratified_mean,
     summarize,
 )
 
@@ -118,6 +120,8 @@ __all__ = [
     "latency_errors",
     "summarize",
     "binomial_se",
+    "stratified_indices",
+    "stratified_mean",
     "figures",
     "plot",
     "ValidationResult",

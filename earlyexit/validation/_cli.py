@@ -69,6 +69,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", action="store_true",
                    help="also deploy each configuration without links, and without links or "
                    "slowdowns, and print where measured and estimated latency part")  # fmt: skip
+    p.add_argument("--rounds", type=int_range(1, 99), default=3,
+                   help="times each timed sample goes through a deployment; its latency is the "
+                   "median (a burst of other work must hit it in most rounds to count)")  # fmt: skip
+    p.add_argument("--min-per-exit", type=int_range(0, MAX_SAMPLES), default=10,
+                   help="time at least this many samples of every exit (each exit's mean is "
+                   "weighted by its fraction over the accuracy pass)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_validate_command)
 
@@ -100,7 +106,8 @@ def _validate_command(args: argparse.Namespace) -> int:
             configs=args.configs, samples=args.samples, accuracy_samples=args.accuracy_samples,
             out_dir=args.out, seed=args.seed, devices=devices, emulate_links=not args.no_links,
             progress=None if args.json else print, niceness=None if args.nice == 0 else args.nice,
-            force=args.force, keep_logs=args.keep_logs, split=args.split,
+            force=args.force, keep_logs=args.keep_logs, split=args.split, rounds=args.rounds,
+            min_per_exit=args.min_per_exit,
         )  # fmt: skip
     full = result.to_dict()
     if args.json:

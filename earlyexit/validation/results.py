@@ -27,16 +27,20 @@ class LatencyPass:
         exit_fractions: per partition, over those samples.
         agreement: fraction of the shared samples with the same exit and prediction
             in both passes (1.0 expected).
+        mean_latency_s: the plain mean latency of the timed samples (not weighted
+            by the accuracy pass's exit fractions).
     """
 
     accuracy: float
     exit_fractions: tuple[float, ...]
     agreement: float
+    mean_latency_s: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of ``validation.json``."""
         return {"accuracy": self.accuracy, "exit_fractions": list(self.exit_fractions),
-                "same_exit_and_prediction_as_accuracy_pass": self.agreement}  # fmt: skip
+                "same_exit_and_prediction_as_accuracy_pass": self.agreement,
+                "mean_latency_s": self.mean_latency_s}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class MeasuredSummary:
     """What a configuration measured, summarized.
 
     Attributes:
-        latency_s: mean end-to-end latency of the latency pass.
+        latency_s: mean end-to-end latency: each exit's mean over the timed samples
+            that took it, weighted by its fraction in ``exit_fractions``.
         accuracy: accuracy of the accuracy pass (the latency pass's when there is none).
         exit_fractions: per partition, from the same pass as ``accuracy``.
         latency_p50_s: median latency.

@@ -28,6 +28,8 @@ __all__ = [
     "latency_errors",
     "summarize",
     "binomial_se",
+    "stratified_indices",
+    "stratified_mean",
 ]
 
 _NAN = float("nan")
@@ -264,3 +266,67 @@ def summarize(records: Sequence[ConfigResult], source: int = 0) -> Summary:
             latency_error=latency_errors(records, name, source),
         )  # fmt: skip
     return Summary(by)
+
+
+def stratified_indices(exits: Sequence[int], n: int, min_per_exit: int) -> list[int]:
+    """Which samples to time: the first ``n``, topped up so that every exit has ``min_per_exit``.
+
+    A latency pass of a few hundred samples sees a rare exit (a far tier that 3 %
+    of samples reach over a slow link) only a handful of times, and its mean
+    latency then swings with how many happened to be among them. Timing at
+    least ``min_per_exit`` samples of every exit (when the test data has them)
+    and weighting each exit's mean by its fraction over all the test data
+    (:func:`stratified_mean`) measures the same mean with far less of that noise.
+
+    Args:
+        exits: the exit partition every test sample takes (from the accuracy pass).
+        n: the samples to time at least (the first ``n``).
+        min_per_exit: the fewest samples of each exit to time.
+
+    Returns:
+        Sorted sample indices (``n`` or more).
+
+    Example:
+        >>> stratified_indices([0, 0, 0, 0, 1, 0, 1], 3, 2)
+        [0, 1, 2, 4, 6]
+    """
+    ex = np.asarray(exits, int)
+    chosen = set(range(min(n, ex.size)))
+    for k in np.unique(ex):
+        have = sum(1 for i in chosen if ex[i] == k)
+        if have < min_per_exit:
+            more = [int(i) for i in np.flatnonzero(ex == k) if int(i) not in chosen]
+            chosen.update(more[: min_per_exit - have])
+    return sorted(chosen)
+
+
+def stratified_mean(
+    latency_s: Sequence[float], exits: Sequence[int], fractions: Sequence[float]
+) -> float:
+    """Mean latency with each exit's samples weighted by that exit's fraction.
+
+    Args:
+        latency_s: the timed samples' latencies.
+        exits: the exit partition of each timed sample.
+        fractions: the fraction of all test samples leaving at each partition.
+
+    Returns:
+        ``sum_k fractions[k] * mean(latency of timed samples leaving at k)``.
+
+    Raises:
+        ValueError: an exit with a positive fraction that no timed sample took.
+
+    Example:
+        >>> round(stratified_mean([1.0, 3.0, 10.0], [0, 0, 1], [0.9, 0.1]), 9)
+        2.8
+    """
+    lat, ex = np.asarray(latency_s, float), np.asarray(exits, int)
+    total = 0.0
+    for k, f in enumerate(fractions):
+        if f <= 0:
+            continue
+        mine = lat[ex == k]
+        if not mine.size:
+            raise ValueError(f"no timed sample left at partition {k}, which {f:.1%} of samples take")
+        total += float(f) * float(mine.mean())
+    return total

@@ -20,6 +20,8 @@ from earlyexit.validation import (
     estimates,
     latency_errors,
     regression,
+    stratified_indices,
+    stratified_mean,
     summarize,
 )
 
@@ -104,3 +106,22 @@ def test_binomial_error():
     assert binomial_se(0.5, 2000, 1000) == pytest.approx(np.sqrt(0.25 / 2000 + 0.25 / 1000))
     assert binomial_se(0.5, 2000, None) == pytest.approx(np.sqrt(0.25 / 2000))
     assert np.isnan(binomial_se(0.5, 0, 10))
+
+
+def test_stratified_sampling_times_every_exit_and_weights_it():
+    rng = np.random.default_rng(3)
+    exits = (rng.random(1000) < 0.03).astype(int) + (rng.random(1000) < 0.01).astype(int)
+    idx = stratified_indices(exits, 100, 10)
+    assert idx[:100] == list(range(100)) or set(range(100)) <= set(idx)
+    counts = np.bincount(exits[idx], minlength=3)
+    assert (counts >= np.minimum(10, np.bincount(exits, minlength=3))).all()
+    assert stratified_indices(exits, 100, 0) == list(range(100))
+    # each exit's latency is constant: the weighted mean is the exact mean over all 1000
+    lat_of = np.array([0.002, 0.050, 0.120])
+    frac = np.bincount(exits, minlength=3) / exits.size
+    got = stratified_mean(lat_of[exits[idx]], exits[idx], frac)
+    assert got == pytest.approx(float(lat_of[exits].mean()), rel=1e-12)
+    plain = float(lat_of[exits[idx]].mean())
+    assert abs(plain - lat_of[exits].mean()) > abs(got - lat_of[exits].mean())  # oversampled
+    with pytest.raises(ValueError, match="no timed sample left at partition 2"):
+        stratified_mean([0.1, 0.2], [0, 1], [0.5, 0.4, 0.1])
