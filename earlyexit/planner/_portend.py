@@ -79,10 +79,13 @@ from earlyexit.planner._select import ACC_ATOL, LAT_ATOL
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.space import SearchSpace
 
-__all__ = ["PortendSearch"]
+__all__ = ["ACC_GRID_MIN", "PortendSearch"]
 
 _CHUNK = 1 << 20
 _SMALL_PLAT = 200_000  # P_lat below this many (transition, threshold, tier) triples: one multiplier
+ACC_GRID_MIN = (
+    100_000  # P_lat from this many (transition, threshold) pairs: the accuracy grid bound
+)
 
 
 class PortendSearch(PortendBounds):
@@ -103,6 +106,8 @@ class PortendSearch(PortendBounds):
         self.codes = codes if codes is not None else CutCodes(n, m, space.max_parts)
         self.er = cm.er[space.t_idx]  # (nt, N+1)
         self.nt = self.er.shape[0]
+        # tail1[t, c]: ER is exactly 1 at c and at every later block (nobody is left)
+        self.tail1 = np.logical_and.accumulate(self.er[:, ::-1] == 1.0, axis=1)[:, ::-1]
         self.a = cm.acc
         self.ct, self.x, self.r = cm.ct, cm.x, cm.r
         b = np.arange(n + 1)[:, None]
@@ -122,6 +127,7 @@ class PortendSearch(PortendBounds):
         scale = float(min(full)) / max(float(np.ptp(cm.acc[1:])), 1e-3)
         self.scale = scale
         self.skip0 = False
+        self.gtab: np.ndarray | None = None
         grid = scale * np.logspace(-2, 1.5, n_lambdas - 1) if n_lambdas > 1 else np.zeros(0)
         if objective == "min_latency":
             self._tables()
@@ -129,7 +135,11 @@ class PortendSearch(PortendBounds):
             # on large problems (where the bound pass is cheap next to the labels) the grid too
             lam = None if bound is None or self.lmax < 3 else self._pick_lambda(bound)
             lams = [0.0] if lam is None else [0.0, lam]
-            if self.allc.size * self.nt * m > _SMALL_PLAT and bound is not None:
+            if bound is not None and bound >= 1e-6 and self.allc.size * self.nt >= ACC_GRID_MIN:
+                # large problems: the accuracy grid closes most of the duality gap that the
+                # grid of multipliers narrowed, at a fraction of its cost
+                self._acc_grid(bound)
+            elif self.allc.size * self.nt * m > _SMALL_PLAT and bound is not None:
                 lams += grid.tolist()
             self.lams = np.array(lams)
             self.skip0 = len(lams) == 2
@@ -225,6 +235,8 @@ class PortendSearch(PortendBounds):
                 keep &= acc + aub >= bound - ACC_ATOL - _SLACK
                 need = bound - ACC_ATOL - _SLACK - acc  # a feasible completion adds at least this
                 lb = (hh + self.lams[:, None] * need[None]).max(0)
+                if self.gtab is not None:
+                    np.maximum(lb, self._acc_grid_lb(t, c, w, need, k), out=lb)
             else:
                 lb = hh[0]
             keep &= lat + lb <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
@@ -409,6 +421,11 @@ class PortendSearch(PortendBounds):
                     col,
                     update=False,
                 )
+                if k >= sp.min_parts:
+                    # every sample has left and none comes back (ER = 1 from here on): each
+                    # extension adds exactly 0 to both objectives and one partition to the tie
+                    # key, so the label's own ending (collected above) beats all of them
+                    keep &= ~(self.tail1[cand.t, cand.c] & sp.end_ok[cand.c])
                 lab = cand.take(np.flatnonzero(keep))
             else:
                 break

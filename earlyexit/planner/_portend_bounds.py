@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PortendBounds", "SMALL"]
+__all__ = ["ACC_LEVELS", "PortendBounds", "SMALL"]
 
 SMALL = 4_000_000  # elements of the one-shot backward pass
+ACC_LEVELS = 32  # levels of the accuracy grid bound
 
 
 class PortendBounds:
@@ -229,3 +230,85 @@ class PortendBounds:
         order = np.argsort(-self.a[1:], kind="stable") + 1
         self.asc = np.sort(self.a[1:])
         self.q1 = np.minimum.accumulate(self.ctm[:, :, order], axis=2)
+
+    # ------------------------------------------------------------------ accuracy grid
+
+    def _acc_grid(self, bound: float, levels: int = ACC_LEVELS) -> None:
+        """P_lat: a lower bound on the latency of completions that reach a needed accuracy.
+
+        The Lagrangian bounds of :meth:`_backward` leave a duality gap exactly where the
+        accuracy bound bites (ending now is cheap but not accurate enough, carrying on
+        is accurate but slow: their mix is cheap on paper). This one is exact in the
+        accuracy up to a grid and relaxed in the tiers: any tier computes at the
+        cheapest tier's CT, a hop costs the cheapest transfer of O_c, any number of
+        partitions. Levels are accuracies ``j * delta`` (``delta = bound / levels``);
+        level 0 asks nothing. Needs are always rounded down (a completion needing
+        ``need`` looks up level ``floor(need / delta)``; a step gaining ``g`` moves down
+        ``ceil(g / delta)`` levels), so the table is a valid lower bound:
+
+          F[t, c, j] = min(end: (1 - ER_c) min r if A_c (1 - ER_c) >= j delta,
+                           (1 - ER_c) min x(., ., O_c) + G[t, c, j])
+          G[t, c, j] = min over c' of (1 - ER_c) min CT_{c+1..c'} + (ER_c' - ER_c) r(+-)
+                       + F[t, c', j - ceil(A_c' (ER_c' - ER_c) / delta)]
+
+        Sets ``gtab`` (G, ``(t, c, level)``), ``gdelta`` and ``xmin_w`` (the cheapest
+        first hop from each tier, ``(w, c)``).
+        """
+        sp, n, m = self.space, self.n, self.m
+        er, a, ct, x, r = self.er, self.a, self.ct, self.x, self.r
+        nt = self.nt
+        live = np.flatnonzero(np.isfinite(self.tier_pen))
+        ctmin = ct[live].min(0)  # (c, c')
+        off = ~np.eye(m, dtype=bool)
+        off[:, np.isinf(self.tier_pen)] = False
+        xw = np.where(off[:, :, None], x, np.inf)
+        self.xmin_w = xw.min(1)  # (w, c): the cheapest hop to another usable tier
+        xmin = self.xmin_w.min(0)  # (c,)
+        rmin, rmax = float(r[live].min()), float(r[live].max())
+        delta = float(bound) / levels
+        self.gdelta = delta
+        lv = np.arange(levels + 1)
+        thr = lv * delta - 1e-9  # loosened: ending must reach j * delta
+        f = np.full((nt, n + 1, levels + 1), np.inf)
+        g = np.full((nt, n + 1, levels + 1), np.inf)
+        for c in range(n, -1, -1):
+            s = 1.0 - er[:, c]  # (t,)
+            if sp.end_ok[c]:
+                endv = np.where((a[c] * s)[:, None] >= thr[None, :], (s * rmin)[:, None], np.inf)
+            else:
+                endv = np.full((nt, levels + 1), np.inf)
+            cs = self.allc[self.start[c] : self.start[c] + self.cnt[c]]
+            if cs.size:
+                der = er[:, cs] - er[:, c][:, None]  # (t, q)
+                base = s[:, None] * ctmin[c, cs][None] + np.where(der > 0, der * rmin, der * rmax)
+                steps = np.clip(a[cs][None] * der / delta + 1e-9, -levels - 1, levels + 1)
+                shift = np.ceil(steps).astype(np.int64)  # (t, q)
+                jj = np.clip(lv[None, None, :] - shift[:, :, None], 0, levels)  # (t, q, lv)
+                fut = f[np.arange(nt)[:, None, None], cs[None, :, None], jj]
+                g[:, c] = (base[:, :, None] + fut).min(1)
+            if np.isfinite(xmin[c]):
+                hop = s[:, None] * xmin[c] + g[:, c]
+            else:
+                hop = np.full((nt, levels + 1), np.inf)  # no other tier to hop to
+            f[:, c] = np.minimum(endv, hop)
+        self.gtab = g
+
+    def _acc_grid_lb(
+        self, t: np.ndarray, c: np.ndarray, w: np.ndarray, need: np.ndarray, k: int
+    ) -> np.ndarray:
+        """The :meth:`_acc_grid` lower bound of labels (k partitions done) needing ``need`` more."""
+        sp = self.space
+        s = 1.0 - self.er[t, c]
+        lvl = self.gtab.shape[2] - 1
+        j = np.clip(np.floor(need / self.gdelta), 0, lvl).astype(np.int64)
+        lb = np.full(t.size, np.inf)
+        if k >= sp.min_parts:
+            ok = sp.end_ok[c] & (self.a[c] * s >= j * self.gdelta - 1e-9)
+            lb = np.where(ok, s * self.r[w], np.inf)
+        if k < self.lmax:
+            gg = self.gtab[t, c, j]
+            xw = self.xmin_w[w, c]
+            fin = np.isfinite(gg) & np.isfinite(xw)
+            hop = np.where(fin, s * np.where(fin, xw, 0.0) + np.where(fin, gg, 0.0), np.inf)
+            lb = np.minimum(lb, hop)
+        return lb
