@@ -154,36 +154,38 @@ def _evaluate(
     return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, model)
 
 
-def _first_tier_loss(
+def _first_tier(
     cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray, s: np.ndarray,
-    lam: float, eps: float, k_cap: int, model: str,
-) -> np.ndarray:  # fmt: skip
-    """A lower bound (T, C) on the loss ratio: the first tier's own, at rate lambda (1 - eps).
+    rate: float, k_cap: int, model: str,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Lower bounds (T, C) on the loss ratio and on the queueing delay: the first tier's own.
 
-    The first partition's tier serves only that partition's samples; of a configuration
-    that meets the bound, at least lambda (1 - eps) arrive there, and a station's loss
-    grows with its arrival rate, so a larger value here proves the bound missed.
+    The first partition's tier serves only that partition's samples, every sample
+    visits it once, and a station's loss and mean wait grow with its arrival rate.
+    ``rate`` must be at most what arrives there: lambda when the input crosses no
+    link, else lambda (1 - max_loss) for configurations that meet the loss bound.
     """
     w = d[0]
     h = cm.profile.devices[cm.topology.tiers[w].device].hop_s
     base = cm.dt[w, 0] + cm.ct[w, 0, cuts[:, 0]] + (0.0 if h is None else float(h))  # (C,)
     t_exit = base + cm.rst[w]
     t_fwd = base + cm.st[w, cuts[:, 0]]
-    e1 = np.clip(e[:, :, 0], 0.0, None)
-    s1 = np.clip(s[:, :, 0], 0.0, None) if len(d) > 1 else np.zeros_like(e1)
-    tot = e1 + s1
-    tot = np.where(tot > 0, tot, 1.0)
-    pe = e1 / tot
+    # the exit weight exactly as load_of_configuration clamps and normalizes it
+    ec = np.clip(e, 0.0, None)
+    tot = ec.sum(axis=2)
+    pe = np.where(tot > 0, ec[:, :, 0] / np.where(tot > 0, tot, 1.0), 1.0 if len(d) == 1 else 0.0)
     # one station per distinct (exit weight, the two times): evaluate each once
     code = np.stack(np.broadcast_arrays(pe, t_exit[None], t_fwd[None]), axis=-1).reshape(-1, 3)
     uniq, inv = np.unique(code, axis=0, return_inverse=True)
-    out = np.empty(len(uniq))
-    rate = lam * (1.0 - min(eps, 1.0))
+    loss = np.empty(len(uniq))
+    wait = np.empty(len(uniq))
     for i, (p_exit, te, tf) in enumerate(uniq):
         times = np.array([te, tf])
         probs = np.array([p_exit, 1.0 - p_exit])
-        out[i] = _station_metrics(rate, times, probs, k_cap, model)[3]
-    return out[inv.ravel()].reshape(pe.shape)
+        m = _station_metrics(rate, times, probs, k_cap, model)
+        loss[i], wait[i] = m[3], m[4]
+    inv = inv.ravel()
+    return loss[inv].reshape(pe.shape), wait[inv].reshape(pe.shape)
 
 
 def search_under_load(
@@ -230,23 +232,28 @@ def search_under_load(
         if ok(le0):
             inc = le0.latency_s
     # 2. every configuration's Lat and accuracy; keep the ones that may win
-    prune_loss = max_loss is not None and not math.isfinite(inc)
-    lat_l, acc_l, key_l = [], [], []
+    # a lower bound on the loaded latency: Lat plus the first tier's own queueing delay
+    lat_l, lb_l, acc_l, key_l = [], [], [], []
     for n_parts, cuts, places in _groups(cm, space):
         e, s, acc = _fractions(cm, space, estimator, cuts)
         for d in places:
             lat = _latency(cm, cuts, d, e, s)
-            if prune_loss:
-                lat = np.where(_first_tier_loss(cm, cuts, d, e, s, lam, eps, k_cap, model) > eps,
-                               np.inf, lat)  # fmt: skip
+            lb = lat
+            rate = lam if d[0] == cm.source else lam * (1.0 - min(eps, 1.0))
+            if rate > 0:
+                f_loss, f_wait = _first_tier(cm, cuts, d, e, s, rate, k_cap, model)
+                lb = lat + f_wait
+                if max_loss is not None:
+                    lb = np.where(f_loss > eps + _LOSS_ATOL, np.inf, lb)
             if objective == "min_latency":
-                keep = (lat <= inc + LAT_ATOL) & np.isfinite(lat)
+                keep = (lb <= inc + LAT_ATOL) & np.isfinite(lb)
                 if bound is not None:
                     keep &= acc >= bound - ACC_ATOL
             else:
-                keep = lat <= bound + LAT_ATOL if bound is not None else np.isfinite(lat)
+                keep = lb <= bound + LAT_ATOL if bound is not None else np.isfinite(lb)
             ti, ci = np.nonzero(keep)
             lat_l.append(lat[ti, ci])
+            lb_l.append(lb[ti, ci])
             acc_l.append(acc[ti, ci])
             key_l += [
                 (n_parts, d, tuple(int(x) for x in cuts[c]), int(t))
@@ -254,17 +261,17 @@ def search_under_load(
             ]
     if not key_l:
         return None
-    lats, accs = np.concatenate(lat_l), np.concatenate(acc_l)
+    lats, lbs, accs = np.concatenate(lat_l), np.concatenate(lb_l), np.concatenate(acc_l)
     # 3. evaluate under load, best first, until nothing left can win
     order = (
-        np.argsort(lats, kind="stable")
+        np.argsort(lbs, kind="stable")
         if objective == "min_latency"
         else np.argsort(-accs, kind="stable")
     )
     got: list[tuple[int, LoadEstimate]] = []
     best_r, best_a = math.inf, -math.inf
     for i in order:
-        if objective == "min_latency" and lats[i] > best_r + LAT_ATOL:
+        if objective == "min_latency" and lbs[i] > best_r + LAT_ATOL:
             break
         if objective == "max_accuracy" and accs[i] < best_a - ACC_ATOL:
             break
