@@ -60,16 +60,27 @@ def demo_text(report: dict[str, Any]) -> str:
         f"{name.replace('_', '-')} {_ms(b['latency_s'])}" for name, b in sorted(base.items())
     )
     early = "no early exit" if plan["threshold"] == 0 else f"exit threshold {plan['threshold']:g}"
-    return (
+    topo = report.get("topology", {}).get("name")
+    where = f"the `{topo}` topology" if topo else "the PORTEND AWS topology"
+    text = (
         f"On the shipped ResNet-20 (an exit after each of its {plan.get('num_blocks', '?')} "
-        f"blocks) and the PORTEND AWS topology, the demo's plan ({_blocks(plan)}; {early}) "
+        f"blocks) and {where}, the demo's plan ({_blocks(plan)}; {early}) "
         f"has an estimated accuracy of {est['accuracy'] * 100:.1f}% (the full network's is "
         f"{final * 100:.1f}% on its held-out profiling images) and an estimated latency of "
         f"{_ms(est['latency_s'])}; over the emulated deployment, {val['samples']} test samples "
         f"one at a time took {_ms(measured['mean_latency_s'])} on average (p50 "
-        f"{_ms(measured['p50_latency_s'])}). The baselines, estimated: {others}. The whole "
-        f"demo took {report['wall_time_s']:.0f} s on this 2-core machine.\n"
+        f"{_ms(measured['p50_latency_s'])}). The baselines, estimated: {others}."
     )
+    speedup = report.get("speedup")
+    if speedup:
+        best = speedup["best_baseline"]
+        text += (
+            f" Measured the same way, the best baseline ({best.replace('_', '-')}) took "
+            f"{_ms(base[best]['measured']['mean_latency_s'])}: the plan is "
+            f"{speedup['measured_over_best']:.2f}x faster (estimated "
+            f"{speedup['estimated_over_best']:.2f}x)."
+        )
+    return text + f" The whole demo took {report['wall_time_s']:.0f} s on this 2-core machine.\n"
 
 
 def validation_text(summary: dict[str, Any]) -> str:
