@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["deploy"] and argv[1:2] in (["k8s"], ["compose"], ["netns"]):
             argv = [f"deploy-{argv[1]}", *argv[2:]]  # earlyexit.deploy; other `deploy` forms: runtime
             command = argv[0]
+        elif argv[:1] == ["deploy"] and "--netns" in argv:  # `deploy --netns` = `deploy netns`
+            argv = ["deploy-netns", *(a for a in argv[1:] if a != "--netns")]
+            command = argv[0]
         parser = build_parser([command] if command in _COMMANDS else None)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
