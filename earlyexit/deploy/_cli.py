@@ -90,6 +90,7 @@ def register(subparsers: Any) -> None:
     """Add ``deploy-k8s``, ``deploy-compose`` and ``deploy-netns`` (typed ``deploy k8s`` ...)."""
     p = subparsers.add_parser(
         "deploy-k8s",
+        prog="earlyexit deploy k8s",
         help="Kubernetes manifests for a plan (typed: earlyexit deploy k8s)",
         description="Write a Deployment and a Service per tier, the partition files (ConfigMaps, "
         "or an image layer when over 1 MiB) and a kustomization.yaml: kubectl apply -k OUT.",
@@ -120,6 +121,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "deploy-compose",
+        prog="earlyexit deploy compose",
         help="a compose file for a plan on one host (typed: earlyexit deploy compose)",
         description="Write compose.yaml (one service per tier, the same serve command lines) and "
         "bundle/: docker compose -f OUT/compose.yaml up.",
@@ -142,6 +144,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "deploy-netns",
+        prog="earlyexit deploy netns",
         help="run a bundle's tiers each in its own network namespace, root only "
         "(typed: earlyexit deploy netns)",
         description="Put every tier's worker and the source in network namespaces joined by veth "

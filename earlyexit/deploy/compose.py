@@ -17,12 +17,11 @@ from typing import Any
 
 from earlyexit.deploy.k8s import BUNDLE_PATH, DEFAULT_IMAGE
 from earlyexit.deploy.tiers import (
-    CONTROL_PORT,
     INPUT_PORT,
     RESULTS_PORT,
     TierWorker,
     dump_yaml,
-    serve_argv,
+    named_argv,
 )
 from earlyexit.formats import atomic_write_text
 
@@ -63,16 +62,7 @@ def compose_spec(
         nxt = workers[k + 1] if k + 1 < len(workers) else None
         service: dict[str, Any] = {
             "image": image,
-            "command": serve_argv(
-                w,
-                bundle=BUNDLE_PATH,
-                bind=f"tcp://*:{INPUT_PORT}",
-                control_bind=f"tcp://*:{CONTROL_PORT}",
-                advertise=f"tcp://{w.name}:{CONTROL_PORT}",
-                next_address=f"tcp://{nxt.name}:{INPUT_PORT}" if nxt else None,
-                results=results,
-                threads=threads,
-            ),
+            "command": named_argv(workers, k, bundle=BUNDLE_PATH, results=results, threads=threads),
             "volumes": [f"./bundle:{BUNDLE_PATH}:ro"],
             "environment": {"OMP_NUM_THREADS": "1"},
             "extra_hosts": ["host.docker.internal:host-gateway"],

@@ -26,7 +26,7 @@ from earlyexit.deploy.tiers import (
     TierWorker,
     bundle_digest,
     dump_yaml,
-    serve_argv,
+    named_argv,
 )
 from earlyexit.formats import atomic_write_text
 
@@ -231,17 +231,7 @@ def k8s_objects(
         objects.append(_service(f"{prefix}-results", _labels(prefix, role="client"),
                                 [("results", RESULTS_PORT)]))  # fmt: skip
     for k, w in enumerate(workers):
-        nxt = workers[k + 1] if k + 1 < len(workers) else None
-        argv = serve_argv(
-            w,
-            bundle=BUNDLE_PATH,
-            bind=f"tcp://*:{INPUT_PORT}",
-            control_bind=f"tcp://*:{CONTROL_PORT}",
-            advertise=f"tcp://{w.name}:{CONTROL_PORT}",
-            next_address=f"tcp://{nxt.name}:{INPUT_PORT}" if nxt else None,
-            results=results,
-            threads=threads,
-        )
+        argv = named_argv(workers, k, bundle=BUNDLE_PATH, results=results, threads=threads)
         cm = _configmap(bundle, w, prefix) if mode == "configmap" else None
         if cm is not None:
             objects.append(cm)

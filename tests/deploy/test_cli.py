@@ -17,14 +17,13 @@ from earlyexit.cli import main
 from earlyexit.formats import (
     Estimate,
     Link,
-    Manifest,
-    ManifestPartition,
     PartitionPlan,
     Plan,
     Tier,
     Topology,
 )
 from earlyexit.planner.synthetic import synthetic_profile
+from tests.deploy._bundles import make_bundle
 
 
 @pytest.fixture
@@ -38,13 +37,7 @@ def files(tmp_path):
                     ("compute", "serialize", "transmit", "propagate"), 0.0)),
                 profile_digest=profile.digest(), topology_digest=topo.digest())  # fmt: skip
     bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    parts = []
-    for k, size in ((1, 3000), (2, 5000)):
-        (bundle / f"partition_{k}.onnx").write_bytes(bytes(range(256)) * (size // 256))
-        parts.append(ManifestPartition(k, {"onnx": f"partition_{k}.onnx"}))
-    Manifest(plan=plan, class_names=tuple("abcdefghij"), input_shape=(1, 28, 28),
-             partitions=tuple(parts)).save(bundle)  # fmt: skip
+    make_bundle(bundle, plan, (3000, 5000))
     plan.save(tmp_path / "plan.json")
     topo.save(tmp_path / "topo.yaml")
     profile.save(tmp_path / "profile.json")
@@ -193,5 +186,9 @@ def _exit(argv: list[str]) -> int:
 def test_not_a_bundle_exits_2(files, capsys):
     code = _exit(["deploy", "k8s", "--bundle", str(files["dir"]), "-o", str(files["dir"] / "o")])
     assert code == 2 and "not a bundle directory" in capsys.readouterr().err
-    code = _exit(["deploy", "netns", "--bundle", files["bundle"], "--samples", "0"])
-    assert code == 2 and "--samples" in capsys.readouterr().err
+    for form in (["deploy", "netns"], ["deploy", "--netns"]):  # the two spellings
+        code = _exit([*form, "--bundle", files["bundle"], "--samples", "0"])
+        assert (
+            code == 2
+            and "earlyexit deploy netns: error: argument --samples" in capsys.readouterr().err
+        )

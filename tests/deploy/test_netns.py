@@ -87,14 +87,14 @@ def test_namespaces_are_removed_when_a_worker_fails_to_start(demo_files, tmp_pat
 
 
 def test_deploy_netns_command(demo_files, samples, tmp_path, capsys):
-    """``earlyexit deploy netns`` runs given inputs and writes their results."""
+    """``earlyexit deploy --netns`` (or ``deploy netns``) runs given inputs and writes their results."""
     import json
 
     x, want = samples
     np.save(tmp_path / "x.npy", x[:6])
     out = tmp_path / "r.json"
     before = _namespaces()
-    assert main(["deploy", "netns", "--bundle", str(demo_files["bundle"]), "--inputs",
+    assert main(["deploy", "--netns", "--bundle", str(demo_files["bundle"]), "--inputs",
                  str(tmp_path / "x.npy"), "--out", str(out), "--threads", "1", "--timeout", "20"]) == 0  # fmt: skip
     assert _namespaces() == before
     got = json.loads(out.read_text())
