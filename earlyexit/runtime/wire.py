@@ -1,14 +1,23 @@
 """The wire format: how tensors cross process and tier boundaries. No pickle.
 
-A message is one byte string::
+A message is one byte string, in one of two forms (docs/spec.md,
+*Wire messages and results*). The runtime's own messages (``input``,
+``features``, ``result``, ``ack``, ``heartbeat`` with their usual fields) use
+the compact form, a fixed binary header with no JSON to write or parse::
+
+    b"EEW2" | fixed header (28 bytes) | shape (int64 each) | ids (int64 each)
+            | entropy (float32 each) | ack address (UTF-8) | zero padding to 8 | payload
+
+Any other metadata (other field names or values that the fixed header cannot
+hold, such as an id beyond int64) takes the general form::
 
     b"EEW1" | uint32 LE header length | header (UTF-8 JSON) | payload
 
-The header holds ``dtype`` (from a short allow-list), ``shape`` and any extra
-JSON fields the sender adds (sample ids, partition, exit block...). The payload
-is the array's bytes, C-contiguous and little-endian. ``decode`` checks every
-length, so a malformed or oversized message raises :class:`WireError` instead
-of being half-read. The profiler times exactly these functions, and
+Both carry ``dtype`` (from a short allow-list) and ``shape``; the payload is the
+array's bytes, C-contiguous and little-endian. :func:`encode` picks the form,
+:func:`decode` reads both and returns the same header dict. ``decode`` checks
+every length, so a malformed or oversized message raises :class:`WireError`
+instead of being half-read. The profiler times exactly these functions, and
 ``output_bits`` in a profile are the sizes they produce.
 
 Example:
@@ -28,10 +37,33 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAGIC", "MAX_MESSAGE_BYTES", "WireError", "encode", "decode", "message_bits"]
+__all__ = [
+    "COMPACT_MAGIC",
+    "MAGIC",
+    "MAX_MESSAGE_BYTES",
+    "WireError",
+    "encode",
+    "decode",
+    "message_bits",
+]
 
 MAGIC = b"EEW1"
+COMPACT_MAGIC = b"EEW2"
 _PREFIX = struct.Struct("<4sI")
+# magic, kind, dtype, ndim, flags, partition, block, tier, ids, entropies, ack length
+_COMPACT = struct.Struct("<4sBBBBiiiIIH2x")
+_KINDS = ("input", "features", "result", "ack", "heartbeat")
+_KIND_CODE = {k: i + 1 for i, k in enumerate(_KINDS)}
+_DTYPE_ORDER = ("float32", "float16", "float64", "int64", "int32", "uint8", "int8", "bool")
+# which optional fields a compact header carries (flags bits)
+_F_IDS, _F_ACK, _F_PART, _F_BLOCK, _F_TIER, _F_ENT, _F_DEGRADED = 1, 2, 4, 8, 16, 32, 64
+_F_DEGRADED_TRUE = 128
+_FIELD_FLAGS = {"ids": _F_IDS, "ack": _F_ACK, "partition": _F_PART, "block": _F_BLOCK,
+                "tier": _F_TIER, "entropy": _F_ENT, "degraded": _F_DEGRADED}  # fmt: skip
+_NONE = -(2**31)  # block or tier "null"
+_I32 = (-(2**31) + 1, 2**31 - 1)
+_NULLABLE = (-(2**31), 2**31 - 1)  # the lowest value stands for None
+_ZEROS = bytes(8)
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_NDIM = 32  # numpy's own limit is 64
@@ -42,6 +74,8 @@ _LE_DTYPE = {name: np.dtype(name).newbyteorder("<") for name in _DTYPES}
 _NAME_OF = {dt: name for name, dt in _LE_DTYPE.items()}
 _ITEMSIZE = {name: dt.itemsize for name, dt in _LE_DTYPE.items()}
 _JSON = json.JSONEncoder(separators=(",", ":"))
+_DTYPE_CODE = {name: i + 1 for i, name in enumerate(_DTYPE_ORDER)}
+assert set(_DTYPE_ORDER) == _DTYPES  # internal: one code per allowed dtype
 
 
 class WireError(ValueError):
@@ -72,6 +106,9 @@ def encode(array: Any, **meta: Any) -> bytes:
         arr = arr.astype(_LE_DTYPE[dtype])
     if "dtype" in meta or "shape" in meta:
         raise WireError("'dtype' and 'shape' are reserved header fields")
+    head = _compact_header(dtype, arr.shape, meta)
+    if head is not None:
+        return b"".join((head, arr.reshape(-1).view(np.uint8)))
     try:
         header = _JSON.encode({"dtype": dtype, "shape": list(arr.shape), **meta})
     except TypeError as err:
@@ -79,6 +116,117 @@ def encode(array: Any, **meta: Any) -> bytes:
     hbytes = header.encode()
     # one copy of the payload, straight into the message (no intermediate ``tobytes``)
     return b"".join((_PREFIX.pack(MAGIC, len(hbytes)), hbytes, arr.reshape(-1).view(np.uint8)))
+
+
+def _int_in(v: Any, lo_hi: tuple[int, int]) -> bool:
+    return type(v) is int and lo_hi[0] <= v <= lo_hi[1]
+
+
+def _compact_header(dtype: str, shape: tuple[int, ...], meta: dict[str, Any]) -> bytes | None:
+    """The compact header for these fields, or None if it cannot hold them exactly."""
+    kind = _KIND_CODE.get(meta.get("kind"))  # type: ignore[arg-type]
+    if kind is None or len(shape) > _MAX_NDIM:
+        return None
+    flags = 0
+    for key in meta:
+        bit = _FIELD_FLAGS.get(key)
+        if bit is None:
+            if key != "kind":
+                return None
+        else:
+            flags |= bit
+    parts = [b"", struct.pack(f"<{len(shape)}q", *shape)]
+    n_ids = n_ent = 0
+    if flags & _F_IDS:
+        ids = meta["ids"]
+        if type(ids) is not list or not all(type(i) is int for i in ids):
+            return None
+        n_ids = len(ids)
+        try:
+            parts.append(struct.pack(f"<{n_ids}q", *ids))
+        except struct.error:  # beyond int64
+            return None
+    if flags & _F_ENT:
+        ent = meta["entropy"]
+        if type(ent) is not list or not all(type(e) is float for e in ent):
+            return None
+        n_ent = len(ent)
+        packed = struct.pack(f"<{n_ent}f", *ent)
+        if list(struct.unpack(f"<{n_ent}f", packed)) != ent:
+            return None  # float32 would not hold them exactly
+        parts.append(packed)
+    ack = b""
+    if flags & _F_ACK:
+        if type(meta["ack"]) is not str:
+            return None
+        ack = meta["ack"].encode()
+        if len(ack) > 0xFFFF:
+            return None
+        parts.append(ack)
+    part, block, tier = meta.get("partition", 0), meta.get("block", 0), meta.get("tier", 0)
+    if block is None:
+        block = _NONE
+    if tier is None:
+        tier = _NONE
+    if not (_int_in(part, _I32) and _int_in(block, _NULLABLE) and _int_in(tier, _NULLABLE)):
+        return None
+    deg = meta.get("degraded", False)
+    if deg is True:
+        flags |= _F_DEGRADED_TRUE
+    elif deg is not False:
+        return None
+    parts[0] = _COMPACT.pack(COMPACT_MAGIC, kind, _DTYPE_CODE[dtype], len(shape), flags,
+                             part, block, tier, n_ids, n_ent, len(ack))  # fmt: skip
+    size = _COMPACT.size + 8 * len(shape) + 8 * n_ids + 4 * n_ent + len(ack)
+    parts.append(_ZEROS[: -size % 8])
+    return b"".join(parts)
+
+
+def _decode_compact(view: memoryview) -> tuple[dict[str, Any], int]:
+    """Header dict and payload offset of a compact message (lengths checked)."""
+    if len(view) < _COMPACT.size:
+        raise WireError(f"message of {len(view)} bytes is shorter than the compact header")
+    _, kind, dcode, ndim, flags, part, block, tier, n_ids, n_ent, n_ack = _COMPACT.unpack_from(view)
+    if not 1 <= kind <= len(_KINDS):
+        raise WireError(f"compact header: unknown kind code {kind}")
+    if not 1 <= dcode <= len(_DTYPE_ORDER):
+        raise WireError(f"compact header: dtype code {dcode} is not one of 1..{len(_DTYPE_ORDER)}")
+    if ndim > _MAX_NDIM:
+        raise WireError(f"compact header: {ndim} dimensions, at most {_MAX_NDIM}")
+    if not flags & _F_ENT and n_ent or not flags & _F_IDS and n_ids or not flags & _F_ACK and n_ack:
+        raise WireError("compact header: lengths given for fields it does not carry")
+    end = _COMPACT.size + 8 * ndim + 8 * n_ids + 4 * n_ent + n_ack
+    end += -end % 8
+    if end > len(view):
+        raise WireError(f"compact header of {end} bytes does not fit the message of {len(view)}")
+    off = _COMPACT.size
+    shape = list(struct.unpack_from(f"<{ndim}q", view, off))
+    off += 8 * ndim
+    head: dict[str, Any] = {
+        "dtype": _DTYPE_ORDER[dcode - 1],
+        "shape": shape,
+        "kind": _KINDS[kind - 1],
+    }
+    if flags & _F_IDS:
+        head["ids"] = list(struct.unpack_from(f"<{n_ids}q", view, off))
+    off += 8 * n_ids
+    if flags & _F_ENT:
+        head["entropy"] = np.frombuffer(view, "<f4", n_ent, off).astype(float).tolist()
+    off += 4 * n_ent
+    if flags & _F_ACK:
+        try:
+            head["ack"] = bytes(view[off : off + n_ack]).decode()
+        except UnicodeDecodeError:
+            raise WireError("compact header: the ack address is not UTF-8") from None
+    if flags & _F_PART:
+        head["partition"] = part
+    if flags & _F_BLOCK:
+        head["block"] = None if block == _NONE else block
+    if flags & _F_TIER:
+        head["tier"] = None if tier == _NONE else tier
+    if flags & _F_DEGRADED:
+        head["degraded"] = bool(flags & _F_DEGRADED_TRUE)
+    return head, end
 
 
 def decode(
@@ -106,16 +254,20 @@ def decode(
             f"message of {len(view)} bytes is shorter than the {_PREFIX.size}-byte prefix"
         )
     magic, hlen = _PREFIX.unpack_from(view)
-    if magic != MAGIC:
-        raise WireError(f"bad magic {bytes(magic)!r}; expected {MAGIC!r}")
-    if hlen > _MAX_HEADER_BYTES or _PREFIX.size + hlen > len(view):
-        raise WireError(f"header length {hlen} does not fit the message")
-    try:
-        header = json.loads(bytes(view[_PREFIX.size : _PREFIX.size + hlen]))
-    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, 5000-digit ints
-        raise WireError(f"header is not JSON: {str(err)[:80]}") from None
-    if not isinstance(header, dict):
-        raise WireError("header must be a JSON object")
+    if magic == COMPACT_MAGIC:
+        header, start = _decode_compact(view)
+    elif magic != MAGIC:
+        raise WireError(f"bad magic {bytes(magic)!r}; expected {MAGIC!r} or {COMPACT_MAGIC!r}")
+    else:
+        if hlen > _MAX_HEADER_BYTES or _PREFIX.size + hlen > len(view):
+            raise WireError(f"header length {hlen} does not fit the message")
+        try:
+            header = json.loads(bytes(view[_PREFIX.size : _PREFIX.size + hlen]))
+        except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, 5000-digit ints
+            raise WireError(f"header is not JSON: {str(err)[:80]}") from None
+        if not isinstance(header, dict):
+            raise WireError("header must be a JSON object")
+        start = _PREFIX.size + hlen
     dtype, shape = header.get("dtype"), header.get("shape")
     if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise WireError(f"header dtype {str(dtype)[:40]!r} is not one of {sorted(_DTYPES)}")
@@ -128,7 +280,7 @@ def decode(
             f"header shape {str(shape)[:80]} must be a list of at most {_MAX_NDIM} "
             "non-negative ints"
         )
-    payload = view[_PREFIX.size + hlen :]
+    payload = view[start:]
     # Python ints do not overflow: a claimed shape such as [2**62, 4] is compared
     # with the bytes that arrived before anything is allocated.
     expected = math.prod(shape) * _ITEMSIZE[dtype]

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from earlyexit.runtime.wire import MAGIC, WireError, decode, encode, message_bits
+from earlyexit.runtime.wire import COMPACT_MAGIC, MAGIC, WireError, decode, encode, message_bits
 
 
 @settings(max_examples=60, deadline=None)
@@ -28,10 +28,126 @@ def test_round_trip(array, meta):
 
 def test_size_is_header_plus_payload():
     arr = np.zeros((1, 16, 32, 32), np.float32)
-    msg = encode(arr, kind="features")
+    msg = encode(arr, kind="features", note="not a field of the compact header")
+    assert msg[:4] == MAGIC
     hlen = struct.unpack_from("<I", msg, 4)[0]
     assert len(msg) == 8 + hlen + arr.nbytes
-    assert message_bits(arr, kind="features") == 8 * len(msg)
+    assert message_bits(arr, kind="features", note="x") == 8 * len(
+        encode(arr, kind="features", note="x")
+    )
+    # the runtime's own messages take the compact form: a fixed header, no JSON
+    msg = encode(arr, kind="features", ids=[7], ack="ipc:///tmp/w0-control.sock")
+    assert msg[:4] == COMPACT_MAGIC and b"{" not in msg[:64]
+    assert len(msg) == 32 + 8 * 4 + 8 + 32 + arr.nbytes  # 28+4 pad, shape, one id, ack padded
+    assert message_bits(arr, kind="features", ids=[7], ack="ipc:///tmp/w0-control.sock") == 8 * len(
+        msg
+    )
+
+
+_COMPACT_CASES = [
+    ({"kind": "input", "ids": [0, 2**63 - 1, -5], "ack": "tcp://127.0.0.1:5"}, (3, 4)),
+    ({"kind": "features", "ids": [3], "ack": "ipc:///tmp/é.sock"}, (1, 16, 2, 2)),
+    (
+        {
+            "kind": "result",
+            "ids": [1, 2],
+            "partition": 2,
+            "block": 7,
+            "tier": None,
+            "entropy": [0.25, float(np.float32(0.1))],
+            "degraded": True,
+        },
+        (2, 10),
+    ),  # fmt: skip
+    (
+        {
+            "kind": "result",
+            "ids": [1],
+            "partition": 0,
+            "block": None,
+            "tier": 3,
+            "entropy": [],
+            "degraded": False,
+        },
+        (1, 0),
+    ),  # fmt: skip
+    ({"kind": "ack", "partition": 1, "ids": list(range(50))}, (0,)),
+    ({"kind": "heartbeat", "partition": 4}, (0,)),
+]
+
+
+@pytest.mark.parametrize(("meta", "shape"), _COMPACT_CASES)
+def test_compact_round_trip_gives_the_same_header(meta, shape):
+    arr = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    msg = encode(arr, **meta)
+    assert msg[:4] == COMPACT_MAGIC
+    out, head = decode(msg)
+    np.testing.assert_array_equal(out, arr)
+    assert head == {"dtype": "float32", "shape": list(shape), **meta}
+    assert out.ctypes.data % 8 == 0 or len(msg) % 8 == 0  # the payload starts 8-aligned
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"kind": "input", "ids": [2**80]},  # beyond int64
+        {"kind": "input", "ids": [True]},  # a bool is no id
+        {"kind": "result", "ids": [1], "entropy": [0.1]},  # 0.1 is not a float32
+        {"kind": "result", "ids": [1], "entropy": [1], "partition": 0},  # an int entropy
+        {"kind": "result", "ids": [1], "partition": 2**40},
+        {"kind": "result", "ids": [1], "failed": True, "error": "x"},  # other fields
+        {"kind": "bogus", "ids": [1]},
+        {"kind": "input", "ids": [1], "ack": 7},
+        {"kind": "input", "ids": [1], "degraded": "no"},
+    ],
+)
+def test_what_the_compact_header_cannot_hold_exactly_takes_the_json_form(meta):
+    msg = encode(np.zeros((1, 1), np.float32), **meta)
+    assert msg[:4] == MAGIC
+    assert decode(msg)[1] == {"dtype": "float32", "shape": [1, 1], **meta}
+
+
+def test_hostile_compact_headers_are_wire_errors():
+    from earlyexit.runtime.wire import _COMPACT
+
+    good = encode(np.zeros((2, 3), np.float32), kind="result", ids=[1, 2], partition=0,
+                  block=1, tier=0, entropy=[0.5, 0.25], degraded=False)  # fmt: skip
+    fields = list(_COMPACT.unpack_from(good))
+    for i, bad in [(1, 0), (1, 9), (2, 0), (2, 99), (3, 33), (8, 10**6), (9, 7), (10, 60000),
+                   (3, 3), (8, 3)]:  # fmt: skip
+        f = list(fields)
+        f[i] = bad
+        msg = _COMPACT.pack(*f) + good[_COMPACT.size :]
+        with pytest.raises(WireError):
+            decode(msg)
+    for cut in range(len(good)):
+        with pytest.raises(WireError):
+            decode(good[:cut])
+    no_ids = list(fields)
+    no_ids[4] &= ~1  # the flags say: no ids, yet it counts two
+    with pytest.raises(WireError, match="does not carry"):
+        decode(_COMPACT.pack(*no_ids) + good[_COMPACT.size :])
+    bad_ack = encode(np.zeros(1, np.float32), kind="input", ids=[1], ack="tcp://a:1")
+    at = bad_ack.index(b"tcp://")
+    with pytest.raises(WireError, match="UTF-8"):
+        decode(bad_ack[:at] + b"\xff" + bad_ack[at + 1 :])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=200))
+def test_random_compact_messages_are_wire_errors(data):
+    """Any bytes after the compact magic: a valid array or a WireError, nothing else."""
+    try:
+        arr, head = decode(COMPACT_MAGIC + data)
+    except WireError:
+        return
+    assert arr.nbytes <= len(data) and head["kind"] in (
+        "input",
+        "features",
+        "result",
+        "ack",
+        "heartbeat",
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +187,16 @@ def _message(header: object, payload: bytes = b"") -> bytes:
 
 @pytest.mark.parametrize(
     "shape",
-    [[2**32, 2**32], [2**62, 4], [2**70], [2**63 - 1, 2**63 - 1, 2], [True, 1], [1.5], [-1], [1] * 40],
+    [
+        [2**32, 2**32],
+        [2**62, 4],
+        [2**70],
+        [2**63 - 1, 2**63 - 1, 2],
+        [True, 1],
+        [1.5],
+        [-1],
+        [1] * 40,
+    ],
 )
 def test_absurd_shapes_are_wire_errors(shape):
     """Shapes whose byte count overflows int64 (or are not shapes) never escape as other errors."""
@@ -96,7 +221,9 @@ def test_hostile_headers_are_wire_errors(raw):
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -107,7 +234,10 @@ _json = st.recursive(
         _json,
         st.fixed_dictionaries(
             {"dtype": st.sampled_from(["float32", "int8", "bool", "object", "<f4"]) | _json},
-            optional={"shape": st.lists(st.integers(min_value=-(2**70), max_value=2**70), max_size=6) | _json},
+            optional={
+                "shape": st.lists(st.integers(min_value=-(2**70), max_value=2**70), max_size=6)
+                | _json
+            },
         ),
     ),
     payload=st.binary(max_size=64),
