@@ -224,6 +224,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("serve-bundle-missing", ["serve", "--bundle", "nope", "--partition", "1", *S], "--bundle"),
     ("serve-bundle-file", ["serve", "--bundle", "{file}", "--partition", "1", *S], "--bundle"),
     ("serve-bundle-no-manifest", ["serve", "--bundle", "{dir}", "--partition", "1", *S], "manifest"),
+    # --- deploy k8s | compose | netns (typed with a space; more in tests/deploy/test_cli.py)
+    ("deploy-k8s-files", ["deploy-k8s", "--bundle", "{bundle}", "--files", "zip", "-o", "m"], "--files"),
+    ("deploy-compose-publish", ["deploy-compose", "--bundle", "{bundle}", "--publish", "0", "-o", "c"],
+     "--publish"),
+    ("deploy-netns-samples", ["deploy-netns", "--bundle", "{bundle}", "--samples", "0"], "--samples"),
     # --- validate
     ("validate-accuracy-samples-0",
      ["validate", "--checkpoint", "{ckpt}", *P, "--accuracy-samples", "0"], "--accuracy-samples"),
