@@ -96,11 +96,14 @@ class ConfigResult:
         config: the configuration.
         measured: its measurement.
         estimated: estimator name -> estimate.
+        estimated_split: estimator name -> the estimate split as the measurement
+            is with ``split`` (None: not split).
     """
 
     config: Config
     measured: MeasuredSummary
     estimated: Mapping[str, Estimate]
+    estimated_split: Mapping[str, LatencySplit] | None = None
 
     def relative_error(self, estimator: str) -> float:
         """``(estimated - measured) / measured`` of the mean latency."""
@@ -108,10 +111,13 @@ class ConfigResult:
 
     def to_dict(self, source: int = 0) -> dict[str, Any]:
         """The ``configs`` entry of ``validation.json`` (``source``: the topology's, for the cluster)."""
-        return {
+        out = {
             "config": self.config.to_dict(),
             "cluster": cluster_of(self.config, source),
             "measured": self.measured.to_dict(),
             "estimated": {name: e.to_dict() for name, e in self.estimated.items()},
             "latency_relative_error": {name: self.relative_error(name) for name in self.estimated},
         }
+        if self.estimated_split is not None:
+            out["estimated_split_s"] = {k: v.to_dict() for k, v in self.estimated_split.items()}
+        return out

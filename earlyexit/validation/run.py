@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from earlyexit._checks import check_output_dir, removed_on_failure
-from earlyexit.formats import Profile, Topology, atomic_write_text
+from earlyexit.formats import Estimate, Profile, Topology, atomic_write_text
 from earlyexit.validation.configs import Config, choose_configs, chosen_config, estimates, resolve
 from earlyexit.validation.measurement import (
+    LatencySplit,
     Measured,
     accuracy_pass,
     latency_split,
@@ -35,7 +36,7 @@ from earlyexit.validation.statistics import (
     summarize,
 )
 
-__all__ = ["ValidationResult", "validate", "MAX_CONFIGS", "MAX_SAMPLES", "MAX_ACCURACY_SAMPLES"]
+__all__ = ["ValidationResult", "validate", "estimated_split", "MAX_CONFIGS", "MAX_SAMPLES", "MAX_ACCURACY_SAMPLES"]
 
 MAX_CONFIGS = 1000
 """The most configurations one validation deploys."""
@@ -263,20 +264,42 @@ def validate(
         raise
 
 
+def estimated_split(
+    prof: Profile, topo: Topology, config: Config
+) -> dict[str, LatencySplit]:
+    """Each estimate split as :func:`~earlyexit.validation.measurement.latency_split` splits a measurement.
+
+    ``full`` is the estimate, ``no_links`` without its ``transmit`` and
+    ``propagate`` terms, ``bare`` the same on the topology with every slowdown 1.
+
+    Returns:
+        estimator name -> :class:`~earlyexit.validation.measurement.LatencySplit`.
+    """
+    unit = topo.to_dict()
+    for tier in unit["tiers"]:
+        tier["slowdown"] = 1.0
+    plain = estimates(prof, Topology.from_dict(unit), config)
+
+    def no_links(e: Estimate) -> float:
+        return e.latency_s - e.breakdown_s["transmit"] - e.breakdown_s["propagate"]
+
+    return {name: LatencySplit(e.latency_s, no_links(e), no_links(plain[name]))
+            for name, e in estimates(prof, topo, config).items()}  # fmt: skip
+
+
 def _progress_line(i: int, total: int, rec: ConfigResult) -> str:
     cfg, m = rec.config, rec.measured
-    e = rec.estimated.get("exact", rec.estimated["portend"])
+    name = "exact" if "exact" in rec.estimated else "portend"
+    e = rec.estimated[name]
     line = (f"[{i + 1}/{total}] T={cfg.threshold:g} P={list(cfg.cuts)} D={list(cfg.tiers)}: "
             f"measured {m.latency_s * 1e3:.1f} ms, acc {m.accuracy:.3f}; "
             f"estimated {e.latency_s * 1e3:.1f} ms, acc {e.accuracy:.3f}")  # fmt: skip
-    if m.split is not None:
-        b = e.breakdown_s
-        links = b["transmit"] + b["propagate"]
-        line += (f"\n      measured: links {m.split.links_s * 1e3:.2f}, slowdown emulated "
-                 f"{m.split.slowdown_s * 1e3:.2f}, compute+runtime {m.split.bare_s * 1e3:.2f} ms"
-                 f" | estimated: links {links * 1e3:.2f}, compute+serialize "
-                 f"{(b['compute'] + b['serialize']) * 1e3:.2f}, overhead "
-                 f"{b.get('overhead', 0.0) * 1e3:.2f} ms")  # fmt: skip
+    if m.split is not None and rec.estimated_split is not None:
+        es = rec.estimated_split[name]
+        for what, sp in (("measured", m.split), ("estimated", es)):
+            line += (f"\n      {what:9s}: links {sp.links_s * 1e3:6.2f}, slowdown {sp.slowdown_s * 1e3:5.2f},"
+                     f" compute+runtime at slowdown 1 {sp.bare_s * 1e3:5.2f} ms")  # fmt: skip
+        line += f" (of which overhead {e.breakdown_s.get('overhead', 0.0) * 1e3:.2f} ms)"
     return line
 
 
@@ -365,6 +388,7 @@ def _validate_into(
                 split=lat_split,
             ),
             estimated=estimates(prof, topo, cfg),
+            estimated_split=estimated_split(prof, topo, cfg) if lat_split is not None else None,
         )
         records.append(rec)
         if i == 0:

@@ -49,3 +49,24 @@ def test_config_round_trips_and_estimates_match_the_planner(profile):
         assert typed[name] == want and plain[name] == want.to_dict()
     no_samples = synthetic_profile(6)
     assert set(estimates(no_samples, topo, c)) == {"portend"}
+
+
+def test_estimated_split_matches_the_breakdown(profile):
+    from earlyexit.formats import Topology
+    from earlyexit.validation.run import estimated_split
+
+    topo = resolve_topology("portend-aws").to_dict()
+    for tier, s in zip(topo["tiers"], (4.0, 2.0, 1.0), strict=True):
+        tier["slowdown"] = s
+    topo = Topology.from_dict(topo)
+    c = Config(0.5, (2, 6), (0, 2))
+    got = estimated_split(profile, topo, c)
+    for name, e in estimates(profile, topo, c).items():
+        sp = got[name]
+        b = e.breakdown_s
+        assert sp.full_s == e.latency_s
+        assert sp.links_s == pytest.approx(b["transmit"] + b["propagate"], rel=1e-12)
+        # at slowdown 1 the compute and (de)serialization shrink; links and overhead do not
+        assert 0 < sp.bare_s < sp.no_links_s and sp.slowdown_s > 0
+    unit = estimated_split(profile, resolve_topology("portend-aws"), c)
+    assert all(v.slowdown_s == pytest.approx(0.0, abs=1e-15) for v in unit.values())
