@@ -91,7 +91,7 @@ def plot_pareto(
     baselines: Mapping[str, Plan] | None = None,
     chosen: Plan | None = None,
     title: str = "",
-    log_latency: bool | None = None,
+    log_latency: bool = True,
 ) -> Figure:
     """Save the frontier (latency in ms vs accuracy) with the baselines and the chosen plan.
 
@@ -102,8 +102,8 @@ def plot_pareto(
             ``cloud_only``, ``neurosurgeon`` get PORTEND's names).
         chosen: a plan to mark (e.g. the P_lat optimum), with its latency in the legend.
         title: the figure title.
-        log_latency: a log latency axis; default: when the plotted latencies
-            span more than a factor of 5 (a far cloud would squeeze the frontier).
+        log_latency: a log latency axis (the default: a far cloud would
+            otherwise squeeze the frontier against the left edge).
 
     Returns:
         The (closed) figure; its first axes hold one collection per series.
@@ -126,15 +126,19 @@ def plot_pareto(
         xs, ys, s=14, color="tab:blue", label=f"Pareto frontier ({len(frontier)} plans)", zorder=3
     )
     every = list(xs)
+    # one label per point: baselines that coincide (cloud-only is often Neurosurgeon's
+    # choice) share it, and the labels of nearby points are staggered
+    at: dict[tuple[float, float], list[str]] = {}
     for name, p in (baselines or {}).items():
         mk, col, label = BASELINE_STYLE.get(name, ("x", "k", name))
         x, y = p.estimate.latency_s * 1e3, 100 * p.estimate.accuracy
         every.append(x)
         ax.scatter([x], [y], marker=mk, s=70, color=col, edgecolors="k", zorder=4,
                    label=f"{label}: {x:.1f} ms ({plan_label(p)})")  # fmt: skip
-        ax.annotate(
-            label, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8, color=col
-        )
+        at.setdefault((round(x, 9), round(y, 9)), []).append(label)
+    for k, ((x, y), labels) in enumerate(sorted(at.items())):
+        ax.annotate(" = ".join(labels), (x, y), textcoords="offset points", fontsize=8,
+                    xytext=(-6, -14 - 12 * k), ha="right")  # fmt: skip
     if chosen is not None:
         x, y = chosen.estimate.latency_s * 1e3, 100 * chosen.estimate.accuracy
         every.append(x)
@@ -142,11 +146,13 @@ def plot_pareto(
                    label=f"chosen: {x:.1f} ms ({plan_label(chosen)})")  # fmt: skip
         ax.annotate("chosen", (x, y), textcoords="offset points", xytext=(8, 6), fontsize=9,
                     color="tab:red", weight="bold")  # fmt: skip
-    positive = [x for x in every if x > 0]
-    if log_latency is None:
-        log_latency = bool(positive) and max(positive) / min(positive) > 5
-    if log_latency:
+    if log_latency and every and min(every) > 0:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 4, 6, 10 rather than 4x10^0
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("estimated end-to-end latency (ms)")
     ax.set_ylabel("estimated accuracy (%)")
     if title:

@@ -46,17 +46,14 @@ def test_pareto_plots_the_frontier_baselines_and_chosen_plan(prof, tmp_path):
         np.testing.assert_allclose(
             xy[0], [1e3 * base[name].estimate.latency_s, 100 * base[name].estimate.accuracy]
         )
-        assert label in [
-            t.get_text() for t in ax.texts
-        ]  # labelled on the plot, not only in the legend
+        # labelled on the plot, not only in the legend (coinciding baselines share a label)
+        assert any(label in t.get_text().split(" = ") for t in ax.texts)
     (star,) = [v for k, v in pts.items() if k.startswith("chosen:")]
     np.testing.assert_allclose(
         star[0], [1e3 * best.estimate.latency_s, 100 * best.estimate.accuracy]
     )
-    spread = max(1e3 * p.estimate.latency_s for p in [*front, *base.values()]) / min(
-        1e3 * p.estimate.latency_s for p in front
-    )
-    assert ax.get_xscale() == ("log" if spread > 5 else "linear")
+    assert ax.get_xscale() == "log"
+    assert "chosen" in [t.get_text() for t in ax.texts]
 
 
 def test_pareto_latency_axis_can_be_forced(prof, tmp_path):
