@@ -72,6 +72,16 @@ def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 130) -> Figure:
     return fig
 
 
+def _log_x(ax: Any) -> None:
+    """A log x axis with plain tick labels (4, 6, 10 rather than 4x10^0)."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+
+
 def plan_label(p: Plan) -> str:
     """A plan in one line: ``tier[first-last] ... T=threshold``.
 
@@ -147,12 +157,7 @@ def plot_pareto(
         ax.annotate("chosen", (x, y), textcoords="offset points", xytext=(8, 6), fontsize=9,
                     color="tab:red", weight="bold")  # fmt: skip
     if log_latency and every and min(every) > 0:
-        from matplotlib.ticker import FuncFormatter
-
-        ax.set_xscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 4, 6, 10 rather than 4x10^0
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        _log_x(ax)
     ax.set_xlabel("estimated end-to-end latency (ms)")
     ax.set_ylabel("estimated accuracy (%)")
     if title:
@@ -271,7 +276,7 @@ def plot_deployment(
     lat = np.sort(1e3 * np.asarray(latency_s, dtype=float))
     ax1.plot(lat, np.arange(1, lat.size + 1) / lat.size, label="measured (CDF)", color="tab:blue")
     ax1.axvline(lat.mean(), color="k", linestyle=":", label=f"measured mean {lat.mean():.1f} ms")
-    for (name, e), color in zip(estimates.items(), ("tab:orange", "tab:green"), strict=False):
+    for (name, e), color in zip(estimates.items(), ("tab:olive", "tab:red"), strict=False):
         ms = 1e3 * float(e["latency_s"])
         ax1.axvline(ms, color=color, linestyle="--", label=f"{name} estimate {ms:.1f} ms")
     for name, value in (baselines or {}).items():
@@ -280,7 +285,7 @@ def plot_deployment(
             1e3 * value, color=col, linestyle="-.", label=f"{label}, measured {1e3 * value:.1f} ms"
         )
     if baselines:
-        ax1.set_xscale("log")
+        _log_x(ax1)
     ax1.set(xlabel="end-to-end latency (ms)", ylabel="fraction of samples", title="Latency")
     ax1.legend(fontsize=7)
     parts = len(exit_fractions)
