@@ -65,6 +65,7 @@ from earlyexit.validation.measurement import (
     latency_split,
     measure,
     niceness_allowed,
+    realtime_allowed,
 )
 from earlyexit.validation.plots import figures, plot
 from earlyexit.validation.results import ConfigResult, LatencyPass, MeasuredSummary
@@ -107,6 +108,7 @@ __all__ = [
     "accuracy_pass",
     "latency_split",
     "niceness_allowed",
+    "realtime_allowed",
     "LatencyPass",
     "MeasuredSummary",
     "ConfigResult",

@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
         help="scheduling niceness of the deployment and client during the latency pass "
         "(isolates the emulated tiers from other load; needs root); use 0 to leave it",
     )
+    p.add_argument("--realtime", type=int_range(0, 99), default=10,
+                   help="run each deployment and the client under SCHED_FIFO at this priority "
+                   "during the latency pass (no waiting behind other work; needs root); 0: off")  # fmt: skip
     p.add_argument("--force", action="store_true",
                    help="go on (with a warning) when the profile was made with other weights")  # fmt: skip
     p.add_argument("--keep-logs", action="store_true",
@@ -107,7 +110,7 @@ def _validate_command(args: argparse.Namespace) -> int:
             out_dir=args.out, seed=args.seed, devices=devices, emulate_links=not args.no_links,
             progress=None if args.json else print, niceness=None if args.nice == 0 else args.nice,
             force=args.force, keep_logs=args.keep_logs, split=args.split, rounds=args.rounds,
-            min_per_exit=args.min_per_exit,
+            min_per_exit=args.min_per_exit, realtime=args.realtime or None,
         )  # fmt: skip
     full = result.to_dict()
     if args.json:

@@ -25,7 +25,17 @@ import numpy as np
 from earlyexit.formats import Topology
 from earlyexit.validation.configs import Config
 
-__all__ = ["Measured", "LatencySplit", "measure", "accuracy_pass", "latency_split", "niceness_allowed"]
+__all__ = [
+    "Measured",
+    "LatencySplit",
+    "measure",
+    "accuracy_pass",
+    "latency_split",
+    "niceness_allowed",
+    "realtime_allowed",
+    "thread_niceness",
+    "thread_realtime",
+]
 
 
 @dataclass
@@ -104,6 +114,7 @@ def measure(
     timeout_s: float = 60.0,
     one_at_a_time: bool = True,
     rounds: int = 1,
+    realtime: int | None = None,
     **deploy_kwargs: Any,
 ) -> Measured:
     """Deploy ``bundle`` as ``config`` says and run ``x`` through it one sample at a time.
@@ -131,6 +142,12 @@ def measure(
         one_at_a_time: wait for each result before the next input.
         rounds: times each sample is timed (one at a time only; odd keeps the
             median a measured latency).
+        realtime: run the deployment's processes and this client under the
+            real-time policy ``SCHED_FIFO`` at this priority (1-99; they inherit
+            it from this thread): they then never wait behind the machine's
+            other processes, as dedicated devices would not (needs
+            ``CAP_SYS_NICE``; silently not applied without it, see
+            :func:`realtime_allowed`). None: the normal policy.
         **deploy_kwargs: passed to :func:`earlyexit.runtime.deployment.deploy`.
 
     Returns:
@@ -153,6 +170,7 @@ def measure(
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: gc.enable() if gc_was_enabled else None)
         stack.enter_context(thread_niceness(niceness))
+        stack.enter_context(thread_realtime(realtime))
         with deploy(
             bundle, tiers=config.tiers, threshold=config.threshold, topology=topology,
             **deploy_kwargs,
@@ -270,6 +288,39 @@ def thread_niceness(niceness: int | None) -> Iterator[bool]:
                 os.setpriority(os.PRIO_PROCESS, 0, before)
             except OSError:  # raising it back needs the same capability; keep going
                 pass
+
+
+@contextlib.contextmanager
+def thread_realtime(priority: int | None) -> Iterator[bool]:
+    """Run the block under ``SCHED_FIFO`` at ``priority`` (this thread and what it starts), then restore.
+
+    Processes and threads started inside inherit the policy, so a deployment
+    started here runs real-time. Linux; needs ``CAP_SYS_NICE`` (the kernel
+    still keeps 5 % of every second for other tasks: ``sched_rt_runtime_us``).
+
+    Yields:
+        Whether it was applied.
+    """
+    if priority is None or not hasattr(os, "sched_setscheduler"):
+        yield False
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        applied = True
+    except (OSError, ValueError):
+        applied = False
+    try:
+        yield applied
+    finally:
+        if applied:
+            os.sched_setscheduler(0, policy, param)
+
+
+def realtime_allowed(priority: int) -> bool:
+    """Whether this process may run under ``SCHED_FIFO`` at ``priority`` (tried, then restored)."""
+    with thread_realtime(priority) as ok:
+        return ok
 
 
 def niceness_allowed(niceness: int) -> bool:
