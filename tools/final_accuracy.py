@@ -250,6 +250,32 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The per-plan table and the error summary of a result, as Markdown (docs/final-accuracy.md)."""
+    lines = [
+        "| # | exits | T | found by | portend | exact | selected | **final** | corrected portend | corrected exact |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(result["plans"], 1):
+        p, c = r["predicted"], r["corrected"]
+        lines.append(
+            f"| {i} | {', '.join(map(str, r['cuts']))} | {r['threshold']:g} | {r['topology']}, {r['found_by']} "
+            f"| {100 * p['portend']:.2f} | {100 * p['exact']:.2f} | {100 * r['selected']['accuracy']:.2f} "
+            f"| **{100 * r['finetuned']['accuracy']:.2f}** | {100 * c['portend']:.2f} | {100 * c['exact']:.2f} |"
+        )
+    lines += [
+        "",
+        "| estimate | against | bias (points) | mean abs. error | max abs. error |",
+        "|---|---|---|---|---|",
+    ]
+    for key, fig in result["summary"].items():
+        if isinstance(fig, dict):
+            est, target = key.split(" vs ")
+            lines.append(f"| {est} | {target} | {fig['bias_points']:+.2f} | {fig['mae_points']:.2f} "
+                         f"| {fig['max_abs_points']:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -259,16 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: all 10,000)")
     ap.add_argument("--data", default=DATA, help=f"data spec (default {DATA})")
     ap.add_argument("--doc-figure", action="store_true", help="copy the plot to docs/img/")
+    ap.add_argument("--from-json", action="store_true",
+                    help="no study: redraw the plot and print the tables from OUT/final_accuracy.json")  # fmt: skip
     args = ap.parse_args(argv)
     for name in ("plans", "train_batches", "limit"):
         value = getattr(args, name)
         if value is not None and value < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    result = run(args.out, args.plans, args.train_batches, args.limit, args.data)
-    for key, fig in result["summary"].items():
-        if isinstance(fig, dict):
-            print(f"{key:>34}: bias {fig['bias_points']:+.2f} points, "
-                  f"MAE {fig['mae_points']:.2f}, max {fig['max_abs_points']:.2f}")  # fmt: skip
+    if args.from_json:
+        from earlyexit.plotting import plot_final_accuracy
+
+        result = json.loads((args.out / "final_accuracy.json").read_text())
+        plot_final_accuracy(result["plans"], args.out / "final_accuracy.png")
+    else:
+        result = run(args.out, args.plans, args.train_batches, args.limit, args.data)
+    print(markdown(result))
     if args.doc_figure:
         shutil.copy(args.out / "final_accuracy.png", ROOT / "docs" / "img" / "final_accuracy.png")
     return 0
