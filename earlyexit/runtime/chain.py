@@ -88,8 +88,9 @@ def leaves(entropy: np.ndarray, threshold: float, last: bool) -> np.ndarray:
     entropy = np.asarray(entropy).reshape(-1)
     if last:
         return np.ones(entropy.shape[0], bool)
-    dtype = entropy.dtype if entropy.dtype.kind == "f" else np.float64
-    return entropy < np.asarray(threshold, dtype)
+    if entropy.dtype.kind == "f":
+        return entropy < entropy.dtype.type(threshold)
+    return entropy < float(threshold)
 
 
 @dataclass(frozen=True)

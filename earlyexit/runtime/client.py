@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
+from earlyexit.runtime._sockets import readable
 from earlyexit.runtime.link import RouteSender
-from earlyexit.runtime.wire import MAX_MESSAGE_BYTES, WireError, decode, encode
+from earlyexit.runtime.wire import MAX_MESSAGE_BYTES, WireError, decode, encode_batch
 
 __all__ = ["Client", "Result"]
 
@@ -204,7 +205,7 @@ class Client:
             for i in gids:
                 self._t0[i] = t0
             c0 = _cpu(self.source_slowdown)
-            msg = encode(x[a:b], kind="input", ids=gids, ack=self.control_address)
+            msg = encode_batch(x[a:b], "input", gids, self.control_address)
             _emulate(self.source_slowdown, c0)
             deadline = time.monotonic() + self.send_timeout_s
             while not self._sender.send(self.input_route, msg):
@@ -282,7 +283,7 @@ class Client:
             )
 
     def _on_control(self) -> None:
-        while self._ctl.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while readable(self._ctl):
             frames = self._ctl.recv_multipart()
             try:
                 _, head = decode(frames[-1], max_bytes=1 << 20)
@@ -316,7 +317,7 @@ class Client:
         sock = self._results
         if sock.poll(timeout_ms):
             # EVENTS, not a NOBLOCK receive until zmq.Again: no exception per drain
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            while readable(sock):
                 self._on_result(sock.recv_multipart(copy=False))
         self._on_control()
         self._check_first_worker()

@@ -110,7 +110,7 @@ class WorkerOptions:
     heartbeat_s: float = 0.2
     dead_after_s: float = 2.0
     pending_limit: int = 4096
-    ack_interval_s: float = 0.005
+    ack_interval_s: float = 0.05
 
     def __post_init__(self) -> None:
         n = _int("num_partitions", self.num_partitions, 1)

@@ -43,6 +43,8 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "WireError",
     "encode",
+    "encode_batch",
+    "encode_result",
     "decode",
     "message_bits",
 ]
@@ -64,6 +66,7 @@ _NONE = -(2**31)  # block or tier "null"
 _I32 = (-(2**31) + 1, 2**31 - 1)
 _NULLABLE = (-(2**31), 2**31 - 1)  # the lowest value stands for None
 _ZEROS = bytes(8)
+_F32 = np.dtype("float32")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_NDIM = 32  # numpy's own limit is 64
@@ -116,6 +119,87 @@ def encode(array: Any, **meta: Any) -> bytes:
     hbytes = header.encode()
     # one copy of the payload, straight into the message (no intermediate ``tobytes``)
     return b"".join((_PREFIX.pack(MAGIC, len(hbytes)), hbytes, arr.reshape(-1).view(np.uint8)))
+
+
+def encode_batch(array: np.ndarray, kind: str, ids: list[int], ack: str | None = None) -> bytes:
+    """``encode(array, kind=kind, ids=ids[, ack=ack])``, the same bytes, made faster.
+
+    The runtime's ``input`` and ``features`` messages, once per message on the
+    hot path: a float32 C-contiguous array and int ids skip the generic checks
+    (anything else takes :func:`encode`).
+    """
+    if type(array) is not np.ndarray or array.dtype != _F32 or not array.flags.c_contiguous:
+        return _encode_fallback(array, kind, ids, ack)
+    shape = array.shape
+    ack_b = b"" if ack is None else ack.encode()
+    n = len(ids)
+    try:
+        body = struct.pack(f"<{len(shape)}q{n}q", *shape, *ids)
+    except struct.error:  # an id beyond int64, or not an int
+        return _encode_fallback(array, kind, ids, ack)
+    if len(shape) > _MAX_NDIM or len(ack_b) > 0xFFFF or not all(type(i) is int for i in ids):
+        return _encode_fallback(array, kind, ids, ack)
+    flags = _F_IDS if ack is None else _F_IDS | _F_ACK
+    head = _COMPACT.pack(COMPACT_MAGIC, _KIND_CODE[kind], 1, len(shape), flags, 0, 0, 0, n, 0,
+                         len(ack_b))  # fmt: skip
+    size = _COMPACT.size + len(body) + len(ack_b)
+    return b"".join((head, body, ack_b, _ZEROS[: -size % 8], array.reshape(-1).view(np.uint8)))
+
+
+def _encode_fallback(array: Any, kind: str, ids: list[int], ack: str | None) -> bytes:
+    return (
+        encode(array, kind=kind, ids=ids)
+        if ack is None
+        else encode(array, kind=kind, ids=ids, ack=ack)
+    )
+
+
+def encode_result(
+    logits: np.ndarray,
+    ids: list[int],
+    partition: int,
+    block: int | None,
+    tier: int | None,
+    entropy: np.ndarray,
+    degraded: bool,
+) -> bytes:
+    """A ``result`` message, the bytes :func:`encode` makes with these fields, made faster.
+
+    Args:
+        logits: ``[n, C]`` (sent as float32).
+        ids: the n sample ids.
+        partition, block, tier: where the exit is.
+        entropy: ``[n]`` normalized entropies (sent as float32).
+        degraded: whether the samples finished early because a tier failed.
+    """
+    logits = np.ascontiguousarray(logits, _F32)
+    ent = np.ascontiguousarray(entropy, _F32).reshape(-1)
+    n = len(ids)
+    plain = (
+        logits.ndim == 2
+        and len(ent) == n
+        and all(type(i) is int for i in ids)
+        and _int_in(partition, _I32)
+        and (block is None or _int_in(block, _I32))
+        and (tier is None or _int_in(tier, _I32))
+        and np.isfinite(ent).all()
+    )
+    try:
+        body = struct.pack(f"<2q{n}q", *logits.shape, *ids) if plain else b""
+    except struct.error:
+        plain = False
+    if not plain:
+        return encode(logits, kind="result", ids=ids, partition=partition, block=block, tier=tier,
+                      entropy=ent.tolist(), degraded=bool(degraded))  # fmt: skip
+    flags = _F_IDS | _F_PART | _F_BLOCK | _F_TIER | _F_ENT | _F_DEGRADED
+    if degraded:
+        flags |= _F_DEGRADED_TRUE
+    head = _COMPACT.pack(COMPACT_MAGIC, 3, 1, 2, flags, partition,
+                         _NONE if block is None else block, _NONE if tier is None else tier,
+                         n, n, 0)  # fmt: skip
+    ent_b = ent.astype("<f4", copy=False).tobytes()
+    size = _COMPACT.size + len(body) + len(ent_b)
+    return b"".join((head, body, ent_b, _ZEROS[: -size % 8], logits.reshape(-1).view(np.uint8)))
 
 
 def _int_in(v: Any, lo_hi: tuple[int, int]) -> bool:

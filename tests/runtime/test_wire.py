@@ -258,3 +258,21 @@ def test_random_bytes_are_wire_errors(data):
         decode(data)
     except WireError:
         pass
+
+
+@pytest.mark.parametrize("ack", [None, "ipc:///tmp/w0-control.sock"])
+@pytest.mark.parametrize("ids", [[0], [3, 2**63 - 1], [2**64], []])
+def test_the_runtime_fast_encoders_make_the_same_bytes_as_encode(ack, ids):
+    from earlyexit.runtime.wire import encode_batch, encode_result
+
+    x = np.arange(len(ids) * 6, dtype=np.float32).reshape(len(ids), 2, 3)
+    meta = {} if ack is None else {"ack": ack}
+    assert encode_batch(x, "features", ids, ack) == encode(x, kind="features", ids=ids, **meta)
+    logits = np.arange(len(ids) * 4, dtype=np.float32).reshape(len(ids), 4)
+    ent = np.linspace(0, 1, len(ids), dtype=np.float32)
+    for block, tier, degraded in ((3, 0, False), (None, None, True)):
+        got = encode_result(logits, ids, 1, block, tier, ent, degraded)
+        want = encode(logits, kind="result", ids=ids, partition=1, block=block, tier=tier,
+                      entropy=ent.tolist(), degraded=degraded)  # fmt: skip
+        assert got == want
+        assert decode(got)[1]["entropy"] == ent.tolist()
