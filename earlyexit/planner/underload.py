@@ -170,22 +170,24 @@ def _first_tier(
     base = cm.dt[w, 0] + cm.ct[w, 0, cuts[:, 0]] + (0.0 if h is None else float(h))  # (C,)
     t_exit = base + cm.rst[w]
     t_fwd = base + cm.st[w, cuts[:, 0]]
-    # the exit weight exactly as load_of_configuration clamps and normalizes it
+    # the exit weight as load_of_configuration clamps and normalizes it; it depends on the
+    # threshold and P_1 only when the clamped fractions sum to 1 (else: no bound there)
     ec = np.clip(e, 0.0, None)
     tot = ec.sum(axis=2)
-    pe = np.where(tot > 0, ec[:, :, 0] / np.where(tot > 0, tot, 1.0), 1.0 if len(d) == 1 else 0.0)
-    # one station per distinct (exit weight, the two times): evaluate each once
-    code = np.stack(np.broadcast_arrays(pe, t_exit[None], t_fwd[None]), axis=-1).reshape(-1, 3)
-    uniq, inv = np.unique(code, axis=0, return_inverse=True)
-    loss = np.empty(len(uniq))
-    wait = np.empty(len(uniq))
-    for i, (p_exit, te, tf) in enumerate(uniq):
-        times = np.array([te, tf])
-        probs = np.array([p_exit, 1.0 - p_exit])
-        m = _station_metrics(rate, times, probs, k_cap, model)
-        loss[i], wait[i] = m[3], m[4]
+    exact_sum = np.abs(tot - 1.0) <= 1e-12
+    firsts, first_idx, inv = np.unique(cuts[:, 0], return_index=True, return_inverse=True)
+    n_t = e.shape[0]
+    loss = np.zeros((n_t, len(firsts)))
+    wait = np.zeros((n_t, len(firsts)))
+    for j, ci in enumerate(first_idx):
+        times = np.array([t_exit[ci], t_fwd[ci]])
+        for t in range(n_t):
+            p_exit = 1.0 if len(d) == 1 else float(ec[t, ci, 0])
+            probs = np.array([p_exit, 1.0 - p_exit])
+            m = _station_metrics(rate, times, probs, k_cap, model)
+            loss[t, j], wait[t, j] = m[3], m[4]
     inv = inv.ravel()
-    return loss[inv].reshape(pe.shape), wait[inv].reshape(pe.shape)
+    return np.where(exact_sum, loss[:, inv], 0.0), np.where(exact_sum, wait[:, inv], 0.0)
 
 
 def search_under_load(
@@ -236,12 +238,15 @@ def search_under_load(
     lat_l, lb_l, acc_l, key_l = [], [], [], []
     for n_parts, cuts, places in _groups(cm, space):
         e, s, acc = _fractions(cm, space, estimator, cuts)
+        first: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}  # by (D_1, rate)
         for d in places:
             lat = _latency(cm, cuts, d, e, s)
             lb = lat
             rate = lam if d[0] == cm.source else lam * (1.0 - min(eps, 1.0))
             if rate > 0:
-                f_loss, f_wait = _first_tier(cm, cuts, d, e, s, rate, k_cap, model)
+                if (d[0], rate) not in first:
+                    first[d[0], rate] = _first_tier(cm, cuts, d, e, s, rate, k_cap, model)
+                f_loss, f_wait = first[d[0], rate]
                 lb = lat + f_wait
                 if max_loss is not None:
                     lb = np.where(f_loss > eps + _LOSS_ATOL, np.inf, lb)
