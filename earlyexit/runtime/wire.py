@@ -295,7 +295,7 @@ def _decode_compact(view: memoryview) -> tuple[dict[str, Any], int]:
         head["ids"] = list(struct.unpack_from(f"<{n_ids}q", view, off))
     off += 8 * n_ids
     if flags & _F_ENT:
-        head["entropy"] = np.frombuffer(view, "<f4", n_ent, off).astype(float).tolist()
+        head["entropy"] = list(struct.unpack_from(f"<{n_ent}f", view, off))
     off += 4 * n_ent
     if flags & _F_ACK:
         try:
