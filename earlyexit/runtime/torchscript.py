@@ -93,8 +93,11 @@ def torchscript_runner(bundle: str | os.PathLike[str], partition: int, threads: 
         ) from err
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not x.flags.writeable:  # a view of a received frame: torch wants its own memory
+            x = x.copy()
         with torch.inference_mode():
-            out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            out = module(torch.from_numpy(x))
         logits, entropy = out[0].numpy(), out[1].numpy()
         features = out[2].numpy() if len(out) > 2 else None
         return logits, entropy, features

@@ -30,11 +30,15 @@ results (no logits; the client does not wait for them to time out); with
 micro-batching, the messages of a failed batch are run again one by one, so
 only the samples of the message that fails are failed.
 
-The hot path is lean: frames are received without a copy (the one copy of a
-message's payload is the receiver's, as profiled), the wire header is the only
-JSON, the CPU clock is read only when a slowdown is emulated, a bundle's
-session runs once before ``READY`` so the first sample does not pay for ONNX
-Runtime's first-run allocations.
+The hot path is lean: frames are received without a copy and a single
+message's array goes to the partition as a view of the frame; messages use the
+wire's compact binary header (no JSON); results and features are encoded by
+:func:`~earlyexit.runtime.wire.encode_result` / ``encode_batch``; messages
+under 1 MiB are copied by ZeroMQ rather than sent zero-copy (pyzmq's zero-copy
+path wakes its garbage-collector thread for every message); acks are gathered
+for ``ack_interval_s``; the CPU clock is read only when a slowdown is emulated;
+a bundle's session runs once before ``READY`` so the first sample does not pay
+for ONNX Runtime's first-run allocations.
 Control messages (acks, heartbeats) are wire messages too and travel directly,
 not over emulated links.
 
