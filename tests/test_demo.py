@@ -38,6 +38,7 @@ def test_demo_writes_the_report(tmp_path):
     parts = plan["partitions"]
     assert len({p["tier"] for p in parts}) >= 2
     assert plan["threshold"] > 0 and parts[0]["last_block"] < plan["num_blocks"]
+    assert parts[-1]["last_block"] == plan["num_blocks"]  # the whole network for the hard samples
     assert measured["exit_fractions"][0] > 0  # samples really left at the first partition's exit
     # within the accuracy target, at least as fast as every baseline (estimated)
     assert report["accuracy_drop"] == ACCURACY_DROP
