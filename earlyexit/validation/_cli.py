@@ -7,7 +7,7 @@ import json
 import warnings
 from typing import Any
 
-from earlyexit._checks import input_file, int_range, output_dir
+from earlyexit._checks import float_range, input_file, int_range, output_dir
 
 __all__ = ["register"]
 
@@ -65,6 +65,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--realtime", type=int_range(0, 99), default=10,
                    help="run each deployment and the client under SCHED_FIFO at this priority "
                    "during the latency pass (no waiting behind other work; needs root); 0: off")  # fmt: skip
+    p.add_argument("--gap-ms", type=float_range(0.0, 1000.0), default=0.0,
+                   help="idle time before each timed sample, in ms (0 to 1000; 0: back to "
+                   "back, as the runtime's hand-off cost is measured)")  # fmt: skip
     p.add_argument("--force", action="store_true",
                    help="go on (with a warning) when the profile was made with other weights")  # fmt: skip
     p.add_argument("--keep-logs", action="store_true",
@@ -111,6 +114,7 @@ def _validate_command(args: argparse.Namespace) -> int:
             progress=None if args.json else print, niceness=None if args.nice == 0 else args.nice,
             force=args.force, keep_logs=args.keep_logs, split=args.split, rounds=args.rounds,
             min_per_exit=args.min_per_exit, realtime=args.realtime or None,
+            gap_s=args.gap_ms / 1000.0,
         )  # fmt: skip
     full = result.to_dict()
     if args.json:

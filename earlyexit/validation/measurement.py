@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,7 @@ def measure(
     one_at_a_time: bool = True,
     rounds: int = 1,
     realtime: int | None = None,
+    gap_s: float = 0.0,
     **deploy_kwargs: Any,
 ) -> Measured:
     """Deploy ``bundle`` as ``config`` says and run ``x`` through it one sample at a time.
@@ -148,6 +150,9 @@ def measure(
             other processes, as dedicated devices would not (needs
             ``CAP_SYS_NICE``; silently not applied without it, see
             :func:`realtime_allowed`). None: the normal policy.
+        gap_s: idle time before each timed sample (one at a time only), so that
+            every sample meets an idle deployment, as a lone sample does (and as
+            a profile made with the same ``gap_s`` times its partitions).
         **deploy_kwargs: passed to :func:`earlyexit.runtime.deployment.deploy`.
 
     Returns:
@@ -162,6 +167,8 @@ def measure(
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if rounds > 1 and not one_at_a_time:
         raise ValueError("rounds > 1 times samples one at a time: pass one_at_a_time=True")
+    if not (isinstance(gap_s, (int, float)) and not isinstance(gap_s, bool) and 0 <= gap_s <= 10):
+        raise ValueError(f"gap_s must be a number of seconds in [0, 10], got {gap_s!r}")
     niceness = deploy_kwargs.get("niceness")
     # the client (this thread and its ZeroMQ threads) at the deployment's niceness, and no
     # pause of this process's garbage collector (whose heap holds the model) in the timings
@@ -177,10 +184,19 @@ def measure(
         ) as d:  # fmt: skip
             d.run(x[:warmup], one_at_a_time=True, timeout_s=timeout_s)
             if one_at_a_time:
-                results = d.run(x, one_at_a_time=True, timeout_s=timeout_s)
+
+                def one_pass() -> list[Any]:
+                    out = []
+                    for xi in x:
+                        if gap_s > 0:
+                            time.sleep(gap_s)
+                        out.append(d.client.infer(xi, timeout_s))
+                    return out
+
+                results = one_pass()
                 times = [[r.latency_s for r in results]]
                 for _ in range(rounds - 1):
-                    times.append([r.latency_s for r in d.run(x, True, timeout_s)])
+                    times.append([r.latency_s for r in one_pass()])
             else:
                 ids = [
                     i

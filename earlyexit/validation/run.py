@@ -110,6 +110,7 @@ def validate(
     rounds: int = 3,
     min_per_exit: int = 10,
     realtime: int | None = 10,
+    gap_s: float = 0.0,
 ) -> ValidationResult:
     """Deploy ``configs`` configurations of a checkpoint and compare them with the estimates.
 
@@ -161,6 +162,12 @@ def validate(
             2 % of the median, against 50 % at niceness −15 alone). Needs
             ``CAP_SYS_NICE``; without it the run goes on and says so in
             ``notes``. None: not real-time (``niceness`` only).
+        gap_s: idle seconds before each timed sample (0 .. 1), so that each meets
+            an idle deployment. 0 (back to back) is what the hand-off cost
+            ``hop_s`` is measured in; on the 2-core development machine, with
+            20 ms, the fast demo configurations measured 1.4 to 1.9 times their
+            estimate (every hand-off and every sleep of the slowdown emulation
+            then wakes an idle process), with 0 within 0 to 26 %.
         min_per_exit: with an accuracy pass, the latency pass times at least this
             many samples of every exit the test data takes (on top of the first
             ``samples``), and the measured mean weights each exit's mean by that
@@ -241,6 +248,8 @@ def validate(
             "CAP_SYS_NICE): latencies include waiting behind this machine's other processes"
         )
         realtime = None
+    if not (isinstance(gap_s, (int, float)) and not isinstance(gap_s, bool) and 0 <= gap_s <= 1):
+        raise ValueError(f"gap_s must be a number of seconds in [0, 1], got {gap_s!r}")
     for dev in sorted({t.device for t in topo.tiers}):
         engine = prof.devices[dev].meta.get("engine", "torch")
         if engine != "onnxruntime":
@@ -258,7 +267,7 @@ def validate(
     run = dict(
         samples=samples, seed=seed, configs=configs, emulate_links=emulate_links,
         progress=progress, exporter=exporter, accuracy_drop=accuracy_drop,
-        niceness=niceness, keep_logs=keep_logs, split=split, rounds=rounds, realtime=realtime,
+        niceness=niceness, keep_logs=keep_logs, split=split, rounds=rounds, realtime=realtime, gap_s=gap_s,
         min_per_exit=min_per_exit,
     )  # fmt: skip
 
@@ -342,6 +351,7 @@ def _validate_into(
     rounds: int,
     min_per_exit: int,
     realtime: int | None,
+    gap_s: float,
 ) -> ValidationResult:
     """:func:`validate` after its checks: export, deploy and measure into ``out``."""
     from earlyexit.export import export_bundle
@@ -373,7 +383,8 @@ def _validate_into(
             idx = list(range(samples))
         x = x_all[idx]
         y = None if y_all is None else y_all[idx]
-        deploy_kw: dict[str, Any] = {"niceness": niceness, "rounds": rounds, "realtime": realtime}
+        deploy_kw: dict[str, Any] = {"niceness": niceness, "rounds": rounds, "realtime": realtime,
+                                     "gap_s": gap_s}  # fmt: skip
         logs = out / "logs" / f"config-{i + 1}" if keep_logs else None
         meas = measure(bundles[cfg.cuts], cfg, topo, x, y, emulate_links=emulate_links,
                        log_dir=logs, **deploy_kw)  # fmt: skip

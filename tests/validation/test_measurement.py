@@ -46,3 +46,9 @@ def test_measure_refuses_bad_rounds_before_deploying(tmp_path, bad):
     with pytest.raises(ValueError, match="one_at_a_time"):
         measure(tmp_path, Config(0.0, (1,), (0,)), None, np.zeros((1, 2)), None, rounds=3,  # type: ignore[arg-type]
                 one_at_a_time=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("gap", [-0.1, 11.0, "0.1"])
+def test_measure_refuses_a_bad_gap(tmp_path, gap):
+    with pytest.raises(ValueError, match="gap_s must be a number of seconds"):
+        measure(tmp_path, Config(0.0, (1,), (0,)), None, np.zeros((1, 2)), None, gap_s=gap)  # type: ignore[arg-type]
