@@ -230,6 +230,7 @@ def _spawn(cmd: list[str], config: dict, env: dict, timeout_s: float) -> tuple:
 def test_mixed_deployment_edge_tier_on_arm(arm_python: Path, arm_bundle) -> None:
     """Tier 0 on emulated aarch64, tiers 1 and 2 on x86, over loopback: every sample back."""
     from earlyexit.runtime.client import Client
+    from earlyexit.runtime.options import WorkerOptions
     from earlyexit.runtime.session import BundleSession
 
     bundle, x_all, _ = arm_bundle
@@ -243,13 +244,15 @@ def test_mixed_deployment_edge_tier_on_arm(arm_python: Path, arm_bundle) -> None
         try:
             nxt = None
             for k in (2, 1, 0):
+                options = WorkerOptions(
+                    partition=k, num_partitions=3, threshold=manifest.threshold, tier=k,
+                    last_block=EXITS[k], result_route=(client.results_address,),
+                    next_route=() if nxt is None else (nxt,), dead_after_s=60.0, heartbeat_s=0.5,
+                )  # fmt: skip
                 config = {
                     "runner": {"kind": "bundle", "path": str(bundle), "partition": k},
-                    "partition": k, "num_partitions": 3, "threshold": manifest.threshold,
-                    "tier": k, "last_block": EXITS[k], "result_route": [client.results_address],
-                    "next_route": None if nxt is None else [nxt],
-                    "dead_after_s": 60.0, "heartbeat_s": 0.5,
-                }  # fmt: skip
+                    "options": options.to_dict(),
+                }
                 if k == 0:
                     proc, info = _spawn([str(arm_python)], config, _arm_env(), 300)
                 else:
