@@ -1,5 +1,6 @@
 """The planner: the performance model of docs/spec.md, an exact fast search, Pareto frontiers,
-baselines and what-if studies. numpy only: it never imports torch.
+baselines, what-if studies, and the model under load (queues, loss, capacity, the LP and
+knapsack schedulers). numpy only: it never imports torch.
 
 Example:
     >>> from earlyexit.planner import plan, pareto
@@ -18,6 +19,7 @@ from earlyexit.planner.api import (
     neurosurgeon,
     pareto,
     plan,
+    plan_capacity,
 )
 from earlyexit.planner.estimators import (
     ESTIMATORS,
@@ -26,6 +28,8 @@ from earlyexit.planner.estimators import (
     portend_fractions,
 )
 from earlyexit.planner.latency import CostModel, evaluate
+from earlyexit.planner.queueing import LoadEstimate, Station, evaluate_load
+from earlyexit.planner.schedulers import ExitSchedule, knapsack_budget, knapsack_exit, lp_schedule
 from earlyexit.planner.search import Candidate, search
 from earlyexit.planner.space import HINTS, SearchSpace, make_space
 from earlyexit.planner.topology import (
@@ -49,6 +53,14 @@ __all__ = [
     "neurosurgeon",
     "make_plan",
     "whatif",
+    "plan_capacity",
+    "evaluate_load",
+    "LoadEstimate",
+    "Station",
+    "lp_schedule",
+    "ExitSchedule",
+    "knapsack_budget",
+    "knapsack_exit",
     "search",
     "Candidate",
     "CostModel",
