@@ -332,7 +332,7 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
 
 
 def _cmd_capacity(args: argparse.Namespace) -> int:
-    prof, topo = _inputs(args)
+    prof, topo = resolve_profile(args.profile), resolve_topology(args.topology)
     lam = plan_capacity(
         args.plan,
         prof,
@@ -422,10 +422,6 @@ def register(subparsers: Any) -> None:
     c.add_argument("--plan", required=True, type=input_file, help="plan JSON (earlyexit.plan/1)")
     c.add_argument("--profile", required=True, help="the plan's profile JSON")
     c.add_argument("--topology", required=True, help="the plan's topology (YAML or built-in name)")
-    c.add_argument(
-        "--device", action="append", default=[], metavar="TIER=DEVICE", help=argparse.SUPPRESS
-    )
-    c.add_argument("--set", action="append", default=[], dest="set_params", help=argparse.SUPPRESS)
     c.add_argument(
         "--max-loss",
         type=float_range(0, 1, lo_open=True, hi_open=True),
