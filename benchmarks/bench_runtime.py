@@ -12,7 +12,11 @@ Per-message overhead at batch 1: each sample is run once in one process and
 once through the deployment, one right after the other (so both see the same
 load on a shared machine); its overhead is the difference divided by the
 messages it took (the input, one per hand-off to the next partition, the
-result). The median over samples is printed. Throughput: every sample
+result). The median over samples is printed, next to two floors: a bare ZeroMQ
+hop between processes sent back to back, and the same with a pause of one
+deployed latency between round trips, so that the receivers fall asleep between
+messages as the tier workers do here (waking a sleeping process is then part of
+every hop; on a busy 2-core host it costs several times the hop itself). Throughput: every sample
 submitted at once (pipelined across the tiers), without and with
 micro-batching, against one process running them one at a time. Each figure is
 the best of ``--rounds`` rounds: on a machine shared with other work the
@@ -92,8 +96,13 @@ while True:
 """
 
 
-def _raw_hop_ms(transport: str, size: int, n: int = 1000) -> float:
-    """Median time of one bare ZeroMQ hop between processes here: the floor of a message."""
+def _raw_hop_ms(transport: str, size: int, n: int = 1000, gap_s: float = 0.0) -> float:
+    """Median time of one bare ZeroMQ hop between processes here: the floor of a message.
+
+    ``gap_s`` pauses between round trips, so that the relays fall asleep between
+    messages as tier workers do when one sample at a time is in flight (their
+    wake-up is then part of every hop); 0 sends back to back.
+    """
     import subprocess
 
     import zmq
@@ -134,6 +143,8 @@ def _raw_hop_ms(transport: str, size: int, n: int = 1000) -> float:
             sink.recv()
             if i >= 100:
                 lat.append(time.perf_counter() - t0)
+            if gap_s > 0:
+                time.sleep(gap_s)
         out.close(linger=0)
     finally:
         for r in relays:
@@ -232,9 +243,14 @@ def main(argv: list[str] | None = None) -> int:
             rate, exits = _pipelined_rate(d, x)
             rows["pipe"].append(rate)
             rows["batch8"].append(_pipelined_rate(d8, x)[0])
-    floor = min(_raw_hop_ms(args.transport, int(x[0].nbytes)) for _ in range(args.rounds))
-    one = max(rows["one"])
     over = min(rows["overhead"], key=lambda r: r["overhead_ms_per_message"])
+    floor = min(_raw_hop_ms(args.transport, int(x[0].nbytes)) for _ in range(args.rounds))
+    # as in the overhead measurement: one message in flight, the receivers asleep in between
+    gap = over["three_tiers_p50_ms"] / 1e3
+    floor_idle = min(
+        _raw_hop_ms(args.transport, int(x[0].nbytes), 300, gap) for _ in range(args.rounds)
+    )
+    one = max(rows["one"])
     report = {
         "model": name,
         "samples": args.samples,
@@ -246,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "micro_batch8_per_s": max(rows["batch8"]),
         **over,
         "bare_zeromq_hop_ms": floor,
+        "bare_zeromq_hop_after_idle_ms": floor_idle,
     }
     report["pipelined_x"] = report["pipelined_per_s"] / one
     report["micro_batch_x"] = report["micro_batch8_per_s"] / one
@@ -267,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{over['overhead_ms_per_message']:10.3f}{'':8s}{'<= 0.1':>8s}"
     )
     print(
-        f"{'  of which a bare ZeroMQ hop between processes':44s}{'':13s}{floor:10.3f}"
+        f"{'  a bare ZeroMQ hop between processes':44s}{'':13s}{floor:10.3f}"
+        f"{'':8s}{'(floor)':>8s}"
+    )
+    print(
+        f"{'  the same, receivers asleep in between':44s}{'':13s}{floor_idle:10.3f}"
         f"{'':8s}{'(floor)':>8s}"
     )
     for label, key, ratio, goal in (
