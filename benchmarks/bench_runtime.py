@@ -284,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{over['overhead_ms_per_message']:10.3f}{'':8s}{'<= 0.1':>8s}"
     )
     print(
-        f"{'  a bare ZeroMQ hop between processes':44s}{'':13s}{floor:10.3f}"
-        f"{'':8s}{'(floor)':>8s}"
+        f"{'  a bare ZeroMQ hop between processes':44s}{'':13s}{floor:10.3f}{'':8s}{'(floor)':>8s}"
     )
     print(
         f"{'  the same, receivers asleep in between':44s}{'':13s}{floor_idle:10.3f}"
