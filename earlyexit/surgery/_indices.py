@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["normalize_exits"]
+__all__ = ["even_ends", "normalize_exits"]
 
 
 def normalize_exits(
@@ -54,3 +54,25 @@ def normalize_exits(
     if any(b <= a for a, b in zip(out, out[1:], strict=False)):
         raise ValueError(f"{what} must be strictly increasing block numbers, got {values}")
     return tuple(out)
+
+
+def even_ends(count: int, parts: int) -> tuple[int, ...]:
+    """Where ``parts`` runs of about equal length end when ``count`` items are grouped.
+
+    The ends are exclusive positions ``1..count``, strictly increasing, the last
+    one ``count``; with ``parts >= count`` every item ends a run. Merging blocks
+    into ``max_blocks`` and thinning cut points to ``max_blocks`` both use them.
+
+    Args:
+        count: how many items (blocks or cut points), >= 1.
+        parts: how many runs at most, >= 1.
+
+    Returns:
+        The exclusive end of each run.
+
+    Example:
+        >>> even_ends(10, 4)
+        (2, 5, 8, 10)
+    """
+    parts = min(parts, count)
+    return tuple(sorted({round((k + 1) * count / parts) for k in range(parts)}))

@@ -7,6 +7,11 @@ block boundaries (:mod:`earlyexit.surgery.defaults`) or at user-named cut
 points. A cut is valid only if nothing computed before it is used after it
 (it does not cross a skip connection); constants and shape-only values such as
 the batch size are recomputed inside the block that needs them.
+
+Here: the decomposer registry, :class:`BlockSequence` and :func:`decompose`
+itself. The ``torch.fx`` path is in ``surgery/_fxdecompose.py``, the merging of
+neighbouring blocks (``max_blocks``, a ViT's constant class token) in
+``surgery/_merge.py``.
 """
 
 from __future__ import annotations
@@ -15,14 +20,11 @@ import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-import torch.fx as fx
 from torch import nn
 
-if TYPE_CHECKING:
-    from earlyexit.surgery._fxcut import CutGraph
+from earlyexit.surgery._probe import eval_mode
 
 __all__ = [
     "BlockInfo",
@@ -163,34 +165,28 @@ class BlockSequence(nn.Module):
         self.block_info, self.output_shape = self._describe()
 
     def _describe(self) -> tuple[list[BlockInfo], tuple[int, ...]]:
-        was_training = [m.training for m in self.modules()]
-        self.eval()
         infos: list[BlockInfo] = []
-        try:
-            with torch.no_grad():
-                x = torch.zeros(1, *self.input_shape)
-                for i, (name, block) in enumerate(zip(self.names, self.blocks, strict=True), 1):
-                    x, macs = _count_macs(block, x)
-                    if not isinstance(x, torch.Tensor):
-                        raise ValueError(
-                            f"block {i} ({name!r}) returns {type(x).__name__}; every block "
-                            "must return a single tensor"
-                        )
-                    shape = tuple(x.shape[1:])
-                    infos.append(
-                        BlockInfo(
-                            index=i,
-                            name=name,
-                            output_shape=shape,
-                            output_bits=32 * math.prod(shape),
-                            params=sum(p.numel() for p in block.parameters()),
-                            macs=macs,
-                        )
+        with torch.no_grad(), eval_mode(self):
+            x = torch.zeros(1, *self.input_shape)
+            for i, (name, block) in enumerate(zip(self.names, self.blocks, strict=True), 1):
+                x, macs = _count_macs(block, x)
+                if not isinstance(x, torch.Tensor):
+                    raise ValueError(
+                        f"block {i} ({name!r}) returns {type(x).__name__}; every block "
+                        "must return a single tensor"
                     )
-                out = self.classifier(x)
-        finally:
-            for m, mode in zip(self.modules(), was_training, strict=True):
-                m.training = mode
+                shape = tuple(x.shape[1:])
+                infos.append(
+                    BlockInfo(
+                        index=i,
+                        name=name,
+                        output_shape=shape,
+                        output_bits=32 * math.prod(shape),
+                        params=sum(p.numel() for p in block.parameters()),
+                        macs=macs,
+                    )
+                )
+            out = self.classifier(x)
         return infos, tuple(out.shape[1:])
 
     def __len__(self) -> int:
@@ -296,13 +292,15 @@ def decompose(
         >>> len(blocks), blocks.block_info[0].output_shape
         (10, (16, 32, 32))
     """
+    from earlyexit.surgery._fxdecompose import fx_decompose
+    from earlyexit.surgery._merge import join_constant_class_tokens, merge_blocks
     from earlyexit.surgery.defaults import check_granularity
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"decompose expects an nn.Module, got {type(model).__name__}")
     check_granularity(granularity, max_blocks)
     if isinstance(model, BlockSequence) and cut_points is None:
-        return _merge(copy.deepcopy(model), max_blocks)
+        return merge_blocks(copy.deepcopy(model), max_blocks)
     if input_shape is None:
         input_shape = _declared_input_shape(model)
         if input_shape is None:
@@ -331,74 +329,12 @@ def decompose(
     if decomposer is not None:
         parts = decomposer(copy.deepcopy(model))
         seq = BlockSequence(parts.blocks, parts.classifier, input_shape, source)
-        return _merge(seq, max_blocks)
-    parts = _fx_decompose(model, input_shape, cut_points, granularity, max_blocks, leaf_modules)
-    seq = BlockSequence(parts.blocks, parts.classifier, input_shape, source)
-    return _join_constant_class_tokens(seq) if cut_points is None else seq
-
-
-def _join_constant_class_tokens(seq: BlockSequence) -> BlockSequence:
-    """Join a block to the next when its output's first token is the same for every input.
-
-    A ViT's patch embedding prepends a learned class token that no input has
-    touched yet: an exit there, reading that token as the model's head does,
-    would answer the same for every sample. Such a block ends no default block.
-    """
-    if len(seq) < 2:
-        return seq
-    x = torch.randn(2, *seq.input_shape, generator=torch.Generator().manual_seed(0))
-    modes = [m.training for m in seq.modules()]
-    seq.eval()
-    ends = []
-    try:
-        with torch.no_grad():
-            h = x
-            for i, block in enumerate(seq.blocks[:-1]):
-                h = block(h)
-                if not (h.ndim == 3 and torch.equal(h[0, 0], h[1, 0])):
-                    ends.append(i)
-    finally:
-        for m, mode in zip(seq.modules(), modes, strict=True):
-            m.training = mode
-    ends.append(len(seq) - 1)
-    if len(ends) == len(seq):
-        return seq
-    blocks, start = [], 0
-    for end in ends:
-        group = list(seq.blocks[start : end + 1])
-        blocks.append((seq.names[end], group[0] if len(group) == 1 else nn.Sequential(*group)))
-        start = end + 1
-    return BlockSequence(blocks, seq.classifier, seq.input_shape, seq.source)
-
-
-def _merge(seq: BlockSequence, max_blocks: int | None) -> BlockSequence:
-    """Merge neighbouring blocks so that at most ``max_blocks`` remain."""
-    n = len(seq)
-    if max_blocks is None or n <= max_blocks:
-        return seq
-    ends = sorted({round((k + 1) * n / max_blocks) for k in range(max_blocks)})
-    blocks, start = [], 0
-    for end in ends:
-        group = list(range(start, end))
-        name = seq.names[end - 1]
-        module = seq.blocks[start] if len(group) == 1 else nn.Sequential(*seq.blocks[start:end])
-        blocks.append((name, module))
-        start = end
-    return BlockSequence(blocks, seq.classifier, seq.input_shape, seq.source)
-
-
-# ---------------------------------------------------------------- torch.fx path
-
-
-def _cut_graph(
-    model: nn.Module, input_shape: tuple[int, ...] | None, leaf_modules: Sequence[type] = ()
-) -> CutGraph:
-    from earlyexit.surgery._fxcut import CutGraph
-    from earlyexit.surgery.tracing import trace
-
-    private = copy.deepcopy(model)
-    gm = trace(private, leaf_modules=tuple(leaf_modules), copy_model=False, input_shape=input_shape)
-    return CutGraph(gm, input_shape, private)
+        return merge_blocks(seq, max_blocks)
+    blocks, classifier = fx_decompose(
+        model, input_shape, cut_points, granularity, max_blocks, leaf_modules
+    )
+    seq = BlockSequence(blocks, classifier, input_shape, source)
+    return join_constant_class_tokens(seq) if cut_points is None else seq
 
 
 def list_cut_points(
@@ -430,104 +366,7 @@ def list_cut_points(
     if not isinstance(model, nn.Module):
         raise TypeError(f"list_cut_points expects an nn.Module, got {type(model).__name__}")
     shape = _declared_input_shape(model) if input_shape is None else _check_shape(input_shape)
-    cg = _cut_graph(model, shape, leaf_modules)
+    from earlyexit.surgery._fxdecompose import cut_graph
+
+    cg = cut_graph(model, shape, leaf_modules)
     return [cg.names[node] for node in cg.valid_cuts()]
-
-
-def _block_of(bounds: list[int], p: int) -> int:
-    """1-based block number of graph position ``p`` (len(bounds) + 1 is the classifier)."""
-    k = 0
-    while k < len(bounds) and p > bounds[k]:
-        k += 1
-    return k + 1
-
-
-def _crossing_error(cg: CutGraph, name: str, cuts: list[fx.Node], node: fx.Node) -> ValueError:
-    u, v = cg.crossing[cg.pos[node]]
-    bounds = sorted({cg.pos[c] for c in cuts} | {cg.pos[node]})
-    bu, bv = _block_of(bounds, cg.pos[u]), _block_of(bounds, cg.pos[v])
-
-    def label(b: int) -> str:
-        return "the classifier" if b > len(bounds) else f"block {b}"
-
-    return ValueError(
-        f"cut point {name!r} crosses a skip connection: tensor {u.name!r} computed in "
-        f"{label(bu)} ({cg.describe(u)}) before the cut is used by node {v.name!r} in "
-        f"{label(bv)} after it, which would join {label(bu)} and {label(bv)}; cut before "
-        f"{u.name!r} or after {v.name!r} instead (see earlyexit.list_cut_points)"
-    )
-
-
-def _fx_decompose(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    cut_points: Sequence[str] | None,
-    granularity: str,
-    max_blocks: int | None,
-    leaf_modules: Sequence[type],
-) -> Decomposition:
-    cg = _cut_graph(model, input_shape, leaf_modules)
-    if cut_points is None:
-        from earlyexit.surgery.defaults import default_cuts
-
-        chosen = default_cuts(cg.model, cg, granularity, max_blocks)
-        if not chosen:
-            raise ValueError(_no_cut_message(model, cg))
-        names = [name for name, _ in chosen]
-        cuts = [node for _, node in chosen]
-    else:
-        if isinstance(cut_points, str) or not cut_points:
-            raise ValueError("cut_points must be a non-empty list of node names")
-        lookup = cg.lookup()
-        cuts = []
-        for name in cut_points:
-            if name not in lookup:
-                valid = [cg.names[n] for n in cg.valid_cuts()]
-                raise ValueError(
-                    f"unknown cut point {name!r}; valid cut points: {', '.join(valid) or '(none)'}"
-                )
-            node = lookup[name]
-            if cuts and cg.pos[node] <= cg.pos[cuts[-1]]:
-                raise ValueError(
-                    f"cut points must be in graph order without repeats: {name!r} does not "
-                    f"come after {cuts[-1].name!r}"
-                )
-            cuts.append(node)
-        for name, node in zip(cut_points, cuts, strict=True):
-            if cg.crossing[cg.pos[node]] is not None:
-                raise _crossing_error(cg, name, cuts, node)
-            if not cg.is_valid_cut(node):
-                raise ValueError(
-                    f"cut point {name!r} is not a tensor that a block can return "
-                    "(see earlyexit.list_cut_points for valid names)"
-                )
-        names = [str(n) for n in cut_points]
-        if max_blocks is not None and len(cuts) > max_blocks:
-            raise ValueError(
-                f"{len(cuts)} cut points give {len(cuts)} blocks, more than max_blocks={max_blocks}"
-            )
-    segments = cg.segments(cuts)
-    for seg in segments:
-        seg.training = model.training
-    return Decomposition(list(zip(names, segments[:-1], strict=True)), segments[-1])
-
-
-def _no_cut_message(model: nn.Module, cg: CutGraph) -> str:
-    """Why no default block boundary can be cut: the tensor that crosses the middle."""
-    inner = [n for n in cg.nodes if n in cg.names and n not in cg.recomputable]
-    detail = ""
-    if inner:
-        mid = inner[len(inner) // 2]
-        edge = cg.crossing[cg.pos[mid]]
-        if edge is not None:
-            u, v = edge
-            detail = (
-                f"; e.g. a cut at {cg.names[mid]!r} would leave tensor {u.name!r} "
-                f"({cg.describe(u)}) of the block before it used by {v.name!r} "
-                f"({cg.describe(v)}) of the block after it"
-            )
-    return (
-        f"no block boundary of {type(model).__name__} can be cut without crossing a skip "
-        f"connection{detail}; pass cut_points=[...] from earlyexit.list_cut_points(model) or "
-        "register a decomposer with earlyexit.surgery.register_decomposer"
-    )

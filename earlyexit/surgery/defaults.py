@@ -23,6 +23,7 @@ import torch.fx as fx
 from torch import nn
 
 from earlyexit.surgery._fxcut import CutGraph
+from earlyexit.surgery._indices import even_ends
 
 __all__ = ["GRANULARITIES", "check_granularity", "default_cuts"]
 
@@ -204,11 +205,10 @@ def _by_stage(cg: CutGraph, cuts: list[tuple[str, fx.Node]]) -> list[tuple[str, 
 
 
 def _thin(cuts: list[tuple[str, fx.Node]], max_blocks: int) -> list[tuple[str, fx.Node]]:
-    n = len(cuts)
-    if n <= max_blocks:
+    """At most ``max_blocks`` cuts: the last of each of that many even runs."""
+    if len(cuts) <= max_blocks:
         return cuts
-    keep = sorted({round((k + 1) * n / max_blocks) - 1 for k in range(max_blocks)})
-    return [cuts[i] for i in keep]
+    return [cuts[end - 1] for end in even_ends(len(cuts), max_blocks)]
 
 
 def default_cuts(

@@ -25,6 +25,8 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
+from earlyexit.surgery._probe import eval_mode
+
 __all__ = ["register_autowrap_function", "register_leaf_module", "trace"]
 
 _LEAF_MODULES: list[type] = []
@@ -294,17 +296,14 @@ def _trace_once(
     target: nn.Module, tracer: fx.Tracer, concrete: dict[str, Any], name: str
 ) -> fx.GraphModule:
     """One trace of ``target`` in eval mode; its modes and plain attributes are restored."""
-    modes = [(m, m.training) for m in target.modules()]
     state = _snapshot(target)
-    try:
-        target.eval()
-        graph = tracer.trace(target, concrete_args=concrete or None)
-        _drop_specialized_inputs(graph)
-        # built before the restore: constants fx stored on the root move into gm
-        gm = fx.GraphModule(target, graph, class_name=name)
-    finally:
-        _restore(state)
-        for m, mode in modes:
-            m.training = mode
+    with eval_mode(target):
+        try:
+            graph = tracer.trace(target, concrete_args=concrete or None)
+            _drop_specialized_inputs(graph)
+            # built before the restore: constants fx stored on the root move into gm
+            gm = fx.GraphModule(target, graph, class_name=name)
+        finally:
+            _restore(state)
     gm.training = target.training
     return gm
