@@ -52,9 +52,9 @@ from typing import Any
 import numpy as np
 
 from earlyexit.formats import Profile, Topology
-from earlyexit.planner.estimators import check_cuts, check_estimator, exit_fractions
-from earlyexit.planner.latency import CostModel, _check_tiers, path_links
-from earlyexit.planner.topology import resolve_profile, resolve_topology
+from earlyexit.planner.estimators import check_cuts
+from earlyexit.planner.latency import CostModel, evaluate, path_links
+from earlyexit.planner.topology import resolve_profile, resolve_topology, tier_index
 
 __all__ = [
     "QUEUE_MODELS",
@@ -665,10 +665,11 @@ def evaluate_load(
     lam, k, model = check_load_args(arrival_rate, queue_capacity, queue_model)
     profile = resolve_profile(profile)
     topology = resolve_topology(topology)
-    check_estimator(estimator, profile)
-    cuts = check_cuts(partitions, profile.num_blocks)
-    d = _check_tiers(tiers, topology, len(cuts))
     cm = cost_model if cost_model is not None else CostModel(profile, topology)
-    e, s, _acc = exit_fractions(profile, threshold, cuts, estimator)
-    lat, _parts = cm.latency(cuts, d, e, s)
-    return load_of_configuration(cm, cuts, d, e, s, lat, lam, k, model)
+    est = evaluate(profile, topology, threshold, partitions, tiers, estimator, cost_model=cm)
+    cuts = check_cuts(partitions, profile.num_blocks)
+    d = [tier_index(topology, t) for t in tiers]
+    e = list(est.exit_fractions)
+    s = [1.0 - sum(e[: i + 1]) for i in range(len(e))]  # S_k as the estimators count it
+    s[-1] = 0.0
+    return load_of_configuration(cm, cuts, d, e, s, est.latency_s, lam, k, model)
