@@ -6,7 +6,8 @@ exits, fine-tunes a model that keeps only those exits. :class:`MultiExitModule`
 does both: it trains whatever exits the :class:`~earlyexit.MultiExitModel` it
 receives has. :class:`RecipeModule` builds that model from plain arguments (a
 backbone name, or a checkpoint plus a plan) so that LightningCLI recipes can
-describe it.
+describe it; that building (:func:`build_model`, :func:`select_exits`,
+:func:`exits_from_plan`) is in ``training/_build.py`` and exported from here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
@@ -27,11 +27,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from earlyexit.surgery.multi_exit import MultiExitModel
+from earlyexit.training._build import build_model, exits_from_plan, select_exits
 
 __all__ = [
     "SCHEDULES",
     "MultiExitModule",
     "RecipeModule",
+    "build_model",
     "default_optimizer",
     "exits_from_plan",
     "select_exits",
@@ -45,56 +47,6 @@ CHECKPOINT_KEY = "earlyexit"
 def default_optimizer(params: Iterable[nn.Parameter]) -> Optimizer:
     """SGD, lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4 (the CIFAR ResNet recipe)."""
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-
-
-def exits_from_plan(plan: str | Path | dict[str, Any]) -> list[int]:
-    """The exits a plan uses: the ``last_block`` of each of its partitions.
-
-    Args:
-        plan: a plan JSON file (docs/spec.md ``earlyexit.plan/1``) or its mapping.
-
-    Returns:
-        Strictly increasing 1-based block numbers.
-
-    Raises:
-        ValueError: if the plan is invalid or has an unknown schema.
-    """
-    from earlyexit.formats import Plan
-
-    parsed = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
-    return list(parsed.cut_points)
-
-
-def select_exits(
-    model: MultiExitModel,
-    exits: Sequence[int] | None = None,
-    plan: str | Path | dict[str, Any] | None = None,
-) -> MultiExitModel:
-    """Keep only the exits of ``exits`` or of ``plan`` (for fine-tuning).
-
-    Args:
-        model: a (usually full-configuration) multi-exit model.
-        exits: 1-based block numbers to keep.
-        plan: a plan whose partitions' last blocks are the exits to keep.
-
-    Returns:
-        A new model with only those exits; blocks after the last one are dropped.
-        ``model`` itself when neither is given.
-
-    Raises:
-        ValueError: if both are given, or an exit is not active in ``model``.
-    """
-    if exits is not None and plan is not None:
-        raise ValueError("give either exits or plan, not both")
-    if plan is not None:
-        exits = exits_from_plan(plan)
-    if exits is None:
-        return model
-    new = model.select_exits(list(exits))
-    for attr in ("metadata", "normalization"):
-        if hasattr(model, attr):
-            setattr(new, attr, getattr(model, attr))
-    return new
 
 
 class MultiExitModule(L.LightningModule):
@@ -372,83 +324,9 @@ class RecipeModule(MultiExitModule):
         init_from: str | None = None,
         plan: str | None = None,
         backbone_weights: str | None = None,
-        exit_weights: list[float] | None = None,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        schedule: str = "cosine",
-        warmup_epochs: float = 1.0,
-        freeze_backbone: bool = False,
-        label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         model = build_model(
             backbone, num_classes, input_shape, exits, head, init_from, plan, backbone_weights
         )
-        super().__init__(
-            model,
-            exit_weights=exit_weights,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            schedule=schedule,
-            warmup_epochs=warmup_epochs,
-            freeze_backbone=freeze_backbone,
-            label_smoothing=label_smoothing,
-        )
-
-
-def build_model(
-    backbone: str = "resnet20",
-    num_classes: int | None = None,
-    input_shape: Sequence[int] | None = None,
-    exits: Sequence[int] | None = None,
-    head: str = "copy",
-    init_from: str | Path | None = None,
-    plan: str | Path | None = None,
-    backbone_weights: str | Path | None = None,
-) -> MultiExitModel:
-    """Build a multi-exit model from a backbone name, or from a checkpoint and a plan.
-
-    ``backbone_weights`` loads a local state dict into the backbone before it is
-    decomposed (nothing is downloaded).
-
-    Raises:
-        ValueError: for inconsistent arguments (e.g. a plan without a checkpoint,
-            or backbone weights with a checkpoint).
-        FileNotFoundError: if ``backbone_weights`` does not exist.
-    """
-    from earlyexit import backbones, decompose
-
-    if init_from is not None and backbone_weights is not None:
-        raise ValueError(
-            "give either init_from (an earlyexit checkpoint) or backbone_weights (a backbone "
-            "state dict), not both"
-        )
-    if init_from is not None:
-        from earlyexit.training.checkpoint import load
-
-        model = load(init_from)
-        if num_classes is not None and num_classes != model.num_classes:
-            raise ValueError(
-                f"{init_from} has {model.num_classes} classes but the data has {num_classes}"
-            )
-        if input_shape is not None and tuple(input_shape) != tuple(model.input_shape):
-            raise ValueError(
-                f"{init_from} takes inputs of shape {tuple(model.input_shape)} but the data's are "
-                f"{tuple(input_shape)}"
-            )
-        model = select_exits(model, exits=exits, plan=plan)
-        rank_zero_info(f"earlyexit: fine-tuning {init_from} with exits {list(model.exits)}")
-        return model.train()
-    if plan is not None:
-        raise ValueError("plan needs init_from: the checkpoint of the full-configuration model")
-    if num_classes is None:
-        raise ValueError("num_classes is required (earlyexit train links it from the data)")
-    shape = tuple(input_shape) if input_shape is not None else None
-    in_chans = int(shape[0]) if shape else 3
-    net = backbones.create(
-        backbone, num_classes=num_classes, in_chans=in_chans, weights=backbone_weights
-    )
-    if backbone_weights is not None:
-        rank_zero_info(f"earlyexit: backbone {backbone} starts from {backbone_weights}")
-    return MultiExitModel(
-        decompose(net, input_shape=shape), num_classes=num_classes, exits=exits, head_factory=head
-    )
+        super().__init__(model, **kwargs)

@@ -242,3 +242,24 @@ def test_recipe_module_builds_from_arguments() -> None:
     assert module.exits == (1, 4, 10) and module.model.num_classes == 7
     assert module.hparams["backbone"] == "resnet20" and "model" not in module.hparams
     assert math.isclose(float(module.exit_weights.sum()), 3.0)
+
+
+def test_recipe_module_passes_the_module_arguments_on_and_declares_them_once() -> None:
+    """RecipeModule takes MultiExitModule's arguments through **kwargs; LightningCLI still sees them."""
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    module = RecipeModule(
+        backbone="resnet20", num_classes=10, input_shape=[1, 28, 28], exits=[4, 10],
+        exit_weights=[0.25, 1.0], schedule="constant", label_smoothing=0.1,
+    )  # fmt: skip
+    assert module.exit_weights.tolist() == [0.25, 1.0] and module.schedule == "constant"
+    assert module.hparams["label_smoothing"] == 0.1 and module.hparams["exits"] == [4, 10]
+    with pytest.raises(TypeError, match="smoothing"):
+        RecipeModule(num_classes=10, input_shape=[1, 28, 28], smoothing=0.1)
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_lightning_class_args(RecipeModule, "model")
+    cfg = parser.parse_args(
+        ["--model.backbone=resnet20", "--model.label_smoothing=0.2", "--model.exit_weights=[1, 2]"]
+    )
+    assert cfg.model.label_smoothing == 0.2 and list(cfg.model.exit_weights) == [1.0, 2.0]
+    assert cfg.model.schedule == "cosine" and cfg.model.freeze_backbone is False
