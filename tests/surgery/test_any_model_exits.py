@@ -16,6 +16,8 @@ from torch import nn
 
 from earlyexit import MultiExitModel, backbones, decompose, normalized_entropy
 
+pytestmark = pytest.mark.fx  # timm and torchvision models cut by torch.fx
+
 # name, create kwargs, input shape, cut points for a tracer without default blocks
 # (a "!" first forces them: Swin's stage ends give channels-last [H, W, C] blocks)
 CASES: dict[str, tuple[str, dict, tuple[int, ...], list[str] | None]] = {

@@ -79,6 +79,23 @@ def test_max_blocks_merges_registered_blocks():
         torch.testing.assert_close(seq(x), model(x))
 
 
+def test_max_blocks_keeps_evenly_spread_block_ends():
+    """Registered blocks are merged and fx cut points thinned to the same ends."""
+    model = backbones.create("resnet20", num_classes=10).eval()
+    full = decompose(model).names
+    assert len(full) == 10
+    # ends of 4 runs of about 10 / 4 blocks: round(2.5), round(5), round(7.5), 10
+    assert decompose(model, max_blocks=4).names == [full[i - 1] for i in (2, 5, 8, 10)]
+    flat = nn.Sequential(*[nn.Linear(4, 4) for _ in range(11)]).eval()
+    cuts = decompose(flat, input_shape=(4,)).names
+    assert len(cuts) == 10  # the 11th layer is the classifier
+    thinned = decompose(flat, input_shape=(4,), max_blocks=4)
+    assert thinned.names == [cuts[i - 1] for i in (2, 5, 8, 10)]
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(thinned(x), flat(x))
+
+
 @pytest.mark.slow
 def test_surgery_does_not_import_backbones():
     import subprocess

@@ -15,6 +15,7 @@ from earlyexit.surgery.heads import (
     HeadHint,
     adapt_classifier,
     default_head,
+    linear_head,
     pooled_head,
     resolve_head_factory,
 )
@@ -70,6 +71,7 @@ def _run(head: nn.Module, shape: tuple[int, ...], batch: int = 3) -> torch.Tenso
         return head.eval()(torch.randn(batch, *shape))
 
 
+@pytest.mark.fx
 def test_graphmodule_classifier_is_adapted_not_refused():
     clf = fx.symbolic_trace(
         nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.BatchNorm1d(64), nn.Linear(64, 10))
@@ -85,6 +87,7 @@ def test_graphmodule_classifier_is_adapted_not_refused():
     assert all(torch.equal(before[k], v) for k, v in clf.state_dict().items())
 
 
+@pytest.mark.fx
 def test_layers_whose_input_is_unchanged_keep_the_classifier_weights():
     """EfficientNet-style: only the first (width-taking) layer is rebuilt."""
     clf = fx.symbolic_trace(
@@ -104,6 +107,7 @@ def test_layers_whose_input_is_unchanged_keep_the_classifier_weights():
     )
 
 
+@pytest.mark.fx
 def test_baked_norm_falls_back_to_pool_norm_linear():
     clf = fx.symbolic_trace(_BakedNormClassifier(64, 10))
     assert adapt_classifier(clf, (64, 2, 2), (16, 8, 8), num_classes=10) is None
@@ -133,6 +137,7 @@ def test_token_heads_use_the_models_pooling(pool):
         assert torch.allclose(hinted.eval()(x), hinted(y))
 
 
+@pytest.mark.fx
 def test_token_sequences_of_another_width_get_adapted_copies():
     clf = fx.symbolic_trace(_TokenClassifier(32, 7, "token"))
     head = default_head(clf, (5, 32), (5, 16), 7)
@@ -140,6 +145,7 @@ def test_token_sequences_of_another_width_get_adapted_copies():
     assert _run(head, (5, 16)).shape == (3, 7)
 
 
+@pytest.mark.fx
 def test_channels_last_maps_pool_their_spatial_axes():
     clf = fx.symbolic_trace(_SwinClassifier(64, 4))
     # the traced norm is a module, so an adapted copy works ...
@@ -164,6 +170,7 @@ def test_anything_else_is_flatten_pool_plus_linear():
     assert [type(m).__name__ for m in pooled_head(clf, (24,), (12,), 3)] == ["Identity", "Linear"]
 
 
+@pytest.mark.fx
 def test_flattening_classifiers_pool_to_the_final_map_first():
     """VGG-style Linear over a flattened map; [1, C] tokens are not such a map."""
     clf = fx.symbolic_trace(nn.Sequential(nn.Flatten(1), nn.Linear(8 * 3 * 2, 4)))
@@ -186,6 +193,12 @@ def test_head_hint_is_checked():
         resolve_head_factory(None, nn.Linear(2, 2), (2,), hint={"layout": "tokens"})
 
 
+def test_maps_of_more_than_three_spatial_axes_are_refused_with_the_shape():
+    with pytest.raises(ValueError, match=r"1 to 3 spatial axes, got shape \(2, 3, 4, 5, 6\)"):
+        linear_head(1, (2, 3, 4, 5, 6), 10)
+    assert linear_head(1, (2, 3, 4, 5), 10)(torch.zeros(1, 2, 3, 4, 5)).shape == (1, 10)
+
+
 # ------------------------------------------------------------------ MultiExitModel wiring
 
 
@@ -198,6 +211,7 @@ def _graph_sequence(num_blocks: int, width: int = 8) -> BlockSequence:
     return BlockSequence(blocks, clf, (width,))
 
 
+@pytest.mark.fx
 def test_many_blocks_build_only_the_asked_exits():
     seq = _graph_sequence(120)
     calls: list[int] = []
@@ -222,6 +236,7 @@ class _CountedHead(nn.Linear):
         return new
 
 
+@pytest.mark.fx
 def test_select_exits_copies_only_the_kept_heads():
     seq = _graph_sequence(40)
     mm = MultiExitModel(seq, head_factory=lambda b, s, c: _CountedHead(s[-1], c))
@@ -235,6 +250,7 @@ def test_select_exits_copies_only_the_kept_heads():
     torch.testing.assert_close(part[1], full[19], rtol=0, atol=0)
 
 
+@pytest.mark.fx
 def test_last_exit_is_the_models_own_classifier_with_a_graph_classifier():
     seq = _graph_sequence(4)
     mm = MultiExitModel(seq).eval()
@@ -258,6 +274,7 @@ class _BakedTokenClassifier(nn.Module):
         return self.fc(x)
 
 
+@pytest.mark.fx
 def test_multi_exit_model_passes_the_decompositions_hint():
     torch.manual_seed(0)
     blocks = [("embed", nn.Linear(4, 16)), ("wide", nn.Linear(16, 32))]

@@ -146,7 +146,11 @@ def test_a_model_built_with_options_round_trips_through_its_config():
 
 @pytest.mark.parametrize(
     "name, options",
-    [("tv:squeezenet1_0", {}), ("tv:squeezenet1_0", {"max_blocks": 3}), ("resnet20", {"max_blocks": 4})],
+    [
+        ("tv:squeezenet1_0", {}),
+        ("tv:squeezenet1_0", {"max_blocks": 3}),
+        ("resnet20", {"max_blocks": 4}),
+    ],
 )
 def test_any_decomposition_round_trips_through_its_config(name, options):
     """Models cut by the fx path, or merged with max_blocks, are rebuilt the same way."""

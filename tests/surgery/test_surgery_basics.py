@@ -28,6 +28,20 @@ def test_decompose_is_pure(resnet20):
     assert not {p.data_ptr() for p in seq.parameters()} & {p.data_ptr() for p in mm.parameters()}
 
 
+def test_surgery_keeps_every_submodules_mode():
+    """Trial runs (shapes, MACs, head adaptation) put back each submodule's own mode."""
+    torch.manual_seed(0)
+    model = backbones.create("resnet20", num_classes=10).train()
+    next(m for m in model.layers[4].modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
+    before = [m.training for m in model.modules()]
+    seq = decompose(model)
+    mm = MultiExitModel(seq, exits=[1, 5, 10])
+    assert [m.training for m in model.modules()] == before
+    modes = [m.training for m in seq.modules()]
+    assert modes.count(False) == 1 and all(m.training for m in mm.heads.modules())
+    assert [m.training for m in mm.blocks.modules()].count(False) == 1
+
+
 def test_entropy_definition():
     p = torch.tensor([[0.7, 0.2, 0.1]])
     expected = -(p * p.log()).sum() / torch.log(torch.tensor(3.0))
