@@ -239,7 +239,9 @@ def latency_split(
     """
     kw = {k: v for k, v in deploy_kwargs.items() if k not in ("emulate_links", "apply_slowdown")}
     no_links = measure(bundle, config, topology, x, None, emulate_links=False, **kw)
-    bare = measure(bundle, config, topology, x, None, emulate_links=False, apply_slowdown=False, **kw)
+    bare = measure(
+        bundle, config, topology, x, None, emulate_links=False, apply_slowdown=False, **kw
+    )
     mean = mean or (lambda m: m.mean_latency_s)
     return LatencySplit(mean(full), mean(no_links), mean(bare))
 

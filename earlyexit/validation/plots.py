@@ -20,7 +20,9 @@ from earlyexit.validation.results import ConfigResult
 
 __all__ = ["CLUSTER_COLORS", "figures", "plot"]
 
-CLUSTER_COLORS: dict[str, str] = dict(zip(CLUSTERS, ("tab:green", "tab:blue", "tab:red"), strict=True))
+CLUSTER_COLORS: dict[str, str] = dict(
+    zip(CLUSTERS, ("tab:green", "tab:blue", "tab:red"), strict=True)
+)
 """The colour of each cluster in the latency plot."""
 
 _MARKERS = {"portend": "o", "exact": "x"}

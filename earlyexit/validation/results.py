@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from earlyexit.formats import Estimate
-from earlyexit.validation.configs import Config, cluster_of
+from earlyexit.formats import Estimate, Profile, Topology
+from earlyexit.validation.configs import Config, cluster_of, estimates
 from earlyexit.validation.measurement import LatencySplit
 
-__all__ = ["LatencyPass", "MeasuredSummary", "ConfigResult"]
+__all__ = ["LatencyPass", "MeasuredSummary", "ConfigResult", "estimated_split"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,9 @@ class ConfigResult:
 
     def relative_error(self, estimator: str) -> float:
         """``(estimated - measured) / measured`` of the mean latency."""
-        return (self.estimated[estimator].latency_s - self.measured.latency_s) / self.measured.latency_s
+        return (
+            self.estimated[estimator].latency_s - self.measured.latency_s
+        ) / self.measured.latency_s
 
     def to_dict(self, source: int = 0) -> dict[str, Any]:
         """The ``configs`` entry of ``validation.json`` (``source``: the topology's, for the cluster)."""
@@ -121,3 +123,24 @@ class ConfigResult:
         if self.estimated_split is not None:
             out["estimated_split_s"] = {k: v.to_dict() for k, v in self.estimated_split.items()}
         return out
+
+
+def estimated_split(prof: Profile, topo: Topology, config: Config) -> dict[str, LatencySplit]:
+    """Each estimate split as :func:`~earlyexit.validation.measurement.latency_split` splits a measurement.
+
+    ``full`` is the estimate, ``no_links`` without its ``transmit`` and
+    ``propagate`` terms, ``bare`` the same on the topology with every slowdown 1.
+
+    Returns:
+        estimator name -> :class:`~earlyexit.validation.measurement.LatencySplit`.
+    """
+    unit = topo.to_dict()
+    for tier in unit["tiers"]:
+        tier["slowdown"] = 1.0
+    plain = estimates(prof, Topology.from_dict(unit), config)
+
+    def no_links(e: Estimate) -> float:
+        return e.latency_s - e.breakdown_s["transmit"] - e.breakdown_s["propagate"]
+
+    return {name: LatencySplit(e.latency_s, no_links(e), no_links(plain[name]))
+            for name, e in estimates(prof, topo, config).items()}  # fmt: skip

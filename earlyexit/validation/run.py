@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from earlyexit._checks import check_output_dir, removed_on_failure
-from earlyexit.formats import Estimate, Profile, Topology, atomic_write_text
+from earlyexit.formats import Profile, Topology, atomic_write_text
 from earlyexit.validation.configs import Config, choose_configs, chosen_config, estimates, resolve
 from earlyexit.validation.measurement import (
-    LatencySplit,
     Measured,
     accuracy_pass,
     latency_split,
@@ -28,7 +27,12 @@ from earlyexit.validation.measurement import (
     realtime_allowed,
 )
 from earlyexit.validation.plots import plot
-from earlyexit.validation.results import ConfigResult, LatencyPass, MeasuredSummary
+from earlyexit.validation.results import (
+    ConfigResult,
+    LatencyPass,
+    MeasuredSummary,
+    estimated_split,
+)
 from earlyexit.validation.statistics import (
     Summary,
     binomial_se,
@@ -37,7 +41,7 @@ from earlyexit.validation.statistics import (
     summarize,
 )
 
-__all__ = ["ValidationResult", "validate", "estimated_split", "MAX_CONFIGS", "MAX_SAMPLES", "MAX_ACCURACY_SAMPLES"]
+__all__ = ["ValidationResult", "validate", "MAX_CONFIGS", "MAX_SAMPLES", "MAX_ACCURACY_SAMPLES"]
 
 MAX_CONFIGS = 1000
 """The most configurations one validation deploys."""
@@ -290,29 +294,6 @@ def validate(
         raise
 
 
-def estimated_split(
-    prof: Profile, topo: Topology, config: Config
-) -> dict[str, LatencySplit]:
-    """Each estimate split as :func:`~earlyexit.validation.measurement.latency_split` splits a measurement.
-
-    ``full`` is the estimate, ``no_links`` without its ``transmit`` and
-    ``propagate`` terms, ``bare`` the same on the topology with every slowdown 1.
-
-    Returns:
-        estimator name -> :class:`~earlyexit.validation.measurement.LatencySplit`.
-    """
-    unit = topo.to_dict()
-    for tier in unit["tiers"]:
-        tier["slowdown"] = 1.0
-    plain = estimates(prof, Topology.from_dict(unit), config)
-
-    def no_links(e: Estimate) -> float:
-        return e.latency_s - e.breakdown_s["transmit"] - e.breakdown_s["propagate"]
-
-    return {name: LatencySplit(e.latency_s, no_links(e), no_links(plain[name]))
-            for name, e in estimates(prof, topo, config).items()}  # fmt: skip
-
-
 def _progress_line(i: int, total: int, rec: ConfigResult) -> str:
     cfg, m = rec.config, rec.measured
     name = "exact" if "exact" in rec.estimated else "portend"
@@ -394,8 +375,8 @@ def _validate_into(
         exits = np.asarray(acc.exit_partition)[idx]
         same = (exits == meas.exit_partition) & (np.asarray(acc.prediction)[idx] == meas.prediction)
 
-        def mean_of(m: Measured) -> float:  # over the whole test data's exits
-            return stratified_mean(m.latency_s, exits, fractions)
+        def mean_of(m: Measured, exits: Any = exits, fractions: Any = fractions) -> float:
+            return stratified_mean(m.latency_s, exits, fractions)  # over the test data's exits
 
         lat_split = None
         if split and emulate_links:
@@ -411,8 +392,12 @@ def _validate_into(
                 latency_samples=len(meas.latency_s),
                 accuracy_samples=len(acc.correct),
                 accuracy_se=binomial_se(acc.accuracy, len(acc.correct), n_profile),
-                latency_pass=LatencyPass(meas.accuracy, tuple(meas.exit_fractions(n_parts)),
-                                         float(same.mean()), meas.mean_latency_s),  # fmt: skip
+                latency_pass=LatencyPass(
+                    meas.accuracy,
+                    tuple(meas.exit_fractions(n_parts)),
+                    float(same.mean()),
+                    meas.mean_latency_s,
+                ),  # fmt: skip
                 degraded=meas.degraded,
                 split=lat_split,
             ),

@@ -207,7 +207,9 @@ def latency_errors(
         if idx:
             per[name] = ClusterFit(**asdict(regression(m[idx], e[idx])),
                                    **_error_stats(m[idx], e[idx]))  # fmt: skip
-    return LatencyErrors(tuple(((e - m) / m).tolist()), clusters, clusters=per, **_error_stats(m, e))
+    return LatencyErrors(
+        tuple(((e - m) / m).tolist()), clusters, clusters=per, **_error_stats(m, e)
+    )
 
 
 def binomial_se(p: float, n: int, n_profile: int | None) -> float:
@@ -327,6 +329,8 @@ def stratified_mean(
             continue
         mine = lat[ex == k]
         if not mine.size:
-            raise ValueError(f"no timed sample left at partition {k}, which {f:.1%} of samples take")
+            raise ValueError(
+                f"no timed sample left at partition {k}, which {f:.1%} of samples take"
+            )
         total += float(f) * float(mine.mean())
     return total

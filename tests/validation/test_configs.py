@@ -53,7 +53,7 @@ def test_config_round_trips_and_estimates_match_the_planner(profile):
 
 def test_estimated_split_matches_the_breakdown(profile):
     from earlyexit.formats import Topology
-    from earlyexit.validation.run import estimated_split
+    from earlyexit.validation.results import estimated_split
 
     topo = resolve_topology("portend-aws").to_dict()
     for tier, s in zip(topo["tiers"], (4.0, 2.0, 1.0), strict=True):

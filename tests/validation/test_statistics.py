@@ -98,7 +98,9 @@ def test_summary_recovers_a_known_relation_and_serializes():
     )
     entry = records[0].to_dict()
     assert entry["cluster"] in CLUSTERS and entry["config"]["cuts"] == list(records[0].config.cuts)
-    assert entry["latency_relative_error"]["exact"] == pytest.approx(records[0].relative_error("exact"))
+    assert entry["latency_relative_error"]["exact"] == pytest.approx(
+        records[0].relative_error("exact")
+    )
 
 
 def test_binomial_error():
