@@ -134,6 +134,48 @@ def corrected_profile(prof, model, cuts: list[int], batches):
     return Profile.from_dict(data)
 
 
+def profile_from_stats(prof, stats):
+    """``prof`` with every exit's accuracy, exit rates and per-sample record taken from ``stats``."""
+    from earlyexit.formats import Profile
+
+    data = prof.to_dict()
+    data["branch_accuracy"] = np.asarray(stats.branch_accuracy, dtype=float).tolist()
+    data["exit_rate"] = np.asarray(stats.exit_rate, dtype=float).tolist()
+    data["samples"] = {**data["samples"], "entropy": stats.entropy.tolist(),
+                       "correct": stats.correct.tolist()}  # fmt: skip
+    data["profiling_samples"] = int(stats.entropy.shape[1])
+    return Profile.from_dict(data)
+
+
+def split_half(result: dict[str, Any], prof, data: str) -> None:
+    """Profile on the even half of the test set, measure on the odd half (the checkpoint's exits).
+
+    When the profile comes from the distribution the model serves, is the bias gone?
+    Adds ``split_half`` to every record and ``split_half.*`` rows to the summary.
+    """
+    import earlyexit
+    from earlyexit.profiling import collect_exit_outputs, exit_statistics
+    from earlyexit.profiling.exits import ExitOutputs
+    from earlyexit.training.data import EarlyExitDataModule
+
+    base = earlyexit.load(CHECKPOINT)
+    dm = EarlyExitDataModule.for_model(data, base, batch_size=256)
+    dm.setup()
+    outs = collect_exit_outputs(base, dm.dataloader("test", shuffle=False))
+    half = {k: ExitOutputs([lg[k::2] for lg in outs.logits], outs.labels[k::2]) for k in (0, 1)}
+    even = profile_from_stats(prof, exit_statistics(half[0], prof.thresholds))
+    odd = exit_statistics(half[1], [0.0])
+    for r in result["plans"]:
+        r["split_half"] = {"predicted": predict(even, r["cuts"], r["threshold"]),
+                           "measured": replay(odd.entropy, odd.correct, r["cuts"], r["threshold"])}  # fmt: skip
+    meas = np.array([r["split_half"]["measured"] for r in result["plans"]])
+    for e in ESTIMATORS:
+        err = 100 * (np.array([r["split_half"]["predicted"][e] for r in result["plans"]]) - meas)
+        result["summary"][f"split_half.{e} vs selected (odd test half)"] = {
+            "bias_points": float(err.mean()), "mae_points": float(np.abs(err).mean()),
+            "max_abs_points": float(np.abs(err).max())}  # fmt: skip
+
+
 def finetune(cuts: list[int], out: Path, train_batches: int, data: str) -> Path:
     """Fine-tune exits ``cuts`` of the checkpoint with recipes/finetune.yaml, one short epoch."""
     from earlyexit.training.cli import train_main
@@ -285,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: all 10,000)")
     ap.add_argument("--data", default=DATA, help=f"data spec (default {DATA})")
     ap.add_argument("--doc-figure", action="store_true", help="copy the plot to docs/img/")
+    ap.add_argument("--split-half", action="store_true",
+                    help="also profile on the even half of the test set and measure on the odd half")  # fmt: skip
     ap.add_argument("--from-json", action="store_true",
                     help="no study: redraw the plot and print the tables from OUT/final_accuracy.json")  # fmt: skip
     args = ap.parse_args(argv)
@@ -299,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         plot_final_accuracy(result["plans"], args.out / "final_accuracy.png")
     else:
         result = run(args.out, args.plans, args.train_batches, args.limit, args.data)
+    if args.split_half:
+        from earlyexit.formats import Profile
+
+        split_half(result, Profile.load(args.out / "profile.json"), args.data)
+        (args.out / "final_accuracy.json").write_text(json.dumps(result, indent=2))
     print(markdown(result))
     if args.doc_figure:
         shutil.copy(args.out / "final_accuracy.png", ROOT / "docs" / "img" / "final_accuracy.png")
