@@ -211,15 +211,16 @@ class PortendBounds:
             base = (
                 mc[:, None, None] * ct[:, c, cs].T[None] + der[:, :, None] * r[None, None, :]
             )  # (nt,q,M)
-            lam_t = lams[:, None, None] * (a[cs][None, :] * der)[None]  # (nl, nt, q)
-            tot = (
-                base[None, :, None] - lam_t[:, :, None, :, None] + h[:, :, : rn - 1][:, :, :, cs, :]
-            )
-            g = tot.min(axis=3) + tier_pen  # (nl, nt, rn-1, M[w'])
+            acc_e = a[cs][None, :] * der  # (nt, q)
             hop = mc[:, None, None] * x[:, :, c][None] + diag[None]  # (nt, M[w], M[w'])
+            # every lambda here (unlike _backward_small's skip0: on large problems lambda = 0
+            # with several partitions left prunes labels that the other bounds keep)
+            tot = h[:, :, : rn - 1][:, :, :, cs, :] + base[None, :, None]
+            tot -= (lams[:, None, None] * acc_e[None])[:, :, None, :, None]
+            g = tot.min(axis=3)  # (nl, nt, rn-1, M[w'])
+            g += tier_pen
             best = (hop[None, :, None] + g[:, :, :, None, :]).min(-1)  # (nl, nt, rn-1, M[w])
             h[:, :, 1:, c, :] = np.minimum(h0[:, :, None, c, :], best)
-            acc_e = a[cs][None, :] * der  # (nt, q)
             cont = (acc_e[:, None, :] + aub[:, : rn - 1][:, :, cs]).max(-1)  # (nt, rn-1)
             aub[:, 1:, c] = np.maximum(aub0[:, c][:, None], cont)
         self.h, self.aub = h, aub
