@@ -104,6 +104,7 @@ def test_select_exits_partial_dnn(built):
     assert (small.predict(x, 0.0).exit_block == chosen[-1]).all()
 
 
+@pytest.mark.fx
 def test_from_config_passes_backbone_kwargs():
     """A timm model built with options (img_size) is rebuilt with them."""
     from earlyexit import backbones
@@ -127,6 +128,7 @@ def test_from_config_passes_backbone_kwargs():
         MultiExitModel.from_config({**config, "backbone_kwargs": [32]}, backbones.create)
 
 
+@pytest.mark.fx
 def test_a_model_built_with_options_round_trips_through_its_config():
     """create(..., img_size=32) is recorded in the config, so from_config rebuilds the same model."""
     from earlyexit import backbones
@@ -147,8 +149,8 @@ def test_a_model_built_with_options_round_trips_through_its_config():
 @pytest.mark.parametrize(
     "name, options",
     [
-        ("tv:squeezenet1_0", {}),
-        ("tv:squeezenet1_0", {"max_blocks": 3}),
+        pytest.param("tv:squeezenet1_0", {}, marks=pytest.mark.fx),
+        pytest.param("tv:squeezenet1_0", {"max_blocks": 3}, marks=pytest.mark.fx),
         ("resnet20", {"max_blocks": 4}),
     ],
 )
