@@ -156,7 +156,7 @@ def test_arguments_are_validated(device_profile: Path, kwargs, exc, match) -> No
 
 
 def test_topology_and_profile_are_checked(tmp_path: Path, device_profile: Path) -> None:
-    with pytest.raises(ValueError, match="iot, mobile, portend-aws"):
+    with pytest.raises(ValueError, match="iot, mobile, pi4-wifi, portend-aws"):
         PlanOnFitEnd("no-such-topology", device_profile)
     with pytest.raises(ValueError, match=r"profile devices: \['dev'\]"):
         PlanOnFitEnd("portend-aws", device_profile)  # its tiers name AWS devices
