@@ -15,17 +15,27 @@ is the conservative one; both are printed. Cases (issue 5):
   B. N=100, M=5, 11 thresholds (~10^10 configurations): P_lat and full Pareto.
   C. N=200, M=6, 21 thresholds: P_lat time and peak memory (own process).
   D. exact estimator, N=55, 5000 samples: M=3 (goal <= 2 s, target <= 1 s) and M=4.
+  E. fine granularity (issue 15 item 5), 21 thresholds: P_lat at N=300 M=6 and
+     N=500 M=8 (goal <= 10 s CPU), each in a process of its own, side by side with
+     the implementation before the split of planner/search.py (commit OLD_REF,
+     read with git; it refused N=500 M=8), and the agreement of the search with
+     the brute force on random small problems. ``--fine-n 1000`` adds N=1000 M=8.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from itertools import combinations, permutations
+from pathlib import Path
+
+import numpy as np
 
 from earlyexit.formats import Link, Tier, Topology
 from earlyexit.planner.bruteforce import brute_force_best
@@ -34,13 +44,23 @@ from earlyexit.planner.search import search
 from earlyexit.planner.space import make_space
 from earlyexit.planner.synthetic import synthetic_profile
 
-DEVICES = ["a1.medium", "m4.large", "g4dn.xlarge", "reference", "m4.large", "g4dn.xlarge"]
+DEVICES = [
+    "a1.medium",
+    "m4.large",
+    "g4dn.xlarge",
+    "reference",
+    "m4.large",
+    "g4dn.xlarge",
+    "reference",
+    "a1.medium",
+]
+OLD_REF = "f94fea3"  # the last commit with the one-module search (before the split)
 
 
 def topology(m: int) -> Topology:
     """portend-aws extended to m tiers (jumbo frames)."""
-    bw = [10, 400, 1000, 100, 50][: m - 1]
-    pd = [20, 40, 10, 5, 30][: m - 1]
+    bw = [10, 400, 1000, 100, 50, 200, 25][: m - 1]
+    pd = [20, 40, 10, 5, 30, 8, 15][: m - 1]
     tiers = tuple(Tier(f"tier{i}", DEVICES[i], 1.0 + 0.2 * (i >= 3)) for i in range(m))
     return Topology(tiers, tuple(Link(b, d) for b, d in zip(bw, pd, strict=True)), mtu_bytes=9000)
 
@@ -200,20 +220,135 @@ def case_d() -> None:
         )
 
 
+def _old_search():  # noqa: ANN202
+    """``search`` of the implementation at OLD_REF (git), or None when git cannot show it."""
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run(
+        ["git", "show", f"{OLD_REF}:earlyexit/planner/search.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        return None
+    path = Path(tempfile.mkdtemp()) / "search_old.py"
+    path.write_text(res.stdout)
+    spec = importlib.util.spec_from_file_location("search_old", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["search_old"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod.search
+
+
+def case_e_child(n: int, m: int, impl: str) -> None:
+    """One fine-granularity case in this process: CPU seconds and the answer, as JSON."""
+    fn = search if impl == "new" else _old_search()
+    out: dict = {}
+    if fn is None:
+        print(json.dumps({"error": f"git show {OLD_REF} failed"}))
+        return
+    prof = synthetic_profile(n, DEVICES[:m], thresholds=21, seed=1)
+    cm = CostModel(prof, topology(m))
+    space = make_space(cm)
+    for eps in (0.75, 0.8):
+        c = time.process_time()
+        try:
+            best = fn(cm, space, "portend", "min_latency", eps)
+        except ValueError as exc:
+            out[str(eps)] = {"error": str(exc)}
+            continue
+        b = best[0]
+        out[str(eps)] = {
+            "cpu": time.process_time() - c,
+            "lat": b.latency,
+            "key": [list(b.cuts), list(b.tiers), b.threshold],
+        }
+    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def _child(args: list[str], timeout: float) -> dict:
+    try:
+        res = subprocess.run(
+            [sys.executable, __file__, *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {timeout:.0f} s"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def agreement(cases: int = 40) -> tuple[int, int]:
+    """P_lat of the search against the brute force on random small synthetic problems."""
+    agree = 0
+    for i in range(cases):
+        rng = np.random.default_rng(i)
+        n, m = int(rng.integers(3, 8)), int(rng.integers(1, 5))
+        prof = synthetic_profile(n, DEVICES[:m], thresholds=int(rng.integers(2, 6)), seed=i)
+        cm = CostModel(prof, topology(m))
+        space = make_space(cm)
+        eps = float(rng.uniform(0.3, 0.9))
+        got = search(cm, space, "portend", "min_latency", eps)
+        ref = brute_force_best(cm, space, "portend", "min_latency", eps)
+        same = (not got and ref is None) or (
+            got and ref is not None and got[0].key == ref[2] and abs(got[0].latency - ref[0]) < 1e-9
+        )
+        agree += bool(same)
+    return agree, cases
+
+
+def case_e(fine_n: int | None) -> None:
+    sizes = [(300, 6), (500, 8)] + ([(fine_n, 8)] if fine_n else [])
+    print("E. fine granularity, 21 thresholds, P_lat: CPU seconds, new vs before the split")
+    for n, m in sizes:
+        new = _child(["--child-e", str(n), str(m), "new"], 600)
+        old = _child(["--child-e", str(n), str(m), "old"], 300)
+        for eps in ("0.75", "0.8"):
+            a, b = new.get(eps, new), old.get(eps, old)
+            if "error" in a:
+                print(f"   N={n} M={m} >= {eps}: new {a['error']}")
+                continue
+            olds = f"{b['cpu']:.2f} s" if "error" not in b else b["error"]
+            ratio = f", {b['cpu'] / a['cpu']:.1f}x" if "error" not in b else ""
+            same = ""
+            if "error" not in b:
+                same = ", same optimum" if b["key"] == a["key"] else f", DIFFERENT {b['key']}"
+            print(
+                f"   N={n} M={m} >= {eps}: new {a['cpu']:.2f} s CPU, old {olds}{ratio}{same} "
+                f"-> {a['lat'] * 1e3:.3f} ms P={a['key'][0]} D={a['key'][1]} T={a['key'][2]}"
+            )
+        goal = " (goal <= 10 s CPU each)" if (n, m) == (500, 8) else ""
+        print(f"   N={n} M={m}: peak memory {new.get('maxrss_mb', float('nan')):.0f} MB{goal}")
+    agree, cases = agreement()
+    print(f"E. exact against the brute force on random small problems: {agree}/{cases} agree")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="skip the from-scratch brute force")
     parser.add_argument("--child-c", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-e", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--only-e", action="store_true", help="run case E only")
+    parser.add_argument("--fine-n", type=int, default=None, help="case E: also N=<this>, M=8")
     args = parser.parse_args()
     if args.child_c:
         case_c_child()
         return
-    case_a(args.quick)
-    case_b()
-    case_c()
-    case_d()
+    if args.child_e:
+        case_e_child(int(args.child_e[0]), int(args.child_e[1]), args.child_e[2])
+        return
+    if not args.only_e:
+        case_a(args.quick)
+        case_b()
+        case_c()
+        case_d()
+    case_e(args.fine_n)
 
 
 if __name__ == "__main__":
