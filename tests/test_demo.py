@@ -59,7 +59,7 @@ def test_demo_writes_the_report(tmp_path):
     assert report["speedup"]["measured_over_best"] == pytest.approx(ratios[best])
     assert report["speedup"]["measured"] == pytest.approx(ratios)
     # (how much faster is a timing, which a test on a shared machine does not bound; the
-    # demo prints it, and docs/index.md shows it from a run on an idle machine)
+    # demo prints it, and README.md shows it from a run of tools/update_figures.py)
     # measured and estimated agree to a loose factor even on a loaded machine
     assert 0.3 < measured["mean_latency_s"] / estimated["latency_s"] < 3
     md = (out / "report.md").read_text()
