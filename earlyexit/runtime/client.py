@@ -36,7 +36,8 @@ import zmq
 
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime.link import RouteSender
-from earlyexit.runtime.wire import MAX_MESSAGE_BYTES, WireError, decode, encode_batch
+from earlyexit.runtime.monitor import LinkEstimator, runtime_estimator
+from earlyexit.runtime.wire import MAX_MESSAGE_BYTES, WireError, decode, encode, encode_batch
 
 __all__ = ["Client", "Result"]
 
@@ -155,6 +156,14 @@ class Client:
         self._heard: float | None = None
         self._ready: list[Result] = []
         self._done: set[int] = set()
+        # link measurement (docs/adaptive.md): the client is the sender of the inputs;
+        # route_tiers says which tiers the input route joins (set with the route)
+        self.route_tiers: tuple[int, int] | None = None
+        self.link_estimators: dict[tuple[int, int], LinkEstimator] = {}
+        self._sent: dict[int, tuple[float, int, tuple[int, int]]] = {}
+        self._probe_ids = itertools.count(1)
+        # newest estimate per (tier, next tier): [bandwidth_mbps, propagation_ms, at]
+        self.link_reports: dict[tuple[int, int], list[float]] = {}
         self.stats = {"submitted": 0, "delivered": 0, "degraded": 0, "duplicates": 0, "rejected": 0,
                       "failed": 0}  # fmt: skip
 
@@ -217,6 +226,9 @@ class Client:
                         f"the first worker accepted no input for {self.send_timeout_s:g} s"
                     )
             self._unacked.update(gids)
+            rt = self.route_tiers
+            if rt is not None and rt[0] != rt[1]:
+                self._sent[gids[0]] = (time.monotonic(), len(msg), rt)
             if self._heard is None:
                 self._heard = time.monotonic()
             self.stats["submitted"] += len(gids)
@@ -293,9 +305,61 @@ class Client:
                 continue
             if head.get("partition") != 0:
                 continue
-            self._heard = time.monotonic()
+            now = self._heard = time.monotonic()
             if head.get("kind") == "ack" and isinstance(head.get("ids"), list):
                 self._unacked.difference_update(head["ids"])
+                self._observe_acks(head["ids"], head.get("held"), now)
+            if "links" in head:
+                self._on_link_report(head["links"])
+
+    # ----------------------------------------------------------------- links
+    def _observe_acks(self, ids: list, held: object, now: float) -> None:
+        if not isinstance(held, list) or len(held) != len(ids) or not self._sent:
+            return
+        for i, h in zip(ids, held, strict=True):
+            sent = self._sent.pop(i, None) if type(i) is int else None
+            if sent is None or not isinstance(h, (int, float)) or isinstance(h, bool):
+                continue
+            dt = now - sent[0] - float(h)
+            if dt > 0:
+                est = self.link_estimators.setdefault(sent[2], runtime_estimator())
+                est.observe(sent[1], dt, now)
+                e = est.estimate()
+                if e is not None:
+                    self.link_reports[sent[2]] = [e.bandwidth_mbps, e.propagation_ms, e.at]
+
+    def _on_link_report(self, report: object) -> None:
+        if not isinstance(report, list):
+            return
+        for row in report[:64]:
+            if (isinstance(row, list) and len(row) == 5 and all(type(v) is int for v in row[:2])
+                    and all(isinstance(v, (int, float)) for v in row[2:])):  # fmt: skip
+                key = (row[0], row[1])
+                old = self.link_reports.get(key)
+                if old is None or row[4] > old[2]:
+                    self.link_reports[key] = [float(v) for v in row[2:]]
+
+    def probe(self) -> bool:
+        """Send a probe along the input route if the input link's estimator asks for one.
+
+        The first worker acknowledges a probe without running it; the round trip
+        feeds the estimator of :attr:`route_tiers` (docs/adaptive.md).
+
+        Returns:
+            Whether a probe was sent.
+        """
+        rt = self.route_tiers
+        if rt is None or rt[0] == rt[1] or not self.input_route:
+            return False
+        size = self.link_estimators.setdefault(rt, runtime_estimator()).probe_size()
+        if size is None:
+            return False
+        pid = -(2**62) - next(self._probe_ids)
+        msg = encode(np.zeros(size, np.uint8), kind="probe", ids=[pid], ack=self.control_address)
+        if not self._sender.send(self.input_route, msg):
+            return False
+        self._sent[pid] = (time.monotonic(), len(msg), rt)
+        return True
 
     def _check_first_worker(self) -> None:
         if not self._unacked or self._heard is None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LinkEstimate", "LinkEstimator"]
+__all__ = ["LinkEstimate", "LinkEstimator", "runtime_estimator"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ class LinkEstimator:
         round_trip: the times are round trips (``2 d + 8 b / B``): the
             intercept is halved.
         probe_bytes: (small, large) probe sizes.
+        max_age_s: transfers older than this (by the clock of the last one)
+            leave the window (None: only the window's length bounds it), so
+            that an estimate follows a link that changed within that time.
 
     Raises:
         ValueError: for a non-positive or out-of-range argument.
@@ -87,6 +90,7 @@ class LinkEstimator:
         idle_probe_s: float = 2.0,
         round_trip: bool = False,
         probe_bytes: tuple[int, int] = (64, 65_536),
+        max_age_s: float | None = None,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 4:
             raise ValueError(f"window must be an int >= 4, got {window!r}")
@@ -103,6 +107,7 @@ class LinkEstimator:
         self.window, self.quantile, self.min_samples = window, float(quantile), min_samples
         self.size_ratio, self.idle_probe_s = float(size_ratio), float(idle_probe_s)
         self.round_trip, self.probe_bytes = bool(round_trip), (int(small), int(large))
+        self.max_age_s = None if max_age_s is None else _check_positive(max_age_s, "max_age_s")
         self._obs: deque[tuple[float, int, float]] = deque(maxlen=window)
 
     def observe(self, nbytes: int, seconds: float, now: float | None = None) -> None:
@@ -114,7 +119,11 @@ class LinkEstimator:
         if isinstance(nbytes, bool) or not isinstance(nbytes, int | np.integer) or nbytes < 0:
             raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}")
         _check_positive(seconds, "seconds")
-        self._obs.append((time.monotonic() if now is None else float(now), int(nbytes), float(seconds)))
+        at = time.monotonic() if now is None else float(now)
+        self._obs.append((at, int(nbytes), float(seconds)))
+        if self.max_age_s is not None:
+            while self._obs and self._obs[0][0] < at - self.max_age_s:
+                self._obs.popleft()
 
     def _groups(self) -> list[tuple[float, float]]:
         """(size, quantile time) per size group, smallest size first."""
@@ -171,3 +180,14 @@ class LinkEstimator:
             return None
         typical = groups[-1][0]
         return small if typical >= math.sqrt(small * large) else large
+
+
+def runtime_estimator() -> LinkEstimator:
+    """The estimator the runtime's senders keep (workers for their next link, the client).
+
+    A short memory (32 transfers, none older than 3 s), so that an estimate
+    follows a link within seconds of a change; a probe after 1 s of silence;
+    probes of 64 B and 32 KiB.
+    """
+    return LinkEstimator(window=32, min_samples=6, idle_probe_s=1.0, max_age_s=3.0,
+                         probe_bytes=(64, 32_768))  # fmt: skip

@@ -73,6 +73,9 @@ class WorkerOptions:
         control_bind: address for acks and heartbeats from downstream.
         advertise: the control address as others reach it (None: the bound one).
         tier: the tier index, reported in results.
+        next_tier: the tier of the next partition (None: the last partition, or
+            unknown); the link estimate this worker measures is reported for
+            ``(tier, next_tier)``.
         last_block: the 1-based block of this partition's exit, reported in results.
         slowdown: emulated slowdown factor (> 0; above 1 adds sleep).
         max_batch: largest micro-batch, in messages.
@@ -100,6 +103,7 @@ class WorkerOptions:
     control_bind: str = "tcp://127.0.0.1:*"
     advertise: str | None = None
     tier: int | None = None
+    next_tier: int | None = None
     last_block: int | None = None
     slowdown: float = 1.0
     max_batch: int = 1
@@ -134,10 +138,10 @@ class WorkerOptions:
             v = getattr(self, name)
             if v is not None or name != "advertise":
                 _route(name, [v])
-        for name in ("tier", "last_block"):
+        for name in ("tier", "next_tier", "last_block"):
             v = getattr(self, name)
             if v is not None:
-                _int(name, v, 0 if name == "tier" else 1)
+                _int(name, v, 1 if name == "last_block" else 0)
         s = self.slowdown
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf:
             raise ValueError(f"slowdown must be a finite number > 0, got {s!r}")

@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import json
 import logging
 import math
@@ -84,6 +85,7 @@ import zmq
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime.chain import PartitionRunner, StepResult, exit_step
 from earlyexit.runtime.link import RouteSender
+from earlyexit.runtime.monitor import runtime_estimator
 from earlyexit.runtime.options import WorkerOptions
 from earlyexit.runtime.wire import WireError, decode, encode, encode_batch, encode_result
 
@@ -248,6 +250,14 @@ class Worker:
         self._down_heard: float | None = None
         self.downstream_dead = False
         self._owed_s = 0.0  # emulated slowdown not yet slept
+        # link measurement (docs/adaptive.md): when each id arrived (for the ``held``
+        # time acks report), when each forwarded message left and its size
+        self._recv_at: dict[int, float] = {}
+        self._sent: dict[int, tuple[float, int]] = {}
+        self._probe_ids = itertools.count(1)
+        self.link_estimator = runtime_estimator()
+        # newest estimate per (tier, next tier): own and reported from downstream
+        self.link_reports: dict[tuple[int, int], list[float]] = {}
         self.stats = {
             "received": 0,
             "samples": 0,
@@ -279,6 +289,9 @@ class Worker:
             self._reject(str(err))
             return None
         ids = head.get("ids")
+        if head.get("kind") == "probe":
+            self._on_probe(ids, head.get("ack"))
+            return None
         if head.get("kind") not in ("input", "features"):
             self._reject(f"kind {head.get('kind')!r} is not 'input' or 'features'")
             return None
@@ -299,6 +312,64 @@ class Worker:
             self._reject(f"ack address {str(ack)[:80]!r} is not a ZeroMQ endpoint")
             return None
         return arr, ids, ack
+
+    def _on_probe(self, ids: Any, ack: Any) -> None:
+        """A probe from upstream: acknowledge it (with its ``held`` time), run nothing."""
+        if not isinstance(ack, str) or not ack.startswith(("tcp://", "ipc://")):
+            self._reject(f"a probe without a ZeroMQ ack address: {str(ack)[:80]!r}")
+            return
+        if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+            self._reject(f"a probe's ids must be a list of integers, got {str(ids)[:80]}")
+            return
+        now = time.monotonic()
+        for i in ids:
+            self._recv_at[i] = now
+        self._acks.setdefault(ack, []).extend(ids)
+
+    def _observe_acks(self, ids: list[Any], held: Any, now: float) -> None:
+        """Feed the link estimator from an ack: send to ack, minus the time the receiver held it."""
+        if not isinstance(held, list) or len(held) != len(ids):
+            return
+        for i, h in zip(ids, held, strict=True):
+            sent = self._sent.pop(i, None) if type(i) is int else None
+            if sent is None or not isinstance(h, (int, float)) or isinstance(h, bool):
+                continue
+            dt = now - sent[0] - float(h)
+            if dt > 0:
+                self.link_estimator.observe(sent[1], dt, now)
+
+    def _probe(self, now: float) -> None:
+        """Send a probe of the size the link estimator asks for, if it asks (docs/adaptive.md)."""
+        if self.next_route is None or self.downstream_dead or self._down_heard is None:
+            return
+        size = self.link_estimator.probe_size(now)
+        if size is None:
+            return
+        pid = -(2**62) - next(self._probe_ids)  # never a client's id
+        msg = encode(np.zeros(size, np.uint8), kind="probe", ids=[pid], ack=self.control_address)
+        if self._data.send(self.next_route, msg):
+            self._sent[pid] = (time.monotonic(), len(msg))
+
+    def _link_report(self) -> list[list[float]]:
+        """``[tier, next_tier, bandwidth_mbps, propagation_ms, at]`` of every link known here."""
+        if self.tier is not None and self.options.next_tier is not None:
+            est = self.link_estimator.estimate()
+            if est is not None:
+                self.link_reports[(self.tier, self.options.next_tier)] = [
+                    est.bandwidth_mbps, est.propagation_ms, est.at]
+        return [[a, b, *v] for (a, b), v in self.link_reports.items()]
+
+    def _on_link_report(self, report: Any) -> None:
+        """Keep the newest of the estimates a downstream worker reported."""
+        if not isinstance(report, list):
+            return
+        for row in report[:64]:
+            if (isinstance(row, list) and len(row) == 5 and all(type(v) is int for v in row[:2])
+                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in row[2:])):
+                key = (row[0], row[1])
+                old = self.link_reports.get(key)
+                if old is None or row[4] > old[2]:
+                    self.link_reports[key] = [float(v) for v in row[2:]]
 
     def _send_control(self, addr: str, kind: str, **meta: Any) -> None:
         try:
@@ -326,6 +397,9 @@ class Worker:
                 for i in head["ids"]:
                     if type(i) is int:  # anything else (a list, a dict) is no sample id
                         self._pending.pop(i, None)
+                self._observe_acks(head["ids"], head.get("held"), self._down_heard)
+            if "links" in head:
+                self._on_link_report(head["links"])
 
     def _emulate(self, cpu_t0: float) -> None:
         """Owe ``(slowdown - 1)`` times the CPU time spent since ``cpu_t0`` (thread time)."""
@@ -415,6 +489,9 @@ class Worker:
             while True:
                 if self._data.send(self.next_route, msg):
                     self.stats["forwarded"] += len(ids)
+                    if len(self._sent) > 100_000:  # acks lost with a dead peer
+                        self._sent.clear()
+                    self._sent[ids[0]] = (time.monotonic(), len(msg))
                     return
                 self._on_control()  # keep listening for acks and heartbeats while blocked
                 self._check_downstream()
@@ -525,8 +602,12 @@ class Worker:
     def _flush_acks(self) -> None:
         """Send the gathered acks, one message per upstream."""
         acks, self._acks = self._acks, {}
+        now = time.monotonic()
+        recv = self._recv_at
         for addr, gids in acks.items():
-            self._send_control(addr, "ack", ids=gids)
+            # how long each sample was here: the sender subtracts it from its round trip
+            held = [round(now - recv.pop(i, now), 6) for i in gids]
+            self._send_control(addr, "ack", ids=gids, held=held)
         self._next_ack = time.monotonic() + self.ack_interval_s
 
     # ----------------------------------------------------------------- loop
@@ -546,8 +627,14 @@ class Worker:
             if self._acks and now >= self._next_ack:
                 self._flush_acks()
             if now >= next_beat:
+                links = self._link_report()
                 for addr in self._upstreams:
-                    self._send_control(addr, "heartbeat")
+                    if links:
+                        self._send_control(addr, "heartbeat", links=links)
+                    else:
+                        self._send_control(addr, "heartbeat")
+                if self.options.next_tier is not None:
+                    self._probe(now)
                 next_beat = now + self.heartbeat_s
             self._check_downstream()
             if len(self._pending) >= self.pending_limit:  # backpressure: stop reading input
@@ -580,6 +667,10 @@ class Worker:
                 self._emulate(c0)
                 if item is None:
                     continue
+                if item[2] is not None:
+                    t_in = time.monotonic()
+                    for i in item[1]:
+                        self._recv_at[i] = t_in
                 if item[2] is not None and item[2] not in self._upstreams:
                     if len(self._upstreams) >= _MAX_UPSTREAMS:
                         self._reject(f"too many upstreams; ignoring acks to {item[2]}")

@@ -1,0 +1,424 @@
+"""Adaptive deployments: several candidate plans loaded at once, a controller that switches.
+
+A :class:`SwitchableDeployment` runs every candidate plan (for instance the
+:func:`~earlyexit.runtime.replan.candidate_plans` of a bandwidth range, each
+exported into its own bundle) over one set of emulated links. Every tier starts,
+before the first sample, a worker for each partition that any candidate places
+on it, so a switch loads nothing. Which plan a sample runs under is fixed when
+the source sends it: the source addresses it to that plan's first worker, and
+the sample keeps that plan's partitions and threshold to its result. A switch
+is the source sending the next samples to another plan's first worker; samples
+in flight finish under the plan they were sent with, so none is lost or
+answered twice (one client collects every plan's results, once per id).
+
+Links are measured by the runtime itself (docs/adaptive.md): each sender (a
+worker for the link to its next partition, the client for the link its inputs
+cross) times its own transfers from send to acknowledgement, minus the time
+the receiver reports it held the message (the ``held`` field of acks), and
+probes with messages of another size when it needs them. Workers report their
+estimates upstream in heartbeats (``links``), so they reach the client in
+band. :func:`run_trace` plays the source: one sample at a time, it feeds the
+estimates to a :class:`~earlyexit.runtime.replan.Replanner` between samples
+(``mode="adaptive"``), or keeps the first plan (``"static"``), or switches at
+the trace's true change times to the best candidate of each phase
+(``"oracle"``).
+
+Torch-free: bundles are run by ONNX Runtime, plans made by the planner.
+
+Example:
+    >>> plans = [(0.2, (0, 1)), (0.9, (0, 1))]
+    >>> with deploy_switchable(synthetic={"num_partitions": 2}, plans=plans) as d:  # doctest: +SKIP
+    ...     d.use(1); r = d.client.infer(d.inputs(1)[0])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earlyexit.formats import Manifest, Plan, Topology
+from earlyexit.formats.trace import LinkTrace
+from earlyexit.runtime.chain import check_threshold
+from earlyexit.runtime.client import Client, Result
+from earlyexit.runtime.deployment import (
+    _LOOPBACK,
+    _check_settings,
+    _cleanup,
+    _Proc,
+    _spawn,
+    _worker_template,
+    route,
+)
+from earlyexit.runtime.replan import Replanner, same_configuration
+
+__all__ = ["Candidate", "SwitchableDeployment", "deploy_switchable", "run_trace", "phase_table"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One plan a switchable deployment can run.
+
+    Attributes:
+        threshold: its exit threshold.
+        tiers: the tier of each partition.
+        blocks: the 1-based block of each partition's exit (None: unknown).
+        bundle: its bundle directory (None for a synthetic model).
+        plan: the plan itself, if known (a bundle's manifest carries it).
+    """
+
+    threshold: float
+    tiers: tuple[int, ...]
+    blocks: tuple[int | None, ...]
+    bundle: str | None = None
+    plan: Plan | None = None
+
+
+class SwitchableDeployment:
+    """Every candidate's workers, shared links, one client; :meth:`use` picks the plan.
+
+    Attributes:
+        client: submits inputs and collects every plan's results.
+        candidates: the plans, in order (a plan index is a position here).
+        active: the index of the plan new samples are sent under.
+        epoch: the ``time.monotonic()`` at which a link trace starts (None: no trace).
+        source: the source tier.
+    """
+
+    def __init__(self, client: Client, candidates: list[Candidate], routes: list[list[str]],
+                 source: int, epoch: float | None, input_shape: tuple[int, ...],
+                 cleanup: weakref.finalize, log_dir: Path) -> None:  # fmt: skip
+        self.client = client
+        self.candidates = candidates
+        self._routes = routes
+        self.source = source
+        self.epoch = epoch
+        self.input_shape = input_shape
+        self.log_dir = log_dir
+        self._cleanup = cleanup
+        self.active = -1
+        self.use(0)
+
+    def use(self, index: int) -> None:
+        """Send the next samples under candidate ``index`` (samples in flight keep theirs).
+
+        Raises:
+            ValueError: for an index that is not a candidate's.
+        """
+        if isinstance(index, bool) or not isinstance(index, int | np.integer):
+            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        if not 0 <= index < len(self.candidates):
+            raise ValueError(f"index must be in 0..{len(self.candidates) - 1}, got {index}")
+        if index != self.active:
+            self.active = int(index)
+            self.client.input_route = self._routes[index]
+            self.client.route_tiers = (self.source, self.candidates[index].tiers[0])
+
+    def inputs(self, n: int, seed: int = 1) -> np.ndarray:
+        """``n`` random float32 inputs of the deployment's input shape."""
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal((n, *self.input_shape)).astype(np.float32)
+
+    def close(self) -> None:
+        """Close the client and stop every process."""
+        self._cleanup()
+
+    def __enter__(self) -> SwitchableDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _candidates(bundles: Sequence[str | os.PathLike[str]] | None, synthetic: Mapping[str, Any] | None,
+                plans: Sequence[tuple[float, Sequence[int]]] | None) -> list[Candidate]:  # fmt: skip
+    if (bundles is None) == (synthetic is None):
+        raise ValueError("give exactly one of bundles= (bundle directories) or synthetic= (kwargs)")
+    if bundles is not None:
+        if isinstance(bundles, (str, os.PathLike)) or not len(bundles):
+            raise ValueError("bundles must be a non-empty list of bundle directories")
+        out = []
+        for b in bundles:
+            m = Manifest.load(b)
+            out.append(Candidate(float(m.threshold), tuple(m.plan.tier_indices),
+                                 tuple(m.plan.cut_points), str(Path(b).resolve()), m.plan))  # fmt: skip
+        return out
+    if not plans:
+        raise ValueError("synthetic= needs plans=[(threshold, tiers), ...]")
+    num = int(dict(synthetic or {}).get("num_partitions", 3))
+    out = []
+    for threshold, tiers in plans:
+        tiers = tuple(int(t) for t in tiers)
+        if len(tiers) != num or len(set(tiers)) != num:
+            raise ValueError(f"each plan needs {num} distinct tiers, got {list(tiers)}")
+        out.append(Candidate(check_threshold(threshold), tiers, (None,) * num))
+    return out
+
+
+def deploy_switchable(
+    bundles: Sequence[str | os.PathLike[str]] | None = None,
+    *,
+    synthetic: Mapping[str, Any] | None = None,
+    plans: Sequence[tuple[float, Sequence[int]]] | None = None,
+    topology: Topology | str | None = None,
+    trace: LinkTrace | None = None,
+    trace_lead_s: float = 0.0,
+    apply_slowdown: bool = True,
+    precision: str = "fp32",
+    start_timeout_s: float = 60.0,
+    niceness: int | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+) -> SwitchableDeployment:
+    """Start every candidate plan's workers over one set of emulated links.
+
+    Args:
+        bundles: one bundle directory per candidate plan.
+        synthetic: instead, :class:`~earlyexit.runtime.synthetic.SyntheticModel`
+            kwargs, with ``plans`` ``[(threshold, tiers), ...]`` (tests).
+        plans: the synthetic candidates.
+        topology: links, MTU, slowdowns, source and destination (None: one host,
+            no emulation, source and destination 0).
+        trace: makes its link follow this trace (needs ``topology``).
+        trace_lead_s: the trace starts this long after the links start (so that
+            the workers are up when it does); :attr:`SwitchableDeployment.epoch`.
+        apply_slowdown: emulate each tier's slowdown.
+        precision: bundle precision.
+        start_timeout_s, niceness: as :func:`~earlyexit.runtime.deployment.deploy`.
+        log_dir: where process logs go (default: a temporary folder, removed on close).
+
+    Returns:
+        The running deployment, candidate 0 in use.
+
+    Raises:
+        ValueError: bad candidates, tiers outside the topology, a trace without topology.
+        RuntimeError: a process failed to start.
+    """
+    _check_settings(start_timeout_s, precision, niceness)
+    cands = _candidates(bundles, synthetic, plans)
+    topo: Topology | None = None
+    if topology is not None:
+        from earlyexit.planner.topology import resolve_topology
+
+        topo = resolve_topology(topology)
+        for c in cands:
+            if max(c.tiers) >= topo.num_tiers:
+                raise ValueError(f"tiers {list(c.tiers)} do not fit the topology's {topo.num_tiers}")
+    if trace is not None and (topo is None or not isinstance(trace, LinkTrace)):
+        raise ValueError("trace must be a LinkTrace and needs a topology")
+    if trace is not None and topo is not None and trace.link >= len(topo.links):
+        raise ValueError(f"trace.link {trace.link} but the topology has {len(topo.links)} link(s)")
+    source = topo.source if topo else 0
+    destination = topo.destination if topo else 0
+    if log_dir:
+        log_path, remove_dir = Path(log_dir), None
+        log_path.mkdir(parents=True, exist_ok=True)
+    else:
+        log_path = Path(tempfile.mkdtemp(prefix="earlyexit-adapt-"))
+        remove_dir = log_path
+
+    def bind(name: str) -> str:
+        path = f"{log_path.resolve()}/{name}.sock"
+        return f"ipc://{path}" if len(path) < 100 else _LOOPBACK
+
+    slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
+    template = _worker_template(0.5, 1, 0.0, 64, 0.2, 2.0, 2**28)
+    try:
+        client = Client(results_bind=bind("results"), control_bind=bind("client-control"),
+                        source_slowdown=slow(source), destination_slowdown=slow(destination))  # fmt: skip
+    except BaseException:
+        if remove_dir is not None:
+            shutil.rmtree(remove_dir, ignore_errors=True)
+        raise
+    procs: list[_Proc] = []
+    cleanup = weakref.finalize(client, _cleanup, client, procs, remove_dir)
+    epoch = None
+    try:
+        up: list[str] = []
+        down: list[str] = []
+        if topo is not None:
+            epoch = time.monotonic() + float(trace_lead_s)
+            for j, lk in enumerate(topo.links):
+                traced = trace is not None and trace.link == j
+                spec = [{"bind": bind(f"link{j}-{d}"), "bandwidth_mbps": lk.bandwidth_mbps,
+                         "propagation_ms": lk.propagation_ms, "mtu_bytes": topo.mtu_bytes,
+                         "name": f"link{j}-{d}",
+                         "trace": trace.to_dict() if traced else None,
+                         "epoch": epoch if traced else None}
+                        for d in ("up", "down")]  # fmt: skip
+                p = _spawn(f"link{j}", "earlyexit.runtime.link", ["--spec", json.dumps(spec)],
+                           log_path, procs, start_timeout_s, niceness)  # fmt: skip
+                up.append(p.info["addresses"][0])
+                down.append(p.info["addresses"][1])
+        routes = []
+        for ci, c in enumerate(cands):
+            n = len(c.tiers)
+            next_input: str | None = None
+            for k in range(n - 1, -1, -1):
+                if c.bundle is not None:
+                    spec = {"kind": "bundle", "path": c.bundle, "partition": k, "precision": precision}
+                else:
+                    spec = {"kind": "synthetic", **dict(synthetic or {}), "partition": k}
+                options = dataclasses.replace(
+                    template, partition=k, num_partitions=n, threshold=c.threshold,
+                    tier=c.tiers[k], next_tier=None if k == n - 1 else c.tiers[k + 1],
+                    last_block=c.blocks[k],
+                    result_route=tuple(route(c.tiers[k], destination, client.results_address, up, down)),
+                    next_route=() if next_input is None
+                    else tuple(route(c.tiers[k], c.tiers[k + 1], next_input, up, down)),
+                    bind=bind(f"p{ci}-worker{k}"), control_bind=bind(f"p{ci}-worker{k}-control"),
+                    slowdown=slow(c.tiers[k]),
+                )  # fmt: skip
+                config = {"runner": spec, "options": options.to_dict()}
+                p = _spawn(f"plan{ci}-worker{k}", "earlyexit.runtime.worker",
+                           ["--config", json.dumps(config)], log_path, procs, start_timeout_s,
+                           niceness)  # fmt: skip
+                next_input = p.info["input"]
+            assert next_input is not None  # internal: at least one partition
+            routes.append(route(source, c.tiers[0], next_input, up, down))
+        if cands[0].bundle is not None:
+            shape = tuple(Manifest.load(cands[0].bundle).input_shape)
+        else:
+            shape = (int(dict(synthetic or {}).get("in_dim", 32)),)
+    except BaseException:
+        cleanup()
+        raise
+    return SwitchableDeployment(client, cands, routes, source, epoch, shape, cleanup, log_path)
+
+
+# ---------------------------------------------------------------------- the source loop
+_MODES = ("adaptive", "static", "oracle")
+
+
+def _best_index(candidates: Sequence[Plan], replanner: Replanner, topo: Topology) -> int:
+    best = replanner.best(topo)
+    return next(i for i, c in enumerate(candidates) if same_configuration(c, best))
+
+
+def run_trace(
+    dep: SwitchableDeployment,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    mode: str,
+    replanner: Replanner,
+    trace: LinkTrace,
+    duration_s: float,
+    timeout_s: float = 30.0,
+) -> dict[str, Any]:
+    """Play the source for ``duration_s`` of the trace, one sample at a time, cycling ``x``.
+
+    Args:
+        dep: a deployment whose candidates carry plans (``Candidate.plan``), in
+            the order of ``replanner.candidates``.
+        x, y: inputs and labels (labels None: no accuracy).
+        mode: ``"adaptive"`` (the replanner switches on the runtime's link
+            estimates), ``"static"`` (candidate 0 throughout) or ``"oracle"``
+            (the best candidate of each phase, switched at the trace's change times).
+        replanner: holds the candidates and the constraint; its clock is the trace's.
+        trace: the trace the links follow (it started at ``dep.epoch``).
+        duration_s: how long to run, in trace seconds.
+        timeout_s: the longest wait for one result.
+
+    Returns:
+        ``{"samples": [{"t", "plan", "latency_s", "correct", "partition"}...],
+        "switches": [{"t", "from", "to", "replan_ms", "links"}...], "replan_ms": [...],
+        "estimates": [{"t", "link", "bandwidth_mbps", "propagation_ms"}...]}``.
+
+    Raises:
+        ValueError: an unknown mode, or candidates without plans.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    plans = [c.plan for c in dep.candidates]
+    if any(p is None for p in plans) or replanner.candidates is None:
+        raise ValueError("run_trace needs candidates with plans and a replanner over them")
+    if dep.epoch is None:
+        raise ValueError("the deployment has no emulated links (no topology): nothing to follow")
+    base = replanner.topology
+    oracle = [(a, _best_index(replanner.candidates, replanner, trace.topology_at(base, a)))
+              for a, _, _ in trace.phases(duration_s)]  # fmt: skip
+    dep.use(0)
+    wait = dep.epoch - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    seen: dict[tuple[int, int], float] = {}
+    out: dict[str, Any] = {"samples": [], "switches": [], "replan_ms": [], "estimates": [],
+                           "mode": mode, "late_start_s": max(0.0, -wait)}  # fmt: skip
+    i = 0
+    while (t := time.monotonic() - dep.epoch) < duration_s:
+        if mode == "oracle":
+            dep.use(max(idx for a, idx in oracle if a <= t) if t >= 0 else oracle[0][1])
+        dep.client.poll(0.0)  # take the control messages (acks, heartbeats with estimates)
+        dep.client.probe()
+        for (a, b), (bw, ms, at) in list(dep.client.link_reports.items()):
+            if b != a + 1 or seen.get((a, b), -1.0) >= at:
+                continue
+            seen[(a, b)] = at
+            out["estimates"].append({"t": t, "link": a, "bandwidth_mbps": bw, "propagation_ms": ms})
+            if mode != "adaptive":
+                continue
+            n_before = len(replanner.stats.replan_s)
+            sw = replanner.observe(a, bw, ms, now=t)
+            if len(replanner.stats.replan_s) > n_before:
+                out["replan_ms"].append(1e3 * replanner.stats.replan_s[-1])
+            if sw is not None:
+                new = next(j for j, p in enumerate(plans) if same_configuration(p, sw.new))
+                out["switches"].append({"t": t, "from": dep.active, "to": new,
+                                        "replan_ms": 1e3 * sw.replan_s,
+                                        "links": {k: [v.bandwidth_mbps, v.propagation_ms]
+                                                  for k, v in sw.links.items()}})  # fmt: skip
+                dep.use(new)
+        plan_idx = dep.active
+        r: Result = dep.client.infer(x[i % len(x)], timeout_s)
+        out["samples"].append({
+            "t": t, "plan": plan_idx, "latency_s": r.latency_s, "partition": r.partition,
+            "correct": None if y is None or r.logits is None else bool(r.prediction == int(y[i % len(x)])),
+        })  # fmt: skip
+        i += 1
+    return out
+
+
+def phase_table(
+    runs: Mapping[str, Mapping[str, Any]], trace: LinkTrace, duration_s: float, settle_s: float
+) -> list[dict[str, Any]]:
+    """Per phase of the trace and per mode: mean latency and accuracy of the samples sent.
+
+    Samples of the first ``settle_s`` of each phase are left out (the controller
+    settles then; docs/adaptive.md); ``all_*`` fields include them.
+
+    Args:
+        runs: mode -> :func:`run_trace`'s output.
+        trace, duration_s: the trace and how long the runs lasted.
+        settle_s: time after each change before samples count.
+
+    Returns:
+        One row per phase: ``start``, ``end``, ``bandwidth_mbps`` and, per mode,
+        ``{mode}_latency_ms``, ``{mode}_accuracy``, ``{mode}_samples``, ``{mode}_all_latency_ms``.
+    """
+    rows = []
+    for a, b, step in trace.phases(duration_s):
+        row: dict[str, Any] = {"start": a, "end": b, "bandwidth_mbps": step.bandwidth_mbps,
+                               "propagation_ms": step.propagation_ms}  # fmt: skip
+        lo = a + (settle_s if a > 0 else 0.0)
+        for mode, run in runs.items():
+            phase = [s for s in run["samples"] if a <= s["t"] < b]
+            settled = [s for s in phase if s["t"] >= lo]
+            lat = [s["latency_s"] for s in settled]
+            acc = [s["correct"] for s in settled if s["correct"] is not None]
+            row[f"{mode}_samples"] = len(settled)
+            row[f"{mode}_latency_ms"] = 1e3 * float(np.mean(lat)) if lat else None
+            row[f"{mode}_accuracy"] = float(np.mean(acc)) if acc else None
+            row[f"{mode}_all_latency_ms"] = (
+                1e3 * float(np.mean([s["latency_s"] for s in phase])) if phase else None
+            )
+        rows.append(row)
+    return rows

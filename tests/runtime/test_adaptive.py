@@ -1,0 +1,68 @@
+"""Switchable deployments: plan switches lose nothing, answer once, under the tagged plan."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from earlyexit.runtime.adaptive import deploy_switchable
+from earlyexit.runtime.monitor import LinkEstimator
+from earlyexit.runtime.synthetic import SyntheticModel
+
+SYN = {"num_partitions": 2}
+PLANS = [(0.2, (0, 1)), (0.9, (0, 1)), (0.5, (0, 1))]
+
+
+@pytest.mark.slow
+def test_switches_lose_nothing_and_answer_each_sample_once_under_its_plan():
+    """Count in = count out across 60 switches, with samples of several plans in flight."""
+    with deploy_switchable(synthetic=SYN, plans=PLANS, topology="pi4-wifi") as d:
+        x = d.inputs(300)
+        tags: dict[int, int] = {}
+        for i in range(0, 300, 5):  # a switch every 5 samples, without waiting for results
+            d.use((i // 5) % 3)
+            for j in d.client.submit(x[i : i + 5]):
+                tags[j] = d.active
+        results = d.client.gather(timeout_s=60)
+        stats = dict(d.client.stats)
+        time.sleep(0.5)
+        d.client.poll(0.0)
+        reports = dict(d.client.link_reports)
+    assert len(results) == 300 and sorted(r.id for r in results) == list(range(300))
+    assert stats["duplicates"] == 0 and stats["degraded"] == 0 and stats["delivered"] == 300
+    model = SyntheticModel(**SYN)
+    parts = set()
+    for r in results:
+        ref = model.reference(x[r.id : r.id + 1], PLANS[tags[r.id]][0])[0]
+        assert r.partition == ref["partition"]
+        np.testing.assert_allclose(r.logits, ref["logits"], rtol=1e-5, atol=1e-5)
+        parts.add((tags[r.id], r.partition))
+    assert len({p for _, p in parts}) == 2  # the thresholds differ in what they do
+    # the first worker measured link 0 (tier 0 -> 1) from its own transfers and reported it
+    bw, delay_ms, _ = reports[(0, 1)]
+    assert 5.0 < bw < 500.0 and 0.0 <= delay_ms < 100.0
+
+
+def test_switchable_refuses_bad_candidates():
+    with pytest.raises(ValueError, match="exactly one of"):
+        deploy_switchable()
+    with pytest.raises(ValueError, match="distinct tiers"):
+        deploy_switchable(synthetic=SYN, plans=[(0.5, (0, 0))])
+    with pytest.raises(ValueError, match="plans="):
+        deploy_switchable(synthetic=SYN)
+
+
+def test_estimator_forgets_transfers_older_than_max_age():
+    """After a step from 50 to 2 Mb/s, only the new transfers count once the old ones age out."""
+    est = LinkEstimator(window=64, min_samples=4, max_age_s=3.0)
+    for i in range(20):
+        for n in (100, 20_000):
+            est.observe(n, 0.005 + 8 * n / 50e6, now=i * 0.1)
+    for i in range(40):
+        for n in (100, 20_000):
+            est.observe(n, 0.005 + 8 * n / 2e6, now=2.0 + i * 0.1)
+    assert est.estimate().bandwidth_mbps == pytest.approx(2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="max_age_s"):
+        LinkEstimator(max_age_s=0)
