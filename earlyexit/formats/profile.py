@@ -44,6 +44,10 @@ class DeviceProfile:
             processes of this device (ZeroMQ, wake-ups, the worker loop), measured
             by :func:`earlyexit.profiling.overhead.measure_hop_overhead`. None
             (absent in the file, as in profiles made before it existed) counts as 0.
+        hop_cpu_s: the part of ``hop_s`` that is CPU time of this device's
+            processes, which a slower device stretches (the latency model scales
+            it by the tier's ``slowdown``), measured by
+            :func:`earlyexit.profiling.overhead.measure_hop_cpu`. None counts as 0.
     """
 
     partition_time_s: np.ndarray
@@ -54,9 +58,10 @@ class DeviceProfile:
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     hop_s: float | None = None
+    hop_cpu_s: float | None = None
 
     _KEYS = ("partition_time_s", "serialize_s", "deserialize_s", "result_serialize_s",
-             "result_deserialize_s", "meta", "hop_s")
+             "result_deserialize_s", "meta", "hop_s", "hop_cpu_s")
 
     def __post_init__(self) -> None:
         self.partition_time_s = np.asarray(self.partition_time_s, dtype=np.float64)
@@ -66,6 +71,8 @@ class DeviceProfile:
         self.result_deserialize_s = float(self.result_deserialize_s)
         if self.hop_s is not None:
             self.hop_s = _float(self.hop_s, "device.hop_s", lo=0.0)
+        if self.hop_cpu_s is not None:
+            self.hop_cpu_s = _float(self.hop_cpu_s, "device.hop_cpu_s", lo=0.0)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
@@ -92,7 +99,10 @@ class DeviceProfile:
         hop = data.get("hop_s")
         if hop is not None:
             hop = _float(hop, f"{name}.hop_s", lo=0.0)
-        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop)
+        cpu = data.get("hop_cpu_s")
+        if cpu is not None:
+            cpu = _float(cpu, f"{name}.hop_cpu_s", lo=0.0)
+        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop, cpu)
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of docs/spec.md (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
@@ -107,6 +117,8 @@ class DeviceProfile:
         }
         if self.hop_s is not None:
             out["hop_s"] = float(self.hop_s)
+        if self.hop_cpu_s is not None:
+            out["hop_cpu_s"] = float(self.hop_cpu_s)
         return out
 
 

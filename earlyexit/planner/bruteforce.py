@@ -100,9 +100,11 @@ def brute_force_candidates(
 
 
 def _hop(cm: CostModel, tier: int) -> float:
-    """``hop_s`` of the device of ``tier``, read from the profile (absent: 0)."""
-    value = cm.profile.devices[cm.topology.tiers[tier].device].hop_s
-    return 0.0 if value is None else float(value)
+    """``hop_s + (slowdown - 1) hop_cpu_s`` of ``tier`` (at least 0), read from the profile (absent: 0)."""
+    dev = cm.profile.devices[cm.topology.tiers[tier].device]
+    value = 0.0 if dev.hop_s is None else float(dev.hop_s)
+    cpu = 0.0 if dev.hop_cpu_s is None else float(dev.hop_cpu_s)
+    return max(0.0, value + (float(cm.topology.tiers[tier].slowdown) - 1.0) * cpu)
 
 
 def brute_force_best(

@@ -2,15 +2,16 @@
 
   transfer(a -> b, bits) = ST^a(bits) + DT^b(bits) + H_{a,b}
                          + [a != b] (propagation over the path + L_{a->b}(bits))
-  H_{a,b} = (h^a + h^b) / 2      the runtime's own cost of one hand-off (hop_s)
+  H_{a,b} = (h^a + h^b) / 2      the runtime's own cost of one hand-off, where
+  h^w = hop_s + (slowdown_w - 1) hop_cpu_s   (its CPU part is stretched on a slower tier)
   L_{a->b}(bits) = sum_{links on path} min(bits, MTU)/BW_link + max(0, bits - MTU)/BW_eff
   Lat = transfer(source -> D_1, O_0)
       + sum_k [(S_k + E_k) CT^{D_k}_{P_{k-1}+1..P_k} + S_k transfer(D_k -> D_{k+1}, O_{P_k})
                + E_k transfer(D_k -> destination, Rs)]
 
-Device times are multiplied by the tier's ``slowdown``; the hop cost ``h`` of a
+Device times are multiplied by the tier's ``slowdown``; of the hop cost ``h`` of a
 device (``DeviceProfile.hop_s``, 0 when the profile has none, and then this is
-PORTEND's model exactly) is not. :class:`CostModel` precomputes every term as
+PORTEND's model exactly) only its CPU part ``hop_cpu_s`` (0 when absent) is. :class:`CostModel` precomputes every term as
 numpy arrays (used by the search) and evaluates one configuration literally
 (used by :func:`evaluate`, the brute force and the tests). The breakdown splits
 the latency into compute, serialize (ST + DT), transmit (L), propagate and
@@ -117,8 +118,10 @@ class CostModel:
         self.txm = txm
         self.ser = st[:, None, :] + dt[None, :, :]
         # the runtime's own cost per hand-off: half of each end's measured hop_s
-        # (measured with both ends on one device); not scaled by the slowdown
+        # (measured with both ends on one device), its CPU part stretched by the slowdown
         h = np.array([0.0 if d.hop_s is None else float(d.hop_s) for d in devs])
+        cpu = np.array([0.0 if d.hop_cpu_s is None else float(d.hop_cpu_s) for d in devs])
+        h = np.maximum(0.0, h + (slow - 1.0) * cpu)
         self.hop = (h[:, None] + h[None, :]) / 2.0
         self.x = self.ser + txm + prop[:, :, None] + self.hop[:, :, None]
 

@@ -118,7 +118,8 @@ def profile(
         measure_hops: also measure the runtime's own cost per hop on this device
             (samples through a real worker with empty partitions; see
             :func:`~earlyexit.profiling.overhead.measure_hop_overhead`), stored as
-            the device's ``hop_s``.
+            the device's ``hop_s``, and its CPU part that a slower tier stretches
+            (:func:`~earlyexit.profiling.overhead.measure_hop_cpu`, ``hop_cpu_s``).
 
     Returns:
         A validated :class:`earlyexit.formats.Profile`.
@@ -187,13 +188,15 @@ def profile(
         device_extra: dict[str, Any] = {}
         if granularity:
             device_extra["granularity"] = compare_granularity(model, sample, percentile=percentile)
-    hop_s = None
+    hop_s = hop_cpu_s = None
     if measure_hops:
-        from earlyexit.profiling.overhead import measure_hop_overhead
+        from earlyexit.profiling.overhead import measure_hop_cpu, measure_hop_overhead
 
         hops = measure_hop_overhead()
         hop_s = hops.hop_s
-        device_extra["hop"] = hops.to_dict()
+        cpu = measure_hop_cpu()  # the part of it a slower tier stretches
+        hop_cpu_s = cpu["cpu_hop_s"]
+        device_extra["hop"] = {**hops.to_dict(), "cpu": cpu}
     if temps is not None:
         model.set_temperatures(temps)
     device_name = device_name or socket.gethostname()
@@ -212,7 +215,7 @@ def profile(
     }
     device = DeviceProfile(
         times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,
-        meta, device_extra, hop_s,
+        meta, device_extra, hop_s, hop_cpu_s,
     )  # fmt: skip
     return Profile(
         model=str(model.config.get("backbone") or "custom"),

@@ -49,7 +49,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HopOverhead", "measure_hop_overhead", "fit_hops", "in_process_time"]
+__all__ = [
+    "HopOverhead",
+    "measure_hop_overhead",
+    "measure_hop_cpu",
+    "fit_hops",
+    "in_process_time",
+]
 
 _MODEL = {"in_dim": 8, "hidden": 8, "num_classes": 10, "seed": 0}
 
@@ -264,3 +270,81 @@ def measure_hop_overhead(
     return HopOverhead(hop_s, slope_s, per_sample_s, r2, parts, hops, tuple(measured),
                        tuple(inproc), samples,
                        {"rounds_hop_s": [f[0][0] for f in fits], "transport": transport})  # fmt: skip
+
+
+def measure_hop_cpu(
+    samples: int = 100,
+    max_partitions: int = 3,
+    slowdown: float = 3.0,
+    warmup: int = 10,
+    niceness: int | None = None,
+) -> dict[str, Any]:
+    """The part of the per-hand-off cost that a slower CPU stretches (a diagnostic).
+
+    The runtime emulates a tier's ``slowdown`` by stretching the CPU time its
+    processes spend on a message (decoding, the worker's loop, running the
+    partition, encoding) by that factor, as a slower processor would; the
+    latency model stretches only the profiled compute and (de)serialization
+    (docs/spec.md#runtime-overhead). This deploys chains of 1 .. ``max_partitions``
+    workers of a tiny numpy model twice, at slowdown 1 and at ``slowdown`` on every
+    tier (no links), interleaved sample by sample, and fits the extra latency per
+    sample, divided by ``slowdown - 1``, on the hand-offs per sample (through the
+    origin, as :func:`fit_hops`). The profiled part (the in-process time of the
+    same steps, :func:`in_process_time`) is subtracted first: what remains is
+    CPU time per hand-off that the model does not scale.
+
+    Args:
+        samples: timed samples per chain and slowdown.
+        max_partitions: the longest chain (at least 2).
+        slowdown: the emulated slowdown (> 1).
+        warmup: untimed samples first.
+        niceness: of the workers (see :func:`earlyexit.runtime.deploy`).
+
+    Returns:
+        ``{"cpu_hop_s", "hops", "stretched_s" (per chain, per sample),
+        "in_process_s", "slowdown"}``.
+
+    Raises:
+        ValueError: ``slowdown`` <= 1, ``max_partitions`` < 2 or ``samples`` < 5.
+    """
+    from earlyexit.formats import Link, Tier, Topology
+    from earlyexit.runtime.deployment import deploy
+
+    if not (isinstance(slowdown, (int, float)) and slowdown > 1.0):
+        raise ValueError(f"slowdown must be a number > 1, got {slowdown!r}")
+    if (
+        isinstance(max_partitions, bool)
+        or not isinstance(max_partitions, int)
+        or max_partitions < 2
+    ):
+        raise ValueError(f"max_partitions must be an int >= 2, got {max_partitions!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5:
+        raise ValueError(f"samples must be an int >= 5, got {samples!r}")
+    parts = tuple(range(1, max_partitions + 1))
+    lat: dict[tuple[int, float], list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        chains = {}
+        for num in parts:
+            for s in (1.0, float(slowdown)):
+                topo = Topology(tuple(Tier(f"t{j}", "cpu", s) for j in range(num)),
+                                tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)  # fmt: skip
+                chains[(num, s)] = stack.enter_context(deploy(
+                    synthetic={"num_partitions": num, **_MODEL}, threshold=0.0, topology=topo,
+                    tiers=list(range(num)), emulate_links=False, niceness=niceness))  # fmt: skip
+                lat[(num, s)] = []
+        x = chains[(1, 1.0)].inputs(warmup + samples, seed=1)
+        for i in range(warmup + samples):
+            for key, d in chains.items():
+                res = d.client.infer(x[i], timeout_s=30.0)
+                if i >= warmup:
+                    lat[key].append(res.latency_s)
+    inproc = [in_process_time(num, x[:1], reps=max(samples, 50)) for num in parts]
+    stretched = [
+        (float(np.median(lat[(num, float(slowdown))])) - float(np.median(lat[(num, 1.0)])))
+        / (slowdown - 1.0)
+        for num in parts
+    ]
+    hops = [num + 1 for num in parts]
+    cpu_hop_s = fit_hops(hops, [st - ip for st, ip in zip(stretched, inproc, strict=True)])[0]
+    return {"cpu_hop_s": cpu_hop_s, "hops": hops, "stretched_s": stretched,
+            "in_process_s": inproc, "slowdown": float(slowdown)}  # fmt: skip

@@ -148,3 +148,64 @@ def test_cli_plan_reports_the_overhead(tmp_path, capsys):
         est = json.loads(capsys.readouterr().out)["estimate"]
         assert (est["breakdown_s"]["overhead"] > 0) is shown
         assert sum(est["breakdown_s"].values()) == pytest.approx(est["latency_s"], rel=1e-9)
+
+
+def _with_cpu(profile: Profile, cpu: dict[str, float | None]) -> Profile:
+    out = copy.deepcopy(profile)
+    for name, c in cpu.items():
+        out.devices[name].hop_cpu_s = c
+    return out
+
+
+@pytest.mark.parametrize("dest", [0, 2])
+def test_the_cpu_part_of_a_hop_is_stretched_by_the_slowdown(prof, dest):
+    """h^w = hop_s + (slowdown_w - 1) hop_cpu_s: absent or 0 changes nothing, else exactly that."""
+    h = {"a1.medium": 0.004, "m4.large": 0.001, "g4dn.xlarge": 0.0005}
+    c = {"a1.medium": 0.003, "m4.large": 0.0008, "g4dn.xlarge": 0.0004}
+    hopped = _with_hops(prof, h)
+    topo = _topo(dest)  # slowdowns 2, 1, 0.5
+    t, cuts, tiers = float(prof.thresholds[5]), [2, 5, 8], [0, 1, 2]
+    base = evaluate(hopped, topo, t, cuts, tiers)
+    zero = evaluate(_with_cpu(hopped, dict.fromkeys(DEVICES, 0.0)), topo, t, cuts, tiers)
+    assert zero.latency_s == base.latency_s and zero.breakdown_s == base.breakdown_s
+    est = evaluate(_with_cpu(hopped, c), topo, t, cuts, tiers)
+    slow = [tier.slowdown for tier in topo.tiers]
+    hv = [max(0.0, h[d] + (s - 1) * c[d]) for d, s in zip(DEVICES, slow, strict=True)]
+    e = est.exit_fractions
+    s_ = [1 - sum(e[: k + 1]) for k in range(3)]
+
+    def pair(a: int, b: int) -> float:
+        return (hv[a] + hv[b]) / 2
+
+    expect = pair(0, 0) + s_[0] * pair(0, 1) + s_[1] * pair(1, 2)
+    expect += sum(e[k] * pair(tiers[k], dest) for k in range(3))
+    assert est.breakdown_s["overhead"] == pytest.approx(expect, rel=1e-12)
+    for k in ("compute", "serialize", "transmit", "propagate"):
+        assert est.breakdown_s[k] == pytest.approx(base.breakdown_s[k], rel=1e-12)
+    # slowdown 1 everywhere: the CPU part changes nothing
+    flat = Topology(tuple(Tier(f"t{j}", d) for j, d in enumerate(DEVICES)), _topo(dest).links,
+                    mtu_bytes=9000, destination=dest)  # fmt: skip
+    assert evaluate(_with_cpu(hopped, c), flat, t, cuts, tiers).latency_s == pytest.approx(
+        evaluate(hopped, flat, t, cuts, tiers).latency_s, rel=1e-15
+    )
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_stretched_hops_stay_exact(seed):
+    """Random hop and CPU costs on slowed tiers: P_lat and Pareto equal brute force."""
+    devs = ("a1.medium", "m4.large", "g4dn.xlarge")
+    profile = synthetic_profile(9, devs, thresholds=5, num_samples=60, seed=seed)
+    rng = np.random.default_rng(seed)
+    profile = _with_hops(profile, {d: float(rng.uniform(0, 0.02)) for d in devs})
+    profile = _with_cpu(profile, {d: float(rng.uniform(0, 0.02)) for d in devs})
+    tiers = tuple(
+        Tier(f"t{j}", d, s) for j, (d, s) in enumerate(zip(devs, (4.0, 2.0, 1.0), strict=True))
+    )
+    cm = CostModel(profile, Topology(tiers, (Link(10, 20), Link(400, 40)), mtu_bytes=9000))
+    space = make_space(cm)
+    for estimator in ("portend", "exact"):
+        got = search(cm, space, estimator, "min_latency", 0.7)[0]
+        ref = brute_force_best(cm, space, estimator, "min_latency", 0.7)
+        assert got.key == ref[2] and got.latency == pytest.approx(ref[0], abs=1e-9)
+    front = search(cm, space, "portend", "pareto", None)
+    assert [g.key for g in front] == [r[2] for r in brute_force_pareto(cm, space, "portend")]

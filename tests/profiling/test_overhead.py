@@ -162,3 +162,26 @@ def test_hop_cost_predicts_another_deployment():
     without = float(sum(wk * model_latency(k, 0.0) for wk, k in zip(w, used, strict=True)))
     with_hop = float(sum(wk * model_latency(k, hop) for wk, k in zip(w, used, strict=True)))
     assert abs(with_hop - measured) < abs(without - measured), (measured, without, with_hop, hop)
+
+
+def test_measure_hop_cpu_rejects_bad_arguments():
+    from earlyexit.profiling.overhead import measure_hop_cpu
+
+    with pytest.raises(ValueError, match="slowdown must be a number > 1"):
+        measure_hop_cpu(slowdown=1.0)
+    with pytest.raises(ValueError, match="max_partitions must be an int >= 2"):
+        measure_hop_cpu(max_partitions=1)
+    with pytest.raises(ValueError, match="samples must be an int >= 5"):
+        measure_hop_cpu(samples=3)
+
+
+@pytest.mark.slow
+def test_measure_hop_cpu_through_real_workers():
+    """Chains at slowdown 1 and 3: the stretched CPU per sample, and its fit per hand-off."""
+    from earlyexit.profiling.overhead import measure_hop_cpu
+
+    got = measure_hop_cpu(samples=20, max_partitions=2, slowdown=3.0, warmup=3)
+    assert got["hops"] == [2, 3] and got["slowdown"] == 3.0
+    assert len(got["stretched_s"]) == len(got["in_process_s"]) == 2
+    excess = [s - i for s, i in zip(got["stretched_s"], got["in_process_s"], strict=True)]
+    assert got["cpu_hop_s"] == fit_hops(got["hops"], excess)[0] and got["cpu_hop_s"] >= 0
