@@ -32,6 +32,7 @@ _COMMANDS: dict[str, str] = {
     "whatif": "earlyexit.planner._cli",
     "export": "earlyexit.export._cli",
     "serve": "earlyexit.runtime._cli",
+    "adapt": "earlyexit.runtime._cli",
     "deploy-k8s": "earlyexit.deploy._cli",
     "deploy-compose": "earlyexit.deploy._cli",
     "deploy-netns": "earlyexit.deploy._cli",
