@@ -179,14 +179,19 @@ def _cached_outputs(args: argparse.Namespace) -> dict[str, Any]:
     if args.cache is not None and args.cache.exists():
         with np.load(args.cache) as z:
             if str(z["key"]) == key:
-                return {"clean": {k[6:]: z[k] for k in z.files if k.startswith("clean_")},
-                        "noisy": {k[6:]: z[k] for k in z.files if k.startswith("noisy_")},
+                get = lambda k: z[k] if z[k].ndim else float(z[k])  # noqa: E731
+                return {"clean": {k[6:]: get(k) for k in z.files if k.startswith("clean_")},
+                        "noisy": {k[6:]: get(k) for k in z.files if k.startswith("noisy_")},
                         "extra_s": float(z["extra_s"]), "samples": int(z["samples"])}  # fmt: skip
     mo = _model_outputs(args.first_exit, args.noise, args.seed)
     if args.cache is not None:
         flat = {f"{nm}_{k}": v for nm in ("clean", "noisy") for k, v in mo[nm].items()}
         np.savez(args.cache, key=key, extra_s=mo["extra_s"], samples=mo["samples"], **flat)
     return mo
+
+
+def _thin(x: np.ndarray, every: int = 10) -> list[float]:
+    return [round(float(v), 4) for v in x[::every]]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,9 +228,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "accuracy": {nm: {"first": mo[nm]["acc_first"], "final": mo[nm]["acc_final"]} for nm in ("clean", "noisy")},
         "table": {label: phase_table(r["score"], fixed, phases, plan_index, args.settle)
                   for label, r in rep.items()},
-        "regret": {**{label: np.cumsum(oracle_per_sample - r["score"]).tolist() for label, r in rep.items()},
-                   "plan": np.cumsum(oracle_per_sample - fixed[plan_index]).tolist()},
-        "chosen_threshold": rep["adaee"]["threshold"].tolist(),
+        # every 10th sample, rounded: what the plot needs
+        "regret": {**{label: _thin(np.cumsum(oracle_per_sample - r["score"])) for label, r in rep.items()},
+                   "plan": _thin(np.cumsum(oracle_per_sample - fixed[plan_index]))},
+        "chosen_threshold_mean100": _thin(np.convolve(rep["adaee"]["threshold"], np.ones(100) / 100, "same")),
         "seconds": time.time() - t0,
     }  # fmt: skip
     return result
@@ -237,15 +243,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    x = np.arange(0, 3 * result["phase_samples"], 10)
     for label, curve in result["regret"].items():
         names = {"adaee": f"AdaEE (discount {result['discount']})", "ucb1": "UCB1 (no discount)",
                  "plan": f"the plan's fixed threshold (T={result['table']['adaee'][0]['plan_threshold']:.2f})"}
-        ax1.plot(curve, label=names[label])
+        ax1.plot(x[: len(curve)], curve, label=names[label])
     ax1.set_ylabel("cumulative regret vs per-phase oracle")
     ax1.legend()
-    th = np.array(result["chosen_threshold"])
-    w = 100
-    ax2.plot(np.convolve(th, np.ones(w) / w, mode="valid"), label=f"AdaEE threshold ({w}-sample mean)")
+    th = result["chosen_threshold_mean100"]
+    ax2.plot(x[: len(th)], th, label="AdaEE threshold (100-sample mean)")
     for row in result["table"]["adaee"]:
         ax2.hlines(row["oracle_threshold"], row["start"], row["end"], colors="k", linestyles="dashed")
     ax2.set_ylabel("first-exit threshold")
