@@ -20,7 +20,16 @@ import numpy as np
 
 from earlyexit.planner._select import ACC_ATOL, LAT_ATOL
 
-__all__ = ["CutCodes", "Collector", "Labels", "LazyKeys", "SLACK", "empty_labels", "rank_keys"]
+__all__ = [
+    "CutCodes",
+    "Collector",
+    "Labels",
+    "LazyKeys",
+    "SLACK",
+    "dominance_filter",
+    "empty_labels",
+    "rank_keys",
+]
 
 SLACK = 1e-12
 
@@ -210,3 +219,44 @@ class Collector:
             return empty_labels(self.words), np.zeros(0, np.int64)
         self._compact()
         return self.parts[0], self.nparts[0]
+
+
+def dominance_filter(lab: Labels, n_blocks: int, m: int) -> Labels:
+    """Drop labels dominated at the same (threshold, block, tier, tier set).
+
+    A label is dropped when another one at the same state is better or equal in both
+    objectives (beyond the tolerances, or exactly with a smaller tie key): the future
+    is the same, and adding the same numbers keeps the order, also in floating point.
+    """
+    if len(lab) < 2:
+        return lab
+    gid = ((lab.t * (n_blocks + 1) + lab.c) * m + lab.w) * (1 << m) + lab.u
+    order = np.lexsort((*code_keys(lab.pcode), lab.dcode, -lab.acc, lab.lat, gid))
+    g, sl, sa = gid[order], lab.lat[order], lab.acc[order]
+    n = g.size
+    newg = np.ones(n, dtype=bool)
+    newg[1:] = g[1:] != g[:-1]
+    gr = np.cumsum(newg) - 1
+    uniq, rank = np.unique(sa, return_inverse=True)
+    span = uniq.size + 1
+    cmv = np.maximum.accumulate(gr * span + rank)
+    incl = uniq[cmv - gr * span]  # groupwise inclusive max accuracy
+    excl = np.full(n, -np.inf)
+    excl[1:] = np.where(newg[1:], -np.inf, incl[:-1])
+    dom = excl > sa + ACC_ATOL  # (ii) better accuracy beyond tolerance, latency <=
+    # (i) latency lower beyond tolerance, accuracy >=
+    tiedprev = np.zeros(n, dtype=bool)
+    tiedprev[1:] = ~newg[1:] & (sl[1:] - sl[:-1] <= LAT_ATOL)
+    run_start = np.maximum.accumulate(np.where(tiedprev, 0, np.arange(n)))
+    q = run_start - 1
+    ok_q = (q >= 0) & (gr[np.maximum(q, 0)] == gr)
+    dom |= ok_q & (incl[np.maximum(q, 0)] >= sa)
+    # (iii) equal or better in both with a smaller tie key (exact ties sit next to each other)
+    dc, pc = lab.dcode[order], lab.pcode[order]
+    for s in (1, 2, 3):
+        if s >= n:
+            break
+        same = g[s:] == g[:-s]
+        smaller = (dc[:-s] < dc[s:]) | ((dc[:-s] == dc[s:]) & lex_less(pc[:-s], pc[s:]))
+        dom[s:] |= same & (sa[:-s] >= sa[s:]) & (sl[:-s] <= sl[s:]) & smaller
+    return lab.take(order[~dom])

@@ -60,8 +60,23 @@ What makes P_lat fast (ResNet-110 scale, N=55, M=3: a few ms):
   same tables on a coarse grid, in single precision; it is only a heuristic,
   any lambda >= 0 gives valid bounds). With two or more partitions left only
   its bound is computed (lambda = 0 is kept with one left, where it is free).
-  Large problems (where the bound pass is cheap next to the labels) use the
-  grid too.
+
+What keeps fine granularity (N up to 1000 blocks, M up to 8 tiers) tractable:
+
+- Large P_lat problems (``ACC_GRID_MIN`` or more (transition, threshold) pairs)
+  add the accuracy-grid bound of :meth:`PortendBounds._acc_grid`: the least
+  latency of a completion that reaches the accuracy a label still needs, exact
+  in the accuracy up to a grid whose needs are always rounded down, relaxed in
+  the tiers. It closes the duality gap of the multipliers where the accuracy
+  bound bites (end now: cheap but not accurate enough; carry on: accurate but
+  slow), which left millions of labels alive at N=500, M=8; there it replaces
+  the grid of multipliers that smaller problems used to narrow that gap.
+- A label at a block from which ER is exactly 1 at every later block (nobody
+  is left) is not extended when it may end there: every extension adds exactly
+  0 to both objectives and a partition to the tie key, so its own ending,
+  collected at that layer, beats them all.
+- Cut points are packed in several int64 words (:class:`~earlyexit.planner._labels.CutCodes`),
+  so the tie key encodes any N and L.
 - The first layer is filtered after its own exact one-partition completions
   have lowered the incumbent (to the best configuration with <= 2 partitions),
   and a layer's candidates are made per (label, tier) pair and then repeated
@@ -73,7 +88,7 @@ from __future__ import annotations
 import numpy as np
 
 from earlyexit.planner._labels import SLACK as _SLACK
-from earlyexit.planner._labels import Collector, CutCodes, Labels, code_keys, empty_labels, lex_less
+from earlyexit.planner._labels import Collector, CutCodes, Labels, dominance_filter, empty_labels
 from earlyexit.planner._portend_bounds import PortendBounds
 from earlyexit.planner._select import ACC_ATOL, LAT_ATOL
 from earlyexit.planner.latency import CostModel
@@ -341,42 +356,6 @@ class PortendSearch(PortendBounds):
             return empty_labels(self.codes.words)
         return Labels.concat(out) if len(out) > 1 else out[0]
 
-    def _dominance(self, lab: Labels) -> Labels:
-        """Drop labels dominated at the same (threshold, block, tier, tier set)."""
-        if len(lab) < 2:
-            return lab
-        m = self.m
-        gid = ((lab.t * (self.n + 1) + lab.c) * m + lab.w) * (1 << m) + lab.u
-        order = np.lexsort((*code_keys(lab.pcode), lab.dcode, -lab.acc, lab.lat, gid))
-        g, sl, sa = gid[order], lab.lat[order], lab.acc[order]
-        n = g.size
-        newg = np.ones(n, dtype=bool)
-        newg[1:] = g[1:] != g[:-1]
-        gr = np.cumsum(newg) - 1
-        uniq, rank = np.unique(sa, return_inverse=True)
-        span = uniq.size + 1
-        cmv = np.maximum.accumulate(gr * span + rank)
-        incl = uniq[cmv - gr * span]  # groupwise inclusive max accuracy
-        excl = np.full(n, -np.inf)
-        excl[1:] = np.where(newg[1:], -np.inf, incl[:-1])
-        dom = excl > sa + ACC_ATOL  # (ii) better accuracy beyond tolerance, latency <=
-        # (i) latency lower beyond tolerance, accuracy >=
-        tiedprev = np.zeros(n, dtype=bool)
-        tiedprev[1:] = ~newg[1:] & (sl[1:] - sl[:-1] <= LAT_ATOL)
-        run_start = np.maximum.accumulate(np.where(tiedprev, 0, np.arange(n)))
-        q = run_start - 1
-        ok_q = (q >= 0) & (gr[np.maximum(q, 0)] == gr)
-        dom |= ok_q & (incl[np.maximum(q, 0)] >= sa)
-        # (iii) equal or better in both with a smaller tie key (exact ties sit next to each other)
-        dc, pc = lab.dcode[order], lab.pcode[order]
-        for s in (1, 2, 3):
-            if s >= n:
-                break
-            same = g[s:] == g[:-s]
-            smaller = (dc[:-s] < dc[s:]) | ((dc[:-s] == dc[s:]) & lex_less(pc[:-s], pc[s:]))
-            dom[s:] |= same & (sa[:-s] >= sa[s:]) & (sl[:-s] <= sl[s:]) & smaller
-        return lab.take(order[~dom])
-
     def run(self, objective: str, bound: float | None) -> tuple[Labels, np.ndarray]:
         """Run the DP; return the final candidates (and their number of partitions)."""
         sp, nt = self.space, self.nt
@@ -398,7 +377,7 @@ class PortendSearch(PortendBounds):
         for k in range(1, self.lmax + 1):
             cand = self._expand(lab, k, objective, bound, col)
             if k > 1:  # from the root every (threshold, block, tier) is reached once
-                cand = self._dominance(cand)
+                cand = dominance_filter(cand, self.n, self.m)
             self.stats.append(len(cand))
             if k >= sp.min_parts and len(cand):
                 fin = cand.take(np.flatnonzero(sp.end_ok[cand.c]))
