@@ -12,9 +12,10 @@ What makes the comparison fair (each one measured on this 2-core machine):
 
 * The profile must time what the workers run. Workers run ONNX Runtime, which is
   3-7x faster than eager PyTorch on ResNet-20's small partitions. Profile with
-  ``earlyexit.profile(..., engine="onnx")``; a profile timed otherwise is
-  reported in ``notes``, as is one without the runtime's per-hand-off cost
-  (``hop_s``, ``measure_hops=True``, docs/spec.md#runtime-overhead).
+  ``earlyexit.profile(..., engine="onnx", measure_hops=True)``, back to back
+  (``gap_s=0``) as the latency pass sends samples; a profile timed otherwise,
+  or without the runtime's per-hand-off cost (``hop_s``, ``hop_cpu_s``,
+  docs/spec.md#runtime-overhead), is reported in ``notes``.
 * Latency goes over S samples one at a time through the emulated links;
   accuracy and exit fractions over more samples (the accuracy pass), because a
   few hundred measure an accuracy only to a few points.

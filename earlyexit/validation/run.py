@@ -263,6 +263,13 @@ def validate(
                 "engine='onnx' (earlyexit profile --engine onnx) to predict this deployment"
             )
             warnings.warn(notes[-1], stacklevel=2)
+        prof_gap = float(prof.devices[dev].meta.get("gap_s", 0.0) or 0.0)
+        if abs(prof_gap - gap_s) > 1e-9:
+            notes.append(
+                f"device {dev!r} timed its partitions {prof_gap * 1e3:g} ms apart, the latency "
+                f"pass sends samples {gap_s * 1e3:g} ms apart: a partition run after an idle "
+                "wait is slower (colder caches); profile with the same gap (--gap-ms)"
+            )
         if prof.devices[dev].hop_s is None:
             notes.append(
                 f"device {dev!r} has no hop_s: the runtime's own cost per hand-off is not "
