@@ -85,6 +85,9 @@ def test_add_param_kinds():
 COMMANDS = [
     ("export", "earlyexit.export.bundle", "export_bundle", 9),
     ("blocks", "earlyexit.backbones._cli", "describe_blocks", 2),
+    ("deploy-k8s", "earlyexit.deploy.k8s", "k8s_objects", 5),
+    ("deploy-k8s", "earlyexit.deploy.tiers", "plan_workers", 2),
+    ("deploy-compose", "earlyexit.deploy.compose", "compose_spec", 5),
 ]
 
 

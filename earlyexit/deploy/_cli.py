@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from earlyexit._signatures import add_param, read_signature
 from earlyexit._checks import (
     float_range,
     input_file,
@@ -52,7 +53,15 @@ def _image(text: str) -> str:
     return text
 
 
+def _sig(module: str, function: str) -> dict[str, Any]:
+    """A deploy function's parameters (read from source; the constants they use as defaults)."""
+    from earlyexit.deploy import k8s, tiers
+
+    return read_signature(f"earlyexit.deploy.{module}", function, {**vars(tiers), **vars(k8s)})
+
+
 def _common(p: argparse.ArgumentParser) -> None:
+    workers = _sig("tiers", "plan_workers")
     p.add_argument("--bundle", required=True, type=_bundle_dir, help="bundle directory")
     p.add_argument(
         "--plan",
@@ -72,17 +81,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="profile.json: CPU requests from its measured times (needs --topology)",
     )
-    p.add_argument(
-        "--rate",
-        type=float_range(0, 1e9, lo_open=True),
-        default=None,
-        help="expected samples/s: CPU requests in cores (default: the busiest tier "
-        "gets --threads cores, the others their share)",
-    )
-    p.add_argument(
-        "--threads", type=int_range(1, 256), default=1, help="ONNX Runtime threads per worker"
-    )
-    p.add_argument("--image", type=_image, default=None, help="the light runtime image")
+    add_param(p, workers["rate"], type=float_range(0, 1e9, lo_open=True))
+    add_param(p, workers["threads"], type=int_range(1, 256))
+    add_param(p, _sig("k8s", "k8s_objects")["image"], type=_image)
     p.add_argument("-o", "--out", required=True, type=output_dir, help="output directory")  # fmt: skip
 
 
@@ -96,27 +97,12 @@ def register(subparsers: Any) -> None:
         "or an image layer when over 1 MiB) and a kustomization.yaml: kubectl apply -k OUT.",
     )
     _common(p)
-    p.add_argument("--prefix", type=_dns_label, default="earlyexit", help="name prefix")
-    p.add_argument("--namespace", type=_dns_label, default=None, help="Kubernetes namespace")
-    p.add_argument(
-        "--results",
-        type=zmq_address(),
-        default=None,
-        help="the application's results address (default: a PREFIX-results Service "
-        "selecting pods labelled earlyexit/role=client)",
-    )
-    p.add_argument(
-        "--files",
-        choices=("auto", "configmap", "image"),
-        default="auto",
-        help="partition files as ConfigMaps, an image layer, or by size (auto)",
-    )
-    p.add_argument(
-        "--bundle-image",
-        type=_image,
-        default=None,
-        help="image mode: the runtime image with the bundle added",
-    )
+    objects = _sig("k8s", "k8s_objects")
+    add_param(p, objects["prefix"], type=_dns_label)
+    add_param(p, _sig("k8s", "write_k8s")["namespace"], type=_dns_label)
+    add_param(p, objects["results"], type=zmq_address())
+    add_param(p, objects["files"], choices=("auto", "configmap", "image"))
+    add_param(p, objects["bundle_image"], type=_image)
     p.set_defaults(func=k8s_command)
 
     p = subparsers.add_parser(
@@ -127,19 +113,10 @@ def register(subparsers: Any) -> None:
         "bundle/: docker compose -f OUT/compose.yaml up.",
     )
     _common(p)
-    p.add_argument("--project", type=_dns_label, default="earlyexit", help="compose project name")
-    p.add_argument(
-        "--results",
-        type=zmq_address(),
-        default=None,
-        help="the application's results address (default: tcp://host.docker.internal:5558)",
-    )
-    p.add_argument(
-        "--publish",
-        type=int_range(1, 65535),
-        default=5555,
-        help="host port (127.0.0.1) of the first tier's input",
-    )
+    spec = _sig("compose", "compose_spec")
+    add_param(p, spec["project"], type=_dns_label)
+    add_param(p, spec["results"], type=zmq_address())
+    add_param(p, spec["publish"], type=int_range(1, 65535))
     p.set_defaults(func=compose_command)
 
     p = subparsers.add_parser(
@@ -195,12 +172,12 @@ def _say(written: list[Path], out: str, then: str) -> None:
 
 def k8s_command(args: argparse.Namespace) -> int:
     """Run ``earlyexit deploy k8s``."""
-    from earlyexit.deploy.k8s import DEFAULT_IMAGE, write_k8s
+    from earlyexit.deploy.k8s import write_k8s
 
     workers = _load(args)
     with removed_on_failure(args.out) as out:
         written = write_k8s(args.bundle, workers, out, namespace=args.namespace,
-                            image=args.image or DEFAULT_IMAGE, prefix=args.prefix,
+                            image=args.image, prefix=args.prefix,
                             results=args.results, files=args.files,
                             bundle_image=args.bundle_image, threads=args.threads)  # fmt: skip
     for w in workers:
@@ -214,11 +191,10 @@ def k8s_command(args: argparse.Namespace) -> int:
 def compose_command(args: argparse.Namespace) -> int:
     """Run ``earlyexit deploy compose``."""
     from earlyexit.deploy.compose import write_compose
-    from earlyexit.deploy.k8s import DEFAULT_IMAGE
 
     workers = _load(args)
     with removed_on_failure(args.out) as out:
-        written = write_compose(args.bundle, workers, out, image=args.image or DEFAULT_IMAGE,
+        written = write_compose(args.bundle, workers, out, image=args.image,
                                 project=args.project, results=args.results,
                                 publish=args.publish, threads=args.threads)  # fmt: skip
     _say(written, args.out, f"docker compose -f {args.out}/compose.yaml up -d")
