@@ -110,6 +110,10 @@ def choose_configs(
 ) -> list[Config]:
     """Pick ``k`` distinct configurations: Pareto-optimal ones and random others.
 
+    The random ones take the clusters in turn (edge-only, multi-tier, cloud;
+    :func:`cluster_of`), so that each has configurations to fit a line through;
+    a single partition gets threshold 0 (its exit is the last: T changes nothing).
+
     Args:
         profile: as for the planner (a Profile or its JSON path).
         topology: as for the planner (a Topology, a built-in name or a YAML path).
@@ -142,10 +146,18 @@ def choose_configs(
         seen.add(c.key)
     n, m = prof.num_blocks, topo.num_tiers
     thresholds = [float(t) for t in prof.thresholds]
+    src = int(topo.source)
+    # the random ones take the clusters in turn (edge-only, multi-tier, cloud), so
+    # that each cluster has configurations to fit a line through
+    wanted = [c for c in CLUSTERS if c != "multi-tier" or min(m, n) > 1]
+    if m == 1:
+        wanted = ["edge-only"]
+    turn = 0
     for _ in range(1000 * k):
         if len(out) >= k:
             break
-        length = int(rng.integers(1, min(m, n) + 1))
+        cluster = wanted[turn % len(wanted)]
+        length = 1 if cluster != "multi-tier" else int(rng.integers(2, min(m, n) + 1))
         cuts = (
             tuple(sorted(rng.choice(np.arange(1, n), size=length - 1, replace=False).tolist()))
             + (n,)
@@ -153,11 +165,18 @@ def choose_configs(
             else (int(rng.integers(1, n + 1)),)
         )
         cuts = tuple(int(c) for c in cuts)
-        tiers = tuple(int(t) for t in rng.choice(m, size=length, replace=False))
-        key = (float(rng.choice(thresholds)), cuts, tiers)
+        if cluster == "edge-only":
+            tiers: tuple[int, ...] = (src,)
+        elif cluster == "cloud":
+            tiers = (int(rng.choice([t for t in range(m) if t != src])),)
+        else:
+            tiers = tuple(int(t) for t in rng.choice(m, size=length, replace=False))
+        threshold = float(rng.choice(thresholds)) if length > 1 else 0.0
+        key = (threshold, cuts, tiers)
         if key not in seen:
             seen.add(key)
             out.append(Config(*key))
+            turn += 1
     return out
 
 

@@ -70,3 +70,14 @@ def test_estimated_split_matches_the_breakdown(profile):
         assert 0 < sp.bare_s < sp.no_links_s and sp.slowdown_s > 0
     unit = estimated_split(profile, resolve_topology("portend-aws"), c)
     assert all(v.slowdown_s == pytest.approx(0.0, abs=1e-15) for v in unit.values())
+
+
+def test_random_configs_cover_every_cluster(profile):
+    cfgs = choose_configs(profile, "portend-aws", 12, seed=3)
+    others = [c for c in cfgs if not c.pareto]
+    got = [cluster_of(c) for c in others]
+    assert {"edge-only", "multi-tier", "cloud"} <= set(got)
+    assert all(c.threshold == 0.0 for c in others if len(c.cuts) == 1)
+    one_tier = choose_configs(synthetic_profile(4, ("reference",)), {"schema": "earlyexit.topology/1",
+        "tiers": [{"name": "a", "device": "reference"}], "links": []}, 3, seed=0)  # fmt: skip
+    assert all(cluster_of(c) == "edge-only" for c in one_tier) and len(one_tier) <= 4

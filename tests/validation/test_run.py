@@ -40,7 +40,7 @@ def test_profile_times_partitions_as_the_runtime_runs_them():
 def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
     import earlyexit
     from earlyexit.formats import Topology
-    from earlyexit.training.checkpoint import save
+    from earlyexit.checkpoint import save
     from earlyexit.validation import validate
 
     model = _model()
@@ -72,7 +72,7 @@ def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
 
 
 def test_validate_refuses_another_models_profile_and_cleans_up(tmp_path):
-    from earlyexit.training.checkpoint import save
+    from earlyexit.checkpoint import save
     from earlyexit.validation import validate
 
     ckpt = save(_model(), tmp_path / "m.pt", {"dataset": "fashion-mnist"})
