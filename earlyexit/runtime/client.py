@@ -402,6 +402,15 @@ class Client:
         return out
 
     @property
+    def unacknowledged(self) -> int:
+        """Samples sent that the first worker has not acknowledged (queued or in service there).
+
+        With the first worker's acks sent at once (``ack_interval_s=0``) this is
+        the first tier's number in system, which a load generator bounds.
+        """
+        return len(self._unacked)
+
+    @property
     def in_flight(self) -> int:
         """Samples submitted whose result has not arrived."""
         return len(self._t0)

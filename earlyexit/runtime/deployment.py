@@ -342,6 +342,7 @@ def deploy(
     niceness: int | None = None,
     keep_logs: bool = False,
     transport: str = "ipc",
+    ack_interval_s: float = 0.05,
 ) -> Deployment:
     """Start a deployment on loopback and return it with its client.
 
@@ -378,6 +379,9 @@ def deploy(
             is on this host, and a hop costs less than over TCP) or ``"tcp"``
             (loopback TCP); ``"ipc"`` falls back to TCP where socket paths would be
             too long.
+        ack_interval_s: each worker gathers its acks to upstream for this long
+            (0: one ack per batch, at once: the client then knows the first
+            tier's number in system, as a load generator needs).
 
     Returns:
         The running :class:`Deployment` (use it as a context manager).
@@ -391,6 +395,7 @@ def deploy(
     template = _worker_template(
         0.5, max_batch, batch_timeout_s, hwm, heartbeat_s, dead_after_s, max_message_bytes
     )
+    template = dataclasses.replace(template, ack_interval_s=ack_interval_s)
     if transport not in ("ipc", "tcp"):
         raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
     if (bundle is None) == (synthetic is None):
