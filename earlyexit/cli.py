@@ -33,6 +33,7 @@ _COMMANDS: dict[str, str] = {
     "export": "earlyexit.export._cli",
     "serve": "earlyexit.runtime._cli",
     "adapt": "earlyexit.runtime._cli",
+    "load": "earlyexit.runtime._load_cli",
     "deploy-k8s": "earlyexit.deploy._cli",
     "deploy-compose": "earlyexit.deploy._cli",
     "deploy-netns": "earlyexit.deploy._cli",
