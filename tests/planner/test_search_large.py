@@ -156,3 +156,24 @@ def test_fine_granularity_is_accepted_and_exact():
         got = search(cm, space, "portend", "min_latency", bound)
         ref = brute_force_best(cm, space, "portend", "min_latency", bound)
         assert got[0].cuts == ref[2][2] and len(got[0].cuts) == m
+
+
+@pytest.mark.parametrize("exits", [[6], [4, 6], None])
+def test_everyone_exited_labels_still_reach_required_exits(exits):
+    """ER = 1 everywhere (every sample leaves at the first exit): a label that may not end
+    (a required exit is further on) must still be extended; one that may end is not."""
+    import dataclasses
+
+    base = synthetic_profile(
+        6, ("a1.medium", "m4.large", "g4dn.xlarge"), thresholds=[0.5, 1.0], seed=4
+    )
+    er = base.exit_rate.copy()
+    er[1] = 1.0
+    profile = dataclasses.replace(base, exit_rate=er)
+    cm = CostModel(profile, _topology(3))
+    space = make_space(cm, exits=exits)
+    for bound in (None, 0.3):
+        _check_best(cm, space, "portend", "min_latency", bound)
+    if exits is not None:  # everyone leaves at block 1; the required exits cost nothing
+        got = search(cm, space, "portend", "min_latency", None)[0]
+        assert got.threshold == 1.0 and got.cuts[0] == 1 and set(exits) <= set(got.cuts)
