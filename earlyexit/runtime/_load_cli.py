@@ -57,7 +57,7 @@ def _synthetic(text: str) -> dict[str, Any]:
         value = None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
-            f'expected a JSON object of SyntheticModel arguments like \'{{"num_partitions": 2}}\', '
+            f"expected a JSON object of SyntheticModel arguments like '{{\"num_partitions\": 2}}', "
             f"got {text!r}"
         )
     return value
@@ -110,7 +110,9 @@ def load_command(args: argparse.Namespace) -> int:
             with np.load(args.data, allow_pickle=False) as z:
                 x = np.asarray(z["x"])
         except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"--data {args.data!r}: expected an .npz with an array x ({err})") from None
+            raise ValueError(
+                f"--data {args.data!r}: expected an .npz with an array x ({err})"
+            ) from None
     if args.connect and x is None:
         raise ValueError("--connect needs --data (inputs of the deployment's input shape)")
     res = run_load(

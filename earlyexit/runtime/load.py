@@ -90,7 +90,9 @@ def check_local(address: str) -> str:
             "loopback (tcp://127.0.0.1:PORT, tcp://localhost:PORT, tcp://[::1]:PORT) or ipc:// "
             "deployments"
         )
-    raise ValueError(f"address {address!r} is not a ZeroMQ address (ipc:// or tcp://127.0.0.1:PORT)")
+    raise ValueError(
+        f"address {address!r} is not a ZeroMQ address (ipc:// or tcp://127.0.0.1:PORT)"
+    )
 
 
 def poisson_schedule(
@@ -178,7 +180,9 @@ class LoadResult:
 def _stats(x: np.ndarray, quantiles: Sequence[tuple[str, float]]) -> dict[str, float]:
     if x.size == 0:
         return {name: math.nan for name, _ in quantiles}
-    return {name: float(np.mean(x)) if q < 0 else float(np.percentile(x, q)) for name, q in quantiles}
+    return {
+        name: float(np.mean(x)) if q < 0 else float(np.percentile(x, q)) for name, q in quantiles
+    }
 
 
 def open_loop(
@@ -331,7 +335,9 @@ def run_load(
     _positive("rate", rate, 1e6)
     _positive("duration_s", duration_s, MAX_DURATION_S)
     k_cap = _count("queue_capacity", queue_capacity, 1, 100_000)
-    given = [n for n, v in (("bundle", bundle), ("synthetic", synthetic), ("connect", connect)) if v]
+    given = [
+        n for n, v in (("bundle", bundle), ("synthetic", synthetic), ("connect", connect)) if v
+    ]
     if len(given) != 1:
         raise ValueError(
             f"give exactly one of bundle (a bundle directory), synthetic or connect (a running "
