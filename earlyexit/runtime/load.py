@@ -149,7 +149,9 @@ class LoadResult:
         exit_counts: answered samples per exit partition (0-based; -1: none).
         lateness_s: how late the generator sent the samples it sent (p50, p99, max).
         max_in_system: the most samples the first tier held, as the generator saw it.
-        latencies: every answered sample's latency (s), in arrival order.
+        latencies: every answered sample's latency (s), in arrival order (failed ones left out).
+        exits: the exit partition of each of those samples.
+        ahead: how many samples the first tier held when each of them arrived.
     """
 
     rate: float
@@ -169,10 +171,16 @@ class LoadResult:
     lateness_s: dict[str, float]
     max_in_system: int
     latencies: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    exits: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, np.int64))
+    ahead: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, np.int64))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (without the per-sample latencies)."""
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "latencies"}
+        out = {
+            k: getattr(self, k)
+            for k in self.__dataclass_fields__
+            if k not in ("latencies", "exits", "ahead")
+        }
         out["exit_counts"] = {str(k): v for k, v in sorted(self.exit_counts.items())}
         return out
 
@@ -223,16 +231,20 @@ def open_loop(
     sched = poisson_schedule(rate, duration_s, max_samples, seed)
     n = len(sched)
     sent_at = np.full(n, np.nan)
+    ahead = np.zeros(n, np.int64)
     lat = np.full(n, np.nan)
     answered: dict[int, Any] = {}
     dropped = max_in = 0
     t0 = time.perf_counter()
 
+    index: dict[int, int] = {}  # the client's sample id -> position in the schedule
+
     def take(results: list[Any]) -> None:
         for r in results:
-            if 0 <= r.id < n and r.id not in answered:
-                answered[r.id] = r
-                lat[r.id] = r.latency_s + (sent_at[r.id] - (t0 + sched[r.id]))
+            i = index.get(r.id)
+            if i is not None and i not in answered:
+                answered[i] = r
+                lat[i] = r.latency_s + (sent_at[i] - (t0 + sched[i]))
 
     for i in range(n):
         due = t0 + sched[i]
@@ -247,19 +259,22 @@ def open_loop(
         take(client.poll(0))  # acks and results that came in: the first tier's count is fresh
         in_system = client.unacknowledged
         max_in = max(max_in, in_system)
+        ahead[i] = in_system
         if in_system >= k_cap:
             dropped += 1
             continue
         sent_at[i] = time.perf_counter()
-        client.submit(x[i % len(x)][None], ids=[i])
+        (sid,) = client.submit(x[i % len(x)][None])  # fresh ids: never one the client knows
+        index[sid] = i
     end = time.perf_counter() + drain
     while client.in_flight and time.perf_counter() < end:
         take(client.poll(min(0.1, end - time.perf_counter())))
     take(client.poll(0))
     unanswered = client.in_flight
-    last = max((t0 + sched[r.id] + lat[r.id] for r in answered.values()), default=t0)
+    last = max((t0 + sched[i] + lat[i] for i in answered), default=t0)
     elapsed = max(last - t0 - (sched[0] if n else 0.0), 1e-9)
-    ok = np.array([lat[i] for i, r in sorted(answered.items()) if not r.failed])
+    kept = [(i, r) for i, r in sorted(answered.items()) if not r.failed]
+    ok = np.array([lat[i] for i, _ in kept])
     quant = (("mean", -1), ("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))
     late = sent_at[~np.isnan(sent_at)] - (t0 + sched[~np.isnan(sent_at)])
     return LoadResult(
@@ -280,6 +295,8 @@ def open_loop(
         lateness_s=_stats(late, (("p50", 50), ("p99", 99), ("max", 100))),
         max_in_system=max_in,
         latencies=ok,
+        exits=np.array([r.partition for _, r in kept], np.int64),
+        ahead=ahead[[i for i, _ in kept]],
     )
 
 
