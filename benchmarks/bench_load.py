@@ -5,8 +5,10 @@ Run:  python benchmarks/bench_load.py            (N=12 and N=55, a few rates)
 
 Every figure is measured in this run on this machine (best of several process-CPU
 times; the machine may be shared). For each case it prints today's P_lat time,
-the time of the same problem under load at several arrival rates (up to and past
-the rate today's plan sustains), their ratio, and whether the plan changed.
+the time of the same problem under load at several arrival rates (up to and, for N=12,
+past the rate today's plan sustains), their ratio, and whether the plan changed.
+Issue 14 asks for at most 2x; measured on a shared 2-core machine: 4-14x at
+N=12, 23-113x at N=55 (the search enumerates the space, see docs/load.md).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _topology() -> Topology:
     return Topology(tiers, (Link(10, 20), Link(400, 40)), mtu_bytes=9000)
 
 
-def case(n: int, reps: int) -> None:
+def case(n: int, reps: int, fracs: tuple[float, ...]) -> None:
     prof = synthetic_profile(n, ("a1.medium", "m4.large", "g4dn.xlarge"), seed=1)
     topo = _topology()
     today = plan(prof, topo, min_accuracy=0.6)
@@ -45,7 +47,7 @@ def case(n: int, reps: int) -> None:
         f"today's plan sustains {knee:.4g}/s at loss <= 0.01"
     )
     print(f"{'rate (/s)':>12}{'under load (ms)':>17}{'ratio':>8}  plan")
-    for frac in (0.1, 0.5, 0.9, 1.5, 3.0):
+    for frac in fracs:
         lam = frac * knee
 
         def run(lam: float = lam):
@@ -73,9 +75,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    for n in (12, 30) if args.quick else (12, 55):
-        case(n, 3 if n > 30 else 5)
-        print()
+    # past today's plan's capacity at N=55 the search evaluates many configurations one by
+    # one (the first tier's bound no longer prunes them): minutes on a shared 2-core machine
+    case(12, 5, (0.1, 0.5, 0.9, 1.5, 3.0))
+    print()
+    case(30 if args.quick else 55, 3, (0.1, 0.5, 0.9))
 
 
 if __name__ == "__main__":
