@@ -1,0 +1,262 @@
+"""Model against measurement under load (issue 14, item 3): one plan, utilizations 0.2 to 1.2.
+
+The plan's bundle is deployed once on this host over emulated links
+(``earlyexit.runtime.deployment.deploy``, every worker acking at once), and
+:func:`earlyexit.runtime.load.open_loop` offers it an open-loop Poisson stream
+at each rate ``rho / E[S_0]``, E[S_0] the first tier's mean service time that
+``planner.queueing.evaluate_load`` computes from the profile; the first tier
+holds at most K samples (the generator drops an arrival that finds K there),
+the same K the model is given. Per rate it writes the measured mean and p95
+latency, throughput and loss ratio next to the model's, and the plan's
+capacity (``plan_capacity``, loss <= 0.01) next to the measured knee (the rate
+where the measured loss ratio crosses 0.01, interpolated).
+
+To tell the service-time estimate from the queue model, the first tier's
+service time is also measured (1 / throughput in the saturated runs, where it
+never idles), and the model is evaluated again at the utilization that
+measured time gives (for one M/GI/1/K station, scaling the service time by c
+is scaling the rate by c and the waits by c; the unloaded part is then the
+measured unloaded latency): "model, measured E[S_0]".
+
+Inputs are the held-out (odd) half of the embedded Fashion-MNIST test images,
+normalized as the bundle's manifest says, so the exits are taken as the
+profile counted them.
+
+Run (a bundle, profile, plan and topology of ``earlyexit demo DIR``):
+    python tools/load_study.py --demo-dir DIR -o docs/img/load   # writes load.json, load.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RHOS = tuple(round(0.2 + 0.1 * i, 1) for i in range(11))  # 0.2 .. 1.2
+MAX_LOSS = 0.01
+
+
+def held_out_inputs(manifest: Any) -> np.ndarray:
+    """The odd half of the embedded Fashion-MNIST test images, normalized for the bundle."""
+    from earlyexit.data.fashion_mnist import embedded_fashion_mnist_path
+
+    with np.load(embedded_fashion_mnist_path(), allow_pickle=False) as z:
+        x = z["x_test"][1::2].astype(np.float32) / 255.0
+    norm = getattr(manifest, "normalization", None) or {"mean": [0.0], "std": [1.0]}
+    x = (x - float(norm["mean"][0])) / float(norm["std"][0])
+    return x[:, None, :, :].astype(np.float32)
+
+
+def knee(rates: list[float], losses: list[float], bound: float = MAX_LOSS) -> float:
+    """The rate where the loss first crosses ``bound`` (linear between measured points)."""
+    for i in range(1, len(rates)):
+        if losses[i] > bound >= losses[i - 1]:
+            f = (bound - losses[i - 1]) / (losses[i] - losses[i - 1])
+            return rates[i - 1] + f * (rates[i] - rates[i - 1])
+    return math.nan if losses and losses[0] > bound else rates[-1]
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over repeated runs (a run starved by other work moves it little)."""
+    out = dict(runs[len(runs) // 2])
+    med = lambda f: float(np.median([f(r) for r in runs]))  # noqa: E731
+    out["latency_s"] = {q: med(lambda r, q=q: r["latency_s"][q]) for q in runs[0]["latency_s"]}
+    for key in ("throughput", "loss_ratio"):
+        out[key] = med(lambda r, key=key: r[key])
+    out["lateness_s"] = {q: med(lambda r, q=q: r["lateness_s"][q]) for q in runs[0]["lateness_s"]}
+    out["runs"] = len(runs)
+    return out
+
+
+def model_row(prof: Any, topo: Any, plan: Any, lam: float, k: int, queue_model: str) -> dict:
+    """The model's mean latency, loss ratio, throughput and first-tier figures at rate ``lam``."""
+    from earlyexit.planner import evaluate_load
+
+    est = evaluate_load(prof, topo, plan.threshold, plan.cut_points, plan.tier_indices, lam, k,
+                        queue_model=queue_model)  # fmt: skip
+    first = next(s for s in est.stations if s.kind == "tier" and s.index == plan.tier_indices[0])
+    return {"latency_s": est.latency_s, "loss_ratio": est.loss_ratio,
+            "throughput": est.throughput, "unloaded_s": est.unloaded_latency_s,
+            "first_service_s": first.service_mean_s, "first_scv": first.service_scv,
+            "first_wait_s": first.wait_s, "first_loss": first.loss_ratio}  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Deploy, sweep the rates, evaluate the model; the JSON-ready result."""
+    from earlyexit.formats import Manifest, Plan, Profile, Topology
+    from earlyexit.planner.api import plan_capacity
+    from earlyexit.runtime.deployment import deploy
+    from earlyexit.runtime.load import open_loop
+
+    d = Path(args.demo_dir)
+    prof = Profile.load(d / "profile.json")
+    topo = Topology.load(d / "topology.yaml")
+    plan = Plan.load(d / "plan.json")
+    manifest = Manifest.load(d / "bundle")
+    k = args.queue_capacity
+    es0 = model_row(prof, topo, plan, 1e-9, k, args.queue_model)["first_service_s"]
+    x = held_out_inputs(manifest)
+    rows: list[dict[str, Any]] = []
+    with deploy(d / "bundle", topology=topo, hwm=max(64, k), ack_interval_s=0.0) as dep:
+        # unloaded: one at a time, then the sweep
+        lat0 = [dep.client.infer(x[i]).latency_s for i in range(args.unloaded_samples)]
+        for j, rho in enumerate(args.rhos):
+            lam = rho / es0
+            reps = []
+            for rep in range(args.reps):
+                res = open_loop(dep.client, x, lam, args.duration, queue_capacity=k,
+                                seed=100 * j + rep, max_samples=args.max_samples)  # fmt: skip
+                m = res.to_dict()
+                alone = res.ahead == 0  # found the first tier empty: no wait there
+                m["no_wait_mean_s"] = float(res.latencies[alone].mean()) if alone.any() else None
+                m["exit_latency_s"] = {str(e): float(res.latencies[res.exits == e].mean())
+                                       for e in sorted(set(res.exits.tolist()))}  # fmt: skip
+                reps.append(m)
+                time.sleep(0.3)
+            rows.append({"rho": rho, "rate": lam, "measured": _median_run(reps), "runs": reps,
+                         "model": model_row(prof, topo, plan, lam, k, args.queue_model)})  # fmt: skip
+            m = rows[-1]["measured"]
+            print(f"rho {rho:.1f} rate {lam:7.1f}/s: mean {m['latency_s']['mean'] * 1e3:7.2f} ms "
+                  f"(model {rows[-1]['model']['latency_s'] * 1e3:7.2f}), loss {m['loss_ratio']:.3f} "
+                  f"(model {rows[-1]['model']['loss_ratio']:.3f}), runs' loss "
+                  f"{[round(r['loss_ratio'], 3) for r in reps]}, late p99 "
+                  f"{[round(r['lateness_s']['p99'] * 1e3, 1) for r in reps]} ms", flush=True)  # fmt: skip
+    unloaded = float(np.mean(lat0[5:])) if len(lat0) > 5 else float(np.mean(lat0))
+    # the first tier's measured service time: 1 / throughput where it never idles
+    sat = [r for r in rows if r["rho"] >= 1.1]
+    es0_meas = float(np.mean([1.0 / r["measured"]["throughput"] for r in sat])) if sat else math.nan
+    c = es0_meas / es0 if sat else math.nan
+    for r in rows:  # the model again, at the utilization the measured service time gives
+        if math.isfinite(c):
+            mm = model_row(prof, topo, plan, r["rate"] * c, k, args.queue_model)
+            r["model_measured_service"] = {
+                "latency_s": unloaded + c * (mm["latency_s"] - mm["unloaded_s"]),
+                "loss_ratio": mm["loss_ratio"],
+                "throughput": r["rate"] * (1 - mm["loss_ratio"]),
+            }
+    rates = [r["rate"] for r in rows]
+    cap_model = plan_capacity(plan, prof, topo, max_loss=MAX_LOSS, queue_capacity=k,
+                              queue_model=args.queue_model)  # fmt: skip
+    cap_meas = knee(rates, [r["measured"]["loss_ratio"] for r in rows])
+    return {
+        "plan": {
+            "threshold": plan.threshold,
+            "cut_points": list(plan.cut_points),
+            "tier_indices": list(plan.tier_indices),
+        },  # fmt: skip
+        "topology": topo.name,
+        "queue_capacity": k,
+        "queue_model": args.queue_model,
+        "duration_s": args.duration,
+        "reps": args.reps,
+        "first_service_model_s": es0,
+        "first_service_measured_s": es0_meas,
+        "unloaded_model_s": model_row(prof, topo, plan, 0.0, k, args.queue_model)["latency_s"],
+        "unloaded_measured_s": unloaded,
+        "capacity_model": cap_model,
+        "capacity_measured": cap_meas,
+        "capacity_model_measured_service": cap_model / c if math.isfinite(c) else math.nan,
+        "rows": rows,
+        "load_average": list(__import__("os").getloadavg()),
+    }
+
+
+def table(res: dict[str, Any]) -> str:
+    """The markdown table of a result."""
+    lines = [
+        "| rho | rate (/s) | mean ms meas. | mean ms model | err | p95 ms meas. | thru meas. | "
+        "thru model | loss meas. | loss model | mean ms model (meas. E[S0]) | loss model (meas. E[S0]) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res["rows"]:
+        m, p = r["measured"], r["model"]
+        q = r.get("model_measured_service", {})
+        err = p["latency_s"] / m["latency_s"]["mean"] - 1
+        lines.append(
+            f"| {r['rho']:.1f} | {r['rate']:.1f} | {m['latency_s']['mean'] * 1e3:.2f} | "
+            f"{p['latency_s'] * 1e3:.2f} | {err:+.0%} | {m['latency_s']['p95'] * 1e3:.2f} | "
+            f"{m['throughput']:.1f} | {p['throughput']:.1f} | {m['loss_ratio']:.3f} | "
+            f"{p['loss_ratio']:.3f} | {q.get('latency_s', math.nan) * 1e3:.2f} | "
+            f"{q.get('loss_ratio', math.nan):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_load(res: dict[str, Any], path: str | Path) -> Any:
+    """Latency and loss ratio against the arrival rate: model lines, measured points."""
+    from earlyexit.plotting import _save, pyplot
+
+    plt = pyplot()
+    rows = res["rows"]
+    rate = [r["rate"] for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    a1.plot(rate, [r["model"]["latency_s"] * 1e3 for r in rows], "-", color="tab:blue",
+            label="model: mean")  # fmt: skip
+    q = [r.get("model_measured_service") for r in rows]
+    if all(q):
+        a1.plot(rate, [v["latency_s"] * 1e3 for v in q], "--", color="tab:blue", alpha=0.6,
+                label="model, measured E[S0]: mean")  # fmt: skip
+        a2.plot(rate, [v["loss_ratio"] for v in q], "--", color="tab:red", alpha=0.6,
+                label="model, measured E[S0]")  # fmt: skip
+    a1.plot(rate, [r["measured"]["latency_s"]["mean"] * 1e3 for r in rows], "o", color="tab:blue",
+            label="measured: mean")  # fmt: skip
+    a1.plot(rate, [r["measured"]["latency_s"]["p95"] * 1e3 for r in rows], "^", color="tab:orange",
+            label="measured: p95")  # fmt: skip
+    a2.plot(rate, [r["model"]["loss_ratio"] for r in rows], "-", color="tab:red", label="model")
+    a2.plot(rate, [r["measured"]["loss_ratio"] for r in rows], "o", color="tab:red",
+            label="measured")  # fmt: skip
+    for ax in (a1, a2):
+        ax.axvline(res["capacity_model"], color="0.4", lw=1, ls=":", label="model capacity")
+        if math.isfinite(res["capacity_measured"]):
+            ax.axvline(res["capacity_measured"], color="k", lw=1, ls="-.", label="measured knee")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("arrival rate (samples/s)")
+    a1.set(ylabel="latency (ms)", title=f"{res['topology']}, K = {res['queue_capacity']}")
+    a2.set(ylabel="loss ratio", title=f"loss ratio ({res['queue_model']} M/GI/1/K)")
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--demo-dir", required=True,
+                   help="a directory of earlyexit demo: bundle/, profile.json, plan.json, topology.yaml")  # fmt: skip
+    p.add_argument("-o", "--out", required=True, help="output directory (load.json, load.png)")
+    p.add_argument(
+        "--queue-capacity", type=int, default=10, help="K of the first tier (default 10)"
+    )
+    p.add_argument("--queue-model", choices=("approx", "exact"), default="exact")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds of arrivals per run")
+    p.add_argument("--reps", type=int, default=3, help="runs per rate; the table takes medians")
+    p.add_argument("--max-samples", type=int, default=20_000)
+    p.add_argument("--unloaded-samples", type=int, default=60)
+    p.add_argument("--rhos", type=lambda s: [float(v) for v in s.split(",")], default=list(RHOS))
+    p.add_argument("--replot", action="store_true", help="redraw from OUT/load.json, run nothing")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        res = json.loads((out / "load.json").read_text())
+    else:
+        res = run(args)
+        (out / "load.json").write_text(json.dumps(res, indent=1, default=float))
+    plot_load(res, out / "load.png")
+    print(table(res))
+    print(f"first tier E[S]: model {res['first_service_model_s'] * 1e3:.2f} ms, measured "
+          f"{res['first_service_measured_s'] * 1e3:.2f} ms; unloaded latency model "
+          f"{res['unloaded_model_s'] * 1e3:.2f} ms, measured {res['unloaded_measured_s'] * 1e3:.2f} ms")  # fmt: skip
+    print(f"capacity (loss <= {MAX_LOSS}): model {res['capacity_model']:.1f}/s "
+          f"(with the measured E[S0] {res['capacity_model_measured_service']:.1f}/s), measured knee "
+          f"{res['capacity_measured']:.1f}/s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
