@@ -40,7 +40,7 @@ from earlyexit.export import export_bundle
 from earlyexit.formats import Estimate, PartitionPlan, Plan
 from earlyexit.runtime.session import BundleSession, session_options
 from earlyexit.surgery.slicing import slice
-from earlyexit.training.data import EarlyExitDataModule
+from earlyexit.data import EarlyExitDataModule
 
 DEFAULT_CHECKPOINT = (
     Path(__file__).resolve().parents[1] / "checkpoints" / "resnet20_fashionmnist.pt"

@@ -32,7 +32,7 @@ _LAZY: dict[str, str] = {
     "Plan": "earlyexit.formats",
     "plan": "earlyexit.planner",
     "pareto": "earlyexit.planner",
-    "load": "earlyexit.training.checkpoint",
+    "load": "earlyexit.checkpoint",
     "slice": "earlyexit.surgery.slicing",
     "Partition": "earlyexit.surgery.slicing",
     "export_bundle": "earlyexit.export.bundle",

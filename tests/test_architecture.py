@@ -126,3 +126,9 @@ def test_the_checker_sees_a_cycle():
     """The cycle finder itself: a planted cycle is found, a DAG is not."""
     assert _cycle({"a": {"b": ["x"]}, "b": {"c": ["y"]}, "c": {"a": ["z"]}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b": ["x"]}, "b": {"c": ["y"]}}) is None
+
+
+@pytest.mark.parametrize("unit", ["profiling", "export", "data", "checkpoint", "surgery", "backbones"])
+def test_lightning_training_sits_on_top(unit):
+    """training (the LightningModule, its callbacks, the train CLI) uses the rest; nothing below uses it."""
+    assert "training" not in _graph()[unit], dict(_graph()[unit]).get("training")

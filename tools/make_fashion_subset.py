@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earlyexit.training.data import FASHION_MNIST_CLASSES, load_fashion_mnist
+from earlyexit.data import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 __all__ = ["main", "make_subset"]
 

@@ -229,7 +229,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from earlyexit.export.bundle import _check_replaceable, export_bundle
     from earlyexit.formats import Plan
-    from earlyexit.training.checkpoint import load
+    from earlyexit.checkpoint import load
 
     try:
         _check_replaceable(Path(args.output), args.overwrite)

@@ -66,7 +66,7 @@ def resolve_data(
         if not data:
             return None
     if isinstance(data, str):
-        from earlyexit.training.data import EarlyExitDataModule
+        from earlyexit.data import EarlyExitDataModule
 
         dm = EarlyExitDataModule(
             data, batch_size=512, augment=False, normalization=meta.get("normalization")

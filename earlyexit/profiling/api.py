@@ -45,7 +45,7 @@ def _cpu_name() -> str:
 def _resolve_data(data: Any, model: MultiExitModel) -> tuple[Iterable, str]:
     """Return (profiling batches, dataset name)."""
     if isinstance(data, (str, os.PathLike)):
-        from earlyexit.training.data import EarlyExitDataModule
+        from earlyexit.data import EarlyExitDataModule
 
         dm = EarlyExitDataModule(
             str(data),
@@ -134,7 +134,7 @@ def profile(
         (11, 10)
     """
     if not isinstance(model, MultiExitModel):
-        from earlyexit.training.checkpoint import load
+        from earlyexit.checkpoint import load
 
         model = load(model)
     n = model.num_blocks

@@ -1,4 +1,6 @@
-"""Training: the multi-exit LightningModule, the DataModules, checkpoints, evaluation.
+"""Training: the multi-exit LightningModule, its callbacks, the ``earlyexit train`` CLI, evaluation.
+
+The data live in :mod:`earlyexit.data` and checkpoints in :mod:`earlyexit.checkpoint`.
 
 Names are loaded lazily (PEP 562), so ``earlyexit.load`` does not import Lightning.
 """
@@ -8,19 +10,14 @@ from __future__ import annotations
 from earlyexit._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
-    "EarlyExitDataModule": "earlyexit.training.data",
-    "DataSpec": "earlyexit.training.data",
-    "parse_data_spec": "earlyexit.training.data",
-    "stratified_split": "earlyexit.training.data",
     "MultiExitModule": "earlyexit.training.module",
     "RecipeModule": "earlyexit.training.module",
     "exits_from_plan": "earlyexit.training.module",
     "select_exits": "earlyexit.training.module",
     "build_model": "earlyexit.training.module",
     "SaveEarlyExitCheckpoint": "earlyexit.training.callbacks",
+    "PlanOnFitEnd": "earlyexit.training.callbacks",
     "train_main": "earlyexit.training.cli",
-    "save": "earlyexit.training.checkpoint",
-    "load": "earlyexit.training.checkpoint",
     "evaluate": "earlyexit.training.evaluation",
     "EvaluationResult": "earlyexit.training.evaluation",
 }

@@ -110,7 +110,7 @@ def build_model(
             "state dict), not both"
         )
     if init_from is not None:
-        from earlyexit.training.checkpoint import load
+        from earlyexit.checkpoint import load
 
         model = load(init_from)
         if num_classes is not None and num_classes != model.num_classes:

@@ -27,7 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
 from earlyexit.training.callbacks import SaveEarlyExitCheckpoint
-from earlyexit.training.data import EarlyExitDataModule, parse_data_spec
+from earlyexit.data import EarlyExitDataModule, parse_data_spec
 from earlyexit.training.module import RecipeModule
 
 __all__ = ["EarlyExitCLI", "train_main"]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from earlyexit.surgery.multi_exit import MultiExitModel, check_threshold
-from earlyexit.training.data import SPLITS, EarlyExitDataModule
+from earlyexit.data import SPLITS, EarlyExitDataModule
 
 __all__ = ["EvaluationResult", "evaluate", "format_result"]
 
@@ -75,7 +75,7 @@ def evaluate(
             classes or input shape do not fit the model.
     """
     if isinstance(model, (str, os.PathLike)):
-        from earlyexit.training.checkpoint import load
+        from earlyexit.checkpoint import load
 
         model = load(model)
     if not isinstance(model, MultiExitModel):

@@ -258,7 +258,7 @@ class MultiExitModule(L.LightningModule):
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from earlyexit.training.checkpoint import make_weights_only_safe
+        from earlyexit.checkpoint import make_weights_only_safe
 
         checkpoint[CHECKPOINT_KEY] = {
             "config": self.model.config,
@@ -270,8 +270,8 @@ class MultiExitModule(L.LightningModule):
                 checkpoint[key] = make_weights_only_safe(dict(checkpoint[key]))
 
     def save_model(self, path: str | Path, **extra: Any) -> Path:
-        """Write the model as an earlyexit checkpoint (see :func:`earlyexit.training.save`)."""
-        from earlyexit.training.checkpoint import save
+        """Write the model as an earlyexit checkpoint (see :func:`earlyexit.checkpoint.save`)."""
+        from earlyexit.checkpoint import save
 
         return save(self.model, path, metadata={**self.data_metadata, **extra})
 

@@ -6,7 +6,7 @@ import torch
 
 import earlyexit
 from earlyexit.formats import Estimate, PartitionPlan, Plan
-from earlyexit.training.data import EarlyExitDataModule
+from earlyexit.data import EarlyExitDataModule
 
 _BREAKDOWN = dict.fromkeys(("compute", "serialize", "transmit", "propagate"), 0.0)
 

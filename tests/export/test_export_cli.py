@@ -22,7 +22,7 @@ pytestmark = pytest.mark.onnx
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, model, plan):
     """A checkpoint, its plan and a few bad files, outside the folder the tests write in."""
-    from earlyexit.training.checkpoint import save
+    from earlyexit.checkpoint import save
 
     d = tmp_path_factory.mktemp("inputs")
     save(model, d / "model.pt")

@@ -25,7 +25,7 @@ def _model(seed: int = 0) -> MultiExitModel:
 @pytest.fixture(scope="module")
 def data():
     """A few batches of the real profiling split (inputs normalized as in training)."""
-    from earlyexit.training.data import EarlyExitDataModule
+    from earlyexit.data import EarlyExitDataModule
 
     dm = EarlyExitDataModule("fashion-mnist", batch_size=100, augment=False)
     dm.setup()
@@ -176,7 +176,7 @@ def test_bad_arguments(trained, data):
 
 @pytest.mark.slow
 def test_cli_profile_and_merge(tmp_path, trained):
-    from earlyexit.training.checkpoint import save
+    from earlyexit.checkpoint import save
 
     ckpt = tmp_path / "m.pt"
     save(trained, ckpt)

@@ -95,7 +95,7 @@ def arm_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
     torch = pytest.importorskip("torch")
     import earlyexit
     from earlyexit.export import export_bundle
-    from earlyexit.training.data import EarlyExitDataModule
+    from earlyexit.data import EarlyExitDataModule
 
     model = earlyexit.load(CHECKPOINT)
     dm = EarlyExitDataModule.for_model("fashion-mnist", model, batch_size=256)

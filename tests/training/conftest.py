@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earlyexit.training.data import load_fashion_mnist
+from earlyexit.data import load_fashion_mnist
 
 SONIC_PI = Path("/usr/share/sonic-pi/samples")
 FASHION_FULL = Path("/usr/share/datasets/fashion-mnist")

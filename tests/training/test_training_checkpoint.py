@@ -12,8 +12,8 @@ import torch
 
 import earlyexit
 from earlyexit import MultiExitModel, backbones, decompose
-from earlyexit.training.checkpoint import CHECKPOINT_FORMAT, load, load_checkpoint_dict, save
-from earlyexit.training.data import EarlyExitDataModule
+from earlyexit.checkpoint import CHECKPOINT_FORMAT, load, load_checkpoint_dict, save
+from earlyexit.data import EarlyExitDataModule
 from earlyexit.training.module import MultiExitModule
 
 META = {

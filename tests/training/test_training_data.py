@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from earlyexit.training.data import (
+from earlyexit.data import (
     FASHION_MNIST_CLASSES,
     DatasetNotFoundError,
     DataSpec,

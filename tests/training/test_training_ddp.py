@@ -11,7 +11,7 @@ import torch
 import earlyexit
 from earlyexit import MultiExitModel, backbones, decompose
 from earlyexit.training.callbacks import SaveEarlyExitCheckpoint
-from earlyexit.training.data import EarlyExitDataModule
+from earlyexit.data import EarlyExitDataModule
 from earlyexit.training.module import MultiExitModule
 
 

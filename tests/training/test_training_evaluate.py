@@ -10,8 +10,8 @@ import torch
 
 from earlyexit import MultiExitModel, backbones, decompose
 from earlyexit.cli import main as earlyexit_main
-from earlyexit.training.checkpoint import save
-from earlyexit.training.data import EarlyExitDataModule
+from earlyexit.checkpoint import save
+from earlyexit.data import EarlyExitDataModule
 from earlyexit.training.evaluation import evaluate, format_result
 from earlyexit.training.module import MultiExitModule
 
@@ -48,7 +48,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _direct(
     path: Path, limit: int, threshold: float
 ) -> tuple[list[float], list[float], float, torch.Tensor]:
-    from earlyexit.training.checkpoint import load
+    from earlyexit.checkpoint import load
 
     model = load(path)
     dm = EarlyExitDataModule("fashion-mnist", augment=False, normalization=model.normalization)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from earlyexit import MultiExitModel, backbones, decompose
-from earlyexit.training.data import EarlyExitDataModule
+from earlyexit.data import EarlyExitDataModule
 from earlyexit.training.module import (
     MultiExitModule,
     RecipeModule,

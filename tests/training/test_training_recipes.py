@@ -11,7 +11,7 @@ import torch
 import earlyexit
 from earlyexit.cli import main as earlyexit_main
 from earlyexit.formats import Estimate, PartitionPlan, Plan
-from earlyexit.training.checkpoint import save
+from earlyexit.checkpoint import save
 from earlyexit.training.cli import _expand_data_shorthand, train_main
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

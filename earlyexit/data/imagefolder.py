@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from earlyexit.training.data.datasets import Splits
-from earlyexit.training.data.spec import DatasetNotFoundError, stratified_split
+from earlyexit.data.datasets import Splits
+from earlyexit.data.spec import DatasetNotFoundError, stratified_split
 
 __all__ = ["IMAGENET_NORM", "imagefolder_splits"]
 

@@ -24,17 +24,17 @@ branch accuracies on, is carved out of the official training split, so it is
 disjoint from *test*; *train* is the rest of the training split.
 """
 
-from earlyexit.training.data.audio import read_audio_labels
-from earlyexit.training.data.cifar import CIFAR10_CLASSES, load_cifar10
-from earlyexit.training.data.datasets import ArrayImageDataset
-from earlyexit.training.data.fashion_mnist import (
+from earlyexit.data.audio import read_audio_labels
+from earlyexit.data.cifar import CIFAR10_CLASSES, load_cifar10
+from earlyexit.data.datasets import ArrayImageDataset
+from earlyexit.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
     embedded_fashion_mnist_path,
     load_fashion_mnist,
     read_idx,
 )
-from earlyexit.training.data.module import EarlyExitDataModule
-from earlyexit.training.data.spec import (
+from earlyexit.data.module import EarlyExitDataModule
+from earlyexit.data.spec import (
     DATA_KINDS,
     SPLITS,
     DatasetNotFoundError,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from earlyexit.training.data.spec import stratified_split
+from earlyexit.data.spec import stratified_split
 
 __all__ = ["ArrayImageDataset", "Splits", "array_splits"]
 

@@ -8,16 +8,16 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from earlyexit.training.data.audio import audio_splits
-from earlyexit.training.data.cifar import CIFAR10_NORM, load_cifar10
-from earlyexit.training.data.datasets import Splits, array_splits
-from earlyexit.training.data.fashion_mnist import (
+from earlyexit.data.audio import audio_splits
+from earlyexit.data.cifar import CIFAR10_NORM, load_cifar10
+from earlyexit.data.datasets import Splits, array_splits
+from earlyexit.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_NORM,
     load_fashion_mnist,
 )
-from earlyexit.training.data.imagefolder import IMAGENET_NORM, imagefolder_splits
-from earlyexit.training.data.spec import SPLITS, check_normalization, parse_data_spec
+from earlyexit.data.imagefolder import IMAGENET_NORM, imagefolder_splits
+from earlyexit.data.spec import SPLITS, check_normalization, parse_data_spec
 
 __all__ = ["EarlyExitDataModule"]
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from earlyexit.training.data.datasets import Splits
-from earlyexit.training.data.spec import DatasetNotFoundError, stratified_split
+from earlyexit.data.datasets import Splits
+from earlyexit.data.spec import DatasetNotFoundError, stratified_split
 
 __all__ = ["AUDIO_SUFFIXES", "audio_examples", "audio_splits", "read_audio_labels"]
 

@@ -13,8 +13,8 @@ import torch
 import earlyexit
 from earlyexit import MultiExitModel, backbones, decompose, normalized_entropy
 from earlyexit.formats import Link, Plan, Profile, Tier, Topology
-from earlyexit.profiling.callback import PlanOnFitEnd
-from earlyexit.training.data import EarlyExitDataModule
+from earlyexit.training.callbacks import PlanOnFitEnd
+from earlyexit.data import EarlyExitDataModule
 from earlyexit.training.module import MultiExitModule
 
 TOPO = Topology(
@@ -171,7 +171,7 @@ def test_topology_and_profile_are_checked(tmp_path: Path, device_profile: Path) 
 def test_device_profile_given_as_json_text(tmp_path):
     """LightningCLI passes a profile file's content rather than its path."""
     from earlyexit.planner.synthetic import synthetic_profile
-    from earlyexit.profiling.callback import PlanOnFitEnd
+    from earlyexit.training.callbacks import PlanOnFitEnd
 
     prof = synthetic_profile(num_blocks=10, devices=("a1.medium", "m4.large", "g4dn.xlarge"))
     cb = PlanOnFitEnd(

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from earlyexit.training.data.spec import DatasetNotFoundError
+from earlyexit.data.spec import DatasetNotFoundError
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR10_NORM", "load_cifar10"]
 

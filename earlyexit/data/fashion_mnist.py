@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earlyexit.training.data.spec import DatasetNotFoundError
+from earlyexit.data.spec import DatasetNotFoundError
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
