@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
     "Plan": "earlyexit.formats",
     "plan": "earlyexit.planner",
     "pareto": "earlyexit.planner",
+    "plan_capacity": "earlyexit.planner.api",
     "load": "earlyexit.checkpoint",
     "slice": "earlyexit.surgery.slicing",
     "Partition": "earlyexit.surgery.slicing",
