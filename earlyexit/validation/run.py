@@ -173,7 +173,7 @@ def validate(
             estimate (every hand-off and every sleep of the slowdown emulation
             then wakes an idle process), with 0 within 0 to 26 %.
         min_per_exit: with an accuracy pass, the latency pass times at least this
-            many samples of every exit the test data takes (on top of the first
+            many samples (``samples`` at most) of every exit the test data takes (on top of the first
             ``samples``), and the measured mean weights each exit's mean by that
             exit's fraction over the accuracy pass: a rare exit over a slow link
             otherwise swings the mean with how often it happens to be timed.
@@ -366,7 +366,7 @@ def _validate_into(
         n_parts = len(cfg.cuts)
         if with_accuracy_pass:  # first: it tells which samples to time (every exit's share)
             acc = accuracy_pass(bundles[cfg.cuts], cfg, x_all, y_all)
-            idx = stratified_indices(acc.exit_partition, samples, min_per_exit)
+            idx = stratified_indices(acc.exit_partition, samples, min(min_per_exit, samples))
         else:
             idx = list(range(samples))
         x = x_all[idx]

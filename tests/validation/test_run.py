@@ -56,7 +56,9 @@ def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
     assert [n for n in out.notes if "hop_s" not in n] == []  # this profile has no hop_s
     for rec in out.configs:
         m = rec.measured
-        assert m.latency_samples == 4 and m.accuracy_samples == 40 and m.degraded == 0
+        # the first 4, and up to 4 of every exit that they miss
+        assert 4 <= m.latency_samples <= 4 * len(rec.config.cuts)
+        assert m.accuracy_samples == 40 and m.degraded == 0
         assert m.latency_pass is not None and m.latency_pass.agreement == 1.0
         assert sum(m.exit_fractions) == pytest.approx(1.0)
         assert set(rec.estimated) == {"portend", "exact"}
