@@ -39,8 +39,8 @@ def test_profile_times_partitions_as_the_runtime_runs_them():
 @pytest.mark.slow
 def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
     import earlyexit
-    from earlyexit.formats import Topology
     from earlyexit.checkpoint import save
+    from earlyexit.formats import Topology
     from earlyexit.validation import validate
 
     model = _model()
