@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from earlyexit.planner._select import ACC_ATOL, LAT_ATOL
+from earlyexit.planner._select import ACC_ATOL, LAT_ATOL, unbeaten
 
 __all__ = [
     "CutCodes",
@@ -195,14 +195,7 @@ class Collector:
         nparts = np.concatenate(self.nparts)
         if self.objective == "pareto":
             # keep the points no other point beats beyond tolerance (ties included)
-            o = np.lexsort((-allf.acc, allf.lat))
-            sl, sa = allf.lat[o], allf.acc[o]
-            pm = np.maximum.accumulate(sa)
-            i1 = np.searchsorted(sl, sl - LAT_ATOL, side="left") - 1
-            beaten = (i1 >= 0) & (pm[np.maximum(i1, 0)] >= sa - ACC_ATOL)
-            i2 = np.searchsorted(sl, sl + LAT_ATOL, side="right") - 1
-            beaten |= pm[i2] > sa + ACC_ATOL
-            keep = o[~beaten]
+            keep = unbeaten(allf.lat, allf.acc)
             allf, nparts = allf.take(keep), nparts[keep]
             o = np.argsort(allf.lat, kind="stable")
             self.front = (allf.lat[o], np.maximum.accumulate(allf.acc[o]), o)

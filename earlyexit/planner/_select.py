@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["LAT_ATOL", "ACC_ATOL", "OBJECTIVES", "select_best", "pareto_select"]
+__all__ = ["LAT_ATOL", "ACC_ATOL", "OBJECTIVES", "select_best", "pareto_select", "unbeaten"]
 
 LAT_ATOL = 1e-9
 ACC_ATOL = 1e-9
@@ -60,6 +60,23 @@ def select_best(
     return int(min(idx, key=lambda i: keys[i]))
 
 
+def unbeaten(lat: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats beyond the tolerances (ties kept).
+
+    A point is beaten by one with latency lower beyond ``LAT_ATOL`` and accuracy at
+    least as high (within ``ACC_ATOL``), or with accuracy higher beyond ``ACC_ATOL``
+    and latency within ``LAT_ATOL``. The indices come in (latency, -accuracy) order.
+    """
+    order = np.lexsort((-acc, lat))
+    sl, sa = lat[order], acc[order]
+    pm = np.maximum.accumulate(sa)
+    i1 = np.searchsorted(sl, sl - LAT_ATOL, side="left") - 1
+    beaten = (i1 >= 0) & (pm[np.maximum(i1, 0)] >= sa - ACC_ATOL)
+    i2 = np.searchsorted(sl, sl + LAT_ATOL, side="right") - 1
+    beaten |= pm[i2] > sa + ACC_ATOL
+    return order[~beaten]
+
+
 def pareto_select(lat: np.ndarray, acc: np.ndarray, keys: Sequence[Key]) -> list[int]:
     """Indices of the frontier (sorted by latency), one per group of tied points.
 
@@ -69,16 +86,7 @@ def pareto_select(lat: np.ndarray, acc: np.ndarray, keys: Sequence[Key]) -> list
     acc = np.asarray(acc, dtype=np.float64)
     if lat.size == 0:
         return []
-    order = np.lexsort((-acc, lat))
-    sl, sa = lat[order], acc[order]
-    pm = np.maximum.accumulate(sa)
-    # beaten by a point with latency lower beyond tolerance and accuracy at least as high
-    i1 = np.searchsorted(sl, sl - LAT_ATOL, side="left") - 1
-    beaten = (i1 >= 0) & (pm[np.maximum(i1, 0)] >= sa - ACC_ATOL)
-    # ... or by a point with accuracy higher beyond tolerance and latency within tolerance
-    i2 = np.searchsorted(sl, sl + LAT_ATOL, side="right") - 1
-    beaten |= pm[i2] > sa + ACC_ATOL
-    surv = order[~beaten]
+    surv = unbeaten(lat, acc)
     # group tied survivors (within tolerance in both), keep the smallest key of each group
     surv = sorted(surv.tolist(), key=lambda i: (lat[i], -acc[i]))
     out: list[int] = []
