@@ -194,3 +194,43 @@ def test_load_command_runs_a_synthetic_deployment(capsys: pytest.CaptureFixture[
     assert out["offered"] == out["answered"] + out["dropped"] + out["unanswered"]
     assert out["queue_capacity"] == 5 and out["max_in_system"] <= 5
     assert sum(out["exit_counts"].values()) == out["answered"]
+
+
+_L = ["--rate", "5", "--duration", "1"]
+BAD = [
+    (["--synthetic", "{}", "--rate", "0", "--duration", "1"], "--rate"),
+    (["--synthetic", "{}", "--rate", "nan", "--duration", "1"], "--rate"),
+    (["--synthetic", "{}", "--rate", "5", "--duration", "-1"], "--duration"),
+    (["--synthetic", "{}", "--rate", "5", "--duration", "1e9"], "--duration"),
+    (["--synthetic", "{}", *_L, "--max-samples", "0"], "--max-samples"),
+    (["--synthetic", "{}", *_L, "--queue-capacity", "0"], "--queue-capacity"),
+    (["--synthetic", "[1]", *_L], "--synthetic"),
+    (_L, "--bundle"),
+    (["--bundle", "nope", *_L], "--bundle"),
+    (["--connect", "tcp://10.1.2.3:5555", *_L], "not on this host"),
+    (["--connect", "tcp://*:5555", *_L], "--connect"),
+    (
+        ["--connect", "tcp://127.0.0.1:9", "--results-bind", "tcp://0.0.0.0:*", *_L],
+        "--results-bind",
+    ),
+    (["--connect", "tcp://127.0.0.1:9", *_L], "--data"),
+    (["--synthetic", "{}", "--data", "nope.npz", *_L], "--data"),
+    (["--synthetic", "{}", "--threshold", "2", *_L], "--threshold"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), BAD, ids=[f"{i}-{b[1]}" for i, b in enumerate(BAD)])
+def test_bad_load_arguments_exit_2_with_one_line(
+    argv: list[str], needle: str, tmp_path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["load", *argv])
+    except SystemExit as exc:  # refused while parsing
+        code = exc.code
+    err = capfd.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("earlyexit load: error:"), err
+    assert needle in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
