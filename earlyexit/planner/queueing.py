@@ -64,6 +64,7 @@ __all__ = [
     "LoadEstimate",
     "loss_ratio_approx",
     "mg1k_approx",
+    "approx_many",
     "mg1k_exact",
     "mm1k",
     "check_load_args",
@@ -217,6 +218,56 @@ def _approx_scalar(rho: float, scv: float, k: int) -> tuple[float, float]:
     s1 = u * (1.0 - k * uk + km1 * uk * u) / (1.0 - u) ** 2  # sum m u^m
     z = uk + c * s0 + rho
     return rho / z, (c * (k * s0 - s1) + k * rho) / z
+
+
+def approx_many(rho: np.ndarray, scv: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_approx_scalar` over arrays (the same closed forms, element by element).
+
+    The planner's bounds evaluate many stations at once; every element equals what
+    the scalar form gives for it (the few near r = 1 are summed by the scalar path).
+
+    Args:
+        rho / scv: offered loads (>= 0) and SCVs, same shape.
+        k: the capacity K.
+
+    Returns:
+        (loss ratio, mean number in system), arrays of that shape.
+    """
+    rho = np.asarray(rho, dtype=np.float64)
+    scv = np.asarray(scv, dtype=np.float64)
+    rho, scv = np.broadcast_arrays(rho, scv)
+    loss = np.zeros(rho.shape)
+    num = np.zeros(rho.shape)
+    pos = rho > 0
+    r_ = np.where(np.abs(rho - 1.0) < _RHO_ONE, 1.0 + _RHO_ONE, np.where(pos, rho, 1.0))
+    den = 2.0 + np.sqrt(r_) * (scv - 1.0)
+    fluid = pos & ~(den > 0.05)
+    loss[fluid] = np.maximum(0.0, 1.0 - 1.0 / r_[fluid])
+    num[fluid] = float(k)
+    live = pos & ~fluid
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        r = np.exp(2.0 * np.log(r_) / np.where(live, den, 1.0))
+        slow = live & (np.abs(1.0 - r) * k < 1e-2)
+        c = r_ * (1.0 - r) / (1.0 - r_)
+        km1 = k - 1
+        lo = live & ~slow & (r <= 1.0)
+        rk = r**km1
+        g0 = (1.0 - rk) / (1.0 - r)
+        g1 = (1.0 - k * rk + km1 * rk * r) / (1.0 - r) ** 2
+        z = 1.0 + c * g0 + r_ * rk
+        loss = np.where(lo, r_ * rk / z, loss)
+        num = np.where(lo, (c * g1 + k * r_ * rk) / z, num)
+        hi = live & ~slow & (r > 1.0)
+        u = 1.0 / r
+        uk = u**km1
+        s0 = u * (1.0 - uk) / (1.0 - u)
+        s1 = u * (1.0 - k * uk + km1 * uk * u) / (1.0 - u) ** 2
+        z2 = uk + c * s0 + r_
+        loss = np.where(hi, r_ / z2, loss)
+        num = np.where(hi, (c * (k * s0 - s1) + k * r_) / z2, num)
+    for i in zip(*np.nonzero(slow), strict=True):
+        loss[i], num[i] = _approx_scalar(float(rho[i]), float(scv[i]), k)
+    return loss, num
 
 
 def mm1k(rho: float, capacity: int) -> tuple[float, float]:

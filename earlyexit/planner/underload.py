@@ -46,9 +46,10 @@ from earlyexit.planner.estimators import exit_fractions
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import (
     LoadEstimate,
-    _station_metrics,
+    approx_many,
     check_load_args,
     load_of_configuration,
+    mg1k_exact,
 )
 from earlyexit.planner.search import Candidate, search
 from earlyexit.planner.space import SearchSpace
@@ -154,40 +155,81 @@ def _evaluate(
     return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, model)
 
 
-def _first_tier(
-    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray, s: np.ndarray,
-    rate: float, k_cap: int, model: str,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Lower bounds (T, C) on the loss ratio and on the queueing delay: the first tier's own.
+_EXACT_BOUND_STATIONS = 4000  # the exact queue model: distinct stations a bound solves at most
 
-    The first partition's tier serves only that partition's samples, every sample
-    visits it once, and a station's loss and mean wait grow with its arrival rate.
-    ``rate`` must be at most what arrives there: lambda when the input crosses no
-    link, else lambda (1 - max_loss) for configurations that meet the loss bound.
+
+def _tier_bounds(
+    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray,
+    lam: float, eps1: float, k_cap: int, model: str,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Lower bounds (R,) on the loss ratio and on the queueing delay: every tier's own.
+
+    ``cuts`` (R, L) and ``e`` (R, L) are one configuration per row, all placed at ``d``.
+
+    Tier D_k serves only partition k (a placement uses a tier once), with the service
+    mixture of :func:`~earlyexit.planner.queueing.load_of_configuration` (it does not
+    depend on the losses). Its arrival rate is lambda reach_k surv_k, and a configuration
+    whose loss ratio is at most ``eps1`` has surv_k >= 1 - eps1 / reach_k (the samples
+    dropped before partition k are lost), so the rate is at least lambda (reach_k - eps1)
+    (exactly lambda at a first tier that is the source). Its wait and loss grow with the
+    rate, the samples it drops are lost once: the loss ratio is at least the sum of
+    (reach_k - eps1) L_k and the delay at least the sum of reach_k W_k at those rates.
+    Valid for the configurations that meet the loss bound (the others are discarded).
     """
-    w = d[0]
-    h = cm.profile.devices[cm.topology.tiers[w].device].hop_s
-    base = cm.dt[w, 0] + cm.ct[w, 0, cuts[:, 0]] + (0.0 if h is None else float(h))  # (C,)
-    t_exit = base + cm.rst[w]
-    t_fwd = base + cm.st[w, cuts[:, 0]]
-    # the exit weight as load_of_configuration clamps and normalizes it; it depends on the
-    # threshold and P_1 only when the clamped fractions sum to 1 (else: no bound there)
+    n_r, n_parts = e.shape
     ec = np.clip(e, 0.0, None)
-    tot = ec.sum(axis=2)
-    exact_sum = np.abs(tot - 1.0) <= 1e-12
-    firsts, first_idx, inv = np.unique(cuts[:, 0], return_index=True, return_inverse=True)
-    n_t = e.shape[0]
-    loss = np.zeros((n_t, len(firsts)))
-    wait = np.zeros((n_t, len(firsts)))
-    for j, ci in enumerate(first_idx):
-        times = np.array([t_exit[ci], t_fwd[ci]])
-        for t in range(n_t):
-            p_exit = 1.0 if len(d) == 1 else float(ec[t, ci, 0])
-            probs = np.array([p_exit, 1.0 - p_exit])
-            m = _station_metrics(rate, times, probs, k_cap, model)
-            loss[t, j], wait[t, j] = m[3], m[4]
-    inv = inv.ravel()
-    return np.where(exact_sum, loss[:, inv], 0.0), np.where(exact_sum, wait[:, inv], 0.0)
+    tot = ec.sum(axis=1, keepdims=True)
+    good = tot[:, 0] > 0
+    ec = ec / np.where(tot > 0, tot, 1.0)
+    reach_all = np.cumsum(ec[:, ::-1], axis=1)[:, ::-1]  # sum of ec[k:]
+    devs = cm.profile.devices
+    loss_lb = np.zeros(n_r)
+    wait_lb = np.zeros(n_r)
+    prev = np.zeros(n_r, dtype=np.int64)
+    for k in range(n_parts):
+        w = d[k]
+        c = cuts[:, k]
+        hop = devs[cm.topology.tiers[w].device].hop_s
+        base = cm.dt[w, prev] + cm.ct[w, prev, c] + (0.0 if hop is None else float(hop))
+        t_exit = base + cm.rst[w]
+        t_fwd = base + cm.st[w, c]
+        reach = reach_all[:, k]
+        p_exit = np.where(reach > 0, ec[:, k] / np.where(reach > 0, reach, 1.0), 1.0)
+        if k == n_parts - 1:
+            p_exit = np.ones_like(p_exit)
+        f = reach if (k == 0 and w == cm.source) else np.maximum(reach - eps1, 0.0)
+        f = np.where(good, f, 0.0)
+        rate = lam * f
+        mean = p_exit * t_exit + (1.0 - p_exit) * t_fwd
+        m2 = p_exit * t_exit**2 + (1.0 - p_exit) * t_fwd**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scv = np.where(
+                mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
+            )
+        rho = rate * mean
+        if model == "approx":
+            lo, num = approx_many(rho, scv, k_cap)
+        else:
+            lo, num = np.zeros(rho.shape), np.zeros(rho.shape)
+            rows = np.stack([rate, t_exit, t_fwd, p_exit], axis=-1)
+            live = np.flatnonzero(rho > 0)
+            uniq, inv = np.unique(rows[live], axis=0, return_inverse=True)
+            if uniq.shape[0] > _EXACT_BOUND_STATIONS:
+                prev = c
+                continue  # no bound from this tier (0 is a valid one)
+            vals = np.array(
+                [mg1k_exact(r[0], r[1:3], [r[3], 1.0 - r[3]], k_cap) for r in uniq]
+            ).reshape(-1, 2)
+            lo[live] = vals[inv.ravel(), 0]
+            num[live] = vals[inv.ravel(), 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            carried = rate * (1.0 - lo)
+            wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf) - mean
+        wq = np.where(rho > 0, np.maximum(wq, 0.0), 0.0)
+        loss_lb += f * lo
+        wait_lb += np.where(reach > 0, reach * wq, 0.0)
+        prev = c
+    return loss_lb, wait_lb
 
 
 def search_under_load(
@@ -238,27 +280,29 @@ def search_under_load(
     lat_l, lb_l, acc_l, key_l = [], [], [], []
     for n_parts, cuts, places in _groups(cm, space):
         e, s, acc = _fractions(cm, space, estimator, cuts)
-        first: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}  # by (D_1, rate)
         for d in places:
             lat = _latency(cm, cuts, d, e, s)
-            lb = lat
-            rate = lam if d[0] == cm.source else lam * (1.0 - min(eps, 1.0))
-            if rate > 0:
-                if (d[0], rate) not in first:
-                    first[d[0], rate] = _first_tier(cm, cuts, d, e, s, rate, k_cap, model)
-                f_loss, f_wait = first[d[0], rate]
-                lb = lat + f_wait
-                if max_loss is not None:
-                    lb = np.where(f_loss > eps + _LOSS_ATOL, np.inf, lb)
+            # the cheap tests first (Lat <= Lat_lambda), then the tiers' bounds on the rest
             if objective == "min_latency":
-                keep = (lb <= inc + LAT_ATOL) & np.isfinite(lb)
+                keep = lat <= inc + LAT_ATOL
                 if bound is not None:
                     keep &= acc >= bound - ACC_ATOL
             else:
-                keep = lb <= bound + LAT_ATOL if bound is not None else np.isfinite(lb)
+                keep = lat <= bound + LAT_ATOL if bound is not None else np.isfinite(lat)
             ti, ci = np.nonzero(keep)
+            lb = lat[ti, ci]
+            if lam > 0 and ti.size:
+                f_loss, f_wait = _tier_bounds(
+                    cm, cuts[ci], d, e[ti, ci], lam, min(eps, 1.0), k_cap, model
+                )
+                lb = lb + f_wait
+                if max_loss is not None:
+                    lb = np.where(f_loss > eps * (1 + 1e-9) + _LOSS_ATOL, np.inf, lb)
+                bar = inc if objective == "min_latency" else (math.inf if bound is None else bound)
+                sel = np.flatnonzero(np.isfinite(lb) & (lb <= bar + LAT_ATOL))
+                ti, ci, lb = ti[sel], ci[sel], lb[sel]
             lat_l.append(lat[ti, ci])
-            lb_l.append(lb[ti, ci])
+            lb_l.append(lb)
             acc_l.append(acc[ti, ci])
             key_l += [
                 (n_parts, d, tuple(int(x) for x in cuts[c]), int(t))
