@@ -15,7 +15,7 @@ from typing import Any
 
 from earlyexit._checks import check_bindable, float_range, int_range, zmq_address
 
-__all__ = ["register", "serve_command", "MAX_HWM"]
+__all__ = ["register", "serve_command", "adapt_command", "MAX_HWM"]
 
 MAX_HWM = 1_000_000
 """The largest ZeroMQ high-water mark ``serve`` takes (messages queued per socket);
@@ -138,6 +138,74 @@ def register(subparsers: Any) -> None:
         help="seconds of silence after which the next partition is considered dead",
     )
     p.set_defaults(func=serve_command)
+    _register_adapt(subparsers)
+
+
+def _register_adapt(subparsers: Any) -> None:
+    """Add ``adapt``: adaptive, static and oracle deployments on a link trace."""
+    p = subparsers.add_parser(
+        "adapt",
+        help="run candidate plans switchable on a link trace: adaptive vs static vs oracle",
+        description="Deploy the candidate plans' bundles switchable over emulated links that "
+        "follow a trace; run the adaptive controller, the static plan and the oracle, one sample "
+        "at a time; print per phase mean latency and accuracy (docs/adaptive.md).",
+    )
+    p.add_argument("--profile", required=True, help="profile.json the candidates were planned from")
+    p.add_argument("--topology", required=True, help="topology (built-in name or YAML)")
+    p.add_argument("--bundle", action="append", required=True, type=_bundle_dir,
+                   help="a candidate plan's bundle directory (repeat, one per candidate)")  # fmt: skip
+    p.add_argument("--data", required=True,
+                   help="an .npz with arrays x (inputs, as the bundle takes them) and y (labels)")  # fmt: skip
+    p.add_argument("--trace", required=True, help="a trace file or a built-in trace name")
+    p.add_argument("--time-scale", type=float_range(0, 100, lo_open=True), default=1.0,
+                   help="multiply the trace's times by this (default 1)")  # fmt: skip
+    p.add_argument("--settle", type=float_range(0, 3600), default=4.0,
+                   help="seconds after each change left out of the table (default 4)")  # fmt: skip
+    p.add_argument("--min-accuracy", type=float_range(0, 1), default=None,
+                   help="the replanner's accuracy constraint (default: none)")  # fmt: skip
+    p.add_argument("--plot", help="write latency over time with the switches marked (PNG)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.set_defaults(func=adapt_command)
+
+
+def adapt_command(args: argparse.Namespace) -> int:
+    """Run :func:`earlyexit.runtime.adaptive.compare_on_trace` and print its table."""
+    import json
+
+    import numpy as np
+
+    from earlyexit.formats.trace import LinkTrace
+    from earlyexit.runtime.adaptive import compare_on_trace
+
+    try:
+        with np.load(args.data, allow_pickle=False) as z:
+            x, y = z["x"], z["y"] if "y" in z else None
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(
+            f"--data {args.data!r}: expected an .npz with arrays x and y ({err})"
+        ) from None
+    trace = LinkTrace.load(args.trace)
+    if args.time_scale != 1.0:
+        trace = trace.scaled(args.time_scale)
+    res = compare_on_trace(args.profile, args.topology, args.bundle, x, y, trace,
+                           settle_s=args.settle, min_accuracy=args.min_accuracy)  # fmt: skip
+    if args.plot:
+        from earlyexit.plotting import plot_adaptive
+
+        plot_adaptive(res, args.plot)
+    if args.json:
+        print(json.dumps(res, default=str))
+        return 0
+    for row in res["table"]:
+        cells = "  ".join(
+            f"{m} {row[m + '_latency_ms'] or float('nan'):.2f} ms acc {row[m + '_accuracy'] or float('nan'):.3f}"
+            for m in res["runs"]
+        )
+        print(f"[{row['start']:.1f}, {row['end']:.1f}) s {row['bandwidth_mbps']:g} Mb/s: {cells}")
+    sw = res["runs"]["adaptive"]["switches"]
+    print(f"adaptive switches at {[round(s['t'], 2) for s in sw]} s; re-planning "
+          f"{max(res['replan_ms'], default=0.0):.2f} ms at most")  # fmt: skip
+    return 0
 
 
 def serve_command(args: argparse.Namespace) -> int:

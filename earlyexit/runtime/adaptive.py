@@ -62,7 +62,14 @@ from earlyexit.runtime.deployment import (
 )
 from earlyexit.runtime.replan import Replanner, same_configuration
 
-__all__ = ["Candidate", "SwitchableDeployment", "deploy_switchable", "run_trace", "phase_table"]
+__all__ = [
+    "Candidate",
+    "SwitchableDeployment",
+    "compare_on_trace",
+    "deploy_switchable",
+    "phase_table",
+    "run_trace",
+]
 
 
 @dataclass(frozen=True)
@@ -212,7 +219,9 @@ def deploy_switchable(
         topo = resolve_topology(topology)
         for c in cands:
             if max(c.tiers) >= topo.num_tiers:
-                raise ValueError(f"tiers {list(c.tiers)} do not fit the topology's {topo.num_tiers}")
+                raise ValueError(
+                    f"tiers {list(c.tiers)} do not fit the topology's {topo.num_tiers}"
+                )
     if trace is not None and (topo is None or not isinstance(trace, LinkTrace)):
         raise ValueError("trace must be a LinkTrace and needs a topology")
     if trace is not None and topo is not None and trace.link >= len(topo.links):
@@ -265,7 +274,12 @@ def deploy_switchable(
             next_input: str | None = None
             for k in range(n - 1, -1, -1):
                 if c.bundle is not None:
-                    spec = {"kind": "bundle", "path": c.bundle, "partition": k, "precision": precision}
+                    spec = {
+                        "kind": "bundle",
+                        "path": c.bundle,
+                        "partition": k,
+                        "precision": precision,
+                    }
                 else:
                     spec = {"kind": "synthetic", **dict(synthetic or {}), "partition": k}
                 options = dataclasses.replace(
@@ -329,7 +343,7 @@ def run_trace(
         timeout_s: the longest wait for one result.
 
     Returns:
-        ``{"samples": [{"t", "plan", "latency_s", "correct", "partition"}...],
+        ``{"samples": [{"t", "plan", "latency_s", "correct", "partition", "degraded"}...],
         "switches": [{"t", "from", "to", "replan_ms", "links"}...], "replan_ms": [...],
         "estimates": [{"t", "link", "bandwidth_mbps", "propagation_ms"}...]}``.
 
@@ -381,6 +395,7 @@ def run_trace(
         r: Result = dep.client.infer(x[i % len(x)], timeout_s)
         out["samples"].append({
             "t": t, "plan": plan_idx, "latency_s": r.latency_s, "partition": r.partition,
+            "degraded": r.degraded,
             "correct": None if y is None or r.logits is None else bool(r.prediction == int(y[i % len(x)])),
         })  # fmt: skip
         i += 1
@@ -388,37 +403,151 @@ def run_trace(
 
 
 def phase_table(
-    runs: Mapping[str, Mapping[str, Any]], trace: LinkTrace, duration_s: float, settle_s: float
+    runs: Mapping[str, Mapping[str, Any]],
+    trace: LinkTrace,
+    duration_s: float,
+    settle_s: float,
+    best: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per phase of the trace and per mode: mean latency and accuracy of the samples sent.
+    """Per phase and per mode: mean and median latency and accuracy of the samples sent.
 
-    Samples of the first ``settle_s`` of each phase are left out (the controller
-    settles then; docs/adaptive.md); ``all_*`` fields include them.
+    A phase is a step of the trace or, with ``best``, a run of consecutive steps
+    with the same best candidate (a ramp's steps merged where the oracle keeps
+    its plan). Samples of the first ``settle_s`` after each phase's start (but
+    the first) are left out: the controller settles then (docs/adaptive.md);
+    ``{mode}_all_latency_ms`` includes them.
 
     Args:
         runs: mode -> :func:`run_trace`'s output.
         trace, duration_s: the trace and how long the runs lasted.
         settle_s: time after each change before samples count.
+        best: the best candidate of each step of the trace (the oracle's choice).
 
     Returns:
-        One row per phase: ``start``, ``end``, ``bandwidth_mbps`` and, per mode,
-        ``{mode}_latency_ms``, ``{mode}_accuracy``, ``{mode}_samples``, ``{mode}_all_latency_ms``.
+        One row per phase: ``start``, ``end``, ``bandwidth_mbps`` (min, max),
+        ``propagation_ms``, ``best`` and, per mode, ``{mode}_latency_ms``,
+        ``{mode}_median_ms``, ``{mode}_accuracy``, ``{mode}_samples``,
+        ``{mode}_degraded`` (in the whole phase), ``{mode}_all_latency_ms``.
+
+    Raises:
+        ValueError: ``best`` of another length than the trace's steps.
     """
+    steps = trace.phases(duration_s)
+    if best is not None and len(best) != len(steps):
+        raise ValueError(f"best must give one index per trace step ({len(steps)}), got {len(best)}")
+    phases: list[list[Any]] = []
+    for k, (a, b, step) in enumerate(steps):
+        tag = best[k] if best is not None else k
+        if phases and phases[-1][3] == tag:
+            phases[-1][1] = b
+            phases[-1][2].append(step)
+        else:
+            phases.append([a, b, [step], tag])
     rows = []
-    for a, b, step in trace.phases(duration_s):
-        row: dict[str, Any] = {"start": a, "end": b, "bandwidth_mbps": step.bandwidth_mbps,
-                               "propagation_ms": step.propagation_ms}  # fmt: skip
+    for a, b, st, tag in phases:
+        bws = [x.bandwidth_mbps for x in st]
+        row: dict[str, Any] = {"start": a, "end": b, "bandwidth_mbps": [min(bws), max(bws)],
+                               "propagation_ms": st[0].propagation_ms,
+                               "best": tag if best is not None else None}  # fmt: skip
         lo = a + (settle_s if a > 0 else 0.0)
         for mode, run in runs.items():
-            phase = [s for s in run["samples"] if a <= s["t"] < b]
-            settled = [s for s in phase if s["t"] >= lo]
-            lat = [s["latency_s"] for s in settled]
-            acc = [s["correct"] for s in settled if s["correct"] is not None]
+            phase = [x for x in run["samples"] if a <= x["t"] < b]
+            settled = [x for x in phase if x["t"] >= lo]
+            lat = [x["latency_s"] for x in settled]
+            acc = [x["correct"] for x in settled if x["correct"] is not None]
             row[f"{mode}_samples"] = len(settled)
+            row[f"{mode}_degraded"] = sum(bool(x.get("degraded")) for x in phase)
             row[f"{mode}_latency_ms"] = 1e3 * float(np.mean(lat)) if lat else None
+            row[f"{mode}_median_ms"] = 1e3 * float(np.median(lat)) if lat else None
             row[f"{mode}_accuracy"] = float(np.mean(acc)) if acc else None
             row[f"{mode}_all_latency_ms"] = (
-                1e3 * float(np.mean([s["latency_s"] for s in phase])) if phase else None
+                1e3 * float(np.mean([x["latency_s"] for x in phase])) if phase else None
             )
         rows.append(row)
     return rows
+
+
+def compare_on_trace(
+    profile: Any,
+    topology: Topology | str,
+    bundles: Sequence[str | os.PathLike[str]],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    trace: LinkTrace,
+    *,
+    duration_s: float | None = None,
+    settle_s: float = 4.0,
+    min_accuracy: float | None = None,
+    estimator: str = "exact",
+    change: float = 0.3,
+    dwell_s: float = 1.0,
+    min_gain: float = 0.05,
+    modes: Sequence[str] = _MODES,
+    start_timeout_s: float = 120.0,
+) -> dict[str, Any]:
+    """Adaptive against static and oracle on one trace: a fresh deployment per mode.
+
+    The candidate that is best at the trace's start is the static plan and
+    where every mode starts.
+
+    Args:
+        profile: the profile the candidates were planned from (object or path).
+        topology: the topology (its traced link follows ``trace``).
+        bundles: one bundle per candidate plan.
+        x, y: inputs (cycled) and labels.
+        trace: the link trace.
+        duration_s: run length (default: the trace's last step + the previous phase's length).
+        settle_s: samples of the first ``settle_s`` after each change are left out of the table.
+        min_accuracy, estimator, change, dwell_s, min_gain: the replanner's.
+        modes: which of ``adaptive``, ``static``, ``oracle`` to run.
+        start_timeout_s: bound on each process's start-up.
+
+    Returns:
+        ``{"trace", "candidates", "runs": {mode: run_trace output}, "table": phase_table,
+        "settle_s", "replan_ms"}``.
+
+    Raises:
+        ValueError: a bad mode, or no candidate that meets the constraint.
+    """
+    from earlyexit.planner import resolve_profile, resolve_topology
+
+    prof, topo = resolve_profile(profile), resolve_topology(topology)
+    bad = [m for m in modes if m not in _MODES]
+    if bad or not modes:
+        raise ValueError(f"modes must be among {_MODES}, got {list(modes)}")
+    cands = _candidates(bundles, None, None)
+    plans = [c.plan for c in cands]
+    start_topo = trace.topology_at(topo, 0.0)
+
+    def replanner(plans: list) -> Replanner:
+        return Replanner(prof, start_topo, plans[0], min_accuracy=min_accuracy, estimator=estimator,
+                         change=change, dwell_s=dwell_s, min_gain=min_gain, candidates=plans)  # fmt: skip
+
+    first = _best_index(plans, replanner(plans), start_topo)
+    order = [first] + [i for i in range(len(cands)) if i != first]
+    bundles = [bundles[i] for i in order]
+    plans = [plans[i] for i in order]
+    end = trace.phases()[-1][1] if duration_s is None else float(duration_s)
+    runs: dict[str, Any] = {}
+    n_workers = sum(len(p.partitions) for p in plans)
+    for mode in modes:
+        with deploy_switchable(bundles, topology=topo, trace=trace,
+                               trace_lead_s=3.0 + 2.5 * n_workers,
+                               start_timeout_s=start_timeout_s) as dep:  # fmt: skip
+            # one sample per plan before the trace starts: the first sample pays for nothing
+            for i in range(len(plans)):
+                dep.use(i)
+                dep.client.infer(x[0], 30.0)
+            runs[mode] = run_trace(dep, x, y, mode, replanner(plans), trace, end)
+    rp = replanner(plans)
+    best = [_best_index(plans, rp, trace.topology_at(topo, a)) for a, _, _ in trace.phases(end)]
+    table = phase_table(runs, trace, end, settle_s, best)
+    return {
+        "trace": trace.to_dict(),
+        "candidates": [p.to_dict() for p in plans],
+        "runs": runs,
+        "table": table,
+        "settle_s": settle_s,
+        "best": best,
+        "replan_ms": runs.get("adaptive", {}).get("replan_ms", []),
+    }

@@ -54,7 +54,12 @@ class LinkEstimate:
 
 
 def _check_positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -96,14 +101,20 @@ class LinkEstimator:
             raise ValueError(f"window must be an int >= 4, got {window!r}")
         if not isinstance(quantile, int | float) or not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {quantile!r}")
-        if isinstance(min_samples, bool) or not isinstance(min_samples, int) or not 2 <= min_samples <= window:
+        if (
+            isinstance(min_samples, bool)
+            or not isinstance(min_samples, int)
+            or not 2 <= min_samples <= window
+        ):
             raise ValueError(f"min_samples must be an int in [2, window], got {min_samples!r}")
         if _check_positive(size_ratio, "size_ratio") <= 1.0:
             raise ValueError(f"size_ratio must be > 1, got {size_ratio!r}")
         _check_positive(idle_probe_s, "idle_probe_s")
         small, large = probe_bytes
         if not 1 <= small < large:
-            raise ValueError(f"probe_bytes must be (small, large) with 1 <= small < large, got {probe_bytes!r}")
+            raise ValueError(
+                f"probe_bytes must be (small, large) with 1 <= small < large, got {probe_bytes!r}"
+            )
         self.window, self.quantile, self.min_samples = window, float(quantile), min_samples
         self.size_ratio, self.idle_probe_s = float(size_ratio), float(idle_probe_s)
         self.round_trip, self.probe_bytes = bool(round_trip), (int(small), int(large))
@@ -136,7 +147,10 @@ class LinkEstimator:
                 groups[-1].append(int(i))
             else:
                 groups.append([int(i)])
-        return [(float(np.median(sizes[g])), float(np.quantile(times[g], self.quantile))) for g in groups]
+        return [
+            (float(np.median(sizes[g])), float(np.quantile(times[g], self.quantile)))
+            for g in groups
+        ]
 
     def estimate(self) -> LinkEstimate | None:
         """The current estimate, or ``None`` while it is not identifiable.
@@ -185,9 +199,12 @@ class LinkEstimator:
 def runtime_estimator() -> LinkEstimator:
     """The estimator the runtime's senders keep (workers for their next link, the client).
 
-    A short memory (32 transfers, none older than 3 s), so that an estimate
-    follows a link within seconds of a change; a probe after 1 s of silence;
-    probes of 64 B and 32 KiB.
+    A short memory (32 transfers, none older than 2 s), so that an estimate
+    follows a link within about 2 s of a change; a probe after 0.2 s of
+    silence (workers probe at most once per heartbeat), so that an idle link
+    stays measured; probes of 64 B and 32 KiB (32 KiB holds a 2 Mb/s link for
+    131 ms, a 50 Mb/s one for 5 ms; a large probe is due only when no transfer
+    of another size than the small probes is left in the window).
     """
-    return LinkEstimator(window=32, min_samples=6, idle_probe_s=1.0, max_age_s=3.0,
+    return LinkEstimator(window=32, min_samples=4, idle_probe_s=0.2, max_age_s=2.0,
                          probe_bytes=(64, 32_768))  # fmt: skip

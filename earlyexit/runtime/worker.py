@@ -255,6 +255,7 @@ class Worker:
         self._recv_at: dict[int, float] = {}
         self._sent: dict[int, tuple[float, int]] = {}
         self._probe_ids = itertools.count(1)
+        self._last_input = -math.inf  # when a sample last arrived: only a busy worker probes
         self.link_estimator = runtime_estimator()
         # newest estimate per (tier, next tier): own and reported from downstream
         self.link_reports: dict[tuple[int, int], list[float]] = {}
@@ -325,6 +326,10 @@ class Worker:
         for i in ids:
             self._recv_at[i] = now
         self._acks.setdefault(ack, []).extend(ids)
+        # the prober is an upstream: it hears our heartbeats, so that it does not
+        # take a link that only carried probes for a dead next worker
+        if ack not in self._upstreams and len(self._upstreams) < _MAX_UPSTREAMS:
+            self._upstreams.add(ack)
 
     def _observe_acks(self, ids: list[Any], held: Any, now: float) -> None:
         """Feed the link estimator from an ack: send to ack, minus the time the receiver held it."""
@@ -340,8 +345,10 @@ class Worker:
 
     def _probe(self, now: float) -> None:
         """Send a probe of the size the link estimator asks for, if it asks (docs/adaptive.md)."""
-        if self.next_route is None or self.downstream_dead or self._down_heard is None:
+        if self.next_route is None or self.downstream_dead:
             return
+        if now - self._last_input > self.link_estimator.max_age_s:
+            return  # no samples here lately (another plan is in use): leave the link alone
         size = self.link_estimator.probe_size(now)
         if size is None:
             return
@@ -356,7 +363,10 @@ class Worker:
             est = self.link_estimator.estimate()
             if est is not None:
                 self.link_reports[(self.tier, self.options.next_tier)] = [
-                    est.bandwidth_mbps, est.propagation_ms, est.at]
+                    est.bandwidth_mbps,
+                    est.propagation_ms,
+                    est.at,
+                ]
         return [[a, b, *v] for (a, b), v in self.link_reports.items()]
 
     def _on_link_report(self, report: Any) -> None:
@@ -364,8 +374,12 @@ class Worker:
         if not isinstance(report, list):
             return
         for row in report[:64]:
-            if (isinstance(row, list) and len(row) == 5 and all(type(v) is int for v in row[:2])
-                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in row[2:])):
+            if (
+                isinstance(row, list)
+                and len(row) == 5
+                and all(type(v) is int for v in row[:2])
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in row[2:])
+            ):
                 key = (row[0], row[1])
                 old = self.link_reports.get(key)
                 if old is None or row[4] > old[2]:
@@ -667,8 +681,8 @@ class Worker:
                 self._emulate(c0)
                 if item is None:
                     continue
+                t_in = self._last_input = time.monotonic()
                 if item[2] is not None:
-                    t_in = time.monotonic()
                     for i in item[1]:
                         self._recv_at[i] = t_in
                 if item[2] is not None and item[2] not in self._upstreams:

@@ -66,3 +66,24 @@ def test_estimator_forgets_transfers_older_than_max_age():
     assert est.estimate().bandwidth_mbps == pytest.approx(2.0, rel=1e-6)
     with pytest.raises(ValueError, match="max_age_s"):
         LinkEstimator(max_age_s=0)
+
+
+@pytest.mark.slow
+def test_a_link_that_only_carried_probes_is_not_taken_for_dead():
+    """Only probes cross for 3 s, then nothing for 5 s, then samples that go on: none degraded."""
+    model, threshold = SyntheticModel(**SYN), 0.5
+    x = model.inputs(400)
+    part = np.array([r["partition"] for r in model.reference(x, threshold)])
+    stay, go = x[part == 0][:1], x[part == 1][:8]
+    assert len(stay) == 1 and len(go) == 8
+    with deploy_switchable(synthetic=SYN, plans=[(threshold, (0, 1))], topology="pi4-wifi") as d:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:  # longer than dead_after_s (2 s); only probes cross
+            assert d.client.infer(stay[0]).partition == 0
+            time.sleep(0.05)
+        reports = dict(d.client.link_reports)
+        time.sleep(5.0)  # idle: probes stop 2 s after the last sample; heartbeats must come
+        results = [d.client.infer(xi) for xi in go]
+    assert [r.partition for r in results] == [1] * 8
+    assert not any(r.degraded for r in results)
+    assert (0, 1) in reports  # measured by probes alone while nothing else crossed

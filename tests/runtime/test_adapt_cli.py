@@ -1,0 +1,73 @@
+"""``earlyexit adapt``: every flag reaches compare_on_trace; bad values exit 2 with one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import earlyexit.runtime.adaptive as adaptive
+from earlyexit.cli import main
+
+
+@pytest.fixture
+def bundle_and_data(tmp_path):
+    b = tmp_path / "b"
+    b.mkdir()
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((3, 4), np.float32), y=np.arange(3))
+    return str(b), str(data)
+
+
+def test_every_flag_reaches_compare_on_trace(monkeypatch, bundle_and_data, tmp_path, capsys):
+    seen = {}
+
+    def fake(profile, topology, bundles, x, y, trace, **kw):
+        seen.update(
+            profile=profile, topology=topology, bundles=bundles, x=x, y=y, trace=trace, **kw
+        )
+        return {
+            "table": [],
+            "runs": {"adaptive": {"switches": [], "samples": []}},
+            "replan_ms": [],
+            "trace": trace.to_dict(),
+        }
+
+    monkeypatch.setattr(adaptive, "compare_on_trace", fake)
+    b, data = bundle_and_data
+    plot = tmp_path / "p.png"
+    code = main(["adapt", "--profile", "P.json", "--topology", "pi4-wifi", "--bundle", b, "--bundle", b,
+                 "--data", data, "--trace", "step-50-2-50", "--time-scale", "0.5", "--settle", "2.5",
+                 "--min-accuracy", "0.9", "--plot", str(plot), "--json"])  # fmt: skip
+    assert code == 0
+    assert (
+        seen["profile"] == "P.json" and seen["topology"] == "pi4-wifi" and seen["bundles"] == [b, b]
+    )
+    assert seen["x"].shape == (3, 4) and list(seen["y"]) == [0, 1, 2]
+    assert seen["trace"].change_times == (5.0, 10.0)  # scaled by --time-scale
+    assert seen["settle_s"] == 2.5 and seen["min_accuracy"] == 0.9
+    assert plot.is_file()
+    assert capsys.readouterr().out.startswith("{")
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [(["--time-scale", "0"], "--time-scale"), (["--settle", "-1"], "--settle"),
+     (["--min-accuracy", "2"], "--min-accuracy"), (["--trace", "nope"], "nope")],
+)  # fmt: skip
+def test_bad_values_exit_2_with_one_line(bundle_and_data, capsys, extra, flag):
+    b, data = bundle_and_data
+    argv = ["adapt", "--profile", "P", "--topology", "pi4-wifi", "--bundle", b, "--data", data,
+            "--trace", "step-50-2-50", *extra]  # fmt: skip
+    with pytest.raises(SystemExit) if flag.startswith("--") else _nothing():
+        code = main(argv)
+        assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert flag in err and len(err.splitlines()) == 1
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
