@@ -10,7 +10,8 @@ which is what the tests check.
 - :func:`plot_whatif`: a what-if sweep (Fig. 9);
 - :func:`plot_profile`: exit rates, accuracy per exit and partition times of a profile;
 - :func:`plot_deployment`: a measured deployment against the estimates;
-- :func:`plot_final_accuracy`: final models' accuracy against the estimators.
+- :func:`plot_final_accuracy`: final models' accuracy against the estimators;
+- :func:`plot_adaptive`: latency over time on a link trace, adaptive against static and oracle.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "plot_profile",
     "plot_deployment",
     "plot_final_accuracy",
+    "plot_adaptive",
 ]
 
 BASELINE_STYLE: dict[str, tuple[str, str, str]] = {
@@ -342,3 +344,51 @@ def plot_final_accuracy(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
+
+
+def plot_adaptive(
+    result: Mapping[str, Any], path: str | os.PathLike[str], window: int = 25
+) -> Figure:
+    """Save latency over time of each run on a link trace, the adaptive run's switches marked.
+
+    Args:
+        result: :func:`earlyexit.runtime.adaptive.compare_on_trace`'s output.
+        path: output image.
+        window: samples per rolling median (each sample is also drawn, faint).
+
+    Returns:
+        The (closed) figure: latency (ms, log scale) over trace time, and the
+        link's bandwidth on a second axis.
+    """
+    import numpy as np
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    colors = {"adaptive": "tab:blue", "static": "tab:red", "oracle": "tab:green"}
+    for mode, run in result["runs"].items():
+        t = np.array([s["t"] for s in run["samples"]], dtype=float)
+        lat = 1e3 * np.array([s["latency_s"] for s in run["samples"]], dtype=float)
+        if not len(t):
+            continue
+        c = colors.get(mode, "k")
+        ax.plot(t, lat, ".", color=c, alpha=0.15, markersize=2)
+        k = max(1, min(window, len(lat)))
+        med = np.array([np.median(lat[max(0, i - k + 1) : i + 1]) for i in range(len(lat))])
+        ax.plot(t, med, "-", color=c, label=f"{mode} (rolling median of {k})")
+    for i, sw in enumerate(result["runs"].get("adaptive", {}).get("switches", [])):
+        ax.axvline(sw["t"], color="tab:blue", linestyle="--", linewidth=0.8,
+                   label="adaptive switch" if i == 0 else None)  # fmt: skip
+    ax.set_yscale("log")
+    ax.set(xlabel="trace time (s)", ylabel="end-to-end latency (ms)",
+           title=f"{result['trace'].get('name', 'trace')}: adaptive, static and oracle")  # fmt: skip
+    steps = result["trace"]["steps"]
+    end = max((s["t"] for r in result["runs"].values() for s in r["samples"]), default=1.0)
+    ts = [s[0] for s in steps] + [end]
+    bw = [s[1] for s in steps] + [steps[-1][1]]
+    ax2 = ax.twinx()
+    ax2.step(ts, bw, where="post", color="0.5", linewidth=1.0, label="link bandwidth")
+    ax2.set_ylabel("bandwidth (Mb/s)")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+    return _save(fig, path, dpi=110)
