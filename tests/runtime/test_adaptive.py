@@ -87,3 +87,48 @@ def test_a_link_that_only_carried_probes_is_not_taken_for_dead():
     assert [r.partition for r in results] == [1] * 8
     assert not any(r.degraded for r in results)
     assert (0, 1) in reports  # measured by probes alone while nothing else crossed
+
+
+def _run(samples):
+    return {"samples": [{"t": t, "latency_s": lat, "correct": c, "degraded": False}
+                        for t, lat, c in samples], "switches": [{"t": 10.5}]}  # fmt: skip
+
+
+def test_phase_table_merges_steps_the_oracle_keeps_and_leaves_out_the_settling():
+    from earlyexit.formats.trace import LinkTrace
+    from earlyexit.runtime.adaptive import phase_table
+
+    tr = LinkTrace.builtin("ramp-50-2-50")  # 1-s steps
+    n = len(tr.steps)
+    best = [0 if s.bandwidth_mbps > 15 else 1 for s in tr.steps]
+    run = _run([(t + 0.5, 0.010 if best[min(int(t), n - 1)] == 0 else 0.030, t % 2 == 0)
+                for t in range(41)])  # fmt: skip
+    run["samples"][16]["latency_s"] = 1.0  # within the settling time of the second phase
+    rows = phase_table({"adaptive": run}, tr, 41.0, settle_s=2.0, best=best)
+    assert [r["best"] for r in rows] == [0, 1, 0]
+    assert rows[0]["start"] == 0.0 and rows[1]["start"] == best.index(1)
+    assert rows[1]["bandwidth_mbps"][0] == 2.0 and rows[0]["bandwidth_mbps"][1] == 50.0
+    assert rows[1]["adaptive_latency_ms"] == pytest.approx(30.0)  # the 1 s sample left out
+    assert rows[1]["adaptive_all_latency_ms"] > 30.0
+    assert rows[0]["adaptive_samples"] == best.index(1)  # the first phase has no settling
+    with pytest.raises(ValueError, match="one index per trace step"):
+        phase_table({"adaptive": run}, tr, 41.0, 2.0, best=[0])
+
+
+def test_plot_adaptive_draws_each_run_and_marks_the_switches(tmp_path):
+    from earlyexit.formats.trace import LinkTrace
+    from earlyexit.plotting import plot_adaptive
+
+    tr = LinkTrace.builtin("step-50-2-50")
+    runs = {"adaptive": _run([(t / 10, 0.01, True) for t in range(300)]),
+            "static": _run([(t / 10, 0.02, True) for t in range(300)])}  # fmt: skip
+    fig = plot_adaptive({"runs": runs, "trace": tr.to_dict()}, tmp_path / "a.png", window=5)
+    ax = fig.axes[0]
+    ys = {
+        round(float(line.get_ydata()[-1]), 3)
+        for line in ax.get_lines()
+        if len(line.get_ydata()) == 300
+    }
+    assert ys == {10.0, 20.0}  # each run's samples and its rolling median, in ms
+    assert any(list(line.get_xdata()) == [10.5, 10.5] for line in ax.get_lines())  # the switch
+    assert (tmp_path / "a.png").is_file()
