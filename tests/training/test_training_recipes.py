@@ -42,6 +42,7 @@ def _run(recipe: str, tmp_path: Path, *extra: str) -> Path:
 def test_all_recipes_are_tested() -> None:
     tested = {
         "resnet20_fashionmnist.yaml",
+        "resnet56_fashionmnist.yaml",
         "resnet20_cifar10.yaml",
         "resnet110_cifar10.yaml",
         "efficientnet_b0_imagenet.yaml",
@@ -70,6 +71,13 @@ def test_recipe_resnet20_cifar10(tmp_path: Path, cifar_dir: Path) -> None:
     model = earlyexit.load(out)
     assert model.config["in_chans"] == 3 and len(model.exits) == 10
     assert model.metadata["class_names"] == [f"fashion_{c}" for c in range(10)]
+
+
+def test_recipe_resnet56_fashionmnist(tmp_path: Path) -> None:
+    out = _run("resnet56_fashionmnist.yaml", tmp_path, "--data.batch_size=8")
+    model = earlyexit.load(out)
+    assert model.exits == tuple(range(1, 29))
+    assert model.config["backbone"] == "resnet56"
 
 
 def test_recipe_resnet110_cifar10(tmp_path: Path, cifar_dir: Path) -> None:
