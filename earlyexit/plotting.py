@@ -354,7 +354,7 @@ def plot_adaptive(
     Args:
         result: :func:`earlyexit.runtime.adaptive.compare_on_trace`'s output.
         path: output image.
-        window: samples per rolling median (each sample is also drawn, faint).
+        window: samples per rolling mean (each sample is also drawn, faint).
 
     Returns:
         The (closed) figure: latency (ms, log scale) over trace time, and the
@@ -373,8 +373,10 @@ def plot_adaptive(
         c = colors.get(mode, "k")
         ax.plot(t, lat, ".", color=c, alpha=0.15, markersize=2)
         k = max(1, min(window, len(lat)))
-        med = np.array([np.median(lat[max(0, i - k + 1) : i + 1]) for i in range(len(lat))])
-        ax.plot(t, med, "-", color=c, label=f"{mode} (rolling median of {k})")
+        cum = np.concatenate([[0.0], np.cumsum(lat)])
+        idx = np.arange(len(lat))
+        mean = (cum[idx + 1] - cum[np.maximum(idx + 1 - k, 0)]) / np.minimum(idx + 1, k)
+        ax.plot(t, mean, "-", color=c, label=f"{mode} (mean of the last {k})")
     for i, sw in enumerate(result["runs"].get("adaptive", {}).get("switches", [])):
         ax.axvline(sw["t"], color="tab:blue", linestyle="--", linewidth=0.8,
                    label="adaptive switch" if i == 0 else None)  # fmt: skip
