@@ -12,8 +12,8 @@ capacity (``plan_capacity``, loss <= 0.01) next to the measured knee (the rate
 where the measured loss ratio crosses 0.01, interpolated).
 
 To tell the service-time estimate from the queue model, the first tier's
-service time is also measured (1 / throughput in the saturated runs, where it
-never idles), and the model is evaluated again at the utilization that
+service time is also measured (1 / throughput in runs at twice its modelled
+capacity, where it never idles), and the model is evaluated again at the utilization that
 measured time gives (for one M/GI/1/K station, scaling the service time by c
 is scaling the rate by c and the waits by c; the unloaded part is then the
 measured unloaded latency): "model, measured E[S_0]".
@@ -126,11 +126,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"(model {rows[-1]['model']['loss_ratio']:.3f}), runs' loss "
                   f"{[round(r['loss_ratio'], 3) for r in reps]}, late p99 "
                   f"{[round(r['lateness_s']['p99'] * 1e3, 1) for r in reps]} ms", flush=True)  # fmt: skip
+        # saturated (2x the model's capacity of the first tier): never idle, so
+        # 1 / throughput is its mean service time back to back
+        sat_runs = [open_loop(dep.client, x, 2.0 / es0, args.duration, queue_capacity=k,
+                              seed=9000 + rep, max_samples=args.max_samples).to_dict()
+                    for rep in range(args.reps)]  # fmt: skip
     unloaded = float(np.mean(lat0[5:])) if len(lat0) > 5 else float(np.mean(lat0))
     # the first tier's measured service time: 1 / throughput where it never idles
-    sat = [r for r in rows if r["rho"] >= 1.1]
-    es0_meas = float(np.mean([1.0 / r["measured"]["throughput"] for r in sat])) if sat else math.nan
-    c = es0_meas / es0 if sat else math.nan
+    es0_meas = float(np.median([1.0 / r["throughput"] for r in sat_runs]))
+    c = es0_meas / es0
     for r in rows:  # the model again, at the utilization the measured service time gives
         if math.isfinite(c):
             mm = model_row(prof, topo, plan, r["rate"] * c, k, args.queue_model)
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "reps": args.reps,
         "first_service_model_s": es0,
         "first_service_measured_s": es0_meas,
+        "saturated_runs": sat_runs,
         "unloaded_model_s": model_row(prof, topo, plan, 0.0, k, args.queue_model)["latency_s"],
         "unloaded_measured_s": unloaded,
         "capacity_model": cap_model,
