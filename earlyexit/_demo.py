@@ -202,7 +202,9 @@ def _run_demo(
 
     steps("profiling exits, partition times (ONNX Runtime, 1 thread), serialization and hops")
     prof = earlyexit.profile(
-        model, batches, DEVICE, threads=1, engine="onnx", gap_s=0.02, reps=8,
+        # back to back (gap 0), as the deployment then receives its samples: a profile of
+        # cold runs overestimates every partition (docs/deployment.md, validation)
+        model, batches, DEVICE, threads=1, engine="onnx", gap_s=0.0, reps=8,
         dataset_name="fashion-mnist (embedded test images, even)", progress=not steps.quiet,
         measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)
     )  # fmt: skip
