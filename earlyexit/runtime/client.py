@@ -228,6 +228,8 @@ class Client:
             self._unacked.update(gids)
             rt = self.route_tiers
             if rt is not None and rt[0] != rt[1]:
+                if len(self._sent) > 100_000:  # acks lost to a dead first worker
+                    self._sent.clear()
                 self._sent[gids[0]] = (time.monotonic(), len(msg), rt)
             if self._heard is None:
                 self._heard = time.monotonic()

@@ -132,3 +132,20 @@ def test_plot_adaptive_draws_each_run_and_marks_the_switches(tmp_path):
     assert ys == {10.0, 20.0}  # each run's samples and its rolling median, in ms
     assert any(list(line.get_xdata()) == [10.5, 10.5] for line in ax.get_lines())  # the switch
     assert (tmp_path / "a.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_client_measures_the_link_its_inputs_cross():
+    """One partition on tier 1: the source's inputs cross link 0; the client's acks measure it."""
+    with deploy_switchable(synthetic={"num_partitions": 1}, plans=[(0.5, (1,))],
+                           topology="pi4-wifi") as d:  # fmt: skip
+        assert d.client.route_tiers == (0, 1)
+        x = d.inputs(40)
+        probes = 0
+        for xi in x:
+            probes += d.client.probe()
+            d.client.infer(xi)
+        reports = dict(d.client.link_reports)
+    assert probes >= 1  # inputs have one size: the line needs another
+    bw, delay_ms, _ = reports[(0, 1)]
+    assert 5.0 < bw < 500.0 and 0.0 <= delay_ms < 100.0  # pi4-wifi: 50 Mb/s, 5 ms
