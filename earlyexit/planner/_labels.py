@@ -101,23 +101,33 @@ def code_keys(pcode: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 class Labels:
-    """Columns of a set of labels (partial configurations)."""
+    """Columns of a set of labels (partial configurations).
 
-    __slots__ = ("t", "c", "w", "u", "lat", "acc", "dcode", "pcode")
+    ``pb`` (optional): the block after which the label's last partition starts.
+    """
 
-    def __init__(self, t, c, w, u, lat, acc, dcode, pcode):  # noqa: ANN001
+    __slots__ = ("t", "c", "w", "u", "lat", "acc", "dcode", "pcode", "pb")
+
+    def __init__(self, t, c, w, u, lat, acc, dcode, pcode, pb=None):  # noqa: ANN001
         self.t, self.c, self.w, self.u = t, c, w, u
         self.lat, self.acc, self.dcode, self.pcode = lat, acc, dcode, pcode
+        self.pb = pb
 
     def __len__(self) -> int:
         return int(self.lat.size)
 
     def take(self, idx: np.ndarray) -> Labels:
-        return Labels(*(getattr(self, s)[idx] for s in self.__slots__))
+        return Labels(
+            *(None if getattr(self, s) is None else getattr(self, s)[idx] for s in self.__slots__)
+        )
 
     @staticmethod
     def concat(parts: list[Labels]) -> Labels:
-        return Labels(*(np.concatenate([getattr(p, s) for p in parts]) for s in Labels.__slots__))
+        def cat(s: str) -> np.ndarray | None:
+            cols = [getattr(p, s) for p in parts]
+            return None if any(x is None for x in cols) else np.concatenate(cols)
+
+        return Labels(*(cat(s) for s in Labels.__slots__))
 
 
 def empty_labels(words: int = 1) -> Labels:
@@ -163,6 +173,7 @@ class Collector:
     def __init__(self, objective: str, bound: float | None, words: int = 1) -> None:
         self.objective, self.bound, self.words = objective, bound, words
         self.inc = np.inf if objective == "min_latency" else -np.inf
+        self.fixed = False  # True: inc is a given bar, the labels found do not lower it
         self.front: tuple | None = None
         self.parts: list[Labels] = []
         self.nparts: list[np.ndarray] = []
@@ -172,7 +183,7 @@ class Collector:
         n = len(fin)
         if obj == "min_latency":
             ok = fin.acc >= bound - ACC_ATOL if bound is not None else np.ones(n, bool)
-            if ok.any():
+            if ok.any() and not self.fixed:
                 self.inc = min(self.inc, float(fin.lat[ok].min()))
             ok &= fin.lat <= self.inc + LAT_ATOL + SLACK * (1 + abs(self.inc))
         elif obj == "max_accuracy":

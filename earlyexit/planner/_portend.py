@@ -114,8 +114,19 @@ class PortendSearch(PortendBounds):
         bound: float | None = None,
         n_lambdas: int = 6,
         codes: CutCodes | None = None,
+        extra: np.ndarray | None = None,
+        fixed_inc: float | None = None,
     ) -> None:
         self.cm, self.space = cm, space
+        # extra: three (nt, M, N+1, N+1) tables >= 0 (the queueing bound of planning under
+        # load): an edge (b, v) -> (c, w) adds (1 - ER_b) extra[0][t, w, b, c], and
+        # (1 - ER_b) times extra[1] (the partition is followed by another) or extra[2] (it
+        # is the last) once that is known; the bounds ignore them, so they stay lower
+        # bounds, but the one-partition completions are no incumbent then.
+        # fixed_inc: keep every final label with latency <= it (no dominance, no incumbent
+        # lowering): the enumeration of the configurations that may beat it.
+        self.extra, self.fixed_inc = extra, fixed_inc
+        self.exact_inc = extra is None and fixed_inc is None
         n, m = cm.n, cm.m
         self.n, self.m = n, m
         self.codes = codes if codes is not None else CutCodes(n, m, space.max_parts)
@@ -236,6 +247,7 @@ class PortendSearch(PortendBounds):
         """
         inc, front = col.inc, col.front
         k = self.lmax - r
+        update = update and self.exact_inc
         if objective == "min_latency" and update and r >= 2 and t.size:
             # more partitions may follow: the exact <= 1-partition completions only lower the incumbent
             st = self._complete1(t, c, w, u, acc, k, bound, strict=True)
@@ -325,6 +337,11 @@ class PortendSearch(PortendBounds):
             erp = er[tp, bp]
             mbp = 1.0 - erp
             base = lab.lat[li] + mbp * x[lab.w[li], wp, bp]
+            if self.extra is not None and lab.pb is not None:  # the parent is not the last
+                pbp = lab.pb[li]
+                base = base + np.where(
+                    pbp < bp, (1.0 - er[tp, pbp]) * self.extra[1][tp, lab.w[li], pbp, bp], 0.0
+                )
             rep = np.repeat(li, cc)
             w = np.repeat(wp, cc)
             b = np.repeat(bp, cc)
@@ -333,9 +350,13 @@ class PortendSearch(PortendBounds):
             erc = er[t, c]
             dec = erc - np.repeat(erp, cc)
             lat = np.repeat(base, cc) + np.repeat(mbp, cc) * ct[w, b, c] + dec * r[w]
+            if self.extra is not None:
+                lat = lat + np.repeat(mbp, cc) * self.extra[0][t, w, b, c]
             acc = np.repeat(lab.acc[li], cc) + a[c] * dec
             uu = np.repeat(lab.u[li] | (1 << wp), cc)
             keep = self._keep(t, c, w, uu, lat, acc, rem, objective, bound, col)
+            if self.extra is not None:  # inf: a tier that alone loses more than the bound
+                keep &= np.isfinite(lat)
             if not keep.any():
                 continue
             sel = rep[keep]
@@ -350,6 +371,7 @@ class PortendSearch(PortendBounds):
                     acc[keep],
                     lab.dcode[sel] * m + wk,
                     self.codes.push(lab.pcode[sel], k - 1, ck),
+                    b[keep],
                 )
             )
         if not out:
@@ -368,15 +390,18 @@ class PortendSearch(PortendBounds):
             np.zeros(nt),
             np.zeros(nt, np.int64),
             self.codes.zeros(nt),
+            np.zeros(nt, np.int64),
         )
         col = Collector(objective, bound, self.codes.words)
         self.stats = []
-        if objective == "min_latency":
+        if self.fixed_inc is not None:
+            col.inc, col.fixed = float(self.fixed_inc), True
+        elif objective == "min_latency" and self.exact_inc:
             st = self._complete1(lab.t, lab.c, lab.w, lab.u, lab.acc, 0, bound, strict=True)
             col.inc = float(st.min())  # the best single-partition configuration
         for k in range(1, self.lmax + 1):
             cand = self._expand(lab, k, objective, bound, col)
-            if k > 1:  # from the root every (threshold, block, tier) is reached once
+            if k > 1 and self.fixed_inc is None:  # the root reaches each (t, block, tier) once
                 cand = dominance_filter(cand, self.n, self.m)
             self.stats.append(len(cand))
             if k >= sp.min_parts and len(cand):
@@ -384,6 +409,12 @@ class PortendSearch(PortendBounds):
                 if len(fin):
                     erc = self.er[fin.t, fin.c]
                     fin.lat = fin.lat + (1.0 - erc) * self.r[fin.w]
+                    if self.extra is not None:
+                        fin.lat = (
+                            fin.lat
+                            + (1.0 - self.er[fin.t, fin.pb])
+                            * self.extra[2][fin.t, fin.w, fin.pb, fin.c]
+                        )
                     fin.acc = fin.acc + self.a[fin.c] * (1.0 - erc)
                     col.add(fin, k)
             if k < self.lmax and len(cand):

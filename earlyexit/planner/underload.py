@@ -54,10 +54,12 @@ from earlyexit.planner.queueing import (
 from earlyexit.planner.search import Candidate, search
 from earlyexit.planner.space import SearchSpace
 
-__all__ = ["search_under_load", "capacity", "MAX_CONFIGURATIONS"]
+__all__ = ["search_under_load", "capacity", "MAX_CONFIGURATIONS", "MAX_EVALUATIONS"]
 
 MAX_CONFIGURATIONS = 50_000_000
 """Configurations enumerated under load at most (restrict the space with hints beyond it)."""
+MAX_EVALUATIONS = 20_000
+"""Configurations evaluated one by one under load at most (each ~1 ms; beyond: ValueError)."""
 _LOSS_ATOL = 1e-12
 
 
@@ -232,6 +234,163 @@ def _tier_bounds(
     return loss_lb, wait_lb
 
 
+_TABLE_MAX = 4_000_000  # (threshold, tier, block, block) entries of the DP's wait table at most
+
+
+def _wait_table(
+    cm: CostModel, space: SearchSpace, lam: float, eps1: float, k_cap: int
+) -> np.ndarray | None:
+    """W (3, T, M, N+1, N+1): lower bounds of a tier's wait for the label DP (approx model).
+
+    W_mid / W_last [t, w, b, c] bound the visits times the mean wait of tier w serving
+    blocks b+1..c at threshold t, more partitions following or not, per unit of
+    1 - ER_b (the DP multiplies by it), at the least rate it can see
+    (:func:`_tier_bounds`); inf where the samples it drops alone exceed the loss bound.
+    The table holds min(W_mid, W_last), then W_mid and W_last minus it: the DP adds the
+    first at once, the rest when known.
+
+    Exit rates that are not nested (ER falls somewhere) make negative fractions, which
+    the load model clips and renormalizes by a total at most 1 + D (D: the sum of ER's
+    falls at that threshold): then a tier's visits are at least (1 - ER_b) / (1 + D)
+    (1 at the first tier), and its wait at least that of a constant service at the
+    shorter of its two times (the wait grows with the mean and the SCV).
+    None: the table would be too large.
+    """
+    n, m = cm.n, cm.m
+    er = cm.er[space.t_idx]
+    n_t = er.shape[0]
+    if 3 * n_t * m * (n + 1) ** 2 > _TABLE_MAX:
+        return None
+    b = np.arange(n + 1)[:, None]
+    c = np.arange(n + 1)[None, :]
+    pair = c > b
+    falls = np.maximum(-np.diff(er, axis=1), 0.0).sum(axis=1) + np.maximum(er.max(1) - 1.0, 0.0)
+    nested = falls == 0  # (T,)
+    reach = np.broadcast_to((1.0 - er)[:, :, None], (n_t, n + 1, n + 1))  # [t, b, c]
+    vis = reach / (1.0 + falls)[:, None, None]
+    vis = np.where(b[None] == 0, 1.0, vis)
+    per = np.where(reach > 0, vis / np.where(reach > 0, reach, 1.0), 0.0)  # vis / (1 - ER_b)
+    p_mid = np.where(
+        reach > 0, (er[:, None, :] - er[:, :, None]) / np.where(reach > 0, reach, 1.0), 1.0
+    )
+    p_mid = np.clip(p_mid, 0.0, 1.0)
+    devs = cm.profile.devices
+    out = np.zeros((3, n_t, m, n + 1, n + 1))
+    for w in range(m):
+        hop = devs[cm.topology.tiers[w].device].hop_s
+        base = np.where(pair, cm.dt[w, :, None] + cm.ct[w], 0.0) + (
+            0.0 if hop is None else float(hop)
+        )
+        t_exit = base + cm.rst[w]
+        t_fwd = base + cm.st[w][None, :]
+        t_min = np.minimum(t_exit, t_fwd)
+        f = np.maximum(vis - eps1, 0.0)
+        if w == cm.source:
+            f = np.where(b[None] == 0, vis, f)
+        rate = lam * f
+        both = []
+        for p_exit in (p_mid, np.ones_like(p_mid)):
+            mean = np.where(nested[:, None, None], p_exit * t_exit + (1.0 - p_exit) * t_fwd, t_min)
+            m2 = np.where(
+                nested[:, None, None], p_exit * t_exit**2 + (1.0 - p_exit) * t_fwd**2, t_min**2
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scv = np.where(
+                    mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
+                )
+            rho = np.where(pair, rate * mean, 0.0)
+            lo, num = approx_many(rho, scv, k_cap)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                carried = rate * (1.0 - lo)
+                wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf)
+            wq = np.where(rho > 0, np.maximum(wq - mean, 0.0), 0.0) * per
+            tab = np.where(f * lo > eps1 * (1 + 1e-9) + _LOSS_ATOL, np.inf, wq)
+            both.append(np.where(pair & (reach > 0), tab, 0.0))
+        low = np.minimum(both[0], both[1])
+        fin = np.isfinite(low)
+        out[0][:, w] = low
+        out[1][:, w] = np.where(fin, both[0] - np.where(fin, low, 0.0), 0.0)
+        out[2][:, w] = np.where(fin, both[1] - np.where(fin, low, 0.0), 0.0)
+    return out
+
+
+def _fast_under_load(
+    cm: CostModel, space: SearchSpace, bound: float | None,
+    lam: float, k_cap: int, eps: float,
+) -> tuple[list[tuple[tuple, LoadEstimate, float]], int] | None:  # fmt: skip
+    """P_lat under load for PORTEND and the approx queues, by the label DP with the wait table.
+
+    1. the DP minimizes Lat + the tiers' wait bounds (a lower bound of Lat_lambda); its
+       optimum, evaluated under load, gives an incumbent U (if it meets the loss bound);
+    2. the DP again, with U fixed and no dominance, lists every configuration whose bound
+       is at most U; they are evaluated in order of the bound until it exceeds the best.
+
+    Returns:
+        (the evaluated feasible configurations as (key, load estimate, accuracy), their
+        count evaluated), or None when this path does not apply (no table, no incumbent).
+    """
+    from earlyexit.planner._labels import CutCodes, LazyKeys
+    from earlyexit.planner._portend import PortendSearch
+
+    tab = _wait_table(cm, space, lam, min(eps, 1.0), k_cap)
+    if tab is None:
+        return None
+    codes = CutCodes(cm.n, cm.m, space.max_parts)
+    thr = cm.thresholds[space.t_idx]
+
+    def run(fixed: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, LazyKeys]:
+        ps = PortendSearch(cm, space, "min_latency", bound, codes=codes, extra=tab, fixed_inc=fixed)
+        fin, nparts = ps.run("min_latency", bound)
+        keys = LazyKeys(nparts, fin.dcode, fin.pcode, fin.t, codes, thr)
+        return fin.lat, fin.acc, fin.t, keys
+
+    def ev(key: tuple, t_pos: int) -> tuple[LoadEstimate, float]:
+        _n, d, cuts, _thr = key
+        t_i = int(space.t_idx[t_pos])
+        e, s, acc = exit_fractions(cm.profile, float(cm.thresholds[t_i]), cuts, "portend")
+        lat, _ = cm.latency(cuts, d, e, s)
+        le = load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, "approx")
+        return le, float(acc)
+
+    def ok(le: LoadEstimate) -> bool:
+        return le.loss_ratio <= eps + _LOSS_ATOL and math.isfinite(le.latency_s)
+
+    lb0, _acc0, t0, keys0 = run(None)
+    if lb0.size == 0:  # every configuration meeting the accuracy bound loses too much at a tier
+        return [], 0
+    inc = math.inf
+    for i in np.argsort(lb0, kind="stable")[:4]:
+        le, _a = ev(keys0[int(i)], int(t0[i]))
+        if ok(le):
+            inc = min(inc, le.latency_s)
+    if not math.isfinite(inc):
+        return None
+    lbs, _accs, ts, keys = run(inc)
+    got: list[tuple[tuple, LoadEstimate, float]] = []
+    best, count = math.inf, 0
+    for i in np.argsort(lbs, kind="stable"):
+        if lbs[i] > best + LAT_ATOL:
+            break
+        count += 1
+        if count > MAX_EVALUATIONS:
+            raise ValueError(_too_many())
+        key = keys[int(i)]
+        le, a = ev(key, int(ts[i]))
+        if not ok(le):
+            continue
+        got.append((key, le, a))
+        best = min(best, le.latency_s)
+    return got, count
+
+
+def _too_many() -> str:
+    return (
+        f"under load, more than {MAX_EVALUATIONS} configurations could not be ruled out by "
+        "the bounds; restrict the space with hints (max_partitions, tiers, cut_points, "
+        "thresholds), or lower the rate"
+    )
+
+
 def search_under_load(
     cm: CostModel,
     space: SearchSpace,
@@ -267,6 +426,27 @@ def search_under_load(
     def ok(le: LoadEstimate) -> bool:
         return le.loss_ratio <= eps + _LOSS_ATOL and math.isfinite(le.latency_s)
 
+    if estimator == "portend" and objective == "min_latency" and model == "approx" and lam > 0:
+        fast = _fast_under_load(cm, space, bound, lam, k_cap, eps)
+        if fast is not None:
+            got_f = fast[0]
+            if not got_f:
+                return None
+            j = select_best(
+                np.array([g[1].latency_s for g in got_f]), np.array([g[2] for g in got_f]),
+                [g[0] for g in got_f], objective, None,
+            )  # fmt: skip
+            key, le, a = got_f[int(j)]
+            t_pos = int(np.flatnonzero(cm.thresholds[space.t_idx] == key[3])[0])
+            cand = Candidate(
+                latency=float(le.unloaded_latency_s),
+                accuracy=a,
+                threshold_index=int(space.t_idx[t_pos]),
+                threshold=float(key[3]),
+                cuts=tuple(key[2]),
+                tiers=tuple(key[1]),
+            )
+            return cand, le
     # 1. incumbent from today's optimum
     inc = math.inf if objective == "min_latency" else -math.inf
     base = search(cm, space, estimator, objective, bound) if objective == "min_latency" else []
@@ -319,12 +499,16 @@ def search_under_load(
     )
     got: list[tuple[int, LoadEstimate]] = []
     best_r, best_a = math.inf, -math.inf
+    n_eval = 0
     for i in order:
         if objective == "min_latency" and lbs[i] > best_r + LAT_ATOL:
             break
         if objective == "max_accuracy" and accs[i] < best_a - ACC_ATOL:
             break
         n_parts, d, cuts_t, t_pos = key_l[i]
+        n_eval += 1
+        if n_eval > MAX_EVALUATIONS:
+            raise ValueError(_too_many())
         le = _evaluate(cm, estimator, int(space.t_idx[t_pos]), cuts_t, d, lam, k_cap, model)
         if not ok(le):
             continue
