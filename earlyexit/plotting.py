@@ -37,6 +37,7 @@ __all__ = [
     "plot_deployment",
     "plot_final_accuracy",
     "plot_adaptive",
+    "plot_load",
 ]
 
 BASELINE_STYLE: dict[str, tuple[str, str, str]] = {
@@ -394,3 +395,50 @@ def plot_adaptive(
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
     return _save(fig, path, dpi=110)
+
+
+def plot_load(res: Mapping[str, Any], path: str | os.PathLike[str]) -> Figure:
+    """Save latency and loss ratio against the arrival rate: model lines, measured points.
+
+    Args:
+        res: what ``tools/load_study.py`` writes: ``rows`` (per rate ``rate``,
+            ``model`` and ``measured`` latency and loss, optionally
+            ``model_measured_service``), ``capacity_model``, ``capacity_measured``,
+            ``topology``, ``queue_capacity``, ``queue_model``.
+        path: output image.
+
+    Returns:
+        The (closed) figure.
+    """
+    import math
+
+    plt = pyplot()
+    rows = res["rows"]
+    rate = [r["rate"] for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    a1.plot(rate, [r["model"]["latency_s"] * 1e3 for r in rows], "-", color="tab:blue",
+            label="model: mean")  # fmt: skip
+    q = [r.get("model_measured_service") for r in rows]
+    if all(q):
+        a1.plot(rate, [v["latency_s"] * 1e3 for v in q], "--", color="tab:blue", alpha=0.6,
+                label="model, measured E[S0]: mean")  # fmt: skip
+        a2.plot(rate, [v["loss_ratio"] for v in q], "--", color="tab:red", alpha=0.6,
+                label="model, measured E[S0]")  # fmt: skip
+    a1.plot(rate, [r["measured"]["latency_s"]["mean"] * 1e3 for r in rows], "o", color="tab:blue",
+            label="measured: mean")  # fmt: skip
+    a1.plot(rate, [r["measured"]["latency_s"]["p95"] * 1e3 for r in rows], "^", color="tab:orange",
+            label="measured: p95")  # fmt: skip
+    a2.plot(rate, [r["model"]["loss_ratio"] for r in rows], "-", color="tab:red", label="model")
+    a2.plot(rate, [r["measured"]["loss_ratio"] for r in rows], "o", color="tab:red",
+            label="measured")  # fmt: skip
+    for ax in (a1, a2):
+        ax.axvline(res["capacity_model"], color="0.4", lw=1, ls=":", label="model capacity")
+        if math.isfinite(res["capacity_measured"]):
+            ax.axvline(res["capacity_measured"], color="k", lw=1, ls="-.", label="measured knee")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("arrival rate (samples/s)")
+    a1.set(ylabel="latency (ms)", title=f"{res['topology']}, K = {res['queue_capacity']}")
+    a2.set(ylabel="loss ratio", title=f"loss ratio ({res['queue_model']} M/GI/1/K)")
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    return _save(fig, path)

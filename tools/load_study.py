@@ -192,42 +192,6 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_load(res: dict[str, Any], path: str | Path) -> Any:
-    """Latency and loss ratio against the arrival rate: model lines, measured points."""
-    from earlyexit.plotting import _save, pyplot
-
-    plt = pyplot()
-    rows = res["rows"]
-    rate = [r["rate"] for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
-    a1.plot(rate, [r["model"]["latency_s"] * 1e3 for r in rows], "-", color="tab:blue",
-            label="model: mean")  # fmt: skip
-    q = [r.get("model_measured_service") for r in rows]
-    if all(q):
-        a1.plot(rate, [v["latency_s"] * 1e3 for v in q], "--", color="tab:blue", alpha=0.6,
-                label="model, measured E[S0]: mean")  # fmt: skip
-        a2.plot(rate, [v["loss_ratio"] for v in q], "--", color="tab:red", alpha=0.6,
-                label="model, measured E[S0]")  # fmt: skip
-    a1.plot(rate, [r["measured"]["latency_s"]["mean"] * 1e3 for r in rows], "o", color="tab:blue",
-            label="measured: mean")  # fmt: skip
-    a1.plot(rate, [r["measured"]["latency_s"]["p95"] * 1e3 for r in rows], "^", color="tab:orange",
-            label="measured: p95")  # fmt: skip
-    a2.plot(rate, [r["model"]["loss_ratio"] for r in rows], "-", color="tab:red", label="model")
-    a2.plot(rate, [r["measured"]["loss_ratio"] for r in rows], "o", color="tab:red",
-            label="measured")  # fmt: skip
-    for ax in (a1, a2):
-        ax.axvline(res["capacity_model"], color="0.4", lw=1, ls=":", label="model capacity")
-        if math.isfinite(res["capacity_measured"]):
-            ax.axvline(res["capacity_measured"], color="k", lw=1, ls="-.", label="measured knee")
-        ax.grid(alpha=0.3)
-        ax.set_xlabel("arrival rate (samples/s)")
-    a1.set(ylabel="latency (ms)", title=f"{res['topology']}, K = {res['queue_capacity']}")
-    a2.set(ylabel="loss ratio", title=f"loss ratio ({res['queue_model']} M/GI/1/K)")
-    a1.legend(fontsize=7)
-    a2.legend(fontsize=7)
-    return _save(fig, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -252,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         res = run(args)
         (out / "load.json").write_text(json.dumps(res, indent=1, default=float))
+    from earlyexit.plotting import plot_load
+
     plot_load(res, out / "load.png")
     print(table(res))
     print(f"first tier E[S]: model {res['first_service_model_s'] * 1e3:.2f} ms, measured "

@@ -234,3 +234,20 @@ def test_bad_load_arguments_exit_2_with_one_line(
     assert err.count("\n") == 1 and err.startswith("earlyexit load: error:"), err
     assert needle in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_load_draws_model_lines_and_measured_points(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from earlyexit.plotting import plot_load
+
+    rows = [{"rate": r, "model": {"latency_s": 0.01 + r * 1e-4, "loss_ratio": r / 1e3},
+             "measured": {"latency_s": {"mean": 0.012, "p95": 0.02}, "loss_ratio": r / 2e3},
+             "model_measured_service": {"latency_s": 0.011, "loss_ratio": 0.0}}
+            for r in (10.0, 20.0, 30.0)]  # fmt: skip
+    res = {"rows": rows, "capacity_model": 25.0, "capacity_measured": 28.0,
+           "topology": "t", "queue_capacity": 5, "queue_model": "exact"}  # fmt: skip
+    fig = plot_load(res, tmp_path / "load.png")
+    assert (tmp_path / "load.png").stat().st_size > 0
+    lat, loss = fig.axes
+    assert len(lat.lines) == 6 and len(loss.lines) == 5  # 3 + 2 knee lines, 3 + 2
+    assert list(loss.lines[2].get_ydata()) == [0.005, 0.01, 0.015]  # measured points
