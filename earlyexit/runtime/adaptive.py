@@ -33,11 +33,8 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
-import tempfile
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -52,11 +49,14 @@ from earlyexit.formats.trace import LinkTrace
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
 from earlyexit.runtime.deployment import (
-    _LOOPBACK,
+    _binder,
     _check_settings,
     _cleanup,
+    _log_folder,
     _Proc,
-    _spawn,
+    _Running,
+    _spawn_chain,
+    _spawn_links,
     _worker_template,
     route,
 )
@@ -91,7 +91,7 @@ class Candidate:
     plan: Plan | None = None
 
 
-class SwitchableDeployment:
+class SwitchableDeployment(_Running):
     """Every candidate's workers, shared links, one client; :meth:`use` picks the plan.
 
     Attributes:
@@ -130,21 +130,6 @@ class SwitchableDeployment:
             self.active = int(index)
             self.client.input_route = self._routes[index]
             self.client.route_tiers = (self.source, self.candidates[index].tiers[0])
-
-    def inputs(self, n: int, seed: int = 1) -> np.ndarray:
-        """``n`` random float32 inputs of the deployment's input shape."""
-        rng = np.random.default_rng(seed)
-        return rng.standard_normal((n, *self.input_shape)).astype(np.float32)
-
-    def close(self) -> None:
-        """Close the client and stop every process."""
-        self._cleanup()
-
-    def __enter__(self) -> SwitchableDeployment:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _candidates(bundles: Sequence[str | os.PathLike[str]] | None, synthetic: Mapping[str, Any] | None,
@@ -228,16 +213,8 @@ def deploy_switchable(
         raise ValueError(f"trace.link {trace.link} but the topology has {len(topo.links)} link(s)")
     source = topo.source if topo else 0
     destination = topo.destination if topo else 0
-    if log_dir:
-        log_path, remove_dir = Path(log_dir), None
-        log_path.mkdir(parents=True, exist_ok=True)
-    else:
-        log_path = Path(tempfile.mkdtemp(prefix="earlyexit-adapt-"))
-        remove_dir = log_path
-
-    def bind(name: str) -> str:
-        path = f"{log_path.resolve()}/{name}.sock"
-        return f"ipc://{path}" if len(path) < 100 else _LOOPBACK
+    log_path, remove_dir = _log_folder(log_dir, False, "earlyexit-adapt-")
+    bind = _binder(log_path, "ipc")
 
     slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
     template = _worker_template(0.5, 1, 0.0, 64, 0.2, 2.0, 2**28)
@@ -256,49 +233,22 @@ def deploy_switchable(
         down: list[str] = []
         if topo is not None:
             epoch = time.monotonic() + float(trace_lead_s)
-            for j, lk in enumerate(topo.links):
-                traced = trace is not None and trace.link == j
-                spec = [{"bind": bind(f"link{j}-{d}"), "bandwidth_mbps": lk.bandwidth_mbps,
-                         "propagation_ms": lk.propagation_ms, "mtu_bytes": topo.mtu_bytes,
-                         "name": f"link{j}-{d}",
-                         "trace": trace.to_dict() if traced else None,
-                         "epoch": epoch if traced else None}
-                        for d in ("up", "down")]  # fmt: skip
-                p = _spawn(f"link{j}", "earlyexit.runtime.link", ["--spec", json.dumps(spec)],
-                           log_path, procs, start_timeout_s, niceness)  # fmt: skip
-                up.append(p.info["addresses"][0])
-                down.append(p.info["addresses"][1])
+            up, down = _spawn_links(topo, bind, log_path, procs, start_timeout_s, niceness,
+                                    trace, epoch)  # fmt: skip
         routes = []
         for ci, c in enumerate(cands):
-            n = len(c.tiers)
-            next_input: str | None = None
-            for k in range(n - 1, -1, -1):
-                if c.bundle is not None:
-                    spec = {
-                        "kind": "bundle",
-                        "path": c.bundle,
-                        "partition": k,
-                        "precision": precision,
-                    }
-                else:
-                    spec = {"kind": "synthetic", **dict(synthetic or {}), "partition": k}
-                options = dataclasses.replace(
-                    template, partition=k, num_partitions=n, threshold=c.threshold,
-                    tier=c.tiers[k], next_tier=None if k == n - 1 else c.tiers[k + 1],
-                    last_block=c.blocks[k],
-                    result_route=tuple(route(c.tiers[k], destination, client.results_address, up, down)),
-                    next_route=() if next_input is None
-                    else tuple(route(c.tiers[k], c.tiers[k + 1], next_input, up, down)),
-                    bind=bind(f"p{ci}-worker{k}"), control_bind=bind(f"p{ci}-worker{k}-control"),
-                    slowdown=slow(c.tiers[k]),
-                )  # fmt: skip
-                config = {"runner": spec, "options": options.to_dict()}
-                p = _spawn(f"plan{ci}-worker{k}", "earlyexit.runtime.worker",
-                           ["--config", json.dumps(config)], log_path, procs, start_timeout_s,
-                           niceness)  # fmt: skip
-                next_input = p.info["input"]
-            assert next_input is not None  # internal: at least one partition
-            routes.append(route(source, c.tiers[0], next_input, up, down))
+            specs = [
+                {"kind": "bundle", "path": c.bundle, "partition": k, "precision": precision}
+                if c.bundle is not None
+                else {"kind": "synthetic", **dict(synthetic or {}), "partition": k}
+                for k in range(len(c.tiers))
+            ]
+            _, first = _spawn_chain(
+                specs, c.tiers, c.blocks, c.threshold, template, client.results_address,
+                destination, up, down, bind, slow, log_path, procs, start_timeout_s, niceness,
+                prefix=f"plan{ci}-", measure_links=True,
+            )  # fmt: skip
+            routes.append(route(source, c.tiers[0], first, up, down))
         if cands[0].bundle is not None:
             shape = tuple(Manifest.load(cands[0].bundle).input_shape)
         else:

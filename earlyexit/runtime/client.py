@@ -36,7 +36,12 @@ import zmq
 
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime.link import RouteSender
-from earlyexit.runtime.monitor import LinkEstimator, runtime_estimator
+from earlyexit.runtime.monitor import (
+    LinkEstimator,
+    merge_link_report,
+    runtime_estimator,
+    transfer_times,
+)
 from earlyexit.runtime.wire import MAX_MESSAGE_BYTES, WireError, decode, encode, encode_batch
 
 __all__ = ["Client", "Result"]
@@ -312,34 +317,16 @@ class Client:
                 self._unacked.difference_update(head["ids"])
                 self._observe_acks(head["ids"], head.get("held"), now)
             if "links" in head:
-                self._on_link_report(head["links"])
+                merge_link_report(self.link_reports, head["links"])
 
     # ----------------------------------------------------------------- links
     def _observe_acks(self, ids: list, held: object, now: float) -> None:
-        if not isinstance(held, list) or len(held) != len(ids) or not self._sent:
-            return
-        for i, h in zip(ids, held, strict=True):
-            sent = self._sent.pop(i, None) if type(i) is int else None
-            if sent is None or not isinstance(h, (int, float)) or isinstance(h, bool):
-                continue
-            dt = now - sent[0] - float(h)
-            if dt > 0:
-                est = self.link_estimators.setdefault(sent[2], runtime_estimator())
-                est.observe(sent[1], dt, now)
-                e = est.estimate()
-                if e is not None:
-                    self.link_reports[sent[2]] = [e.bandwidth_mbps, e.propagation_ms, e.at]
-
-    def _on_link_report(self, report: object) -> None:
-        if not isinstance(report, list):
-            return
-        for row in report[:64]:
-            if (isinstance(row, list) and len(row) == 5 and all(type(v) is int for v in row[:2])
-                    and all(isinstance(v, (int, float)) for v in row[2:])):  # fmt: skip
-                key = (row[0], row[1])
-                old = self.link_reports.get(key)
-                if old is None or row[4] > old[2]:
-                    self.link_reports[key] = [float(v) for v in row[2:]]
+        for (_, nbytes, tiers), dt in transfer_times(self._sent, ids, held, now):
+            est = self.link_estimators.setdefault(tiers, runtime_estimator())
+            est.observe(nbytes, dt, now)
+            e = est.estimate()
+            if e is not None:
+                self.link_reports[tiers] = [e.bandwidth_mbps, e.propagation_ms, e.at]
 
     def probe(self) -> bool:
         """Send a probe along the input route if the input link's estimator asks for one.

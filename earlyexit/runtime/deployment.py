@@ -34,10 +34,10 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -109,7 +109,33 @@ def _terminate(procs: list[_Proc], timeout_s: float = 3.0) -> None:
             p.popen.stdout.close()
 
 
-class Deployment:
+_R = TypeVar("_R", bound="_Running")
+
+
+class _Running:
+    """What every running deployment shares: demo inputs, and closing (also as a context)."""
+
+    input_shape: tuple[int, ...]
+    _cleanup: Callable[[], Any]
+
+    def inputs(self, n: int, seed: int = 1) -> np.ndarray:
+        """``n`` random float32 inputs of the deployment's input shape (for demos)."""
+        return (
+            np.random.default_rng(seed).standard_normal((n, *self.input_shape)).astype(np.float32)
+        )
+
+    def close(self) -> None:
+        """Close the client, stop every process (bounded time), remove a temporary log folder."""
+        self._cleanup()
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Deployment(_Running):
     """A running deployment: its processes and its client.
 
     Attributes:
@@ -196,22 +222,6 @@ class Deployment:
             return [self.client.infer(xi, timeout_s) for xi in x]
         ids = self.client.submit(x)
         return self.client.gather(ids, timeout_s)
-
-    def inputs(self, n: int, seed: int = 1) -> np.ndarray:
-        """``n`` random float32 inputs of the deployment's input shape (for demos)."""
-        return (
-            np.random.default_rng(seed).standard_normal((n, *self.input_shape)).astype(np.float32)
-        )
-
-    def close(self) -> None:
-        """Close the client, stop every process (bounded time), remove a temporary log folder."""
-        self._cleanup()
-
-    def __enter__(self) -> Deployment:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _cleanup(client: Client, procs: list[_Proc], remove_dir: Path | None = None) -> None:
@@ -319,6 +329,134 @@ def _check_settings(start_timeout_s: Any, precision: Any, niceness: Any) -> None
     n = niceness
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not -20 <= n <= 19):
         raise ValueError(f"niceness must be None or an integer in [-20, 19], got {n!r}")
+
+
+def _log_folder(
+    log_dir: str | os.PathLike[str] | None, keep_logs: bool, prefix: str
+) -> tuple[Path, Path | None]:
+    """The folder of the process logs and sockets, and the one to remove on close (or None)."""
+    if log_dir:
+        path = Path(log_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path, None
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    return path, None if keep_logs else path
+
+
+def _binder(log_path: Path, transport: str) -> Callable[[str], str]:
+    """``name -> bind address``: a Unix socket in ``log_path`` for ``ipc``, else loopback TCP."""
+
+    def bind(name: str) -> str:  # Unix socket paths are limited to about 100 bytes
+        path = f"{log_path.resolve()}/{name}.sock"
+        return f"ipc://{path}" if transport == "ipc" and len(path) < 100 else _LOOPBACK
+
+    return bind
+
+
+def _spawn_links(
+    topo: Topology,
+    bind: Callable[[str], str],
+    log_path: Path,
+    procs: list[_Proc],
+    start_timeout_s: float,
+    niceness: int | None,
+    trace: Any = None,
+    epoch: float | None = None,
+) -> tuple[list[str], list[str]]:
+    """Start one process per link of ``topo`` (both directions); their up and down addresses.
+
+    ``trace`` (a LinkTrace) makes its link follow it from ``epoch`` (``time.monotonic()``).
+    """
+    up: list[str] = []
+    down: list[str] = []
+    for j, lk in enumerate(topo.links):
+        traced = trace is not None and trace.link == j
+        spec = [
+            {
+                "bind": bind(f"link{j}-{d}"),
+                "bandwidth_mbps": lk.bandwidth_mbps,
+                "propagation_ms": lk.propagation_ms,
+                "mtu_bytes": topo.mtu_bytes,
+                "name": f"link{j}-{d}",
+                **({"trace": trace.to_dict(), "epoch": epoch} if traced else {}),
+            }
+            for d in ("up", "down")
+        ]
+        p = _spawn(
+            f"link{j}",
+            "earlyexit.runtime.link",
+            ["--spec", json.dumps(spec)],
+            log_path,
+            procs,
+            start_timeout_s,
+            niceness,
+        )
+        up.append(p.info["addresses"][0])
+        down.append(p.info["addresses"][1])
+    return up, down
+
+
+def _spawn_chain(
+    specs: Sequence[dict[str, Any]],
+    tiers: Sequence[int],
+    blocks: Sequence[int | None],
+    threshold: float,
+    template: WorkerOptions,
+    results_address: str,
+    destination: int,
+    up: Sequence[str],
+    down: Sequence[str],
+    bind: Callable[[str], str],
+    slow: Callable[[int], float],
+    log_path: Path,
+    procs: list[_Proc],
+    start_timeout_s: float,
+    niceness: int | None,
+    prefix: str = "",
+    measure_links: bool = False,
+) -> tuple[list[_Proc], str]:
+    """Start one plan's workers, last partition first; returns them and the first one's input.
+
+    Each worker's routes go over the emulated links ``up``/``down`` (empty: direct),
+    its results to ``results_address`` on tier ``destination``; ``prefix`` names
+    its sockets and logs apart from another chain's. With ``measure_links`` each
+    worker knows its next partition's tier, so that it probes that link and
+    reports its estimate (adaptive deployments; a plain deployment sends no probes).
+    """
+    n = len(specs)
+    workers: list[_Proc] = []
+    next_input: str | None = None
+    for k in range(n - 1, -1, -1):
+        options = dataclasses.replace(
+            template,
+            partition=k,
+            num_partitions=n,
+            threshold=threshold,
+            tier=tiers[k],
+            next_tier=None if k == n - 1 or not measure_links else tiers[k + 1],
+            last_block=blocks[k],
+            result_route=tuple(route(tiers[k], destination, results_address, up, down)),
+            next_route=()
+            if next_input is None
+            else tuple(route(tiers[k], tiers[k + 1], next_input, up, down)),
+            bind=bind(f"{prefix}worker{k}"),
+            control_bind=bind(f"{prefix}worker{k}-control"),
+            slowdown=slow(tiers[k]),
+        )
+        config = {"runner": specs[k], "options": options.to_dict()}
+        p = _spawn(
+            f"{prefix}worker{k}",
+            "earlyexit.runtime.worker",
+            ["--config", json.dumps(config)],
+            log_path,
+            procs,
+            start_timeout_s,
+            niceness,
+        )
+        workers.insert(0, p)
+        next_input = p.info["input"]
+    assert next_input is not None  # internal: at least one partition
+    return workers, next_input
 
 
 def deploy(
@@ -441,17 +579,9 @@ def deploy(
     source = topo.source if topo else 0
     destination = topo.destination if topo else 0
 
-    if log_dir:
-        log_path, remove_dir = Path(log_dir), None
-        log_path.mkdir(parents=True, exist_ok=True)
-    else:
-        log_path = Path(tempfile.mkdtemp(prefix="earlyexit-deploy-"))
-        remove_dir = None if keep_logs else log_path
+    log_path, remove_dir = _log_folder(log_dir, keep_logs, "earlyexit-deploy-")
     procs: list[_Proc] = []
-
-    def bind(name: str) -> str:  # Unix socket paths are limited to about 100 bytes
-        path = f"{log_path.resolve()}/{name}.sock"
-        return f"ipc://{path}" if transport == "ipc" and len(path) < 100 else _LOOPBACK
+    bind = _binder(log_path, transport)
 
     slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
     try:
@@ -472,59 +602,11 @@ def deploy(
         up: list[str] = []
         down: list[str] = []
         if emulate and topo is not None:
-            for j, lk in enumerate(topo.links):
-                spec = [
-                    {
-                        "bind": bind(f"link{j}-{d}"),
-                        "bandwidth_mbps": lk.bandwidth_mbps,
-                        "propagation_ms": lk.propagation_ms,
-                        "mtu_bytes": topo.mtu_bytes,
-                        "name": f"link{j}-{d}",
-                    }
-                    for d in ("up", "down")
-                ]
-                p = _spawn(
-                    f"link{j}",
-                    "earlyexit.runtime.link",
-                    ["--spec", json.dumps(spec)],
-                    log_path,
-                    procs,
-                    start_timeout_s,
-                    niceness,
-                )
-                up.append(p.info["addresses"][0])
-                down.append(p.info["addresses"][1])
-        workers: list[_Proc | None] = [None] * len(specs)
-        next_input: str | None = None
-        for k in range(len(specs) - 1, -1, -1):
-            options = dataclasses.replace(
-                template,
-                partition=k,
-                num_partitions=len(specs),
-                threshold=threshold,
-                tier=tiers[k],
-                last_block=blocks[k],
-                result_route=tuple(route(tiers[k], destination, client.results_address, up, down)),
-                next_route=()
-                if next_input is None
-                else tuple(route(tiers[k], tiers[k + 1], next_input, up, down)),
-                bind=bind(f"worker{k}"),
-                control_bind=bind(f"worker{k}-control"),
-                slowdown=slow(tiers[k]),
-            )
-            config = {"runner": specs[k], "options": options.to_dict()}
-            p = _spawn(
-                f"worker{k}",
-                "earlyexit.runtime.worker",
-                ["--config", json.dumps(config)],
-                log_path,
-                procs,
-                start_timeout_s,
-                niceness,
-            )
-            workers[k] = p
-            next_input = p.info["input"]
-        assert next_input is not None  # internal: at least one partition
+            up, down = _spawn_links(topo, bind, log_path, procs, start_timeout_s, niceness)
+        workers, next_input = _spawn_chain(
+            specs, tiers, blocks, threshold, template, client.results_address, destination,
+            up, down, bind, slow, log_path, procs, start_timeout_s, niceness,
+        )  # fmt: skip
         client.input_route = route(source, tiers[0], next_input, up, down)
     except BaseException:
         cleanup()
@@ -532,7 +614,7 @@ def deploy(
     return Deployment(
         client,
         procs,
-        [w for w in workers if w is not None],
+        workers,
         tiers,
         float(threshold),
         log_path,

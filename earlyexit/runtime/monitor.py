@@ -31,7 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LinkEstimate", "LinkEstimator", "runtime_estimator"]
+__all__ = [
+    "LinkEstimate",
+    "LinkEstimator",
+    "merge_link_report",
+    "runtime_estimator",
+    "transfer_times",
+]
 
 
 @dataclass(frozen=True)
@@ -208,3 +214,48 @@ def runtime_estimator() -> LinkEstimator:
     """
     return LinkEstimator(window=32, min_samples=4, idle_probe_s=0.2, max_age_s=2.0,
                          probe_bytes=(64, 32_768))  # fmt: skip
+
+
+def merge_link_report(reports: dict[tuple[int, int], list[float]], report: object) -> None:
+    """Keep, per link, the newest of the estimates in a heartbeat's ``links`` field.
+
+    Args:
+        reports: ``(tier, next_tier) -> [bandwidth_mbps, propagation_ms, at]``, updated.
+        report: the field as received, ``[[tier, next_tier, mbps, ms, at], ...]``;
+            malformed rows (from a peer that does not follow the format) are skipped.
+    """
+    if not isinstance(report, list):
+        return
+    for row in report[:64]:
+        if (
+            isinstance(row, list)
+            and len(row) == 5
+            and all(type(v) is int for v in row[:2])
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in row[2:])
+        ):
+            key = (row[0], row[1])
+            old = reports.get(key)
+            if old is None or row[4] > old[2]:
+                reports[key] = [float(v) for v in row[2:]]
+
+
+def transfer_times(
+    sent: dict[int, tuple], ids: list, held: object, now: float
+) -> list[tuple[tuple, float]]:
+    """The transfers an ack closes: ``(sent entry, seconds)`` per id the sender timed.
+
+    A transfer's time is from its send (``sent[id][0]``) to the ack's receipt
+    (``now``) minus the time the receiver reports it held the message (``held``).
+    The entries are removed from ``sent``.
+    """
+    if not isinstance(held, list) or len(held) != len(ids) or not sent:
+        return []
+    out = []
+    for i, h in zip(ids, held, strict=True):
+        entry = sent.pop(i, None) if type(i) is int else None
+        if entry is None or not isinstance(h, (int, float)) or isinstance(h, bool):
+            continue
+        dt = now - entry[0] - float(h)
+        if dt > 0:
+            out.append((entry, dt))
+    return out

@@ -42,6 +42,14 @@ for ONNX Runtime's first-run allocations.
 Control messages (acks, heartbeats) are wire messages too and travel directly,
 not over emulated links.
 
+Link measurement (docs/adaptive.md). Acks carry ``held``, how long this worker
+held each sample, so that the sender can time its own transfers (send to ack,
+minus ``held``) into a :class:`~earlyexit.runtime.monitor.LinkEstimator`. A
+worker whose options name the next tier (``next_tier``, set by adaptive
+deployments) also sends ``probe`` messages of another size when its estimator
+asks, while it carries samples, and reports its estimate, with those reported
+from downstream, in its heartbeats (``links``). A ``probe`` is acknowledged, not run.
+
 A tier's ``slowdown`` is emulated on top of real computation: after the
 worker spends ``t`` seconds of CPU on a step that the profile times on a device
 (deserializing an incoming message and copying it out, running the partition,
@@ -85,7 +93,7 @@ import zmq
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime.chain import PartitionRunner, StepResult, exit_step
 from earlyexit.runtime.link import RouteSender
-from earlyexit.runtime.monitor import runtime_estimator
+from earlyexit.runtime.monitor import merge_link_report, runtime_estimator, transfer_times
 from earlyexit.runtime.options import WorkerOptions
 from earlyexit.runtime.wire import WireError, decode, encode, encode_batch, encode_result
 
@@ -333,15 +341,8 @@ class Worker:
 
     def _observe_acks(self, ids: list[Any], held: Any, now: float) -> None:
         """Feed the link estimator from an ack: send to ack, minus the time the receiver held it."""
-        if not isinstance(held, list) or len(held) != len(ids):
-            return
-        for i, h in zip(ids, held, strict=True):
-            sent = self._sent.pop(i, None) if type(i) is int else None
-            if sent is None or not isinstance(h, (int, float)) or isinstance(h, bool):
-                continue
-            dt = now - sent[0] - float(h)
-            if dt > 0:
-                self.link_estimator.observe(sent[1], dt, now)
+        for (_, nbytes), dt in transfer_times(self._sent, ids, held, now):
+            self.link_estimator.observe(nbytes, dt, now)
 
     def _probe(self, now: float) -> None:
         """Send a probe of the size the link estimator asks for, if it asks (docs/adaptive.md)."""
@@ -368,22 +369,6 @@ class Worker:
                     est.at,
                 ]
         return [[a, b, *v] for (a, b), v in self.link_reports.items()]
-
-    def _on_link_report(self, report: Any) -> None:
-        """Keep the newest of the estimates a downstream worker reported."""
-        if not isinstance(report, list):
-            return
-        for row in report[:64]:
-            if (
-                isinstance(row, list)
-                and len(row) == 5
-                and all(type(v) is int for v in row[:2])
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in row[2:])
-            ):
-                key = (row[0], row[1])
-                old = self.link_reports.get(key)
-                if old is None or row[4] > old[2]:
-                    self.link_reports[key] = [float(v) for v in row[2:]]
 
     def _send_control(self, addr: str, kind: str, **meta: Any) -> None:
         try:
@@ -413,7 +398,7 @@ class Worker:
                         self._pending.pop(i, None)
                 self._observe_acks(head["ids"], head.get("held"), self._down_heard)
             if "links" in head:
-                self._on_link_report(head["links"])
+                merge_link_report(self.link_reports, head["links"])
 
     def _emulate(self, cpu_t0: float) -> None:
         """Owe ``(slowdown - 1)`` times the CPU time spent since ``cpu_t0`` (thread time)."""

@@ -107,3 +107,26 @@ def test_estimates_an_emulated_link():
     e = est.estimate()
     assert e.bandwidth_mbps == pytest.approx(4.0, rel=0.3)
     assert e.propagation_ms == pytest.approx(10.0, abs=5.0)
+
+
+def test_transfer_times_subtract_what_the_receiver_held_and_forget_the_sends():
+    from earlyexit.runtime.monitor import transfer_times
+
+    sent = {1: (10.0, 500), 2: (10.5, 900), 3: (11.0, 100)}
+    out = transfer_times(sent, [1, 2, 7, True], [0.2, 0.9, 0.1, 0.1], now=11.3)
+    assert out == [
+        ((10.0, 500), pytest.approx(1.1)),
+    ]  # id 2 held longer than the round trip
+    assert sent == {3: (11.0, 100)}  # acked ids leave; an unknown id or a bool is no send
+    assert transfer_times(sent, [3], "bad", now=12.0) == [] and 3 in sent
+
+
+def test_merge_link_report_keeps_the_newest_estimate_per_link_and_skips_garbage():
+    from earlyexit.runtime.monitor import merge_link_report
+
+    reports: dict = {}
+    merge_link_report(reports, [[0, 1, 50.0, 5.0, 10.0], [1, 2, 9.0, 1.0, 3.0]])
+    merge_link_report(reports, [[0, 1, 2.0, 5.0, 9.0], [0, 1, 3.0, 6.0, 11.0]])
+    merge_link_report(reports, [[0, 1, float("nan"), 1.0, 99.0], ["a", 1, 1, 1, 1], "x"])
+    merge_link_report(reports, {"not": "a list"})
+    assert reports == {(0, 1): [3.0, 6.0, 11.0], (1, 2): [9.0, 1.0, 3.0]}
