@@ -197,6 +197,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("serve-control-bind", ["serve", "--bundle", "{bundle}", "--partition", "1", *S,
                             "--control-bind", "tcp://127.0.0.1:70000"], "--control-bind"),
     ("serve-hwm", ["serve", "--bundle", "{bundle}", "--partition", "1", *S, "--hwm", "-1"], "--hwm"),
+    # --- adapt
+    ("adapt-time-scale", ["adapt", *P, "--bundle", "{bundle}", "--data", "{file}", "--trace",
+                          "step-50-2-50", "--time-scale", "0"], "--time-scale"),
+    ("adapt-data", ["adapt", *P, "--bundle", "{bundle}", "--data", "{file}", "--trace",
+                    "step-50-2-50"], "--data"),
     ("serve-max-message-0",
      ["serve", "--bundle", "{bundle}", "--partition", "1", *S, "--max-message-bytes", "0"],
      "--max-message-bytes"),
