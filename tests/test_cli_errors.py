@@ -232,6 +232,18 @@ CASES: list[tuple[str, list[str], str]] = [
     ("serve-bundle-missing", ["serve", "--bundle", "nope", "--partition", "1", *S], "--bundle"),
     ("serve-bundle-file", ["serve", "--bundle", "{file}", "--partition", "1", *S], "--bundle"),
     ("serve-bundle-no-manifest", ["serve", "--bundle", "{dir}", "--partition", "1", *S], "manifest"),
+    # --- load (refused before any process starts)
+    ("load-rate-0", ["load", "--synthetic", "{{}}", "--rate", "0", "--duration", "1"], "--rate"),
+    ("load-duration-huge", ["load", "--synthetic", "{{}}", "--rate", "5", "--duration", "1e9"],
+     "--duration"),
+    ("load-queue-capacity-0",
+     ["load", "--synthetic", "{{}}", "--rate", "5", "--duration", "1", "--queue-capacity", "0"],
+     "--queue-capacity"),
+    ("load-no-deployment", ["load", "--rate", "5", "--duration", "1"], "--bundle"),
+    ("load-connect-remote", ["load", "--connect", "tcp://10.1.2.3:5555", "--rate", "5",
+                             "--duration", "1"], "not on this host"),
+    ("load-connect-no-data", ["load", "--connect", "tcp://127.0.0.1:9", "--rate", "5",
+                              "--duration", "1"], "--data"),
     # --- deploy k8s | compose | netns (typed with a space; more in tests/deploy/test_cli.py)
     ("deploy-k8s-files", ["deploy-k8s", "--bundle", "{bundle}", "--files", "zip", "-o", "m"], "--files"),
     ("deploy-compose-publish", ["deploy-compose", "--bundle", "{bundle}", "--publish", "0", "-o", "c"],
