@@ -99,7 +99,7 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Files the cases point at, all outside the cases' working directories."""
     torch = pytest.importorskip("torch")
     from earlyexit import MultiExitModel, backbones, decompose
-    from earlyexit.training.checkpoint import CHECKPOINT_FORMAT, save
+    from earlyexit.checkpoint import CHECKPOINT_FORMAT, save
 
     d = tmp_path_factory.mktemp("fx")
     torch.manual_seed(0)

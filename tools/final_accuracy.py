@@ -156,7 +156,7 @@ def split_half(result: dict[str, Any], prof, data: str) -> None:
     import earlyexit
     from earlyexit.profiling import collect_exit_outputs, exit_statistics
     from earlyexit.profiling.exits import ExitOutputs
-    from earlyexit.training.data import EarlyExitDataModule
+    from earlyexit.data import EarlyExitDataModule
 
     base = earlyexit.load(CHECKPOINT)
     dm = EarlyExitDataModule.for_model(data, base, batch_size=256)
@@ -219,7 +219,7 @@ def run(out: Path, plans: int, train_batches: int, limit: int | None, data: str)
     import earlyexit
     from earlyexit.formats import Profile
     from earlyexit.profiling import collect_exit_outputs, exit_statistics
-    from earlyexit.training.data import EarlyExitDataModule
+    from earlyexit.data import EarlyExitDataModule
     from earlyexit.training.evaluation import evaluate
 
     torch.manual_seed(0)
