@@ -1,7 +1,9 @@
 """Validation plots: estimated against measured per metric, clusters marked, and a latency CDF.
 
 Each figure is built by :func:`figures` (its axes hold the plotted data, which
-the tests check) and saved by :func:`plot`.
+the tests check) and saved by :func:`plot`. matplotlib comes from
+:func:`earlyexit.plotting.pyplot`, the one place that selects its backend; the
+figures stay here because they read validation's own records.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from earlyexit._checks import atomic_output
 from earlyexit.formats import Estimate
+from earlyexit.plotting import pyplot
 from earlyexit.validation.configs import CLUSTERS, cluster_of
 from earlyexit.validation.results import ConfigResult
 
@@ -32,15 +35,6 @@ _METRICS: dict[str, _Getter] = {
     "exit_rate": lambda r, e: (r.measured.exit_fractions, e.exit_fractions),
     "accuracy": lambda r, e: ([r.measured.accuracy], [e.accuracy]),
 }
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def figures(
@@ -62,7 +56,7 @@ def figures(
     Returns:
         name (``latency``, ``exit_rate``, ``accuracy``, ``latency_cdf``) -> figure.
     """
-    plt = _pyplot()
+    plt = pyplot()
     out = {}
     for metric, get in _METRICS.items():
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -119,7 +113,7 @@ def plot(
     Returns:
         The paths written.
     """
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
