@@ -201,7 +201,9 @@ def adapt_command(args: argparse.Namespace) -> int:
             f"{m} {row[m + '_latency_ms'] or float('nan'):.2f} ms acc {row[m + '_accuracy'] or float('nan'):.3f}"
             for m in res["runs"]
         )
-        print(f"[{row['start']:.1f}, {row['end']:.1f}) s {row['bandwidth_mbps']:g} Mb/s: {cells}")
+        lo, hi = row["bandwidth_mbps"]
+        bw = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+        print(f"[{row['start']:.1f}, {row['end']:.1f}) s {bw} Mb/s: {cells}")
     sw = res["runs"]["adaptive"]["switches"]
     print(f"adaptive switches at {[round(s['t'], 2) for s in sw]} s; re-planning "
           f"{max(res['replan_ms'], default=0.0):.2f} ms at most")  # fmt: skip

@@ -70,3 +70,21 @@ def test_bad_values_exit_2_with_one_line(bundle_and_data, capsys, extra, flag):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert flag in err and len(err.splitlines()) == 1
+
+
+def test_the_table_is_printed_one_line_per_phase(monkeypatch, bundle_and_data, capsys):
+    row = {"start": 0.0, "end": 10.0, "bandwidth_mbps": [2.0, 50.0], "adaptive_latency_ms": 12.5,
+           "adaptive_accuracy": 0.9, "static_latency_ms": None, "static_accuracy": None}  # fmt: skip
+
+    def fake(*args, **kw):
+        runs = {"adaptive": {"switches": [{"t": 1.25}], "samples": []}, "static": {}}
+        return {"table": [row], "runs": runs, "replan_ms": [0.5, 2.0]}
+
+    monkeypatch.setattr(adaptive, "compare_on_trace", fake)
+    b, data = bundle_and_data
+    code = main(["adapt", "--profile", "P", "--topology", "pi4-wifi", "--bundle", b,
+                 "--data", data, "--trace", "step-50-2-50"])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(out) == 2
+    assert out[0].startswith("[0.0, 10.0) s 2-50 Mb/s: adaptive 12.50 ms acc 0.900  static nan ms")
+    assert out[1] == "adaptive switches at [1.25] s; re-planning 2.00 ms at most"
