@@ -20,7 +20,7 @@ from earlyexit.planner.search import Candidate, search
 from earlyexit.planner.space import HINTS, make_space
 from earlyexit.planner.topology import resolve_profile, resolve_topology
 from earlyexit.planner.underload import capacity as _capacity
-from earlyexit.planner.underload import search_under_load
+from earlyexit.planner.underload import explain_infeasible, search_under_load
 
 __all__ = [
     "plan",
@@ -231,6 +231,18 @@ def _plan_under_load(
             f"arrival_rate={arrival_rate}/s (queue_capacity={found_k(queue_capacity)}); "
             "try a lower rate, a larger max_loss or queue_capacity (earlyexit capacity tells a "
             "plan's highest rate)"
+            + "; "
+            + explain_infeasible(
+                cm,
+                space,
+                estimator,
+                objective,
+                bound,
+                arrival_rate,
+                queue_capacity,
+                max_loss,
+                queue_model,
+            )  # fmt: skip
         )
     cand, load = found
     p = _from_candidate(cm, cand, estimator, objective, constraint)

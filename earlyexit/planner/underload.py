@@ -58,7 +58,7 @@ __all__ = ["search_under_load", "capacity", "MAX_CONFIGURATIONS", "MAX_EVALUATIO
 
 MAX_CONFIGURATIONS = 50_000_000
 """Configurations enumerated under load at most (restrict the space with hints beyond it)."""
-MAX_EVALUATIONS = 20_000
+MAX_EVALUATIONS = 1_000
 """Configurations evaluated one by one under load at most (each ~1 ms; beyond: ValueError)."""
 _LOSS_ATOL = 1e-12
 
@@ -157,12 +157,12 @@ def _evaluate(
     return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, model)
 
 
-_EXACT_BOUND_STATIONS = 4000  # the exact queue model: distinct stations a bound solves at most
+_EXACT_BOUND_STATIONS = 6000  # the exact queue model: stations the bounds solve per search
 
 
 def _tier_bounds(
     cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray,
-    lam: float, eps1: float, k_cap: int, model: str,
+    lam: float, eps1: float, k_cap: int, model: str, cache: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Lower bounds (R,) on the loss ratio and on the queueing delay: every tier's own.
 
@@ -216,12 +216,15 @@ def _tier_bounds(
             rows = np.stack([rate, t_exit, t_fwd, p_exit], axis=-1)
             live = np.flatnonzero(rho > 0)
             uniq, inv = np.unique(rows[live], axis=0, return_inverse=True)
-            if uniq.shape[0] > _EXACT_BOUND_STATIONS:
+            cache = {} if cache is None else cache  # solved stations, shared by the search
+            keys = [tuple(r) for r in uniq.tolist()]
+            if len(cache) + sum(kk not in cache for kk in keys) > _EXACT_BOUND_STATIONS:
                 prev = c
                 continue  # no bound from this tier (0 is a valid one)
-            vals = np.array(
-                [mg1k_exact(r[0], r[1:3], [r[3], 1.0 - r[3]], k_cap) for r in uniq]
-            ).reshape(-1, 2)
+            for kk in keys:
+                if kk not in cache:
+                    cache[kk] = mg1k_exact(kk[0], kk[1:3], [kk[3], 1.0 - kk[3]], k_cap)
+            vals = np.array([cache[kk] for kk in keys]).reshape(-1, 2)
             lo[live] = vals[inv.ravel(), 0]
             num[live] = vals[inv.ravel(), 1]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -458,6 +461,7 @@ def search_under_load(
     # 2. every configuration's Lat and accuracy; keep the ones that may win
     # a lower bound on the loaded latency: Lat plus the first tier's own queueing delay
     lat_l, lb_l, acc_l, key_l = [], [], [], []
+    solved: dict = {}
     for n_parts, cuts, places in _groups(cm, space):
         e, s, acc = _fractions(cm, space, estimator, cuts)
         for d in places:
@@ -473,7 +477,7 @@ def search_under_load(
             lb = lat[ti, ci]
             if lam > 0 and ti.size:
                 f_loss, f_wait = _tier_bounds(
-                    cm, cuts[ci], d, e[ti, ci], lam, min(eps, 1.0), k_cap, model
+                    cm, cuts[ci], d, e[ti, ci], lam, min(eps, 1.0), k_cap, model, solved
                 )
                 lb = lb + f_wait
                 if max_loss is not None:
@@ -539,6 +543,36 @@ def search_under_load(
     return cand, le
 
 
+def explain_infeasible(
+    cm: CostModel, space: SearchSpace, estimator: str, objective: str, bound: float | None,
+    arrival_rate: float, queue_capacity: int | None = None, max_loss: float | None = None,
+    queue_model: str = "approx",
+) -> str:  # fmt: skip
+    """What today's plan (no load) does at that rate: its loss ratio and the rate it sustains.
+
+    For the message of a plan under load that no configuration meets.
+
+    Returns:
+        One sentence (empty if the bound has no configuration even without load).
+    """
+    lam, k_cap, model = check_load_args(arrival_rate, queue_capacity, queue_model)
+    base = search(cm, space, estimator, objective, bound)
+    if not base:
+        return ""
+    c0 = base[0]
+    le = _evaluate(cm, estimator, c0.threshold_index, c0.cuts, c0.tiers, lam, k_cap, model)
+    out = (
+        f"today's plan (T={c0.threshold:g}, P={list(c0.cuts)}, D={list(c0.tiers)}) loses "
+        f"{le.loss_ratio:.3g} of the samples at {lam:g}/s"
+    )
+    if max_loss is not None and 0 < max_loss < 1:
+        e, s, _ = exit_fractions(cm.profile, c0.threshold, c0.cuts, estimator)
+        lat, _ = cm.latency(c0.cuts, c0.tiers, e, s)
+        cap = _capacity_of(cm, c0.cuts, c0.tiers, e, s, lat, max_loss, k_cap, model)
+        out += f" and sustains at most {cap:.4g}/s with loss ratio <= {max_loss:g}"
+    return out
+
+
 def capacity(
     cm: CostModel,
     plan: Plan,
@@ -573,6 +607,14 @@ def capacity(
     cuts, d = tuple(plan.cut_points), tuple(plan.tier_indices)
     e, s, _ = exit_fractions(cm.profile, plan.threshold, cuts, plan.estimator)
     lat, _ = cm.latency(cuts, d, e, s)
+    return _capacity_of(cm, cuts, d, e, s, lat, eps, k_cap, queue_model, rel_tol)
+
+
+def _capacity_of(
+    cm: CostModel, cuts: tuple[int, ...], d: tuple[int, ...], e: list[float], s: list[float],
+    lat: float, eps: float, k_cap: int, queue_model: str, rel_tol: float = 1e-6,
+) -> float:  # fmt: skip
+    """:func:`capacity` of one configuration given its fractions and Lat."""
 
     def loss(lam: float) -> float:
         return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, queue_model).loss_ratio

@@ -299,3 +299,49 @@ def test_label_dp_under_load_matches_brute_force(problem, frac, lam, k, max_loss
     assert le.latency_s == pytest.approx(ref[0], abs=1e-9)
     assert acc == pytest.approx(ref[1], abs=1e-9)
     assert key == ref[2]
+
+
+# ---------------------------------------------------------------------- N=55, M=3: never hang
+
+
+def _n55():
+    from earlyexit.formats import Link, Tier, Topology
+
+    prof = synthetic_profile(55, ("a1.medium", "m4.large", "g4dn.xlarge"), seed=1)
+    tiers = (Tier("edge", "a1.medium"), Tier("base", "m4.large"), Tier("cloud", "g4dn.xlarge"))
+    topo = Topology(tiers, (Link(10, 20), Link(400, 40)), mtu_bytes=9000)
+    today = plan(prof, topo, min_accuracy=0.6)
+    return prof, topo, today, plan_capacity(today, prof, topo, max_loss=0.01)
+
+
+def test_n55_past_todays_capacity_another_plan_or_a_clear_refusal():
+    prof, topo, today, knee = _n55()
+    # 1.2 x what today's plan sustains: another plan does, within the loss bound
+    p = plan(prof, topo, min_accuracy=0.6, arrival_rate=1.2 * knee, max_loss=0.01)
+    assert p.extra["load"]["loss_ratio"] <= 0.01 and p.estimate.accuracy >= 0.6
+    assert (p.cut_points, p.tier_indices) != (today.cut_points, today.tier_indices)
+    at = evaluate_load(prof, topo, today.threshold, today.cut_points, today.tier_indices,
+                       1.2 * knee)  # fmt: skip
+    assert at.loss_ratio > 0.01
+    # 1.5 x and 10 x: no configuration; the message says what today's plan loses and sustains
+    for frac in (1.5, 10.0):
+        with pytest.raises(ValueError, match=r"no configuration .* sustains at most 40\.\d+/s"):
+            plan(prof, topo, min_accuracy=0.6, arrival_rate=frac * knee, max_loss=0.01)
+
+
+@pytest.mark.slow
+def test_n55_exact_queues_past_capacity_answer_or_refuse():
+    prof, topo, _today, knee = _n55()
+    for frac in (1.5, 10.0):
+        with pytest.raises(ValueError, match="no configuration|hints"):
+            plan(prof, topo, min_accuracy=0.6, arrival_rate=frac * knee, max_loss=0.01,
+                 queue_model="exact", queue_capacity=20)  # fmt: skip
+
+
+def test_too_many_to_evaluate_names_the_hints(monkeypatch):
+    import earlyexit.planner.underload as ul
+
+    prof, topo, _today, knee = _n55()
+    monkeypatch.setattr(ul, "MAX_EVALUATIONS", 0)
+    with pytest.raises(ValueError, match="max_partitions, tiers, cut_points"):
+        plan(prof, topo, min_accuracy=0.6, arrival_rate=0.5 * knee, max_loss=0.01)
