@@ -264,56 +264,50 @@ def _wait_table(
     n_t = er.shape[0]
     if 3 * n_t * m * (n + 1) ** 2 > _TABLE_MAX:
         return None
-    b = np.arange(n + 1)[:, None]
-    c = np.arange(n + 1)[None, :]
-    pair = c > b
+    bi, ci = np.nonzero(np.arange(n + 1)[None, :] > np.arange(n + 1)[:, None])  # pairs b < c
+    first = (bi == 0)[None, :]
     falls = np.maximum(-np.diff(er, axis=1), 0.0).sum(axis=1) + np.maximum(er.max(1) - 1.0, 0.0)
-    nested = falls == 0  # (T,)
-    reach = np.broadcast_to((1.0 - er)[:, :, None], (n_t, n + 1, n + 1))  # [t, b, c]
-    vis = reach / (1.0 + falls)[:, None, None]
-    vis = np.where(b[None] == 0, 1.0, vis)
-    per = np.where(reach > 0, vis / np.where(reach > 0, reach, 1.0), 0.0)  # vis / (1 - ER_b)
-    p_mid = np.where(
-        reach > 0, (er[:, None, :] - er[:, :, None]) / np.where(reach > 0, reach, 1.0), 1.0
-    )
-    p_mid = np.clip(p_mid, 0.0, 1.0)
+    nested = (falls == 0)[:, None]  # (T, 1)
+    reach = (1.0 - er)[:, bi]  # (T, P)
+    vis = np.where(first, 1.0, reach / (1.0 + falls)[:, None])
+    pos = reach > 0
+    per = np.where(pos, vis / np.where(pos, reach, 1.0), 0.0)  # vis / (1 - ER_b)
+    p_mid = np.clip(np.where(pos, (er[:, ci] - er[:, bi]) / np.where(pos, reach, 1.0), 1.0), 0, 1)
     devs = cm.profile.devices
     out = np.zeros((3, n_t, m, n + 1, n + 1))
     for w in range(m):
+        if not space.tier_allowed[:, w].any():
+            continue
         hop = devs[cm.topology.tiers[w].device].hop_s
-        base = np.where(pair, cm.dt[w, :, None] + cm.ct[w], 0.0) + (
-            0.0 if hop is None else float(hop)
-        )
+        base = cm.dt[w, bi] + cm.ct[w, bi, ci] + (0.0 if hop is None else float(hop))  # (P,)
         t_exit = base + cm.rst[w]
-        t_fwd = base + cm.st[w][None, :]
+        t_fwd = base + cm.st[w, ci]
         t_min = np.minimum(t_exit, t_fwd)
         f = np.maximum(vis - eps1, 0.0)
         if w == cm.source:
-            f = np.where(b[None] == 0, vis, f)
+            f = np.where(first, vis, f)
         rate = lam * f
         both = []
         for p_exit in (p_mid, np.ones_like(p_mid)):
-            mean = np.where(nested[:, None, None], p_exit * t_exit + (1.0 - p_exit) * t_fwd, t_min)
-            m2 = np.where(
-                nested[:, None, None], p_exit * t_exit**2 + (1.0 - p_exit) * t_fwd**2, t_min**2
-            )
+            mean = np.where(nested, p_exit * t_exit + (1.0 - p_exit) * t_fwd, t_min)
+            m2 = np.where(nested, p_exit * t_exit**2 + (1.0 - p_exit) * t_fwd**2, t_min**2)
             with np.errstate(divide="ignore", invalid="ignore"):
                 scv = np.where(
                     mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
                 )
-            rho = np.where(pair, rate * mean, 0.0)
+            rho = rate * mean
             lo, num = approx_many(rho, scv, k_cap)
             with np.errstate(divide="ignore", invalid="ignore"):
                 carried = rate * (1.0 - lo)
                 wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf)
             wq = np.where(rho > 0, np.maximum(wq - mean, 0.0), 0.0) * per
             tab = np.where(f * lo > eps1 * (1 + 1e-9) + _LOSS_ATOL, np.inf, wq)
-            both.append(np.where(pair & (reach > 0), tab, 0.0))
+            both.append(np.where(pos, tab, 0.0))
         low = np.minimum(both[0], both[1])
         fin = np.isfinite(low)
-        out[0][:, w] = low
-        out[1][:, w] = np.where(fin, both[0] - np.where(fin, low, 0.0), 0.0)
-        out[2][:, w] = np.where(fin, both[1] - np.where(fin, low, 0.0), 0.0)
+        out[0, :, w, bi, ci] = low.T
+        out[1, :, w, bi, ci] = np.where(fin, both[0] - np.where(fin, low, 0.0), 0.0).T
+        out[2, :, w, bi, ci] = np.where(fin, both[1] - np.where(fin, low, 0.0), 0.0).T
     return out
 
 
