@@ -230,6 +230,7 @@ class Worker:
         self.ack_interval_s = min(o.ack_interval_s, o.dead_after_s / 4)
         self._acks: dict[str, list[int]] = {}  # upstream control address -> ids to ack
         self._next_ack = 0.0
+        self._next_beat = 0.0
         # the CPU clock is read only when a slowdown is emulated
         self._cpu: Callable[[], float] = time.thread_time if self.slowdown > 1.0 else _zero
         self._own_ctx = context is None
@@ -493,6 +494,9 @@ class Worker:
                     self._sent[ids[0]] = (time.monotonic(), len(msg))
                     return
                 self._on_control()  # keep listening for acks and heartbeats while blocked
+                # and keep acking and beating upstream: a worker blocked by a dead next
+                # partition is alive, its upstream must not give up on it
+                self._keep_upstream_informed(time.monotonic())
                 self._check_downstream()
                 if self.downstream_dead:
                     break
@@ -610,6 +614,21 @@ class Worker:
         self._next_ack = time.monotonic() + self.ack_interval_s
 
     # ----------------------------------------------------------------- loop
+    def _keep_upstream_informed(self, now: float) -> None:
+        """Send the gathered acks and, when due, heartbeats (with link reports) and probes."""
+        if self._acks and now >= self._next_ack:
+            self._flush_acks()
+        if now >= self._next_beat:
+            links = self._link_report()
+            for addr in self._upstreams:
+                if links:
+                    self._send_control(addr, "heartbeat", links=links)
+                else:
+                    self._send_control(addr, "heartbeat")
+            if self.options.next_tier is not None:
+                self._probe(now)
+            self._next_beat = now + self.heartbeat_s
+
     def serve(self, stop: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set.
 
@@ -620,21 +639,10 @@ class Worker:
         poller = zmq.Poller()
         poller.register(self._ctl, zmq.POLLIN)
         poller.register(self._in, zmq.POLLIN)
-        next_beat = time.monotonic()
+        self._next_beat = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
-            if self._acks and now >= self._next_ack:
-                self._flush_acks()
-            if now >= next_beat:
-                links = self._link_report()
-                for addr in self._upstreams:
-                    if links:
-                        self._send_control(addr, "heartbeat", links=links)
-                    else:
-                        self._send_control(addr, "heartbeat")
-                if self.options.next_tier is not None:
-                    self._probe(now)
-                next_beat = now + self.heartbeat_s
+            self._keep_upstream_informed(now)
             self._check_downstream()
             if len(self._pending) >= self.pending_limit:  # backpressure: stop reading input
                 self._on_control()
@@ -644,7 +652,7 @@ class Worker:
                 if readable(self._ctl):
                     self._on_control()
             else:
-                wake = min(next_beat, self._next_ack) if self._acks else next_beat
+                wake = min(self._next_beat, self._next_ack) if self._acks else self._next_beat
                 events = dict(poller.poll(max(1, math.ceil((wake - now) * 1000))))
                 if self._ctl in events:
                     self._on_control()
