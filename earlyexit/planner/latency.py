@@ -122,6 +122,7 @@ class CostModel:
         h = np.array([0.0 if d.hop_s is None else float(d.hop_s) for d in devs])
         cpu = np.array([0.0 if d.hop_cpu_s is None else float(d.hop_cpu_s) for d in devs])
         h = np.maximum(0.0, h + (slow - 1.0) * cpu)
+        self.hop_tier = h  # per tier: its own cost of handling one message
         self.hop = (h[:, None] + h[None, :]) / 2.0
         self.x = self.ser + txm + prop[:, :, None] + self.hop[:, :, None]
 

@@ -547,8 +547,7 @@ def load_of_configuration(
     reach = [sum(e_c[k:]) for k in range(n_parts)]  # S_{k-1}, fraction reaching partition k
     s_c = [reach[k] - e_c[k] for k in range(n_parts)]
     prof, topo = cm.profile, cm.topology
-    devs = [prof.devices[t.device] for t in topo.tiers]
-    h = [0.0 if d.hop_s is None else float(d.hop_s) for d in devs]
+    h = [float(x) for x in cm.hop_tier]  # hop_s, its CPU part stretched by the slowdown
     src, dst = cm.source, cm.destination
     rbits = float(prof.result_bits)
 

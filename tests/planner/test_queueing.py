@@ -272,3 +272,22 @@ def test_loss_grows_with_the_rate(s2, k):
     for model in ("approx", "exact"):
         waits = [_station_metrics(r, times, probs, min(k, 30), model)[4] for r in rho[1::10]]
         assert np.all(np.diff(waits) >= -1e-9), (model, waits)
+
+
+def test_a_tiers_service_time_includes_its_stretched_hop_cost():
+    """The runtime's cost per hand-off enters a tier's service time as the latency model charges
+    it: hop_s plus (slowdown - 1) x hop_cpu_s (docs/spec.md#runtime-overhead)."""
+    from dataclasses import replace
+
+    from earlyexit.planner.queueing import evaluate_load
+    from earlyexit.planner.synthetic import synthetic_profile
+    from earlyexit.planner.topology import resolve_topology
+
+    prof = synthetic_profile(6)
+    topo = resolve_topology("portend-aws")
+    topo = replace(topo, tiers=(replace(topo.tiers[0], slowdown=10.0), *topo.tiers[1:]))
+    base = evaluate_load(prof, topo, 0.0, [6], [0], arrival_rate=5.0).stations[0]
+    dev = prof.devices[topo.tiers[0].device]
+    prof.devices[topo.tiers[0].device] = replace(dev, hop_s=0.001, hop_cpu_s=0.0005)
+    with_hop = evaluate_load(prof, topo, 0.0, [6], [0], arrival_rate=5.0).stations[0]
+    assert with_hop.service_mean_s - base.service_mean_s == pytest.approx(0.001 + 9 * 0.0005)
