@@ -60,6 +60,12 @@ def demo_text(report: dict[str, Any]) -> str:
         f"{name.replace('_', '-')} {_ms(b['latency_s'])}" for name, b in sorted(base.items())
     )
     early = "no early exit" if plan["threshold"] == 0 else f"exit threshold {plan['threshold']:g}"
+    fractions = est.get("exit_fractions") or []
+    if plan["threshold"] != 0 and fractions:
+        parts = plan["partitions"]
+        leave = ", ".join(f"{f * 100:.0f}% after block {q['last_block']}"
+                          for f, q in zip(fractions, parts, strict=False))  # fmt: skip
+        early += f": estimated {leave}"
     topo = report.get("topology", {}).get("name")
     where = f"the `{topo}` topology" if topo else "the PORTEND AWS topology"
     text = (
