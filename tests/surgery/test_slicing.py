@@ -7,27 +7,8 @@ import torch
 
 from earlyexit.formats import Plan
 from earlyexit.surgery.slicing import Partition, partition_ranges, slice
-from tests.export._models import make_model, make_plan, samples
-
-
-@pytest.fixture(scope="module")
-def model_and_data():
-    return make_model()
-
-
-@pytest.fixture(scope="module")
-def model(model_and_data):
-    return model_and_data[0]
-
-
-@pytest.fixture(scope="module")
-def verify_data(model_and_data) -> tuple[torch.Tensor, torch.Tensor]:
-    return samples(model_and_data[1], "test", 192)
-
-
-@pytest.fixture(scope="module")
-def plan(model, verify_data):
-    return make_plan(model, (3, 10), verify_data[0])
+# the export tests' small model, real samples and plan (one definition, shared)
+from tests.export.conftest import model, model_and_data, plan, verify_data  # noqa: F401
 
 
 def test_slice_is_pure(model, plan):
