@@ -36,3 +36,38 @@ def make_backbone(name: str, num_classes: int = 10) -> tuple[torch.nn.Module, tu
 @pytest.fixture(params=backbones.list_backbones())
 def backbone_name(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+# One small trained-for-the-test model, real samples and a plan, shared by the
+# export tests and the slicing tests (tests/export/_models.py builds them).
+@pytest.fixture(scope="session")
+def model_and_data():
+    from tests.export._models import make_model
+
+    return make_model()
+
+
+@pytest.fixture(scope="session")
+def model(model_and_data):
+    return model_and_data[0]
+
+
+@pytest.fixture(scope="session")
+def verify_data(model_and_data) -> tuple[torch.Tensor, torch.Tensor]:
+    from tests.export._models import samples
+
+    return samples(model_and_data[1], "test", 192)
+
+
+@pytest.fixture(scope="session")
+def calibration_data(model_and_data) -> tuple[torch.Tensor, torch.Tensor]:
+    from tests.export._models import samples
+
+    return samples(model_and_data[1], "profile", 64)
+
+
+@pytest.fixture(scope="session")
+def plan(model, verify_data):
+    from tests.export._models import make_plan
+
+    return make_plan(model, (3, 10), verify_data[0])

@@ -7,8 +7,6 @@ import torch
 
 from earlyexit.formats import Plan
 from earlyexit.surgery.slicing import Partition, partition_ranges, slice
-# the export tests' small model, real samples and plan (one definition, shared)
-from tests.export.conftest import model, model_and_data, plan, verify_data  # noqa: F401
 
 
 def test_slice_is_pure(model, plan):
