@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import itertools
 import json
 import logging
@@ -91,103 +90,21 @@ import numpy as np
 import zmq
 
 from earlyexit.runtime._sockets import readable
+from earlyexit.runtime._worker_control import _MAX_UPSTREAMS, _ControlPlane
+from earlyexit.runtime._worker_runner import make_runner
+from earlyexit.runtime._worker_send import _copy_small_messages, _DataOut, _zero
 from earlyexit.runtime.chain import PartitionRunner, StepResult, exit_step
 from earlyexit.runtime.link import RouteSender
-from earlyexit.runtime.monitor import merge_link_report, runtime_estimator, transfer_times
+from earlyexit.runtime.monitor import runtime_estimator
 from earlyexit.runtime.options import WorkerOptions
-from earlyexit.runtime.wire import WireError, decode, encode, encode_batch, encode_result
+from earlyexit.runtime.wire import WireError, decode
 
 __all__ = ["PartitionRunner", "Worker", "WorkerOptions", "make_runner", "main", "serve_config"]
 
 log = logging.getLogger("earlyexit.runtime.worker")
 
-_EMPTY = np.empty(0, np.uint8)
 
-
-def _zero() -> float:
-    return 0.0
-
-
-_MAX_UPSTREAMS = 16
-_COPY_BELOW = 1 << 20
-
-
-def _copy_small_messages(sock: zmq.Socket) -> None:
-    """Let ZeroMQ copy messages below 1 MiB instead of sending them zero-copy.
-
-    A zero-copy send hands the buffer's release to pyzmq's garbage-collector
-    thread, which then wakes and takes the GIL once per message: measured on a
-    busy 2-core host, a 64 KiB features message spent about 0.4 ms in ``send``
-    that way and under 0.05 ms copied. Above 1 MiB the copy costs more than that.
-    """
-    sock.copy_threshold = _COPY_BELOW
-
-
-def make_runner(spec: dict[str, Any]) -> PartitionRunner:
-    """Build a partition runner from a JSON-able spec (what worker processes receive).
-
-    Args:
-        spec: ``{"kind": "bundle", "path": DIR, "partition": k, "precision": "fp32",
-            "providers": None, "intra_op_threads": 1, "engine": "onnx"}`` runs partition
-            ``k`` (0-based) of a bundle with :class:`earlyexit.runtime.session.BundleSession`
-            (``engine`` ``"torchscript"`` runs its TorchScript file instead, ``"auto"``
-            falls back to it when ONNX Runtime or the ONNX files are missing);
-            ``{"kind": "synthetic", "partition": k, **SyntheticModel kwargs}`` a numpy
-            model for tests and demos; ``{"kind": "factory", "factory": "module:function",
-            "kwargs": {...}}`` calls any factory that returns a runner.
-
-    Returns:
-        The runner.
-
-    Raises:
-        ValueError: an unknown kind or a malformed spec.
-
-    Example:
-        >>> run = make_runner({"kind": "synthetic", "partition": 0, "num_partitions": 2})
-        >>> [a.shape for a in run(np.zeros((3, 32), np.float32)) if a is not None]
-        [(3, 10), (3,), (3, 64)]
-    """
-    if not isinstance(spec, dict):
-        raise TypeError(f"runner spec must be a mapping, got {type(spec).__name__}")
-    kind = spec.get("kind")
-    if kind == "bundle" and spec.get("engine", "onnx") != "onnx":
-        from earlyexit.runtime.torchscript import choose_engine, torchscript_runner
-
-        if choose_engine(spec["path"], spec["engine"]) == "torchscript":
-            return torchscript_runner(
-                spec["path"], int(spec["partition"]), int(spec.get("intra_op_threads", 1))
-            )
-    if kind == "bundle":
-        from earlyexit.runtime.session import BundleSession
-
-        k = int(spec["partition"])
-        session = BundleSession(
-            spec["path"],
-            precision=spec.get("precision", "fp32"),
-            providers=spec.get("providers"),
-            intra_op_threads=int(spec.get("intra_op_threads", 1)),
-            partitions=[k],  # a tier reads, checks and loads only its own file
-        )
-        shape = session.manifest.partitions[k].input_shape
-        if all(isinstance(s, int) for s in shape[1:]):
-            # warm up before the first sample: ONNX Runtime allocates and picks
-            # kernels on its first run, which would land on the first sample
-            session.run_partition(k, np.zeros((1, *shape[1:]), np.float32))
-        return lambda x: session.run_partition(k, x)
-    if kind == "synthetic":
-        from earlyexit.runtime.synthetic import SyntheticModel
-
-        kwargs = {k: v for k, v in spec.items() if k not in ("kind", "partition")}
-        return SyntheticModel(**kwargs).runner(int(spec["partition"]))
-    if kind == "factory":
-        module, _, name = str(spec.get("factory", "")).partition(":")
-        if not module or not name:
-            raise ValueError(f"factory must be 'module:function', got {spec.get('factory')!r}")
-        return getattr(importlib.import_module(module), name)(**spec.get("kwargs", {}))
-    raise ValueError(f"runner spec kind {kind!r} is not one of 'bundle', 'synthetic', 'factory'")
-
-
-class Worker:
+class Worker(_ControlPlane, _DataOut):
     """Serve one partition: receive, run, exit or forward, with faults handled.
 
     Args:
@@ -323,188 +240,6 @@ class Worker:
             return None
         return arr, ids, ack
 
-    def _on_probe(self, ids: Any, ack: Any) -> None:
-        """A probe from upstream: acknowledge it (with its ``held`` time), run nothing."""
-        if not isinstance(ack, str) or not ack.startswith(("tcp://", "ipc://")):
-            self._reject(f"a probe without a ZeroMQ ack address: {str(ack)[:80]!r}")
-            return
-        if not isinstance(ids, list) or not all(type(i) is int for i in ids):
-            self._reject(f"a probe's ids must be a list of integers, got {str(ids)[:80]}")
-            return
-        now = time.monotonic()
-        for i in ids:
-            self._recv_at[i] = now
-        self._acks.setdefault(ack, []).extend(ids)
-        # the prober is an upstream: it hears our heartbeats, so that it does not
-        # take a link that only carried probes for a dead next worker
-        if ack not in self._upstreams and len(self._upstreams) < _MAX_UPSTREAMS:
-            self._upstreams.add(ack)
-
-    def _observe_acks(self, ids: list[Any], held: Any, now: float) -> None:
-        """Feed the link estimator from an ack: send to ack, minus the time the receiver held it."""
-        for (_, nbytes), dt in transfer_times(self._sent, ids, held, now):
-            self.link_estimator.observe(nbytes, dt, now)
-
-    def _probe(self, now: float) -> None:
-        """Send a probe of the size the link estimator asks for, if it asks (docs/adaptive.md)."""
-        if self.next_route is None or self.downstream_dead:
-            return
-        if now - self._last_input > self.link_estimator.max_age_s:
-            return  # no samples here lately (another plan is in use): leave the link alone
-        size = self.link_estimator.probe_size(now)
-        if size is None:
-            return
-        pid = -(2**62) - next(self._probe_ids)  # never a client's id
-        msg = encode(np.zeros(size, np.uint8), kind="probe", ids=[pid], ack=self.control_address)
-        if self._data.send(self.next_route, msg):
-            self._sent[pid] = (time.monotonic(), len(msg))
-
-    def _link_report(self) -> list[list[float]]:
-        """``[tier, next_tier, bandwidth_mbps, propagation_ms, at]`` of every link known here."""
-        if self.tier is not None and self.options.next_tier is not None:
-            est = self.link_estimator.estimate()
-            if est is not None:
-                self.link_reports[(self.tier, self.options.next_tier)] = [
-                    est.bandwidth_mbps,
-                    est.propagation_ms,
-                    est.at,
-                ]
-        return [[a, b, *v] for (a, b), v in self.link_reports.items()]
-
-    def _send_control(self, addr: str, kind: str, **meta: Any) -> None:
-        try:
-            self._control.send([addr], encode(_EMPTY, kind=kind, partition=self.partition, **meta))
-        except ValueError as err:
-            log.warning("partition %d: cannot send %s to %s: %s", self.partition, kind, addr, err)
-
-    def _on_control(self) -> None:
-        while readable(self._ctl):
-            frames = self._ctl.recv_multipart()
-            if not frames:
-                continue
-            try:
-                _, head = decode(frames[-1], max_bytes=1 << 20)
-            except WireError as err:
-                self._reject(f"control: {err}")
-                continue
-            if head.get("partition") != self.partition + 1:
-                continue
-            self._down_heard = time.monotonic()
-            if self.downstream_dead:
-                log.info("partition %d: the next partition answers again", self.partition)
-                self.downstream_dead = False
-            if head.get("kind") == "ack" and isinstance(head.get("ids"), list):
-                for i in head["ids"]:
-                    if type(i) is int:  # anything else (a list, a dict) is no sample id
-                        self._pending.pop(i, None)
-                self._observe_acks(head["ids"], head.get("held"), self._down_heard)
-            if "links" in head:
-                merge_link_report(self.link_reports, head["links"])
-
-    def _emulate(self, cpu_t0: float) -> None:
-        """Owe ``(slowdown - 1)`` times the CPU time spent since ``cpu_t0`` (thread time)."""
-        if self.slowdown > 1.0:
-            self._owed_s += (self.slowdown - 1.0) * (self._cpu() - cpu_t0)
-
-    def _pay(self) -> None:
-        """Sleep what the emulated slowdown owes, before a message leaves."""
-        if self._owed_s > 0.0:
-            time.sleep(self._owed_s)
-            self._owed_s = 0.0
-
-    def _send_results(
-        self,
-        ids: list[int],
-        logits: np.ndarray,
-        entropy: np.ndarray,
-        degraded: bool,
-        partition: int | None = None,
-        block: int | None = None,
-    ) -> None:
-        c0 = self._cpu()
-        msg = encode_result(
-            logits,
-            ids,
-            self.partition if partition is None else partition,
-            self.last_block if block is None else block,
-            self.tier,
-            entropy,
-            degraded,
-        )
-        self._emulate(c0)
-        self._pay()
-        if self._send_until(self.result_route, msg, len(ids)):
-            self.stats["degraded" if degraded else "exited"] += len(ids)
-
-    def _send_until(self, route: list[str], msg: bytes, n: int) -> bool:
-        """Send a result message, retrying for a while; False (logged) if it is lost."""
-        if self._data.send(route, msg):
-            return True
-        deadline = time.monotonic() + max(5.0, self.dead_after_s)
-        while not self._data.send(route, msg):
-            if time.monotonic() > deadline:
-                log.error(
-                    "partition %d: the destination does not accept results; %d lost",
-                    self.partition,
-                    n,
-                )
-                return False
-        return True
-
-    def _flush_pending(self, reason: str) -> None:
-        if not self._pending:
-            return
-        log.warning(
-            "partition %d: %s; %d in-flight sample(s) finish at this exit, degraded",
-            self.partition,
-            reason,
-            len(self._pending),
-        )
-        ids = list(self._pending)
-        rows = [self._pending.pop(i) for i in ids]
-        self._send_results(
-            ids, np.stack([r[0] for r in rows]), np.array([r[1] for r in rows]), degraded=True
-        )
-
-    def _check_downstream(self) -> None:
-        if self.is_last or self._down_heard is None or self.downstream_dead:
-            return
-        if time.monotonic() - self._down_heard > self.dead_after_s:
-            self.downstream_dead = True
-            self._flush_pending(f"the next partition is silent for over {self.dead_after_s:g} s")
-
-    def _forward(
-        self, ids: list[int], feats: np.ndarray, logits: np.ndarray, entropy: np.ndarray
-    ) -> None:
-        if self._down_heard is None:
-            self._down_heard = time.monotonic()
-        if not self.downstream_dead:
-            for i, row, e in zip(ids, logits, entropy, strict=True):
-                self._pending[i] = (np.array(row, np.float32), float(e))
-            c0 = self._cpu()
-            msg = encode_batch(np.ascontiguousarray(feats), "features", ids, self.control_address)
-            self._emulate(c0)
-            self._pay()
-            assert self.next_route is not None  # internal invariant: checked in __init__
-            while True:
-                if self._data.send(self.next_route, msg):
-                    self.stats["forwarded"] += len(ids)
-                    if len(self._sent) > 100_000:  # acks lost with a dead peer
-                        self._sent.clear()
-                    self._sent[ids[0]] = (time.monotonic(), len(msg))
-                    return
-                self._on_control()  # keep listening for acks and heartbeats while blocked
-                # and keep acking and beating upstream: a worker blocked by a dead next
-                # partition is alive, its upstream must not give up on it
-                self._keep_upstream_informed(time.monotonic())
-                self._check_downstream()
-                if self.downstream_dead:
-                    break
-            for i in ids:  # already flushed by _check_downstream if it was pending
-                self._pending.pop(i, None)
-            return
-        self._send_results(ids, logits, entropy, degraded=True)
-
     # ----------------------------------------------------------------- compute
     def process(self, x: np.ndarray, ids: list[int]) -> None:
         """Run the partition on a batch and route every sample (exit or forward).
@@ -540,30 +275,6 @@ class Worker:
         else:
             idx = step.stay
             self._forward([ids[i] for i in idx], step.features, step.logits[idx], step.entropy[idx])
-
-    def _fail(self, ids: list[int], err: BaseException) -> None:
-        """Answer samples whose partition raised: ``failed`` results, sent at once."""
-        reason = f"{type(err).__name__}: {str(err).strip()[:200]}"
-        log.warning(
-            "partition %d failed on %d sample(s); answered as failed: %s",
-            self.partition,
-            len(ids),
-            reason,
-        )
-        msg = encode(
-            np.zeros((len(ids), 0), np.float32),
-            kind="result",
-            ids=ids,
-            partition=self.partition,
-            block=self.last_block,
-            tier=self.tier,
-            entropy=[],
-            degraded=True,
-            failed=True,
-            error=reason,
-        )
-        if self._send_until(self.result_route, msg, len(ids)):
-            self.stats["failed"] += len(ids)
 
     def _run_batch(self, batch: list[tuple[np.ndarray, list[int], str | None]]) -> None:
         if len(batch) == 1:  # no grouping at batch 1
@@ -602,33 +313,7 @@ class Worker:
             return
         self._route(ids, step)
 
-    def _flush_acks(self) -> None:
-        """Send the gathered acks, one message per upstream."""
-        acks, self._acks = self._acks, {}
-        now = time.monotonic()
-        recv = self._recv_at
-        for addr, gids in acks.items():
-            # how long each sample was here: the sender subtracts it from its round trip
-            held = [round(now - recv.pop(i, now), 6) for i in gids]
-            self._send_control(addr, "ack", ids=gids, held=held)
-        self._next_ack = time.monotonic() + self.ack_interval_s
-
     # ----------------------------------------------------------------- loop
-    def _keep_upstream_informed(self, now: float) -> None:
-        """Send the gathered acks and, when due, heartbeats (with link reports) and probes."""
-        if self._acks and now >= self._next_ack:
-            self._flush_acks()
-        if now >= self._next_beat:
-            links = self._link_report()
-            for addr in self._upstreams:
-                if links:
-                    self._send_control(addr, "heartbeat", links=links)
-                else:
-                    self._send_control(addr, "heartbeat")
-            if self.options.next_tier is not None:
-                self._probe(now)
-            self._next_beat = now + self.heartbeat_s
-
     def serve(self, stop: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set.
 
