@@ -6,7 +6,11 @@ is declared in one place. The function's source is read with :mod:`ast`,
 without importing its module: ``earlyexit --help`` and the edge's commands must
 start without PyTorch, while functions such as ``export_bundle`` live in
 modules that import it. Defaults that are names (``FP32_ATOL``) resolve in a
-namespace the caller passes (a torch-free constants module).
+namespace the caller passes, else as the module's own constants, read from its
+source too (:func:`read_constant`: ``MAX_HWM = 1_000_000``, ``256 * 1024 * 1024``,
+or a name imported from another module). A dataclass's fields read the same
+way (:func:`read_fields`, help from its ``Attributes:`` section), so a new
+field of an options class becomes a new flag.
 
 Standard library only.
 
@@ -28,16 +32,25 @@ import ast
 import functools
 import importlib.util
 import inspect
+import operator
 import re
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MISSING", "Param", "read_signature", "add_param", "docstring_args"]
+__all__ = [
+    "MISSING",
+    "Param",
+    "read_signature",
+    "read_fields",
+    "read_constant",
+    "add_param",
+    "docstring_args",
+]
 
 MISSING: Any = inspect.Parameter.empty
-_SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Yields|Raises|Example|Examples|Note|Notes):\s*$")
+_SECTION = re.compile(r"^(Args|Arguments|Parameters|Attributes|Returns|Yields|Raises|Example|Examples|Note|Notes):\s*$")
 
 
 @dataclass(frozen=True)
@@ -57,11 +70,14 @@ class Param:
     annotation: str
 
 
-def docstring_args(doc: str | None) -> dict[str, str]:
+def docstring_args(
+    doc: str | None, sections: tuple[str, ...] = ("Args", "Arguments", "Parameters")
+) -> dict[str, str]:
     """The entries of a Google-style ``Args:`` section.
 
     Args:
         doc: a docstring (``None`` gives ``{}``).
+        sections: the section titles to read (``("Attributes",)`` for a dataclass).
 
     Returns:
         Parameter name -> its description with whitespace collapsed.
@@ -86,7 +102,7 @@ def docstring_args(doc: str | None) -> dict[str, str]:
     for line in lines:
         stripped = line.strip()
         if _SECTION.match(stripped) and len(line) - len(line.lstrip()) == 0:
-            inside, name = stripped.startswith(("Args", "Arguments", "Parameters")), None
+            inside, name = stripped[:-1] in sections, None
             continue
         if not inside or not stripped:
             continue
@@ -114,17 +130,119 @@ def _parse(module: str) -> ast.Module:
         return ast.parse(f.read(), filename=spec.origin)
 
 
-def _value(node: ast.expr, namespace: Mapping[str, Any], where: str) -> Any:
+def _imported(module: str, name: str) -> str | None:
+    """The module that ``module`` imports ``name`` from (``from X import name``), if any."""
+    for node in _parse(module).body:
+        if isinstance(node, ast.ImportFrom) and any(
+            (a.asname or a.name) == name and a.name == name for a in node.names
+        ):
+            package = module if _is_package(module) else module.rpartition(".")[0]
+            return importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+    return None
+
+
+def _is_package(module: str) -> bool:
+    spec = importlib.util.find_spec(module)
+    return spec is not None and spec.submodule_search_locations is not None
+
+
+_OPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow,
+}  # fmt: skip
+
+
+def _eval(node: ast.expr, module: str, namespace: Mapping[str, Any], where: str) -> Any:
+    """A literal, a name (the namespace's, else a constant of ``module``) or arithmetic on them."""
     try:
         return ast.literal_eval(node)
     except ValueError:
         pass
-    if isinstance(node, ast.Name) and node.id in namespace:
-        return namespace[node.id]
+    if isinstance(node, ast.Name):
+        if node.id in namespace:
+            return namespace[node.id]
+        try:
+            return read_constant(module, node.id)
+        except ValueError:
+            pass
+    elif isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        left, right = (_eval(n, module, namespace, where) for n in (node.left, node.right))
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:
+            raise ValueError(f"{where}: exponent {right} too large in {ast.unparse(node)!r}")
+        return _OPS[type(node.op)](left, right)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _eval(node.operand, module, namespace, where)
+        return -value if isinstance(node.op, ast.USub) else value
+    elif isinstance(node, ast.Tuple | ast.List):
+        items = [_eval(e, module, namespace, where) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
     raise ValueError(
         f"{where}: default {ast.unparse(node)!r} is neither a literal nor a name of the namespace "
-        f"given ({', '.join(sorted(namespace)) or 'empty'})"
+        f"given ({', '.join(sorted(namespace)) or 'empty'}) or a constant of {module}"
     )
+
+
+def read_constant(module: str, name: str) -> Any:
+    """A module-level constant, read from the source without importing the module.
+
+    Args:
+        module: the dotted module name.
+        name: the constant's name: assigned a literal, arithmetic on literals and
+            other constants, or imported (``from x import name``, followed).
+
+    Returns:
+        Its value.
+
+    Raises:
+        ValueError: if the module or the name is not found, or its value is an
+            expression other than those.
+
+    Example:
+        >>> read_constant("earlyexit.runtime.wire", "MAX_MESSAGE_BYTES")
+        268435456
+    """
+    where = f"{module}.{name}"
+    for node in _parse(module).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None and any(
+            isinstance(t, ast.Name) and t.id == name for t in targets
+        ):
+            return _eval(node.value, module, {}, where)
+    source = _imported(module, name)
+    if source is None:
+        raise ValueError(f"no constant {name!r} at module level in {module}")
+    return read_constant(source, name)
+
+
+def _params(
+    pairs: list[tuple[ast.arg | ast.AnnAssign, ast.expr | None]],
+    docs: Mapping[str, str],
+    module: str,
+    namespace: Mapping[str, Any],
+    where: str,
+) -> dict[str, Param]:
+    out: dict[str, Param] = {}
+    for node, default in pairs:
+        name = node.arg if isinstance(node, ast.arg) else node.target.id  # type: ignore[union-attr]
+        out[name] = Param(
+            name=name,
+            default=MISSING if default is None else _eval(default, module, namespace, where),
+            help=docs.get(name, ""),
+            annotation=ast.unparse(node.annotation) if node.annotation is not None else "",
+        )
+    return out
+
+
+def _definition(module: str, name: str, kind: type | tuple[type, ...]) -> tuple[str, Any]:
+    """``(defining module, node)`` of a module-level def or class, following ``from x import``."""
+    node = next((n for n in _parse(module).body if isinstance(n, kind) and n.name == name), None)
+    if node is not None:
+        return module, node
+    source = _imported(module, name)
+    if source is None:
+        raise ValueError(f"no {'class' if kind is ast.ClassDef else 'function'} {name!r} at "
+                         f"module level in {module}")  # fmt: skip
+    return _definition(source, name, kind)
 
 
 def read_signature(
@@ -133,46 +251,65 @@ def read_signature(
     """The parameters of ``module.function``, read from its source without importing it.
 
     Args:
-        module: the dotted module name.
+        module: the dotted module name (a module that imports the function
+            from another is followed there).
         function: a module-level function's name.
         namespace: values of the names used as defaults (for example
-            ``vars(earlyexit.export.constants)``).
+            ``vars(earlyexit.export.constants)``); other names are read with
+            :func:`read_constant`.
 
     Returns:
-        Parameter name -> :class:`Param`, in signature order.
+        Parameter name -> :class:`Param`, in signature order (``*args`` and
+        ``**kwargs`` left out).
 
     Raises:
         ValueError: if the module or function is not found, or a default is
-            neither a literal nor in ``namespace``.
+            neither a literal nor in ``namespace`` nor a constant.
 
     Example:
         >>> list(read_signature("earlyexit._signatures", "docstring_args"))
-        ['doc']
+        ['doc', 'sections']
     """
-    tree = _parse(module)
-    fn = next(
-        (n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
-         and n.name == function),
-        None,
-    )  # fmt: skip
-    if fn is None:
-        raise ValueError(f"no function {function!r} at module level in {module}")
-    ns = dict(namespace or {})
-    where = f"{module}.{function}"
+    module, fn = _definition(module, function, (ast.FunctionDef, ast.AsyncFunctionDef))
     a = fn.args
     positional = [*a.posonlyargs, *a.args]
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
     pairs = [*zip(positional, defaults, strict=True), *zip(a.kwonlyargs, a.kw_defaults, strict=True)]
     docs = docstring_args(ast.get_docstring(fn))
-    out: dict[str, Param] = {}
-    for arg, default in pairs:
-        out[arg.arg] = Param(
-            name=arg.arg,
-            default=MISSING if default is None else _value(default, ns, where),
-            help=docs.get(arg.arg, ""),
-            annotation=ast.unparse(arg.annotation) if arg.annotation is not None else "",
-        )
-    return out
+    return _params(pairs, docs, module, dict(namespace or {}), f"{module}.{function}")
+
+
+def read_fields(
+    module: str, cls: str, namespace: Mapping[str, Any] | None = None
+) -> dict[str, Param]:
+    """The fields of a dataclass, read from its source: defaults and ``Attributes:`` help.
+
+    Args:
+        module: the dotted module name.
+        cls: the class's name; its annotated class-level names are the fields
+            (``ClassVar`` ones left out).
+        namespace: as for :func:`read_signature`.
+
+    Returns:
+        Field name -> :class:`Param`, in declaration order.
+
+    Raises:
+        ValueError: as for :func:`read_signature`.
+
+    Example:
+        >>> f = read_fields("earlyexit._signatures", "Param")
+        >>> list(f), f["name"].help
+        (['name', 'default', 'help', 'annotation'], "the parameter's name.")
+    """
+    module, node = _definition(module, cls, ast.ClassDef)
+    pairs = [
+        (n, n.value)
+        for n in node.body
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+        and "ClassVar" not in ast.unparse(n.annotation)
+    ]  # fmt: skip
+    docs = docstring_args(ast.get_docstring(node), ("Attributes",))
+    return _params(pairs, docs, module, dict(namespace or {}), f"{module}.{cls}")  # type: ignore[arg-type]
 
 
 def _plain(text: str) -> str:

@@ -8,7 +8,15 @@ import inspect
 
 import pytest
 
-from earlyexit._signatures import MISSING, Param, add_param, docstring_args, read_signature
+from earlyexit._signatures import (
+    MISSING,
+    Param,
+    add_param,
+    docstring_args,
+    read_constant,
+    read_fields,
+    read_signature,
+)
 
 # public functions whose parameters commands take (module, name, namespace module)
 FUNCTIONS = [
@@ -58,13 +66,56 @@ def test_docstring_sections_end_the_args():
     assert docstring_args(None) == {}
 
 
-def test_unresolvable_default_is_refused():
+def test_unresolvable_default_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "sig_fixture.py").write_text(
+        "import os\nfrom os.path import sep\nLIMIT = 2 ** 10 - 1\nLIST = [LIMIT, -3]\n"
+        "def f(a=os.getcwd(), b=1):\n    pass\n"
+        "def g(a=LIMIT * 2, b=UNDEFINED):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError, match="neither a literal nor a name"):
-        read_signature("earlyexit.export.bundle", "export_bundle")  # FORMATS without namespace
+        read_signature("sig_fixture", "f")  # a call is never evaluated
+    with pytest.raises(ValueError, match="UNDEFINED"):
+        read_signature("sig_fixture", "g")
+    assert read_signature("sig_fixture", "g", {"UNDEFINED": 5})["b"].default == 5
+    assert read_signature("sig_fixture", "g", {"UNDEFINED": 5})["a"].default == 2046
+    assert read_constant("sig_fixture", "LIST") == [1023, -3]
+    with pytest.raises(ValueError, match="no constant"):
+        read_constant("sig_fixture", "nope")
     with pytest.raises(ValueError, match="no function"):
         read_signature("earlyexit._signatures", "nope")
     with pytest.raises(ValueError, match="not found"):
         read_signature("earlyexit.no_such_module", "f")
+
+
+def test_constants_are_the_modules():
+    """Constants and re-exported functions are followed across modules, as the import does."""
+    import earlyexit.runtime.options as options
+    import earlyexit.validation as validation
+
+    assert read_constant("earlyexit.runtime.options", "MAX_MESSAGE_BYTES") == options.MAX_MESSAGE_BYTES
+    assert read_constant("earlyexit.runtime.options", "MAX_HWM") == options.MAX_HWM
+    assert read_constant("earlyexit.validation", "MAX_CONFIGS") == validation.MAX_CONFIGS
+    real = inspect.signature(validation.validate).parameters
+    read = read_signature("earlyexit.validation", "validate")  # imported there from its module
+    assert {p: read[p].default for p in read} == {
+        p: v.default for p, v in real.items() if v.default is not inspect.Parameter.empty
+    } | {p: MISSING for p, v in real.items() if v.default is inspect.Parameter.empty}
+
+
+def test_dataclass_fields_read_as_parameters():
+    import dataclasses
+
+    from earlyexit.runtime.options import WorkerOptions
+
+    read = read_fields("earlyexit.runtime.options", "WorkerOptions")
+    real = dataclasses.fields(WorkerOptions)
+    assert list(read) == [f.name for f in real]
+    for f in real:
+        expected = MISSING if f.default is dataclasses.MISSING else f.default
+        assert read[f.name].default == expected, f.name
+        assert read[f.name].help, f"field {f.name} has no Attributes: line"
+    assert read["hwm"].annotation == "int" and "high-water mark" in read["hwm"].help
 
 
 def test_add_param_kinds():
