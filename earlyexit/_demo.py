@@ -175,6 +175,7 @@ def _run_demo(
     import numpy as np
 
     import earlyexit
+    from earlyexit._demo_report import markdown, plan_text, speedup_text, speedups, validation_text
     from earlyexit.formats import atomic_write_text
     from earlyexit.planner import baselines, pareto
     from earlyexit.plotting import plot_deployment, plot_pareto, plot_profile
@@ -304,14 +305,14 @@ def _run_demo(
         },
         "pareto_points": len(frontier),
     }
-    report["speedup"] = _speedups(report)
+    report["speedup"] = speedups(report)
     report["wall_time_s"] = steps.finish()
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
-    atomic_write_text(out / "report.md", _markdown(report, best, base))
+    atomic_write_text(out / "report.md", markdown(report, best, base))
     if not steps.quiet:
-        print(_plan_text(best, base))
-        print(_validation_text(validation))
-        print(_speedup_text(report))
+        print(plan_text(best, base))
+        print(validation_text(validation))
+        print(speedup_text(report))
         print(f"wrote {out}/report.md in {report['wall_time_s']:.0f} s")
     return report
 
@@ -323,122 +324,6 @@ def _same_config(p: Any, q: Any) -> bool:
         tuple(q.cut_points),
         tuple(q.tier_indices),
     )
-
-
-def _speedups(report: dict[str, Any]) -> dict[str, Any]:
-    """The plan's speed-up over each baseline, measured and estimated, and over the best one.
-
-    Args:
-        report: the report with ``validation`` and ``baselines`` filled in.
-
-    Returns:
-        ``{measured: {name: x}, estimated: {name: x}, best_baseline, measured_over_best,
-        estimated_over_best}``; x = baseline latency / plan latency.
-    """
-    plan_meas = report["validation"]["measured"]["mean_latency_s"]
-    plan_est = report["plan"]["estimate"]["latency_s"]
-    meas = {k: b["measured"]["mean_latency_s"] / plan_meas for k, b in report["baselines"].items()}
-    est = {k: b["latency_s"] / plan_est for k, b in report["baselines"].items()}
-    best = min(meas, key=meas.__getitem__)
-    return {"measured": meas, "estimated": est, "best_baseline": best,
-            "measured_over_best": meas[best], "estimated_over_best": min(est.values())}  # fmt: skip
-
-
-def _speedup_text(report: dict[str, Any]) -> str:
-    s = report["speedup"]
-    v = report["validation"]["measured"]
-    lines = ["measured over the same samples (mean latency, accuracy):",
-             f"  {'plan':>12}: {1e3 * v['mean_latency_s']:7.2f} ms, {100 * v['accuracy']:.2f}%"]  # fmt: skip
-    for name, b in report["baselines"].items():
-        m = b["measured"]
-        lines.append(f"  {name:>12}: {1e3 * m['mean_latency_s']:7.2f} ms, {100 * m['accuracy']:.2f}% "
-                     f"-> plan {s['measured'][name]:.2f}x faster")  # fmt: skip
-    lines.append(f"  measured speed-up over the best baseline ({s['best_baseline']}): "
-                 f"{s['measured_over_best']:.2f}x (estimated {s['estimated_over_best']:.2f}x)")  # fmt: skip
-    return "\n".join(lines)
-
-
-def _plan_text(best, base) -> str:
-    lines = [f"plan: threshold {best.threshold:.1f}, estimated {1e3 * best.estimate.latency_s:.1f} ms, "
-             f"accuracy {100 * best.estimate.accuracy:.2f}%"]  # fmt: skip
-    for part, frac in zip(best.partitions, best.estimate.exit_fractions, strict=True):
-        lines.append(
-            f"  {part.tier_name:>12}: blocks {part.first_block:>2}-{part.last_block:<2}  exits {100 * frac:5.1f}%"
-        )
-    for name, p in base.items():
-        speedup = p.estimate.latency_s / best.estimate.latency_s
-        lines.append(
-            f"  vs {name:>12}: {1e3 * p.estimate.latency_s:7.1f} ms, {100 * p.estimate.accuracy:.2f}% "
-            f"-> {speedup:.2f}x faster (estimated)"
-        )
-    return "\n".join(lines)
-
-
-def _validation_text(v: dict[str, Any]) -> str:
-    m = v["measured"]
-    lines = [
-        f"deployment of the plan, {v['samples']} test samples one at a time (measured vs estimated):",
-        f"  {'':>10} {'latency ms':>11} {'accuracy':>9}  exit fractions",
-        f"  {'measured':>10} {1e3 * m['mean_latency_s']:11.2f} {100 * m['accuracy']:8.2f}%  "
-        + " ".join(f"{100 * f:5.1f}%" for f in m["exit_fractions"]),
-    ]
-    for name, e in v["estimated"].items():
-        lines.append(
-            f"  {name:>10} {1e3 * e['latency_s']:11.2f} {100 * e['accuracy']:8.2f}%  "
-            + " ".join(f"{100 * f:5.1f}%" for f in e["exit_fractions"])
-        )
-    lines.append(
-        f"  p50 {1e3 * m['p50_latency_s']:.2f} ms, p99 {1e3 * m['p99_latency_s']:.2f} ms, degraded {m['degraded']}"
-    )
-    return "\n".join(lines)
-
-
-def _markdown(report: dict[str, Any], best, base) -> str:
-    topo = report["topology"]
-    return f"""# earlyexit demo report
-
-ResNet-20 on Fashion-MNIST (`{report["checkpoint"]}`), planned for the
-`{topo["name"]}` topology: {topo["description"]}. The plan may give up
-{100 * report["accuracy_drop"]:g} point(s) of the final exit's profiled accuracy
-for early exit and keeps the whole network for the samples that no earlier
-exit is sure of; the baselines (edge-only, cloud-only, Neurosurgeon) run the
-whole network for every sample.
-
-## The plan
-
-```
-{_plan_text(best, base)}
-```
-
-Files: [plan.json](plan.json), [profile.json](profile.json), [topology.yaml](topology.yaml).
-
-## The deployment, measured against the estimates
-
-The bundle ([bundle/](bundle/manifest.json)) ran with one process per tier,
-ZeroMQ between them and emulated links (bandwidth, MTU fragments,
-propagation), with the tiers' slowdowns emulated on top of real computation;
-then each baseline ran the same samples the same way.
-
-```
-{_validation_text(report["validation"])}
-```
-
-```
-{_speedup_text(report)}
-```
-
-![validation](validation.png)
-
-## Pareto frontier
-
-![Pareto frontier](pareto.png)
-
-## Profile
-
-![profile](profile.png)
-
-Wall time of the demo: {report["wall_time_s"]:.0f} s.
-"""
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

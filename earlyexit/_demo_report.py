@@ -1,0 +1,127 @@
+"""The demo's report: its figures as text, ``report.md``, and the speed-ups they state.
+
+:func:`earlyexit._demo.run_demo` gathers the figures into a dict (``report.json``);
+this module turns them into the text the demo prints and the markdown it writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["speedups", "speedup_text", "plan_text", "validation_text", "markdown"]
+
+
+def speedups(report: dict[str, Any]) -> dict[str, Any]:
+    """The plan's speed-up over each baseline, measured and estimated, and over the best one.
+
+    Args:
+        report: the report with ``validation`` and ``baselines`` filled in.
+
+    Returns:
+        ``{measured: {name: x}, estimated: {name: x}, best_baseline, measured_over_best,
+        estimated_over_best}``; x = baseline latency / plan latency.
+    """
+    plan_meas = report["validation"]["measured"]["mean_latency_s"]
+    plan_est = report["plan"]["estimate"]["latency_s"]
+    meas = {k: b["measured"]["mean_latency_s"] / plan_meas for k, b in report["baselines"].items()}
+    est = {k: b["latency_s"] / plan_est for k, b in report["baselines"].items()}
+    best = min(meas, key=meas.__getitem__)
+    return {"measured": meas, "estimated": est, "best_baseline": best,
+            "measured_over_best": meas[best], "estimated_over_best": min(est.values())}  # fmt: skip
+
+
+def speedup_text(report: dict[str, Any]) -> str:
+    s = report["speedup"]
+    v = report["validation"]["measured"]
+    lines = ["measured over the same samples (mean latency, accuracy):",
+             f"  {'plan':>12}: {1e3 * v['mean_latency_s']:7.2f} ms, {100 * v['accuracy']:.2f}%"]  # fmt: skip
+    for name, b in report["baselines"].items():
+        m = b["measured"]
+        lines.append(f"  {name:>12}: {1e3 * m['mean_latency_s']:7.2f} ms, {100 * m['accuracy']:.2f}% "
+                     f"-> plan {s['measured'][name]:.2f}x faster")  # fmt: skip
+    lines.append(f"  measured speed-up over the best baseline ({s['best_baseline']}): "
+                 f"{s['measured_over_best']:.2f}x (estimated {s['estimated_over_best']:.2f}x)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plan_text(best, base) -> str:
+    lines = [f"plan: threshold {best.threshold:.1f}, estimated {1e3 * best.estimate.latency_s:.1f} ms, "
+             f"accuracy {100 * best.estimate.accuracy:.2f}%"]  # fmt: skip
+    for part, frac in zip(best.partitions, best.estimate.exit_fractions, strict=True):
+        lines.append(
+            f"  {part.tier_name:>12}: blocks {part.first_block:>2}-{part.last_block:<2}  exits {100 * frac:5.1f}%"
+        )
+    for name, p in base.items():
+        speedup = p.estimate.latency_s / best.estimate.latency_s
+        lines.append(
+            f"  vs {name:>12}: {1e3 * p.estimate.latency_s:7.1f} ms, {100 * p.estimate.accuracy:.2f}% "
+            f"-> {speedup:.2f}x faster (estimated)"
+        )
+    return "\n".join(lines)
+
+
+def validation_text(v: dict[str, Any]) -> str:
+    m = v["measured"]
+    lines = [
+        f"deployment of the plan, {v['samples']} test samples one at a time (measured vs estimated):",
+        f"  {'':>10} {'latency ms':>11} {'accuracy':>9}  exit fractions",
+        f"  {'measured':>10} {1e3 * m['mean_latency_s']:11.2f} {100 * m['accuracy']:8.2f}%  "
+        + " ".join(f"{100 * f:5.1f}%" for f in m["exit_fractions"]),
+    ]
+    for name, e in v["estimated"].items():
+        lines.append(
+            f"  {name:>10} {1e3 * e['latency_s']:11.2f} {100 * e['accuracy']:8.2f}%  "
+            + " ".join(f"{100 * f:5.1f}%" for f in e["exit_fractions"])
+        )
+    lines.append(
+        f"  p50 {1e3 * m['p50_latency_s']:.2f} ms, p99 {1e3 * m['p99_latency_s']:.2f} ms, degraded {m['degraded']}"
+    )
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any], best, base) -> str:
+    topo = report["topology"]
+    return f"""# earlyexit demo report
+
+ResNet-20 on Fashion-MNIST (`{report["checkpoint"]}`), planned for the
+`{topo["name"]}` topology: {topo["description"]}. The plan may give up
+{100 * report["accuracy_drop"]:g} point(s) of the final exit's profiled accuracy
+for early exit and keeps the whole network for the samples that no earlier
+exit is sure of; the baselines (edge-only, cloud-only, Neurosurgeon) run the
+whole network for every sample.
+
+## The plan
+
+```
+{plan_text(best, base)}
+```
+
+Files: [plan.json](plan.json), [profile.json](profile.json), [topology.yaml](topology.yaml).
+
+## The deployment, measured against the estimates
+
+The bundle ([bundle/](bundle/manifest.json)) ran with one process per tier,
+ZeroMQ between them and emulated links (bandwidth, MTU fragments,
+propagation), with the tiers' slowdowns emulated on top of real computation;
+then each baseline ran the same samples the same way.
+
+```
+{validation_text(report["validation"])}
+```
+
+```
+{speedup_text(report)}
+```
+
+![validation](validation.png)
+
+## Pareto frontier
+
+![Pareto frontier](pareto.png)
+
+## Profile
+
+![profile](profile.png)
+
+Wall time of the demo: {report["wall_time_s"]:.0f} s.
+"""
