@@ -1,15 +1,8 @@
 """The search space of the optimization of docs/spec.md and the user hints that restrict it.
 
-Hints (keyword arguments of :func:`earlyexit.plan` and :func:`earlyexit.pareto`):
-
-- ``num_partitions``: fixed L.
-- ``max_partitions``: an upper bound on L (default M).
-- ``tiers``: the tiers (indices or names) partitions may use.
-- ``placement``: a fixed placement D (tier per partition; implies L).
-- ``cut_points``: the blocks (1-based) allowed as the last block of a partition.
-- ``exits``: blocks that must be exits (last blocks of partitions). ``exits=[N]``
-  asks for the full DNN.
-- ``thresholds``: the thresholds to search (a subset of the profile's).
+Hints are keyword arguments of :func:`earlyexit.plan` and :func:`earlyexit.pareto`,
+declared once, as the parameters of :func:`make_space` (whose ``Args:`` say
+what each one means; ``earlyexit plan --help`` shows the same lines).
 
 Example:
     >>> from earlyexit.planner.synthetic import synthetic_profile
@@ -105,7 +98,21 @@ def make_space(
     exits: Sequence[int] | None = None,
     thresholds: Sequence[float] | None = None,
 ) -> SearchSpace:
-    """Normalize the hints into a :class:`SearchSpace` (see the module docstring).
+    """Normalize the hints into a :class:`SearchSpace`.
+
+    Args:
+        cm: the cost model (profile and topology) the space is for.
+        num_partitions: a fixed number of partitions L.
+        max_partitions: an upper bound on L (default M, one partition per tier).
+        tiers: the tiers (indices or names) partitions may use.
+        placement: a fixed placement D, the tier of each partition (implies L).
+        cut_points: the blocks (1-based) allowed as the last block of a partition.
+        exits: blocks that must be exits (last blocks of partitions); ``[N]``
+            asks for the full DNN.
+        thresholds: the thresholds to search (a subset of the profile's).
+
+    Returns:
+        The normalized :class:`SearchSpace`.
 
     Raises:
         ValueError / TypeError: a bad hint, or hints that leave nothing to search.
