@@ -1,0 +1,231 @@
+"""Lower bounds for the search under load (:mod:`earlyexit.planner.underload`).
+
+Under load a configuration's mean latency is at least its unloaded latency Lat
+plus its tiers' own queueing delays at the least rate each can see, and its
+loss ratio at least what its tiers alone drop; both bounds grow with the rate.
+Here: Lat and accuracy of every configuration at once (numpy, per placement),
+each tier's wait and loss bound per configuration (:func:`_tier_bounds`), and
+the label DP's table of those bounds per (threshold, tier, block, block)
+(:func:`_wait_table`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.queueing import approx_many, mg1k_exact
+from earlyexit.planner.space import SearchSpace
+
+__all__: list[str] = []  # internal to the search under load
+
+_LOSS_ATOL = 1e-12
+
+
+def _fractions(
+    cm: CostModel, space: SearchSpace, estimator: str, cuts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """E, S (T, C, L) and accuracy (T, C) of every cut tuple at every searched threshold."""
+    t_idx = space.t_idx
+    n_t, n_c, n_parts = len(t_idx), cuts.shape[0], cuts.shape[1]
+    e = np.zeros((n_t, n_c, n_parts))
+    if estimator == "portend":
+        er = cm.er[t_idx][:, cuts]  # (T, C, L)
+        if n_parts > 1:
+            e[:, :, 0] = er[:, :, 0]
+            e[:, :, 1:-1] = er[:, :, 1:-1] - er[:, :, :-2]
+        e[:, :, -1] = 1.0 - e[:, :, :-1].sum(axis=2)
+        acc = (cm.acc[cuts][None] * e).sum(axis=2)
+    else:
+        samples = cm.profile.samples
+        if samples is None:
+            raise ValueError("estimator 'exact' needs profile.samples")
+        thr = cm.thresholds[t_idx]
+        okb = samples.entropy[:, None, :] < thr[None, :, None]  # (N, T, S)
+        cor = samples.correct.astype(bool)
+        s_count = samples.entropy.shape[1]
+        acc = np.zeros((n_t, n_c))
+        for ci in range(n_c):
+            rem = np.ones((n_t, s_count), dtype=bool)
+            hits = np.zeros(n_t)
+            for k in range(n_parts):
+                c = int(cuts[ci, k])
+                here = rem & okb[c - 1] if k < n_parts - 1 else rem
+                e[:, ci, k] = here.sum(axis=1) / s_count
+                hits += (here & cor[c - 1][None]).sum(axis=1)
+                rem = rem & ~here
+            acc[:, ci] = hits / s_count
+    s = 1.0 - np.cumsum(e, axis=2)
+    s[:, :, -1] = 0.0
+    return e, s, acc
+
+
+def _latency(
+    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray, s: np.ndarray
+) -> np.ndarray:
+    """Lat (T, C) of every cut tuple at placement d (docs/spec.md#latency, term by term)."""
+    n_parts = len(d)
+    lat = np.full(e.shape[:2], float(cm.x[cm.source, d[0], 0]))
+    prev = np.zeros(cuts.shape[0], dtype=np.int64)
+    for k in range(n_parts):
+        c = cuts[:, k]
+        lat = lat + (s[:, :, k] + e[:, :, k]) * cm.ct[d[k], prev, c][None]
+        if k < n_parts - 1:
+            lat = lat + s[:, :, k] * cm.x[d[k], d[k + 1], c][None]
+        lat = lat + e[:, :, k] * cm.r[d[k]]
+        prev = c
+    return lat
+
+
+_EXACT_BOUND_STATIONS = 6000  # the exact queue model: stations the bounds solve per search
+
+
+def _tier_bounds(
+    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray,
+    lam: float, eps1: float, k_cap: int, model: str, cache: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Lower bounds (R,) on the loss ratio and on the queueing delay: every tier's own.
+
+    ``cuts`` (R, L) and ``e`` (R, L) are one configuration per row, all placed at ``d``.
+
+    Tier D_k serves only partition k (a placement uses a tier once), with the service
+    mixture of :func:`~earlyexit.planner.queueing.load_of_configuration` (it does not
+    depend on the losses). Its arrival rate is lambda reach_k surv_k, and a configuration
+    whose loss ratio is at most ``eps1`` has surv_k >= 1 - eps1 / reach_k (the samples
+    dropped before partition k are lost), so the rate is at least lambda (reach_k - eps1)
+    (exactly lambda at a first tier that is the source). Its wait and loss grow with the
+    rate, the samples it drops are lost once: the loss ratio is at least the sum of
+    (reach_k - eps1) L_k and the delay at least the sum of reach_k W_k at those rates.
+    Valid for the configurations that meet the loss bound (the others are discarded).
+    """
+    n_r, n_parts = e.shape
+    ec = np.clip(e, 0.0, None)
+    tot = ec.sum(axis=1, keepdims=True)
+    good = tot[:, 0] > 0
+    ec = ec / np.where(tot > 0, tot, 1.0)
+    reach_all = np.cumsum(ec[:, ::-1], axis=1)[:, ::-1]  # sum of ec[k:]
+    devs = cm.profile.devices
+    loss_lb = np.zeros(n_r)
+    wait_lb = np.zeros(n_r)
+    prev = np.zeros(n_r, dtype=np.int64)
+    for k in range(n_parts):
+        w = d[k]
+        c = cuts[:, k]
+        hop = devs[cm.topology.tiers[w].device].hop_s
+        base = cm.dt[w, prev] + cm.ct[w, prev, c] + (0.0 if hop is None else float(hop))
+        t_exit = base + cm.rst[w]
+        t_fwd = base + cm.st[w, c]
+        reach = reach_all[:, k]
+        p_exit = np.where(reach > 0, ec[:, k] / np.where(reach > 0, reach, 1.0), 1.0)
+        if k == n_parts - 1:
+            p_exit = np.ones_like(p_exit)
+        f = reach if (k == 0 and w == cm.source) else np.maximum(reach - eps1, 0.0)
+        f = np.where(good, f, 0.0)
+        rate = lam * f
+        mean = p_exit * t_exit + (1.0 - p_exit) * t_fwd
+        m2 = p_exit * t_exit**2 + (1.0 - p_exit) * t_fwd**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scv = np.where(
+                mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
+            )
+        rho = rate * mean
+        if model == "approx":
+            lo, num = approx_many(rho, scv, k_cap)
+        else:
+            lo, num = np.zeros(rho.shape), np.zeros(rho.shape)
+            rows = np.stack([rate, t_exit, t_fwd, p_exit], axis=-1)
+            live = np.flatnonzero(rho > 0)
+            uniq, inv = np.unique(rows[live], axis=0, return_inverse=True)
+            cache = {} if cache is None else cache  # solved stations, shared by the search
+            keys = [tuple(r) for r in uniq.tolist()]
+            if len(cache) + sum(kk not in cache for kk in keys) > _EXACT_BOUND_STATIONS:
+                prev = c
+                continue  # no bound from this tier (0 is a valid one)
+            for kk in keys:
+                if kk not in cache:
+                    cache[kk] = mg1k_exact(kk[0], kk[1:3], [kk[3], 1.0 - kk[3]], k_cap)
+            vals = np.array([cache[kk] for kk in keys]).reshape(-1, 2)
+            lo[live] = vals[inv.ravel(), 0]
+            num[live] = vals[inv.ravel(), 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            carried = rate * (1.0 - lo)
+            wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf) - mean
+        wq = np.where(rho > 0, np.maximum(wq, 0.0), 0.0)
+        loss_lb += f * lo
+        wait_lb += np.where(reach > 0, reach * wq, 0.0)
+        prev = c
+    return loss_lb, wait_lb
+
+
+_TABLE_MAX = 4_000_000  # (threshold, tier, block, block) entries of the DP's wait table at most
+
+
+def _wait_table(
+    cm: CostModel, space: SearchSpace, lam: float, eps1: float, k_cap: int
+) -> np.ndarray | None:
+    """W (3, T, M, N+1, N+1): lower bounds of a tier's wait for the label DP (approx model).
+
+    W_mid / W_last [t, w, b, c] bound the visits times the mean wait of tier w serving
+    blocks b+1..c at threshold t, more partitions following or not, per unit of
+    1 - ER_b (the DP multiplies by it), at the least rate it can see
+    (:func:`_tier_bounds`); inf where the samples it drops alone exceed the loss bound.
+    The table holds min(W_mid, W_last), then W_mid and W_last minus it: the DP adds the
+    first at once, the rest when known.
+
+    Exit rates that are not nested (ER falls somewhere) make negative fractions, which
+    the load model clips and renormalizes by a total at most 1 + D (D: the sum of ER's
+    falls at that threshold): then a tier's visits are at least (1 - ER_b) / (1 + D)
+    (1 at the first tier), and its wait at least that of a constant service at the
+    shorter of its two times (the wait grows with the mean and the SCV).
+    None: the table would be too large.
+    """
+    n, m = cm.n, cm.m
+    er = cm.er[space.t_idx]
+    n_t = er.shape[0]
+    if 3 * n_t * m * (n + 1) ** 2 > _TABLE_MAX:
+        return None
+    bi, ci = np.nonzero(np.arange(n + 1)[None, :] > np.arange(n + 1)[:, None])  # pairs b < c
+    first = (bi == 0)[None, :]
+    falls = np.maximum(-np.diff(er, axis=1), 0.0).sum(axis=1) + np.maximum(er.max(1) - 1.0, 0.0)
+    nested = (falls == 0)[:, None]  # (T, 1)
+    reach = (1.0 - er)[:, bi]  # (T, P)
+    vis = np.where(first, 1.0, reach / (1.0 + falls)[:, None])
+    pos = reach > 0
+    per = np.where(pos, vis / np.where(pos, reach, 1.0), 0.0)  # vis / (1 - ER_b)
+    p_mid = np.clip(np.where(pos, (er[:, ci] - er[:, bi]) / np.where(pos, reach, 1.0), 1.0), 0, 1)
+    devs = cm.profile.devices
+    out = np.zeros((3, n_t, m, n + 1, n + 1))
+    for w in range(m):
+        if not space.tier_allowed[:, w].any():
+            continue
+        hop = devs[cm.topology.tiers[w].device].hop_s
+        base = cm.dt[w, bi] + cm.ct[w, bi, ci] + (0.0 if hop is None else float(hop))  # (P,)
+        t_exit = base + cm.rst[w]
+        t_fwd = base + cm.st[w, ci]
+        t_min = np.minimum(t_exit, t_fwd)
+        f = np.maximum(vis - eps1, 0.0)
+        if w == cm.source:
+            f = np.where(first, vis, f)
+        rate = lam * f
+        both = []
+        for p_exit in (p_mid, np.ones_like(p_mid)):
+            mean = np.where(nested, p_exit * t_exit + (1.0 - p_exit) * t_fwd, t_min)
+            m2 = np.where(nested, p_exit * t_exit**2 + (1.0 - p_exit) * t_fwd**2, t_min**2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scv = np.where(
+                    mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
+                )
+            rho = rate * mean
+            lo, num = approx_many(rho, scv, k_cap)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                carried = rate * (1.0 - lo)
+                wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf)
+            wq = np.where(rho > 0, np.maximum(wq - mean, 0.0), 0.0) * per
+            tab = np.where(f * lo > eps1 * (1 + 1e-9) + _LOSS_ATOL, np.inf, wq)
+            both.append(np.where(pos, tab, 0.0))
+        low = np.minimum(both[0], both[1])
+        fin = np.isfinite(low)
+        out[0, :, w, bi, ci] = low.T
+        out[1, :, w, bi, ci] = np.where(fin, both[0] - np.where(fin, low, 0.0), 0.0).T
+        out[2, :, w, bi, ci] = np.where(fin, both[1] - np.where(fin, low, 0.0), 0.0).T
+    return out
