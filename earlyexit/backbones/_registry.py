@@ -113,6 +113,7 @@ def create(
     num_classes: int = 10,
     in_chans: int | None = None,
     weights: str | Path | None = None,
+    adapt: bool = False,
     **kwargs,
 ) -> nn.Module:
     """Create a registered backbone (nothing is ever downloaded).
@@ -126,6 +127,11 @@ def create(
         weights: a local state dict to load, ``.pth``/``.pt``/``.bin``
             (``torch.load(weights_only=True)``) or ``.safetensors``; random
             weights when ``None``.
+        adapt: fit ``weights`` trained for another task, as timm does with its
+            pretrained weights: a classifier of another class count is left as
+            created (random), and an input convolution of another channel count
+            is adapted (:func:`timm.models.adapt_input_conv`: summed for one
+            channel). Every other key must still fit. See :func:`load_weights`.
         **kwargs: passed to the constructor (e.g. ``img_size=`` for timm).
 
     Returns:
@@ -155,12 +161,14 @@ def create(
         if value < 1:
             raise ValueError(f"{arg} must be >= 1, got {value}")
     model = entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model.earlyexit_num_classes = num_classes
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, adapt=adapt)
+    elif adapt:
+        raise ValueError("adapt=True needs weights (a local state dict to adapt)")
     input_size = tuple(getattr(model, "earlyexit_input_size", entry.input_size))
     model.earlyexit_name = name
     model.earlyexit_input_shape = (in_chans, *input_size)
-    model.earlyexit_num_classes = num_classes
     # constructor options, so that a checkpoint's config can rebuild the same model
     model.earlyexit_kwargs = _json_able(kwargs)
     return model
@@ -206,7 +214,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     return obj
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, adapt: bool = False) -> nn.Module:
     """Load a local state dict into ``model`` (in place), checking every key.
 
     Args:
@@ -214,6 +222,16 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         path: a ``.pth``/``.pt``/``.bin`` file (read with
             ``torch.load(weights_only=True)``) or a ``.safetensors`` file. A
             ``module.`` prefix (DDP) is stripped.
+        adapt: accept weights trained for another class count or input
+            channel count (e.g. ImageNet weights for a 10-class, 1-channel
+            task). The classifier's keys are the mis-shaped ones whose only
+            difference is the output size, which is the model's class count:
+            they keep the model's fresh initialization. A convolution weight
+            whose only difference is its input channels is adapted with
+            :func:`timm.models.adapt_input_conv` (summed for one channel,
+            repeated and rescaled for more); its module must be the first
+            convolution. Any other missing, unexpected or mis-shaped key is
+            still an error.
 
     Returns:
         ``model``.
@@ -223,6 +241,18 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         FileNotFoundError: if the file does not exist (nothing is downloaded).
         ValueError: for another suffix, an unreadable file, or missing,
             unexpected or mis-shaped keys (listed).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from earlyexit.backbones import create
+        >>> src = create("resnet20", num_classes=100, in_chans=3)
+        >>> path = tempfile.mkdtemp() + "/r20.pt"
+        >>> torch.save(src.state_dict(), path)
+        >>> net = create("resnet20", num_classes=10, in_chans=1, weights=path, adapt=True)
+        >>> bool(torch.equal(net.layers[0].conv1.weight, src.layers[0].conv1.weight))
+        True
+        >>> net.fc.out_features, net.stem[0].in_channels
+        (10, 1)
     """
     if not isinstance(path, (str, Path)):
         raise TypeError(f"weights must be a path to a local file, got {type(path).__name__}")
@@ -238,6 +268,8 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     own = model.state_dict()
+    if adapt:
+        state = _adapt_state(model, own, state)
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     mismatched = [
@@ -259,6 +291,54 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         )
     model.load_state_dict(state, strict=False)
     return model
+
+
+def _adapt_state(
+    model: nn.Module, own: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``state`` with another task's classifier dropped and its input conv adapted.
+
+    Only keys of a single module each: the classifier (output size differs, and
+    the model's output size is its class count) and the first convolution (input
+    channels differ). Whatever else does not fit is left for the caller to report.
+    """
+    from timm.models import adapt_input_conv
+
+    num_classes = getattr(model, "earlyexit_num_classes", None) or _num_classes(model)
+    first_conv = next(
+        (name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None
+    )
+    state = dict(state)
+    dropped = []
+    for key, value in list(state.items()):
+        mine = own.get(key)
+        if mine is None or tuple(value.shape) == tuple(mine.shape) or value.ndim != mine.ndim:
+            continue
+        module = key.rpartition(".")[0]
+        same_but_out = value.shape[1:] == mine.shape[1:] and mine.shape[0] == num_classes
+        same_but_in = (
+            value.ndim == 4
+            and module == first_conv
+            and value.shape[0] == mine.shape[0]
+            and value.shape[2:] == mine.shape[2:]
+        )
+        if same_but_out:
+            for sibling in [k for k in state if k.rpartition(".")[0] == module]:
+                state.pop(sibling)
+                dropped.append(sibling)
+        elif same_but_in:
+            state[key] = adapt_input_conv(mine.shape[1], value, base_chans=value.shape[1])
+    # the classifier's fresh keys are not "missing": the model keeps its own
+    for key in dropped:
+        if key in own:
+            state[key] = own[key]
+    return state
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    """The output size of the model's last linear layer (its class count), if any."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else None
 
 
 def list_backbones(pattern: str | None = None) -> list[str]:

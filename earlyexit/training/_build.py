@@ -79,6 +79,7 @@ def build_model(
     init_from: str | Path | None = None,
     plan: str | Path | None = None,
     backbone_weights: str | Path | None = None,
+    adapt_weights: bool = False,
 ) -> MultiExitModel:
     """Build a multi-exit model from a backbone name, or from a checkpoint and a plan.
 
@@ -93,6 +94,9 @@ def build_model(
         plan: with ``init_from``, a plan JSON whose partitions give the exits.
         backbone_weights: a local state dict loaded into the backbone before it
             is decomposed (nothing is downloaded).
+        adapt_weights: ``backbone_weights`` were trained for another class or
+            input channel count (e.g. ImageNet): the classifier starts fresh and
+            the first convolution is adapted (see :func:`earlyexit.backbones.create`).
 
     Returns:
         The model, in training mode.
@@ -125,6 +129,8 @@ def build_model(
         model = select_exits(model, exits=exits, plan=plan)
         rank_zero_info(f"earlyexit: fine-tuning {init_from} with exits {list(model.exits)}")
         return model.train()
+    if adapt_weights and backbone_weights is None:
+        raise ValueError("adapt_weights needs backbone_weights (the state dict to adapt)")
     if plan is not None:
         raise ValueError("plan needs init_from: the checkpoint of the full-configuration model")
     if num_classes is None:
@@ -132,8 +138,9 @@ def build_model(
     shape = tuple(input_shape) if input_shape is not None else None
     in_chans = int(shape[0]) if shape else 3
     net = backbones.create(
-        backbone, num_classes=num_classes, in_chans=in_chans, weights=backbone_weights
-    )
+        backbone, num_classes=num_classes, in_chans=in_chans, weights=backbone_weights,
+        adapt=adapt_weights,
+    )  # fmt: skip
     if backbone_weights is not None:
         rank_zero_info(f"earlyexit: backbone {backbone} starts from {backbone_weights}")
     return MultiExitModel(

@@ -308,6 +308,9 @@ class RecipeModule(MultiExitModule):
         backbone_weights: a local state dict of the backbone (``.pth``, ``.pt``,
             ``.safetensors``; see :func:`earlyexit.backbones.create`), e.g. your
             own trained model; with ``freeze_backbone: true`` only the exits train.
+        adapt_weights: ``backbone_weights`` were trained for another class or
+            input channel count (e.g. ImageNet weights on Fashion-MNIST): the
+            classifier starts fresh and the first convolution is adapted.
         **kwargs: the :class:`MultiExitModule` arguments.
 
     Raises:
@@ -324,9 +327,11 @@ class RecipeModule(MultiExitModule):
         init_from: str | None = None,
         plan: str | None = None,
         backbone_weights: str | None = None,
+        adapt_weights: bool = False,
         **kwargs: Any,
     ) -> None:
         model = build_model(
-            backbone, num_classes, input_shape, exits, head, init_from, plan, backbone_weights
-        )
+            backbone, num_classes, input_shape, exits, head, init_from, plan, backbone_weights,
+            adapt_weights,
+        )  # fmt: skip
         super().__init__(model, **kwargs)

@@ -112,3 +112,42 @@ def test_vggish_front_end_shapes_and_pitch():
     assert waveform_to_examples(torch.zeros(2, 100), sr).shape == (1, 1, 96, NUM_BANDS)
     with pytest.raises(ValueError):
         waveform_to_examples(torch.zeros(100), 0)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "tv:resnet18", "timm:mobilenetv3_small_050"])
+def test_adapt_loads_another_tasks_weights(name, tmp_path):
+    """ImageNet-style weights (100 classes, RGB) into a 10-class, 1-channel model."""
+    torch.manual_seed(0)
+    src = backbones.create(name, num_classes=100, in_chans=3)
+    path = tmp_path / "src.pt"
+    torch.save(src.state_dict(), path)
+    with pytest.raises(ValueError, match="mis-shaped"):
+        backbones.create(name, num_classes=10, in_chans=1, weights=path)
+    torch.manual_seed(1)
+    fresh = backbones.create(name, num_classes=10, in_chans=1)
+    torch.manual_seed(1)
+    net = backbones.create(name, num_classes=10, in_chans=1, weights=path, adapt=True)
+    theirs, mine, init = src.state_dict(), net.state_dict(), fresh.state_dict()
+    adapted = [k for k in mine if mine[k].shape != theirs[k].shape]
+    # the classifier (weight and bias) keeps its fresh initialization, the first conv is summed
+    heads = [k for k in adapted if mine[k].shape[0] == 10]
+    convs = [k for k in adapted if k not in heads]
+    assert len(heads) == 2 and len(convs) == 1, adapted
+    for k in heads:
+        assert torch.equal(mine[k], init[k])
+    assert torch.allclose(mine[convs[0]], theirs[convs[0]].sum(1, keepdim=True))
+    for k in mine:
+        if k not in adapted:
+            assert torch.equal(mine[k], theirs[k]), k
+    # and the adapted model runs on 1-channel inputs
+    x = torch.rand(2, 1, *net.earlyexit_input_shape[1:])
+    assert net.eval()(x).shape == (2, 10)
+
+
+def test_adapt_still_refuses_another_architecture(tmp_path):
+    path = tmp_path / "r32.pt"
+    torch.save(backbones.create("resnet32", num_classes=100).state_dict(), path)
+    with pytest.raises(ValueError, match="unexpected"):
+        backbones.create("resnet20", num_classes=10, weights=path, adapt=True)
+    with pytest.raises(ValueError, match="adapt=True needs weights"):
+        backbones.create("resnet20", adapt=True)

@@ -298,3 +298,27 @@ def test_evaluate_command_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
     result = json.loads(capsys.readouterr().out)
     assert result["num_samples"] == 200 and result["split"] == "test"
     assert len(result["exit_accuracy"]) == 10 and result["threshold"] is None
+
+
+def test_build_model_adapts_another_tasks_weights(tmp_path: Path) -> None:
+    """RGB, 100-class weights start a 1-channel, 10-class full configuration."""
+    from earlyexit import backbones
+    from earlyexit.training.module import RecipeModule, build_model
+
+    src = backbones.create("resnet20", num_classes=100, in_chans=3)
+    weights = tmp_path / "rgb100.pth"
+    torch.save(src.state_dict(), weights)
+    with pytest.raises(ValueError, match="mis-shaped"):
+        build_model("resnet20", 10, (1, 28, 28), backbone_weights=str(weights))
+    with pytest.raises(ValueError, match="needs backbone_weights"):
+        build_model("resnet20", 10, (1, 28, 28), adapt_weights=True)
+    module = RecipeModule("resnet20", 10, (1, 28, 28), backbone_weights=str(weights),
+                          adapt_weights=True)  # fmt: skip
+    def sig(t: torch.Tensor) -> tuple:
+        return tuple(t.shape), round(float(t.double().sum()), 6)
+
+    theirs = {sig(v) for v in src.state_dict().values() if v.is_floating_point()}
+    mine = [k for k, v in module.model.blocks.state_dict().items() if v.is_floating_point()]
+    changed = [k for k in mine if sig(module.model.blocks.state_dict()[k]) not in theirs]
+    assert len(mine) > 50 and len(changed) == 1, changed  # only the stem conv: adapted to 1 channel
+    assert module.model.num_classes == 10
