@@ -328,36 +328,57 @@ def add_param(
     parser: argparse.ArgumentParser | Any,
     param: Param,
     *flags: str,
+    scale: float = 1.0,
+    unit: str = "",
+    more: str = "",
     **kwargs: Any,
 ) -> argparse.Action:
     """Add an option for ``param`` with the default and help its function declares.
 
     A ``bool`` parameter whose default is ``False`` becomes a ``store_true``
+    flag, one whose default is ``True`` named ``--no-...`` a ``store_false``
     flag; a flag without dashes makes a positional argument (optional if the
-    parameter has a default), named by the flag. Keyword arguments override what the signature gives (``type``,
-    ``choices``, ``metavar``, ``required``; ``default`` only where the command
-    line's default must differ, which the help then says).
+    parameter has a default), named by the flag. Keyword arguments override
+    what the signature gives (``type``, ``choices``, ``metavar``,
+    ``required``; ``default`` only where the command line's default must
+    differ, which the help then says). The value lands in ``args.<name>``.
 
     Args:
         parser: an argparse parser or argument group.
-        param: from :func:`read_signature`.
+        param: from :func:`read_signature` or :func:`read_fields`.
         flags: option strings (default ``--name-with-dashes``).
+        scale: the parameter's value per unit of the command line's
+            (``1e-3``: milliseconds typed, seconds passed on); ``type`` is
+            required with it and the shown default is converted.
+        unit: the command line's unit, said in the help (``"ms"``).
+        more: a sentence the help adds about the command line's form (an
+            example of the syntax, a limit of the parser).
         kwargs: passed on to ``add_argument``.
 
     Returns:
         The argparse action.
 
+    Raises:
+        ValueError: ``scale`` without a ``type``.
+
     Example:
         >>> p = argparse.ArgumentParser()
         >>> _ = add_param(p, Param("rtol", 1e-3, "relative tolerance.", "float"), type=float)
-        >>> p.parse_args([]).rtol, p.parse_args(["--rtol", "0.5"]).rtol
-        (0.001, 0.5)
+        >>> _ = add_param(p, Param("gap_s", 0.0, "idle time.", "float"), "--gap-ms",
+        ...               type=float, scale=1e-3, unit="ms")
+        >>> a = p.parse_args(["--gap-ms", "20"])
+        >>> a.rtol, a.gap_s
+        (0.001, 0.02)
     """
     flags = flags or (f"--{param.name.replace('_', '-')}",)
     positional = not flags[0].startswith("-")
     if not positional:
         kwargs.setdefault("dest", param.name)
-    help_text = kwargs.pop("help", None) or _plain(param.help)
+    help_text = " ".join(t for t in (kwargs.pop("help", None) or _plain(param.help), more) if t)
+    if scale != 1.0:
+        if "type" not in kwargs:
+            raise ValueError(f"add_param({param.name!r}): scale needs a type to convert")
+        kwargs["type"] = _scaled(kwargs["type"], scale)
     default = kwargs.get("default", param.default)
     if positional:
         if default is not MISSING:
@@ -366,11 +387,31 @@ def add_param(
     elif param.default is False and "action" not in kwargs and "type" not in kwargs:
         kwargs["action"] = "store_true"
         kwargs.setdefault("default", False)
+    elif param.default is True and flags[0].startswith("--no-") and "type" not in kwargs:
+        kwargs.setdefault("action", "store_false")
+        kwargs.setdefault("default", True)
+        help_text = f"turn off: {help_text}"
     elif default is MISSING:
         kwargs.setdefault("required", True)
     else:
         kwargs.setdefault("default", default)
         if default is not None and "default:" not in help_text:
-            help_text = f"{help_text} (default: {_show(default)})".strip()
+            shown = _show(default / scale if scale != 1.0 else default)
+            help_text = f"{help_text} (default: {shown}{' ' + unit if unit else ''})".strip()
+    if not positional and "choices" not in kwargs and kwargs.get("action") not in _FLAGS:
+        kwargs.setdefault("metavar", flags[0].lstrip("-").replace("-", "_").upper())
+    if unit and f" {unit})" not in help_text:  # said with the default, else here
+        help_text = f"{help_text} (in {unit})".strip()
     kwargs["help"] = textwrap.shorten(help_text, 400, placeholder=" ...") if help_text else None
     return parser.add_argument(*flags, **kwargs)
+
+
+_FLAGS = ("store_true", "store_false", "count")
+
+
+def _scaled(parse: Callable[[str], Any], scale: float) -> Callable[[str], Any]:
+    def scaled(text: str) -> Any:
+        return parse(text) * scale
+
+    scaled.__name__ = getattr(parse, "__name__", "value")
+    return scaled

@@ -14,13 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from earlyexit._checks import check_bindable, float_range, int_range, zmq_address
+from earlyexit._cliutil import add_fields, name_flags
+from earlyexit._signatures import read_constant, read_fields
 
 __all__ = ["register", "serve_command", "adapt_command", "MAX_HWM"]
 
-MAX_HWM = 1_000_000
-"""The largest ZeroMQ high-water mark ``serve`` takes (messages queued per socket);
-the same as :data:`earlyexit.runtime.options.MAX_HWM` (this module imports no numpy)."""
+_OPTIONS = "earlyexit.runtime.options"
+MAX_HWM: int = read_constant(_OPTIONS, "MAX_HWM")
+"""The largest ZeroMQ high-water mark ``serve`` takes: :data:`earlyexit.runtime.options.MAX_HWM`,
+read from its source (this module imports no numpy)."""
 _MAX_MESSAGE = 2**31 - 1
+# WorkerOptions fields that serve computes from the bundle (every other field is a flag)
+_FROM_BUNDLE = frozenset({"partition", "num_partitions", "tier", "next_tier", "last_block",
+                          "heartbeat_s"})  # fmt: skip
 
 
 def _bundle_dir(text: str) -> str:
@@ -32,8 +38,39 @@ def _bundle_dir(text: str) -> str:
     return text
 
 
+def _shapes() -> dict[str, dict[str, Any]]:
+    """What serve's options need beyond WorkerOptions' own declaration of each field."""
+    bind, connect = zmq_address(bind=True), zmq_address(bind=False)
+    route = {"action": "append", "type": connect, "metavar": "ADDR"}
+    return {
+        "threshold": {"type": float_range(0, 1), "default": None,
+                      "more": "Default: the bundle's threshold."},
+        "result_route": {**route, "flags": ("--results",), "required": True,
+                         "more": "Repeat for link hops."},
+        "next_route": {**route, "flags": ("--next",), "default": None,
+                       "more": "Repeat for link hops."},
+        "bind": {"type": bind, "default": "tcp://127.0.0.1:5555",
+                 "more": "Checked to be free before READY."},
+        "control_bind": {"type": bind},
+        "advertise": {"type": connect},
+        "slowdown": {"type": float_range(0, 1000, lo_open=True)},
+        "max_batch": {"type": int_range(1, 4096)},
+        "batch_timeout_s": {"flags": ("--batch-timeout-ms",), "scale": 1e-3, "unit": "ms",
+                            "type": float_range(0, 60_000)},
+        "hwm": {"type": int_range(1, MAX_HWM)},
+        "max_message_bytes": {"type": int_range(1024, _MAX_MESSAGE),
+                              "more": "At least one sample of the partition's input must fit."},
+        "dead_after_s": {"type": float_range(0, 3600, lo_open=True)},
+    }  # fmt: skip
+
+
 def register(subparsers: Any) -> None:
-    """Add ``serve`` to the ``earlyexit`` command."""
+    """Add ``serve`` to the ``earlyexit`` command.
+
+    Its worker options are the fields of
+    :class:`~earlyexit.runtime.options.WorkerOptions`, read from the source
+    (a new field is a new flag): all but those computed from the bundle.
+    """
     p = subparsers.add_parser(
         "serve",
         help="run one tier's partition of a bundle as a ZeroMQ worker",
@@ -49,47 +86,6 @@ def register(subparsers: Any) -> None:
         "--tier", type=int_range(0, 1000), help="serve the partition the plan places on tier K"
     )
     which.add_argument("--partition", type=int_range(0, 1000), help="serve partition K (0-based)")
-    bind, connect = zmq_address(bind=True), zmq_address(bind=False)
-    p.add_argument(
-        "--bind",
-        type=bind,
-        default="tcp://127.0.0.1:5555",
-        help="input address to bind (checked to be free before READY)",
-    )
-    p.add_argument(
-        "--control-bind",
-        type=bind,
-        default="tcp://127.0.0.1:*",
-        help="address for acks and heartbeats from the next partition",
-    )
-    p.add_argument(
-        "--advertise",
-        type=connect,
-        default=None,
-        help="the control address as upstream reaches it (when binding to *)",
-    )
-    p.add_argument(
-        "--next",
-        type=connect,
-        action="append",
-        default=None,
-        metavar="ADDR",
-        help="route to the next partition's worker (repeat for link hops)",
-    )
-    p.add_argument(
-        "--results",
-        type=connect,
-        action="append",
-        required=True,
-        metavar="ADDR",
-        help="route to the destination's results address (repeat for link hops)",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float_range(0, 1),
-        default=None,
-        help="override the bundle's threshold (in [0, 1])",
-    )
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"))
     p.add_argument(
         "--engine",
@@ -103,40 +99,9 @@ def register(subparsers: Any) -> None:
         default=1,
         help="ONNX Runtime intra-op threads (0: its choice)",
     )
-    p.add_argument(
-        "--slowdown",
-        type=float_range(0, 1000, lo_open=True),
-        default=1.0,
-        help="emulate a slower device: sleep (slowdown-1) x compute time",
-    )
-    p.add_argument(
-        "--max-batch", type=int_range(1, 4096), default=1, help="micro-batch size (messages)"
-    )
-    p.add_argument(
-        "--batch-timeout-ms",
-        type=float_range(0, 60_000),
-        default=0.0,
-        help="how long to wait to fill a micro-batch",
-    )
-    p.add_argument(
-        "--hwm",
-        type=int_range(1, MAX_HWM),
-        default=64,
-        help="ZeroMQ high-water mark (messages queued per socket)",
-    )
-    p.add_argument(
-        "--max-message-bytes",
-        type=int_range(1024, _MAX_MESSAGE),
-        default=None,
-        help="reject larger messages (default 256 MiB; at least one sample of the partition's "
-        "input must fit)",
-    )
-    p.add_argument(
-        "--dead-after",
-        type=float_range(0, 3600, lo_open=True),
-        default=2.0,
-        help="seconds of silence after which the next partition is considered dead",
-    )
+    worker = p.add_argument_group("worker options (earlyexit.runtime.options.WorkerOptions)")
+    fields = add_fields(worker, read_fields(_OPTIONS, "WorkerOptions"), _shapes(), _FROM_BUNDLE)
+    p.set_defaults(worker_fields=fields)
     p.set_defaults(func=serve_command)
     _register_adapt(subparsers)
 
@@ -236,7 +201,6 @@ def serve_command(args: argparse.Namespace) -> int:
     from earlyexit.formats import Manifest
     from earlyexit.runtime._files import check_file
     from earlyexit.runtime.options import WorkerOptions
-    from earlyexit.runtime.wire import MAX_MESSAGE_BYTES
     from earlyexit.runtime.worker import serve_config
 
     manifest = Manifest.load(args.bundle)
@@ -253,15 +217,15 @@ def serve_command(args: argparse.Namespace) -> int:
         if not 0 <= k < len(plan.partitions):
             raise ValueError(f"--partition must be in 0..{len(plan.partitions) - 1}, got {k}")
     last = k == len(plan.partitions) - 1
-    if not last and not args.next:
+    if not last and not args.next_route:
         raise ValueError(
             f"partition {k} is not the last one: give --next (the next worker's route)"
         )
-    if last and args.next:
+    if last and args.next_route:
         raise ValueError(f"partition {k} is the last one: it has no --next")
     shape = tuple(manifest.partitions[k].input_shape) or tuple(manifest.input_shape)
     sample_bytes = 4 * math.prod(int(d) for d in shape[1:] if d is not None) + 1024
-    max_bytes = args.max_message_bytes or MAX_MESSAGE_BYTES
+    max_bytes = args.max_message_bytes
     if max_bytes < sample_bytes:
         raise ValueError(
             f"--max-message-bytes must be in [{sample_bytes}, {_MAX_MESSAGE}] (one sample of "
@@ -282,25 +246,22 @@ def serve_command(args: argparse.Namespace) -> int:
         "intra_op_threads": args.threads,
         "engine": args.engine,
     }
-    options = WorkerOptions(
-        partition=k,
-        num_partitions=len(plan.partitions),
-        threshold=manifest.threshold if args.threshold is None else args.threshold,
-        tier=plan.partitions[k].tier,
-        last_block=plan.partitions[k].last_block,
-        result_route=tuple(args.results),
-        next_route=() if last else tuple(args.next),
-        bind=args.bind,
-        control_bind=args.control_bind,
-        advertise=args.advertise,
-        slowdown=args.slowdown,
-        max_batch=args.max_batch,
-        batch_timeout_s=args.batch_timeout_ms / 1000,
-        hwm=args.hwm,
-        max_message_bytes=max_bytes,
-        dead_after_s=args.dead_after,
-        heartbeat_s=min(0.2, args.dead_after / 4),
-    )
+    given = {name: getattr(args, name) for name in args.worker_fields}
+    given["threshold"] = manifest.threshold if args.threshold is None else args.threshold
+    given["result_route"] = tuple(args.result_route)
+    given["next_route"] = () if last else tuple(args.next_route)
+    try:
+        options = WorkerOptions(
+            **given,
+            partition=k,
+            num_partitions=len(plan.partitions),
+            tier=plan.partitions[k].tier,
+            next_tier=None if last else plan.partitions[k + 1].tier,
+            last_block=plan.partitions[k].last_block,
+            heartbeat_s=min(0.2, args.dead_after_s / 4),
+        )
+    except (TypeError, ValueError) as err:  # a field's own check: said with its flag
+        raise type(err)(name_flags(str(err), args.worker_fields)) from None
     try:
         return serve_config(runner, options)
     except zmq.ZMQError as err:  # an address taken between the check and the bind

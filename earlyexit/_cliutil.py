@@ -1,0 +1,135 @@
+"""What the subcommands' ``_cli`` modules share: repeatable KEY=VALUE pairs, options from fields.
+
+:func:`add_fields` turns the fields of an options dataclass (read from its
+source by :func:`earlyexit._signatures.read_fields`) into options: a field is
+a flag unless the command computes it, typed from its annotation, with the
+default and ``Attributes:`` line the class declares. A new field is a new
+flag, with nothing to write here. Standard library only.
+
+Example:
+    >>> import argparse
+    >>> from earlyexit._signatures import Param
+    >>> p = argparse.ArgumentParser()
+    >>> fields = {"hwm": Param("hwm", 64, "high-water mark.", "int"),
+    ...           "tier": Param("tier", None, "its tier.", "int | None")}
+    >>> add_fields(p, fields, skip={"tier"})
+    {'hwm': '--hwm'}
+    >>> p.parse_args(["--hwm", "9"]).hwm
+    9
+    >>> key_values(["edge=cpu", "2=gpu"], "--device")
+    {'edge': 'cpu', '2': 'gpu'}
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
+
+from earlyexit._checks import float_range, int_range
+from earlyexit._signatures import Param, add_param
+
+__all__ = ["key_values", "field_flag", "field_type", "add_fields", "name_flags"]
+
+
+def key_values(items: Iterable[str], flag: str, form: str = "TIER=DEVICE") -> dict[str, str]:
+    """Repeatable ``KEY=VALUE`` options as a dict (``--device edge=cpu --device 2=gpu``).
+
+    Args:
+        items: the values given (``action="append"``).
+        flag: the option's name, for the error.
+        form: what one value looks like, for the error.
+
+    Returns:
+        Key -> value, both stripped, in order (a repeated key: the last value).
+
+    Raises:
+        ValueError: an item without ``=``, or with an empty key or value.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{flag} expects {form}, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def field_flag(name: str) -> tuple[str, str]:
+    """``(flag, unit)`` of a field: ``dead_after_s`` -> ``("--dead-after", "s")``."""
+    if name.endswith("_s"):
+        return f"--{name[:-2].replace('_', '-')}", "s"
+    return f"--{name.replace('_', '-')}", ""
+
+
+def field_type(param: Param) -> Callable[[str], Any] | None:
+    """The argparse type of a field from its annotation (``None``: a boolean flag).
+
+    Raises:
+        TypeError: an annotation with no command-line form (give the field a shape).
+    """
+    kind = param.annotation.replace(" | None", "").replace("None | ", "").strip()
+    types: dict[str, Callable[[str], Any] | None] = {
+        "int": int_range(), "float": float_range(), "str": str, "bool": None,
+    }  # fmt: skip
+    if kind not in types:
+        raise TypeError(
+            f"field {param.name!r}: no command-line form for {param.annotation!r} "
+            "(one of int, float, str, bool); declare its shape where the command adds its fields"
+        )
+    return types[kind]
+
+
+def add_fields(
+    parser: argparse.ArgumentParser | Any,
+    fields: Mapping[str, Param],
+    shapes: Mapping[str, Mapping[str, Any]] | None = None,
+    skip: Collection[str] = (),
+) -> dict[str, str]:
+    """Add an option for every field of an options class that the command does not compute.
+
+    Args:
+        parser: an argparse parser or argument group.
+        fields: from :func:`~earlyexit._signatures.read_fields`.
+        shapes: per field, what its option needs beyond the field's own
+            declaration: ``flags`` (a tuple; default from :func:`field_flag`)
+            and keyword arguments of :func:`~earlyexit._signatures.add_param`
+            (``type`` with a range, ``action="append"``, a ``default`` the
+            command line needs, ``scale``).
+        skip: the fields the command computes (no option).
+
+    Returns:
+        Field name -> its flag, for the fields given options (``args.<name>``
+        holds each value).
+
+    Raises:
+        TypeError: a field with neither a shape nor an annotation :func:`field_type` knows.
+    """
+    shapes = shapes or {}
+    added: dict[str, str] = {}
+    for name, param in fields.items():
+        if name in skip:
+            continue
+        shape = dict(shapes.get(name, {}))
+        flag, unit = field_flag(name)
+        flags = shape.pop("flags", (flag,))
+        if "type" not in shape and "action" not in shape:
+            kind = field_type(param)
+            if kind is not None:
+                shape["type"] = kind
+        if unit and "scale" not in shape:
+            shape.setdefault("unit", unit)
+        add_param(parser, param, *flags, **shape)
+        added[name] = flags[0]
+    return added
+
+
+def name_flags(text: str, flags: Mapping[str, str]) -> str:
+    """An API error that starts with a parameter's name, said with its flag.
+
+    Example:
+        >>> name_flags("hwm must be an integer", {"hwm": "--hwm"})
+        '--hwm: hwm must be an integer'
+    """
+    head = text.split(" ", 1)[0].rstrip(":")
+    return f"{flags[head]}: {text}" if head in flags else text
