@@ -46,20 +46,19 @@ import numpy as np
 
 from earlyexit.formats import Manifest, Plan, Topology
 from earlyexit.formats.trace import LinkTrace
-from earlyexit.runtime.chain import check_threshold
-from earlyexit.runtime.client import Client, Result
-from earlyexit.runtime.deployment import (
+from earlyexit.runtime._launch import (
     _binder,
     _check_settings,
-    _cleanup,
     _log_folder,
-    _Proc,
-    _Running,
     _spawn_chain,
     _spawn_links,
     _worker_template,
-    route,
 )
+from earlyexit.runtime._procs import _cleanup, _Proc
+from earlyexit.runtime._routing import route
+from earlyexit.runtime.chain import check_threshold
+from earlyexit.runtime.client import Client, Result
+from earlyexit.runtime.deployment import _Running
 from earlyexit.runtime.replan import Replanner, same_configuration
 
 __all__ = [

@@ -22,91 +22,32 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import math
 import os
-import select
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
-import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from earlyexit.formats import Manifest, Topology
+from earlyexit.runtime._launch import (
+    _binder,
+    _check_settings,
+    _log_folder,
+    _spawn_chain,
+    _spawn_links,
+    _worker_template,
+)
+from earlyexit.runtime._procs import _cleanup, _Proc
+from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
-from earlyexit.runtime.options import MAX_MESSAGE_BYTES, WorkerOptions
+from earlyexit.runtime.options import MAX_MESSAGE_BYTES
 
 __all__ = ["Deployment", "deploy", "route"]
-
-_LOOPBACK = "tcp://127.0.0.1:*"
-_PKG_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def route(
-    a: int, b: int, endpoint: str, up: Sequence[str] = (), down: Sequence[str] = ()
-) -> list[str]:
-    """The addresses a message visits from tier ``a`` to an endpoint on tier ``b``.
-
-    Args:
-        a, b: tiers.
-        endpoint: the receiving socket's address.
-        up, down: ``up[j]`` / ``down[j]`` is the address of link ``j`` in the
-            direction of higher / lower tiers; empty when links are not emulated.
-
-    Returns:
-        The route, ending with ``endpoint``.
-
-    Example:
-        >>> route(0, 2, "E", up=["u0", "u1"], down=["d0", "d1"])
-        ['u0', 'u1', 'E']
-        >>> route(2, 0, "E", up=["u0", "u1"], down=["d0", "d1"])
-        ['d1', 'd0', 'E']
-    """
-    if a == b or not (up or down):
-        return [endpoint]
-    if a < b:
-        return [up[j] for j in range(a, b)] + [endpoint]
-    return [down[j] for j in range(a - 1, b - 1, -1)] + [endpoint]
-
-
-@dataclass
-class _Proc:
-    role: str
-    popen: subprocess.Popen
-    log_path: Path
-    info: dict[str, Any] = field(default_factory=dict)
-    final_log: str | None = None  # the log's text, kept when its file is removed
-
-    def log_text(self) -> str:
-        if self.final_log is not None:
-            return self.final_log
-        return self.log_path.read_text(errors="replace")
-
-
-def _terminate(procs: list[_Proc], timeout_s: float = 3.0) -> None:
-    for p in procs:
-        if p.popen.poll() is None:
-            p.popen.send_signal(signal.SIGTERM)
-            p.popen.send_signal(signal.SIGCONT)  # a paused worker must run to stop
-    deadline = time.monotonic() + timeout_s
-    for p in procs:
-        try:
-            p.popen.wait(max(0.05, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.popen.kill()
-            p.popen.wait(2.0)
-        if p.popen.stdout:
-            p.popen.stdout.close()
 
 
 _R = TypeVar("_R", bound="_Running")
@@ -222,241 +163,6 @@ class Deployment(_Running):
             return [self.client.infer(xi, timeout_s) for xi in x]
         ids = self.client.submit(x)
         return self.client.gather(ids, timeout_s)
-
-
-def _cleanup(client: Client, procs: list[_Proc], remove_dir: Path | None = None) -> None:
-    try:
-        client.close()
-    finally:
-        try:
-            _terminate(procs)
-        finally:
-            if remove_dir is not None:
-                for p in procs:  # log() still answers after close
-                    try:
-                        p.final_log = p.log_path.read_text(errors="replace")
-                    except OSError:
-                        p.final_log = ""
-                shutil.rmtree(remove_dir, ignore_errors=True)
-
-
-def _set_niceness(niceness: int) -> None:
-    """In a child before exec: take this niceness if allowed (else keep the inherited one)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, niceness)
-    except OSError:
-        pass
-
-
-def _spawn(
-    role: str,
-    module: str,
-    args: list[str],
-    log_dir: Path,
-    procs: list[_Proc],
-    timeout_s: float,
-    niceness: int | None = None,
-) -> _Proc:
-    log_path = log_dir / f"{role}.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = _PKG_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(var, "1")
-    with open(log_path, "wb") as log_fh:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            stdout=subprocess.PIPE,
-            stderr=log_fh,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            preexec_fn=None if niceness is None else functools.partial(_set_niceness, niceness),
-        )
-    proc = _Proc(role, popen, log_path)
-    procs.append(proc)
-    assert popen.stdout is not None  # internal: stdout=PIPE above
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if popen.poll() is not None or left <= 0:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            what = "exited" if popen.poll() is not None else f"was not ready within {timeout_s:g} s"
-            raise RuntimeError(f"{role} {what}; its log ({log_path}):\n{tail}")
-        ready, _, _ = select.select([popen.stdout], [], [], min(left, 0.2))
-        if ready:
-            ch = os.read(popen.stdout.fileno(), 1)
-            if not ch:
-                continue
-            line += ch
-    text = line.decode(errors="replace").strip()
-    if not text.startswith("READY "):
-        raise RuntimeError(f"{role} printed {text[:200]!r} instead of READY")
-    proc.info = json.loads(text[len("READY ") :])
-    return proc
-
-
-def _worker_template(
-    threshold: float, max_batch: Any, batch_timeout_s: Any, hwm: Any, heartbeat_s: Any,
-    dead_after_s: Any, max_message_bytes: Any,
-) -> WorkerOptions:  # fmt: skip
-    """The settings every worker of a deployment shares, checked before any process starts.
-
-    The routes are placeholders; each partition's are filled in with ``dataclasses.replace``.
-    """
-    return WorkerOptions(
-        partition=0,
-        num_partitions=1,
-        threshold=threshold,
-        result_route=("ipc://unset",),
-        max_batch=max_batch,
-        batch_timeout_s=batch_timeout_s,
-        hwm=hwm,
-        heartbeat_s=heartbeat_s,
-        dead_after_s=dead_after_s,
-        max_message_bytes=max_message_bytes,
-    )
-
-
-def _check_settings(start_timeout_s: Any, precision: Any, niceness: Any) -> None:
-    """Refuse, before any process starts, the settings of the deployment itself."""
-    ok = isinstance(start_timeout_s, (int, float)) and not isinstance(start_timeout_s, bool)
-    if not ok or not math.isfinite(start_timeout_s) or start_timeout_s <= 0:
-        raise ValueError(
-            f"start_timeout_s must be a finite number of seconds > 0, got {start_timeout_s!r}"
-        )
-    if precision not in ("fp32", "int8", "fp16"):
-        raise ValueError(f"precision must be fp32, int8 or fp16, got {precision!r}")
-    n = niceness
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not -20 <= n <= 19):
-        raise ValueError(f"niceness must be None or an integer in [-20, 19], got {n!r}")
-
-
-def _log_folder(
-    log_dir: str | os.PathLike[str] | None, keep_logs: bool, prefix: str
-) -> tuple[Path, Path | None]:
-    """The folder of the process logs and sockets, and the one to remove on close (or None)."""
-    if log_dir:
-        path = Path(log_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path, None
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    return path, None if keep_logs else path
-
-
-def _binder(log_path: Path, transport: str) -> Callable[[str], str]:
-    """``name -> bind address``: a Unix socket in ``log_path`` for ``ipc``, else loopback TCP."""
-
-    def bind(name: str) -> str:  # Unix socket paths are limited to about 100 bytes
-        path = f"{log_path.resolve()}/{name}.sock"
-        return f"ipc://{path}" if transport == "ipc" and len(path) < 100 else _LOOPBACK
-
-    return bind
-
-
-def _spawn_links(
-    topo: Topology,
-    bind: Callable[[str], str],
-    log_path: Path,
-    procs: list[_Proc],
-    start_timeout_s: float,
-    niceness: int | None,
-    trace: Any = None,
-    epoch: float | None = None,
-) -> tuple[list[str], list[str]]:
-    """Start one process per link of ``topo`` (both directions); their up and down addresses.
-
-    ``trace`` (a LinkTrace) makes its link follow it from ``epoch`` (``time.monotonic()``).
-    """
-    up: list[str] = []
-    down: list[str] = []
-    for j, lk in enumerate(topo.links):
-        traced = trace is not None and trace.link == j
-        spec = [
-            {
-                "bind": bind(f"link{j}-{d}"),
-                "bandwidth_mbps": lk.bandwidth_mbps,
-                "propagation_ms": lk.propagation_ms,
-                "mtu_bytes": topo.mtu_bytes,
-                "name": f"link{j}-{d}",
-                **({"trace": trace.to_dict(), "epoch": epoch} if traced else {}),
-            }
-            for d in ("up", "down")
-        ]
-        p = _spawn(
-            f"link{j}",
-            "earlyexit.runtime.link",
-            ["--spec", json.dumps(spec)],
-            log_path,
-            procs,
-            start_timeout_s,
-            niceness,
-        )
-        up.append(p.info["addresses"][0])
-        down.append(p.info["addresses"][1])
-    return up, down
-
-
-def _spawn_chain(
-    specs: Sequence[dict[str, Any]],
-    tiers: Sequence[int],
-    blocks: Sequence[int | None],
-    threshold: float,
-    template: WorkerOptions,
-    results_address: str,
-    destination: int,
-    up: Sequence[str],
-    down: Sequence[str],
-    bind: Callable[[str], str],
-    slow: Callable[[int], float],
-    log_path: Path,
-    procs: list[_Proc],
-    start_timeout_s: float,
-    niceness: int | None,
-    prefix: str = "",
-    measure_links: bool = False,
-) -> tuple[list[_Proc], str]:
-    """Start one plan's workers, last partition first; returns them and the first one's input.
-
-    Each worker's routes go over the emulated links ``up``/``down`` (empty: direct),
-    its results to ``results_address`` on tier ``destination``; ``prefix`` names
-    its sockets and logs apart from another chain's. With ``measure_links`` each
-    worker knows its next partition's tier, so that it probes that link and
-    reports its estimate (adaptive deployments; a plain deployment sends no probes).
-    """
-    n = len(specs)
-    workers: list[_Proc] = []
-    next_input: str | None = None
-    for k in range(n - 1, -1, -1):
-        options = dataclasses.replace(
-            template,
-            partition=k,
-            num_partitions=n,
-            threshold=threshold,
-            tier=tiers[k],
-            next_tier=None if k == n - 1 or not measure_links else tiers[k + 1],
-            last_block=blocks[k],
-            result_route=tuple(route(tiers[k], destination, results_address, up, down)),
-            next_route=()
-            if next_input is None
-            else tuple(route(tiers[k], tiers[k + 1], next_input, up, down)),
-            bind=bind(f"{prefix}worker{k}"),
-            control_bind=bind(f"{prefix}worker{k}-control"),
-            slowdown=slow(tiers[k]),
-        )
-        config = {"runner": specs[k], "options": options.to_dict()}
-        p = _spawn(
-            f"{prefix}worker{k}",
-            "earlyexit.runtime.worker",
-            ["--config", json.dumps(config)],
-            log_path,
-            procs,
-            start_timeout_s,
-            niceness,
-        )
-        workers.insert(0, p)
-        next_input = p.info["input"]
-    assert next_input is not None  # internal: at least one partition
-    return workers, next_input
 
 
 def deploy(

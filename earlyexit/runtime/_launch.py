@@ -1,0 +1,199 @@
+"""Starting a deployment's pieces on this host: settings, log folder, addresses, links, workers.
+
+Shared by :func:`~earlyexit.runtime.deployment.deploy` and
+:func:`~earlyexit.runtime.adaptive.deploy_switchable`: both check their
+settings, pick a folder for logs and Unix sockets, start one relay process per
+emulated link and one worker process per partition, wired along
+:func:`~earlyexit.runtime.deployment.route`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from earlyexit.formats import Topology
+from earlyexit.runtime._procs import _Proc, _spawn
+from earlyexit.runtime._routing import route
+from earlyexit.runtime.options import WorkerOptions
+
+__all__ = [
+    "_binder",
+    "_check_settings",
+    "_log_folder",
+    "_spawn_chain",
+    "_spawn_links",
+    "_worker_template",
+]
+
+_LOOPBACK = "tcp://127.0.0.1:*"
+
+
+def _worker_template(
+    threshold: float, max_batch: Any, batch_timeout_s: Any, hwm: Any, heartbeat_s: Any,
+    dead_after_s: Any, max_message_bytes: Any,
+) -> WorkerOptions:  # fmt: skip
+    """The settings every worker of a deployment shares, checked before any process starts.
+
+    The routes are placeholders; each partition's are filled in with ``dataclasses.replace``.
+    """
+    return WorkerOptions(
+        partition=0,
+        num_partitions=1,
+        threshold=threshold,
+        result_route=("ipc://unset",),
+        max_batch=max_batch,
+        batch_timeout_s=batch_timeout_s,
+        hwm=hwm,
+        heartbeat_s=heartbeat_s,
+        dead_after_s=dead_after_s,
+        max_message_bytes=max_message_bytes,
+    )
+
+
+def _check_settings(start_timeout_s: Any, precision: Any, niceness: Any) -> None:
+    """Refuse, before any process starts, the settings of the deployment itself."""
+    ok = isinstance(start_timeout_s, (int, float)) and not isinstance(start_timeout_s, bool)
+    if not ok or not math.isfinite(start_timeout_s) or start_timeout_s <= 0:
+        raise ValueError(
+            f"start_timeout_s must be a finite number of seconds > 0, got {start_timeout_s!r}"
+        )
+    if precision not in ("fp32", "int8", "fp16"):
+        raise ValueError(f"precision must be fp32, int8 or fp16, got {precision!r}")
+    n = niceness
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not -20 <= n <= 19):
+        raise ValueError(f"niceness must be None or an integer in [-20, 19], got {n!r}")
+
+
+def _log_folder(
+    log_dir: str | os.PathLike[str] | None, keep_logs: bool, prefix: str
+) -> tuple[Path, Path | None]:
+    """The folder of the process logs and sockets, and the one to remove on close (or None)."""
+    if log_dir:
+        path = Path(log_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path, None
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    return path, None if keep_logs else path
+
+
+def _binder(log_path: Path, transport: str) -> Callable[[str], str]:
+    """``name -> bind address``: a Unix socket in ``log_path`` for ``ipc``, else loopback TCP."""
+
+    def bind(name: str) -> str:  # Unix socket paths are limited to about 100 bytes
+        path = f"{log_path.resolve()}/{name}.sock"
+        return f"ipc://{path}" if transport == "ipc" and len(path) < 100 else _LOOPBACK
+
+    return bind
+
+
+def _spawn_links(
+    topo: Topology,
+    bind: Callable[[str], str],
+    log_path: Path,
+    procs: list[_Proc],
+    start_timeout_s: float,
+    niceness: int | None,
+    trace: Any = None,
+    epoch: float | None = None,
+) -> tuple[list[str], list[str]]:
+    """Start one process per link of ``topo`` (both directions); their up and down addresses.
+
+    ``trace`` (a LinkTrace) makes its link follow it from ``epoch`` (``time.monotonic()``).
+    """
+    up: list[str] = []
+    down: list[str] = []
+    for j, lk in enumerate(topo.links):
+        traced = trace is not None and trace.link == j
+        spec = [
+            {
+                "bind": bind(f"link{j}-{d}"),
+                "bandwidth_mbps": lk.bandwidth_mbps,
+                "propagation_ms": lk.propagation_ms,
+                "mtu_bytes": topo.mtu_bytes,
+                "name": f"link{j}-{d}",
+                **({"trace": trace.to_dict(), "epoch": epoch} if traced else {}),
+            }
+            for d in ("up", "down")
+        ]
+        p = _spawn(
+            f"link{j}",
+            "earlyexit.runtime.link",
+            ["--spec", json.dumps(spec)],
+            log_path,
+            procs,
+            start_timeout_s,
+            niceness,
+        )
+        up.append(p.info["addresses"][0])
+        down.append(p.info["addresses"][1])
+    return up, down
+
+
+def _spawn_chain(
+    specs: Sequence[dict[str, Any]],
+    tiers: Sequence[int],
+    blocks: Sequence[int | None],
+    threshold: float,
+    template: WorkerOptions,
+    results_address: str,
+    destination: int,
+    up: Sequence[str],
+    down: Sequence[str],
+    bind: Callable[[str], str],
+    slow: Callable[[int], float],
+    log_path: Path,
+    procs: list[_Proc],
+    start_timeout_s: float,
+    niceness: int | None,
+    prefix: str = "",
+    measure_links: bool = False,
+) -> tuple[list[_Proc], str]:
+    """Start one plan's workers, last partition first; returns them and the first one's input.
+
+    Each worker's routes go over the emulated links ``up``/``down`` (empty: direct),
+    its results to ``results_address`` on tier ``destination``; ``prefix`` names
+    its sockets and logs apart from another chain's. With ``measure_links`` each
+    worker knows its next partition's tier, so that it probes that link and
+    reports its estimate (adaptive deployments; a plain deployment sends no probes).
+    """
+    n = len(specs)
+    workers: list[_Proc] = []
+    next_input: str | None = None
+    for k in range(n - 1, -1, -1):
+        options = dataclasses.replace(
+            template,
+            partition=k,
+            num_partitions=n,
+            threshold=threshold,
+            tier=tiers[k],
+            next_tier=None if k == n - 1 or not measure_links else tiers[k + 1],
+            last_block=blocks[k],
+            result_route=tuple(route(tiers[k], destination, results_address, up, down)),
+            next_route=()
+            if next_input is None
+            else tuple(route(tiers[k], tiers[k + 1], next_input, up, down)),
+            bind=bind(f"{prefix}worker{k}"),
+            control_bind=bind(f"{prefix}worker{k}-control"),
+            slowdown=slow(tiers[k]),
+        )
+        config = {"runner": specs[k], "options": options.to_dict()}
+        p = _spawn(
+            f"{prefix}worker{k}",
+            "earlyexit.runtime.worker",
+            ["--config", json.dumps(config)],
+            log_path,
+            procs,
+            start_timeout_s,
+            niceness,
+        )
+        workers.insert(0, p)
+        next_input = p.info["input"]
+    assert next_input is not None  # internal: at least one partition
+    return workers, next_input
