@@ -18,7 +18,6 @@ Everything lands in ``DIR/`` with a ``report.md`` that links it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -175,8 +174,7 @@ def _run_demo(
     import numpy as np
 
     import earlyexit
-    from earlyexit._demo_report import markdown, plan_text, speedup_text, speedups, validation_text
-    from earlyexit.formats import atomic_write_text
+    from earlyexit._demo_report import speedups, write_report
     from earlyexit.planner import baselines, pareto
     from earlyexit.plotting import plot_deployment, plot_pareto, plot_profile
 
@@ -307,13 +305,7 @@ def _run_demo(
     }
     report["speedup"] = speedups(report)
     report["wall_time_s"] = steps.finish()
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
-    atomic_write_text(out / "report.md", markdown(report, best, base))
-    if not steps.quiet:
-        print(plan_text(best, base))
-        print(validation_text(validation))
-        print(speedup_text(report))
-        print(f"wrote {out}/report.md in {report['wall_time_s']:.0f} s")
+    write_report(out, report, best, base, echo=not steps.quiet)
     return report
 
 

@@ -6,9 +6,17 @@ this module turns them into the text the demo prints and the markdown it writes.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["speedups", "speedup_text", "plan_text", "validation_text", "markdown"]
+from earlyexit.formats import atomic_write_text
+
+if TYPE_CHECKING:
+    from earlyexit.formats import Plan
+
+__all__ = ["speedups", "speedup_text", "plan_text", "validation_text", "markdown", "write_report"]
 
 
 def speedups(report: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +39,14 @@ def speedups(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def speedup_text(report: dict[str, Any]) -> str:
+    """The measured latency and accuracy of the plan and each baseline, and the speed-ups.
+
+    Args:
+        report: the report with ``speedup`` filled in (:func:`speedups`).
+
+    Returns:
+        The lines, joined.
+    """
     s = report["speedup"]
     v = report["validation"]["measured"]
     lines = ["measured over the same samples (mean latency, accuracy):",
@@ -44,7 +60,16 @@ def speedup_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plan_text(best, base) -> str:
+def plan_text(best: Plan, base: Mapping[str, Plan]) -> str:
+    """The plan's partitions and exit fractions, and its estimated speed-up over each baseline.
+
+    Args:
+        best: the plan.
+        base: the baselines' plans, by name.
+
+    Returns:
+        The lines, joined.
+    """
     lines = [f"plan: threshold {best.threshold:.1f}, estimated {1e3 * best.estimate.latency_s:.1f} ms, "
              f"accuracy {100 * best.estimate.accuracy:.2f}%"]  # fmt: skip
     for part, frac in zip(best.partitions, best.estimate.exit_fractions, strict=True):
@@ -61,6 +86,14 @@ def plan_text(best, base) -> str:
 
 
 def validation_text(v: dict[str, Any]) -> str:
+    """The deployment's measured latency, accuracy and exit fractions against each estimator.
+
+    Args:
+        v: the report's ``validation`` entry.
+
+    Returns:
+        The lines, joined.
+    """
     m = v["measured"]
     lines = [
         f"deployment of the plan, {v['samples']} test samples one at a time (measured vs estimated):",
@@ -79,7 +112,17 @@ def validation_text(v: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: dict[str, Any], best, base) -> str:
+def markdown(report: dict[str, Any], best: Plan, base: Mapping[str, Plan]) -> str:
+    """``report.md``: the plan, the deployment against the estimates, links to the files and plots.
+
+    Args:
+        report: the complete report (``speedup`` and ``wall_time_s`` included).
+        best: the plan.
+        base: the baselines' plans, by name.
+
+    Returns:
+        The markdown text.
+    """
     topo = report["topology"]
     return f"""# earlyexit demo report
 
@@ -125,3 +168,24 @@ then each baseline ran the same samples the same way.
 
 Wall time of the demo: {report["wall_time_s"]:.0f} s.
 """
+
+
+def write_report(
+    out: Path, report: dict[str, Any], best: Plan, base: Mapping[str, Plan], echo: bool = True
+) -> None:
+    """Write ``report.json`` and ``report.md`` into ``out``; print the figures with ``echo``.
+
+    Args:
+        out: the demo's output directory.
+        report: the figures, complete (``speedup`` and ``wall_time_s`` included).
+        best: the plan deployed.
+        base: the baselines' plans, by name.
+        echo: also print the plan, the deployment and the speed-ups.
+    """
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "report.md", markdown(report, best, base))
+    if echo:
+        print(plan_text(best, base))
+        print(validation_text(report["validation"]))
+        print(speedup_text(report))
+        print(f"wrote {out}/report.md in {report['wall_time_s']:.0f} s")
