@@ -77,6 +77,25 @@ def _latency(
     return lat
 
 
+def _moments(p: np.ndarray, t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SCV of the service t1 w.p. p, else t2 (element by element)."""
+    mean = p * t1 + (1.0 - p) * t2
+    m2 = p * t1**2 + (1.0 - p) * t2**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scv = np.where(
+            mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
+        )
+    return mean, scv
+
+
+def _wait(rate: np.ndarray, mean: np.ndarray, lo: np.ndarray, num: np.ndarray) -> np.ndarray:
+    """Mean wait in queue by Little's law, N / (rate (1 - L)) - E[S], 0 where idle."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        carried = rate * (1.0 - lo)
+        wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf) - mean
+    return np.where(rate * mean > 0, np.maximum(wq, 0.0), 0.0)
+
+
 _EXACT_BOUND_STATIONS = 6000  # the exact queue model: stations the bounds solve per search
 
 
@@ -122,12 +141,7 @@ def _tier_bounds(
         f = reach if (k == 0 and w == cm.source) else np.maximum(reach - eps1, 0.0)
         f = np.where(good, f, 0.0)
         rate = lam * f
-        mean = p_exit * t_exit + (1.0 - p_exit) * t_fwd
-        m2 = p_exit * t_exit**2 + (1.0 - p_exit) * t_fwd**2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scv = np.where(
-                mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
-            )
+        mean, scv = _moments(p_exit, t_exit, t_fwd)
         rho = rate * mean
         if model == "approx":
             lo, num = approx_many(rho, scv, k_cap)
@@ -147,10 +161,7 @@ def _tier_bounds(
             vals = np.array([cache[kk] for kk in keys]).reshape(-1, 2)
             lo[live] = vals[inv.ravel(), 0]
             num[live] = vals[inv.ravel(), 1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            carried = rate * (1.0 - lo)
-            wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf) - mean
-        wq = np.where(rho > 0, np.maximum(wq, 0.0), 0.0)
+        wq = _wait(rate, mean, lo, num)
         loss_lb += f * lo
         wait_lb += np.where(reach > 0, reach * wq, 0.0)
         prev = c
@@ -209,18 +220,11 @@ def _wait_table(
         rate = lam * f
         both = []
         for p_exit in (p_mid, np.ones_like(p_mid)):
-            mean = np.where(nested, p_exit * t_exit + (1.0 - p_exit) * t_fwd, t_min)
-            m2 = np.where(nested, p_exit * t_exit**2 + (1.0 - p_exit) * t_fwd**2, t_min**2)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scv = np.where(
-                    mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
-                )
-            rho = rate * mean
-            lo, num = approx_many(rho, scv, k_cap)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                carried = rate * (1.0 - lo)
-                wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf)
-            wq = np.where(rho > 0, np.maximum(wq - mean, 0.0), 0.0) * per
+            mean, scv = _moments(p_exit, t_exit, t_fwd)
+            # ER not nested: a constant service at the shorter time (scv 0) bounds it
+            mean, scv = np.where(nested, mean, t_min), np.where(nested, scv, 0.0)
+            lo, num = approx_many(rate * mean, scv, k_cap)
+            wq = _wait(rate, mean, lo, num) * per
             tab = np.where(f * lo > eps1 * (1 + 1e-9) + _LOSS_ATOL, np.inf, wq)
             both.append(np.where(pos, tab, 0.0))
         low = np.minimum(both[0], both[1])
