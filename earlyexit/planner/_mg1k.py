@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ __all__ = [
     "mg1k_approx",
     "approx_many",
     "mm1k",
+    "largest_ok",
 ]
 
 DEFAULT_QUEUE_CAPACITY = 50
@@ -231,3 +233,36 @@ def mm1k(rho: float, capacity: int) -> tuple[float, float]:
     p = np.array([rho**n for n in range(k + 1)], dtype=np.float64)
     p /= p.sum()
     return float(p[k]), float(np.dot(np.arange(k + 1), p))
+
+
+def largest_ok(
+    ok: Callable[[float], bool], start: float, limit: float, *, rel_tol: float = 0.0,
+    iters: int = 100,
+) -> float:  # fmt: skip
+    """The largest load x >= 0 with ``ok(x)``, for ``ok`` true up to some x and false beyond.
+
+    Doubles from ``start`` until ``ok`` fails, then bisects (at most ``iters`` halvings,
+    stopping once the bracket is within ``rel_tol`` of its top). Used for a station's
+    highest utilization and a plan's highest arrival rate under a loss bound.
+
+    Returns:
+        The bracket's feasible end, ``inf`` when ``ok`` still holds past ``limit``.
+
+    Example:
+        >>> largest_ok(lambda x: x <= 3.0, 1.0, 1e9)
+        3.0
+    """
+    lo, hi = 0.0, start
+    while ok(hi):
+        lo, hi = hi, hi * 2.0
+        if hi > limit:
+            return math.inf
+    for _ in range(iters):
+        if hi - lo <= rel_tol * hi:
+            break
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from earlyexit.formats import Plan
+from earlyexit.planner._mg1k import largest_ok
 from earlyexit.planner.estimators import exit_fractions
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import LoadEstimate, check_load_args, load_of_configuration
@@ -110,15 +111,5 @@ def _capacity_of(
     busiest = max((st.service_mean_s * st.arrival_rate for st in probe.stations), default=0.0)
     if busiest <= 0:
         return math.inf
-    lo, hi = 0.0, 1.0 / busiest  # utilization 1 at the busiest station
-    while loss(hi) <= eps:
-        lo, hi = hi, hi * 2.0
-        if hi > 1e15:  # pragma: no cover - losses grow without bound with lambda
-            return math.inf
-    while hi - lo > rel_tol * hi:
-        mid = 0.5 * (lo + hi)
-        if loss(mid) <= eps:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    # from utilization 1 at the busiest station (losses grow without bound with lambda)
+    return largest_ok(lambda lam: loss(lam) <= eps, 1.0 / busiest, 1e15, rel_tol=rel_tol, iters=200)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from earlyexit.planner._mg1k import largest_ok
 from earlyexit.planner.queueing import _approx_scalar, _station_metrics, check_load_args
 
 __all__ = ["ExitSchedule", "lp_schedule", "knapsack_budget", "knapsack_exit", "max_utilization"]
@@ -83,18 +84,7 @@ def max_utilization(scv: float, max_loss: float, queue_capacity: int) -> float:
         >>> round(max_utilization(1.0, 0.25, 3), 6)  # M/M/1/3 at rho = 1 loses 1/4
         1.0
     """
-    lo, hi = 0.0, 1.0
-    while _approx_scalar(hi, scv, queue_capacity)[0] <= max_loss:
-        lo, hi = hi, hi * 2.0
-        if hi > 1e9:
-            return math.inf
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if _approx_scalar(mid, scv, queue_capacity)[0] <= max_loss:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return largest_ok(lambda rho: _approx_scalar(rho, scv, queue_capacity)[0] <= max_loss, 1.0, 1e9)
 
 
 def _pair_losses(t2: np.ndarray, q: np.ndarray, lam: float, k: int, model: str) -> np.ndarray:
