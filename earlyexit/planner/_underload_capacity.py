@@ -21,14 +21,22 @@ from earlyexit.planner.space import SearchSpace
 __all__ = ["capacity", "explain_infeasible"]
 
 
+def _unloaded(
+    cm: CostModel, threshold: float, cuts: tuple[int, ...], d: tuple[int, ...], estimator: str
+) -> tuple[list[float], list[float], float, float]:
+    """E_k, S_k, Lat and accuracy of one configuration without load."""
+    e, s, acc = exit_fractions(cm.profile, threshold, cuts, estimator)
+    lat, _ = cm.latency(cuts, d, e, s)
+    return e, s, lat, acc
+
+
 def _evaluate(
     cm: CostModel, estimator: str, t_i: int, cuts: tuple[int, ...], d: tuple[int, ...],
     lam: float, k_cap: int, model: str,
-) -> LoadEstimate:  # fmt: skip
-    thr = float(cm.thresholds[t_i])
-    e, s, _acc = exit_fractions(cm.profile, thr, cuts, estimator)
-    lat, _ = cm.latency(cuts, d, e, s)
-    return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, model)
+) -> tuple[LoadEstimate, float]:  # fmt: skip
+    """One configuration (threshold index ``t_i``) under load, and its accuracy."""
+    e, s, lat, acc = _unloaded(cm, float(cm.thresholds[t_i]), cuts, d, estimator)
+    return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, model), float(acc)
 
 
 def explain_infeasible(
@@ -48,14 +56,13 @@ def explain_infeasible(
     if not base:
         return ""
     c0 = base[0]
-    le = _evaluate(cm, estimator, c0.threshold_index, c0.cuts, c0.tiers, lam, k_cap, model)
+    le, _ = _evaluate(cm, estimator, c0.threshold_index, c0.cuts, c0.tiers, lam, k_cap, model)
     out = (
         f"today's plan (T={c0.threshold:g}, P={list(c0.cuts)}, D={list(c0.tiers)}) loses "
         f"{le.loss_ratio:.3g} of the samples at {lam:g}/s"
     )
     if max_loss is not None and 0 < max_loss < 1:
-        e, s, _ = exit_fractions(cm.profile, c0.threshold, c0.cuts, estimator)
-        lat, _ = cm.latency(c0.cuts, c0.tiers, e, s)
+        e, s, lat, _ = _unloaded(cm, c0.threshold, c0.cuts, c0.tiers, estimator)
         cap = _capacity_of(cm, c0.cuts, c0.tiers, e, s, lat, max_loss, k_cap, model)
         out += f" and sustains at most {cap:.4g}/s with loss ratio <= {max_loss:g}"
     return out
@@ -93,8 +100,7 @@ def capacity(
     check_load_args(1.0, queue_capacity, queue_model)
     k_cap = check_load_args(1.0, queue_capacity, queue_model)[1]
     cuts, d = tuple(plan.cut_points), tuple(plan.tier_indices)
-    e, s, _ = exit_fractions(cm.profile, plan.threshold, cuts, plan.estimator)
-    lat, _ = cm.latency(cuts, d, e, s)
+    e, s, lat, _ = _unloaded(cm, plan.threshold, cuts, d, plan.estimator)
     return _capacity_of(cm, cuts, d, e, s, lat, eps, k_cap, queue_model, rel_tol)
 
 

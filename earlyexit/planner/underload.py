@@ -50,9 +50,8 @@ from earlyexit.planner._underload_bounds import (
 )
 from earlyexit.planner._underload_capacity import _evaluate, capacity
 from earlyexit.planner._underload_capacity import explain_infeasible as explain_infeasible
-from earlyexit.planner.estimators import exit_fractions
 from earlyexit.planner.latency import CostModel
-from earlyexit.planner.queueing import LoadEstimate, check_load_args, load_of_configuration
+from earlyexit.planner.queueing import LoadEstimate, check_load_args
 from earlyexit.planner.search import Candidate, search
 from earlyexit.planner.space import SearchSpace
 
@@ -125,11 +124,7 @@ def _fast_under_load(
 
     def ev(key: tuple, t_pos: int) -> tuple[LoadEstimate, float]:
         _n, d, cuts, _thr = key
-        t_i = int(space.t_idx[t_pos])
-        e, s, acc = exit_fractions(cm.profile, float(cm.thresholds[t_i]), cuts, "portend")
-        lat, _ = cm.latency(cuts, d, e, s)
-        le = load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, "approx")
-        return le, float(acc)
+        return _evaluate(cm, "portend", int(space.t_idx[t_pos]), cuts, d, lam, k_cap, "approx")
 
     def ok(le: LoadEstimate) -> bool:
         return le.loss_ratio <= eps + _LOSS_ATOL and math.isfinite(le.latency_s)
@@ -231,7 +226,7 @@ def search_under_load(
     base = search(cm, space, estimator, objective, bound) if objective == "min_latency" else []
     if base:
         c0 = base[0]
-        le0 = _evaluate(cm, estimator, c0.threshold_index, c0.cuts, c0.tiers, lam, k_cap, model)
+        le0, _ = _evaluate(cm, estimator, c0.threshold_index, c0.cuts, c0.tiers, lam, k_cap, model)
         if ok(le0):
             inc = le0.latency_s
     # 2. every configuration's Lat and accuracy; keep the ones that may win
@@ -289,7 +284,7 @@ def search_under_load(
         n_eval += 1
         if n_eval > MAX_EVALUATIONS:
             raise ValueError(_too_many())
-        le = _evaluate(cm, estimator, int(space.t_idx[t_pos]), cuts_t, d, lam, k_cap, model)
+        le, _ = _evaluate(cm, estimator, int(space.t_idx[t_pos]), cuts_t, d, lam, k_cap, model)
         if not ok(le):
             continue
         if objective == "max_accuracy" and bound is not None and le.latency_s > bound + LAT_ATOL:
