@@ -1,4 +1,10 @@
-"""``validate``: export, deploy and measure configurations of a checkpoint, then compare."""
+"""``validate``: export, deploy and measure configurations of a checkpoint, then compare.
+
+:func:`validate` checks every argument, the test data and the profile against
+the checkpoint (and notes what the reader should know about them) before
+anything is written; the sweep over the configurations is
+:func:`earlyexit.validation.sweep.deploy_configs`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +22,9 @@ import numpy as np
 
 from earlyexit._checks import check_output_dir, removed_on_failure
 from earlyexit.formats import Profile, Topology, atomic_write_text
-from earlyexit.validation.configs import Config, choose_configs, chosen_config, estimates, resolve
-from earlyexit.validation.measurement import (
-    Measured,
-    accuracy_pass,
-    latency_split,
-    measure,
-    niceness_allowed,
-    realtime_allowed,
-)
-from earlyexit.validation.plots import plot
-from earlyexit.validation.results import (
-    ConfigResult,
-    LatencyPass,
-    MeasuredSummary,
-    estimated_split,
-)
-from earlyexit.validation.statistics import (
-    Summary,
-    binomial_se,
-    stratified_indices,
-    stratified_mean,
-    summarize,
-)
+from earlyexit.validation.configs import resolve
+from earlyexit.validation.measurement import niceness_allowed, realtime_allowed
+from earlyexit.validation.sweep import ValidationResult, deploy_configs
 
 __all__ = ["ValidationResult", "validate", "MAX_CONFIGS", "MAX_SAMPLES", "MAX_ACCURACY_SAMPLES"]
 
@@ -49,39 +34,6 @@ MAX_SAMPLES = 100_000
 """The most test samples per configuration run one at a time over the emulated links."""
 MAX_ACCURACY_SAMPLES = 1_000_000
 """The most test samples per configuration in the accuracy pass."""
-
-
-@dataclass
-class ValidationResult:
-    """What :func:`validate` found (``to_dict``: ``validation.json``, docs/spec.md#validation-results).
-
-    Attributes:
-        summary: the fits and errors of every estimator.
-        configs: every configuration's result, the chosen one first.
-        plots: the PNG files written.
-        out_dir: where bundles, plots and ``validation.json`` are.
-        notes: what the reader should know about the run (profile engine, niceness, ...).
-        chosen: the configuration a user would deploy (None: not asked).
-        source: the topology's source tier (it defines the clusters).
-        wall_time_s: the whole run.
-    """
-
-    summary: Summary
-    configs: list[ConfigResult]
-    plots: list[str] = field(default_factory=list)
-    out_dir: str = ""
-    notes: list[str] = field(default_factory=list)
-    chosen: Config | None = None
-    source: int = 0
-    wall_time_s: float = float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The mapping of ``validation.json``."""
-        return {**self.summary.to_dict(),
-                "configs": [r.to_dict(self.source) for r in self.configs],
-                "plots": list(self.plots), "out_dir": self.out_dir, "notes": list(self.notes),
-                "chosen": None if self.chosen is None else self.chosen.to_dict(),
-                "wall_time_s": self.wall_time_s}  # fmt: skip
 
 
 def _check_count(name: str, value: Any, lo: int, hi: int) -> None:
@@ -283,7 +235,7 @@ def validate(
     )  # fmt: skip
 
     def into(out: Path) -> ValidationResult:
-        result = _validate_into(out, model, prof, topo, cm, got, notes, **run)
+        result = deploy_configs(out, model, prof, topo, cm, got, notes, **run)
         result.wall_time_s = time.perf_counter() - t_start
         atomic_write_text(
             out / "validation.json", json.dumps(result.to_dict(), indent=2, default=float)
@@ -299,129 +251,3 @@ def validate(
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-
-
-def _progress_line(i: int, total: int, rec: ConfigResult) -> str:
-    cfg, m = rec.config, rec.measured
-    name = "exact" if "exact" in rec.estimated else "portend"
-    e = rec.estimated[name]
-    line = (f"[{i + 1}/{total}] T={cfg.threshold:g} P={list(cfg.cuts)} D={list(cfg.tiers)}: "
-            f"measured {m.latency_s * 1e3:.1f} ms, acc {m.accuracy:.3f}; "
-            f"estimated {e.latency_s * 1e3:.1f} ms, acc {e.accuracy:.3f}")  # fmt: skip
-    if m.split is not None and rec.estimated_split is not None:
-        es = rec.estimated_split[name]
-        for what, sp in (("measured", m.split), ("estimated", es)):
-            line += (f"\n      {what:9s}: links {sp.links_s * 1e3:6.2f}, slowdown {sp.slowdown_s * 1e3:5.2f},"
-                     f" compute+runtime at slowdown 1 {sp.bare_s * 1e3:5.2f} ms")  # fmt: skip
-        line += f" (of which overhead {e.breakdown_s.get('overhead', 0.0) * 1e3:.2f} ms)"
-    return line
-
-
-def _validate_into(
-    out: Path,
-    model: Any,
-    prof: Profile,
-    topo: Topology,
-    cm: Any,
-    got: tuple[Any, Any, Any],
-    notes: list[str],
-    *,
-    samples: int,
-    seed: int,
-    configs: int,
-    emulate_links: bool,
-    progress: Callable[[str], None] | None,
-    exporter: str,
-    accuracy_drop: float | None,
-    niceness: int | None,
-    keep_logs: bool,
-    split: bool,
-    rounds: int,
-    min_per_exit: int,
-    realtime: int | None,
-    gap_s: float,
-) -> ValidationResult:
-    """:func:`validate` after its checks: export, deploy and measure into ``out``."""
-    from earlyexit.export import export_bundle
-    from earlyexit.planner import make_plan
-
-    x_all = got[0].numpy().astype(np.float32)
-    y_all = None if got[1] is None else got[1].numpy()
-    with_accuracy_pass = len(x_all) > samples
-    n_profile = int(prof.samples.entropy.shape[1]) if prof.samples is not None else None
-    chosen = choose_configs(prof, topo, configs, seed=seed)
-    best = chosen_config(prof, topo, accuracy_drop)
-    if best is not None:  # the plan a user would deploy goes first: its latency CDF is plotted
-        chosen = [best, *[c for c in chosen if c.key != best.key]][: max(configs, 1)]
-    bundles: dict[tuple[int, ...], Path] = {}
-    records: list[ConfigResult] = []
-    cdf: list[float] = []
-    for i, cfg in enumerate(chosen):
-        if cfg.cuts not in bundles:
-            path = out / "bundles" / ("cuts-" + "-".join(map(str, cfg.cuts)))
-            verify = (got[0][:64], got[1][:64]) if got[1] is not None else got[0][:64]
-            export_bundle(model, make_plan(cm, cfg.threshold, cfg.cuts, cfg.tiers), path,
-                          formats="onnx", verify_data=verify, overwrite=True, exporter=exporter)  # fmt: skip
-            bundles[cfg.cuts] = path
-        n_parts = len(cfg.cuts)
-        if with_accuracy_pass:  # first: it tells which samples to time (every exit's share)
-            acc = accuracy_pass(bundles[cfg.cuts], cfg, x_all, y_all)
-            idx = stratified_indices(acc.exit_partition, samples, min(min_per_exit, samples))
-        else:
-            idx = list(range(samples))
-        x = x_all[idx]
-        y = None if y_all is None else y_all[idx]
-        deploy_kw: dict[str, Any] = {"niceness": niceness, "rounds": rounds, "realtime": realtime,
-                                     "gap_s": gap_s}  # fmt: skip
-        logs = out / "logs" / f"config-{i + 1}" if keep_logs else None
-        meas = measure(bundles[cfg.cuts], cfg, topo, x, y, emulate_links=emulate_links,
-                       log_dir=logs, **deploy_kw)  # fmt: skip
-        if not with_accuracy_pass:
-            acc = meas
-        fractions = acc.exit_fractions(n_parts)
-        exits = np.asarray(acc.exit_partition)[idx]
-        same = (exits == meas.exit_partition) & (np.asarray(acc.prediction)[idx] == meas.prediction)
-
-        def mean_of(m: Measured, exits: Any = exits, fractions: Any = fractions) -> float:
-            return stratified_mean(m.latency_s, exits, fractions)  # over the test data's exits
-
-        lat_split = None
-        if split and emulate_links:
-            lat_split = latency_split(bundles[cfg.cuts], cfg, topo, x, meas, mean=mean_of,
-                                      **deploy_kw)  # fmt: skip
-        rec = ConfigResult(
-            config=cfg,
-            measured=MeasuredSummary(
-                latency_s=mean_of(meas),
-                accuracy=acc.accuracy,
-                exit_fractions=tuple(fractions),
-                latency_p50_s=float(np.median(meas.latency_s)),
-                latency_samples=len(meas.latency_s),
-                accuracy_samples=len(acc.correct),
-                accuracy_se=binomial_se(acc.accuracy, len(acc.correct), n_profile),
-                latency_pass=LatencyPass(
-                    meas.accuracy,
-                    tuple(meas.exit_fractions(n_parts)),
-                    float(same.mean()),
-                    meas.mean_latency_s,
-                ),  # fmt: skip
-                degraded=meas.degraded,
-                split=lat_split,
-            ),
-            estimated=estimates(prof, topo, cfg),
-            estimated_split=estimated_split(prof, topo, cfg) if lat_split is not None else None,
-        )
-        records.append(rec)
-        if i == 0:
-            cdf = meas.latency_s
-        if progress:
-            progress(_progress_line(i, len(chosen), rec))
-    return ValidationResult(
-        summary=summarize(records, topo.source),
-        configs=records,
-        plots=plot(records, out, cdf, topo.source),
-        out_dir=str(out),
-        notes=notes,
-        chosen=best,
-        source=topo.source,
-    )
