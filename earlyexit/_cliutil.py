@@ -29,7 +29,20 @@ from typing import Any
 from earlyexit._checks import float_range, int_range
 from earlyexit._signatures import Param, add_param
 
-__all__ = ["key_values", "field_flag", "field_type", "add_fields", "name_flags"]
+__all__ = [
+    "MAX_LIST",
+    "key_values",
+    "block_list",
+    "name_list",
+    "unit_list",
+    "field_flag",
+    "field_type",
+    "add_fields",
+    "name_flags",
+]
+
+MAX_LIST = 10_000
+"""The most items one list option takes (blocks, tiers or thresholds)."""
 
 
 def key_values(items: Iterable[str], flag: str, form: str = "TIER=DEVICE") -> dict[str, str]:
@@ -52,6 +65,60 @@ def key_values(items: Iterable[str], flag: str, form: str = "TIER=DEVICE") -> di
         if not sep or not key.strip() or not value.strip():
             raise ValueError(f"{flag} expects {form}, got {item!r}")
         out[key.strip()] = value.strip()
+    return out
+
+
+def block_list(text: str) -> list[int]:
+    """An argparse type: ``5,10-20`` -> block numbers (>= 1), at most ``MAX_LIST`` of them.
+
+    Example:
+        >>> block_list("5,10-12")
+        [5, 10, 11, 12]
+    """
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            a, sep, b = part.partition("-")
+            lo, hi = int(a), int(b if sep else a)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected block numbers >= 1 and ranges like 5,10-20, got {text!r}"
+            ) from None
+        if lo < 1 or hi < lo:
+            raise argparse.ArgumentTypeError(
+                f"expected block numbers >= 1 and ranges a-b with a <= b, got {part!r}"
+            )
+        if hi - lo + 1 + len(out) > MAX_LIST:
+            raise argparse.ArgumentTypeError(f"at most {MAX_LIST} blocks, got {text!r}")
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one block number, got {text!r}")
+    return out
+
+
+def name_list(text: str) -> list[int | str]:
+    """An argparse type: ``0,2`` or ``edge,cloud`` -> tier indices or names."""
+    out = [int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip()]
+    if not out or len(out) > MAX_LIST:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {MAX_LIST} tier indices or names, e.g. 0,2 or edge,cloud, got {text!r}"
+        )
+    return out
+
+
+def unit_list(text: str) -> list[float]:
+    """An argparse type: ``0.3,0.5`` (or ``0.3 0.5``) -> numbers in [0, 1], such as thresholds."""
+    try:
+        out = [float(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        out = []
+    if not out or len(out) > MAX_LIST or not all(0.0 <= t <= 1.0 for t in out):
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {MAX_LIST} thresholds in [0, 1], e.g. 0.3,0.5, got {text!r}"
+        )
     return out
 
 

@@ -50,7 +50,9 @@ __all__ = [
 ]
 
 MISSING: Any = inspect.Parameter.empty
-_SECTION = re.compile(r"^(Args|Arguments|Parameters|Attributes|Returns|Yields|Raises|Example|Examples|Note|Notes):\s*$")
+_SECTION = re.compile(
+    r"^(Args|Arguments|Parameters|Attributes|Returns|Yields|Raises|Example|Examples|Note|Notes):\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,10 @@ def read_constant(module: str, name: str) -> Any:
     where = f"{module}.{name}"
     for node in _parse(module).body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None and any(
-            isinstance(t, ast.Name) and t.id == name for t in targets
+        if (
+            isinstance(node, ast.Assign | ast.AnnAssign)
+            and node.value is not None
+            and any(isinstance(t, ast.Name) and t.id == name for t in targets)
         ):
             return _eval(node.value, module, {}, where)
     source = _imported(module, name)
@@ -273,8 +277,13 @@ def read_signature(
     module, fn = _definition(module, function, (ast.FunctionDef, ast.AsyncFunctionDef))
     a = fn.args
     positional = [*a.posonlyargs, *a.args]
-    defaults: list[ast.expr | None] = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
-    pairs = [*zip(positional, defaults, strict=True), *zip(a.kwonlyargs, a.kw_defaults, strict=True)]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(a.defaults)) + list(
+        a.defaults
+    )
+    pairs = [
+        *zip(positional, defaults, strict=True),
+        *zip(a.kwonlyargs, a.kw_defaults, strict=True),
+    ]
     docs = docstring_args(ast.get_docstring(fn))
     return _params(pairs, docs, module, dict(namespace or {}), f"{module}.{function}")
 

@@ -1,4 +1,14 @@
-"""``earlyexit plan``, ``capacity``, ``pareto`` and ``whatif``: thin wrappers of the API."""
+"""``earlyexit plan``, ``capacity``, ``pareto`` and ``whatif``: thin wrappers of the API.
+
+Every option that a planner function takes is declared by it: ``--min-accuracy``,
+``--estimator`` and the load options by :func:`earlyexit.plan`, the hints
+(``--num-partitions`` ... ``--thresholds``) by
+:func:`earlyexit.planner.space.make_space`, ``capacity``'s by
+:func:`earlyexit.planner.api.plan_capacity` (read from the source, see
+:mod:`earlyexit._signatures`). Declared here: the files the command loads,
+``--device`` and ``--set`` (repeatable pairs), the output flags and the list
+syntax of the hints.
+"""
 
 from __future__ import annotations
 
@@ -16,143 +26,76 @@ from earlyexit._checks import (
     int_range,
     output_file,
 )
+from earlyexit._cliutil import block_list, key_values, name_list, unit_list
+from earlyexit._signatures import Param, add_param, read_constant, read_signature
 from earlyexit.formats import BREAKDOWN_KEYS, Plan, Topology
-from earlyexit.planner.api import baselines, pareto, plan, plan_capacity
-from earlyexit.planner.queueing import DEFAULT_QUEUE_CAPACITY, MAX_EXACT_CAPACITY, QUEUE_MODELS
-from earlyexit.planner.topology import bind_devices, resolve_profile, resolve_topology
-from earlyexit.planner.whatif import MAX_VALUES, parse_vary, set_parameter, whatif
 
 __all__ = ["register"]
 
 
-_MAX_LIST = 10_000  # blocks, tiers or thresholds in one hint list
+_API = "earlyexit.planner.api"
 
 
-def _int_list(text: str) -> list[int]:
-    """``5,10-20`` -> block numbers (>= 1), at most ``_MAX_LIST`` of them."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            a, sep, b = part.partition("-")
-            lo, hi = int(a), int(b if sep else a)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected block numbers >= 1 and ranges like 5,10-20, got {text!r}"
-            ) from None
-        if lo < 1 or hi < lo:
-            raise argparse.ArgumentTypeError(
-                f"expected block numbers >= 1 and ranges a-b with a <= b, got {part!r}"
-            )
-        if hi - lo + 1 + len(out) > _MAX_LIST:
-            raise argparse.ArgumentTypeError(f"at most {_MAX_LIST} blocks, got {text!r}")
-        out.extend(range(lo, hi + 1))
-    if not out:
-        raise argparse.ArgumentTypeError(f"expected at least one block number, got {text!r}")
-    return out
+# the command-line form of each hint of make_space (the meaning is its Args: line)
+_HINT_FORMS: dict[str, tuple[Any, str]] = {
+    "num_partitions": (int_range(1, 1000), ""),
+    "max_partitions": (int_range(1, 1000), ""),
+    "tiers": (name_list, "E.g. 0,2 or edge,cloud."),
+    "placement": (name_list, "E.g. 0,2."),
+    "cut_points": (block_list, "E.g. 5,10-20."),
+    "exits": (block_list, "E.g. 55."),
+    "thresholds": (unit_list, "E.g. 0.3,0.5."),
+}
 
 
-def _str_list(text: str) -> list[int | str]:
-    """``0,2`` or ``edge,cloud`` -> tier indices or names."""
-    out = [int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip()]
-    if not out or len(out) > _MAX_LIST:
-        raise argparse.ArgumentTypeError(
-            f"expected 1 to {_MAX_LIST} tier indices or names, e.g. 0,2 or edge,cloud, got {text!r}"
-        )
-    return out
+def _hint_params() -> dict[str, Param]:
+    return {k: v for k, v in read_signature("earlyexit.planner.space", "make_space").items()
+            if k != "cm"}  # fmt: skip
 
 
-def _float_list(text: str) -> list[float]:
-    """``0.3,0.5`` -> thresholds in [0, 1]."""
-    try:
-        out = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        out = []
-    if not out or len(out) > _MAX_LIST or not all(0.0 <= t <= 1.0 for t in out):
-        raise argparse.ArgumentTypeError(
-            f"expected 1 to {_MAX_LIST} thresholds in [0, 1], e.g. 0.3,0.5, got {text!r}"
-        )
-    return out
+def _files(p: argparse.ArgumentParser, what: str = "") -> None:
+    """``--profile`` and ``--topology``: loaded here, so that --device and --set can change them."""
+    builtins = ", ".join(read_constant("earlyexit.planner.topology", "BUILTIN_TOPOLOGIES"))
+    p.add_argument("--profile", required=True, help=f"{what}profile JSON (earlyexit.profile/1)")
+    p.add_argument("--topology", required=True,
+                   help=f"{what}topology YAML or a built-in name: {builtins}")  # fmt: skip
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", required=True, help="profile JSON (earlyexit.profile/1)")
-    p.add_argument(
-        "--topology",
-        required=True,
-        help="topology YAML or a built-in name: portend-aws, mobile, iot",
-    )
-    p.add_argument(
-        "--estimator",
-        choices=("portend", "exact"),
-        default="portend",
-        help="portend (the paper) or exact (replays the per-sample record)",
-    )
-    p.add_argument(
-        "--device",
-        action="append",
-        default=[],
-        metavar="TIER=DEVICE",
-        help="run a tier (name, index or current device) on another profile device; repeatable",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="PARAM=VALUE",
-        dest="set_params",
-        help="change a topology parameter, e.g. destination=2 or links[0].bandwidth_mbps=5",
-    )
-    h = p.add_argument_group("hints")
-    h.add_argument("--num-partitions", type=int_range(1, 1000), help="fixed number of partitions L")
-    h.add_argument("--max-partitions", type=int_range(1, 1000), help="at most this many partitions")
-    h.add_argument("--tiers", type=_str_list, help="allowed tiers, e.g. 0,2 or edge,cloud")
-    h.add_argument("--placement", type=_str_list, help="fixed tier of each partition, e.g. 0,2")
-    h.add_argument(
-        "--cut-points", type=_int_list, help="blocks allowed as partition ends, e.g. 5,10-20"
-    )
-    h.add_argument(
-        "--exits", type=_int_list, help="blocks that must be exits, e.g. 55 for the full DNN"
-    )
-    h.add_argument("--thresholds", type=_float_list, help="thresholds to search, e.g. 0.3,0.5")
+def _common(p: argparse.ArgumentParser, sig: dict[str, Param]) -> None:
+    _files(p)
+    estimators = read_constant("earlyexit.planner.estimators", "ESTIMATORS")
+    add_param(p, sig["estimator"], choices=estimators)
+    p.add_argument("--device", action="append", default=[], metavar="TIER=DEVICE",
+                   help="run a tier (name, index or current device) on another profile device; "
+                   "repeatable")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", dest="set_params",
+                   help="change a topology parameter, e.g. destination=2 or "
+                   "links[0].bandwidth_mbps=5")  # fmt: skip
+    h = p.add_argument_group("hints (earlyexit.planner.space.make_space)")
+    for name, param in _hint_params().items():
+        kind, example = _HINT_FORMS[name]
+        add_param(h, param, type=kind, more=example)
 
 
 def _hints(args: argparse.Namespace) -> dict[str, Any]:
-    keys = (
-        "num_partitions",
-        "max_partitions",
-        "tiers",
-        "placement",
-        "cut_points",
-        "exits",
-        "thresholds",
-    )
-    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in _HINT_FORMS if getattr(args, k) is not None}
 
 
 def _inputs(args: argparse.Namespace) -> tuple[Any, Topology]:
+    from earlyexit.planner.topology import bind_devices, resolve_profile, resolve_topology
+    from earlyexit.planner.whatif import set_parameter
+
     prof = resolve_profile(args.profile)
     topo = resolve_topology(args.topology)
     if args.device:
-        mapping = {}
-        for item in args.device:
-            if "=" not in item:
-                raise ValueError(f"--device {item!r}: expected TIER=DEVICE")
-            k, v = item.split("=", 1)
-            mapping[k.strip()] = v.strip()
-        topo = bind_devices(topo, mapping)
-    for item in args.set_params:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected PARAM=VALUE")
-        k, v = item.split("=", 1)
+        topo = bind_devices(topo, key_values(args.device, "--device"))
+    for k, v in key_values(args.set_params, "--set", "PARAM=VALUE").items():
         try:
             value = float(v)
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise ValueError(f"--set {item!r}: the value must be a finite number")
+            raise ValueError(f"--set {k}={v}: the value must be a finite number")
         topo = set_parameter(topo, k, value)
     return prof, topo
 
@@ -227,6 +170,8 @@ def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from earlyexit.planner.api import baselines, plan
+
     prof, topo = _inputs(args)
     p = plan(
         prof,
@@ -251,6 +196,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_pareto(args: argparse.Namespace) -> int:
+    from earlyexit.planner.api import baselines, pareto
+
     prof, topo = _inputs(args)
     front = pareto(prof, topo, estimator=args.estimator, **_hints(args))
     base = baselines(prof, topo, args.estimator)
@@ -287,6 +234,8 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def _cmd_whatif(args: argparse.Namespace) -> int:
+    from earlyexit.planner.whatif import parse_vary, whatif
+
     prof, topo = _inputs(args)
     name, values = parse_vary(args.vary)
     rows = whatif(
@@ -332,6 +281,9 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
 
 
 def _cmd_capacity(args: argparse.Namespace) -> int:
+    from earlyexit.planner.api import plan_capacity
+    from earlyexit.planner.topology import resolve_profile, resolve_topology
+
     prof, topo = resolve_profile(args.profile), resolve_topology(args.topology)
     lam = plan_capacity(
         args.plan,
@@ -358,78 +310,58 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--queue-capacity",
-        type=int_range(1, 10_000_000),
-        metavar="K",
-        help=f"messages a tier or link holds at most, waiting or in service "
-        f"(default {DEFAULT_QUEUE_CAPACITY}; exact model: K <= {MAX_EXACT_CAPACITY})",
-    )
-    p.add_argument(
-        "--queue-model",
-        choices=QUEUE_MODELS,
-        default="approx",
-        help="approx (Casale & Roveri's M/GI/1/K loss formula) or exact (embedded Markov chain)",
-    )
+def _load(p: argparse.ArgumentParser | Any, sig: dict[str, Param], capacity: bool = False) -> None:
+    """The load options: plan's (``arrival_rate`` ...) or plan_capacity's (``max_loss`` ...)."""
+    exact_k = read_constant("earlyexit.planner.queueing", "MAX_EXACT_CAPACITY")
+    if not capacity:
+        add_param(p, sig["arrival_rate"], type=float_range(0, lo_open=True), metavar="R")
+    loss = float_range(0, 1, lo_open=True, hi_open=capacity)  # plan: (0, 1]; capacity: (0, 1)
+    add_param(p, sig["max_loss"], type=loss, more="" if capacity else "Needs --arrival-rate.")
+    add_param(p, sig["queue_capacity"], type=int_range(1, 10_000_000), metavar="K",
+              more=f"The exact model takes K <= {exact_k}.")  # fmt: skip
+    add_param(p, sig["queue_model"],
+              choices=read_constant("earlyexit.planner.queueing", "QUEUE_MODELS"))  # fmt: skip
 
 
-def _bounds(p: argparse.ArgumentParser) -> None:
+def _bounds(p: argparse.ArgumentParser, sig: dict[str, Param]) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument(
-        "--min-accuracy",
-        type=float_range(0, 1),
-        help="P_lat: minimize latency with accuracy >= A (in [0, 1])",
-    )
-    g.add_argument(
-        "--max-latency",
-        type=float_range(0, lo_open=True),
-        help="P_acc: maximize accuracy with latency <= S seconds (> 0)",
-    )
+    add_param(g, sig["min_accuracy"], type=float_range(0, 1), metavar="A",
+              more="P_lat: minimize latency with accuracy >= A.")  # fmt: skip
+    add_param(g, sig["max_latency"], type=float_range(0, lo_open=True), metavar="S",
+              more="P_acc: maximize accuracy with latency <= S.")  # fmt: skip
+
+
+def _output(p: argparse.ArgumentParser, what: str, plot: str = "") -> None:
+    if plot:
+        p.add_argument("--plot", type=image_file, help=plot)
+    p.add_argument("--json", action="store_true", help=f"print {what}")
 
 
 def register(subparsers: Any) -> None:
     """Add ``plan``, ``capacity``, ``pareto`` and ``whatif`` to an argparse subparsers object."""
+    sig = read_signature(_API, "plan")
     p = subparsers.add_parser(
         "plan",
         help="choose threshold, partitions and tiers (PORTEND P_lat / P_acc)",
         description="Find the optimal configuration of the model of docs/spec.md.",
     )
-    _common(p)
-    _bounds(p)
-    load = p.add_argument_group("load (docs/spec.md#load)")
-    load.add_argument(
-        "--arrival-rate",
-        type=float_range(0, lo_open=True),
-        metavar="R",
-        help="plan for a Poisson stream of R samples per second (> 0): queueing and loss",
-    )
-    load.add_argument(
-        "--max-loss",
-        type=float_range(0, 1, lo_open=True),
-        help="with --arrival-rate: at most this fraction of samples dropped, in (0, 1]",
-    )
-    _queue_args(load)
-    p.add_argument("--json", action="store_true", help="print exactly the plan JSON on stdout")
+    _common(p, sig)
+    _bounds(p, sig)
+    _load(p.add_argument_group("load (docs/spec.md#load)"), sig)
+    _output(p, "exactly the plan JSON on stdout")
     p.add_argument("-o", "--output", type=output_file, help="also write the plan JSON to this file")
     p.set_defaults(func=_cmd_plan)
 
+    cap = read_signature(_API, "plan_capacity")
     c = subparsers.add_parser(
         "capacity",
         help="the highest arrival rate a plan sustains under a loss bound",
         description="Bisection on the arrival rate of the model under load (docs/spec.md#load).",
     )
-    c.add_argument("--plan", required=True, type=input_file, help="plan JSON (earlyexit.plan/1)")
-    c.add_argument("--profile", required=True, help="the plan's profile JSON")
-    c.add_argument("--topology", required=True, help="the plan's topology (YAML or built-in name)")
-    c.add_argument(
-        "--max-loss",
-        type=float_range(0, 1, lo_open=True, hi_open=True),
-        default=0.01,
-        help="the loss-ratio bound, in (0, 1) (default 0.01)",
-    )
-    _queue_args(c)
-    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_param(c, cap["plan"], type=input_file, more="Here its path (earlyexit.plan/1).")
+    _files(c, "the plan's ")
+    _load(c, cap, capacity=True)
+    _output(c, "the result as JSON")
     c.set_defaults(func=_cmd_capacity)
 
     q = subparsers.add_parser(
@@ -437,11 +369,12 @@ def register(subparsers: Any) -> None:
         help="the latency-accuracy Pareto frontier",
         description="Every (latency, accuracy)-optimal configuration.",
     )
-    _common(q)
-    q.add_argument(
-        "--plot", type=image_file, help="save the frontier with the baselines (png, pdf, svg)"
+    _common(q, sig)
+    _output(
+        q,
+        "the frontier and baselines as JSON",
+        "save the frontier with the baselines (png, pdf, svg)",
     )
-    q.add_argument("--json", action="store_true", help="print the frontier and baselines as JSON")
     q.set_defaults(func=_cmd_pareto)
 
     w = subparsers.add_parser(
@@ -449,15 +382,11 @@ def register(subparsers: Any) -> None:
         help="sweep a topology parameter and re-plan (PORTEND Fig. 9)",
         description="What-if study: re-plan for each value of one parameter.",
     )
-    _common(w)
-    _bounds(w)
-    w.add_argument(
-        "--vary",
-        required=True,
-        metavar="PARAM=VALUES",
-        help="e.g. links[0].bandwidth_mbps=1:100:20, tiers[1].slowdown=1:0.1:10:log "
-        f"(at most {MAX_VALUES} values)",
-    )
-    w.add_argument("--plot", type=image_file, help="save the sweep plot")
-    w.add_argument("--json", action="store_true", help="print the rows as JSON")
+    _common(w, sig)
+    _bounds(w, sig)
+    max_values = read_constant("earlyexit.planner.whatif", "MAX_VALUES")
+    w.add_argument("--vary", required=True, metavar="PARAM=VALUES",
+                   help="e.g. links[0].bandwidth_mbps=1:100:20, tiers[1].slowdown=1:0.1:10:log "
+                   f"(at most {max_values} values)")  # fmt: skip
+    _output(w, "the rows as JSON", "save the sweep plot")
     w.set_defaults(func=_cmd_whatif)

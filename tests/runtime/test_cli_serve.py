@@ -40,7 +40,9 @@ def test_every_field_but_the_computed_ones_is_a_flag():
     fields = _serve_parser().get_default("worker_fields")
     names = {f.name for f in dataclasses.fields(WorkerOptions)}
     assert set(fields) == names - FROM_BUNDLE  # a new field is a new flag
-    assert fields["result_route"] == "--results" and fields["batch_timeout_s"] == "--batch-timeout-ms"
+    assert (
+        fields["result_route"] == "--results" and fields["batch_timeout_s"] == "--batch-timeout-ms"
+    )
     assert fields["dead_after_s"] == "--dead-after"
 
 
@@ -51,8 +53,17 @@ def test_each_numeric_field_flag_reaches_the_options(captured):
     fields = parser.get_default("worker_fields")
     by_flag = {s: a for a in parser._actions for s in a.option_strings}
     defaults = {f.name: f.default for f in dataclasses.fields(WorkerOptions)}
-    base = ["serve", "--bundle", bundle, "--partition", "1", "--results", "tcp://10.0.0.1:5558",
-            "--bind", "tcp://127.0.0.1:*"]
+    base = [
+        "serve",
+        "--bundle",
+        bundle,
+        "--partition",
+        "1",
+        "--results",
+        "tcp://10.0.0.1:5558",
+        "--bind",
+        "tcp://127.0.0.1:*",
+    ]
     checked = 0
     for name, flag in fields.items():
         action = by_flag[flag]
@@ -85,8 +96,17 @@ def test_every_serve_flag_is_reached_by_a_test():
 
 def test_a_field_check_names_the_flag(captured, capsys):
     bundle, _ = captured
-    base = ["serve", "--bundle", bundle, "--partition", "1", "--results", "tcp://10.0.0.1:5558",
-            "--bind", "tcp://127.0.0.1:*"]
+    base = [
+        "serve",
+        "--bundle",
+        bundle,
+        "--partition",
+        "1",
+        "--results",
+        "tcp://10.0.0.1:5558",
+        "--bind",
+        "tcp://127.0.0.1:*",
+    ]
     assert main([*base, "--pending-limit", "0"]) == 2  # refused by WorkerOptions, not the parser
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pending-limit: pending_limit must be an integer >= 1" in err[0]
