@@ -101,7 +101,10 @@ def profile(
         batch_size: batch of the timed runs.
         thresholds: entropy thresholds (default 0.0, 0.1, ..., 1.0).
         calibrate: fit a temperature per exit before computing entropies.
-        warmup, reps, percentile, budget_s: timing controls (see :func:`time_partitions`).
+        warmup: untimed runs per partition (see :func:`time_partitions`).
+        reps: timed runs per partition (fewer when a partition exceeds ``budget_s``).
+        percentile: the statistic of the timed runs stored (50 is the median).
+        budget_s: time budget per partition for the timed runs.
         granularity: also compare layer-, block- and partition-wise times (Fig. 5),
             stored in ``devices[name].extra["granularity"]``.
         progress: show progress bars.
