@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
+from earlyexit.runtime._routing import RouteSender
 from earlyexit.runtime._sockets import readable
-from earlyexit.runtime.link import RouteSender
 from earlyexit.runtime.monitor import (
     LinkEstimator,
     merge_link_report,

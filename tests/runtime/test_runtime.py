@@ -505,7 +505,7 @@ def test_slowdown_stretches_cpu_time_not_waiting():
 
 
 def test_links_schedule_from_plausible_time_stamps_only():
-    from earlyexit.runtime.link import _arrival
+    from earlyexit.runtime._emulator import _arrival
 
     now = time.monotonic()
     assert _arrival(now - 0.01, now) == now - 0.01  # the sender's hand-over time
