@@ -173,58 +173,6 @@ class PortendSearch(PortendBounds):
             self.lams = np.concatenate([[0.0], grid])
         self._backward()
 
-    def _complete1(
-        self,
-        t: np.ndarray,
-        c: np.ndarray,
-        w: np.ndarray,
-        u: np.ndarray,
-        acc: np.ndarray,
-        k: int,
-        bound: float | None,
-        strict: bool,
-    ) -> np.ndarray:
-        """The exact best completion of labels (with k partitions) by at most one more partition.
-
-        Ending at c costs (1 - ER_c) r(w); one more partition d on tier w' costs
-        (1 - ER_c) [x(w -> w', O_c) + CT^{w'}_{c+1..d} + r(w')] and adds accuracy
-        A_d (1 - ER_c) (the edge and end terms of the DP, summed), so the fastest
-        one meeting the accuracy bound is a lookup in :attr:`q1`.
-
-        Returns:
-            The least added latency (inf if none) over the completions whose accuracy
-            reaches the bound loosely (``strict=False``: a lower bound, for pruning) or
-            strictly (``strict=True``: values of real feasible configurations whatever
-            the rounding, for the incumbent).
-        """
-        sp, n = self.space, self.n
-        s = 1.0 - self.er[t, c]
-        best = np.full(t.size, np.inf)
-        slack = 2.0 * _SLACK if strict else -2.0 * _SLACK
-        need = None if bound is None else bound - ACC_ATOL - acc + slack
-        if k >= sp.min_parts:  # end now
-            end = np.where(sp.end_ok[c], s * self.r[w], np.inf)
-            best = end.copy() if need is None else np.where(self.a[c] * s >= need, end, np.inf)
-        if sp.min_parts <= k + 1 <= self.lmax:
-            if need is None:
-                j = np.full(t.size, n - 1)
-            else:
-                pos = s > 0
-                thr = np.where(
-                    pos, need / np.where(pos, s, 1.0), np.where(need <= 0, -np.inf, np.inf)
-                )
-                j = n - 1 - np.searchsorted(self.asc, thr)  # accuracies >= thr: the j+1 largest
-            jj = np.maximum(j, 0)
-            has = j >= 0
-            for w2 in range(self.m):
-                if not sp.tier_allowed[k, w2]:
-                    continue
-                q = self.q1[w2, c, jj]
-                ok = has & np.isfinite(q) & (((u >> w2) & 1) == 0)
-                val = s * (self.x[w, w2, c] + np.where(ok, q, 0.0) + self.r[w2])
-                np.minimum(best, np.where(ok, val, np.inf), out=best)
-        return best
-
     def _keep(
         self,
         t: np.ndarray,
