@@ -1,4 +1,7 @@
-"""The planner's public functions: ``plan``, ``pareto``, ``evaluate`` and the baselines.
+"""The planner's public functions: ``plan``, ``pareto``, ``plan_capacity``, and the baselines.
+
+``make_plan`` and the baselines (plans of configurations chosen without a search)
+live in :mod:`earlyexit.planner._baselines` and are re-exported here.
 
 Example:
     >>> from earlyexit.planner.synthetic import synthetic_profile

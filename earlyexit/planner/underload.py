@@ -1,25 +1,28 @@
-"""The best configuration under a Poisson load, exactly, and the capacity of a plan.
+"""The best configuration under a Poisson load, exactly (docs/spec.md#load).
 
 Under load a configuration's mean latency is its unloaded latency Lat plus
 queueing delays (:mod:`earlyexit.planner.queueing`), never less, and it may
 lose samples. The search is exact over the same space as
-:func:`earlyexit.planner.search.search`:
+:func:`earlyexit.planner.search.search`, in two ways:
 
-1. today's optimum (the fast search, no load) is evaluated under load; if it
-   meets the loss bound, its loaded latency is an incumbent U;
-2. every configuration's Lat and accuracy are computed at once (numpy,
-   vectorized over thresholds and cut tuples, per placement), and those that
-   cannot win are dropped: P_lat keeps accuracy >= bound and Lat <= U
-   (R >= Lat); P_acc keeps Lat <= the latency bound;
-3. the rest are evaluated under load in order of Lat (P_lat) or accuracy
-   (P_acc), stopping as soon as the next one's Lat exceeds the best loaded
-   latency found (or its accuracy is below the best found); the winner is
-   chosen among the feasible ones with the ties and tolerances of
-   :mod:`earlyexit.planner._select`.
+- PORTEND, P_lat, the approximate queues (:func:`_fast_under_load`): the label DP
+  of :mod:`earlyexit.planner._portend` with a lower bound of every tier's wait
+  added to each partition; its optimum, evaluated under load, is an incumbent U,
+  and a second pass lists every configuration whose bound is at most U, evaluated
+  in order of the bound;
+- otherwise: today's optimum (no load) evaluated under load gives U; every
+  configuration's Lat and accuracy are computed at once (numpy, per placement)
+  and those that cannot win are dropped (Lat plus the tiers' own waits above U,
+  or a tier alone losing more than the bound); the rest are evaluated under load
+  in order of that bound (P_lat) or of accuracy (P_acc) until nothing left can
+  win. The winner is chosen with the ties and tolerances of
+  :mod:`earlyexit.planner._select`.
 
-The property tests compare it with a brute force (every configuration of the
-space evaluated under load). ``capacity`` bisects on the arrival rate: the loss
-ratio of a fixed plan grows with lambda.
+At most :data:`MAX_EVALUATIONS` configurations are evaluated one by one. The
+bounds are in :mod:`earlyexit.planner._underload_bounds`; a plan's capacity and
+the message for a bound nobody meets in :mod:`earlyexit.planner._underload_capacity`
+(re-exported here). The property tests compare the search with a brute force
+(every configuration of the space evaluated under load).
 
 Example:
     >>> from earlyexit.planner.synthetic import synthetic_profile
