@@ -18,14 +18,9 @@ decomposition of an open network):
   when one link carries several hand-offs of a sample.
 
 Per station, the loss ratio and the mean number in system come from either
-
-- ``"approx"``: the approximation of Casale & Roveri (IEEE TC 2023, slide 12
-  of the seed), with the geometric-like queue-length distribution it is the
-  tail of (the diffusion form; with SCV 1 it is M/M/1/K exactly); or
-- ``"exact"``: the embedded Markov chain of M/G/1/K at departures (Gross &
-  Harris), with the service time distribution exactly the profile's mixture
-  of point masses (so P(j arrivals in one service) is a mixture of Poisson
-  laws); exact for this model, O(K^3) per station.
+``"approx"``, Casale & Roveri's approximation (:mod:`earlyexit.planner._mg1k`), or
+``"exact"``, M/G/1/K's embedded chain (:mod:`earlyexit.planner._mg1k_exact`); this
+module assembles the stations of a configuration and re-exports both.
 
 The mean latency of a sample under load is the unloaded latency of
 docs/spec.md#latency plus the mean wait in queue of every station, weighted by
