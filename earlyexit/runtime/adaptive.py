@@ -34,31 +34,21 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
 import time
-import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from earlyexit.formats import Manifest, Plan, Topology
+from earlyexit.formats import Plan, Topology
 from earlyexit.formats.trace import LinkTrace
-from earlyexit.runtime._launch import (
-    _binder,
-    _check_settings,
-    _log_folder,
-    _spawn_chain,
-    _spawn_links,
-    _worker_template,
+from earlyexit.runtime._switchable import (
+    Candidate,
+    SwitchableDeployment,
+    _candidates,
+    deploy_switchable,
 )
-from earlyexit.runtime._procs import _cleanup, _Proc
-from earlyexit.runtime._routing import route
-from earlyexit.runtime.chain import check_threshold
-from earlyexit.runtime.client import Client, Result
-from earlyexit.runtime.deployment import _Running
+from earlyexit.runtime.client import Result
 from earlyexit.runtime.replan import Replanner, same_configuration
 
 __all__ = [
@@ -69,193 +59,6 @@ __all__ = [
     "phase_table",
     "run_trace",
 ]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One plan a switchable deployment can run.
-
-    Attributes:
-        threshold: its exit threshold.
-        tiers: the tier of each partition.
-        blocks: the 1-based block of each partition's exit (None: unknown).
-        bundle: its bundle directory (None for a synthetic model).
-        plan: the plan itself, if known (a bundle's manifest carries it).
-    """
-
-    threshold: float
-    tiers: tuple[int, ...]
-    blocks: tuple[int | None, ...]
-    bundle: str | None = None
-    plan: Plan | None = None
-
-
-class SwitchableDeployment(_Running):
-    """Every candidate's workers, shared links, one client; :meth:`use` picks the plan.
-
-    Attributes:
-        client: submits inputs and collects every plan's results.
-        candidates: the plans, in order (a plan index is a position here).
-        active: the index of the plan new samples are sent under.
-        epoch: the ``time.monotonic()`` at which a link trace starts (None: no trace).
-        source: the source tier.
-    """
-
-    def __init__(self, client: Client, candidates: list[Candidate], routes: list[list[str]],
-                 source: int, epoch: float | None, input_shape: tuple[int, ...],
-                 cleanup: weakref.finalize, log_dir: Path) -> None:  # fmt: skip
-        self.client = client
-        self.candidates = candidates
-        self._routes = routes
-        self.source = source
-        self.epoch = epoch
-        self.input_shape = input_shape
-        self.log_dir = log_dir
-        self._cleanup = cleanup
-        self.active = -1
-        self.use(0)
-
-    def use(self, index: int) -> None:
-        """Send the next samples under candidate ``index`` (samples in flight keep theirs).
-
-        Raises:
-            ValueError: for an index that is not a candidate's.
-        """
-        if isinstance(index, bool) or not isinstance(index, int | np.integer):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        if not 0 <= index < len(self.candidates):
-            raise ValueError(f"index must be in 0..{len(self.candidates) - 1}, got {index}")
-        if index != self.active:
-            self.active = int(index)
-            self.client.input_route = self._routes[index]
-            self.client.route_tiers = (self.source, self.candidates[index].tiers[0])
-
-
-def _candidates(bundles: Sequence[str | os.PathLike[str]] | None, synthetic: Mapping[str, Any] | None,
-                plans: Sequence[tuple[float, Sequence[int]]] | None) -> list[Candidate]:  # fmt: skip
-    if (bundles is None) == (synthetic is None):
-        raise ValueError("give exactly one of bundles= (bundle directories) or synthetic= (kwargs)")
-    if bundles is not None:
-        if isinstance(bundles, (str, os.PathLike)) or not len(bundles):
-            raise ValueError("bundles must be a non-empty list of bundle directories")
-        out = []
-        for b in bundles:
-            m = Manifest.load(b)
-            out.append(Candidate(float(m.threshold), tuple(m.plan.tier_indices),
-                                 tuple(m.plan.cut_points), str(Path(b).resolve()), m.plan))  # fmt: skip
-        return out
-    if not plans:
-        raise ValueError("synthetic= needs plans=[(threshold, tiers), ...]")
-    num = int(dict(synthetic or {}).get("num_partitions", 3))
-    out = []
-    for threshold, tiers in plans:
-        tiers = tuple(int(t) for t in tiers)
-        if len(tiers) != num or len(set(tiers)) != num:
-            raise ValueError(f"each plan needs {num} distinct tiers, got {list(tiers)}")
-        out.append(Candidate(check_threshold(threshold), tiers, (None,) * num))
-    return out
-
-
-def deploy_switchable(
-    bundles: Sequence[str | os.PathLike[str]] | None = None,
-    *,
-    synthetic: Mapping[str, Any] | None = None,
-    plans: Sequence[tuple[float, Sequence[int]]] | None = None,
-    topology: Topology | str | None = None,
-    trace: LinkTrace | None = None,
-    trace_lead_s: float = 0.0,
-    apply_slowdown: bool = True,
-    precision: str = "fp32",
-    start_timeout_s: float = 60.0,
-    niceness: int | None = None,
-    log_dir: str | os.PathLike[str] | None = None,
-) -> SwitchableDeployment:
-    """Start every candidate plan's workers over one set of emulated links.
-
-    Args:
-        bundles: one bundle directory per candidate plan.
-        synthetic: instead, :class:`~earlyexit.runtime.synthetic.SyntheticModel`
-            kwargs, with ``plans`` ``[(threshold, tiers), ...]`` (tests).
-        plans: the synthetic candidates.
-        topology: links, MTU, slowdowns, source and destination (None: one host,
-            no emulation, source and destination 0).
-        trace: makes its link follow this trace (needs ``topology``).
-        trace_lead_s: the trace starts this long after the links start (so that
-            the workers are up when it does); :attr:`SwitchableDeployment.epoch`.
-        apply_slowdown: emulate each tier's slowdown.
-        precision: bundle precision.
-        start_timeout_s, niceness: as :func:`~earlyexit.runtime.deployment.deploy`.
-        log_dir: where process logs go (default: a temporary folder, removed on close).
-
-    Returns:
-        The running deployment, candidate 0 in use.
-
-    Raises:
-        ValueError: bad candidates, tiers outside the topology, a trace without topology.
-        RuntimeError: a process failed to start.
-    """
-    _check_settings(start_timeout_s, precision, niceness)
-    cands = _candidates(bundles, synthetic, plans)
-    topo: Topology | None = None
-    if topology is not None:
-        from earlyexit.planner.topology import resolve_topology
-
-        topo = resolve_topology(topology)
-        for c in cands:
-            if max(c.tiers) >= topo.num_tiers:
-                raise ValueError(
-                    f"tiers {list(c.tiers)} do not fit the topology's {topo.num_tiers}"
-                )
-    if trace is not None and (topo is None or not isinstance(trace, LinkTrace)):
-        raise ValueError("trace must be a LinkTrace and needs a topology")
-    if trace is not None and topo is not None and trace.link >= len(topo.links):
-        raise ValueError(f"trace.link {trace.link} but the topology has {len(topo.links)} link(s)")
-    source = topo.source if topo else 0
-    destination = topo.destination if topo else 0
-    log_path, remove_dir = _log_folder(log_dir, False, "earlyexit-adapt-")
-    bind = _binder(log_path, "ipc")
-
-    slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
-    template = _worker_template(0.5, 1, 0.0, 64, 0.2, 2.0, 2**28)
-    try:
-        client = Client(results_bind=bind("results"), control_bind=bind("client-control"),
-                        source_slowdown=slow(source), destination_slowdown=slow(destination))  # fmt: skip
-    except BaseException:
-        if remove_dir is not None:
-            shutil.rmtree(remove_dir, ignore_errors=True)
-        raise
-    procs: list[_Proc] = []
-    cleanup = weakref.finalize(client, _cleanup, client, procs, remove_dir)
-    epoch = None
-    try:
-        up: list[str] = []
-        down: list[str] = []
-        if topo is not None:
-            epoch = time.monotonic() + float(trace_lead_s)
-            up, down = _spawn_links(topo, bind, log_path, procs, start_timeout_s, niceness,
-                                    trace, epoch)  # fmt: skip
-        routes = []
-        for ci, c in enumerate(cands):
-            specs = [
-                {"kind": "bundle", "path": c.bundle, "partition": k, "precision": precision}
-                if c.bundle is not None
-                else {"kind": "synthetic", **dict(synthetic or {}), "partition": k}
-                for k in range(len(c.tiers))
-            ]
-            _, first = _spawn_chain(
-                specs, c.tiers, c.blocks, c.threshold, template, client.results_address,
-                destination, up, down, bind, slow, log_path, procs, start_timeout_s, niceness,
-                prefix=f"plan{ci}-", measure_links=True,
-            )  # fmt: skip
-            routes.append(route(source, c.tiers[0], first, up, down))
-        if cands[0].bundle is not None:
-            shape = tuple(Manifest.load(cands[0].bundle).input_shape)
-        else:
-            shape = (int(dict(synthetic or {}).get("in_dim", 32)),)
-    except BaseException:
-        cleanup()
-        raise
-    return SwitchableDeployment(client, cands, routes, source, epoch, shape, cleanup, log_path)
 
 
 # ---------------------------------------------------------------------- the source loop
