@@ -125,8 +125,9 @@ def run_demo(
         train: train a model on the embedded data instead of loading the checkpoint.
         checkpoint: a full-configuration checkpoint (default: the shipped ResNet-20).
         epochs: training epochs with ``train``.
-        accuracy_drop: the plan minimizes latency with accuracy at least the
-            final exit's profiled accuracy minus this (default 0).
+        accuracy_drop: accuracy the plan may give up for early exit, as a fraction
+            (0.01 is one point): the plan minimizes latency with accuracy at least
+            the final exit's profiled accuracy minus this.
         samples: test samples run through the emulated deployment (1 .. :data:`MAX_SAMPLES`).
         formats: bundle formats to export.
         quiet: print nothing.
@@ -332,44 +333,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``demo`` subcommand."""
+    """Add the ``demo`` subcommand: its options are :func:`run_demo`'s parameters.
+
+    Defaults and help come from ``run_demo``'s signature and ``Args:`` section
+    (read from this file's source, :mod:`earlyexit._signatures`); only the
+    command line's parsers (ranges, files) are declared here.
+    """
+    from earlyexit._signatures import add_param, read_signature
+
+    sig = read_signature(__name__, "run_demo")
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
-    p.add_argument(
-        "--out",
-        type=output_dir,
-        default="demo_out",
-        help="output directory (what a failed run added to it is removed)",
+    add_param(p, sig["out"], type=output_dir)
+    add_param(p, sig["train"])
+    add_param(p, sig["epochs"], type=int_range(1, MAX_EPOCHS))
+    add_param(p, sig["checkpoint"], type=input_file)
+    add_param(p, sig["accuracy_drop"], type=float_range(0.0, 1.0))
+    add_param(
+        p, sig["samples"], type=int_range(1, MAX_SAMPLES), more=f"MAX_SAMPLES is {MAX_SAMPLES}."
     )
-    p.add_argument(
-        "--train",
-        action="store_true",
-        help="train the model first instead of loading the checkpoint",
-    )
-    p.add_argument(
-        "--epochs",
-        type=int_range(1, MAX_EPOCHS),
-        default=3,
-        help="training epochs with --train",
-    )
-    p.add_argument(
-        "--checkpoint",
-        type=input_file,
-        default=None,
-        help="use this full-configuration checkpoint",
-    )
-    p.add_argument(
-        "--accuracy-drop",
-        type=float_range(0.0, 1.0),
-        default=ACCURACY_DROP,
-        help="accuracy the plan may give up for early exit, as a fraction (default 0: none; 0.01 is one point)",
-    )
-    p.add_argument(
-        "--samples",
-        type=int_range(1, MAX_SAMPLES),
-        default=300,
-        help=f"test samples for the deployment (1 to {MAX_SAMPLES})",
-    )
-    p.add_argument(
-        "--keep-logs", action="store_true", help="keep the deployment's process logs in OUT/logs/"
-    )
+    add_param(p, sig["keep_logs"])
     p.set_defaults(func=_cmd_demo)

@@ -82,3 +82,25 @@ def test_demo_accuracy_drop_out_of_range_exits_2(capsys, tmp_path):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--accuracy-drop" in err[0]
+
+
+def test_every_demo_flag_reaches_run_demo_with_its_signature_default(monkeypatch, tmp_path):
+    import inspect
+
+    import earlyexit._demo as demo
+
+    real = inspect.signature(demo.run_demo).parameters
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append({"out": out, **kw}))
+    assert main(["demo"]) == 0
+    flags = ("out", "train", "checkpoint", "epochs", "accuracy_drop", "samples", "keep_logs")
+    assert calls[-1] == {k: real[k].default for k in flags}
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"")
+    argv = ["demo", "--out", str(tmp_path / "d"), "--checkpoint", str(ckpt), "--epochs", "7",
+            "--accuracy-drop", "0.03", "--samples", "12", "--keep-logs"]  # fmt: skip
+    assert main(argv) == 0
+    assert calls[-1] == {"out": str(tmp_path / "d"), "train": False, "checkpoint": str(ckpt),
+                         "epochs": 7, "accuracy_drop": 0.03, "samples": 12, "keep_logs": True}  # fmt: skip
+    assert main(["demo", "--train"]) == 0
+    assert calls[-1]["train"] is True
