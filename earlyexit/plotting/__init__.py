@@ -17,12 +17,12 @@ which is what the tests check.
 One module per family of figures (:mod:`~earlyexit.plotting.pareto`,
 :mod:`~earlyexit.plotting.profile`, :mod:`~earlyexit.plotting.deployment`),
 sharing :mod:`~earlyexit.plotting._style` (pyplot, the baselines' style,
-saving); every name is importable from here.
+:func:`save_figure`); every name is importable from here.
 """
 
 from __future__ import annotations
 
-from earlyexit.plotting._style import BASELINE_STYLE, pyplot
+from earlyexit.plotting._style import BASELINE_STYLE, pyplot, save_figure
 from earlyexit.plotting.deployment import plot_adaptive, plot_deployment, plot_load
 from earlyexit.plotting.pareto import plan_label, plot_pareto, plot_whatif
 from earlyexit.plotting.profile import plot_final_accuracy, plot_profile
@@ -30,6 +30,7 @@ from earlyexit.plotting.profile import plot_final_accuracy, plot_profile
 __all__ = [
     "BASELINE_STYLE",
     "pyplot",
+    "save_figure",
     "plan_label",
     "plot_pareto",
     "plot_whatif",

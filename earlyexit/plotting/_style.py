@@ -16,7 +16,7 @@ from earlyexit._checks import atomic_output
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["BASELINE_STYLE", "pyplot", "save", "log_x"]
+__all__ = ["BASELINE_STYLE", "pyplot", "save_figure", "log_x"]
 
 BASELINE_STYLE: dict[str, tuple[str, str, str]] = {
     "edge_only": ("s", "tab:green", "edge-only"),
@@ -41,8 +41,17 @@ def pyplot() -> Any:
     return _PLT
 
 
-def save(fig: Figure, path: str | os.PathLike[str], dpi: int = 130) -> Figure:
-    """Write ``fig`` atomically (format from the suffix, png by default), close and return it."""
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 130) -> Figure:
+    """Write ``fig`` atomically (format from the suffix, png by default), close and return it.
+
+    Args:
+        fig: the figure (laid out tightly before saving).
+        path: the image file; nothing is left there if writing fails.
+        dpi: resolution.
+
+    Returns:
+        ``fig``, closed (its axes still hold the plotted data).
+    """
     plt = pyplot()
     try:
         fig.tight_layout()

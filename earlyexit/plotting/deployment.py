@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from earlyexit.plotting._style import BASELINE_STYLE, log_x, pyplot, save
+from earlyexit.plotting._style import BASELINE_STYLE, log_x, pyplot, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,7 +62,7 @@ def plot_deployment(
     ax2.set(xlabel="partition", ylabel="exit fraction", title="Exit fractions")
     ax2.set_xticks(xs + width * len(estimates) / 2, [str(k + 1) for k in xs])
     ax2.legend(fontsize=8)
-    return save(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_adaptive(
@@ -112,7 +112,7 @@ def plot_adaptive(
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
-    return save(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_load(res: Mapping[str, Any], path: str | os.PathLike[str]) -> Figure:
@@ -159,4 +159,4 @@ def plot_load(res: Mapping[str, Any], path: str | os.PathLike[str]) -> Figure:
     a2.set(ylabel="loss ratio", title=f"loss ratio ({res['queue_model']} M/GI/1/K)")
     a1.legend(fontsize=7)
     a2.legend(fontsize=7)
-    return save(fig, path)
+    return save_figure(fig, path)

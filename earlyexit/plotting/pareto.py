@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from earlyexit.plotting._style import BASELINE_STYLE, log_x, pyplot, save
+from earlyexit.plotting._style import BASELINE_STYLE, log_x, pyplot, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -98,7 +98,7 @@ def plot_pareto(
         ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_whatif(
@@ -144,4 +144,4 @@ def plot_whatif(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return save(fig, path)
+    return save_figure(fig, path)

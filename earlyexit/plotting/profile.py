@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from earlyexit.plotting._style import pyplot, save
+from earlyexit.plotting._style import pyplot, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -53,7 +53,7 @@ def plot_profile(profile: Profile, path: str | os.PathLike[str]) -> Figure:
     axes[2].set_xticks(ticks, ticks + 1)
     axes[2].set_yticks(ticks, ticks + 1)
     fig.colorbar(im, ax=axes[2])
-    return save(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_final_accuracy(
@@ -97,4 +97,4 @@ def plot_final_accuracy(
            title=f"Final models of {len(records)} plans")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    return save(fig, path)
+    return save_figure(fig, path)

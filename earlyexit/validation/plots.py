@@ -2,8 +2,9 @@
 
 Each figure is built by :func:`figures` (its axes hold the plotted data, which
 the tests check) and saved by :func:`plot`. matplotlib comes from
-:func:`earlyexit.plotting.pyplot`, the one place that selects its backend; the
-figures stay here because they read validation's own records.
+:func:`earlyexit.plotting.pyplot`, the one place that selects its backend, and
+:func:`~earlyexit.plotting.save_figure` writes them; the figures stay here
+because they read validation's own records.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from earlyexit._checks import atomic_output
 from earlyexit.formats import Estimate
-from earlyexit.plotting import pyplot
+from earlyexit.plotting import pyplot, save_figure
 from earlyexit.validation.configs import CLUSTERS, cluster_of
 from earlyexit.validation.results import ConfigResult
 
@@ -113,17 +113,11 @@ def plot(
     Returns:
         The paths written.
     """
-    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figures(records, cdf_latencies_s, source).items():
         path = out / f"validate_{name}.png"
-        try:
-            fig.tight_layout()
-            with atomic_output(path) as tmp:
-                fig.savefig(tmp, dpi=120, format="png")
-        finally:
-            plt.close(fig)
+        save_figure(fig, path, dpi=120)
         paths.append(str(path))
     return paths
