@@ -144,3 +144,42 @@ def test_help_and_defaults_are_the_functions(command, module, name):
             assert action.default == default, action.dest
         checked += 1
     assert checked >= 3
+
+
+def test_every_profile_flag_reaches_profile(monkeypatch, tmp_path):
+    papi = importlib.import_module("earlyexit.profiling.api")
+    real = inspect.signature(papi.profile).parameters
+    seen = _record(monkeypatch, papi, "profile")
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_bytes(b"")
+    base = ["profile", "--checkpoint", str(ckpt), "-o", str(tmp_path / "p.json")]
+    with pytest.raises(_Reached):
+        main(base)
+    assert seen["args"] == (str(ckpt), real["data"].default, real["device_name"].default)
+    keys = ("threads", "batch_size", "thresholds", "calibrate", "reps", "percentile",
+            "granularity", "engine", "gap_s", "measure_hops")  # fmt: skip
+    assert {k: seen["kwargs"][k] for k in keys} == {k: real[k].default for k in keys}
+    assert seen["kwargs"]["progress"] is True
+    argv = [*base, "--data", "mnist", "--device-name", "pi", "--threads", "2", "--batch-size", "4",
+            "--thresholds", "0,0.5 1", "--calibrate", "--engine", "onnx", "--gap-ms", "20",
+            "--measure-hops", "--reps", "3", "--percentile", "90", "--compare-granularity",
+            "--json"]  # fmt: skip
+    with pytest.raises(_Reached):
+        main(argv)
+    assert seen["args"] == (str(ckpt), "mnist", "pi")
+    assert {k: seen["kwargs"][k] for k in (*keys, "progress")} == {
+        "threads": 2, "batch_size": 4, "thresholds": [0.0, 0.5, 1.0], "calibrate": True,
+        "reps": 3, "percentile": 90.0, "granularity": True, "engine": "onnx",
+        "gap_s": pytest.approx(0.02), "measure_hops": True, "progress": False,
+    }  # fmt: skip
+
+
+def test_merge_profiles_takes_the_paths(monkeypatch, tmp_path):
+    papi = importlib.import_module("earlyexit.profiling.api")
+    seen = _record(monkeypatch, papi, "merge_profiles")
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    for f in files:
+        f.write_text("{}")
+    with pytest.raises(_Reached):
+        main(["profile", "merge", *map(str, files), "-o", str(tmp_path / "m.json")])
+    assert seen["args"] == ([str(f) for f in files],)

@@ -1,4 +1,10 @@
-"""``earlyexit profile`` and ``earlyexit profile merge``."""
+"""``earlyexit profile`` and ``earlyexit profile merge``.
+
+Their options are the parameters of :func:`earlyexit.profiling.api.profile` and
+:func:`~earlyexit.profiling.api.merge_profiles`: defaults and help read from
+their source (:mod:`earlyexit._signatures`). Declared here: the files written
+(``-o``, ``--plot``), ``--json`` and the command line's units (``--gap-ms``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from earlyexit._checks import (
     int_range,
     output_file,
 )
+from earlyexit._cliutil import unit_list
+from earlyexit._signatures import add_param, read_constant, read_signature
 from earlyexit.plotting import plot_profile
 
 __all__ = ["register", "plot_profile"]  # plot_profile: re-exported from its old home
@@ -46,28 +54,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     if args.plot and Path(args.plot).resolve() == Path(args.output).resolve():
         raise ValueError(f"--plot and -o/--output name the same file {args.output!r}")
-    thresholds = None
-    if args.thresholds:
-        try:
-            thresholds = [float(t) for t in args.thresholds.replace(",", " ").split()]
-        except ValueError:
-            raise ValueError(
-                f"--thresholds must be numbers in [0, 1], got {args.thresholds!r}"
-            ) from None
     prof = profile(
-        args.checkpoint,
+        args.model,
         args.data,
         args.device_name,
         threads=args.threads,
         batch_size=args.batch_size,
-        thresholds=thresholds,
+        thresholds=args.thresholds,
         calibrate=args.calibrate,
         reps=args.reps,
         percentile=args.percentile,
-        granularity=args.compare_granularity,
+        granularity=args.granularity,
         progress=not args.json,
         engine=args.engine,
-        gap_s=args.gap_ms / 1000.0,
+        gap_s=args.gap_s,
         measure_hops=args.measure_hops,
     )
     # the plot first (a bad plot path must leave no profile behind), then the profile
@@ -123,70 +123,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile", help="profile exits, partition times and serialization on this device"
     )
-    p.add_argument(
-        "--checkpoint", required=True, type=input_file, help="a full-configuration checkpoint"
-    )
-    p.add_argument("--data", default="fashion-mnist", help="data spec; its profiling split is used")
-    p.add_argument(
-        "--device-name", default=None, help="key of this device in the profile (default: host name)"
-    )
-    p.add_argument(
-        "--threads", type=int_range(1, 1024), default=None, help="PyTorch threads while timing"
-    )
-    p.add_argument(
-        "--batch-size", type=int_range(1, 4096), default=1, help="batch of the timed runs"
-    )
-    p.add_argument(
-        "--thresholds", default=None, help="e.g. '0,0.25,0.5,0.75,1' (default 0.0..1.0 by 0.1)"
-    )
-    p.add_argument("--calibrate", action="store_true", help="fit a temperature per exit")
-    p.add_argument(
-        "--engine",
-        choices=("torch", "onnx"),
-        default="torch",
-        help="time partitions in eager PyTorch or, as deployed bundles run, in ONNX Runtime",
-    )
-    p.add_argument(
-        "--gap-ms",
-        type=float_range(0, 10_000),
-        default=0.0,
-        help="idle time before each timed partition run (cold caches, as one sample at a "
-        "time sees them); 0 times runs back to back",
-    )
-    p.add_argument(
-        "--measure-hops",
-        action="store_true",
-        help="also measure the runtime's cost per hand-off between processes (hop_s, the "
-        "latency model's overhead term) through real tier workers on this machine (~10 s)",
-    )
-    p.add_argument(
-        "--reps", type=int_range(1, 100_000), default=15, help="timed runs per partition"
-    )
-    p.add_argument(
-        "--percentile",
-        type=float_range(0, 100),
-        default=50.0,
-        help="stored percentile of the timings",
-    )
-    p.add_argument(
-        "--compare-granularity",
-        action="store_true",
-        help="also report layer/block-wise sums (Fig. 5)",
-    )
+    sig = read_signature("earlyexit.profiling.api", "profile")
+    add_param(p, sig["model"], "--checkpoint", type=input_file, more="Here its path.")
+    add_param(p, sig["data"])
+    add_param(p, sig["device_name"])
+    add_param(p, sig["threads"], type=int_range(1, 1024))
+    add_param(p, sig["batch_size"], type=int_range(1, 4096))
+    add_param(p, sig["thresholds"], type=unit_list, more="E.g. 0,0.25,0.5,0.75,1.")
+    add_param(p, sig["calibrate"])
+    add_param(p, sig["engine"], choices=read_constant("earlyexit.profiling.timing", "ENGINES"))
+    add_param(p, sig["gap_s"], "--gap-ms", type=float_range(0, 10_000), scale=1e-3, unit="ms")
+    add_param(p, sig["measure_hops"], more="Takes about 10 s.")
+    add_param(p, sig["reps"], type=int_range(1, 100_000))
+    add_param(p, sig["percentile"], type=float_range(0, 100))
+    add_param(p, sig["granularity"], "--compare-granularity")
     p.add_argument(
         "--plot",
         type=image_file,
         default=None,
         help="save a PNG of exit rates, accuracies and partition times",
     )
-    p.add_argument("-o", "--output", type=output_file, default="profile.json")
+    p.add_argument("-o", "--output", type=output_file, default="profile.json",
+                   help="the profile JSON to write (default: profile.json)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the profile JSON")
     p.set_defaults(func=_cmd_profile)
 
     m = sub.add_parser(
         "profile-merge", help="merge profiles of one model made on different devices"
     )
-    m.add_argument("profiles", nargs="+", type=input_file)
-    m.add_argument("-o", "--output", required=True, type=output_file)
-    m.add_argument("--json", action="store_true")
+    merge = read_signature("earlyexit.profiling.api", "merge_profiles")
+    add_param(m, merge["profiles"], "profiles", nargs="+", type=input_file)
+    m.add_argument("-o", "--output", required=True, type=output_file, help="the merged profile")
+    m.add_argument("--json", action="store_true", help="print the devices and output as JSON")
     m.set_defaults(func=_cmd_merge)
