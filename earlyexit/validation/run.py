@@ -43,6 +43,46 @@ def _check_count(name: str, value: Any, lo: int, hi: int) -> None:
         raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value}")
 
 
+def _profile_notes(prof: Profile, topo: Topology, gap_s: float) -> list[str]:
+    """What the reader should know about how each tier's device was profiled.
+
+    An engine other than ONNX Runtime (also warned: the estimates then miss the
+    deployment), another gap between timed runs than the latency pass's, no
+    measured hand-off cost.
+
+    Args:
+        prof: the profile.
+        topo: the topology (its tiers' devices are looked at).
+        gap_s: the latency pass's idle time before each sample.
+
+    Returns:
+        The notes, device by device.
+    """
+    notes: list[str] = []
+    for dev in sorted({t.device for t in topo.tiers}):
+        engine = prof.devices[dev].meta.get("engine", "torch")
+        if engine != "onnxruntime":
+            notes.append(
+                f"device {dev!r} was profiled with engine {engine!r}, but the tier workers run "
+                "ONNX Runtime (several times faster on small partitions): profile with "
+                "engine='onnx' (earlyexit profile --engine onnx) to predict this deployment"
+            )
+            warnings.warn(notes[-1], stacklevel=3)
+        prof_gap = float(prof.devices[dev].meta.get("gap_s", 0.0) or 0.0)
+        if abs(prof_gap - gap_s) > 1e-9:
+            notes.append(
+                f"device {dev!r} timed its partitions {prof_gap * 1e3:g} ms apart, the latency "
+                f"pass sends samples {gap_s * 1e3:g} ms apart: a partition run after an idle "
+                "wait is slower (colder caches); profile with the same gap (--gap-ms)"
+            )
+        if prof.devices[dev].hop_s is None:
+            notes.append(
+                f"device {dev!r} has no hop_s: the runtime's own cost per hand-off is not "
+                "estimated (profile with measure_hops=True, earlyexit profile --measure-hops)"
+            )
+    return notes
+
+
 def validate(
     checkpoint: str | os.PathLike[str],
     profile: Profile | str | os.PathLike[str],
@@ -206,27 +246,7 @@ def validate(
         realtime = None
     if not (isinstance(gap_s, (int, float)) and not isinstance(gap_s, bool) and 0 <= gap_s <= 1):
         raise ValueError(f"gap_s must be a number of seconds in [0, 1], got {gap_s!r}")
-    for dev in sorted({t.device for t in topo.tiers}):
-        engine = prof.devices[dev].meta.get("engine", "torch")
-        if engine != "onnxruntime":
-            notes.append(
-                f"device {dev!r} was profiled with engine {engine!r}, but the tier workers run "
-                "ONNX Runtime (several times faster on small partitions): profile with "
-                "engine='onnx' (earlyexit profile --engine onnx) to predict this deployment"
-            )
-            warnings.warn(notes[-1], stacklevel=2)
-        prof_gap = float(prof.devices[dev].meta.get("gap_s", 0.0) or 0.0)
-        if abs(prof_gap - gap_s) > 1e-9:
-            notes.append(
-                f"device {dev!r} timed its partitions {prof_gap * 1e3:g} ms apart, the latency "
-                f"pass sends samples {gap_s * 1e3:g} ms apart: a partition run after an idle "
-                "wait is slower (colder caches); profile with the same gap (--gap-ms)"
-            )
-        if prof.devices[dev].hop_s is None:
-            notes.append(
-                f"device {dev!r} has no hop_s: the runtime's own cost per hand-off is not "
-                "estimated (profile with measure_hops=True, earlyexit profile --measure-hops)"
-            )
+    notes += _profile_notes(prof, topo, gap_s)
     run = dict(
         samples=samples, seed=seed, configs=configs, emulate_links=emulate_links,
         progress=progress, exporter=exporter, accuracy_drop=accuracy_drop,

@@ -99,3 +99,26 @@ def test_validate_refuses_another_models_profile_and_cleans_up(tmp_path):
             validate(ckpt, other, "portend-aws", **{**kw, **bad})
     with pytest.raises(TypeError, match="configs must be an integer"):
         validate(ckpt, other, "portend-aws", **{**kw, "configs": 2.5})
+
+
+def test_profile_notes_name_each_device_profiled_unlike_the_deployment():
+    import warnings
+
+    from earlyexit.validation.run import _profile_notes
+
+    prof = synthetic_profile(4)
+    topo = resolve_topology("portend-aws")
+    devices = sorted({t.device for t in topo.tiers})
+    first = prof.devices[devices[0]]
+    first.meta.update(engine="onnxruntime", gap_s=0.02)
+    first.hop_s = 1e-4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        notes = _profile_notes(prof, topo, gap_s=0.02)
+    # the first device matches the deployment; every other one misses all three
+    assert not any(repr(devices[0]) in n for n in notes)
+    for dev in devices[1:]:
+        mine = [n for n in notes if n.startswith(f"device {dev!r}")]
+        assert len(mine) == 3
+        assert "engine 'torch'" in mine[0] and "0 ms apart" in mine[1] and "no hop_s" in mine[2]
+    assert [str(w.message) for w in caught] == [n for n in notes if "engine" in n]
