@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import zmq
 
-from earlyexit.runtime._requests import Result
+from earlyexit.runtime._requests import Ledger, Result
 from earlyexit.runtime._routing import RouteSender
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime.monitor import (
@@ -120,12 +120,8 @@ class Client:
         self.max_message_bytes = int(max_message_bytes)
         self._sender = RouteSender(self._ctx, hwm=hwm, send_timeout_s=0.05)
         self.input_route = list(input_route)
-        self._ids = itertools.count()
-        self._t0: dict[int, float] = {}  # submitted, no result yet
-        self._unacked: set[int] = set()  # not yet acknowledged by the first worker
-        self._heard: float | None = None
-        self._ready: list[Result] = []
-        self._done: set[int] = set()
+        self._book = Ledger()
+        self.stats = self._book.stats
         # link measurement (docs/adaptive.md): the client is the sender of the inputs;
         # route_tiers says which tiers the input route joins (set with the route)
         self.route_tiers: tuple[int, int] | None = None
@@ -134,8 +130,6 @@ class Client:
         self._probe_ids = itertools.count(1)
         # newest estimate per (tier, next tier): [bandwidth_mbps, propagation_ms, at]
         self.link_reports: dict[tuple[int, int], list[float]] = {}
-        self.stats = {"submitted": 0, "delivered": 0, "degraded": 0, "duplicates": 0, "rejected": 0,
-                      "failed": 0}  # fmt: skip
 
     @property
     def input_route(self) -> list[str]:
@@ -171,18 +165,14 @@ class Client:
         x = np.asarray(x)
         if x.ndim < 1:
             raise ValueError(f"x must be a batch [n, ...], got shape {x.shape}")
-        ids = [next(self._ids) for _ in range(len(x))] if ids is None else [int(i) for i in ids]
-        if len(ids) != len(x):
-            raise ValueError(f"got {len(ids)} ids for {len(x)} samples")
-        clash = [i for i in ids if i in self._t0]
-        if clash:
-            raise ValueError(f"ids {clash[:5]} are already in flight")
+        book = self._book
+        ids = book.new_ids(len(x), ids)
         groups = [(0, len(x))] if batch else [(j, j + 1) for j in range(len(x))]
         for a, b in groups:  # slices: views, the message is the one copy
             gids = ids[a:b]
             t0 = time.perf_counter()
             for i in gids:
-                self._t0[i] = t0
+                book.t0[i] = t0
             c0 = _cpu(self.source_slowdown)
             msg = encode_batch(x[a:b], "input", gids, self.control_address)
             _emulate(self.source_slowdown, c0)
@@ -191,33 +181,19 @@ class Client:
                 self._drain(0)
                 if time.monotonic() > deadline:
                     for i in gids:
-                        self._t0.pop(i, None)
+                        book.t0.pop(i, None)
                     raise TimeoutError(
                         f"the first worker accepted no input for {self.send_timeout_s:g} s"
                     )
-            self._unacked.update(gids)
+            book.sent(gids)
             rt = self.route_tiers
             if rt is not None and rt[0] != rt[1]:
                 if len(self._sent) > 100_000:  # acks lost to a dead first worker
                     self._sent.clear()
                 self._sent[gids[0]] = (time.monotonic(), len(msg), rt)
-            if self._heard is None:
-                self._heard = time.monotonic()
-            self.stats["submitted"] += len(gids)
         return ids
 
     # ----------------------------------------------------------------- receive
-    def _deliver(self, result: Result) -> None:
-        if result.id in self._done or result.id not in self._t0:
-            self.stats["duplicates"] += 1
-            return
-        self._done.add(result.id)
-        del self._t0[result.id]
-        self._unacked.discard(result.id)
-        self.stats["delivered"] += 1
-        self.stats["degraded"] += int(result.degraded)
-        self._ready.append(result)
-
     def _on_result(self, frames: list[zmq.Frame]) -> None:
         c0 = _cpu(self.destination_slowdown)
         try:
@@ -244,16 +220,17 @@ class Client:
         t1 = time.perf_counter()  # the result is available: deserialized
         if failed:
             error = str(head.get("error", ""))[:300]
+        book = self._book
         for j, i in enumerate(ids):
             if not isinstance(i, int):
                 continue
             if failed:
                 self.stats["failed"] += 1
-                self._deliver(Result(i, None, None, int(head.get("partition", -1)),
-                                     head.get("block"), head.get("tier"), True,
-                                     t1 - self._t0.get(i, t1), True, error))  # fmt: skip
+                book.deliver(Result(i, None, None, int(head.get("partition", -1)),
+                                    head.get("block"), head.get("tier"), True,
+                                    book.latency(i, t1), True, error))  # fmt: skip
                 continue
-            self._deliver(
+            book.deliver(
                 Result(
                     id=i,
                     logits=logits[j],
@@ -262,7 +239,7 @@ class Client:
                     block=head.get("block"),
                     tier=head.get("tier"),
                     degraded=bool(head.get("degraded", False)),
-                    latency_s=t1 - self._t0.get(i, t1),
+                    latency_s=book.latency(i, t1),
                 )
             )
 
@@ -277,9 +254,9 @@ class Client:
                 continue
             if head.get("partition") != 0:
                 continue
-            now = self._heard = time.monotonic()
+            now = self._book.heard = time.monotonic()
             if head.get("kind") == "ack" and isinstance(head.get("ids"), list):
-                self._unacked.difference_update(head["ids"])
+                self._book.unacked.difference_update(head["ids"])
                 self._observe_acks(head["ids"], head.get("held"), now)
             if "links" in head:
                 merge_link_report(self.link_reports, head["links"])
@@ -316,20 +293,14 @@ class Client:
         return True
 
     def _check_first_worker(self) -> None:
-        if not self._unacked or self._heard is None:
-            return
-        if time.monotonic() - self._heard > self.dead_after_s:
-            lost = sorted(self._unacked)
+        lost = self._book.expire(self.dead_after_s)
+        if lost:
             log.warning(
                 "client: the first partition is silent for over %g s; %d sample(s) "
                 "finish without an exit, degraded",
                 self.dead_after_s,
-                len(lost),
+                lost,
             )
-            now = time.perf_counter()
-            for i in lost:
-                self._deliver(Result(i, None, None, -1, None, None, True, now - self._t0[i]))
-            self._unacked.clear()
 
     def _drain(self, timeout_ms: int) -> None:
         sock = self._results
@@ -346,13 +317,14 @@ class Client:
         Returns:
             The new results (possibly none), each delivered once.
         """
+        book = self._book
         deadline = time.monotonic() + timeout_s
-        while not self._ready:
+        while not book.ready:
             left = deadline - time.monotonic()
             self._drain(max(0, min(100, int(left * 1000))))
             if left <= 0:
                 break
-        out, self._ready = self._ready, []
+        out, book.ready = book.ready, []
         return out
 
     @property
@@ -362,12 +334,12 @@ class Client:
         With the first worker's acks sent at once (``ack_interval_s=0``) this is
         the first tier's number in system, which a load generator bounds.
         """
-        return len(self._unacked)
+        return len(self._book.unacked)
 
     @property
     def in_flight(self) -> int:
         """Samples submitted whose result has not arrived."""
-        return len(self._t0)
+        return len(self._book.t0)
 
     def gather(self, ids: Iterable[int] | None = None, timeout_s: float = 30.0) -> list[Result]:
         """Wait for results.
@@ -384,13 +356,14 @@ class Client:
         Raises:
             TimeoutError: some results did not arrive in time (the message says how many).
         """
-        want = [r.id for r in self._ready] + list(self._t0) if ids is None else list(ids)
+        book = self._book
+        want = [r.id for r in book.ready] + list(book.t0) if ids is None else list(ids)
         wanted = set(want)
         got: dict[int, Result] = {}
         keep: list[Result] = []
-        for r in self._ready:
+        for r in book.ready:
             (got.__setitem__(r.id, r) if r.id in wanted else keep.append(r))
-        self._ready = []
+        book.ready = []
         deadline = time.monotonic() + timeout_s
         try:
             while len(got) < len(wanted):
@@ -405,7 +378,7 @@ class Client:
         finally:
             if len(got) < len(wanted):  # a timeout: keep what did arrive for later calls
                 keep.extend(got.values())
-            self._ready = keep + self._ready
+            book.ready = keep + book.ready
         return [got[i] for i in want]
 
     def infer(self, x: np.ndarray, timeout_s: float = 30.0) -> Result:

@@ -1,0 +1,72 @@
+"""The client's request bookkeeping (runtime/_requests.py), without sockets or processes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from earlyexit.runtime._requests import Ledger, Result
+
+
+def _result(i: int, degraded: bool = False) -> Result:
+    return Result(i, np.array([0.1, 0.9], np.float32), 0.2, 1, 4, 1, degraded, 0.01)
+
+
+def test_ids_are_fresh_or_checked():
+    book = Ledger()
+    assert book.new_ids(3) == [0, 1, 2]
+    assert book.new_ids(2, [7, np.int64(9)]) == [7, 9]
+    with pytest.raises(ValueError, match="got 1 ids for 2 samples"):
+        book.new_ids(2, [5])
+    book.t0[7] = 0.0  # 7 is in flight
+    with pytest.raises(ValueError, match=r"ids \[7\] are already in flight"):
+        book.new_ids(2, [7, 8])
+
+
+def test_each_id_is_answered_once_and_unknown_ids_are_duplicates():
+    book = Ledger()
+    ids = book.new_ids(2)
+    for i in ids:
+        book.t0[i] = time.perf_counter()
+    book.sent(ids)
+    assert book.unacked == {0, 1} and book.stats["submitted"] == 2
+    book.deliver(_result(0))
+    book.deliver(_result(0))  # a late copy
+    book.deliver(_result(42))  # never submitted
+    book.deliver(_result(1, degraded=True))
+    assert [r.id for r in book.ready] == [0, 1]
+    assert book.t0 == {} and book.unacked == set()
+    assert {k: book.stats[k] for k in ("delivered", "degraded", "duplicates")} == {
+        "delivered": 2,
+        "degraded": 1,
+        "duplicates": 2,
+    }
+
+
+def test_latency_counts_from_submission():
+    book = Ledger()
+    book.t0[3] = 10.0
+    assert book.latency(3, 10.25) == 0.25
+    assert book.latency(4, 10.25) == 0.0  # unknown: nothing to measure
+
+
+def test_a_silent_first_worker_answers_its_unacknowledged_samples_degraded():
+    book = Ledger()
+    ids = book.new_ids(3)
+    t0 = time.perf_counter()
+    for i in ids:
+        book.t0[i] = t0
+    book.sent(ids)
+    book.unacked.discard(0)  # acknowledged: the first worker passed it on
+    assert book.expire(dead_after_s=60.0) == 0  # heard just now: alive
+    book.heard = time.monotonic() - 5.0
+    assert book.expire(dead_after_s=2.0) == 2
+    lost = {r.id: r for r in book.ready}
+    assert sorted(lost) == [1, 2]
+    for r in lost.values():
+        assert (r.partition, r.logits, r.degraded, r.prediction) == (-1, None, True, None)
+        assert r.latency_s >= 0.0
+    assert book.t0 == {0: t0} and book.unacked == set()
+    assert book.expire(dead_after_s=2.0) == 0  # nothing left to answer
