@@ -231,10 +231,22 @@ def _params(
         out[name] = Param(
             name=name,
             default=MISSING if default is None else _eval(default, module, namespace, where),
-            help=docs.get(name, ""),
+            help=_constants_said(docs.get(name, ""), module),
             annotation=ast.unparse(node.annotation) if node.annotation is not None else "",
         )
     return out
+
+
+def _constants_said(text: str, module: str) -> str:
+    """``:data:`MAX_CONFIGS``` -> ``1000`` where ``module`` (or what it imports) defines it."""
+
+    def value(m: re.Match[str]) -> str:
+        try:
+            return str(read_constant(module, m.group(1).rsplit(".", 1)[-1]))
+        except ValueError:
+            return m.group(0)
+
+    return re.sub(r":data:`~?([\w.]+)`", value, text)
 
 
 def _definition(module: str, name: str, kind: type | tuple[type, ...]) -> tuple[str, Any]:
@@ -383,7 +395,9 @@ def add_param(
     positional = not flags[0].startswith("-")
     if not positional:
         kwargs.setdefault("dest", param.name)
-    help_text = " ".join(t for t in (kwargs.pop("help", None) or _plain(param.help), more) if t)
+    doc = textwrap.shorten(kwargs.pop("help", None) or _plain(param.help), 320, placeholder=" ...")
+    given_in = f"Given in {unit}." if unit and scale != 1.0 else ""
+    help_text = " ".join(t for t in (doc, given_in, more) if t)
     if scale != 1.0:
         if "type" not in kwargs:
             raise ValueError(f"add_param({param.name!r}): scale needs a type to convert")
@@ -411,7 +425,7 @@ def add_param(
         kwargs.setdefault("metavar", flags[0].lstrip("-").replace("-", "_").upper())
     if unit and f" {unit})" not in help_text:  # said with the default, else here
         help_text = f"{help_text} (in {unit})".strip()
-    kwargs["help"] = textwrap.shorten(help_text, 400, placeholder=" ...") if help_text else None
+    kwargs["help"] = help_text.replace("%", "%%") if help_text else None  # argparse formats it
     return parser.add_argument(*flags, **kwargs)
 
 
