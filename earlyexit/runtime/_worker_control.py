@@ -40,7 +40,7 @@ class _ControlPlane:
         now = time.monotonic()
         for i in ids:
             self._recv_at[i] = now
-        self._acks.setdefault(ack, []).extend(ids)
+        self._ack_later(ack, ids)
         # the prober is an upstream: it hears our heartbeats, so that it does not
         # take a link that only carried probes for a dead next worker
         if ack not in self._upstreams and len(self._upstreams) < _MAX_UPSTREAMS:
@@ -139,6 +139,24 @@ class _ControlPlane:
             held = [round(now - recv.pop(i, now), 6) for i in gids]
             self._send_control(addr, "ack", ids=gids, held=held)
         self._next_ack = time.monotonic() + self.ack_interval_s
+
+    def _ack_later(self, addr: str, ids: list[int]) -> None:
+        """Gather acks of ``ids`` for ``addr``, sent when ``ack_interval_s`` has passed."""
+        self._acks.setdefault(addr, []).extend(ids)
+        if self._next_ack < self._next_tick:
+            self._next_tick = self._next_ack
+
+    def _tick(self, now: float) -> None:
+        """What is due now (acks, heartbeats, probes, the next worker's silence), and when next."""
+        self._keep_upstream_informed(now)
+        self._check_downstream()
+        due = self._next_beat
+        if self._acks and self._next_ack < due:
+            due = self._next_ack
+        if not self.is_last and self._down_heard is not None and not self.downstream_dead:
+            # just past the moment the silence becomes too long (the check is strict)
+            due = min(due, self._down_heard + self.dead_after_s + 1e-3)
+        self._next_tick = due
 
     def _keep_upstream_informed(self, now: float) -> None:
         """Send the gathered acks and, when due, heartbeats (with link reports) and probes."""

@@ -24,6 +24,7 @@ def _zero() -> float:
 
 
 _COPY_BELOW = 1 << 20
+_SEND = zmq.backend.Socket.send  # pyzmq's Cython send, without the Python wrapper
 
 
 def _copy_small_messages(sock: zmq.Socket) -> None:
@@ -75,12 +76,27 @@ class _DataOut:
         if self._send_until(self.result_route, msg, len(ids)):
             self.stats["degraded" if degraded else "exited"] += len(ids)
 
+    def _send(self, route: list[str], msg: bytes) -> bool:
+        """One send attempt along ``route``; False if it timed out (peer dead or full).
+
+        :meth:`RouteSender.send`'s, with a direct route's message handed to
+        pyzmq's Cython ``send`` (copied below 1 MiB, as the socket's threshold
+        says) without the Python wrapper's checks.
+        """
+        if len(route) != 1:
+            return self._data.send(route, msg)
+        try:
+            _SEND(self._data.socket(route[0]), msg, 0, len(msg) < _COPY_BELOW, False)
+        except zmq.Again:
+            return False
+        return True
+
     def _send_until(self, route: list[str], msg: bytes, n: int) -> bool:
         """Send a result message, retrying for a while; False (logged) if it is lost."""
-        if self._data.send(route, msg):
+        if self._send(route, msg):
             return True
         deadline = time.monotonic() + max(5.0, self.dead_after_s)
-        while not self._data.send(route, msg):
+        while not self._send(route, msg):
             if time.monotonic() > deadline:
                 log.error(
                     "partition %d: the destination does not accept results; %d lost",
@@ -99,12 +115,12 @@ class _DataOut:
             for i, row, e in zip(ids, logits, entropy, strict=True):
                 self._pending[i] = (np.array(row, np.float32), float(e))
             c0 = self._cpu()
-            msg = encode_batch(np.ascontiguousarray(feats), "features", ids, self.control_address)
+            msg = encode_batch(feats, "features", ids, self.control_address)  # copies if need be
             self._emulate(c0)
             self._pay()
             assert self.next_route is not None  # internal invariant: checked in __init__
             while True:
-                if self._data.send(self.next_route, msg):
+                if self._send(self.next_route, msg):
                     self.stats["forwarded"] += len(ids)
                     if len(self._sent) > 100_000:  # acks lost with a dead peer
                         self._sent.clear()

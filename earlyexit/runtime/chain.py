@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -93,8 +93,7 @@ def leaves(entropy: np.ndarray, threshold: float, last: bool) -> np.ndarray:
     return entropy < float(threshold)
 
 
-@dataclass(frozen=True)
-class StepResult:
+class StepResult(NamedTuple):
     """One partition run on a batch, split into the samples that leave and those that go on.
 
     Attributes:
@@ -113,6 +112,21 @@ class StepResult:
     features: np.ndarray | None
 
 
+_NOBODY = np.arange(0)
+_NOBODY.flags.writeable = False
+_EVERYONE: dict[int, np.ndarray] = {}  # n -> arange(n), read-only, for the batches seen
+
+
+def _everyone(n: int) -> np.ndarray:
+    idx = _EVERYONE.get(n)
+    if idx is None:
+        idx = np.arange(n)
+        idx.flags.writeable = False
+        if len(_EVERYONE) < 4096:
+            _EVERYONE[n] = idx
+    return idx
+
+
 def exit_step(run: PartitionRunner, x: np.ndarray, threshold: float, last: bool) -> StepResult:
     """Run one partition on a batch and apply the exit rule.
 
@@ -124,29 +138,33 @@ def exit_step(run: PartitionRunner, x: np.ndarray, threshold: float, last: bool)
 
     Returns:
         The :class:`StepResult`; when every sample leaves or every sample stays,
-        no row is copied.
+        no row is copied (and ``leave``/``stay`` are shared read-only indices).
 
     Raises:
         ValueError: a runner whose outputs do not match the batch, or a
             non-last partition that returns no features.
     """
     logits, entropy, features = run(x)
-    logits = np.asarray(logits)
-    entropy = np.asarray(entropy).reshape(-1)
+    if type(logits) is not np.ndarray:
+        logits = np.asarray(logits)
+    if type(entropy) is not np.ndarray or entropy.ndim != 1:
+        entropy = np.asarray(entropy).reshape(-1)
     n = len(x)
     if logits.ndim != 2 or logits.shape[0] != n or entropy.shape[0] != n:
         raise ValueError(
             f"the partition returned logits {list(logits.shape)} and entropy "
             f"{list(entropy.shape)} for a batch of {n}; expected [{n}, C] and [{n}]"
         )
-    if features is None and not last:
+    if last:  # leaves() would say: everyone
+        return StepResult(logits, entropy, _everyone(n), _NOBODY, None)
+    if features is None:
         raise ValueError("a partition that is not the last must return features")
     mask = leaves(entropy, threshold, last)
     if mask.all():
-        return StepResult(logits, entropy, np.arange(n), np.arange(0), None)
-    feats = np.asarray(features)
+        return StepResult(logits, entropy, _everyone(n), _NOBODY, None)
+    feats = features if type(features) is np.ndarray else np.asarray(features)
     if not mask.any():
-        return StepResult(logits, entropy, np.arange(0), np.arange(n), feats)
+        return StepResult(logits, entropy, _NOBODY, _everyone(n), feats)
     stay = np.flatnonzero(~mask)
     return StepResult(logits, entropy, np.flatnonzero(mask), stay, feats[stay])
 

@@ -97,11 +97,14 @@ from earlyexit.runtime.chain import PartitionRunner, StepResult, exit_step
 from earlyexit.runtime.link import RouteSender
 from earlyexit.runtime.monitor import runtime_estimator
 from earlyexit.runtime.options import WorkerOptions
-from earlyexit.runtime.wire import WireError, decode
+from earlyexit.runtime.wire import WireError, decode, decode_batch
 
 __all__ = ["PartitionRunner", "Worker", "WorkerOptions", "make_runner", "main", "serve_config"]
 
 log = logging.getLogger("earlyexit.runtime.worker")
+
+_RECV = zmq.backend.Socket.recv  # pyzmq's Cython receive, without the Python wrapper
+_ENDPOINTS = ("tcp://", "ipc://")
 
 
 class Worker(_ControlPlane, _DataOut):
@@ -148,6 +151,7 @@ class Worker(_ControlPlane, _DataOut):
         self._acks: dict[str, list[int]] = {}  # upstream control address -> ids to ack
         self._next_ack = 0.0
         self._next_beat = 0.0
+        self._next_tick = 0.0  # the next ack flush, heartbeat or downstream check due
         # the CPU clock is read only when a slowdown is emulated
         self._cpu: Callable[[], float] = time.thread_time if self.slowdown > 1.0 else _zero
         self._own_ctx = context is None
@@ -201,6 +205,30 @@ class Worker(_ControlPlane, _DataOut):
     def _reject(self, reason: str) -> None:
         self.stats["rejected"] += 1
         log.warning("partition %d: rejected a message: %s", self.partition, reason)
+
+    def _parse_frame(self, frame: zmq.Frame) -> tuple[np.ndarray, list[int], str | None] | None:
+        """One received frame: a compact batch read the short way, anything else by ``_parse``."""
+        fast = decode_batch(frame.buffer, self.max_message_bytes)
+        if fast is not None and (fast[3] is None or fast[3].startswith(_ENDPOINTS)):
+            return fast[0], fast[2], fast[3]
+        return self._parse([frame])
+
+    def _admit(
+        self, item: tuple[np.ndarray, list[int], str | None]
+    ) -> tuple[np.ndarray, list[int], str | None]:
+        """Note when a message's samples arrived and its upstream (to ack and beat)."""
+        t_in = self._last_input = time.monotonic()
+        ack = item[2]
+        if ack is not None:
+            recv_at = self._recv_at
+            for i in item[1]:
+                recv_at[i] = t_in
+            if ack not in self._upstreams:
+                if len(self._upstreams) >= _MAX_UPSTREAMS:
+                    self._reject(f"too many upstreams; ignoring acks to {ack}")
+                    return item[0], item[1], None
+                self._upstreams.add(ack)
+        return item
 
     def _parse(self, frames: list[Any]) -> tuple[np.ndarray, list[int], str | None] | None:
         if len(frames) != 1:
@@ -291,9 +319,38 @@ class Worker(_ControlPlane, _DataOut):
             self._run_group(group)
             for _, gids, ack in group:
                 if ack is not None:
-                    self._acks.setdefault(ack, []).extend(gids)
+                    self._ack_later(ack, gids)
         if self.ack_interval_s <= 0.0:
             self._flush_acks()
+
+    def _serve_one(self) -> None:
+        """Receive one message and run it alone: :meth:`serve`'s path at ``max_batch`` 1.
+
+        The same steps as a batch of one message (parse, run, route, ack), with
+        fewer calls: a sleeping worker wakes with cold caches, where every call
+        on the way from the receive to the send costs microseconds.
+        """
+        frame = _RECV(self._in, 0, False, False)
+        self.stats["received"] += 1
+        c0 = self._cpu()
+        if frame.more:  # a wire message is one frame: _parse rejects the rest
+            item = self._parse([frame, *self._in.recv_multipart(copy=False)])
+        else:
+            item = self._parse_frame(frame)
+        self._emulate(c0)
+        if item is None:
+            return
+        x, ids, ack = self._admit(item)
+        try:
+            step = self._compute(x)
+        except Exception as err:  # a bad tensor or a broken partition must not stop the worker
+            self._fail(ids, err)
+        else:
+            self._route(ids, step)
+        if ack is not None:
+            self._ack_later(ack, ids)
+            if self.ack_interval_s <= 0.0:
+                self._flush_acks()
 
     def _run_group(self, group: list[tuple[np.ndarray, list[int], str | None]]) -> None:
         """Run messages as one batch; if the partition raises, each alone, failing only those."""
@@ -324,52 +381,44 @@ class Worker(_ControlPlane, _DataOut):
         poller = zmq.Poller()
         poller.register(self._ctl, zmq.POLLIN)
         poller.register(self._in, zmq.POLLIN)
-        self._next_beat = time.monotonic()
+        inp, ctl = self._in, self._ctl
+        self._next_beat = self._next_tick = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
-            self._keep_upstream_informed(now)
-            self._check_downstream()
+            if now >= self._next_tick:
+                self._tick(now)
             if len(self._pending) >= self.pending_limit:  # backpressure: stop reading input
                 self._on_control()
                 time.sleep(0.005)
                 continue
-            if readable(self._in):  # busy: no poll syscall
-                if readable(self._ctl):
+            if readable(inp):  # busy: no poll syscall
+                if readable(ctl):
                     self._on_control()
             else:
-                wake = min(self._next_beat, self._next_ack) if self._acks else self._next_beat
-                events = dict(poller.poll(max(1, math.ceil((wake - now) * 1000))))
-                if self._ctl in events:
+                events = dict(poller.poll(max(1, math.ceil((self._next_tick - now) * 1000))))
+                if ctl in events:
                     self._on_control()
-                if self._in not in events:
+                if inp not in events:
                     continue
+            if self.max_batch == 1:
+                self._serve_one()
+                continue
             batch = []
             deadline = time.monotonic() + self.batch_timeout_s if self.batch_timeout_s > 0 else 0.0
             while len(batch) < self.max_batch:
-                if not readable(self._in):
+                if not readable(inp):
                     left = deadline - time.monotonic()
-                    if left <= 0 or not self._in.poll(int(left * 1000)):
+                    if left <= 0 or not inp.poll(int(left * 1000)):
                         break
                     continue
                 # no copy: the payload is copied once, by _run_batch
-                frames = self._in.recv_multipart(copy=False)
+                frames = inp.recv_multipart(copy=False)
                 self.stats["received"] += 1
                 c0 = self._cpu()
-                item = self._parse(frames)
+                item = self._parse_frame(frames[0]) if len(frames) == 1 else self._parse(frames)
                 self._emulate(c0)
-                if item is None:
-                    continue
-                t_in = self._last_input = time.monotonic()
-                if item[2] is not None:
-                    for i in item[1]:
-                        self._recv_at[i] = t_in
-                if item[2] is not None and item[2] not in self._upstreams:
-                    if len(self._upstreams) >= _MAX_UPSTREAMS:
-                        self._reject(f"too many upstreams; ignoring acks to {item[2]}")
-                        item = (item[0], item[1], None)
-                    else:
-                        self._upstreams.add(item[2])
-                batch.append(item)
+                if item is not None:
+                    batch.append(self._admit(item))
             if batch:
                 self._run_batch(batch)
 

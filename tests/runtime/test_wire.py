@@ -276,3 +276,62 @@ def test_the_runtime_fast_encoders_make_the_same_bytes_as_encode(ack, ids):
                       entropy=ent.tolist(), degraded=degraded)  # fmt: skip
         assert got == want
         assert decode(got)[1]["entropy"] == ent.tolist()
+
+
+def _agrees_with_decode(msg: bytes, max_bytes: int = 1 << 20) -> None:
+    """decode_batch reads what decode reads as a numeric batch, and gives up on the rest."""
+    from earlyexit.runtime.wire import decode_batch
+
+    fast = decode_batch(msg, max_bytes)
+    try:
+        arr, head = decode(msg, max_bytes)
+    except WireError:
+        assert fast is None
+        return
+    batch = (
+        head["kind"] in ("input", "features")
+        and set(head) <= {"dtype", "shape", "kind", "ids", "ack"}
+        and "ids" in head
+        and arr.ndim >= 1
+        and len(head["ids"]) == arr.shape[0]
+        and arr.dtype.kind in "fiu"
+        and msg[:4] == COMPACT_MAGIC
+    )
+    if not batch:
+        assert fast is None
+        return
+    assert fast is not None
+    f_arr, kind, ids, ack = fast
+    assert (kind, ids, ack) == (head["kind"], head["ids"], head.get("ack"))
+    assert f_arr.dtype == arr.dtype and f_arr.shape == arr.shape
+    np.testing.assert_array_equal(f_arr, arr)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.float32, np.float16, np.int64, np.uint8, np.bool_]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4),
+    ),
+    st.sampled_from(["input", "features", "result", "ack"]),
+    st.none() | st.sampled_from(["ipc:///tmp/w0-control", "tcp://127.0.0.1:5"]),
+    st.data(),
+)
+def test_decode_batch_reads_batches_as_decode_does(array, kind, ack, data):
+    n = array.shape[0] if array.ndim else 1
+    ids = data.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n))
+    meta = {"ids": ids} if ack is None else {"ids": ids, "ack": ack}
+    msg = encode(array, kind=kind, **meta)
+    _agrees_with_decode(msg)
+    # a cut, a flipped byte or a lower size limit: still the same verdict as decode
+    cut = data.draw(st.integers(0, len(msg)))
+    _agrees_with_decode(msg[:cut])
+    at = data.draw(st.integers(0, len(msg) - 1))
+    _agrees_with_decode(msg[:at] + bytes([msg[at] ^ 0xFF]) + msg[at + 1 :])
+    _agrees_with_decode(msg, max_bytes=max(len(msg) - 1, 0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=200))
+def test_decode_batch_on_random_compact_bytes(data):
+    _agrees_with_decode(COMPACT_MAGIC + data)
