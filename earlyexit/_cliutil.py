@@ -39,6 +39,7 @@ __all__ = [
     "field_type",
     "add_fields",
     "name_flags",
+    "given",
 ]
 
 MAX_LIST = 10_000
@@ -200,3 +201,23 @@ def name_flags(text: str, flags: Mapping[str, str]) -> str:
     """
     head = text.split(" ", 1)[0].rstrip(":")
     return f"{flags[head]}: {text}" if head in flags else text
+
+
+def given(
+    args: argparse.Namespace, params: Mapping[str, Param], skip: Collection[str] = ()
+) -> dict[str, Any]:
+    """The parsed values of a function's parameters: its keyword arguments, each named once.
+
+    Args:
+        args: the parsed command line.
+        params: the function's parameters (:func:`~earlyexit._signatures.read_signature`).
+        skip: parameters the command passes itself (files it loads, values it converts).
+
+    Returns:
+        Parameter name -> ``args.<name>``, for every parameter the command line has.
+
+    Example:
+        >>> given(argparse.Namespace(reps=3, json=True), {"reps": Param("reps", 15, "", "int")})
+        {'reps': 3}
+    """
+    return {k: getattr(args, k) for k in params if k not in skip and hasattr(args, k)}

@@ -26,7 +26,7 @@ from earlyexit._checks import (
     int_range,
     output_file,
 )
-from earlyexit._cliutil import block_list, key_values, name_list, unit_list
+from earlyexit._cliutil import block_list, given, key_values, name_list, unit_list
 from earlyexit._signatures import Param, add_param, read_constant, read_signature
 from earlyexit.formats import BREAKDOWN_KEYS, Plan, Topology
 
@@ -34,6 +34,7 @@ __all__ = ["register"]
 
 
 _API = "earlyexit.planner.api"
+_FILES = ("profile", "topology")  # the command loads them (--device, --set change them)
 
 
 # the command-line form of each hint of make_space (the meaning is its Args: line)
@@ -156,32 +157,17 @@ def _load_table(load: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    if args.arrival_rate is None:
-        if args.queue_capacity is not None or args.max_loss is not None:
-            raise ValueError("--queue-capacity and --max-loss need --arrival-rate")
-        return {}
-    return {
-        "arrival_rate": args.arrival_rate,
-        "queue_capacity": args.queue_capacity,
-        "max_loss": args.max_loss,
-        "queue_model": args.queue_model,
-    }
+def _check_load(args: argparse.Namespace) -> None:
+    if args.arrival_rate is None and (args.queue_capacity is not None or args.max_loss is not None):
+        raise ValueError("--queue-capacity and --max-loss need --arrival-rate")
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from earlyexit.planner.api import baselines, plan
 
     prof, topo = _inputs(args)
-    p = plan(
-        prof,
-        topo,
-        min_accuracy=args.min_accuracy,
-        max_latency=args.max_latency,
-        estimator=args.estimator,
-        **_load_kwargs(args),
-        **_hints(args),
-    )
+    _check_load(args)
+    p = plan(prof, topo, **given(args, read_signature(_API, "plan"), _FILES), **_hints(args))
     if args.output:
         p.save(args.output)  # checked before planning (-o type); written atomically
     if args.json:
@@ -238,16 +224,8 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
 
     prof, topo = _inputs(args)
     name, values = parse_vary(args.vary)
-    rows = whatif(
-        prof,
-        topo,
-        name,
-        values,
-        min_accuracy=args.min_accuracy,
-        max_latency=args.max_latency,
-        estimator=args.estimator,
-        **_hints(args),
-    )
+    bounds = given(args, read_signature(_API, "plan"), _FILES)
+    rows = whatif(prof, topo, name, values, **bounds, **_hints(args))
     if args.plot:
         from earlyexit.planner.plot import plot_whatif
 
@@ -285,14 +263,8 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
     from earlyexit.planner.topology import resolve_profile, resolve_topology
 
     prof, topo = resolve_profile(args.profile), resolve_topology(args.topology)
-    lam = plan_capacity(
-        args.plan,
-        prof,
-        topo,
-        max_loss=args.max_loss,
-        queue_capacity=args.queue_capacity,
-        queue_model=args.queue_model,
-    )
+    cap = given(args, read_signature(_API, "plan_capacity"), ("plan", *_FILES))
+    lam = plan_capacity(args.plan, prof, topo, **cap)
     if args.json:
         out = {
             "capacity": lam if math.isfinite(lam) else None,

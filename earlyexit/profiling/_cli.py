@@ -20,7 +20,7 @@ from earlyexit._checks import (
     int_range,
     output_file,
 )
-from earlyexit._cliutil import unit_list
+from earlyexit._cliutil import given, unit_list
 from earlyexit._signatures import add_param, read_constant, read_signature
 from earlyexit.plotting import plot_profile
 
@@ -54,22 +54,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     if args.plot and Path(args.plot).resolve() == Path(args.output).resolve():
         raise ValueError(f"--plot and -o/--output name the same file {args.output!r}")
-    prof = profile(
-        args.model,
-        args.data,
-        args.device_name,
-        threads=args.threads,
-        batch_size=args.batch_size,
-        thresholds=args.thresholds,
-        calibrate=args.calibrate,
-        reps=args.reps,
-        percentile=args.percentile,
-        granularity=args.granularity,
-        progress=not args.json,
-        engine=args.engine,
-        gap_s=args.gap_s,
-        measure_hops=args.measure_hops,
-    )
+    sig = read_signature("earlyexit.profiling.api", "profile")
+    prof = profile(**given(args, sig), progress=not args.json)
     # the plot first (a bad plot path must leave no profile behind), then the profile
     if args.plot:
         existed = Path(args.plot).exists()

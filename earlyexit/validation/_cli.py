@@ -15,7 +15,7 @@ import warnings
 from typing import Any
 
 from earlyexit._checks import float_range, input_file, int_range, output_dir
-from earlyexit._cliutil import key_values
+from earlyexit._cliutil import given, key_values
 from earlyexit._signatures import add_param, read_constant, read_signature
 
 __all__ = ["register"]
@@ -80,15 +80,13 @@ def _validate_command(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         # the CLI prints the notes these warnings repeat, once, after the run
         warnings.filterwarnings("ignore", category=UserWarning, module=r"earlyexit\.validation")
-        result = validate(
-            args.checkpoint, args.profile, args.topology, args.data,
-            configs=args.configs, samples=args.samples, accuracy_samples=args.accuracy_samples,
-            out_dir=args.out_dir, seed=args.seed, devices=devices,
-            emulate_links=args.emulate_links, progress=None if args.json else print,
-            niceness=args.niceness or None, force=args.force, keep_logs=args.keep_logs,
-            split=args.split, rounds=args.rounds, min_per_exit=args.min_per_exit,
-            realtime=args.realtime or None, gap_s=args.gap_s,
-        )  # fmt: skip
+        result = validate(**{
+            **given(args, read_signature(_API, "validate")),
+            "devices": devices,
+            "progress": None if args.json else print,
+            "niceness": args.niceness or None,  # 0: leave it
+            "realtime": args.realtime or None,  # 0: off
+        })  # fmt: skip
     full = result.to_dict()
     if args.json:
         print(json.dumps({k: full[k] for k in _JSON_KEYS if k in full}, indent=2, default=float))

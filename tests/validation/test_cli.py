@@ -36,8 +36,9 @@ def _call(monkeypatch, argv):
 
 def test_defaults_reach_validate(monkeypatch, files, tmp_path):
     seen = _call(monkeypatch, [*files, "--out", str(tmp_path / "v")])
-    assert seen["args"] == (str(tmp_path / "c.pt"), str(tmp_path / "p.json"), "portend-aws", None)
     kw = seen["kwargs"]
+    files = (str(tmp_path / "c.pt"), str(tmp_path / "p.json"), "portend-aws", None)
+    assert (kw["checkpoint"], kw["profile"], kw["topology"], kw["data"]) == files
     assert (kw["configs"], kw["samples"], kw["accuracy_samples"], kw["seed"]) == (30, 100, 2000, 0)
     assert kw["emulate_links"] is True and kw["niceness"] == -15 and kw["devices"] == {}
     assert (kw["force"], kw["keep_logs"], kw["split"]) == (False, False, False)
