@@ -40,6 +40,7 @@ __all__ = [
     "add_fields",
     "name_flags",
     "given",
+    "add_command",
 ]
 
 MAX_LIST = 10_000
@@ -221,3 +222,23 @@ def given(
         {'reps': 3}
     """
     return {k: getattr(args, k) for k in params if k not in skip and hasattr(args, k)}
+
+
+def add_command(
+    subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], summary: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """Add a subcommand that runs ``func``.
+
+    Args:
+        subparsers: the ``earlyexit`` parser's subparsers.
+        name: the command's name.
+        func: what runs it (``args.func``).
+        summary: its line in ``earlyexit --help``.
+        kwargs: passed on to ``add_parser`` (``description``, ``prog``).
+
+    Returns:
+        Its parser, to add the options to.
+    """
+    p = subparsers.add_parser(name, help=summary, **kwargs)
+    p.set_defaults(func=func)
+    return p

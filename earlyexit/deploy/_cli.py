@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from earlyexit._signatures import add_param, read_signature
 from earlyexit._checks import (
     float_range,
     input_file,
@@ -24,6 +23,8 @@ from earlyexit._checks import (
     removed_on_failure,
     zmq_address,
 )
+from earlyexit._cliutil import add_command
+from earlyexit._signatures import add_param, read_constant, read_signature
 
 __all__ = ["register", "k8s_command", "compose_command", "netns_command"]
 
@@ -89,35 +90,30 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``deploy-k8s``, ``deploy-compose`` and ``deploy-netns`` (typed ``deploy k8s`` ...)."""
-    p = subparsers.add_parser(
-        "deploy-k8s",
-        prog="earlyexit deploy k8s",
-        help="Kubernetes manifests for a plan (typed: earlyexit deploy k8s)",
-        description="Write a Deployment and a Service per tier, the partition files (ConfigMaps, "
-        "or an image layer when over 1 MiB) and a kustomization.yaml: kubectl apply -k OUT.",
-    )
+    p = add_command(subparsers, "deploy-k8s", k8s_command,
+                    "Kubernetes manifests for a plan (typed: earlyexit deploy k8s)",
+                    prog="earlyexit deploy k8s",
+                    description="Write a Deployment and a Service per tier, the partition files "
+                    "(ConfigMaps, or an image layer when over 1 MiB) and a kustomization.yaml: "
+                    "kubectl apply -k OUT.")  # fmt: skip
     _common(p)
     objects = _sig("k8s", "k8s_objects")
     add_param(p, objects["prefix"], type=_dns_label)
     add_param(p, _sig("k8s", "write_k8s")["namespace"], type=_dns_label)
     add_param(p, objects["results"], type=zmq_address())
-    add_param(p, objects["files"], choices=("auto", "configmap", "image"))
+    add_param(p, objects["files"], choices=read_constant("earlyexit.deploy.k8s", "FILE_MODES"))
     add_param(p, objects["bundle_image"], type=_image)
-    p.set_defaults(func=k8s_command)
 
-    p = subparsers.add_parser(
-        "deploy-compose",
-        prog="earlyexit deploy compose",
-        help="a compose file for a plan on one host (typed: earlyexit deploy compose)",
-        description="Write compose.yaml (one service per tier, the same serve command lines) and "
-        "bundle/: docker compose -f OUT/compose.yaml up.",
-    )
+    p = add_command(subparsers, "deploy-compose", compose_command,
+                    "a compose file for a plan on one host (typed: earlyexit deploy compose)",
+                    prog="earlyexit deploy compose",
+                    description="Write compose.yaml (one service per tier, the same serve command "
+                    "lines) and bundle/: docker compose -f OUT/compose.yaml up.")  # fmt: skip
     _common(p)
     spec = _sig("compose", "compose_spec")
     add_param(p, spec["project"], type=_dns_label)
     add_param(p, spec["results"], type=zmq_address())
     add_param(p, spec["publish"], type=int_range(1, 65535))
-    p.set_defaults(func=compose_command)
 
     p = subparsers.add_parser(
         "deploy-netns",

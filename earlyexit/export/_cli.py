@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from earlyexit._cliutil import given
 from earlyexit._signatures import add_param, read_signature
 from earlyexit.export import constants
 from earlyexit.export.constants import FORMATS, ONNX_EXPORTERS, TARGETS
@@ -35,6 +36,7 @@ _FLAG_OF = {
     "exits": "--plan",
 }
 _MIN_OPSET = 7
+_LOADED = ("model", "plan", "out_dir")  # export_bundle's parameters the command passes itself
 
 
 def _formats(text: str) -> list[str]:
@@ -227,9 +229,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import pickle
     import warnings
 
+    from earlyexit.checkpoint import load
     from earlyexit.export.bundle import _check_replaceable, export_bundle
     from earlyexit.formats import Plan
-    from earlyexit.checkpoint import load
 
     try:
         _check_replaceable(Path(args.output), args.overwrite)
@@ -247,23 +249,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
-            manifest = export_bundle(
-                model,
-                plan,
-                args.output,
-                formats=args.formats,
-                target=args.target,
-                opset=args.opset,
-                calibration_data=args.data,
-                verify_data=args.data,
-                overwrite=args.overwrite,
-                exporter=args.exporter,
-                calibration_samples=args.calibration_samples,
-                verify_samples=args.verify_samples,
-                tolerance=args.tolerance,
-                rtol=args.rtol,
-                force=args.force,
-            )
+            sig = read_signature("earlyexit.export.bundle", "export_bundle", vars(constants))
+            manifest = export_bundle(model, plan, args.output, **given(args, sig, _LOADED),
+                                     calibration_data=args.data, verify_data=args.data)  # fmt: skip
     except FileExistsError as err:
         return _fail(f"argument -o/--output: {err}")
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -26,7 +26,7 @@ from earlyexit._checks import (
     int_range,
     output_file,
 )
-from earlyexit._cliutil import block_list, given, key_values, name_list, unit_list
+from earlyexit._cliutil import add_command, block_list, given, key_values, name_list, unit_list
 from earlyexit._signatures import Param, add_param, read_constant, read_signature
 from earlyexit.formats import BREAKDOWN_KEYS, Plan, Topology
 
@@ -312,48 +312,34 @@ def _output(p: argparse.ArgumentParser, what: str, plot: str = "") -> None:
 def register(subparsers: Any) -> None:
     """Add ``plan``, ``capacity``, ``pareto`` and ``whatif`` to an argparse subparsers object."""
     sig = read_signature(_API, "plan")
-    p = subparsers.add_parser(
-        "plan",
-        help="choose threshold, partitions and tiers (PORTEND P_lat / P_acc)",
-        description="Find the optimal configuration of the model of docs/spec.md.",
-    )
+    p = add_command(subparsers, "plan", _cmd_plan,
+                    "choose threshold, partitions and tiers (PORTEND P_lat / P_acc)",
+                    description="Find the optimal configuration of the model of docs/spec.md.")  # fmt: skip
     _common(p, sig)
     _bounds(p, sig)
     _load(p.add_argument_group("load (docs/spec.md#load)"), sig)
     _output(p, "exactly the plan JSON on stdout")
     p.add_argument("-o", "--output", type=output_file, help="also write the plan JSON to this file")
-    p.set_defaults(func=_cmd_plan)
 
     cap = read_signature(_API, "plan_capacity")
-    c = subparsers.add_parser(
-        "capacity",
-        help="the highest arrival rate a plan sustains under a loss bound",
-        description="Bisection on the arrival rate of the model under load (docs/spec.md#load).",
-    )
+    c = add_command(subparsers, "capacity", _cmd_capacity,
+                    "the highest arrival rate a plan sustains under a loss bound",
+                    description="Bisection on the arrival rate of the model under load "
+                    "(docs/spec.md#load).")  # fmt: skip
     add_param(c, cap["plan"], type=input_file, more="Here its path (earlyexit.plan/1).")
     _files(c, "the plan's ")
     _load(c, cap, capacity=True)
     _output(c, "the result as JSON")
-    c.set_defaults(func=_cmd_capacity)
 
-    q = subparsers.add_parser(
-        "pareto",
-        help="the latency-accuracy Pareto frontier",
-        description="Every (latency, accuracy)-optimal configuration.",
-    )
+    q = add_command(subparsers, "pareto", _cmd_pareto, "the latency-accuracy Pareto frontier",
+                    description="Every (latency, accuracy)-optimal configuration.")  # fmt: skip
     _common(q, sig)
-    _output(
-        q,
-        "the frontier and baselines as JSON",
-        "save the frontier with the baselines (png, pdf, svg)",
-    )
-    q.set_defaults(func=_cmd_pareto)
+    _output(q, "the frontier and baselines as JSON",
+            "save the frontier with the baselines (png, pdf, svg)")  # fmt: skip
 
-    w = subparsers.add_parser(
-        "whatif",
-        help="sweep a topology parameter and re-plan (PORTEND Fig. 9)",
-        description="What-if study: re-plan for each value of one parameter.",
-    )
+    w = add_command(subparsers, "whatif", _cmd_whatif,
+                    "sweep a topology parameter and re-plan (PORTEND Fig. 9)",
+                    description="What-if study: re-plan for each value of one parameter.")  # fmt: skip
     _common(w, sig)
     _bounds(w, sig)
     max_values = read_constant("earlyexit.planner.whatif", "MAX_VALUES")
@@ -361,4 +347,3 @@ def register(subparsers: Any) -> None:
                    help="e.g. links[0].bandwidth_mbps=1:100:20, tiers[1].slowdown=1:0.1:10:log "
                    f"(at most {max_values} values)")  # fmt: skip
     _output(w, "the rows as JSON", "save the sweep plot")
-    w.set_defaults(func=_cmd_whatif)
