@@ -9,12 +9,12 @@ from :mod:`earlyexit.export.constants` (torch-free), as ``export_bundle``'s do.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from earlyexit._checks import float_range, input_file, int_range
 from earlyexit._cliutil import given
 from earlyexit._signatures import add_param, read_signature
 from earlyexit.export import constants
@@ -47,20 +47,6 @@ def _formats(text: str) -> list[str]:
             f"unknown format(s) {bad or text!r}; choose from {', '.join(FORMATS)} (comma-separated)"
         )
     return list(dict.fromkeys(out))
-
-
-def _existing_file(what: str) -> Any:
-    def check(text: str) -> str:
-        p = Path(text)
-        if not p.exists():
-            raise argparse.ArgumentTypeError(f"{text!r} does not exist; expected {what}")
-        if not p.is_file():
-            raise argparse.ArgumentTypeError(f"{text!r} is not a file; expected {what}")
-        if not os.access(p, os.R_OK):
-            raise argparse.ArgumentTypeError(f"{text!r} is not readable; expected {what}")
-        return text
-
-    return check
 
 
 def _output_dir(text: str) -> str:
@@ -97,43 +83,6 @@ def _opset(text: str) -> int:
     return value
 
 
-def _number(name: str, low: float, high: float, low_open: bool, high_open: bool) -> Any:
-    rng = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def check(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        ok = math.isfinite(value) and (value > low if low_open else value >= low)
-        ok = ok and (value < high if high_open else value <= high)
-        if not ok:
-            raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {text!r}")
-        return value
-
-    check.__name__ = name
-    return check
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
-    return value
-
-
-def _one_line_error(parser: argparse.ArgumentParser) -> Any:
-    """argparse prints the usage and then the error; this prints one line."""
-
-    def error(message: str) -> NoReturn:
-        parser.exit(2, f"{_PROG}: error: {message} (see {_PROG} --help)\n")
-
-    return error
-
-
 def register(subparsers: Any) -> None:
     """Add the ``export`` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser(
@@ -145,19 +94,10 @@ def register(subparsers: Any) -> None:
             "the eager model, then write the bundle with its manifest.json."
         ),
     )
-    p.error = _one_line_error(p)  # type: ignore[method-assign]
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        type=_existing_file("an earlyexit checkpoint (.pt or .ckpt)"),
-        help="earlyexit checkpoint (.pt or .ckpt)",
-    )
-    p.add_argument(
-        "--plan",
-        required=True,
-        type=_existing_file("a plan JSON file (earlyexit.plan/1)"),
-        help="plan JSON (earlyexit.plan/1)",
-    )
+    # export_bundle takes the loaded model and plan; the command takes their files
+    p.add_argument("--checkpoint", required=True, type=input_file,
+                   help="earlyexit checkpoint (.pt or .ckpt)")  # fmt: skip
+    p.add_argument("--plan", required=True, type=input_file, help="plan JSON (earlyexit.plan/1)")
     # options of export_bundle take their defaults and help from its signature
     sig = read_signature("earlyexit.export.bundle", "export_bundle", vars(constants))
     add_param(p, sig["formats"], "--format", type=_formats, default=list(FORMATS))
@@ -170,12 +110,11 @@ def register(subparsers: Any) -> None:
         help="data spec for calibration (profile split) and verification (test split); "
         "default: the dataset recorded in the checkpoint",
     )
-    add_param(p, sig["calibration_samples"], type=_positive_int)
-    add_param(p, sig["verify_samples"], type=_positive_int)
+    add_param(p, sig["calibration_samples"], type=int_range(1))
+    add_param(p, sig["verify_samples"], type=int_range(1))
     add_param(p, sig["exporter"], choices=ONNX_EXPORTERS)
-    add_param(p, sig["tolerance"], "--tolerance", "--atol",
-              type=_number("tolerance", 0.0, math.inf, True, True))  # fmt: skip
-    add_param(p, sig["rtol"], type=_number("rtol", 0.0, 1.0, False, True))
+    add_param(p, sig["tolerance"], "--tolerance", "--atol", type=float_range(0, lo_open=True))
+    add_param(p, sig["rtol"], type=float_range(0, 1, hi_open=True))
     add_param(p, sig["force"])
     add_param(p, sig["overwrite"])
     p.add_argument(
