@@ -291,7 +291,7 @@ def _load(p: argparse.ArgumentParser | Any, sig: dict[str, Param], capacity: boo
     add_param(p, sig["max_loss"], type=loss, more="" if capacity else "Needs --arrival-rate.")
     add_param(p, sig["queue_capacity"], type=int_range(1, 10_000_000), metavar="K",
               more=f"The exact model takes K <= {exact_k}.")  # fmt: skip
-    add_param(p, sig["queue_model"],
+    add_param(p, read_signature(_API, "plan")["queue_model"],  # plan's says what the models are
               choices=read_constant("earlyexit.planner.queueing", "QUEUE_MODELS"))  # fmt: skip
 
 
