@@ -348,8 +348,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_param(p, sig["epochs"], type=int_range(1, MAX_EPOCHS))
     add_param(p, sig["checkpoint"], type=input_file)
     add_param(p, sig["accuracy_drop"], type=float_range(0.0, 1.0))
-    add_param(
-        p, sig["samples"], type=int_range(1, MAX_SAMPLES), more=f"MAX_SAMPLES is {MAX_SAMPLES}."
-    )
+    add_param(p, sig["samples"], type=int_range(1, MAX_SAMPLES))
     add_param(p, sig["keep_logs"])
     p.set_defaults(func=_cmd_demo)
