@@ -120,3 +120,24 @@ def test_serve_sets_the_computed_fields(captured):
     o = seen["options"]
     assert (o.partition, o.num_partitions, o.tier, o.next_tier) == (0, 2, 0, 1)
     assert o.heartbeat_s == pytest.approx(0.1) and o.dead_after_s == pytest.approx(0.4)
+
+
+def test_a_new_field_becomes_a_flag(monkeypatch):
+    """What H1-style additions get: a field added to WorkerOptions is a serve flag at once."""
+    import earlyexit.runtime._cli as serve_cli
+    from earlyexit._signatures import Param
+
+    real = serve_cli.read_fields
+
+    def with_new_field(module, cls, namespace=None):
+        return {**real(module, cls, namespace),
+                "drain_s": Param("drain_s", 1.5, "how long to drain on SIGTERM.", "float")}  # fmt: skip
+
+    monkeypatch.setattr(serve_cli, "read_fields", with_new_field)
+    parser = _serve_parser()
+    action = next(a for a in parser._actions if "--drain" in a.option_strings)
+    assert action.default == 1.5 and "how long to drain on SIGTERM. (default: 1.5 s)" in action.help
+    assert parser.get_default("worker_fields")["drain_s"] == "--drain"
+    with pytest.raises(SystemExit):  # a non-number is refused while parsing
+        parser.parse_args(["--bundle", ".", "--partition", "0", "--results", "tcp://a:1",
+                           "--drain", "soon"])  # fmt: skip
