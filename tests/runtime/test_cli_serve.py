@@ -23,6 +23,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     return sub.choices["serve"]
 
 
+def _last_partition(bundle: str) -> list[str]:
+    return ["serve", "--bundle", bundle, "--partition", "1", "--results", "tcp://10.0.0.1:5558",
+            "--bind", "tcp://127.0.0.1:*"]  # fmt: skip
+
+
 @pytest.fixture
 def captured(tmp_path, monkeypatch):
     bundle = str(write_bundle(tmp_path / "b", {1: {"onnx": b"\x08one"}, 2: {"onnx": b"\x08two"}}))
@@ -53,17 +58,7 @@ def test_each_numeric_field_flag_reaches_the_options(captured):
     fields = parser.get_default("worker_fields")
     by_flag = {s: a for a in parser._actions for s in a.option_strings}
     defaults = {f.name: f.default for f in dataclasses.fields(WorkerOptions)}
-    base = [
-        "serve",
-        "--bundle",
-        bundle,
-        "--partition",
-        "1",
-        "--results",
-        "tcp://10.0.0.1:5558",
-        "--bind",
-        "tcp://127.0.0.1:*",
-    ]
+    base = _last_partition(bundle)
     checked = 0
     for name, flag in fields.items():
         action = by_flag[flag]
@@ -96,17 +91,7 @@ def test_every_serve_flag_is_reached_by_a_test():
 
 def test_a_field_check_names_the_flag(captured, capsys):
     bundle, _ = captured
-    base = [
-        "serve",
-        "--bundle",
-        bundle,
-        "--partition",
-        "1",
-        "--results",
-        "tcp://10.0.0.1:5558",
-        "--bind",
-        "tcp://127.0.0.1:*",
-    ]
+    base = _last_partition(bundle)
     assert main([*base, "--pending-limit", "0"]) == 2  # refused by WorkerOptions, not the parser
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pending-limit: pending_limit must be an integer >= 1" in err[0]
