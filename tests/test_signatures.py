@@ -139,6 +139,10 @@ COMMANDS = [
     ("deploy-k8s", "earlyexit.deploy.k8s", "k8s_objects", 5),
     ("deploy-k8s", "earlyexit.deploy.tiers", "plan_workers", 2),
     ("deploy-compose", "earlyexit.deploy.compose", "compose_spec", 5),
+    ("plan", "earlyexit.planner.api", "plan", 7),
+    ("plan", "earlyexit.planner.space", "make_space", 7),
+    ("capacity", "earlyexit.planner.api", "plan_capacity", 3),
+    ("profile", "earlyexit.profiling.api", "profile", 12),
 ]
 
 
