@@ -185,38 +185,45 @@ def approx_many(rho: np.ndarray, scv: np.ndarray, k: int) -> tuple[np.ndarray, n
     rho = np.asarray(rho, dtype=np.float64)
     scv = np.asarray(scv, dtype=np.float64)
     rho, scv = np.broadcast_arrays(rho, scv)
-    loss = np.zeros(rho.shape)
-    num = np.zeros(rho.shape)
-    pos = rho > 0
-    r_ = np.where(np.abs(rho - 1.0) < _RHO_ONE, 1.0 + _RHO_ONE, np.where(pos, rho, 1.0))
-    den = 2.0 + np.sqrt(r_) * (scv - 1.0)
-    fluid = pos & ~(den > 0.05)
-    loss[fluid] = np.maximum(0.0, 1.0 - 1.0 / r_[fluid])
-    num[fluid] = float(k)
-    live = pos & ~fluid
+    shape = rho.shape
+    rho, scv = rho.ravel(), scv.ravel()
+    loss = np.zeros(rho.size)
+    num = np.zeros(rho.size)
+    at = np.flatnonzero(rho > 0)
+    r_ = rho[at]
+    r_ = np.where(np.abs(r_ - 1.0) < _RHO_ONE, 1.0 + _RHO_ONE, r_)
+    den = 2.0 + np.sqrt(r_) * (scv[at] - 1.0)
+    fluid = ~(den > 0.05)
+    loss[at[fluid]] = np.maximum(0.0, 1.0 - 1.0 / r_[fluid])
+    num[at[fluid]] = float(k)
+    live = ~fluid
+    at, r_, den = at[live], r_[live], den[live]
+    km1 = k - 1
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        r = np.exp(2.0 * np.log(r_) / np.where(live, den, 1.0))
-        slow = live & (np.abs(1.0 - r) * k < 1e-2)
-        c = r_ * (1.0 - r) / (1.0 - r_)
-        km1 = k - 1
-        lo = live & ~slow & (r <= 1.0)
-        rk = r**km1
-        g0 = (1.0 - rk) / (1.0 - r)
-        g1 = (1.0 - k * rk + km1 * rk * r) / (1.0 - r) ** 2
-        z = 1.0 + c * g0 + r_ * rk
-        loss = np.where(lo, r_ * rk / z, loss)
-        num = np.where(lo, (c * g1 + k * r_ * rk) / z, num)
-        hi = live & ~slow & (r > 1.0)
-        u = 1.0 / r
-        uk = u**km1
-        s0 = u * (1.0 - uk) / (1.0 - u)
-        s1 = u * (1.0 - k * uk + km1 * uk * u) / (1.0 - u) ** 2
-        z2 = uk + c * s0 + r_
-        loss = np.where(hi, r_ / z2, loss)
-        num = np.where(hi, (c * (k * s0 - s1) + k * r_) / z2, num)
-    for i in zip(*np.nonzero(slow), strict=True):
-        loss[i], num[i] = _approx_scalar(float(rho[i]), float(scv[i]), k)
-    return loss, num
+        r = np.exp(2.0 * np.log(r_) / den)
+        slow = np.abs(1.0 - r) * k < 1e-2  # the closed forms cancel badly: sum the terms
+        if slow.any():
+            lo_s, n_s = mg1k_approx(rho[at[slow]], scv[at[slow]], k)
+            loss[at[slow]], num[at[slow]] = lo_s, n_s
+        for part in (~slow & (r <= 1.0), ~slow & (r > 1.0)):
+            if not part.any():
+                continue
+            q, rr, i = r_[part], r[part], at[part]
+            c = q * (1.0 - rr) / (1.0 - q)
+            if rr[0] <= 1.0:
+                rk = rr**km1
+                g0 = (1.0 - rk) / (1.0 - rr)  # sum_{n=1}^{K-1} r^(n-1)
+                g1 = (1.0 - k * rk + km1 * rk * rr) / (1.0 - rr) ** 2  # sum n r^(n-1)
+                z = 1.0 + c * g0 + q * rk
+                loss[i], num[i] = q * rk / z, (c * g1 + k * q * rk) / z
+            else:  # every weight divided by r^(K-1)
+                u = 1.0 / rr
+                uk = u**km1
+                s0 = u * (1.0 - uk) / (1.0 - u)  # sum_{m=1}^{K-1} u^m
+                s1 = u * (1.0 - k * uk + km1 * uk * u) / (1.0 - u) ** 2  # sum m u^m
+                z = uk + c * s0 + q
+                loss[i], num[i] = q / z, (c * (k * s0 - s1) + k * q) / z
+    return loss.reshape(shape), num.reshape(shape)
 
 
 def mm1k(rho: float, capacity: int) -> tuple[float, float]:
