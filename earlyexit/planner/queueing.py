@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from earlyexit.formats import Profile, Topology
+from earlyexit.planner._load_many import load_many
 from earlyexit.planner._mg1k import (
     DEFAULT_QUEUE_CAPACITY,
     _approx_scalar,
@@ -58,7 +59,7 @@ from earlyexit.planner._mg1k import (
 )
 from earlyexit.planner._mg1k_exact import MAX_EXACT_CAPACITY, mg1k_exact
 from earlyexit.planner.estimators import check_cuts
-from earlyexit.planner.latency import CostModel, evaluate, path_links
+from earlyexit.planner.latency import CostModel, evaluate
 from earlyexit.planner.topology import resolve_profile, resolve_topology, tier_index
 
 __all__ = [
@@ -78,7 +79,6 @@ __all__ = [
 ]
 
 QUEUE_MODELS: tuple[str, ...] = ("approx", "exact")
-_FIX_ITERS = 200
 
 
 # ---------------------------------------------------------------------- a configuration
@@ -232,138 +232,30 @@ def load_of_configuration(
         The :class:`LoadEstimate`.
     """
     lam, k_cap, model = float(arrival_rate), int(queue_capacity), queue_model
-    n_parts = len(cuts)
-    e_c = [max(float(x), 0.0) for x in e]
-    tot = sum(e_c)
-    e_c = [x / tot for x in e_c] if tot > 0 else [0.0] * (n_parts - 1) + [1.0]
-    reach = [sum(e_c[k:]) for k in range(n_parts)]  # S_{k-1}, fraction reaching partition k
-    s_c = [reach[k] - e_c[k] for k in range(n_parts)]
-    prof, topo = cm.profile, cm.topology
-    h = [float(x) for x in cm.hop_tier]  # hop_s, its CPU part stretched by the slowdown
-    src, dst = cm.source, cm.destination
-    rbits = float(prof.result_bits)
-
-    # the route: a chain of steps; ("link", j, dir, bits) or ("tier", k); result branches off-chain
-    def link_steps(a: int, b: int, bits: float) -> list[tuple]:
-        links = list(path_links(a, b))
-        if b < a:
-            links = links[::-1]
-        return [("link", j, 1 if b > a else -1, bits / cm.bw[j]) for j in links]
-
-    chain: list[tuple[tuple, float]] = []  # (step, weight)
-    branches: list[tuple[int, list[tuple], float]] = []  # (after chain position, steps, weight)
-    for st_ in link_steps(src, tiers[0], float(cm.bits[0])):
-        chain.append((st_, 1.0))
-    prev = 0
-    for k in range(n_parts):
-        w_t = tiers[k]
-        inc = cm.dt[w_t, prev]
-        base = inc + float(cm.ct[w_t, prev, cuts[k]]) + h[w_t]
-        t_exit = base + float(cm.rst[w_t])
-        t_fwd = base + float(cm.st[w_t, cuts[k]])
-        chain.append((("tier", k, w_t, t_exit, t_fwd), reach[k]))
-        if e_c[k] > 0:
-            branches.append((len(chain), link_steps(w_t, dst, rbits), e_c[k]))
-        if k < n_parts - 1:
-            for st_ in link_steps(w_t, tiers[k + 1], float(cm.bits[cuts[k]])):
-                chain.append((st_, s_c[k]))
-        prev = cuts[k]
-
-    def key(step: tuple) -> tuple:
-        return ("tier", step[2]) if step[0] == "tier" else ("link", step[1], step[2])
-
-    keys = list(
-        dict.fromkeys([key(sp) for sp, _ in chain] + [key(sp) for _, b, _ in branches for sp in b])
-    )
-    loss = dict.fromkeys(keys, 0.0)
-    metrics: dict[tuple, tuple] = {}
-    for _ in range(_FIX_ITERS):
-        flows: dict[tuple, list[tuple[float, float]]] = {kk: [] for kk in keys}  # (rate, time)
-        surv = 1.0
-        surv_at: list[float] = []
-        for step, w in chain:
-            surv_at.append(surv)
-            kk = key(step)
-            rate = lam * w * surv
-            if step[0] == "tier":
-                kx = step[1]
-                if reach[kx] > 0:
-                    flows[kk].append((lam * e_c[kx] * surv, step[3]))
-                    flows[kk].append((lam * s_c[kx] * surv, step[4]))
-                surv *= 1.0 - loss[kk]
-                # samples that exit here leave the chain; the continuing ones carry surv
-            else:
-                flows[kk].append((rate, step[3]))
-                surv *= 1.0 - loss[kk]
-        surv_at.append(surv)
-        for pos, steps, w in branches:
-            sv = surv_at[pos]
-            for step in steps:
-                kk = key(step)
-                flows[kk].append((lam * w * sv, step[3]))
-                sv *= 1.0 - loss[kk]
-        new = {}
-        for kk in keys:
-            fl = [(r, t) for r, t in flows[kk] if r > 0]
-            rate = sum(r for r, _ in fl)
-            if rate <= 0:
-                metrics[kk] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-                new[kk] = 0.0
-                continue
-            times = np.array([t for _, t in fl])
-            probs = np.array([r for r, _ in fl]) / rate
-            mean, scv, rho, lo, wq = _station_metrics(rate, times, probs, k_cap, model)
-            metrics[kk] = (rate, mean, scv, rho, lo, wq)
-            new[kk] = lo
-        delta = max((abs(new[kk] - loss[kk]) for kk in keys), default=0.0)
-        loss = new
-        if delta < 1e-13:
-            break
-
-    # completed fraction: exits at k survive the chain up to and including tier k, then their links
-    completed = 0.0
-    surv = 1.0
-    pos_of_tier: dict[int, float] = {}
-    for step, _w in chain:
-        surv *= 1.0 - loss[key(step)]
-        if step[0] == "tier":
-            pos_of_tier[step[1]] = surv
-    for kx in range(n_parts):
-        if e_c[kx] <= 0:
-            continue
-        sv = pos_of_tier[kx]
-        for step in link_steps(tiers[kx], dst, rbits):
-            sv *= 1.0 - loss[key(step)]
-        completed += e_c[kx] * sv
-    # queueing delay with the unloaded visit weights
-    visits = dict.fromkeys(keys, 0.0)
-    for step, w in chain:
-        visits[key(step)] += w
-    for _pos, steps, w in branches:
-        for step in steps:
-            visits[key(step)] += w
-    delay = sum(visits[kk] * metrics[kk][5] for kk in keys)
+    e_c = np.maximum(np.array([float(x) for x in e]), 0.0)
+    # a result route is a station only where samples exit (all at the end if none do)
+    on = e_c > 0 if e_c.sum() > 0 else np.arange(len(cuts)) == len(cuts) - 1
+    res = load_many(cm, np.array([cuts]), tiers, e_c[None], lam, k_cap, model, branches=on)
     stations = []
-    for kk in keys:
-        rate, mean, scv, rho, lo, wq = metrics[kk]
+    for kk in res.keys:
         if kk[0] == "tier":
-            name = f"tier {kk[1]} ({topo.tiers[kk[1]].name})"
-            kind, idx = "tier", kk[1]
+            name = f"tier {kk[1]} ({cm.topology.tiers[kk[1]].name})"
         else:
             name = f"link {kk[1]} {'up' if kk[2] > 0 else 'down'}"
-            kind, idx = "link", kk[1]
+        mean, wq = float(res.mean[kk][0]), float(res.wait[kk][0])
         stations.append(
-            Station(name, kind, int(idx), float(rate), float(mean), float(scv), float(rho),
-                    float(lo), float(wq), float(wq + mean), float(visits[kk]))
+            Station(name, kk[0], int(kk[1]), float(res.rate[kk][0]), mean,
+                    float(res.scv[kk][0]), float(res.rho[kk][0]), float(res.lossr[kk][0]),
+                    wq, wq + mean, float(res.visits[kk][0]))
         )  # fmt: skip
-    loss_total = min(max(1.0 - completed, 0.0), 1.0)
+    loss_total = float(res.loss[0])
     return LoadEstimate(
         arrival_rate=lam,
         queue_capacity=k_cap,
         queue_model=model,
-        latency_s=float(unloaded_latency_s + delay),
+        latency_s=float(unloaded_latency_s + float(res.delay[0])),
         unloaded_latency_s=float(unloaded_latency_s),
-        loss_ratio=float(loss_total),
+        loss_ratio=loss_total,
         throughput=float(lam * (1.0 - loss_total)),
         stations=tuple(stations),
     )
