@@ -17,9 +17,26 @@ from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import approx_many, mg1k_exact
 from earlyexit.planner.space import SearchSpace
 
-__all__: list[str] = []  # internal to the search under load
+__all__ = ["portend_e", "stays"]
 
 _LOSS_ATOL = 1e-12
+
+
+def portend_e(er: np.ndarray) -> np.ndarray:
+    """PORTEND's E_k (docs/spec.md) from the exit rates ER at the cut points, (..., L)."""
+    e = np.zeros(er.shape)
+    if er.shape[-1] > 1:
+        e[..., 0] = er[..., 0]
+        e[..., 1:-1] = er[..., 1:-1] - er[..., :-2]
+    e[..., -1] = 1.0 - e[..., :-1].sum(axis=-1)
+    return e
+
+
+def stays(e: np.ndarray) -> np.ndarray:
+    """S_k = 1 - (E_1 + .. + E_k), S_L = 0, along the last axis."""
+    s = 1.0 - np.cumsum(e, axis=-1)
+    s[..., -1] = 0.0
+    return s
 
 
 def _fractions(
@@ -30,11 +47,7 @@ def _fractions(
     n_t, n_c, n_parts = len(t_idx), cuts.shape[0], cuts.shape[1]
     e = np.zeros((n_t, n_c, n_parts))
     if estimator == "portend":
-        er = cm.er[t_idx][:, cuts]  # (T, C, L)
-        if n_parts > 1:
-            e[:, :, 0] = er[:, :, 0]
-            e[:, :, 1:-1] = er[:, :, 1:-1] - er[:, :, :-2]
-        e[:, :, -1] = 1.0 - e[:, :, :-1].sum(axis=2)
+        e = portend_e(cm.er[t_idx][:, cuts])  # (T, C, L)
         acc = (cm.acc[cuts][None] * e).sum(axis=2)
     else:
         samples = cm.profile.samples
@@ -55,9 +68,7 @@ def _fractions(
                 hits += (here & cor[c - 1][None]).sum(axis=1)
                 rem = rem & ~here
             acc[:, ci] = hits / s_count
-    s = 1.0 - np.cumsum(e, axis=2)
-    s[:, :, -1] = 0.0
-    return e, s, acc
+    return e, stays(e), acc
 
 
 def _latency(

@@ -38,11 +38,12 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import combinations, permutations
 
 import numpy as np
 
+from earlyexit.planner._load_many import load_many
 from earlyexit.planner._select import ACC_ATOL, LAT_ATOL, select_best
 from earlyexit.planner._underload_bounds import (
     _LOSS_ATOL,
@@ -50,6 +51,8 @@ from earlyexit.planner._underload_bounds import (
     _latency,
     _tier_bounds,
     _wait_table,
+    portend_e,
+    stays,
 )
 from earlyexit.planner._underload_capacity import _evaluate, capacity
 from earlyexit.planner._underload_capacity import explain_infeasible as explain_infeasible
@@ -95,10 +98,79 @@ def _groups(
             yield n_parts, cuts, places
 
 
+Rows = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _loaded(
+    cm: CostModel, d: tuple[int, ...], cuts: np.ndarray, e: np.ndarray,
+    lam: float, k_cap: int, model: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Loaded latency, loss ratio and accuracy of R configurations placed at d, at once."""
+    lat = _latency(cm, cuts, d, e[None], stays(e)[None])[0]
+    res = load_many(cm, cuts, d, e, lam, k_cap, model)
+    return lat + res.delay, res.loss, (cm.acc[cuts] * e).sum(axis=1)
+
+
+def _scan(
+    cm: CostModel, order: np.ndarray, place: Callable[[int], tuple[int, ...]], rows: Rows,
+    lbs: np.ndarray | None, accs: np.ndarray | None, objective: str, bound: float | None,
+    eps: float, lam: float, k_cap: int, model: str,
+) -> list[tuple[int, float, float]]:  # fmt: skip
+    """Evaluate candidates in ``order`` until none left can win, a batch at a time.
+
+    The decisions are those of evaluating them one by one: P_lat (``objective``
+    ``"min_latency"``) stops at the first whose lower bound ``lbs`` exceeds the best
+    loaded latency found, P_acc at the first whose accuracy ``accs`` is below the best
+    found, ``"all"`` never; a batch only evaluates ahead.
+    ``place(i)`` is candidate i's placement, ``rows(idx)`` the cut points and E_k of
+    candidates of one placement.
+
+    Returns:
+        The feasible ones evaluated, as (index, loaded latency, accuracy).
+
+    Raises:
+        ValueError: more than :data:`MAX_EVALUATIONS` could not be ruled out.
+    """
+    got: list[tuple[int, float, float]] = []
+    best_r, best_a, count, pos, size = math.inf, -math.inf, 0, 0, 8
+    while pos < order.size:
+        chunk = order[pos : pos + size]
+        if objective == "min_latency" and lbs is not None:
+            chunk = chunk[lbs[chunk] <= best_r + LAT_ATOL]
+        chunk = chunk[: MAX_EVALUATIONS + 1 - count]
+        pos, size = pos + size, min(2 * size, 256)
+        if chunk.size == 0:
+            break
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for j, i in enumerate(chunk.tolist()):
+            groups.setdefault(place(i), []).append(j)
+        r_lat, r_loss, r_acc = np.empty(chunk.size), np.empty(chunk.size), np.empty(chunk.size)
+        for d, js in groups.items():
+            cuts, e = rows(chunk[js])
+            r_lat[js], r_loss[js], r_acc[js] = _loaded(cm, d, cuts, e, lam, k_cap, model)
+        for j, i in enumerate(chunk.tolist()):
+            if objective == "min_latency" and lbs is not None and lbs[i] > best_r + LAT_ATOL:
+                return got
+            a = float(r_acc[j]) if accs is None else float(accs[i])
+            if objective == "max_accuracy" and a < best_a - ACC_ATOL:
+                return got
+            count += 1
+            if count > MAX_EVALUATIONS:
+                raise ValueError(_too_many())
+            r = float(r_lat[j])
+            if not (r_loss[j] <= eps + _LOSS_ATOL and math.isfinite(r)):
+                continue
+            if objective == "max_accuracy" and bound is not None and r > bound + LAT_ATOL:
+                continue
+            got.append((i, r, a))
+            best_r, best_a = min(best_r, r), max(best_a, a)
+    return got
+
+
 def _fast_under_load(
     cm: CostModel, space: SearchSpace, bound: float | None,
     lam: float, k_cap: int, eps: float,
-) -> tuple[list[tuple[tuple, LoadEstimate, float]], int] | None:  # fmt: skip
+) -> tuple[list[tuple[tuple, float, float]], int] | None:  # fmt: skip
     """P_lat under load for PORTEND and the approx queues, by the label DP with the wait table.
 
     1. the DP minimizes Lat + the tiers' wait bounds (a lower bound of Lat_lambda); its
@@ -107,8 +179,8 @@ def _fast_under_load(
        is at most U; they are evaluated in order of the bound until it exceeds the best.
 
     Returns:
-        (the evaluated feasible configurations as (key, load estimate, accuracy), their
-        count evaluated), or None when this path does not apply (no table, no incumbent).
+        (the evaluated feasible configurations as (key, loaded latency, accuracy), their
+        count), or None when this path does not apply (no table, no incumbent).
     """
     from earlyexit.planner._labels import CutCodes, LazyKeys
     from earlyexit.planner._portend import PortendSearch
@@ -125,39 +197,31 @@ def _fast_under_load(
         keys = LazyKeys(nparts, fin.dcode, fin.pcode, fin.t, codes, thr)
         return fin.lat, fin.acc, fin.t, keys
 
-    def ev(key: tuple, t_pos: int) -> tuple[LoadEstimate, float]:
-        _n, d, cuts, _thr = key
-        return _evaluate(cm, "portend", int(space.t_idx[t_pos]), cuts, d, lam, k_cap, "approx")
+    def rows_of(keys: LazyKeys, ts: np.ndarray) -> Rows:
+        def rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            cuts = np.array([keys[int(i)][2] for i in idx], dtype=np.int64)
+            return cuts, portend_e(cm.er[space.t_idx[ts[idx]][:, None], cuts])
 
-    def ok(le: LoadEstimate) -> bool:
-        return le.loss_ratio <= eps + _LOSS_ATOL and math.isfinite(le.latency_s)
+        return rows
 
     lb0, _acc0, t0, keys0 = run(None)
     if lb0.size == 0:  # every configuration meeting the accuracy bound loses too much at a tier
         return [], 0
-    inc = math.inf
-    for i in np.argsort(lb0, kind="stable")[:4]:
-        le, _a = ev(keys0[int(i)], int(t0[i]))
-        if ok(le):
-            inc = min(inc, le.latency_s)
-    if not math.isfinite(inc):
+    top = np.argsort(lb0, kind="stable")[:4]
+    found = _scan(
+        cm, top, lambda i: keys0[i][1], rows_of(keys0, t0), None, None, "all", None,
+        eps, lam, k_cap, "approx",
+    )  # fmt: skip
+    if not found:
         return None
+    inc = min(r for _i, r, _a in found)
     lbs, _accs, ts, keys = run(inc)
-    got: list[tuple[tuple, LoadEstimate, float]] = []
-    best, count = math.inf, 0
-    for i in np.argsort(lbs, kind="stable"):
-        if lbs[i] > best + LAT_ATOL:
-            break
-        count += 1
-        if count > MAX_EVALUATIONS:
-            raise ValueError(_too_many())
-        key = keys[int(i)]
-        le, a = ev(key, int(ts[i]))
-        if not ok(le):
-            continue
-        got.append((key, le, a))
-        best = min(best, le.latency_s)
-    return got, count
+    order = np.argsort(lbs, kind="stable")
+    got = _scan(
+        cm, order, lambda i: keys[i][1], rows_of(keys, ts), lbs, None, "min_latency", None,
+        eps, lam, k_cap, "approx",
+    )  # fmt: skip
+    return [(keys[i], r, a) for i, r, a in got], len(got)
 
 
 def _too_many() -> str:
@@ -210,11 +274,14 @@ def search_under_load(
             if not got_f:
                 return None
             j = select_best(
-                np.array([g[1].latency_s for g in got_f]), np.array([g[2] for g in got_f]),
+                np.array([g[1] for g in got_f]), np.array([g[2] for g in got_f]),
                 [g[0] for g in got_f], objective, None,
             )  # fmt: skip
-            key, le, a = got_f[int(j)]
+            key = got_f[int(j)][0]
             t_pos = int(np.flatnonzero(cm.thresholds[space.t_idx] == key[3])[0])
+            le, a = _evaluate(
+                cm, "portend", int(space.t_idx[t_pos]), key[2], key[1], lam, k_cap, model
+            )
             cand = Candidate(
                 latency=float(le.unloaded_latency_s),
                 accuracy=a,
@@ -235,6 +302,7 @@ def search_under_load(
     # 2. every configuration's Lat and accuracy; keep the ones that may win
     # a lower bound on the loaded latency: Lat plus the first tier's own queueing delay
     lat_l, lb_l, acc_l, key_l = [], [], [], []
+    e_of: dict[tuple[int, ...], tuple[int, np.ndarray]] = {}  # placement: (first index, E rows)
     solved: dict = {}
     for n_parts, cuts, places in _groups(cm, space):
         e, s, acc = _fractions(cm, space, estimator, cuts)
@@ -259,6 +327,7 @@ def search_under_load(
                 bar = inc if objective == "min_latency" else (math.inf if bound is None else bound)
                 sel = np.flatnonzero(np.isfinite(lb) & (lb <= bar + LAT_ATOL))
                 ti, ci, lb = ti[sel], ci[sel], lb[sel]
+            e_of[d] = (len(key_l), e[ti, ci])
             lat_l.append(lat[ti, ci])
             lb_l.append(lb)
             acc_l.append(acc[ti, ci])
@@ -275,37 +344,30 @@ def search_under_load(
         if objective == "min_latency"
         else np.argsort(-accs, kind="stable")
     )
-    got: list[tuple[int, LoadEstimate]] = []
-    best_r, best_a = math.inf, -math.inf
-    n_eval = 0
-    for i in order:
-        if objective == "min_latency" and lbs[i] > best_r + LAT_ATOL:
-            break
-        if objective == "max_accuracy" and accs[i] < best_a - ACC_ATOL:
-            break
-        n_parts, d, cuts_t, t_pos = key_l[i]
-        n_eval += 1
-        if n_eval > MAX_EVALUATIONS:
-            raise ValueError(_too_many())
-        le, _ = _evaluate(cm, estimator, int(space.t_idx[t_pos]), cuts_t, d, lam, k_cap, model)
-        if not ok(le):
-            continue
-        if objective == "max_accuracy" and bound is not None and le.latency_s > bound + LAT_ATOL:
-            continue
-        got.append((int(i), le))
-        best_r = min(best_r, le.latency_s)
-        best_a = max(best_a, float(accs[i]))
+    est = estimator
+
+    def rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = key_l[int(idx[0])][1]
+        start, e_blk = e_of[d]
+        cuts = np.array([key_l[int(i)][2] for i in idx], dtype=np.int64)
+        return cuts, e_blk[idx - start]
+
+    got = _scan(
+        cm, order, lambda i: key_l[i][1], rows, lbs, accs, objective, bound, eps, lam, k_cap,
+        model,
+    )  # fmt: skip
     if not got:
         return None
     thr = cm.thresholds[space.t_idx]
-    keys = [(key_l[i][0], key_l[i][1], key_l[i][2], float(thr[key_l[i][3]])) for i, _ in got]
-    r_arr = np.array([le.latency_s for _, le in got])
-    a_arr = np.array([accs[i] for i, _ in got])
+    keys = [(key_l[i][0], key_l[i][1], key_l[i][2], float(thr[key_l[i][3]])) for i, _, _ in got]
+    r_arr = np.array([r for _, r, _ in got])
+    a_arr = np.array([accs[i] for i, _, _ in got])
     j = select_best(r_arr, a_arr, keys, objective, None)
     if j is None:  # pragma: no cover - got is not empty
         return None
-    i, le = got[j]
+    i = got[j][0]
     n_parts, d, cuts_t, t_pos = key_l[i]
+    le, _ = _evaluate(cm, est, int(space.t_idx[t_pos]), cuts_t, d, lam, k_cap, model)
     cand = Candidate(
         latency=float(lats[i]),
         accuracy=float(accs[i]),

@@ -292,11 +292,11 @@ def test_label_dp_under_load_matches_brute_force(problem, frac, lam, k, max_loss
         return
     assert got
     i = select_best(
-        np.array([g[1].latency_s for g in got]), np.array([g[2] for g in got]),
+        np.array([g[1] for g in got]), np.array([g[2] for g in got]),
         [g[0] for g in got], "min_latency", None,
     )  # fmt: skip
-    key, le, acc = got[i]
-    assert le.latency_s == pytest.approx(ref[0], abs=1e-9)
+    key, latency, acc = got[i]
+    assert latency == pytest.approx(ref[0], abs=1e-9)
     assert acc == pytest.approx(ref[1], abs=1e-9)
     assert key == ref[2]
 
