@@ -117,15 +117,15 @@ def deploy_configs(
     Args:
         out: where the bundles (``bundles/``), logs and plots go.
         model: the checkpoint's multi-exit model.
-        prof, topo: the profile and the topology, checked against each other and the model.
+        prof: the profile, checked against the model.
+        topo: the topology, its devices profiled.
         cm: the latency model of ``prof`` on ``topo`` (the configurations' plans).
         got: the test data, ``(x, y or None, ...)`` tensors; more samples than
             ``samples`` adds the accuracy pass.
         notes: what the checks found, carried into the result.
-        samples, seed, configs, emulate_links, progress, exporter, accuracy_drop,
-            niceness, keep_logs, split, rounds, min_per_exit, realtime, gap_s:
-            as :func:`~earlyexit.validation.run.validate` takes them, checked
-            (``niceness`` and ``realtime`` None where not allowed).
+
+    The keyword arguments are :func:`~earlyexit.validation.run.validate`'s,
+    checked (``niceness`` and ``realtime`` None where not allowed).
 
     Returns:
         The result, without ``wall_time_s`` (the caller times the whole run).
