@@ -1,10 +1,11 @@
-"""Starting a deployment's pieces on this host: settings, log folder, addresses, links, workers.
+"""Starting a deployment's pieces on this host: settings, log folder, client, links, workers.
 
 Shared by :func:`~earlyexit.runtime.deployment.deploy` and
 :func:`~earlyexit.runtime.adaptive.deploy_switchable`: both check their
-settings, pick a folder for logs and Unix sockets, start one relay process per
-emulated link and one worker process per partition, wired along
-:func:`~earlyexit.runtime.deployment.route`.
+settings and topology, pick a folder for logs and Unix sockets, start the client
+(:func:`_start`), one relay process per emulated link and one worker process
+per partition, wired along :func:`~earlyexit.runtime.deployment.route`; both
+return a :class:`_Running` deployment.
 """
 
 from __future__ import annotations
@@ -13,26 +14,63 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from earlyexit.formats import Topology
-from earlyexit.runtime._procs import _Proc, _spawn
+from earlyexit.runtime._procs import _cleanup, _Proc, _spawn
 from earlyexit.runtime._routing import route
+from earlyexit.runtime.client import Client
 from earlyexit.runtime.options import WorkerOptions
 
 __all__ = [
+    "_Running",
+    "_Start",
     "_binder",
     "_check_settings",
+    "_fit_topology",
     "_log_folder",
+    "_runner_specs",
     "_spawn_chain",
     "_spawn_links",
+    "_start",
+    "_synthetic_size",
     "_worker_template",
 ]
 
 _LOOPBACK = "tcp://127.0.0.1:*"
+
+_R = TypeVar("_R", bound="_Running")
+
+
+class _Running:
+    """What every running deployment shares: demo inputs, and closing (also as a context)."""
+
+    input_shape: tuple[int, ...]
+    _cleanup: Callable[[], Any]
+
+    def inputs(self, n: int, seed: int = 1) -> np.ndarray:
+        """``n`` random float32 inputs of the deployment's input shape (for demos)."""
+        return (
+            np.random.default_rng(seed).standard_normal((n, *self.input_shape)).astype(np.float32)
+        )
+
+    def close(self) -> None:
+        """Close the client, stop every process (bounded time), remove a temporary log folder."""
+        self._cleanup()
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _worker_template(
@@ -197,3 +235,94 @@ def _spawn_chain(
         next_input = p.info["input"]
     assert next_input is not None  # internal: at least one partition
     return workers, next_input
+
+
+def _fit_topology(
+    topology: Topology | str | os.PathLike[str] | None, tier_lists: Sequence[Sequence[int]]
+) -> Topology | None:
+    """The topology (None if none is given), checked to hold every tier of ``tier_lists``.
+
+    Raises:
+        ValueError: a tier beyond the topology's.
+    """
+    if topology is None:
+        return None
+    from earlyexit.planner.topology import resolve_topology
+
+    topo = resolve_topology(topology)
+    for tiers in tier_lists:
+        if max(tiers) >= topo.num_tiers:
+            raise ValueError(
+                f"tiers {list(tiers)} do not fit the topology's {topo.num_tiers} tiers"
+            )
+    return topo
+
+
+def _synthetic_size(synthetic: Mapping[str, Any]) -> tuple[int, tuple[int, ...]]:
+    """A synthetic model's number of partitions and input shape (SyntheticModel's defaults)."""
+    return int(synthetic.get("num_partitions", 3)), (int(synthetic.get("in_dim", 32)),)
+
+
+def _runner_specs(
+    bundle: str | os.PathLike[str] | None, synthetic: Mapping[str, Any] | None, n: int,
+    precision: str,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The runner of each of ``n`` partitions: the bundle's (path resolved), else the synthetic model's."""
+    if bundle is not None:
+        path = str(Path(bundle).resolve())
+        return [
+            {"kind": "bundle", "path": path, "partition": k, "precision": precision}
+            for k in range(n)
+        ]
+    return [{"kind": "synthetic", **dict(synthetic or {}), "partition": k} for k in range(n)]
+
+
+@dataclass
+class _Start:
+    """A deployment being started: its topology, folder, addresses, client and processes so far.
+
+    ``cleanup`` closes the client, stops ``procs`` and removes a temporary folder;
+    it also runs when the interpreter exits.
+    """
+
+    topo: Topology | None
+    source: int
+    destination: int
+    log_path: Path
+    bind: Callable[[str], str]
+    slow: Callable[[int], float]
+    client: Client
+    procs: list[_Proc]
+    cleanup: weakref.finalize
+
+
+def _start(
+    topo: Topology | None, *, apply_slowdown: bool, log_dir: str | os.PathLike[str] | None,
+    keep_logs: bool, prefix: str, transport: str = "ipc", hwm: int = 64, dead_after_s: float = 2.0,
+) -> _Start:  # fmt: skip
+    """The log folder, the socket addresses and the client of a deployment about to start.
+
+    The client plays the source and destination tiers of ``topo`` (tier 0 without
+    one), with their slowdowns if ``apply_slowdown``.
+    """
+    source = topo.source if topo else 0
+    destination = topo.destination if topo else 0
+    log_path, remove_dir = _log_folder(log_dir, keep_logs, prefix)
+    bind = _binder(log_path, transport)
+    slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
+    try:
+        client = Client(
+            results_bind=bind("results"),
+            control_bind=bind("client-control"),
+            hwm=hwm,
+            dead_after_s=dead_after_s,
+            source_slowdown=slow(source),
+            destination_slowdown=slow(destination),
+        )
+    except BaseException:
+        if remove_dir is not None:
+            shutil.rmtree(remove_dir, ignore_errors=True)
+        raise
+    procs: list[_Proc] = []
+    cleanup = weakref.finalize(client, _cleanup, client, procs, remove_dir)
+    return _Start(topo, source, destination, log_path, bind, slow, client, procs, cleanup)

@@ -7,7 +7,6 @@ in :mod:`earlyexit.runtime.adaptive`.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -20,18 +19,19 @@ import numpy as np
 from earlyexit.formats import Manifest, Plan, Topology
 from earlyexit.formats.trace import LinkTrace
 from earlyexit.runtime._launch import (
-    _binder,
     _check_settings,
-    _log_folder,
+    _fit_topology,
+    _runner_specs,
+    _Running,
     _spawn_chain,
     _spawn_links,
+    _start,
+    _synthetic_size,
     _worker_template,
 )
-from earlyexit.runtime._procs import _cleanup, _Proc
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client
-from earlyexit.runtime.deployment import _Running
 
 __all__ = ["Candidate", "SwitchableDeployment", "_candidates", "deploy_switchable"]
 
@@ -111,7 +111,7 @@ def _candidates(bundles: Sequence[str | os.PathLike[str]] | None, synthetic: Map
         return out
     if not plans:
         raise ValueError("synthetic= needs plans=[(threshold, tiers), ...]")
-    num = int(dict(synthetic or {}).get("num_partitions", 3))
+    num, _ = _synthetic_size(synthetic or {})
     out = []
     for threshold, tiers in plans:
         tiers = tuple(int(t) for t in tiers)
@@ -161,63 +161,37 @@ def deploy_switchable(
     """
     _check_settings(start_timeout_s, precision, niceness)
     cands = _candidates(bundles, synthetic, plans)
-    topo: Topology | None = None
-    if topology is not None:
-        from earlyexit.planner.topology import resolve_topology
-
-        topo = resolve_topology(topology)
-        for c in cands:
-            if max(c.tiers) >= topo.num_tiers:
-                raise ValueError(
-                    f"tiers {list(c.tiers)} do not fit the topology's {topo.num_tiers}"
-                )
+    topo = _fit_topology(topology, [c.tiers for c in cands])
     if trace is not None and (topo is None or not isinstance(trace, LinkTrace)):
         raise ValueError("trace must be a LinkTrace and needs a topology")
     if trace is not None and topo is not None and trace.link >= len(topo.links):
         raise ValueError(f"trace.link {trace.link} but the topology has {len(topo.links)} link(s)")
-    source = topo.source if topo else 0
-    destination = topo.destination if topo else 0
-    log_path, remove_dir = _log_folder(log_dir, False, "earlyexit-adapt-")
-    bind = _binder(log_path, "ipc")
-
-    slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
     template = _worker_template(0.5, 1, 0.0, 64, 0.2, 2.0, 2**28)
-    try:
-        client = Client(results_bind=bind("results"), control_bind=bind("client-control"),
-                        source_slowdown=slow(source), destination_slowdown=slow(destination))  # fmt: skip
-    except BaseException:
-        if remove_dir is not None:
-            shutil.rmtree(remove_dir, ignore_errors=True)
-        raise
-    procs: list[_Proc] = []
-    cleanup = weakref.finalize(client, _cleanup, client, procs, remove_dir)
+    st = _start(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=False,
+                prefix="earlyexit-adapt-")  # fmt: skip
     epoch = None
     try:
         up: list[str] = []
         down: list[str] = []
         if topo is not None:
             epoch = time.monotonic() + float(trace_lead_s)
-            up, down = _spawn_links(topo, bind, log_path, procs, start_timeout_s, niceness,
-                                    trace, epoch)  # fmt: skip
+            up, down = _spawn_links(topo, st.bind, st.log_path, st.procs, start_timeout_s,
+                                    niceness, trace, epoch)  # fmt: skip
         routes = []
         for ci, c in enumerate(cands):
-            specs = [
-                {"kind": "bundle", "path": c.bundle, "partition": k, "precision": precision}
-                if c.bundle is not None
-                else {"kind": "synthetic", **dict(synthetic or {}), "partition": k}
-                for k in range(len(c.tiers))
-            ]
+            specs = _runner_specs(c.bundle, synthetic, len(c.tiers), precision)
             _, first = _spawn_chain(
-                specs, c.tiers, c.blocks, c.threshold, template, client.results_address,
-                destination, up, down, bind, slow, log_path, procs, start_timeout_s, niceness,
-                prefix=f"plan{ci}-", measure_links=True,
+                specs, c.tiers, c.blocks, c.threshold, template, st.client.results_address,
+                st.destination, up, down, st.bind, st.slow, st.log_path, st.procs,
+                start_timeout_s, niceness, prefix=f"plan{ci}-", measure_links=True,
             )  # fmt: skip
-            routes.append(route(source, c.tiers[0], first, up, down))
+            routes.append(route(st.source, c.tiers[0], first, up, down))
         if cands[0].bundle is not None:
             shape = tuple(Manifest.load(cands[0].bundle).input_shape)
         else:
-            shape = (int(dict(synthetic or {}).get("in_dim", 32)),)
+            _, shape = _synthetic_size(synthetic or {})
     except BaseException:
-        cleanup()
+        st.cleanup()
         raise
-    return SwitchableDeployment(client, cands, routes, source, epoch, shape, cleanup, log_path)
+    return SwitchableDeployment(st.client, cands, routes, st.source, epoch, shape, st.cleanup,
+                                st.log_path)  # fmt: skip

@@ -23,57 +23,33 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from earlyexit.formats import Manifest, Topology
 from earlyexit.runtime._launch import (
-    _binder,
     _check_settings,
-    _log_folder,
+    _fit_topology,
+    _runner_specs,
+    _Running,
     _spawn_chain,
     _spawn_links,
+    _start,
+    _synthetic_size,
     _worker_template,
 )
-from earlyexit.runtime._procs import _cleanup, _Proc
+from earlyexit.runtime._procs import _Proc
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
 from earlyexit.runtime.options import MAX_MESSAGE_BYTES
 
 __all__ = ["Deployment", "deploy", "route"]
-
-
-_R = TypeVar("_R", bound="_Running")
-
-
-class _Running:
-    """What every running deployment shares: demo inputs, and closing (also as a context)."""
-
-    input_shape: tuple[int, ...]
-    _cleanup: Callable[[], Any]
-
-    def inputs(self, n: int, seed: int = 1) -> np.ndarray:
-        """``n`` random float32 inputs of the deployment's input shape (for demos)."""
-        return (
-            np.random.default_rng(seed).standard_normal((n, *self.input_shape)).astype(np.float32)
-        )
-
-    def close(self) -> None:
-        """Close the client, stop every process (bounded time), remove a temporary log folder."""
-        self._cleanup()
-
-    def __enter__(self: _R) -> _R:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Deployment(_Running):
@@ -249,81 +225,47 @@ def deploy(
         plan_tiers = list(manifest.plan.tier_indices)
         blocks: list[int | None] = list(manifest.plan.cut_points)
         threshold = manifest.threshold if threshold is None else threshold
-        specs = [
-            {
-                "kind": "bundle",
-                "path": str(Path(bundle).resolve()),
-                "partition": k,
-                "precision": precision,
-            }
-            for k in range(len(plan_tiers))
-        ]
         input_shape = tuple(manifest.input_shape)
     else:
         assert synthetic is not None  # internal: checked above
-        num = int(synthetic.get("num_partitions", 3))
+        num, input_shape = _synthetic_size(synthetic)
         plan_tiers = list(range(num))
         blocks = [None] * num
-        specs = [{"kind": "synthetic", **synthetic, "partition": k} for k in range(num)]
-        input_shape = (int(synthetic.get("in_dim", 32)),)
         if threshold is None:
             raise ValueError("threshold is required with synthetic=")
+    specs = _runner_specs(bundle, synthetic, len(plan_tiers), precision)
     tiers = list(plan_tiers if tiers is None else tiers)
     if len(tiers) != len(specs) or len(set(tiers)) != len(tiers):
         raise ValueError(f"tiers must give {len(specs)} distinct tiers, got {tiers}")
     threshold = check_threshold(threshold)
-    topo: Topology | None = None
-    if topology is not None:
-        from earlyexit.planner.topology import resolve_topology
-
-        topo = resolve_topology(topology)
-        if max(tiers) >= topo.num_tiers:
-            raise ValueError(f"tiers {tiers} do not fit the topology's {topo.num_tiers} tiers")
+    topo = _fit_topology(topology, [tiers])
     emulate = (topo is not None) if emulate_links is None else bool(emulate_links)
     if emulate and topo is None:
         raise ValueError("emulate_links=True needs a topology")
-    source = topo.source if topo else 0
-    destination = topo.destination if topo else 0
 
-    log_path, remove_dir = _log_folder(log_dir, keep_logs, "earlyexit-deploy-")
-    procs: list[_Proc] = []
-    bind = _binder(log_path, transport)
-
-    slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
-    try:
-        client = Client(
-            results_bind=bind("results"),
-            control_bind=bind("client-control"),
-            hwm=hwm,
-            dead_after_s=dead_after_s,
-            source_slowdown=slow(source),
-            destination_slowdown=slow(destination),
-        )
-    except BaseException:
-        if remove_dir is not None:
-            shutil.rmtree(remove_dir, ignore_errors=True)
-        raise
-    cleanup = weakref.finalize(client, _cleanup, client, procs, remove_dir)
+    st = _start(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=keep_logs,
+                prefix="earlyexit-deploy-", transport=transport, hwm=hwm,
+                dead_after_s=dead_after_s)  # fmt: skip
     try:
         up: list[str] = []
         down: list[str] = []
         if emulate and topo is not None:
-            up, down = _spawn_links(topo, bind, log_path, procs, start_timeout_s, niceness)
+            up, down = _spawn_links(topo, st.bind, st.log_path, st.procs, start_timeout_s, niceness)
         workers, next_input = _spawn_chain(
-            specs, tiers, blocks, threshold, template, client.results_address, destination,
-            up, down, bind, slow, log_path, procs, start_timeout_s, niceness,
+            specs, tiers, blocks, threshold, template, st.client.results_address, st.destination,
+            up, down, st.bind, st.slow, st.log_path, st.procs, start_timeout_s, niceness,
         )  # fmt: skip
-        client.input_route = route(source, tiers[0], next_input, up, down)
+        st.client.input_route = route(st.source, tiers[0], next_input, up, down)
     except BaseException:
-        cleanup()
+        st.cleanup()
         raise
     return Deployment(
-        client,
-        procs,
+        st.client,
+        st.procs,
         workers,
         tiers,
         float(threshold),
-        log_path,
+        st.log_path,
         input_shape,
-        cleanup,
+        st.cleanup,
     )
