@@ -147,7 +147,12 @@ class _ControlPlane:
             self._next_tick = self._next_ack
 
     def _tick(self, now: float) -> None:
-        """What is due now (acks, heartbeats, probes, the next worker's silence), and when next."""
+        """What is due now (acks, heartbeats, probes, the next worker's silence), and when next.
+
+        Control messages are read here first: the next worker's silence is judged
+        on what it sent.
+        """
+        self._on_control()
         self._keep_upstream_informed(now)
         self._check_downstream()
         due = self._next_beat

@@ -38,7 +38,14 @@ under 1 MiB are copied by ZeroMQ rather than sent zero-copy (pyzmq's zero-copy
 path wakes its garbage-collector thread for every message); acks are gathered
 for ``ack_interval_s``; the CPU clock is read only when a slowdown is emulated;
 a bundle's session runs once before ``READY`` so the first sample does not pay
-for ONNX Runtime's first-run allocations.
+for ONNX Runtime's first-run allocations. A worker that sleeps between samples
+wakes with cold caches, where every step costs several times what it costs
+warm, so the path from receive to send has few steps: the worker sleeps in
+the input socket's receive itself (no poll of two sockets: control messages
+are read when an ack, heartbeat or check is due, or as they come when the
+worker measures its link), housekeeping runs only when something is due, and
+the process's long-lived objects are frozen out of the garbage collector's
+sweeps (``gc.freeze`` before ``READY``).
 Control messages (acks, heartbeats) are wire messages too and travel directly,
 not over emulated links.
 
@@ -75,6 +82,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -104,6 +112,8 @@ __all__ = ["PartitionRunner", "Worker", "WorkerOptions", "make_runner", "main", 
 log = logging.getLogger("earlyexit.runtime.worker")
 
 _RECV = zmq.backend.Socket.recv  # pyzmq's Cython receive, without the Python wrapper
+_SET = zmq.backend.Socket.set
+_RCVTIMEO = int(zmq.RCVTIMEO)
 _ENDPOINTS = ("tcp://", "ipc://")
 
 
@@ -323,14 +333,8 @@ class Worker(_ControlPlane, _DataOut):
         if self.ack_interval_s <= 0.0:
             self._flush_acks()
 
-    def _serve_one(self) -> None:
-        """Receive one message and run it alone: :meth:`serve`'s path at ``max_batch`` 1.
-
-        The same steps as a batch of one message (parse, run, route, ack), with
-        fewer calls: a sleeping worker wakes with cold caches, where every call
-        on the way from the receive to the send costs microseconds.
-        """
-        frame = _RECV(self._in, 0, False, False)
+    def _take(self, frame: zmq.Frame) -> tuple[np.ndarray, list[int], str | None] | None:
+        """A received message, parsed and admitted (None if rejected, or a probe)."""
         self.stats["received"] += 1
         c0 = self._cpu()
         if frame.more:  # a wire message is one frame: _parse rejects the rest
@@ -338,9 +342,19 @@ class Worker(_ControlPlane, _DataOut):
         else:
             item = self._parse_frame(frame)
         self._emulate(c0)
+        return None if item is None else self._admit(item)
+
+    def _serve_one(self, frame: zmq.Frame) -> None:
+        """Run one received message alone: :meth:`serve`'s path at ``max_batch`` 1.
+
+        The same steps as a batch of one message (parse, run, route, ack), with
+        fewer calls: a sleeping worker wakes with cold caches, where every call
+        on the way from the receive to the send costs microseconds.
+        """
+        item = self._take(frame)
         if item is None:
             return
-        x, ids, ack = self._admit(item)
+        x, ids, ack = item
         try:
             step = self._compute(x)
         except Exception as err:  # a bad tensor or a broken partition must not stop the worker
@@ -378,10 +392,14 @@ class Worker(_ControlPlane, _DataOut):
             stop: the event that ends the loop (checked at least every heartbeat).
         """
         stop = stop or threading.Event()
-        poller = zmq.Poller()
-        poller.register(self._ctl, zmq.POLLIN)
-        poller.register(self._in, zmq.POLLIN)
-        inp, ctl = self._in, self._ctl
+        inp = self._in
+        timeout_ms = -1
+        poller = None
+        if self.options.next_tier is not None:
+            # link measurement times acks as they arrive: wait on both sockets
+            poller = zmq.Poller()
+            poller.register(self._ctl, zmq.POLLIN)
+            poller.register(inp, zmq.POLLIN)
         self._next_beat = self._next_tick = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
@@ -391,19 +409,29 @@ class Worker(_ControlPlane, _DataOut):
                 self._on_control()
                 time.sleep(0.005)
                 continue
-            if readable(inp):  # busy: no poll syscall
-                if readable(ctl):
-                    self._on_control()
-            else:
-                events = dict(poller.poll(max(1, math.ceil((self._next_tick - now) * 1000))))
-                if ctl in events:
+            ms = max(1, math.ceil((self._next_tick - now) * 1000))
+            if poller is not None:
+                events = dict(poller.poll(ms))
+                if self._ctl in events:
                     self._on_control()
                 if inp not in events:
                     continue
-            if self.max_batch == 1:
-                self._serve_one()
+                ms = 0
+            # wait in the receive itself (one system call to sleep, none when a message
+            # waits) until a message comes or something is due; control messages are
+            # read when something is due (acks, heartbeats: none is urgent)
+            if ms != timeout_ms:
+                _SET(inp, _RCVTIMEO, ms)
+                timeout_ms = ms
+            try:
+                frame = _RECV(inp, 0, False, False)
+            except zmq.Again:
                 continue
-            batch = []
+            if self.max_batch == 1:
+                self._serve_one(frame)
+                continue
+            first = self._take(frame)
+            batch = [] if first is None else [first]
             deadline = time.monotonic() + self.batch_timeout_s if self.batch_timeout_s > 0 else 0.0
             while len(batch) < self.max_batch:
                 if not readable(inp):
@@ -412,13 +440,9 @@ class Worker(_ControlPlane, _DataOut):
                         break
                     continue
                 # no copy: the payload is copied once, by _run_batch
-                frames = inp.recv_multipart(copy=False)
-                self.stats["received"] += 1
-                c0 = self._cpu()
-                item = self._parse_frame(frames[0]) if len(frames) == 1 else self._parse(frames)
-                self._emulate(c0)
+                item = self._take(_RECV(inp, 0, False, False))
                 if item is not None:
-                    batch.append(self._admit(item))
+                    batch.append(item)
             if batch:
                 self._run_batch(batch)
 
@@ -474,6 +498,10 @@ def serve_config(runner_spec: dict[str, Any], options: WorkerOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker = Worker(runner, options)
+    # what the imports and the session made lives as long as the process: kept out of
+    # the collector's sweeps, which otherwise traverse it all again and again while serving
+    gc.collect()
+    gc.freeze()
     print(
         "READY " + json.dumps({"input": worker.input_address, "control": worker.control_address}),
         flush=True,
