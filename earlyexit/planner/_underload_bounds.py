@@ -216,7 +216,10 @@ def _wait_table(
     per = np.where(pos, vis / np.where(pos, reach, 1.0), 0.0)  # vis / (1 - ER_b)
     p_mid = np.clip(np.where(pos, (er[:, ci] - er[:, bi]) / np.where(pos, reach, 1.0), 1.0), 0, 1)
     devs = cm.profile.devices
-    out = np.zeros((3, n_t, m, n + 1, n + 1))
+    flat = bi * (n + 1) + ci
+    bar = eps1 * (1 + 1e-9) + _LOSS_ATOL
+    all_nested = bool(nested.all())
+    out = np.zeros((3, n_t, m, (n + 1) ** 2))
     for w in range(m):
         if not space.tier_allowed[:, w].any():
             continue
@@ -230,17 +233,29 @@ def _wait_table(
             f = np.where(first, vis, f)
         rate = lam * f
         both = []
-        for p_exit in (p_mid, np.ones_like(p_mid)):
-            mean, scv = _moments(p_exit, t_exit, t_fwd)
-            # ER not nested: a constant service at the shorter time (scv 0) bounds it
-            mean, scv = np.where(nested, mean, t_min), np.where(nested, scv, 0.0)
-            lo, num = approx_many(rate * mean, scv, k_cap)
-            wq = _wait(rate, mean, lo, num) * per
-            tab = np.where(f * lo > eps1 * (1 + 1e-9) + _LOSS_ATOL, np.inf, wq)
-            both.append(np.where(pos, tab, 0.0))
+        for last in (False, True):
+            if last:  # the last partition: every sample leaves, a constant service
+                mean, scv = t_exit, np.zeros(1)
+            else:
+                mean, scv = _moments(p_mid, t_exit, t_fwd)
+            if not all_nested:  # a constant service at the shorter time (scv 0) bounds it
+                mean, scv = np.where(nested, mean, t_min), np.where(nested, scv, 0.0)
+            mean, scv = np.broadcast_arrays(mean, scv, rate)[:2]
+            rho = rate * mean
+            # carried load rho (1 - L) <= 1, so L >= 1 - 1/rho: those lose too much alone
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sat = f * (1.0 - 1.0 / rho) > bar * (1.0 + 1e-4)
+            tab = np.zeros(rate.shape)  # C order: written through its flat view below
+            tab[pos & sat] = np.inf
+            idx = np.flatnonzero(pos & ~sat)
+            rr, mm, ff = rate.ravel()[idx], mean.ravel()[idx], f.ravel()[idx]
+            lo, num = approx_many(rho.ravel()[idx], scv.ravel()[idx], k_cap)
+            wq = _wait(rr, mm, lo, num) * per.ravel()[idx]
+            tab.ravel()[idx] = np.where(ff * lo > bar, np.inf, wq)
+            both.append(tab)
         low = np.minimum(both[0], both[1])
         fin = np.isfinite(low)
-        out[0, :, w, bi, ci] = low.T
-        out[1, :, w, bi, ci] = np.where(fin, both[0] - np.where(fin, low, 0.0), 0.0).T
-        out[2, :, w, bi, ci] = np.where(fin, both[1] - np.where(fin, low, 0.0), 0.0).T
-    return out
+        out[0, :, w][:, flat] = low
+        out[1, :, w][:, flat] = np.where(fin, both[0] - np.where(fin, low, 0.0), 0.0)
+        out[2, :, w][:, flat] = np.where(fin, both[1] - np.where(fin, low, 0.0), 0.0)
+    return out.reshape(3, n_t, m, n + 1, n + 1)

@@ -191,8 +191,10 @@ def _fast_under_load(
     codes = CutCodes(cm.n, cm.m, space.max_parts)
     thr = cm.thresholds[space.t_idx]
 
+    ps = PortendSearch(cm, space, "min_latency", bound, codes=codes, extra=tab)
+
     def run(fixed: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, LazyKeys]:
-        ps = PortendSearch(cm, space, "min_latency", bound, codes=codes, extra=tab, fixed_inc=fixed)
+        ps.fixed_inc = fixed  # the bound tables do not depend on it: built once for both runs
         fin, nparts = ps.run("min_latency", bound)
         keys = LazyKeys(nparts, fin.dcode, fin.pcode, fin.t, codes, thr)
         return fin.lat, fin.acc, fin.t, keys
