@@ -177,10 +177,14 @@ def _fast_under_load(
        optimum, evaluated under load, gives an incumbent U (if it meets the loss bound);
     2. the DP again, with U fixed and no dominance, lists every configuration whose bound
        is at most U; they are evaluated in order of the bound until it exceeds the best.
+       Without an incumbent (the bound's best ones all lose too much), U is infinite:
+       every configuration whose tiers do not lose too much alone, if at most
+       :data:`MAX_EVALUATIONS` (near saturation these are few).
 
     Returns:
         (the evaluated feasible configurations as (key, loaded latency, accuracy), their
-        count), or None when this path does not apply (no table, no incumbent).
+        count), or None when this path does not apply (no table, or no incumbent and too
+        many configurations).
     """
     from earlyexit.planner._labels import CutCodes, LazyKeys
     from earlyexit.planner._portend import PortendSearch
@@ -214,10 +218,12 @@ def _fast_under_load(
         cm, top, lambda i: keys0[i][1], rows_of(keys0, t0), None, None, "all", None,
         eps, lam, k_cap, "approx",
     )  # fmt: skip
-    if not found:
-        return None
-    inc = min(r for _i, r, _a in found)
-    lbs, _accs, ts, keys = run(inc)
+    if found:
+        lbs, _accs, ts, keys = run(min(r for _i, r, _a in found))
+    else:  # no incumbent: every configuration that no tier rules out alone, if few
+        lbs, _accs, ts, keys = run(math.inf)
+        if lbs.size > MAX_EVALUATIONS:
+            return None
     order = np.argsort(lbs, kind="stable")
     got = _scan(
         cm, order, lambda i: keys[i][1], rows_of(keys, ts), lbs, None, "min_latency", None,
