@@ -19,9 +19,9 @@ from typing import Any
 import zmq
 
 from earlyexit.formats.trace import LinkTrace
-from earlyexit.runtime._routing import RouteSender, _check_address
+from earlyexit.runtime._routing import RouteSender, check_address
 
-__all__ = ["DirectedLink", "_arrival"]
+__all__ = ["DirectedLink", "stamped_arrival"]
 
 log = logging.getLogger("earlyexit.runtime.link")
 
@@ -30,7 +30,7 @@ _POLL_MS = 100
 _MAX_STAMP_AGE_S = 0.5
 
 
-def _arrival(stamp: Any, now: float) -> float:
+def stamped_arrival(stamp: Any, now: float) -> float:
     """The arrival time of a message: its sender's stamp if plausible here, else ``now``."""
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
         if 0.0 <= now - float(stamp) <= _MAX_STAMP_AGE_S:
@@ -174,10 +174,10 @@ class DirectedLink:
                 continue
             try:
                 head = json.loads(frames[0])
-                route = [_check_address(a) for a in head["route"]]
+                route = [check_address(a) for a in head["route"]]
                 if not route:
                     raise ValueError("empty route")
-                arrival = _arrival(head.get("t"), arrival)
+                arrival = stamped_arrival(head.get("t"), arrival)
                 frag = head.get("frag")
                 if frag is not None:
                     key, i, n = str(frag[0]), int(frag[1]), int(frag[2])

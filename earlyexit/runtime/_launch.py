@@ -3,9 +3,9 @@
 Shared by :func:`~earlyexit.runtime.deployment.deploy` and
 :func:`~earlyexit.runtime.adaptive.deploy_switchable`: both check their
 settings and topology, pick a folder for logs and Unix sockets, start the client
-(:func:`_start`), one relay process per emulated link and one worker process
+(:func:`start_client`), one relay process per emulated link and one worker process
 per partition, wired along :func:`~earlyexit.runtime.deployment.route`; both
-return a :class:`_Running` deployment.
+return a :class:`Running` deployment.
 """
 
 from __future__ import annotations
@@ -25,36 +25,36 @@ from typing import Any, TypeVar
 import numpy as np
 
 from earlyexit.formats import Topology
-from earlyexit.runtime._procs import _cleanup, _Proc, _spawn
+from earlyexit.runtime._procs import Proc, close_all, spawn
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.client import Client
 from earlyexit.runtime.options import WorkerOptions
 
 __all__ = [
-    "_Running",
-    "_Start",
-    "_binder",
-    "_check_settings",
-    "_fit_topology",
-    "_log_folder",
-    "_runner_specs",
-    "_spawn_chain",
-    "_spawn_links",
-    "_start",
-    "_synthetic_size",
-    "_worker_template",
+    "Running",
+    "Starting",
+    "binder",
+    "check_settings",
+    "fit_topology",
+    "log_folder",
+    "runner_specs",
+    "spawn_chain",
+    "spawn_links",
+    "start_client",
+    "synthetic_size",
+    "worker_template",
 ]
 
 _LOOPBACK = "tcp://127.0.0.1:*"
 
-_R = TypeVar("_R", bound="_Running")
+_R = TypeVar("_R", bound="Running")
 
 
-class _Running:
+class Running:
     """What every running deployment shares: demo inputs, and closing (also as a context)."""
 
     input_shape: tuple[int, ...]
-    _cleanup: Callable[[], Any]
+    close_all: Callable[[], Any]
 
     def inputs(self, n: int, seed: int = 1) -> np.ndarray:
         """``n`` random float32 inputs of the deployment's input shape (for demos)."""
@@ -73,7 +73,7 @@ class _Running:
         self.close()
 
 
-def _worker_template(
+def worker_template(
     threshold: float, max_batch: Any, batch_timeout_s: Any, hwm: Any, heartbeat_s: Any,
     dead_after_s: Any, max_message_bytes: Any,
 ) -> WorkerOptions:  # fmt: skip
@@ -95,7 +95,7 @@ def _worker_template(
     )
 
 
-def _check_settings(start_timeout_s: Any, precision: Any, niceness: Any) -> None:
+def check_settings(start_timeout_s: Any, precision: Any, niceness: Any) -> None:
     """Refuse, before any process starts, the settings of the deployment itself."""
     ok = isinstance(start_timeout_s, (int, float)) and not isinstance(start_timeout_s, bool)
     if not ok or not math.isfinite(start_timeout_s) or start_timeout_s <= 0:
@@ -109,7 +109,7 @@ def _check_settings(start_timeout_s: Any, precision: Any, niceness: Any) -> None
         raise ValueError(f"niceness must be None or an integer in [-20, 19], got {n!r}")
 
 
-def _log_folder(
+def log_folder(
     log_dir: str | os.PathLike[str] | None, keep_logs: bool, prefix: str
 ) -> tuple[Path, Path | None]:
     """The folder of the process logs and sockets, and the one to remove on close (or None)."""
@@ -121,7 +121,7 @@ def _log_folder(
     return path, None if keep_logs else path
 
 
-def _binder(log_path: Path, transport: str) -> Callable[[str], str]:
+def binder(log_path: Path, transport: str) -> Callable[[str], str]:
     """``name -> bind address``: a Unix socket in ``log_path`` for ``ipc``, else loopback TCP."""
 
     def bind(name: str) -> str:  # Unix socket paths are limited to about 100 bytes
@@ -131,11 +131,11 @@ def _binder(log_path: Path, transport: str) -> Callable[[str], str]:
     return bind
 
 
-def _spawn_links(
+def spawn_links(
     topo: Topology,
     bind: Callable[[str], str],
     log_path: Path,
-    procs: list[_Proc],
+    procs: list[Proc],
     start_timeout_s: float,
     niceness: int | None,
     trace: Any = None,
@@ -160,7 +160,7 @@ def _spawn_links(
             }
             for d in ("up", "down")
         ]
-        p = _spawn(
+        p = spawn(
             f"link{j}",
             "earlyexit.runtime.link",
             ["--spec", json.dumps(spec)],
@@ -174,7 +174,7 @@ def _spawn_links(
     return up, down
 
 
-def _spawn_chain(
+def spawn_chain(
     specs: Sequence[dict[str, Any]],
     tiers: Sequence[int],
     blocks: Sequence[int | None],
@@ -187,12 +187,12 @@ def _spawn_chain(
     bind: Callable[[str], str],
     slow: Callable[[int], float],
     log_path: Path,
-    procs: list[_Proc],
+    procs: list[Proc],
     start_timeout_s: float,
     niceness: int | None,
     prefix: str = "",
     measure_links: bool = False,
-) -> tuple[list[_Proc], str]:
+) -> tuple[list[Proc], str]:
     """Start one plan's workers, last partition first; returns them and the first one's input.
 
     Each worker's routes go over the emulated links ``up``/``down`` (empty: direct),
@@ -202,7 +202,7 @@ def _spawn_chain(
     reports its estimate (adaptive deployments; a plain deployment sends no probes).
     """
     n = len(specs)
-    workers: list[_Proc] = []
+    workers: list[Proc] = []
     next_input: str | None = None
     for k in range(n - 1, -1, -1):
         options = dataclasses.replace(
@@ -222,7 +222,7 @@ def _spawn_chain(
             slowdown=slow(tiers[k]),
         )
         config = {"runner": specs[k], "options": options.to_dict()}
-        p = _spawn(
+        p = spawn(
             f"{prefix}worker{k}",
             "earlyexit.runtime.worker",
             ["--config", json.dumps(config)],
@@ -237,7 +237,7 @@ def _spawn_chain(
     return workers, next_input
 
 
-def _fit_topology(
+def fit_topology(
     topology: Topology | str | os.PathLike[str] | None, tier_lists: Sequence[Sequence[int]]
 ) -> Topology | None:
     """The topology (None if none is given), checked to hold every tier of ``tier_lists``.
@@ -258,12 +258,12 @@ def _fit_topology(
     return topo
 
 
-def _synthetic_size(synthetic: Mapping[str, Any]) -> tuple[int, tuple[int, ...]]:
+def synthetic_size(synthetic: Mapping[str, Any]) -> tuple[int, tuple[int, ...]]:
     """A synthetic model's number of partitions and input shape (SyntheticModel's defaults)."""
     return int(synthetic.get("num_partitions", 3)), (int(synthetic.get("in_dim", 32)),)
 
 
-def _runner_specs(
+def runner_specs(
     bundle: str | os.PathLike[str] | None, synthetic: Mapping[str, Any] | None, n: int,
     precision: str,
 ) -> list[dict[str, Any]]:  # fmt: skip
@@ -278,7 +278,7 @@ def _runner_specs(
 
 
 @dataclass
-class _Start:
+class Starting:
     """A deployment being started: its topology, folder, addresses, client and processes so far.
 
     ``cleanup`` closes the client, stops ``procs`` and removes a temporary folder;
@@ -292,14 +292,14 @@ class _Start:
     bind: Callable[[str], str]
     slow: Callable[[int], float]
     client: Client
-    procs: list[_Proc]
+    procs: list[Proc]
     cleanup: weakref.finalize
 
 
-def _start(
+def start_client(
     topo: Topology | None, *, apply_slowdown: bool, log_dir: str | os.PathLike[str] | None,
     keep_logs: bool, prefix: str, transport: str = "ipc", hwm: int = 64, dead_after_s: float = 2.0,
-) -> _Start:  # fmt: skip
+) -> Starting:  # fmt: skip
     """The log folder, the socket addresses and the client of a deployment about to start.
 
     The client plays the source and destination tiers of ``topo`` (tier 0 without
@@ -307,8 +307,8 @@ def _start(
     """
     source = topo.source if topo else 0
     destination = topo.destination if topo else 0
-    log_path, remove_dir = _log_folder(log_dir, keep_logs, prefix)
-    bind = _binder(log_path, transport)
+    log_path, remove_dir = log_folder(log_dir, keep_logs, prefix)
+    bind = binder(log_path, transport)
     slow = (lambda t: topo.tiers[t].slowdown) if (topo and apply_slowdown) else (lambda t: 1.0)
     try:
         client = Client(
@@ -323,6 +323,6 @@ def _start(
         if remove_dir is not None:
             shutil.rmtree(remove_dir, ignore_errors=True)
         raise
-    procs: list[_Proc] = []
-    cleanup = weakref.finalize(client, _cleanup, client, procs, remove_dir)
-    return _Start(topo, source, destination, log_path, bind, slow, client, procs, cleanup)
+    procs: list[Proc] = []
+    cleanup = weakref.finalize(client, close_all, client, procs, remove_dir)
+    return Starting(topo, source, destination, log_path, bind, slow, client, procs, cleanup)

@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from earlyexit.runtime.client import Client
 
-__all__ = ["_Proc", "_cleanup", "_spawn", "_terminate"]
+__all__ = ["Proc", "close_all", "spawn", "terminate"]
 
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass
-class _Proc:
+class Proc:
+    """A started process: its role (``worker0``, ``link1``...), handle, log and READY info."""
+
     role: str
     popen: subprocess.Popen
     log_path: Path
@@ -38,12 +40,14 @@ class _Proc:
     final_log: str | None = None  # the log's text, kept when its file is removed
 
     def log_text(self) -> str:
+        """The process's log so far (kept in memory once its file is removed)."""
         if self.final_log is not None:
             return self.final_log
         return self.log_path.read_text(errors="replace")
 
 
-def _terminate(procs: list[_Proc], timeout_s: float = 3.0) -> None:
+def terminate(procs: list[Proc], timeout_s: float = 3.0) -> None:
+    """Stop ``procs``: SIGTERM (and SIGCONT), then SIGKILL for those alive after ``timeout_s``."""
     for p in procs:
         if p.popen.poll() is None:
             p.popen.send_signal(signal.SIGTERM)
@@ -59,12 +63,13 @@ def _terminate(procs: list[_Proc], timeout_s: float = 3.0) -> None:
             p.popen.stdout.close()
 
 
-def _cleanup(client: Client, procs: list[_Proc], remove_dir: Path | None = None) -> None:
+def close_all(client: Client, procs: list[Proc], remove_dir: Path | None = None) -> None:
+    """Close ``client``, stop ``procs``, then remove ``remove_dir`` (their logs kept in memory)."""
     try:
         client.close()
     finally:
         try:
-            _terminate(procs)
+            terminate(procs)
         finally:
             if remove_dir is not None:
                 for p in procs:  # log() still answers after close
@@ -83,15 +88,32 @@ def _set_niceness(niceness: int) -> None:
         pass
 
 
-def _spawn(
+def spawn(
     role: str,
     module: str,
     args: list[str],
     log_dir: Path,
-    procs: list[_Proc],
+    procs: list[Proc],
     timeout_s: float,
     niceness: int | None = None,
-) -> _Proc:
+) -> Proc:
+    """Start ``python -m module *args`` and wait for its ``READY {json}`` line.
+
+    Args:
+        role: names the process and its log file ``log_dir/{role}.log``.
+        module, args: what to run.
+        log_dir: where the log goes.
+        procs: the started process is appended here first, so that it is
+            stopped with the others even if it fails to start.
+        timeout_s: the longest wait for READY.
+        niceness: the child's scheduling niceness (None: inherited).
+
+    Returns:
+        The process, with the JSON of its READY line in ``info``.
+
+    Raises:
+        RuntimeError: it exited or was not ready in time (the message holds its log's tail).
+    """
     log_path = log_dir / f"{role}.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = _PKG_ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -106,7 +128,7 @@ def _spawn(
             env=env,
             preexec_fn=None if niceness is None else functools.partial(_set_niceness, niceness),
         )
-    proc = _Proc(role, popen, log_path)
+    proc = Proc(role, popen, log_path)
     procs.append(proc)
     assert popen.stdout is not None  # internal: stdout=PIPE above
     deadline = time.monotonic() + timeout_s

@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-__all__ = ["RouteSender", "_check_address", "route", "send_routed"]
+__all__ = ["RouteSender", "check_address", "route", "send_routed"]
 
 log = logging.getLogger("earlyexit.runtime.link")
 
@@ -48,7 +48,12 @@ def route(
     return [down[j] for j in range(a - 1, b - 1, -1)] + [endpoint]
 
 
-def _check_address(addr: Any) -> str:
+def check_address(addr: Any) -> str:
+    """``addr`` if it is a ZeroMQ endpoint (tcp, ipc or inproc).
+
+    Raises:
+        ValueError: anything else.
+    """
     if not isinstance(addr, str) or not addr.startswith(("tcp://", "ipc://", "inproc://")):
         raise ValueError(f"address {addr!r} must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5555'")
     return addr
@@ -117,7 +122,7 @@ class RouteSender:
             if len(self._socks) >= 64:
                 raise ValueError("too many distinct destinations (64) for one RouteSender")
             sock = self._socks[addr] = _push_socket(
-                self._ctx, _check_address(addr), self._hwm, self._timeout
+                self._ctx, check_address(addr), self._hwm, self._timeout
             )
         return sock
 

@@ -19,21 +19,21 @@ import numpy as np
 from earlyexit.formats import Manifest, Plan, Topology
 from earlyexit.formats.trace import LinkTrace
 from earlyexit.runtime._launch import (
-    _check_settings,
-    _fit_topology,
-    _runner_specs,
-    _Running,
-    _spawn_chain,
-    _spawn_links,
-    _start,
-    _synthetic_size,
-    _worker_template,
+    Running,
+    check_settings,
+    fit_topology,
+    runner_specs,
+    spawn_chain,
+    spawn_links,
+    start_client,
+    synthetic_size,
+    worker_template,
 )
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client
 
-__all__ = ["Candidate", "SwitchableDeployment", "_candidates", "deploy_switchable"]
+__all__ = ["Candidate", "SwitchableDeployment", "load_candidates", "deploy_switchable"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Candidate:
     plan: Plan | None = None
 
 
-class SwitchableDeployment(_Running):
+class SwitchableDeployment(Running):
     """Every candidate's workers, shared links, one client; :meth:`use` picks the plan.
 
     Attributes:
@@ -96,8 +96,13 @@ class SwitchableDeployment(_Running):
             self.client.route_tiers = (self.source, self.candidates[index].tiers[0])
 
 
-def _candidates(bundles: Sequence[str | os.PathLike[str]] | None, synthetic: Mapping[str, Any] | None,
-                plans: Sequence[tuple[float, Sequence[int]]] | None) -> list[Candidate]:  # fmt: skip
+def load_candidates(bundles: Sequence[str | os.PathLike[str]] | None, synthetic: Mapping[str, Any] | None,
+                    plans: Sequence[tuple[float, Sequence[int]]] | None) -> list[Candidate]:  # fmt: skip
+    """The candidates: one per bundle (its manifest's plan), or per synthetic ``(threshold, tiers)``.
+
+    Raises:
+        ValueError: neither or both of ``bundles`` and ``synthetic``, no plans, bad tiers.
+    """
     if (bundles is None) == (synthetic is None):
         raise ValueError("give exactly one of bundles= (bundle directories) or synthetic= (kwargs)")
     if bundles is not None:
@@ -111,7 +116,7 @@ def _candidates(bundles: Sequence[str | os.PathLike[str]] | None, synthetic: Map
         return out
     if not plans:
         raise ValueError("synthetic= needs plans=[(threshold, tiers), ...]")
-    num, _ = _synthetic_size(synthetic or {})
+    num, _ = synthetic_size(synthetic or {})
     out = []
     for threshold, tiers in plans:
         tiers = tuple(int(t) for t in tiers)
@@ -159,15 +164,15 @@ def deploy_switchable(
         ValueError: bad candidates, tiers outside the topology, a trace without topology.
         RuntimeError: a process failed to start.
     """
-    _check_settings(start_timeout_s, precision, niceness)
-    cands = _candidates(bundles, synthetic, plans)
-    topo = _fit_topology(topology, [c.tiers for c in cands])
+    check_settings(start_timeout_s, precision, niceness)
+    cands = load_candidates(bundles, synthetic, plans)
+    topo = fit_topology(topology, [c.tiers for c in cands])
     if trace is not None and (topo is None or not isinstance(trace, LinkTrace)):
         raise ValueError("trace must be a LinkTrace and needs a topology")
     if trace is not None and topo is not None and trace.link >= len(topo.links):
         raise ValueError(f"trace.link {trace.link} but the topology has {len(topo.links)} link(s)")
-    template = _worker_template(0.5, 1, 0.0, 64, 0.2, 2.0, 2**28)
-    st = _start(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=False,
+    template = worker_template(0.5, 1, 0.0, 64, 0.2, 2.0, 2**28)
+    st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=False,
                 prefix="earlyexit-adapt-")  # fmt: skip
     epoch = None
     try:
@@ -175,12 +180,12 @@ def deploy_switchable(
         down: list[str] = []
         if topo is not None:
             epoch = time.monotonic() + float(trace_lead_s)
-            up, down = _spawn_links(topo, st.bind, st.log_path, st.procs, start_timeout_s,
+            up, down = spawn_links(topo, st.bind, st.log_path, st.procs, start_timeout_s,
                                     niceness, trace, epoch)  # fmt: skip
         routes = []
         for ci, c in enumerate(cands):
-            specs = _runner_specs(c.bundle, synthetic, len(c.tiers), precision)
-            _, first = _spawn_chain(
+            specs = runner_specs(c.bundle, synthetic, len(c.tiers), precision)
+            _, first = spawn_chain(
                 specs, c.tiers, c.blocks, c.threshold, template, st.client.results_address,
                 st.destination, up, down, st.bind, st.slow, st.log_path, st.procs,
                 start_timeout_s, niceness, prefix=f"plan{ci}-", measure_links=True,
@@ -189,7 +194,7 @@ def deploy_switchable(
         if cands[0].bundle is not None:
             shape = tuple(Manifest.load(cands[0].bundle).input_shape)
         else:
-            _, shape = _synthetic_size(synthetic or {})
+            _, shape = synthetic_size(synthetic or {})
     except BaseException:
         st.cleanup()
         raise

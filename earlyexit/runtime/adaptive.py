@@ -45,8 +45,8 @@ from earlyexit.formats.trace import LinkTrace
 from earlyexit.runtime._switchable import (
     Candidate,
     SwitchableDeployment,
-    _candidates,
     deploy_switchable,
+    load_candidates,
 )
 from earlyexit.runtime.client import Result
 from earlyexit.runtime.replan import Replanner, same_configuration
@@ -267,7 +267,7 @@ def compare_on_trace(
     bad = [m for m in modes if m not in _MODES]
     if bad or not modes:
         raise ValueError(f"modes must be among {_MODES}, got {list(modes)}")
-    cands = _candidates(bundles, None, None)
+    cands = load_candidates(bundles, None, None)
     plans = [c.plan for c in cands]
     start_topo = trace.topology_at(topo, 0.0)
 

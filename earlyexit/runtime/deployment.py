@@ -33,17 +33,17 @@ import numpy as np
 
 from earlyexit.formats import Manifest, Topology
 from earlyexit.runtime._launch import (
-    _check_settings,
-    _fit_topology,
-    _runner_specs,
-    _Running,
-    _spawn_chain,
-    _spawn_links,
-    _start,
-    _synthetic_size,
-    _worker_template,
+    Running,
+    check_settings,
+    fit_topology,
+    runner_specs,
+    spawn_chain,
+    spawn_links,
+    start_client,
+    synthetic_size,
+    worker_template,
 )
-from earlyexit.runtime._procs import _Proc
+from earlyexit.runtime._procs import Proc
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
@@ -52,7 +52,7 @@ from earlyexit.runtime.options import MAX_MESSAGE_BYTES
 __all__ = ["Deployment", "deploy", "route"]
 
 
-class Deployment(_Running):
+class Deployment(Running):
     """A running deployment: its processes and its client.
 
     Attributes:
@@ -66,8 +66,8 @@ class Deployment(_Running):
     def __init__(
         self,
         client: Client,
-        procs: list[_Proc],
-        workers: list[_Proc],
+        procs: list[Proc],
+        workers: list[Proc],
         tiers: list[int],
         threshold: float,
         log_dir: Path,
@@ -211,8 +211,8 @@ def deploy(
             threshold, a count, time or niceness out of range.
         RuntimeError: a process failed to start (the message holds its log).
     """
-    _check_settings(start_timeout_s, precision, niceness)
-    template = _worker_template(
+    check_settings(start_timeout_s, precision, niceness)
+    template = worker_template(
         0.5, max_batch, batch_timeout_s, hwm, heartbeat_s, dead_after_s, max_message_bytes
     )
     template = dataclasses.replace(template, ack_interval_s=ack_interval_s)
@@ -228,30 +228,30 @@ def deploy(
         input_shape = tuple(manifest.input_shape)
     else:
         assert synthetic is not None  # internal: checked above
-        num, input_shape = _synthetic_size(synthetic)
+        num, input_shape = synthetic_size(synthetic)
         plan_tiers = list(range(num))
         blocks = [None] * num
         if threshold is None:
             raise ValueError("threshold is required with synthetic=")
-    specs = _runner_specs(bundle, synthetic, len(plan_tiers), precision)
+    specs = runner_specs(bundle, synthetic, len(plan_tiers), precision)
     tiers = list(plan_tiers if tiers is None else tiers)
     if len(tiers) != len(specs) or len(set(tiers)) != len(tiers):
         raise ValueError(f"tiers must give {len(specs)} distinct tiers, got {tiers}")
     threshold = check_threshold(threshold)
-    topo = _fit_topology(topology, [tiers])
+    topo = fit_topology(topology, [tiers])
     emulate = (topo is not None) if emulate_links is None else bool(emulate_links)
     if emulate and topo is None:
         raise ValueError("emulate_links=True needs a topology")
 
-    st = _start(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=keep_logs,
+    st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=keep_logs,
                 prefix="earlyexit-deploy-", transport=transport, hwm=hwm,
                 dead_after_s=dead_after_s)  # fmt: skip
     try:
         up: list[str] = []
         down: list[str] = []
         if emulate and topo is not None:
-            up, down = _spawn_links(topo, st.bind, st.log_path, st.procs, start_timeout_s, niceness)
-        workers, next_input = _spawn_chain(
+            up, down = spawn_links(topo, st.bind, st.log_path, st.procs, start_timeout_s, niceness)
+        workers, next_input = spawn_chain(
             specs, tiers, blocks, threshold, template, st.client.results_address, st.destination,
             up, down, st.bind, st.slow, st.log_path, st.procs, start_timeout_s, niceness,
         )  # fmt: skip

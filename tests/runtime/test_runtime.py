@@ -505,12 +505,14 @@ def test_slowdown_stretches_cpu_time_not_waiting():
 
 
 def test_links_schedule_from_plausible_time_stamps_only():
-    from earlyexit.runtime._emulator import _arrival
+    from earlyexit.runtime._emulator import stamped_arrival
 
     now = time.monotonic()
-    assert _arrival(now - 0.01, now) == now - 0.01  # the sender's hand-over time
-    assert _arrival(now + 1.0, now) == now  # in the future: another host's clock
-    assert _arrival(now - 100.0, now) == now  # implausibly old: another host's clock
+    assert stamped_arrival(now - 0.01, now) == now - 0.01  # the sender's hand-over time
+    assert stamped_arrival(now + 1.0, now) == now  # in the future: another host's clock
+    assert stamped_arrival(now - 100.0, now) == now  # implausibly old: another host's clock
     assert (
-        _arrival("soon", now) == now and _arrival(True, now) == now and _arrival(None, now) == now
+        stamped_arrival("soon", now) == now
+        and stamped_arrival(True, now) == now
+        and stamped_arrival(None, now) == now
     )
