@@ -74,7 +74,7 @@ def load_many(
     cuts: np.ndarray,
     tiers: Sequence[int],
     e: np.ndarray,
-    arrival_rate: float,
+    arrival_rate: float | np.ndarray,
     queue_capacity: int,
     queue_model: str = "approx",
     *,
@@ -87,14 +87,16 @@ def load_many(
         cuts: (R, L) cut points; ``tiers``: D (0-based, length L), shared by the rows.
         e: (R, L) exit fractions E_k (negative ones count as 0, renormalized).
         arrival_rate / queue_capacity / queue_model: as
-            :func:`~earlyexit.planner.queueing.evaluate_load` (already checked).
+            :func:`~earlyexit.planner.queueing.evaluate_load` (already checked); the rate
+            may also be one per row (R,).
         branches: which partitions' result routes count as stations (default all; a
             route whose E_k is 0 carries nothing either way).
 
     Returns:
         The :class:`ManyLoads`.
     """
-    lam, k_cap = float(arrival_rate), int(queue_capacity)
+    lam = np.asarray(arrival_rate, dtype=np.float64)
+    k_cap = int(queue_capacity)
     cuts = np.asarray(cuts, dtype=np.int64).reshape(-1, len(tiers))
     n_rows, n_parts = cuts.shape
     e_c = np.maximum(np.asarray(e, dtype=np.float64).reshape(n_rows, n_parts), 0.0)
@@ -154,7 +156,7 @@ def load_many(
     agg = np.zeros((n_st, n_fl))
     agg[f_st, np.arange(n_fl)] = 1.0
     times = np.stack([np.broadcast_to(np.asarray(t, dtype=np.float64), (n_rows,)) for t in f_t])
-    weights = lam * np.stack(f_w)
+    weights = np.stack(f_w) * lam  # lam: one rate, or one per row
     chain_st = [sidx[kk] for kk, _w, _t in chain]
 
     loss = np.zeros((n_st, n_rows))

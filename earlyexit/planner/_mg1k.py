@@ -243,14 +243,16 @@ def mm1k(rho: float, capacity: int) -> tuple[float, float]:
 
 
 def largest_ok(
-    ok: Callable[[float], bool], start: float, limit: float, *, rel_tol: float = 0.0,
-    iters: int = 100,
+    ok: Callable[[np.ndarray], np.ndarray], start: float, limit: float, *, rel_tol: float = 0.0,
+    iters: int = 100, ways: int = 1,
 ) -> float:  # fmt: skip
     """The largest load x >= 0 with ``ok(x)``, for ``ok`` true up to some x and false beyond.
 
-    Doubles from ``start`` until ``ok`` fails, then bisects (at most ``iters`` halvings,
-    stopping once the bracket is within ``rel_tol`` of its top). Used for a station's
-    highest utilization and a plan's highest arrival rate under a loss bound.
+    Doubles from ``start`` until ``ok`` fails, then narrows the bracket (at most ``iters``
+    rounds, stopping once it is within ``rel_tol`` of its top). ``ok`` takes an array of
+    loads and answers for each; a round asks it ``ways`` loads at once (1: bisection).
+    Used for a station's highest utilization and a plan's highest arrival rate under a
+    loss bound.
 
     Returns:
         The bracket's feasible end, ``inf`` when ``ok`` still holds past ``limit``.
@@ -260,16 +262,30 @@ def largest_ok(
         3.0
     """
     lo, hi = 0.0, start
-    while ok(hi):
-        lo, hi = hi, hi * 2.0
-        if hi > limit:
-            return math.inf
+    while True:
+        xs = hi * 2.0 ** np.arange(ways)
+        good = np.asarray(ok(xs), dtype=bool)
+        for x, g in zip(xs.tolist(), good.tolist(), strict=True):
+            if not g:
+                hi = x
+                break
+            lo, hi = x, x * 2.0
+            if hi > limit:
+                return math.inf
+        else:
+            continue
+        break
     for _ in range(iters):
         if hi - lo <= rel_tol * hi:
             break
-        mid = 0.5 * (lo + hi)
-        if ok(mid):
-            lo = mid
+        if ways == 1:
+            xs = np.array([0.5 * (lo + hi)])
         else:
-            hi = mid
+            xs = lo + (hi - lo) * np.arange(1, ways + 1) / (ways + 1)
+        good = np.asarray(ok(xs), dtype=bool)
+        n_good = int(np.argmin(good)) if not good.all() else good.size  # a prefix is good
+        if n_good:
+            lo = float(xs[n_good - 1])
+        if n_good < good.size:
+            hi = float(xs[n_good])
     return lo

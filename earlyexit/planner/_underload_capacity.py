@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from earlyexit.formats import Plan
+from earlyexit.planner._load_many import load_many
 from earlyexit.planner._mg1k import largest_ok
 from earlyexit.planner.estimators import exit_fractions
 from earlyexit.planner.latency import CostModel
@@ -110,12 +113,15 @@ def _capacity_of(
 ) -> float:  # fmt: skip
     """:func:`capacity` of one configuration given its fractions and Lat."""
 
-    def loss(lam: float) -> float:
-        return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, queue_model).loss_ratio
+    def ok(lams: np.ndarray) -> np.ndarray:  # several rates at once: load_many's rows
+        rows = np.ones((lams.size, 1))
+        res = load_many(cm, rows * cuts, d, rows * e, lams, k_cap, queue_model)
+        return res.loss <= eps
 
     probe = load_of_configuration(cm, cuts, d, e, s, lat, 1.0, k_cap, queue_model)
     busiest = max((st.service_mean_s * st.arrival_rate for st in probe.stations), default=0.0)
     if busiest <= 0:
         return math.inf
     # from utilization 1 at the busiest station (losses grow without bound with lambda)
-    return largest_ok(lambda lam: loss(lam) <= eps, 1.0 / busiest, 1e15, rel_tol=rel_tol, iters=200)
+    ways = 16 if queue_model == "approx" else 1  # the exact model solves a chain per rate
+    return largest_ok(ok, 1.0 / busiest, 1e15, rel_tol=rel_tol, iters=200, ways=ways)

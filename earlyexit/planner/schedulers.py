@@ -84,7 +84,11 @@ def max_utilization(scv: float, max_loss: float, queue_capacity: int) -> float:
         >>> round(max_utilization(1.0, 0.25, 3), 6)  # M/M/1/3 at rho = 1 loses 1/4
         1.0
     """
-    return largest_ok(lambda rho: _approx_scalar(rho, scv, queue_capacity)[0] <= max_loss, 1.0, 1e9)
+
+    def ok(rho: np.ndarray) -> np.ndarray:
+        return np.array([_approx_scalar(x, scv, queue_capacity)[0] <= max_loss for x in rho])
+
+    return largest_ok(ok, 1.0, 1e9)
 
 
 def _pair_losses(t2: np.ndarray, q: np.ndarray, lam: float, k: int, model: str) -> np.ndarray:
