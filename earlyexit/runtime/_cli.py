@@ -15,7 +15,7 @@ from typing import Any
 
 from earlyexit._checks import check_bindable, float_range, int_range, zmq_address
 from earlyexit._cliutil import add_fields, name_flags
-from earlyexit._signatures import read_constant, read_fields
+from earlyexit._signatures import add_param, read_constant, read_fields, read_signature
 
 __all__ = ["register", "serve_command", "adapt_command", "MAX_HWM"]
 
@@ -116,19 +116,19 @@ def _register_adapt(subparsers: Any) -> None:
         "follow a trace; run the adaptive controller, the static plan and the oracle, one sample "
         "at a time; print per phase mean latency and accuracy (docs/adaptive.md).",
     )
-    p.add_argument("--profile", required=True, help="profile.json the candidates were planned from")
-    p.add_argument("--topology", required=True, help="topology (built-in name or YAML)")
-    p.add_argument("--bundle", action="append", required=True, type=_bundle_dir,
-                   help="a candidate plan's bundle directory (repeat, one per candidate)")  # fmt: skip
+    sig = read_signature("earlyexit.runtime.adaptive", "compare_on_trace")
+    add_param(p, sig["profile"])
+    add_param(p, sig["topology"], more="A built-in name or a YAML file.")
+    add_param(p, sig["bundles"], "--bundle", action="append", type=_bundle_dir,
+              more="Repeat, one per candidate.")  # fmt: skip
     p.add_argument("--data", required=True,
                    help="an .npz with arrays x (inputs, as the bundle takes them) and y (labels)")  # fmt: skip
     p.add_argument("--trace", required=True, help="a trace file or a built-in trace name")
     p.add_argument("--time-scale", type=float_range(0, 100, lo_open=True), default=1.0,
-                   help="multiply the trace's times by this (default 1)")  # fmt: skip
-    p.add_argument("--settle", type=float_range(0, 3600), default=4.0,
-                   help="seconds after each change left out of the table (default 4)")  # fmt: skip
-    p.add_argument("--min-accuracy", type=float_range(0, 1), default=None,
-                   help="the replanner's accuracy constraint (default: none)")  # fmt: skip
+                   help="multiply the trace's times by this (default: 1)")  # fmt: skip
+    add_param(p, sig["settle_s"], "--settle", type=float_range(0, 3600), unit="s")
+    add_param(p, sig["min_accuracy"], type=float_range(0, 1),
+              more="Its accuracy constraint (default: none).")  # fmt: skip
     p.add_argument("--plot", help="write latency over time with the switches marked (PNG)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     p.set_defaults(func=adapt_command)
@@ -153,8 +153,8 @@ def adapt_command(args: argparse.Namespace) -> int:
     trace = LinkTrace.load(args.trace)
     if args.time_scale != 1.0:
         trace = trace.scaled(args.time_scale)
-    res = compare_on_trace(args.profile, args.topology, args.bundle, x, y, trace,
-                           settle_s=args.settle, min_accuracy=args.min_accuracy)  # fmt: skip
+    res = compare_on_trace(args.profile, args.topology, args.bundles, x, y, trace,
+                           settle_s=args.settle_s, min_accuracy=args.min_accuracy)  # fmt: skip
     if args.plot:
         from earlyexit.plotting import plot_adaptive
 
