@@ -132,13 +132,13 @@ def _scan(
         ValueError: more than :data:`MAX_EVALUATIONS` could not be ruled out.
     """
     got: list[tuple[int, float, float]] = []
-    best_r, best_a, count, pos, size = math.inf, -math.inf, 0, 0, 8
+    best_r, best_a, count, pos, size = math.inf, -math.inf, 0, 0, 32
     while pos < order.size:
         chunk = order[pos : pos + size]
         if objective == "min_latency" and lbs is not None:
             chunk = chunk[lbs[chunk] <= best_r + LAT_ATOL]
         chunk = chunk[: MAX_EVALUATIONS + 1 - count]
-        pos, size = pos + size, min(2 * size, 256)
+        pos, size = pos + size, min(4 * size, 512)
         if chunk.size == 0:
             break
         groups: dict[tuple[int, ...], list[int]] = {}
