@@ -98,14 +98,15 @@ import numpy as np
 import zmq
 
 from earlyexit.runtime._sockets import readable
-from earlyexit.runtime._worker_control import _MAX_UPSTREAMS, _ControlPlane
+from earlyexit.runtime._worker_batch import _MicroBatch
+from earlyexit.runtime._worker_control import _ControlPlane
+from earlyexit.runtime._worker_recv import _Receive
 from earlyexit.runtime._worker_runner import make_runner
 from earlyexit.runtime._worker_send import _copy_small_messages, _DataOut, _zero
 from earlyexit.runtime.chain import PartitionRunner, StepResult, exit_step
 from earlyexit.runtime.link import RouteSender
 from earlyexit.runtime.monitor import runtime_estimator
 from earlyexit.runtime.options import WorkerOptions
-from earlyexit.runtime.wire import WireError, decode, decode_batch
 
 __all__ = ["PartitionRunner", "Worker", "WorkerOptions", "make_runner", "main", "serve_config"]
 
@@ -114,10 +115,9 @@ log = logging.getLogger("earlyexit.runtime.worker")
 _RECV = zmq.backend.Socket.recv  # pyzmq's Cython receive, without the Python wrapper
 _SET = zmq.backend.Socket.set
 _RCVTIMEO = int(zmq.RCVTIMEO)
-_ENDPOINTS = ("tcp://", "ipc://")
 
 
-class Worker(_ControlPlane, _DataOut):
+class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut):
     """Serve one partition: receive, run, exit or forward, with faults handled.
 
     Args:
@@ -211,73 +211,6 @@ class Worker(_ControlPlane, _DataOut):
             "compute_s": 0.0,
         }
 
-    # ----------------------------------------------------------------- messages
-    def _reject(self, reason: str) -> None:
-        self.stats["rejected"] += 1
-        log.warning("partition %d: rejected a message: %s", self.partition, reason)
-
-    def _parse_frame(self, frame: zmq.Frame) -> tuple[np.ndarray, list[int], str | None] | None:
-        """One received frame: a compact batch read the short way, anything else by ``_parse``."""
-        fast = decode_batch(frame.buffer, self.max_message_bytes)
-        if fast is not None and (fast[3] is None or fast[3].startswith(_ENDPOINTS)):
-            return fast[0], fast[2], fast[3]
-        return self._parse([frame])
-
-    def _admit(
-        self, item: tuple[np.ndarray, list[int], str | None]
-    ) -> tuple[np.ndarray, list[int], str | None]:
-        """Note when a message's samples arrived and its upstream (to ack and beat)."""
-        t_in = self._last_input = time.monotonic()
-        ack = item[2]
-        if ack is not None:
-            recv_at = self._recv_at
-            for i in item[1]:
-                recv_at[i] = t_in
-            if ack not in self._upstreams:
-                if len(self._upstreams) >= _MAX_UPSTREAMS:
-                    self._reject(f"too many upstreams; ignoring acks to {ack}")
-                    return item[0], item[1], None
-                self._upstreams.add(ack)
-        return item
-
-    def _parse(self, frames: list[Any]) -> tuple[np.ndarray, list[int], str | None] | None:
-        if len(frames) != 1:
-            self._reject(f"{len(frames)} frames; a wire message is one frame")
-            return None
-        frame = frames[0]
-        try:
-            arr, head = decode(
-                frame.buffer if isinstance(frame, zmq.Frame) else frame,
-                max_bytes=self.max_message_bytes,
-            )
-        except WireError as err:
-            self._reject(str(err))
-            return None
-        ids = head.get("ids")
-        if head.get("kind") == "probe":
-            self._on_probe(ids, head.get("ack"))
-            return None
-        if head.get("kind") not in ("input", "features"):
-            self._reject(f"kind {head.get('kind')!r} is not 'input' or 'features'")
-            return None
-        if arr.ndim < 1 or arr.dtype.kind not in "fiu":
-            self._reject(f"array of dtype {arr.dtype} and shape {arr.shape} is not a batch")
-            return None
-        if (
-            not isinstance(ids, list)
-            or len(ids) != arr.shape[0]
-            or not all(type(i) is int for i in ids)  # bool is not int here
-        ):
-            self._reject(f"ids must be a list of {arr.shape[0]} integers, got {str(ids)[:80]}")
-            return None
-        ack = head.get("ack")
-        if ack is not None and (
-            not isinstance(ack, str) or not ack.startswith(("tcp://", "ipc://"))
-        ):
-            self._reject(f"ack address {str(ack)[:80]!r} is not a ZeroMQ endpoint")
-            return None
-        return arr, ids, ack
-
     # ----------------------------------------------------------------- compute
     def process(self, x: np.ndarray, ids: list[int]) -> None:
         """Run the partition on a batch and route every sample (exit or forward).
@@ -314,36 +247,6 @@ class Worker(_ControlPlane, _DataOut):
             idx = step.stay
             self._forward([ids[i] for i in idx], step.features, step.logits[idx], step.entropy[idx])
 
-    def _run_batch(self, batch: list[tuple[np.ndarray, list[int], str | None]]) -> None:
-        if len(batch) == 1:  # no grouping at batch 1
-            groups = [batch]
-        else:  # consecutive messages of one shape and dtype run together
-            groups = [batch[:1]]
-            for item in batch[1:]:
-                head = groups[-1][0][0]
-                if head.shape[1:] == item[0].shape[1:] and head.dtype == item[0].dtype:
-                    groups[-1].append(item)
-                else:
-                    groups.append([item])
-        for group in groups:
-            self._run_group(group)
-            for _, gids, ack in group:
-                if ack is not None:
-                    self._ack_later(ack, gids)
-        if self.ack_interval_s <= 0.0:
-            self._flush_acks()
-
-    def _take(self, frame: zmq.Frame) -> tuple[np.ndarray, list[int], str | None] | None:
-        """A received message, parsed and admitted (None if rejected, or a probe)."""
-        self.stats["received"] += 1
-        c0 = self._cpu()
-        if frame.more:  # a wire message is one frame: _parse rejects the rest
-            item = self._parse([frame, *self._in.recv_multipart(copy=False)])
-        else:
-            item = self._parse_frame(frame)
-        self._emulate(c0)
-        return None if item is None else self._admit(item)
-
     def _serve_one(self, frame: zmq.Frame) -> None:
         """Run one received message alone: :meth:`serve`'s path at ``max_batch`` 1.
 
@@ -365,24 +268,6 @@ class Worker(_ControlPlane, _DataOut):
             self._ack_later(ack, ids)
             if self.ack_interval_s <= 0.0:
                 self._flush_acks()
-
-    def _run_group(self, group: list[tuple[np.ndarray, list[int], str | None]]) -> None:
-        """Run messages as one batch; if the partition raises, each alone, failing only those."""
-        c0 = self._cpu()
-        # a view of the received frame (read-only, no copy) or one concatenation
-        x = group[0][0] if len(group) == 1 else np.concatenate([g[0] for g in group])
-        self._emulate(c0)
-        ids = group[0][1] if len(group) == 1 else [i for g in group for i in g[1]]
-        try:
-            step = self._compute(x)
-        except Exception as err:  # a bad tensor or a broken partition must not stop the worker
-            if len(group) == 1:
-                self._fail(ids, err)
-            else:
-                for item in group:
-                    self._run_group([item])
-            return
-        self._route(ids, step)
 
     # ----------------------------------------------------------------- loop
     def serve(self, stop: threading.Event | None = None) -> None:
