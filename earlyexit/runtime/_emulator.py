@@ -14,28 +14,19 @@ import os
 import queue
 import threading
 import time
-from typing import Any
 
 import zmq
 
 from earlyexit.formats.trace import LinkTrace
 from earlyexit.runtime._routing import RouteSender, check_address
+from earlyexit.runtime._shaping import LinkClock, stamped_arrival
 
-__all__ = ["DirectedLink", "stamped_arrival"]
+__all__ = ["DirectedLink"]
 
 log = logging.getLogger("earlyexit.runtime.link")
 
 _MAX_ROUTE_HEADER = 4096
 _POLL_MS = 100
-_MAX_STAMP_AGE_S = 0.5
-
-
-def stamped_arrival(stamp: Any, now: float) -> float:
-    """The arrival time of a message: its sender's stamp if plausible here, else ``now``."""
-    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
-        if 0.0 <= now - float(stamp) <= _MAX_STAMP_AGE_S:
-            return float(stamp)
-    return now
 
 
 class DirectedLink:
@@ -200,20 +191,14 @@ class DirectedLink:
                 return
 
     def _tx_loop(self) -> None:
-        free_at = 0.0
+        clock = LinkClock(self.bits_per_s, self.propagation_s, self.trace, self.epoch)
         while not self._stop.is_set():
             try:
                 route, key, i, n, chunk, arrival = self._txq.get(timeout=_POLL_MS / 1000)
             except queue.Empty:
                 continue
             # store-and-forward: the fragment is whole here; it occupies the link
-            start = max(arrival, free_at)
-            bits_per_s, propagation_s = self.bits_per_s, self.propagation_s
-            if self.trace is not None:
-                bits_per_s = self.trace.at(start - self.epoch).bandwidth_mbps * 1e6
-            free_at = start + 8 * len(chunk) / bits_per_s
-            if self.trace is not None:
-                propagation_s = self.trace.at(free_at - self.epoch).propagation_ms / 1000.0
+            free_at, due = clock.transmit(arrival, len(chunk))
             delay = free_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -222,7 +207,7 @@ class DirectedLink:
             with self._cond:
                 heapq.heappush(
                     self._heap,
-                    (free_at + propagation_s, next(self._seq), (route, key, i, n, chunk)),
+                    (due, next(self._seq), (route, key, i, n, chunk)),
                 )
                 self._cond.notify()
 
