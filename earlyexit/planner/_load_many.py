@@ -162,6 +162,8 @@ def load_many(
     loss = np.zeros((n_st, n_rows))
     met = np.zeros((6, n_st, n_rows))  # rate, mean, scv, rho, loss, wait
     active = np.ones(n_rows, dtype=bool)
+    damp = np.ones(n_rows)
+    last_resid = np.full(n_rows, np.inf)
     for _ in range(_FIX_ITERS):
         keep = 1.0 - loss
         surv_at = [one]
@@ -177,9 +179,15 @@ def load_many(
                 sv = sv * keep[sidx[kk]]
         vals = _stations(weights * np.stack(sv_fl), times, agg, k_cap, queue_model, active)
         met = np.where(active, vals, met)
-        new = np.where(active, vals[4], loss)
-        settled = np.abs(new - loss).max(axis=0) < _SETTLED
-        loss = new
+        resid = np.abs(vals[4] - loss).max(axis=0)
+        settled = resid < _SETTLED
+        # a row whose losses swing without shrinking (a link that carries several
+        # hand-offs: more loss upstream, less traffic, less loss) takes damped steps
+        damp = np.where(active & ~settled & (resid >= last_resid), damp * 0.5, damp)
+        damp = np.maximum(damp, 1.0 / 64.0)
+        last_resid = resid
+        step = np.where(settled, 1.0, damp)
+        loss = np.where(active, loss + step * (vals[4] - loss), loss)
         active &= ~settled
         if not active.any():
             break

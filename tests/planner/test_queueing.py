@@ -291,3 +291,23 @@ def test_a_tiers_service_time_includes_its_stretched_hop_cost():
     prof.devices[topo.tiers[0].device] = replace(dev, hop_s=0.001, hop_cpu_s=0.0005)
     with_hop = evaluate_load(prof, topo, 0.0, [6], [0], arrival_rate=5.0).stations[0]
     assert with_hop.service_mean_s - base.service_mean_s == pytest.approx(0.001 + 9 * 0.0005)
+
+
+def test_loss_grows_with_the_rate_when_a_link_carries_several_hand_offs():
+    """Tiers 1, 0, 2: link 0 carries the input up and the features up again, past tier 1.
+
+    Its loss feeds back on its own traffic (more loss upstream, less traffic, less loss);
+    the fixed point used to swing between two states and stop on either (the loss ratio
+    fell to 0 as the rate grew past saturation). It must grow with the rate.
+    """
+    from earlyexit.formats import Link, Tier, Topology
+
+    tiers = (Tier("edge", "a1.medium"), Tier("base", "m4.large"), Tier("cloud", "g4dn.xlarge"))
+    topo = Topology(tiers, (Link(10, 20), Link(400, 40)), mtu_bytes=9000)
+    prof = synthetic_profile(100, ("a1.medium", "m4.large", "g4dn.xlarge"), seed=1)
+    rates = np.linspace(20, 40, 11)
+    losses = [
+        evaluate_load(prof, topo, 0.5, [7, 9, 54], [1, 0, 2], lam).loss_ratio for lam in rates
+    ]
+    assert all(b >= a - 1e-9 for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert losses[-1] > 0.5  # far past saturation most samples are lost
