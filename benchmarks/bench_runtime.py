@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         target = {"bundle": bundle}
         name = f"bundle {bundle}"
 
+    load_before = os.getloadavg()[0]
     common = {"threshold": threshold, "transport": args.transport, **target}
     rows: dict[str, list] = {"one": [], "pipe": [], "batch8": [], "overhead": []}
     exits: list[int] = []
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         _raw_hop_ms(args.transport, int(x[0].nbytes), 300, gap) for _ in range(args.rounds)
     )
     one = max(rows["one"])
+    # other processes share the cores: the figures above move with what they do
+    load = (load_before, os.getloadavg()[0])
     report = {
         "model": name,
         "samples": args.samples,
@@ -263,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         **over,
         "bare_zeromq_hop_ms": floor,
         "bare_zeromq_hop_after_idle_ms": floor_idle,
+        "cores": os.cpu_count(),
+        "load_average_1min": list(load),
     }
     report["pipelined_x"] = report["pipelined_per_s"] / one
     report["micro_batch_x"] = report["micro_batch8_per_s"] / one
@@ -273,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{name}, {args.samples} samples, threshold {threshold:.3f}, exits per partition "
         f"{report['exits_per_partition']}, transport {args.transport}, best of {args.rounds}"
+    )
+    print(
+        f"host: {os.cpu_count()} cores, load average (1 min) {load[0]:.1f} before and "
+        f"{load[1]:.1f} after (other work on these cores delays every hand-off)"
     )
     print(f"{'':44s}{'one process':>13s}{'3 tiers':>10s}{'ratio':>8s}{'goal':>8s}")
     print(
