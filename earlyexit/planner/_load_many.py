@@ -161,12 +161,14 @@ def load_many(
 
     loss = np.zeros((n_st, n_rows))
     met = np.zeros((6, n_st, n_rows))  # rate, mean, scv, rho, loss, wait
-    active = np.ones(n_rows, dtype=bool)
     damp = np.ones(n_rows)
     last_resid = np.full(n_rows, np.inf)
+    d_prev = np.zeros((n_st, n_rows))
+    act = np.arange(n_rows)  # the rows still iterating
     for _ in range(_FIX_ITERS):
-        keep = 1.0 - loss
-        surv_at = [one]
+        x = loss[:, act]
+        keep = 1.0 - x
+        surv_at = [np.ones(act.size)]
         for i in chain_st:
             surv_at.append(surv_at[-1] * keep[i])
         sv_fl = []
@@ -177,19 +179,27 @@ def load_many(
             for kk, _t in steps:
                 sv_fl.append(sv)
                 sv = sv * keep[sidx[kk]]
-        vals = _stations(weights * np.stack(sv_fl), times, agg, k_cap, queue_model, active)
-        met = np.where(active, vals, met)
-        resid = np.abs(vals[4] - loss).max(axis=0)
+        vals = _stations(weights[:, act] * np.stack(sv_fl), times[:, act], agg, k_cap, queue_model)
+        met[:, :, act] = vals
+        d = vals[4] - x
+        resid = np.abs(d).max(axis=0)
         settled = resid < _SETTLED
         # a row whose losses swing without shrinking (a link that carries several
-        # hand-offs: more loss upstream, less traffic, less loss) takes damped steps
-        damp = np.where(active & ~settled & (resid >= last_resid), damp * 0.5, damp)
-        damp = np.maximum(damp, 1.0 / 64.0)
-        last_resid = resid
-        step = np.where(settled, 1.0, damp)
-        loss = np.where(active, loss + step * (vals[4] - loss), loss)
-        active &= ~settled
-        if not active.any():
+        # hand-offs: more loss upstream, less traffic, less loss) takes relaxed steps
+        # x + a (F(x) - x), a from the ratio c of successive steps (secant: a / (1 - c))
+        a = damp[act]
+        dp = d_prev[:, act]
+        den = (dp * dp).sum(axis=0)
+        c = np.minimum(
+            np.where(den > 0, (d * dp).sum(axis=0) / np.where(den > 0, den, 1.0), 0.0), 0.9
+        )
+        relax = ~settled & ((resid >= last_resid[act]) | (a < 1.0) | (c < -0.3))
+        damp[act] = np.where(relax, np.clip(a / (1.0 - c), 1.0 / 64.0, 1.0), a)
+        last_resid[act] = resid
+        d_prev[:, act] = d
+        loss[:, act] = x + np.where(settled, 1.0, damp[act]) * d
+        act = act[~settled]
+        if act.size == 0:
             break
 
     # completed: exits at k survive the chain up to and including tier k, then their route
@@ -222,9 +232,8 @@ def load_many(
 
 
 def _stations(
-    rates: np.ndarray, times: np.ndarray, agg: np.ndarray, k_cap: int, model: str,
-    active: np.ndarray,
-) -> np.ndarray:  # fmt: skip
+    rates: np.ndarray, times: np.ndarray, agg: np.ndarray, k_cap: int, model: str
+) -> np.ndarray:
     """(6, S, R): rate, mean, scv, rho, loss, wait of every station from its flows (F, R)."""
     live = rates > 0
     rates = np.where(live, rates, 0.0)
@@ -240,7 +249,7 @@ def _stations(
     rho = rate * mean
     if model == "exact":
         lo, num = np.zeros(rho.shape), np.zeros(rho.shape)
-        for si, r in zip(*np.nonzero(active[None, :] & (rho > 0)), strict=True):
+        for si, r in zip(*np.nonzero(rho > 0), strict=True):
             sel = live[:, r] & (agg[si] > 0)
             lo[si, r], num[si, r] = mg1k_exact(
                 rate[si, r], times[sel, r], rates[sel, r] / rate[si, r], k_cap
