@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -108,6 +109,36 @@ class Ledger:
         self.stats["delivered"] += 1
         self.stats["degraded"] += int(result.degraded)
         self.ready.append(result)
+
+    def answer(
+        self, head: Mapping[str, Any], ids: list[Any], logits: np.ndarray, entropy: list[Any],
+        t1: float,
+    ) -> None:  # fmt: skip
+        """Deliver the results of a result message that arrived (deserialized) at ``t1``.
+
+        Args:
+            head: the message's header (``partition``, ``block``, ``tier``,
+                ``degraded``; ``failed`` and ``error`` for a partition that raised).
+            ids: the samples' ids (entries that are not ints are skipped).
+            logits: one row per id (none for a failed message).
+            entropy: one per id (empty for a failed message).
+            t1: when the results became available (``time.perf_counter()``).
+        """
+        partition = int(head.get("partition", -1))
+        block, tier = head.get("block"), head.get("tier")
+        if head.get("failed") is True:
+            error = str(head.get("error", ""))[:300]
+            for i in ids:
+                if isinstance(i, int):
+                    self.stats["failed"] += 1
+                    self.deliver(Result(i, None, None, partition, block, tier, True,
+                                        self.latency(i, t1), True, error))  # fmt: skip
+            return
+        degraded = bool(head.get("degraded", False))
+        for j, i in enumerate(ids):
+            if isinstance(i, int):
+                self.deliver(Result(i, logits[j], float(entropy[j]), partition, block, tier,
+                                    degraded, self.latency(i, t1)))  # fmt: skip
 
     def expire(self, dead_after_s: float) -> int:
         """If the first worker is silent for over ``dead_after_s``, answer its unacknowledged samples.

@@ -218,30 +218,7 @@ class Client:
         logits = np.array(arr, np.float32)
         _emulate(self.destination_slowdown, c0)
         t1 = time.perf_counter()  # the result is available: deserialized
-        if failed:
-            error = str(head.get("error", ""))[:300]
-        book = self._book
-        for j, i in enumerate(ids):
-            if not isinstance(i, int):
-                continue
-            if failed:
-                self.stats["failed"] += 1
-                book.deliver(Result(i, None, None, int(head.get("partition", -1)),
-                                    head.get("block"), head.get("tier"), True,
-                                    book.latency(i, t1), True, error))  # fmt: skip
-                continue
-            book.deliver(
-                Result(
-                    id=i,
-                    logits=logits[j],
-                    entropy=float(ent[j]),
-                    partition=int(head.get("partition", -1)),
-                    block=head.get("block"),
-                    tier=head.get("tier"),
-                    degraded=bool(head.get("degraded", False)),
-                    latency_s=book.latency(i, t1),
-                )
-            )
+        self._book.answer(head, ids, logits, ent, t1)
 
     def _on_control(self) -> None:
         while readable(self._ctl):

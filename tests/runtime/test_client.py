@@ -70,3 +70,30 @@ def test_a_silent_first_worker_answers_its_unacknowledged_samples_degraded():
         assert r.latency_s >= 0.0
     assert book.t0 == {0: t0} and book.unacked == set()
     assert book.expire(dead_after_s=2.0) == 0  # nothing left to answer
+
+
+def test_a_result_message_answers_its_ids_and_a_failed_one_says_why():
+    book = Ledger()
+    for i in (0, 1, 2, 3):
+        book.t0[i] = 1.0
+    logits = np.array([[0.0, 2.0], [3.0, 1.0]], np.float32)
+    head = {"partition": 1, "block": 6, "tier": 2, "degraded": True}
+    rows = np.vstack([logits[:1], logits])  # the row of "x" (not an id) is skipped
+    book.answer(head, [0, "x", 1], rows, [0.1, 0.0, 0.3], 1.5)
+    book.answer({"partition": 0, "failed": True, "error": "boom" * 100}, [2, 3], logits, [], 2.0)
+    got = {r.id: r for r in book.ready}
+    assert sorted(got) == [0, 1, 2, 3]
+    assert (got[0].prediction, got[1].prediction) == (1, 0)
+    assert (got[0].entropy, got[1].entropy) == (0.1, 0.3)
+    assert (got[1].partition, got[1].block, got[1].tier, got[1].degraded) == (1, 6, 2, True)
+    assert got[0].latency_s == 0.5 and got[3].latency_s == 1.0
+    for i in (2, 3):
+        assert (got[i].failed, got[i].logits, got[i].partition, got[i].degraded) == (
+            True, None, 0, True,
+        )  # fmt: skip
+        assert got[i].error == ("boom" * 100)[:300]
+    assert {k: book.stats[k] for k in ("delivered", "failed", "degraded")} == {
+        "delivered": 4,
+        "failed": 2,
+        "degraded": 4,
+    }
