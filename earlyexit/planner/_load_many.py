@@ -29,7 +29,7 @@ from earlyexit.planner._mg1k import approx_many
 from earlyexit.planner._mg1k_exact import mg1k_exact
 from earlyexit.planner.latency import CostModel, path_links
 
-__all__ = ["ManyLoads", "load_many"]
+__all__ = ["ManyLoads", "load_many", "scv_of", "wait_in_queue"]
 
 _FIX_ITERS = 200
 _SETTLED = 1e-13  # a row stops iterating once no station's loss moves more than this
@@ -242,10 +242,7 @@ def _stations(
     den = np.where(busy, rate, 1.0)
     mean = np.where(busy, (agg @ (rates * times)) / den, 0.0)
     m2 = np.where(busy, (agg @ (rates * times**2)) / den, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scv = np.where(
-            mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
-        )
+    scv = scv_of(mean, m2)
     rho = rate * mean
     if model == "exact":
         lo, num = np.zeros(rho.shape), np.zeros(rho.shape)
@@ -256,9 +253,24 @@ def _stations(
             )
     else:
         lo, num = approx_many(rho, scv, k_cap)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        carried = rate * (1.0 - lo)
-        resp = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf)
+    wq = wait_in_queue(rate, mean, lo, num)
     pos = rho > 0
-    wq = np.where(pos, np.maximum(resp - mean, 0.0), 0.0)
     return np.stack([rate, mean, scv, np.where(pos, rho, 0.0), np.where(pos, lo, 0.0), wq])
+
+
+def scv_of(mean: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    """Squared coefficient of variation E[S^2] / E[S]^2 - 1 (>= 0; 0 where E[S] is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(
+            mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
+        )
+
+
+def wait_in_queue(
+    rate: np.ndarray, mean: np.ndarray, loss: np.ndarray, num: np.ndarray
+) -> np.ndarray:
+    """Mean wait in queue by Little's law, N / (rate (1 - L)) - E[S] (>= 0; 0 where idle)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        carried = rate * (1.0 - loss)
+        wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf) - mean
+    return np.where(rate * mean > 0, np.maximum(wq, 0.0), 0.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from earlyexit.planner._load_many import scv_of, wait_in_queue
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import approx_many, mg1k_exact
 from earlyexit.planner.space import SearchSpace
@@ -91,20 +92,7 @@ def _latency(
 def _moments(p: np.ndarray, t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and SCV of the service t1 w.p. p, else t2 (element by element)."""
     mean = p * t1 + (1.0 - p) * t2
-    m2 = p * t1**2 + (1.0 - p) * t2**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scv = np.where(
-            mean > 0, np.maximum(m2 / np.where(mean > 0, mean, 1.0) ** 2 - 1.0, 0.0), 0.0
-        )
-    return mean, scv
-
-
-def _wait(rate: np.ndarray, mean: np.ndarray, lo: np.ndarray, num: np.ndarray) -> np.ndarray:
-    """Mean wait in queue by Little's law, N / (rate (1 - L)) - E[S], 0 where idle."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        carried = rate * (1.0 - lo)
-        wq = np.where(carried > 0, num / np.where(carried > 0, carried, 1.0), np.inf) - mean
-    return np.where(rate * mean > 0, np.maximum(wq, 0.0), 0.0)
+    return mean, scv_of(mean, p * t1**2 + (1.0 - p) * t2**2)
 
 
 _EXACT_BOUND_STATIONS = 6000  # the exact queue model: stations the bounds solve per search
@@ -172,7 +160,7 @@ def _tier_bounds(
             vals = np.array([cache[kk] for kk in keys]).reshape(-1, 2)
             lo[live] = vals[inv.ravel(), 0]
             num[live] = vals[inv.ravel(), 1]
-        wq = _wait(rate, mean, lo, num)
+        wq = wait_in_queue(rate, mean, lo, num)
         loss_lb += f * lo
         wait_lb += np.where(reach > 0, reach * wq, 0.0)
         prev = c
@@ -250,7 +238,7 @@ def _wait_table(
             idx = np.flatnonzero(pos & ~sat)
             rr, mm, ff = rate.ravel()[idx], mean.ravel()[idx], f.ravel()[idx]
             lo, num = approx_many(rho.ravel()[idx], scv.ravel()[idx], k_cap)
-            wq = _wait(rr, mm, lo, num) * per.ravel()[idx]
+            wq = wait_in_queue(rr, mm, lo, num) * per.ravel()[idx]
             tab.ravel()[idx] = np.where(ff * lo > bar, np.inf, wq)
             both.append(tab)
         low = np.minimum(both[0], both[1])
