@@ -176,10 +176,17 @@ def lp_schedule(
                     else:
                         hi = mid
                 q = lo
+            # the reported loss (the whole vector's moments) decides: step q down past rounding
+            p = np.zeros(n)
+            for step in 1e-15 * 2.0 ** np.arange(60):
+                p[i], p[j] = 1 - q, q
+                if _station_metrics(lam, t, p, k, model)[3] <= eps:
+                    break
+                q = max(q - float(step), 0.0)
+            else:
+                continue
             acc = (1 - q) * a[i] + q * a[j]
             if acc > best_acc:
-                p = np.zeros(n)
-                p[i], p[j] = 1 - q, q
                 best_acc, best_p = float(acc), p
     return _evaluate(t, a, best_p, lam, k, model)
 
