@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 _DIR = Path(__file__).with_name("topologies")
-BUILTIN_TOPOLOGIES: tuple[str, ...] = ("portend-aws", "mobile", "iot")
+BUILTIN_TOPOLOGIES: tuple[str, ...] = ("iot", "mobile", "pi4-wifi", "portend-aws")
+"""The topologies shipped in ``topologies/`` (a literal: ``--help`` reads it without importing)."""
 
 
 def list_topologies() -> list[str]:
@@ -44,7 +45,7 @@ def list_topologies() -> list[str]:
 
     Example:
         >>> list_topologies()
-        ['iot', 'mobile', 'portend-aws']
+        ['iot', 'mobile', 'pi4-wifi', 'portend-aws']
     """
     return sorted(p.stem for p in _DIR.glob("*.yaml"))
 

@@ -132,6 +132,9 @@ def test_evaluate_rejects_bad_configurations(prof):
 
 def test_builtin_topologies():
     assert list_topologies() == ["iot", "mobile", "pi4-wifi", "portend-aws"]
+    from earlyexit.planner import BUILTIN_TOPOLOGIES
+
+    assert list(BUILTIN_TOPOLOGIES) == list_topologies()  # the literal --help shows
     aws = resolve_topology("portend-aws")
     assert [(lk.bandwidth_mbps, lk.propagation_ms) for lk in aws.links] == [(10, 20), (400, 40)]
     assert aws.mtu_bytes == 9000 and aws.num_tiers == 3
