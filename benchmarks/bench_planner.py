@@ -20,6 +20,10 @@ is the conservative one; both are printed. Cases (issue 5):
      the implementation before the split of planner/search.py (commit OLD_REF,
      read with git; it refused N=500 M=8), and the agreement of the search with
      the brute force on random small problems. ``--fine-n 1000`` adds N=1000 M=8.
+  F. under load (issue 14: within 2x of planning without load): P_lat at N=12 and 55
+     with an arrival rate of 0.3, 0.9, 1.2 and 1.5 times what today's plan sustains,
+     its time beside today's and their ratio (benchmarks/bench_load.py, which also
+     runs N=100). ``--only-f`` runs this case alone.
 """
 
 from __future__ import annotations
@@ -339,6 +343,17 @@ def case_e(fine_n: int | None) -> None:
     print(f"E. exact against the brute force on random small problems: {agree}/{cases} agree")
 
 
+def case_f() -> None:
+    """Under load: the time ratio to today's P_lat (benchmarks/bench_load.py's cases)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_load import case as load_case
+
+    print("F. planning under load, N=12 and 55 (ratio to today's P_lat; issue 14 asks <= 2x)")
+    for n in (12, 55):
+        load_case(n, 5, (0.3, 0.9, 1.2, 1.5))
+        print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -347,6 +362,7 @@ def main() -> None:
     parser.add_argument("--child-c", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-e", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--only-e", action="store_true", help="run case E only")
+    parser.add_argument("--only-f", action="store_true", help="run case F only (under load)")
     parser.add_argument("--fine-n", type=int, default=None, help="case E: also N=<this>, M=8")
     args = parser.parse_args()
     if args.child_c:
@@ -355,12 +371,17 @@ def main() -> None:
     if args.child_e:
         case_e_child(int(args.child_e[0]), int(args.child_e[1]), args.child_e[2])
         return
+    if args.only_f:
+        case_f()
+        return
     if not args.only_e:
         case_a(args.quick)
         case_b()
         case_c()
         case_d()
     case_e(args.fine_n)
+    if not args.only_e:
+        case_f()
 
 
 if __name__ == "__main__":
