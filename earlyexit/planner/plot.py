@@ -3,7 +3,7 @@
 Example:
     >>> from earlyexit.planner.plot import plot_pareto
     >>> plot_pareto.__module__
-    'earlyexit.plotting'
+    'earlyexit.plotting.pareto'
 """
 
 from __future__ import annotations
