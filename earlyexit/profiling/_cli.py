@@ -54,8 +54,15 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     if args.plot and Path(args.plot).resolve() == Path(args.output).resolve():
         raise ValueError(f"--plot and -o/--output name the same file {args.output!r}")
+    if args.save_calibrated and not args.calibrate:
+        raise ValueError("--save-calibrated needs --calibrate (it saves the fitted temperatures)")
+    outs = [Path(f).resolve() for f in (args.output, args.plot) if f]
+    if args.save_calibrated and Path(args.save_calibrated).resolve() in outs:
+        raise ValueError(f"--save-calibrated names another output's file {args.save_calibrated!r}")
     sig = read_signature("earlyexit.profiling.api", "profile")
     prof = profile(**given(args, sig), progress=not args.json)
+    if args.save_calibrated:
+        _save_calibrated(args.model, prof, args.save_calibrated)
     # the plot first (a bad plot path must leave no profile behind), then the profile
     if args.plot:
         existed = Path(args.plot).exists()
@@ -90,6 +97,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.output}" + (f" and {args.plot}" if args.plot else ""))
     return 0
+
+
+def _save_calibrated(checkpoint: str, prof, path: str) -> None:
+    """The checkpoint with the profile's temperatures, so that export and validate accept
+    the profile's plans (the profile's model digest covers the temperatures)."""
+    from earlyexit.checkpoint import load, save
+    from earlyexit.surgery.digest import model_digest
+
+    model = load(checkpoint)
+    model.set_temperatures(prof.temperatures)
+    want = prof.extra.get("model_digest")
+    if want and model_digest(model) != want:  # a bug, not an input
+        raise RuntimeError("the calibrated checkpoint does not match the profile's model digest")
+    save(model, path)
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -131,6 +152,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", type=output_file, default="profile.json",
                    help="the profile JSON to write (default: profile.json)")  # fmt: skip
+    p.add_argument("--save-calibrated", type=output_file, default=None, metavar="PATH",
+                   help="with --calibrate: also write the checkpoint with the fitted exit "
+                   "temperatures; export and validate the profile's plans with it")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the profile JSON")
     p.set_defaults(func=_cmd_profile)
 

@@ -219,3 +219,30 @@ def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
     assert Profile.load(tmp_path / "p.json").devices["hops"].hop_s == dev.hop_s
     with pytest.raises(TypeError, match="measure_hops must be True or False"):
         profile(trained, data[:1], measure_hops="yes", progress=False)
+
+
+@pytest.mark.slow
+def test_cli_save_calibrated_checkpoint_matches_the_profile(tmp_path, trained):
+    """profile --calibrate --save-calibrated: a checkpoint whose digest is the profile's, so
+    that export accepts the profile's plans (it refuses them with the uncalibrated one)."""
+    import earlyexit
+    from earlyexit.checkpoint import save
+    from earlyexit.export.bundle import check_plan_matches
+    from earlyexit.planner import bind_devices, load_builtin_topology, plan
+    from earlyexit.surgery.digest import model_digest
+
+    ckpt, cal, out = tmp_path / "m.pt", tmp_path / "cal.pt", tmp_path / "p.json"
+    save(trained, ckpt)
+    base = ["profile", "--checkpoint", str(ckpt), "--threads", "1", "--reps", "2", "-o", str(out)]
+    assert cli_main([*base, "--save-calibrated", str(cal)]) == 2  # needs --calibrate
+    assert not out.exists() and not cal.exists()
+    assert cli_main([*base, "--calibrate", "--save-calibrated", str(cal)]) == 0
+    prof = Profile.load(out)
+    model = earlyexit.load(cal)
+    assert torch.allclose(model.temperatures, torch.as_tensor(prof.temperatures, dtype=torch.float32))
+    assert model_digest(model) == prof.extra["model_digest"]
+    topo = bind_devices(load_builtin_topology("pi4-wifi"), {"reference": next(iter(prof.devices))})
+    p = plan(prof, topo, min_accuracy=0.0)
+    check_plan_matches(model, p)  # accepted
+    with pytest.raises(ValueError, match="temperatures"):
+        check_plan_matches(earlyexit.load(ckpt), p)
