@@ -12,6 +12,16 @@ Example:
     True
 """
 
-from earlyexit.backbones._registry import create, list_backbones, load_weights, register_backbone
+from earlyexit._lazy import lazy_exports
+
+# loaded on first use, so that `earlyexit --help` (which imports ._cli) pulls in no torch
+_LAZY: dict[str, str] = {
+    "create": "earlyexit.backbones._registry",
+    "list_backbones": "earlyexit.backbones._registry",
+    "load_weights": "earlyexit.backbones._registry",
+    "register_backbone": "earlyexit.backbones._registry",
+}
 
 __all__ = ["create", "list_backbones", "load_weights", "register_backbone"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
