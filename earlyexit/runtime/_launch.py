@@ -18,13 +18,14 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from earlyexit.formats import Topology
+from earlyexit.formats.trace import LinkTrace
 from earlyexit.runtime._procs import Proc, close_all, spawn
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.client import Client
@@ -38,8 +39,6 @@ __all__ = [
     "fit_topology",
     "log_folder",
     "runner_specs",
-    "spawn_chain",
-    "spawn_links",
     "start_client",
     "synthetic_size",
     "worker_template",
@@ -51,10 +50,22 @@ _R = TypeVar("_R", bound="Running")
 
 
 class Running:
-    """What every running deployment shares: demo inputs, and closing (also as a context)."""
+    """What every running deployment shares: its client, log folder, demo inputs, and closing.
 
-    input_shape: tuple[int, ...]
-    close_all: Callable[[], Any]
+    Attributes:
+        client: submits inputs and collects results.
+        log_dir: where each process writes its log.
+        input_shape: the shape of one input sample.
+    """
+
+    def __init__(
+        self, client: Client, log_dir: Path, input_shape: tuple[int, ...],
+        cleanup: Callable[[], Any],
+    ) -> None:  # fmt: skip
+        self.client = client
+        self.log_dir = log_dir
+        self.input_shape = input_shape
+        self._cleanup = cleanup
 
     def inputs(self, n: int, seed: int = 1) -> np.ndarray:
         """``n`` random float32 inputs of the deployment's input shape (for demos)."""
@@ -131,112 +142,6 @@ def binder(log_path: Path, transport: str) -> Callable[[str], str]:
     return bind
 
 
-def spawn_links(
-    topo: Topology,
-    bind: Callable[[str], str],
-    log_path: Path,
-    procs: list[Proc],
-    start_timeout_s: float,
-    niceness: int | None,
-    trace: Any = None,
-    epoch: float | None = None,
-) -> tuple[list[str], list[str]]:
-    """Start one process per link of ``topo`` (both directions); their up and down addresses.
-
-    ``trace`` (a LinkTrace) makes its link follow it from ``epoch`` (``time.monotonic()``).
-    """
-    up: list[str] = []
-    down: list[str] = []
-    for j, lk in enumerate(topo.links):
-        traced = trace is not None and trace.link == j
-        spec = [
-            {
-                "bind": bind(f"link{j}-{d}"),
-                "bandwidth_mbps": lk.bandwidth_mbps,
-                "propagation_ms": lk.propagation_ms,
-                "mtu_bytes": topo.mtu_bytes,
-                "name": f"link{j}-{d}",
-                **({"trace": trace.to_dict(), "epoch": epoch} if traced else {}),
-            }
-            for d in ("up", "down")
-        ]
-        p = spawn(
-            f"link{j}",
-            "earlyexit.runtime.link",
-            ["--spec", json.dumps(spec)],
-            log_path,
-            procs,
-            start_timeout_s,
-            niceness,
-        )
-        up.append(p.info["addresses"][0])
-        down.append(p.info["addresses"][1])
-    return up, down
-
-
-def spawn_chain(
-    specs: Sequence[dict[str, Any]],
-    tiers: Sequence[int],
-    blocks: Sequence[int | None],
-    threshold: float,
-    template: WorkerOptions,
-    results_address: str,
-    destination: int,
-    up: Sequence[str],
-    down: Sequence[str],
-    bind: Callable[[str], str],
-    slow: Callable[[int], float],
-    log_path: Path,
-    procs: list[Proc],
-    start_timeout_s: float,
-    niceness: int | None,
-    prefix: str = "",
-    measure_links: bool = False,
-) -> tuple[list[Proc], str]:
-    """Start one plan's workers, last partition first; returns them and the first one's input.
-
-    Each worker's routes go over the emulated links ``up``/``down`` (empty: direct),
-    its results to ``results_address`` on tier ``destination``; ``prefix`` names
-    its sockets and logs apart from another chain's. With ``measure_links`` each
-    worker knows its next partition's tier, so that it probes that link and
-    reports its estimate (adaptive deployments; a plain deployment sends no probes).
-    """
-    n = len(specs)
-    workers: list[Proc] = []
-    next_input: str | None = None
-    for k in range(n - 1, -1, -1):
-        options = dataclasses.replace(
-            template,
-            partition=k,
-            num_partitions=n,
-            threshold=threshold,
-            tier=tiers[k],
-            next_tier=None if k == n - 1 or not measure_links else tiers[k + 1],
-            last_block=blocks[k],
-            result_route=tuple(route(tiers[k], destination, results_address, up, down)),
-            next_route=()
-            if next_input is None
-            else tuple(route(tiers[k], tiers[k + 1], next_input, up, down)),
-            bind=bind(f"{prefix}worker{k}"),
-            control_bind=bind(f"{prefix}worker{k}-control"),
-            slowdown=slow(tiers[k]),
-        )
-        config = {"runner": specs[k], "options": options.to_dict()}
-        p = spawn(
-            f"{prefix}worker{k}",
-            "earlyexit.runtime.worker",
-            ["--config", json.dumps(config)],
-            log_path,
-            procs,
-            start_timeout_s,
-            niceness,
-        )
-        workers.insert(0, p)
-        next_input = p.info["input"]
-    assert next_input is not None  # internal: at least one partition
-    return workers, next_input
-
-
 def fit_topology(
     topology: Topology | str | os.PathLike[str] | None, tier_lists: Sequence[Sequence[int]]
 ) -> Topology | None:
@@ -282,7 +187,8 @@ class Starting:
     """A deployment being started: its topology, folder, addresses, client and processes so far.
 
     ``cleanup`` closes the client, stops ``procs`` and removes a temporary folder;
-    it also runs when the interpreter exits.
+    it also runs when the interpreter exits. ``up``/``down`` are the addresses of
+    the emulated links once :meth:`start_links` has run (empty: direct routes).
     """
 
     topo: Topology | None
@@ -294,16 +200,97 @@ class Starting:
     client: Client
     procs: list[Proc]
     cleanup: weakref.finalize
+    start_timeout_s: float
+    niceness: int | None
+    up: list[str] = field(default_factory=list)
+    down: list[str] = field(default_factory=list)
+
+    def spawn(self, role: str, module: str, args: list[str]) -> Proc:
+        """Start a process of this deployment (see :func:`~earlyexit.runtime._procs.spawn`)."""
+        return spawn(role, module, args, self.log_path, self.procs, self.start_timeout_s,
+                     self.niceness)  # fmt: skip
+
+    def start_links(self, trace: LinkTrace | None = None, epoch: float | None = None) -> None:
+        """Start one process per link of the topology (both directions), setting ``up``/``down``.
+
+        ``trace`` makes its link follow it from ``epoch`` (``time.monotonic()``).
+        """
+        assert self.topo is not None  # internal: callers check
+        topo = self.topo
+        for j, lk in enumerate(topo.links):
+            traced = trace is not None and trace.link == j
+            spec = [
+                {
+                    "bind": self.bind(f"link{j}-{d}"),
+                    "bandwidth_mbps": lk.bandwidth_mbps,
+                    "propagation_ms": lk.propagation_ms,
+                    "mtu_bytes": topo.mtu_bytes,
+                    "name": f"link{j}-{d}",
+                    **({"trace": trace.to_dict(), "epoch": epoch} if traced else {}),
+                }
+                for d in ("up", "down")
+            ]
+            p = self.spawn(f"link{j}", "earlyexit.runtime.link", ["--spec", json.dumps(spec)])
+            self.up.append(p.info["addresses"][0])
+            self.down.append(p.info["addresses"][1])
+
+    def start_chain(
+        self, specs: Sequence[dict[str, Any]], tiers: Sequence[int],
+        blocks: Sequence[int | None], threshold: float, template: WorkerOptions,
+        prefix: str = "", measure_links: bool = False,
+    ) -> tuple[list[Proc], list[str]]:  # fmt: skip
+        """Start one plan's workers, last partition first.
+
+        Each worker's routes go over the emulated links (if started), its results
+        to the client on the destination tier; ``prefix`` names its sockets and
+        logs apart from another chain's. With ``measure_links`` each worker knows
+        its next partition's tier, so that it probes that link and reports its
+        estimate (adaptive deployments; a plain deployment sends no probes).
+
+        Returns:
+            The workers, and the route from the source to the first one's input.
+        """
+        n = len(specs)
+        up, down = self.up, self.down
+        results = self.client.results_address
+        workers: list[Proc] = []
+        next_input: str | None = None
+        for k in range(n - 1, -1, -1):
+            options = dataclasses.replace(
+                template,
+                partition=k,
+                num_partitions=n,
+                threshold=threshold,
+                tier=tiers[k],
+                next_tier=None if k == n - 1 or not measure_links else tiers[k + 1],
+                last_block=blocks[k],
+                result_route=tuple(route(tiers[k], self.destination, results, up, down)),
+                next_route=()
+                if next_input is None
+                else tuple(route(tiers[k], tiers[k + 1], next_input, up, down)),
+                bind=self.bind(f"{prefix}worker{k}"),
+                control_bind=self.bind(f"{prefix}worker{k}-control"),
+                slowdown=self.slow(tiers[k]),
+            )
+            config = {"runner": specs[k], "options": options.to_dict()}
+            p = self.spawn(f"{prefix}worker{k}", "earlyexit.runtime.worker",
+                           ["--config", json.dumps(config)])  # fmt: skip
+            workers.insert(0, p)
+            next_input = p.info["input"]
+        assert next_input is not None  # internal: at least one partition
+        return workers, route(self.source, tiers[0], next_input, up, down)
 
 
 def start_client(
     topo: Topology | None, *, apply_slowdown: bool, log_dir: str | os.PathLike[str] | None,
-    keep_logs: bool, prefix: str, transport: str = "ipc", hwm: int = 64, dead_after_s: float = 2.0,
+    keep_logs: bool, prefix: str, start_timeout_s: float, niceness: int | None,
+    transport: str = "ipc", hwm: int = 64, dead_after_s: float = 2.0,
 ) -> Starting:  # fmt: skip
     """The log folder, the socket addresses and the client of a deployment about to start.
 
     The client plays the source and destination tiers of ``topo`` (tier 0 without
-    one), with their slowdowns if ``apply_slowdown``.
+    one), with their slowdowns if ``apply_slowdown``. ``start_timeout_s`` and
+    ``niceness`` apply to every process started later.
     """
     source = topo.source if topo else 0
     destination = topo.destination if topo else 0
@@ -325,4 +312,5 @@ def start_client(
         raise
     procs: list[Proc] = []
     cleanup = weakref.finalize(client, close_all, client, procs, remove_dir)
-    return Starting(topo, source, destination, log_path, bind, slow, client, procs, cleanup)
+    return Starting(topo, source, destination, log_path, bind, slow, client, procs, cleanup,
+                    start_timeout_s, niceness)  # fmt: skip

@@ -23,13 +23,10 @@ from earlyexit.runtime._launch import (
     check_settings,
     fit_topology,
     runner_specs,
-    spawn_chain,
-    spawn_links,
     start_client,
     synthetic_size,
     worker_template,
 )
-from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client
 
@@ -69,14 +66,11 @@ class SwitchableDeployment(Running):
     def __init__(self, client: Client, candidates: list[Candidate], routes: list[list[str]],
                  source: int, epoch: float | None, input_shape: tuple[int, ...],
                  cleanup: weakref.finalize, log_dir: Path) -> None:  # fmt: skip
-        self.client = client
+        super().__init__(client, log_dir, input_shape, cleanup)
         self.candidates = candidates
         self._routes = routes
         self.source = source
         self.epoch = epoch
-        self.input_shape = input_shape
-        self.log_dir = log_dir
-        self._cleanup = cleanup
         self.active = -1
         self.use(0)
 
@@ -173,24 +167,19 @@ def deploy_switchable(
         raise ValueError(f"trace.link {trace.link} but the topology has {len(topo.links)} link(s)")
     template = worker_template(0.5, 1, 0.0, 64, 0.2, 2.0, 2**28)
     st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=False,
-                prefix="earlyexit-adapt-")  # fmt: skip
+                      prefix="earlyexit-adapt-", start_timeout_s=start_timeout_s,
+                      niceness=niceness)  # fmt: skip
     epoch = None
     try:
-        up: list[str] = []
-        down: list[str] = []
         if topo is not None:
             epoch = time.monotonic() + float(trace_lead_s)
-            up, down = spawn_links(topo, st.bind, st.log_path, st.procs, start_timeout_s,
-                                    niceness, trace, epoch)  # fmt: skip
+            st.start_links(trace, epoch)
         routes = []
         for ci, c in enumerate(cands):
             specs = runner_specs(c.bundle, synthetic, len(c.tiers), precision)
-            _, first = spawn_chain(
-                specs, c.tiers, c.blocks, c.threshold, template, st.client.results_address,
-                st.destination, up, down, st.bind, st.slow, st.log_path, st.procs,
-                start_timeout_s, niceness, prefix=f"plan{ci}-", measure_links=True,
-            )  # fmt: skip
-            routes.append(route(st.source, c.tiers[0], first, up, down))
+            _, first = st.start_chain(specs, c.tiers, c.blocks, c.threshold, template,
+                                      prefix=f"plan{ci}-", measure_links=True)  # fmt: skip
+            routes.append(first)
         if cands[0].bundle is not None:
             shape = tuple(Manifest.load(cands[0].bundle).input_shape)
         else:

@@ -37,8 +37,6 @@ from earlyexit.runtime._launch import (
     check_settings,
     fit_topology,
     runner_specs,
-    spawn_chain,
-    spawn_links,
     start_client,
     synthetic_size,
     worker_template,
@@ -74,14 +72,11 @@ class Deployment(Running):
         input_shape: tuple[int, ...],
         cleanup: weakref.finalize,
     ) -> None:
-        self.client = client
+        super().__init__(client, log_dir, input_shape, cleanup)
         self._procs = procs
         self._workers = workers
         self.tiers = tiers
         self.threshold = threshold
-        self.log_dir = log_dir
-        self.input_shape = input_shape
-        self._cleanup = cleanup
 
     @property
     def num_partitions(self) -> int:
@@ -244,18 +239,13 @@ def deploy(
         raise ValueError("emulate_links=True needs a topology")
 
     st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=keep_logs,
-                prefix="earlyexit-deploy-", transport=transport, hwm=hwm,
-                dead_after_s=dead_after_s)  # fmt: skip
+                      prefix="earlyexit-deploy-", start_timeout_s=start_timeout_s,
+                      niceness=niceness, transport=transport, hwm=hwm,
+                      dead_after_s=dead_after_s)  # fmt: skip
     try:
-        up: list[str] = []
-        down: list[str] = []
-        if emulate and topo is not None:
-            up, down = spawn_links(topo, st.bind, st.log_path, st.procs, start_timeout_s, niceness)
-        workers, next_input = spawn_chain(
-            specs, tiers, blocks, threshold, template, st.client.results_address, st.destination,
-            up, down, st.bind, st.slow, st.log_path, st.procs, start_timeout_s, niceness,
-        )  # fmt: skip
-        st.client.input_route = route(st.source, tiers[0], next_input, up, down)
+        if emulate:
+            st.start_links()
+        workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold, template)
     except BaseException:
         st.cleanup()
         raise

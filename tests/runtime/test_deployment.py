@@ -23,6 +23,7 @@ TOPO = Topology(
     source=0,
     destination=1,
 )
+BOUNDS = {"start_timeout_s": 5.0, "niceness": None}
 
 
 def test_fit_topology_checks_every_plan_s_tiers():
@@ -81,7 +82,7 @@ def short_tmp(monkeypatch):
 def test_the_client_plays_source_and_destination_and_cleanup_removes_the_folder(short_tmp):
     tmp_path = short_tmp
     st = start_client(TOPO, apply_slowdown=True, log_dir=None, keep_logs=False,
-                      prefix="earlyexit-test-")  # fmt: skip
+                      prefix="earlyexit-test-", **BOUNDS)  # fmt: skip
     try:
         (folder,) = _folders(tmp_path)
         assert st.log_path == folder
@@ -98,7 +99,7 @@ def test_the_client_plays_source_and_destination_and_cleanup_removes_the_folder(
 
 def test_without_slowdown_or_topology_every_tier_runs_at_full_speed(tmp_path):
     st = start_client(None, apply_slowdown=True, log_dir=tmp_path / "logs", keep_logs=False,
-                      prefix="earlyexit-test-", transport="tcp")  # fmt: skip
+                      prefix="earlyexit-test-", transport="tcp", **BOUNDS)  # fmt: skip
     try:
         assert (st.source, st.destination, st.slow(0)) == (0, 0, 1.0)
         assert st.client.results_address.startswith("tcp://127.0.0.1:")
@@ -106,7 +107,7 @@ def test_without_slowdown_or_topology_every_tier_runs_at_full_speed(tmp_path):
         st.cleanup()
     assert (tmp_path / "logs").is_dir()  # the caller's folder is kept
     st = start_client(TOPO, apply_slowdown=False, log_dir=tmp_path, keep_logs=False,
-                      prefix="earlyexit-test-")  # fmt: skip
+                      prefix="earlyexit-test-", **BOUNDS)  # fmt: skip
     try:
         assert (st.client.source_slowdown, st.client.destination_slowdown) == (1.0, 1.0)
     finally:
@@ -116,11 +117,11 @@ def test_without_slowdown_or_topology_every_tier_runs_at_full_speed(tmp_path):
 def test_kept_logs_stay_and_a_client_that_fails_to_start_leaves_no_folder(short_tmp):
     tmp_path = short_tmp
     st = start_client(None, apply_slowdown=False, log_dir=None, keep_logs=True,
-                      prefix="earlyexit-test-")  # fmt: skip
+                      prefix="earlyexit-test-", **BOUNDS)  # fmt: skip
     st.cleanup()
     (kept,) = _folders(tmp_path)
     shutil.rmtree(kept)
     with pytest.raises(ValueError, match="hwm must be >= 1"):
         start_client(None, apply_slowdown=False, log_dir=None, keep_logs=False,
-                     prefix="earlyexit-test-", hwm=0)  # fmt: skip
+                     prefix="earlyexit-test-", hwm=0, **BOUNDS)  # fmt: skip
     assert _folders(tmp_path) == []
