@@ -91,17 +91,45 @@ def digest(obj: Any) -> str:
     return "sha256:" + hashlib.sha256(_canonical_json(obj).encode("ascii")).hexdigest()
 
 
+def _parse_mapping(text: str, where: str, language: str = "JSON") -> dict[str, Any]:
+    """``text`` parsed as JSON or YAML, which must hold one mapping (every file kind's top level).
+
+    Args:
+        text: the content.
+        where: what the errors name first (``"plan"``, ``"topology 'net.yaml'"``).
+        language: ``"JSON"`` or ``"YAML"`` (which reads JSON too).
+
+    Returns:
+        The mapping.
+
+    Raises:
+        ValueError: if ``text`` is not valid ``language``.
+        TypeError: if it is, but holds something other than a mapping.
+    """
+    if language == "YAML":
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{where}: not valid YAML: {err}") from err
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        kind = "an object" if language == "JSON" else "a mapping"
+        raise TypeError(f"{where}: expected {kind} at the top level, got {type(data).__name__}")
+    return data
+
+
 def _read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """The JSON object in file ``path`` (``what`` names the file kind in errors)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{what} file {str(path)!r} is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise TypeError(f"{what} file {str(path)!r}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return _parse_mapping(path.read_text(encoding="utf-8"), f"{what} file {str(path)!r}")
 
 
 def _json_text(data: Mapping[str, Any]) -> str:

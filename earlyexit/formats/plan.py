@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from earlyexit.formats._common import (
     _float,
     _int,
     _json_text,
+    _parse_mapping,
     _read_json,
     _req,
     _str,
@@ -209,13 +209,7 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> Plan:
         """Parse plan JSON text."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"plan: not valid JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise TypeError(f"plan: expected a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data)
+        return cls.from_dict(_parse_mapping(text, "plan"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Plan:

@@ -13,6 +13,7 @@ from earlyexit.formats._common import (
     _check_schema,
     _float,
     _int,
+    _parse_mapping,
     _req,
     _str,
     atomic_write_text,
@@ -198,15 +199,7 @@ class Topology:
     @classmethod
     def from_yaml(cls, text: str, origin: str = "<string>") -> Topology:
         """Parse YAML (or JSON) text."""
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ValueError(f"topology {origin}: not valid YAML: {err}") from err
-        if not isinstance(data, Mapping):
-            raise TypeError(f"topology {origin}: expected a YAML mapping, got {type(data).__name__}")
-        return cls.from_dict(data)
+        return cls.from_dict(_parse_mapping(text, f"topology {origin}", "YAML"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Topology:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from earlyexit.formats._common import _float, _int, atomic_write_text
+from earlyexit.formats._common import _float, _int, _parse_mapping, atomic_write_text
 from earlyexit.formats.topology import Link, Topology
 
 __all__ = ["TRACE_SCHEMA", "BUILTIN_TRACES", "TraceStep", "LinkTrace"]
@@ -288,13 +288,7 @@ class LinkTrace:
         if p.suffix.lower() == ".csv":
             tr = cls.from_csv(text, name=p.stem)
         else:
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as err:
-                raise ValueError(f"trace {p}: not valid YAML: {err}") from err
-            tr = cls.from_dict(data)
+            tr = cls.from_dict(_parse_mapping(text, f"trace {p}", "YAML"))
         return tr if link is None else replace(tr, link=_int(link, "link", 0))
 
     def save(self, path: str | os.PathLike[str]) -> None:
