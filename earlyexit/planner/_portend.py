@@ -85,6 +85,8 @@ What keeps fine granularity (N up to 1000 blocks, M up to 8 tiers) tractable:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from earlyexit.planner._labels import SLACK as _SLACK
@@ -114,7 +116,7 @@ class PortendSearch(PortendBounds):
         bound: float | None = None,
         n_lambdas: int = 6,
         codes: CutCodes | None = None,
-        extra: np.ndarray | None = None,
+        extra: Sequence[np.ndarray] | None = None,
         fixed_inc: float | None = None,
     ) -> None:
         self.cm, self.space = cm, space

@@ -122,15 +122,13 @@ def _tier_bounds(
     good = tot[:, 0] > 0
     ec = ec / np.where(tot > 0, tot, 1.0)
     reach_all = np.cumsum(ec[:, ::-1], axis=1)[:, ::-1]  # sum of ec[k:]
-    devs = cm.profile.devices
     loss_lb = np.zeros(n_r)
     wait_lb = np.zeros(n_r)
     prev = np.zeros(n_r, dtype=np.int64)
     for k in range(n_parts):
         w = d[k]
         c = cuts[:, k]
-        hop = devs[cm.topology.tiers[w].device].hop_s
-        base = cm.dt[w, prev] + cm.ct[w, prev, c] + (0.0 if hop is None else float(hop))
+        base = cm.dt[w, prev] + cm.ct[w, prev, c] + float(cm.hop_tier[w])  # as the load model
         t_exit = base + cm.rst[w]
         t_fwd = base + cm.st[w, c]
         reach = reach_all[:, k]
@@ -172,22 +170,24 @@ _TABLE_MAX = 4_000_000  # (threshold, tier, block, block) entries of the DP's wa
 
 def _wait_table(
     cm: CostModel, space: SearchSpace, lam: float, eps1: float, k_cap: int
-) -> np.ndarray | None:
-    """W (3, T, M, N+1, N+1): lower bounds of a tier's wait for the label DP (approx model).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """W (T, M, N+1, N+1): lower bounds of a tier's wait for the label DP (approx model).
 
-    W_mid / W_last [t, w, b, c] bound the visits times the mean wait of tier w serving
-    blocks b+1..c at threshold t, more partitions following or not, per unit of
-    1 - ER_b (the DP multiplies by it), at the least rate it can see
-    (:func:`_tier_bounds`); inf where the samples it drops alone exceed the loss bound.
-    The table holds min(W_mid, W_last), then W_mid and W_last minus it: the DP adds the
-    first at once, the rest when known.
+    W[t, w, b, c] bounds the visits times the mean wait of tier w serving blocks
+    b+1..c at threshold t, per unit of 1 - ER_b (the DP multiplies by it), at the least
+    rate it can see (:func:`_tier_bounds`); inf where the samples it drops alone exceed
+    the loss bound. The service is taken constant at the shorter of its two times (exit
+    or forward): the wait and the loss grow with the mean and the SCV, so this bounds
+    the mixture whatever follows the partition, at half the cost of the two mixtures
+    (the DP's increments for "more partitions follow" / "the last" are 0).
 
     Exit rates that are not nested (ER falls somewhere) make negative fractions, which
     the load model clips and renormalizes by a total at most 1 + D (D: the sum of ER's
     falls at that threshold): then a tier's visits are at least (1 - ER_b) / (1 + D)
-    (1 at the first tier), and its wait at least that of a constant service at the
-    shorter of its two times (the wait grows with the mean and the SCV).
-    None: the table would be too large.
+    (1 at the first tier).
+
+    Returns:
+        (W, 0, 0) as the DP's three tables, or None: the table would be too large.
     """
     n, m = cm.n, cm.m
     er = cm.er[space.t_idx]
@@ -197,53 +197,35 @@ def _wait_table(
     bi, ci = np.nonzero(np.arange(n + 1)[None, :] > np.arange(n + 1)[:, None])  # pairs b < c
     first = (bi == 0)[None, :]
     falls = np.maximum(-np.diff(er, axis=1), 0.0).sum(axis=1) + np.maximum(er.max(1) - 1.0, 0.0)
-    nested = (falls == 0)[:, None]  # (T, 1)
     reach = (1.0 - er)[:, bi]  # (T, P)
     vis = np.where(first, 1.0, reach / (1.0 + falls)[:, None])
     pos = reach > 0
     per = np.where(pos, vis / np.where(pos, reach, 1.0), 0.0)  # vis / (1 - ER_b)
-    p_mid = np.clip(np.where(pos, (er[:, ci] - er[:, bi]) / np.where(pos, reach, 1.0), 1.0), 0, 1)
-    devs = cm.profile.devices
     flat = bi * (n + 1) + ci
     bar = eps1 * (1 + 1e-9) + _LOSS_ATOL
-    all_nested = bool(nested.all())
-    out = np.zeros((3, n_t, m, (n + 1) ** 2))
+    out = np.zeros((n_t, m, (n + 1) ** 2))
     for w in range(m):
         if not space.tier_allowed[:, w].any():
             continue
-        hop = devs[cm.topology.tiers[w].device].hop_s
-        base = cm.dt[w, bi] + cm.ct[w, bi, ci] + (0.0 if hop is None else float(hop))  # (P,)
-        t_exit = base + cm.rst[w]
-        t_fwd = base + cm.st[w, ci]
-        t_min = np.minimum(t_exit, t_fwd)
+        base = cm.dt[w, bi] + cm.ct[w, bi, ci] + float(cm.hop_tier[w])  # (P,), as the load model
+        t_min = base + np.minimum(cm.rst[w], cm.st[w, ci])  # the shorter of exit / forward
         f = np.maximum(vis - eps1, 0.0)
         if w == cm.source:
             f = np.where(first, vis, f)
         rate = lam * f
-        both = []
-        for last in (False, True):
-            if last:  # the last partition: every sample leaves, a constant service
-                mean, scv = t_exit, np.zeros(1)
-            else:
-                mean, scv = _moments(p_mid, t_exit, t_fwd)
-            if not all_nested:  # a constant service at the shorter time (scv 0) bounds it
-                mean, scv = np.where(nested, mean, t_min), np.where(nested, scv, 0.0)
-            mean, scv = np.broadcast_arrays(mean, scv, rate)[:2]
-            rho = rate * mean
-            # carried load rho (1 - L) <= 1, so L >= 1 - 1/rho: those lose too much alone
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sat = f * (1.0 - 1.0 / rho) > bar * (1.0 + 1e-4)
-            tab = np.zeros(rate.shape)  # C order: written through its flat view below
-            tab[pos & sat] = np.inf
-            idx = np.flatnonzero(pos & ~sat)
-            rr, mm, ff = rate.ravel()[idx], mean.ravel()[idx], f.ravel()[idx]
-            lo, num = approx_many(rho.ravel()[idx], scv.ravel()[idx], k_cap)
-            wq = wait_in_queue(rr, mm, lo, num) * per.ravel()[idx]
-            tab.ravel()[idx] = np.where(ff * lo > bar, np.inf, wq)
-            both.append(tab)
-        low = np.minimum(both[0], both[1])
-        fin = np.isfinite(low)
-        out[0, :, w][:, flat] = low
-        out[1, :, w][:, flat] = np.where(fin, both[0] - np.where(fin, low, 0.0), 0.0)
-        out[2, :, w][:, flat] = np.where(fin, both[1] - np.where(fin, low, 0.0), 0.0)
-    return out.reshape(3, n_t, m, n + 1, n + 1)
+        mean = np.broadcast_to(t_min, rate.shape)
+        rho = rate * mean
+        # carried load rho (1 - L) <= 1, so L >= 1 - 1/rho: those lose too much alone
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sat = f * (1.0 - 1.0 / rho) > bar * (1.0 + 1e-4)
+        tab = np.zeros(rate.shape)  # C order: written through its flat view below
+        tab[pos & sat] = np.inf
+        idx = np.flatnonzero(pos & ~sat)
+        rr, mm, ff = rate.ravel()[idx], mean.ravel()[idx], f.ravel()[idx]
+        lo, num = approx_many(rho.ravel()[idx], np.zeros(idx.size), k_cap)
+        wq = wait_in_queue(rr, mm, lo, num) * per.ravel()[idx]
+        tab.ravel()[idx] = np.where(ff * lo > bar, np.inf, wq)
+        out[:, w][:, flat] = tab
+    tab0 = out.reshape(n_t, m, n + 1, n + 1)
+    zero = np.broadcast_to(0.0, tab0.shape)
+    return tab0, zero, zero

@@ -345,3 +345,38 @@ def test_too_many_to_evaluate_names_the_hints(monkeypatch):
     monkeypatch.setattr(ul, "MAX_EVALUATIONS", 0)
     with pytest.raises(ValueError, match="max_partitions, tiers, cut_points"):
         plan(prof, topo, min_accuracy=0.6, arrival_rate=0.5 * knee, max_loss=0.01)
+
+
+@SETTINGS
+@given(
+    problems(max_blocks=5, max_tiers=3),
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.5, 2.0, 8.0]),
+    st.sampled_from([1, 3, 20]),
+    st.sampled_from([None, 0.05, 0.5]),
+    st.sampled_from([0.05, 0.5, 2.0]),
+)
+def test_bounds_hold_with_a_cpu_hand_off_cost_on_fast_tiers(problem, frac, lam, k, max_loss, cpu):
+    """A tier with slowdown < 1 hands off in less than hop_s (its CPU part shrinks).
+
+    The bounds charged hop_s whole and so could exceed the model's wait: the search
+    answered None where a configuration meets the bound. They charge what the load
+    model charges (CostModel.hop_tier).
+    """
+    from dataclasses import replace
+
+    profile, topo = problem
+    devices = {
+        name: replace(d, hop_s=(d.hop_s or 0.0) + cpu, hop_cpu_s=cpu)
+        for name, d in profile.devices.items()
+    }
+    cm = CostModel(replace(profile, devices=devices), topo)
+    space = make_space(cm)
+    got = search_under_load(cm, space, "portend", "min_latency", frac, lam, k, max_loss, "approx")
+    ref = _brute_force_under_load(
+        cm, space, "portend", "min_latency", frac, lam, k, max_loss, "approx"
+    )
+    assert (got is None) == (ref is None)
+    if ref is not None:
+        assert got[1].latency_s == pytest.approx(ref[0], abs=1e-9)
+        assert (len(got[0].cuts), got[0].tiers, got[0].cuts, got[0].threshold) == ref[2]
