@@ -33,9 +33,10 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,12 @@ __all__ = [
     "SwitchableDeployment",
     "compare_on_trace",
     "deploy_switchable",
+    "interleave_rounds",
+    "phase_model",
     "phase_table",
+    "pool_rounds",
     "run_trace",
+    "settling_times",
 ]
 
 
@@ -219,6 +224,154 @@ def phase_table(
     return rows
 
 
+def interleave_rounds(
+    play: Callable[[str], dict[str, Any]], modes: Sequence[str], rounds: int
+) -> list[dict[str, dict[str, Any]]]:
+    """Run every mode ``rounds`` times, interleaved, the order rotated each round.
+
+    Round ``r`` runs the modes starting from the ``r``-th (A S O, S O A, O A S, ...),
+    so that a slow drift of the host touches every mode alike.
+
+    Args:
+        play: runs one mode once (a fresh deployment) and returns :func:`run_trace`'s output.
+        modes: the modes, in the first round's order.
+        rounds: how many rounds (>= 1).
+
+    Returns:
+        One ``{mode: run}`` per round, each keyed in the order of ``modes``; every
+        run carries ``round`` and ``slot`` (its position in that round's order).
+
+    Raises:
+        ValueError: ``rounds`` not an integer >= 1, or no modes.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    if not modes:
+        raise ValueError("modes must name at least one mode")
+    n = len(modes)
+    out = []
+    for r in range(rounds):
+        order = list(modes[r % n :]) + list(modes[: r % n])
+        got: dict[str, dict[str, Any]] = {}
+        for slot, mode in enumerate(order):
+            got[mode] = {**play(mode), "round": r, "slot": slot}
+        out.append({m: got[m] for m in modes})
+    return out
+
+
+def pool_rounds(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Every round's samples, switches and estimates per mode, in one run per mode.
+
+    Sample times are trace times, so :func:`phase_table` on the pooled runs
+    counts every round's settled samples of a phase together.
+
+    Args:
+        rounds: :func:`interleave_rounds`' output.
+
+    Returns:
+        ``{mode: {"samples", "switches", "replan_ms", "estimates", "mode", "rounds"}}``
+        (each list the rounds' lists one after the other, each item tagged with its ``round``).
+    """
+    pooled: dict[str, dict[str, Any]] = {}
+    for r, runs in enumerate(rounds):
+        for mode, run in runs.items():
+            dst = pooled.setdefault(mode, {"samples": [], "switches": [], "replan_ms": [],
+                                           "estimates": [], "mode": mode, "rounds": 0})  # fmt: skip
+            dst["rounds"] += 1
+            for key in ("samples", "switches", "estimates"):
+                dst[key].extend({**item, "round": r} for item in run.get(key, []))
+            dst["replan_ms"].extend(run.get("replan_ms", []))
+    return pooled
+
+
+def phase_model(
+    replanner: Replanner, trace: LinkTrace, rows: Sequence[Mapping[str, Any]], settle_s: float
+) -> list[dict[str, float]]:
+    """The model's static and oracle latency of each phase, over its settled part.
+
+    Static is candidate 0 throughout, the oracle the best candidate of each
+    step; each is the planner's estimate at the step's bandwidth and delay,
+    averaged over the phase's settled time ``[start + settle_s, end)`` (no
+    settling in the first phase) as a one-at-a-time source sees it: a
+    time-weighted harmonic mean, since a sample leaves when the previous one
+    is answered (samples are denser where latency is low).
+
+    Args:
+        replanner: holds the profile, the candidates and the base topology.
+        trace: the trace.
+        rows: :func:`phase_table`'s rows (``start``, ``end``).
+        settle_s: as given to :func:`phase_table`.
+
+    Returns:
+        Per row ``{"model_static_ms", "model_oracle_ms", "model_oracle_speedup"}``.
+
+    Raises:
+        ValueError: a replanner without candidates.
+    """
+    if replanner.candidates is None:
+        raise ValueError("phase_model needs a replanner over candidate plans")
+    base, cands = replanner.topology, replanner.candidates
+    out = []
+    for row in rows:
+        a, b = float(row["start"]), float(row["end"])
+        lo = a + (settle_s if a > 0 else 0.0)
+        w_sum = inv_static = inv_oracle = 0.0
+        for s, e, _ in trace.phases(b):
+            w = min(e, b) - max(s, lo)
+            if w <= 0:
+                continue
+            topo = trace.topology_at(base, max(s, lo))
+            lat = [replanner._latency(c, topo) for c in cands]
+            oracle = lat[_best_index(cands, replanner, topo)]
+            w_sum, inv_static, inv_oracle = w_sum + w, inv_static + w / lat[0], inv_oracle + w / oracle
+        if w_sum <= 0:
+            out.append({"model_static_ms": math.nan, "model_oracle_ms": math.nan,
+                        "model_oracle_speedup": math.nan})  # fmt: skip
+            continue
+        st, orc = 1e3 * w_sum / inv_static, 1e3 * w_sum / inv_oracle
+        out.append({"model_static_ms": st, "model_oracle_ms": orc, "model_oracle_speedup": st / orc})
+    return out
+
+
+def settling_times(run: Mapping[str, Any], trace: LinkTrace, duration_s: float, best: Sequence[int]) -> list[dict[str, Any]]:
+    """How long after each change of the oracle's plan the adaptive run switched to it.
+
+    Args:
+        run: an adaptive :func:`run_trace` output (``switches`` with ``t`` and ``to``).
+        trace, duration_s: the trace and the run's length.
+        best: the best candidate of each step of the trace.
+
+    Returns:
+        Per change of ``best``: ``{"t": change time, "to": the new best, "after_s":
+        delay to the first switch to it at or after the change (None: never, before the
+        next change)}``.
+    """
+    steps = trace.phases(duration_s)
+    changes = [(steps[k][0], best[k]) for k in range(1, len(steps)) if best[k] != best[k - 1]]
+    out = []
+    for j, (t, to) in enumerate(changes):
+        until = changes[j + 1][0] if j + 1 < len(changes) else math.inf
+        hit = [sw["t"] for sw in run.get("switches", []) if t <= sw["t"] < until and sw["to"] == to]
+        out.append({"t": t, "to": to, "after_s": (min(hit) - t) if hit else None})
+    return out
+
+
+def _gains(row: dict[str, Any], ratios: Sequence[float | None]) -> None:
+    """Add the measured speed-ups, the adaptive run's share and the rounds' ratios to ``row``."""
+    st, ad, orc = (row.get(f"{m}_latency_ms") for m in ("static", "adaptive", "oracle"))
+    row["oracle_speedup"] = st / orc if st and orc else None
+    row["adaptive_speedup"] = st / ad if st and ad else None
+    row["adaptive_oracle"] = ad / orc if ad and orc else None
+    # the share of the latency the oracle saves that the adaptive run saves too (none to share
+    # when the oracle saves under 5 %: the ratio would be noise over noise)
+    gain = row["oracle_speedup"]
+    row["adaptive_share"] = (st - ad) / (st - orc) if gain and ad and gain >= 1.05 else None
+    vals = [v for v in ratios if v is not None]
+    row["adaptive_oracle_rounds"] = list(ratios)
+    row["adaptive_oracle_spread"] = max(vals) - min(vals) if vals else None
+
+
+
 def compare_on_trace(
     profile: Any,
     topology: Topology | str,
@@ -236,11 +389,15 @@ def compare_on_trace(
     min_gain: float = 0.05,
     modes: Sequence[str] = _MODES,
     start_timeout_s: float = 120.0,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """Adaptive against static and oracle on one trace: a fresh deployment per mode.
+    """Adaptive against static and oracle on one trace: a fresh deployment per run.
 
     The candidate that is best at the trace's start is the static plan and
-    where every mode starts.
+    where every mode starts. With ``rounds`` > 1 the modes run interleaved,
+    the order rotated each round (:func:`interleave_rounds`); the table pools
+    every round's settled samples per phase and mode, and gives each round's
+    adaptive/oracle ratio per phase beside it, so the host's drift between runs shows.
 
     Args:
         profile: the profile the candidates were planned from (object or path).
@@ -253,13 +410,22 @@ def compare_on_trace(
         min_accuracy, estimator, change, dwell_s, min_gain: the replanner's.
         modes: which of ``adaptive``, ``static``, ``oracle`` to run.
         start_timeout_s: bound on each process's start-up.
+        rounds: how many times each mode runs (interleaved; 1: each once, in ``modes``' order).
 
     Returns:
-        ``{"trace", "candidates", "runs": {mode: run_trace output}, "table": phase_table,
-        "settle_s", "replan_ms"}``.
+        ``{"trace", "candidates", "runs": {mode: the first round's run}, "rounds": [{mode:
+        run}...], "table", "settle_s", "best", "replan_ms", "settling"}``. ``table`` is
+        :func:`phase_table` over the pooled rounds, each row with, besides,
+        :func:`phase_model`'s figures, ``degraded`` (the phase of the lowest bandwidth),
+        ``oracle_speedup`` and ``adaptive_speedup`` (static's mean latency over theirs),
+        ``adaptive_share`` (the part of the latency the oracle saves over static that
+        the adaptive run saves; None where the oracle saves under 5 %),
+        ``adaptive_oracle`` and, per round, ``adaptive_oracle_rounds`` and their
+        ``adaptive_oracle_spread`` (max - min). ``settling`` holds
+        :func:`settling_times` per round.
 
     Raises:
-        ValueError: a bad mode, or no candidate that meets the constraint.
+        ValueError: a bad mode or ``rounds``, or no candidate that meets the constraint.
     """
     from earlyexit.planner import resolve_profile, resolve_topology
 
@@ -267,6 +433,8 @@ def compare_on_trace(
     bad = [m for m in modes if m not in _MODES]
     if bad or not modes:
         raise ValueError(f"modes must be among {_MODES}, got {list(modes)}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     cands = load_candidates(bundles, None, None)
     plans = [c.plan for c in cands]
     start_topo = trace.topology_at(topo, 0.0)
@@ -280,9 +448,9 @@ def compare_on_trace(
     bundles = [bundles[i] for i in order]
     plans = [plans[i] for i in order]
     end = trace.phases()[-1][1] if duration_s is None else float(duration_s)
-    runs: dict[str, Any] = {}
     n_workers = sum(len(p.partitions) for p in plans)
-    for mode in modes:
+
+    def play(mode: str) -> dict[str, Any]:
         with deploy_switchable(bundles, topology=topo, trace=trace,
                                trace_lead_s=3.0 + 2.5 * n_workers,
                                start_timeout_s=start_timeout_s) as dep:  # fmt: skip
@@ -290,16 +458,28 @@ def compare_on_trace(
             for i in range(len(plans)):
                 dep.use(i)
                 dep.client.infer(x[0], 30.0)
-            runs[mode] = run_trace(dep, x, y, mode, replanner(plans), trace, end)
+            return run_trace(dep, x, y, mode, replanner(plans), trace, end)
+
+    per_round = interleave_rounds(play, modes, rounds)
     rp = replanner(plans)
     best = [_best_index(plans, rp, trace.topology_at(topo, a)) for a, _, _ in trace.phases(end)]
-    table = phase_table(runs, trace, end, settle_s, best)
+    table = phase_table(pool_rounds(per_round) if rounds > 1 else per_round[0], trace, end,
+                        settle_s, best)  # fmt: skip
+    each = [phase_table(runs, trace, end, settle_s, best) for runs in per_round]
+    low = min(row["bandwidth_mbps"][0] for row in table)
+    for k, (row, model) in enumerate(zip(table, phase_model(rp, trace, table, settle_s), strict=True)):
+        row.update(model, degraded=row["bandwidth_mbps"][0] == low)
+        ad_or = [(t[k].get("adaptive_latency_ms"), t[k].get("oracle_latency_ms")) for t in each]
+        _gains(row, [a / o if a and o else None for a, o in ad_or])
     return {
         "trace": trace.to_dict(),
         "candidates": [p.to_dict() for p in plans],
-        "runs": runs,
+        "runs": per_round[0],
+        "rounds": per_round,
         "table": table,
         "settle_s": settle_s,
         "best": best,
-        "replan_ms": runs.get("adaptive", {}).get("replan_ms", []),
+        "replan_ms": [v for runs in per_round for v in runs.get("adaptive", {}).get("replan_ms", [])],
+        "settling": [settling_times(runs["adaptive"], trace, end, best)
+                     for runs in per_round if "adaptive" in runs],  # fmt: skip
     }

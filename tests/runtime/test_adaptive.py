@@ -149,3 +149,84 @@ def test_the_client_measures_the_link_its_inputs_cross():
     assert probes >= 1  # inputs have one size: the line needs another
     bw, delay_ms, _ = reports[(0, 1)]
     assert 5.0 < bw < 500.0 and 0.0 <= delay_ms < 100.0  # pi4-wifi: 50 Mb/s, 5 ms
+
+
+def test_rounds_interleave_with_the_order_rotated_and_pool_every_sample():
+    """A S O, S O A, O A S; each round's samples counted in and out, per phase and pooled."""
+    from earlyexit.formats.trace import LinkTrace
+    from earlyexit.runtime.adaptive import interleave_rounds, phase_table, pool_rounds
+
+    tr = LinkTrace.builtin("step-50-2-50")  # changes at 10 and 20 s
+    played: list[str] = []
+    rng = np.random.default_rng(0)
+
+    def play(mode):  # a run of this mode: its own number of samples, spread over 30 s
+        played.append(mode)
+        n = int(rng.integers(50, 120))
+        t = np.sort(rng.uniform(0, 30, n))
+        lat = {"adaptive": 0.010, "static": 0.020, "oracle": 0.011}[mode] * (1 + len(played) / 100)
+        return _run([(float(ti), lat, bool(i % 3)) for i, ti in enumerate(t)])
+
+    modes = ("adaptive", "static", "oracle")
+    rounds = interleave_rounds(play, modes, 4)
+    assert played == ["adaptive", "static", "oracle", "static", "oracle", "adaptive",
+                      "oracle", "adaptive", "static", "adaptive", "static", "oracle"]  # fmt: skip
+    assert [list(r) for r in rounds] == [list(modes)] * 4  # keyed in the modes' order
+    assert [r["static"]["slot"] for r in rounds] == [1, 0, 2, 1]
+    pooled = pool_rounds(rounds)
+    for mode in modes:
+        per_round = [len(r[mode]["samples"]) for r in rounds]
+        assert len(pooled[mode]["samples"]) == sum(per_round) and pooled[mode]["rounds"] == 4
+        assert [sum(s["round"] == k for s in pooled[mode]["samples"]) for k in range(4)] == per_round
+        assert len(pooled[mode]["switches"]) == 4
+    # per phase, the pooled table counts every round's settled samples of that phase
+    table = phase_table(pooled, tr, 30.0, settle_s=2.0)
+    each = [phase_table(r, tr, 30.0, settle_s=2.0) for r in rounds]
+    for k, row in enumerate(table):
+        for mode in modes:
+            assert row[f"{mode}_samples"] == sum(t[k][f"{mode}_samples"] for t in each)
+            lat = [s["latency_s"] for s in pooled[mode]["samples"]
+                   if row["start"] + (2.0 if k else 0.0) <= s["t"] < row["end"]]  # fmt: skip
+            assert row[f"{mode}_latency_ms"] == pytest.approx(1e3 * np.mean(lat))
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1"):
+        interleave_rounds(play, modes, 0)
+
+
+def test_phase_model_gives_the_oracles_room_over_static_from_the_candidates_estimates():
+    """On a step to 2 Mb/s the low phase's static/oracle ratio is the candidates' estimate ratio."""
+    from dataclasses import replace
+
+    from earlyexit.formats import Link
+    from earlyexit.formats.trace import LinkTrace
+    from earlyexit.planner import resolve_topology
+    from earlyexit.planner.synthetic import synthetic_profile
+    from earlyexit.runtime.adaptive import _best_index, phase_model, phase_table, settling_times
+    from earlyexit.runtime.replan import Replanner, candidate_plans
+
+    prof = synthetic_profile(8)
+    topo = resolve_topology("pi4-wifi")
+    cands = candidate_plans(prof, topo, 0, [0.2, 2.0, 50.0], min_accuracy=0.5)
+    tr = LinkTrace.builtin("step-50-2-50")  # with the topology's 5 ms: bandwidth is what moves
+    tr = replace(tr, steps=tuple(replace(s, propagation_ms=5.0) for s in tr.steps))
+    start = tr.topology_at(topo, 0.0)
+    rp = Replanner(prof, start, cands[0], min_accuracy=0.5, candidates=cands)
+    first = _best_index(cands, rp, start)
+    cands = [cands[first]] + [c for i, c in enumerate(cands) if i != first]
+    rp = Replanner(prof, start, cands[0], min_accuracy=0.5, candidates=cands)
+    best = [_best_index(cands, rp, tr.topology_at(topo, a)) for a, _, _ in tr.phases(30.0)]
+    rows = phase_table({}, tr, 30.0, settle_s=4.0, best=best)
+    model = phase_model(rp, tr, rows, settle_s=4.0)
+    low = replace(topo, links=(Link(2.0, tr.steps[1].propagation_ms),))
+    lat = [rp._latency(c, low) for c in cands]
+    assert model[0]["model_oracle_speedup"] == pytest.approx(1.0)  # static is the start's best
+    mid = next(k for k, r in enumerate(rows) if r["bandwidth_mbps"][0] == 2.0)
+    assert model[mid]["model_static_ms"] == pytest.approx(1e3 * lat[0])
+    assert model[mid]["model_oracle_ms"] == pytest.approx(1e3 * min(lat))
+    # an adaptive run that switched 1.5 s after each change of the oracle's plan
+    changes = [(a, b) for (a, _, _), b, prev in zip(tr.phases(30.0)[1:], best[1:], best) if b != prev]
+    assert len(changes) == 2 and model[mid]["model_oracle_speedup"] > 1.5  # the drop moves the optimum
+    run = {"switches": [{"t": a + 1.5, "to": b} for a, b in changes]}
+    got = settling_times(run, tr, 30.0, best)
+    assert [g["t"] for g in got] == [a for a, _ in changes]
+    assert all(g["after_s"] == pytest.approx(1.5) for g in got)
+    assert settling_times({"switches": []}, tr, 30.0, best)[0]["after_s"] is None
