@@ -124,6 +124,51 @@ def _check_timing_args(model: MultiExitModel, percentile: float) -> None:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
 
 
+def _time_each_partition(
+    model: MultiExitModel,
+    sample: torch.Tensor,
+    run_of: Callable[[int, int, list[torch.Tensor]], Callable[[], object]],
+    desc: str,
+    warmup: int,
+    reps: int,
+    percentile: float,
+    budget_s: float,
+    progress: bool,
+    gap_s: float,
+) -> np.ndarray:
+    """Time ``run_of(a, b, inputs)()`` for every partition [a..b] (0-based): both engines' loop.
+
+    Checks the arguments, computes every block's input once (``inputs``, see
+    :func:`block_inputs`), builds each partition's run outside inference mode
+    (slicing and export need it off) and times it with :func:`_measure` inside
+    it; the model is in eval mode meanwhile and gets its mode back after.
+
+    Returns:
+        ``N x N`` seconds; NaN below the diagonal.
+    """
+    from tqdm.auto import tqdm
+
+    n = model.num_blocks
+    _check_timing_args(model, percentile)
+    was_training = model.training
+    model.eval()
+    times = np.full((n, n), np.nan)
+    bar = tqdm(total=n * (n + 1) // 2, desc=desc, disable=not progress, leave=False)
+    try:
+        with torch.inference_mode():
+            inputs = block_inputs(model, sample)
+        for a in range(n):
+            for b in range(a, n):
+                run = run_of(a, b, inputs)
+                with torch.inference_mode():
+                    times[a, b] = _measure(run, warmup, reps, budget_s, percentile, gap_s)
+                bar.update()
+    finally:
+        bar.close()
+        model.train(was_training)
+    return times
+
+
 def time_partitions(
     model: MultiExitModel,
     sample: torch.Tensor,
@@ -154,29 +199,13 @@ def time_partitions(
     Raises:
         ValueError: if the model lacks an exit after some block.
     """
-    from tqdm.auto import tqdm
 
-    n = model.num_blocks
-    _check_timing_args(model, percentile)
-    was_training = model.training
-    model.eval()
-    times = np.full((n, n), np.nan)
-    try:
-        with torch.inference_mode():
-            inputs = block_inputs(model, sample)
-            bar = tqdm(total=n * (n + 1) // 2, desc="partitions", disable=not progress, leave=False)
-            for a in range(n):
-                for b in range(a, n):
-                    part = PartitionModule(model, a + 1, b + 1)
-                    x = inputs[a]
-                    times[a, b] = _measure(
-                        lambda p=part, x=x: p(x), warmup, reps, budget_s, percentile, gap_s
-                    )
-                    bar.update()
-            bar.close()
-    finally:
-        model.train(was_training)
-    return times
+    def run_of(a: int, b: int, inputs: list[torch.Tensor]) -> Callable[[], object]:
+        part, x = PartitionModule(model, a + 1, b + 1), inputs[a]
+        return lambda: part(x)
+
+    return _time_each_partition(model, sample, run_of, "partitions", warmup, reps, percentile,
+                                budget_s, progress, gap_s)  # fmt: skip
 
 
 def time_onnx_partitions(
@@ -222,48 +251,27 @@ def time_onnx_partitions(
     import tempfile
 
     import onnxruntime as ort
-    from tqdm.auto import tqdm
 
     from earlyexit.export.writers import write_onnx
     from earlyexit.runtime.session import session_options
     from earlyexit.surgery.slicing import slice as slice_model
 
-    n = model.num_blocks
-    _check_timing_args(model, percentile)
-    was_training = model.training
-    model.eval()
-    times = np.full((n, n), np.nan)
     opts = session_options(intra_op_threads)
-    try:
-        with torch.inference_mode():
-            inputs = block_inputs(model, sample)
-        with tempfile.TemporaryDirectory(prefix="earlyexit-profile-onnx-") as tmp:
-            bar = tqdm(
-                total=n * (n + 1) // 2, desc="onnx partitions", disable=not progress, leave=False
-            )
-            for a in range(n):
-                x = np.ascontiguousarray(inputs[a].numpy(), np.float32)
-                example = inputs[a].repeat(2, *([1] * (inputs[a].dim() - 1)))  # batch >= 2
-                for b in range(a, n):
-                    ranges = [(1, a), (a + 1, b + 1)] if a else [(1, b + 1)]
-                    part = slice_model(model, ranges)[-1].eval()
-                    path = f"{tmp}/p{a + 1}_{b + 1}.onnx"
-                    write_onnx(part, path, example, exporter=exporter)
-                    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-                    name = sess.get_inputs()[0].name
-                    times[a, b] = _measure(
-                        lambda s=sess, nm=name, x=x: s.run(None, {nm: x}),
-                        warmup,
-                        reps,
-                        budget_s,
-                        percentile,
-                        gap_s,
-                    )
-                    bar.update()
-            bar.close()
-    finally:
-        model.train(was_training)
-    return times
+    with tempfile.TemporaryDirectory(prefix="earlyexit-profile-onnx-") as tmp:
+
+        def run_of(a: int, b: int, inputs: list[torch.Tensor]) -> Callable[[], object]:
+            x = np.ascontiguousarray(inputs[a].numpy(), np.float32)
+            example = inputs[a].repeat(2, *([1] * (inputs[a].dim() - 1)))  # batch >= 2
+            ranges = [(1, a), (a + 1, b + 1)] if a else [(1, b + 1)]
+            part = slice_model(model, ranges)[-1].eval()
+            path = f"{tmp}/p{a + 1}_{b + 1}.onnx"
+            write_onnx(part, path, example, exporter=exporter)
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            feed = {sess.get_inputs()[0].name: x}
+            return lambda: sess.run(None, feed)
+
+        return _time_each_partition(model, sample, run_of, "onnx partitions", warmup, reps,
+                                    percentile, budget_s, progress, gap_s)  # fmt: skip
 
 
 def compare_granularity(

@@ -55,3 +55,26 @@ def test_the_model_is_left_as_it_was(sleepy):
     sleepy.train()
     time_partitions(sleepy, torch.randn(2, 8), warmup=0, reps=1)
     assert sleepy.training
+
+
+def test_onnx_partitions_time_every_partition_and_leave_the_mode():
+    """The ONNX engine shares the eager loop: every partition of a 3-block model, NaN below."""
+    pytest.importorskip("onnxruntime")
+    from earlyexit.profiling.timing import time_onnx_partitions
+
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 3))
+    model = MultiExitModel(decompose(net, input_shape=(8,))).train()
+    n = model.num_blocks
+    t = time_onnx_partitions(model, torch.randn(1, 8), warmup=0, reps=2, budget_s=0.0)
+    assert t.shape == (n, n)
+    assert np.isnan(t[np.tril_indices(n, -1)]).all()
+    assert np.isfinite(t[np.triu_indices(n)]).all() and (t[np.triu_indices(n)] > 0).all()
+    assert model.training
+
+
+def test_a_bad_percentile_is_refused_before_any_timing(sleepy):
+    sleepy.train()
+    for bad in (0.0, 100.5):
+        with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\]"):
+            time_partitions(sleepy, torch.randn(1, 8), percentile=bad)
+    assert sleepy.training
