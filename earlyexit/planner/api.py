@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -198,17 +199,7 @@ def _plan_under_load(
     cand, load = found
     p = _from_candidate(cm, cand, estimator, objective, constraint)
     record = {**load.to_dict(), "max_loss": None if max_loss is None else float(max_loss)}
-    return Plan(
-        threshold=p.threshold,
-        partitions=p.partitions,
-        estimate=p.estimate,
-        estimator=p.estimator,
-        objective=p.objective,
-        constraint=p.constraint,
-        profile_digest=p.profile_digest,
-        topology_digest=p.topology_digest,
-        extra={**dict(p.extra), "load": record},
-    )
+    return dataclasses.replace(p, extra={**dict(p.extra), "load": record})
 
 
 def found_k(queue_capacity: int | None) -> int:

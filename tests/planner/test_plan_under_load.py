@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -105,6 +106,9 @@ def test_tiny_rate_gives_todays_plan(bounds, estimator):
     assert loaded.estimate == today.estimate
     assert loaded.extra["load"]["latency_s"] == pytest.approx(today.estimate.latency_s, abs=1e-9)
     assert "load" not in today.extra
+    # the plan under load is today's plan, field for field, with the load recorded beside
+    assert {k: v for k, v in loaded.extra.items() if k != "load"} == dict(today.extra)
+    assert dataclasses.replace(loaded, extra=today.extra) == today
 
 
 def test_load_changes_the_plan_and_is_recorded(tmp_path):
