@@ -129,6 +129,7 @@ def _register_adapt(subparsers: Any) -> None:
     add_param(p, sig["settle_s"], "--settle", type=float_range(0, 3600), unit="s")
     add_param(p, sig["min_accuracy"], type=float_range(0, 1),
               more="Its accuracy constraint (default: none).")  # fmt: skip
+    add_param(p, sig["rounds"], type=int_range(1, 1000))
     p.add_argument("--plot", help="write latency over time with the switches marked (PNG)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     p.set_defaults(func=adapt_command)
@@ -154,7 +155,8 @@ def adapt_command(args: argparse.Namespace) -> int:
     if args.time_scale != 1.0:
         trace = trace.scaled(args.time_scale)
     res = compare_on_trace(args.profile, args.topology, args.bundles, x, y, trace,
-                           settle_s=args.settle_s, min_accuracy=args.min_accuracy)  # fmt: skip
+                           settle_s=args.settle_s, min_accuracy=args.min_accuracy,
+                           rounds=args.rounds)  # fmt: skip
     if args.plot:
         from earlyexit.plotting import plot_adaptive
 
@@ -169,11 +171,26 @@ def adapt_command(args: argparse.Namespace) -> int:
         )
         lo, hi = row["bandwidth_mbps"]
         bw = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
-        print(f"[{row['start']:.1f}, {row['end']:.1f}) s {bw} Mb/s: {cells}")
+        print(f"[{row['start']:.1f}, {row['end']:.1f}) s {bw} Mb/s: {cells}{_gain_cells(row)}")
     sw = res["runs"]["adaptive"]["switches"]
     print(f"adaptive switches at {[round(s['t'], 2) for s in sw]} s; re-planning "
           f"{max(res['replan_ms'], default=0.0):.2f} ms at most")  # fmt: skip
     return 0
+
+
+def _gain_cells(row: dict[str, Any]) -> str:
+    """The row's speed-ups over static and the rounds' adaptive/oracle ratios, if it has them."""
+    out = ""
+    if row.get("oracle_speedup") is not None:
+        out += f"  oracle/static {row['oracle_speedup']:.2f}x"
+    if row.get("model_oracle_speedup") is not None:
+        out += f" (model {row['model_oracle_speedup']:.2f}x)"
+    if row.get("adaptive_speedup") is not None:
+        out += f"  adaptive/static {row['adaptive_speedup']:.2f}x"
+    rounds = [r for r in row.get("adaptive_oracle_rounds") or [] if r is not None]
+    if len(rounds) > 1:
+        out += f"  adaptive/oracle per round {' '.join(f'{r:.2f}' for r in rounds)}"
+    return out + ("  [degraded]" if row.get("degraded") else "")
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -323,17 +323,25 @@ def phase_model(
             topo = trace.topology_at(base, max(s, lo))
             lat = [replanner._latency(c, topo) for c in cands]
             oracle = lat[_best_index(cands, replanner, topo)]
-            w_sum, inv_static, inv_oracle = w_sum + w, inv_static + w / lat[0], inv_oracle + w / oracle
+            w_sum, inv_static, inv_oracle = (
+                w_sum + w,
+                inv_static + w / lat[0],
+                inv_oracle + w / oracle,
+            )
         if w_sum <= 0:
             out.append({"model_static_ms": math.nan, "model_oracle_ms": math.nan,
                         "model_oracle_speedup": math.nan})  # fmt: skip
             continue
         st, orc = 1e3 * w_sum / inv_static, 1e3 * w_sum / inv_oracle
-        out.append({"model_static_ms": st, "model_oracle_ms": orc, "model_oracle_speedup": st / orc})
+        out.append(
+            {"model_static_ms": st, "model_oracle_ms": orc, "model_oracle_speedup": st / orc}
+        )
     return out
 
 
-def settling_times(run: Mapping[str, Any], trace: LinkTrace, duration_s: float, best: Sequence[int]) -> list[dict[str, Any]]:
+def settling_times(
+    run: Mapping[str, Any], trace: LinkTrace, duration_s: float, best: Sequence[int]
+) -> list[dict[str, Any]]:
     """How long after each change of the oracle's plan the adaptive run switched to it.
 
     Args:
@@ -369,7 +377,6 @@ def _gains(row: dict[str, Any], ratios: Sequence[float | None]) -> None:
     vals = [v for v in ratios if v is not None]
     row["adaptive_oracle_rounds"] = list(ratios)
     row["adaptive_oracle_spread"] = max(vals) - min(vals) if vals else None
-
 
 
 def compare_on_trace(
@@ -467,7 +474,9 @@ def compare_on_trace(
                         settle_s, best)  # fmt: skip
     each = [phase_table(runs, trace, end, settle_s, best) for runs in per_round]
     low = min(row["bandwidth_mbps"][0] for row in table)
-    for k, (row, model) in enumerate(zip(table, phase_model(rp, trace, table, settle_s), strict=True)):
+    for k, (row, model) in enumerate(
+        zip(table, phase_model(rp, trace, table, settle_s), strict=True)
+    ):
         row.update(model, degraded=row["bandwidth_mbps"][0] == low)
         ad_or = [(t[k].get("adaptive_latency_ms"), t[k].get("oracle_latency_ms")) for t in each]
         _gains(row, [a / o if a and o else None for a, o in ad_or])
@@ -479,7 +488,12 @@ def compare_on_trace(
         "table": table,
         "settle_s": settle_s,
         "best": best,
-        "replan_ms": [v for runs in per_round for v in runs.get("adaptive", {}).get("replan_ms", [])],
-        "settling": [settling_times(runs["adaptive"], trace, end, best)
-                     for runs in per_round if "adaptive" in runs],  # fmt: skip
+        "replan_ms": [
+            v for runs in per_round for v in runs.get("adaptive", {}).get("replan_ms", [])
+        ],
+        "settling": [
+            settling_times(runs["adaptive"], trace, end, best)
+            for runs in per_round
+            if "adaptive" in runs
+        ],  # fmt: skip
     }
