@@ -76,8 +76,10 @@ def plot_adaptive(
         window: samples per rolling mean (each sample is also drawn, faint).
 
     Returns:
-        The (closed) figure: latency (ms, log scale) over trace time, and the
-        link's bandwidth on a second axis.
+        The (closed) figure: latency (ms, log scale) over trace time, the
+        degraded phase shaded (a ``table`` row with ``degraded``), and the
+        link's bandwidth on a second axis. With several rounds, the first
+        round's runs are drawn.
     """
     import numpy as np
 
@@ -99,9 +101,16 @@ def plot_adaptive(
     for i, sw in enumerate(result["runs"].get("adaptive", {}).get("switches", [])):
         ax.axvline(sw["t"], color="tab:blue", linestyle="--", linewidth=0.8,
                    label="adaptive switch" if i == 0 else None)  # fmt: skip
+    for row in result.get("table", []):
+        if row.get("degraded"):
+            gain = row.get("oracle_speedup")
+            label = "degraded phase" + (f" (oracle {gain:.2f}x static)" if gain else "")
+            ax.axvspan(row["start"], row["end"], color="0.85", alpha=0.5, zorder=0, label=label)
+    n = len(result.get("rounds", [])) or 1
     ax.set_yscale("log")
     ax.set(xlabel="trace time (s)", ylabel="end-to-end latency (ms)",
-           title=f"{result['trace'].get('name', 'trace')}: adaptive, static and oracle")  # fmt: skip
+           title=f"{result['trace'].get('name', 'trace')}: adaptive, static and oracle"
+           + (f" (round 1 of {n})" if n > 1 else ""))  # fmt: skip
     steps = result["trace"]["steps"]
     end = max((s["t"] for r in result["runs"].values() for s in r["samples"]), default=1.0)
     ts = [s[0] for s in steps] + [end]

@@ -132,6 +132,12 @@ def test_plot_adaptive_draws_each_run_and_marks_the_switches(tmp_path):
     assert ys == {10.0, 20.0}  # each run's samples and its rolling median, in ms
     assert any(list(line.get_xdata()) == [10.5, 10.5] for line in ax.get_lines())  # the switch
     assert (tmp_path / "a.png").is_file()
+    assert not any(p.get_label().startswith("degraded") for p in ax.patches)
+    table = [{"start": 10.0, "end": 20.0, "degraded": True, "oracle_speedup": 2.5}]
+    fig = plot_adaptive({"runs": runs, "trace": tr.to_dict(), "table": table}, tmp_path / "b.png")
+    (span,) = [p for p in fig.axes[0].patches if p.get_label().startswith("degraded")]
+    x0, x1 = span.get_bbox().x0, span.get_bbox().x1  # data coordinates along x
+    assert (x0, x1) == (10.0, 20.0) and "2.50x" in span.get_label()
 
 
 @pytest.mark.slow
