@@ -289,28 +289,29 @@ def phase_model(
 ) -> list[dict[str, float]]:
     """The model's static and oracle latency of each phase, over its settled part.
 
-    Static is candidate 0 throughout, the oracle the best candidate of each
-    step; each is the planner's estimate at the step's bandwidth and delay,
-    averaged over the phase's settled time ``[start + settle_s, end)`` (no
-    settling in the first phase) as a one-at-a-time source sees it: a
-    time-weighted harmonic mean, since a sample leaves when the previous one
-    is answered (samples are denser where latency is low).
+    Static is the replanner's plan in force (``current``: the compared runs'
+    candidate 0) throughout, the oracle the best plan of each step (over the
+    replanner's candidates, or over the whole search space with
+    ``candidates=None``: what no plan at all could beat); each is the planner's
+    estimate at the step's bandwidth and delay, averaged over the phase's
+    settled time ``[start + settle_s, end)`` (no settling in the first phase)
+    as a one-at-a-time source sees it: a time-weighted harmonic mean, since a
+    sample leaves when the previous one is answered.
 
     Args:
-        replanner: holds the profile, the candidates and the base topology.
+        replanner: holds the profile, the static plan, the candidates and the base topology.
         trace: the trace.
         rows: :func:`phase_table`'s rows (``start``, ``end``).
         settle_s: as given to :func:`phase_table`.
 
     Returns:
-        Per row ``{"model_static_ms", "model_oracle_ms", "model_oracle_speedup"}``.
+        Per row ``{"model_static_ms", "model_oracle_ms", "model_oracle_speedup"}``
+        (NaN for a phase no longer than the settling time).
 
     Raises:
-        ValueError: a replanner without candidates.
+        ValueError: a step where no plan meets the replanner's constraint.
     """
-    if replanner.candidates is None:
-        raise ValueError("phase_model needs a replanner over candidate plans")
-    base, cands = replanner.topology, replanner.candidates
+    base, static = replanner.topology, replanner.current
     out = []
     for row in rows:
         a, b = float(row["start"]), float(row["end"])
@@ -321,16 +322,15 @@ def phase_model(
             if w <= 0:
                 continue
             topo = trace.topology_at(base, max(s, lo))
-            lat = [replanner._latency(c, topo) for c in cands]
-            oracle = lat[_best_index(cands, replanner, topo)]
-            w_sum, inv_static, inv_oracle = (
-                w_sum + w,
-                inv_static + w / lat[0],
-                inv_oracle + w / oracle,
-            )
+            oracle = replanner._latency(replanner.best(topo), topo)
+            w_sum += w
+            inv_static += w / replanner._latency(static, topo)
+            inv_oracle += w / oracle
         if w_sum <= 0:
-            out.append({"model_static_ms": math.nan, "model_oracle_ms": math.nan,
-                        "model_oracle_speedup": math.nan})  # fmt: skip
+            nan = math.nan
+            out.append(
+                {"model_static_ms": nan, "model_oracle_ms": nan, "model_oracle_speedup": nan}
+            )
             continue
         st, orc = 1e3 * w_sum / inv_static, 1e3 * w_sum / inv_oracle
         out.append(

@@ -230,6 +230,10 @@ def test_phase_model_gives_the_oracles_room_over_static_from_the_candidates_esti
     mid = next(k for k, r in enumerate(rows) if r["bandwidth_mbps"][0] == 2.0)
     assert model[mid]["model_static_ms"] == pytest.approx(1e3 * lat[0])
     assert model[mid]["model_oracle_ms"] == pytest.approx(1e3 * min(lat))
+    # over the whole search space the oracle can only do as well or better than over the candidates
+    every = phase_model(Replanner(prof, start, cands[0], min_accuracy=0.5), tr, rows, 4.0)
+    assert every[mid]["model_static_ms"] == pytest.approx(model[mid]["model_static_ms"])
+    assert every[mid]["model_oracle_ms"] <= model[mid]["model_oracle_ms"] + 1e-9
     # an adaptive run that switched 1.5 s after each change of the oracle's plan
     changes = [
         (a, b)
