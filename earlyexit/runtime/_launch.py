@@ -84,25 +84,22 @@ class Running:
         self.close()
 
 
-def worker_template(
-    threshold: float, max_batch: Any, batch_timeout_s: Any, hwm: Any, heartbeat_s: Any,
-    dead_after_s: Any, max_message_bytes: Any,
-) -> WorkerOptions:  # fmt: skip
+def worker_template(**settings: Any) -> WorkerOptions:
     """The settings every worker of a deployment shares, checked before any process starts.
 
-    The routes are placeholders; each partition's are filled in with ``dataclasses.replace``.
+    Args:
+        **settings: :class:`~earlyexit.runtime.options.WorkerOptions` fields
+            (``max_batch``, ``hwm``, ...); the others keep WorkerOptions' defaults.
+
+    Returns:
+        Options whose partition, threshold and routes are placeholders; each
+        partition's are filled in with ``dataclasses.replace``.
+
+    Raises:
+        ValueError: a setting out of range (WorkerOptions says which).
     """
     return WorkerOptions(
-        partition=0,
-        num_partitions=1,
-        threshold=threshold,
-        result_route=("ipc://unset",),
-        max_batch=max_batch,
-        batch_timeout_s=batch_timeout_s,
-        hwm=hwm,
-        heartbeat_s=heartbeat_s,
-        dead_after_s=dead_after_s,
-        max_message_bytes=max_message_bytes,
+        partition=0, num_partitions=1, threshold=0.5, result_route=("ipc://unset",), **settings
     )
 
 

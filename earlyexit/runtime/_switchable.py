@@ -165,7 +165,7 @@ def deploy_switchable(
         raise ValueError("trace must be a LinkTrace and needs a topology")
     if trace is not None and topo is not None and trace.link >= len(topo.links):
         raise ValueError(f"trace.link {trace.link} but the topology has {len(topo.links)} link(s)")
-    template = worker_template(0.5, 1, 0.0, 64, 0.2, 2.0, 2**28)
+    template = worker_template()  # WorkerOptions' defaults, as deploy()'s
     st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=False,
                       prefix="earlyexit-adapt-", start_timeout_s=start_timeout_s,
                       niceness=niceness)  # fmt: skip

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import weakref
@@ -208,9 +207,10 @@ def deploy(
     """
     check_settings(start_timeout_s, precision, niceness)
     template = worker_template(
-        0.5, max_batch, batch_timeout_s, hwm, heartbeat_s, dead_after_s, max_message_bytes
-    )
-    template = dataclasses.replace(template, ack_interval_s=ack_interval_s)
+        max_batch=max_batch, batch_timeout_s=batch_timeout_s, hwm=hwm, heartbeat_s=heartbeat_s,
+        dead_after_s=dead_after_s, max_message_bytes=max_message_bytes,
+        ack_interval_s=ack_interval_s,
+    )  # fmt: skip
     if transport not in ("ipc", "tcp"):
         raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
     if (bundle is None) == (synthetic is None):
