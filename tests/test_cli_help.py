@@ -31,7 +31,7 @@ class _Blocker:
 sys.meta_path.insert(0, _Blocker())
 """
 
-_HELP = """
+_HELP = f"""
 import contextlib, io, json, sys
 from earlyexit.cli import main
 out = io.StringIO()
@@ -40,15 +40,13 @@ with contextlib.redirect_stdout(out):
         code = main(["--help"])
     except SystemExit as stop:
         code = stop.code
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
 print(json.dumps({{"code": code, "help": out.getvalue(), "heavy": heavy}}))
-""".format(heavy=HEAVY)
+"""
 
 
 def _run(code: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -137,13 +137,26 @@ def _json_text(data: Mapping[str, Any]) -> str:
 
 
 def _check_schema(data: Mapping[str, Any], expected: str, what: str) -> None:
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{what}: expected a mapping, got {type(data).__name__}")
+    _mapping(data, what)
     schema = data.get("schema")
     if schema is None:
         raise ValueError(f"{what}.schema: missing; expected {expected!r}")
     if schema != expected:
         raise ValueError(f"{what}.schema: unknown schema {schema!r}; this version reads {expected!r}")
+
+
+def _list(value: Any, name: str, of: str = "") -> list[Any]:
+    """``value``, checked to be a list (``of``: what its items are, for the error)."""
+    if not isinstance(value, list):
+        raise TypeError(f"{name}: expected a list{' of ' + of if of else ''}, got {type(value).__name__}")
+    return value
+
+
+def _mapping(value: Any, name: str, like: str = "") -> Mapping[str, Any]:
+    """``value``, checked to be a mapping (``like``: its keys and values, for the error)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name}: expected a mapping{' ' + like if like else ''}, got {type(value).__name__}")
+    return value
 
 
 def _req(data: Mapping[str, Any], key: str, what: str) -> Any:

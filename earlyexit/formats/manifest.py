@@ -15,6 +15,8 @@ from earlyexit.formats._common import (
     _float,
     _int,
     _json_text,
+    _list,
+    _mapping,
     _read_json,
     _req,
     _str,
@@ -48,14 +50,11 @@ class ManifestPartition:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str) -> ManifestPartition:
         """Build from a manifest mapping."""
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{name}: expected a mapping")
+        _mapping(data, name)
         files = _req(data, "files", name)
         if not isinstance(files, Mapping) or not all(isinstance(v, str) for v in files.values()):
             raise TypeError(f"{name}.files: expected a mapping format -> file name, e.g. {{'onnx': 'partition_1.onnx'}}")
-        shapes = data.get("output_shapes", {}) or {}
-        if not isinstance(shapes, Mapping):
-            raise TypeError(f"{name}.output_shapes: expected a mapping output name -> shape")
+        shapes = _mapping(data.get("output_shapes", {}) or {}, f"{name}.output_shapes", "output name -> shape")
         return cls(index=_int(_req(data, "index", name), f"{name}.index", 1), files=dict(files),
                    input_name=_str(data.get("input_name", "input"), f"{name}.input_name"),
                    output_names=tuple(data.get("output_names", ("logits", "entropy", "features"))),
@@ -116,15 +115,10 @@ class Manifest:
         """Build from a manifest mapping, checking the schema."""
         w = "manifest"
         _check_schema(data, BUNDLE_SCHEMA, w)
-        parts = _req(data, "partitions", w)
-        if not isinstance(parts, list):
-            raise TypeError(f"{w}.partitions: expected a list")
-        norm = data.get("normalization", {}) or {}
-        if not isinstance(norm, Mapping):
-            raise TypeError(f"{w}.normalization: expected a mapping like {{'mean': [...], 'std': [...]}}")
-        shape = _req(data, "input_shape", w)
-        if not isinstance(shape, list):
-            raise TypeError(f"{w}.input_shape: expected a list of integers")
+        parts = _list(_req(data, "partitions", w), f"{w}.partitions", "partition mappings")
+        norm = _mapping(data.get("normalization", {}) or {}, f"{w}.normalization",
+                        "like {'mean': [...], 'std': [...]}")
+        shape = _list(_req(data, "input_shape", w), f"{w}.input_shape", "integers")
         return cls(
             plan=Plan.from_dict(_req(data, "plan", w)),
             class_names=tuple(_str(c, f"{w}.class_names[{i}]") for i, c in enumerate(_req(data, "class_names", w))),

@@ -16,6 +16,8 @@ from earlyexit.formats._common import (
     _float,
     _int,
     _json_text,
+    _list,
+    _mapping,
     _parse_mapping,
     _read_json,
     _req,
@@ -60,11 +62,8 @@ class Estimate:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "plan.estimate") -> Estimate:
         """Build from a mapping as in docs/spec.md."""
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{name}: expected a mapping")
-        bd = _req(data, "breakdown_s", name)
-        if not isinstance(bd, Mapping):
-            raise TypeError(f"{name}.breakdown_s: expected a mapping with keys {list(BREAKDOWN_KEYS)}")
+        _mapping(data, name)
+        bd = _mapping(_req(data, "breakdown_s", name), f"{name}.breakdown_s", f"with keys {list(BREAKDOWN_KEYS)}")
         missing = [k for k in BREAKDOWN_KEYS if k not in bd]
         if missing:
             raise ValueError(f"{name}.breakdown_s: missing key(s) {missing}; expected {list(BREAKDOWN_KEYS)}")
@@ -174,22 +173,18 @@ class Plan:
         """Build from a mapping as in docs/spec.md, checking the schema and every field."""
         w = "plan"
         _check_schema(data, PLAN_SCHEMA, w)
-        parts_raw = _req(data, "partitions", w)
-        if not isinstance(parts_raw, list):
-            raise TypeError(f"{w}.partitions: expected a list of {{first_block, last_block, tier, tier_name}}")
+        parts_raw = _list(_req(data, "partitions", w), f"{w}.partitions",
+                          "{first_block, last_block, tier, tier_name}")
         parts = []
         for i, p in enumerate(parts_raw):
             n = f"{w}.partitions[{i}]"
-            if not isinstance(p, Mapping):
-                raise TypeError(f"{n}: expected a mapping")
+            _mapping(p, n)
             parts.append(PartitionPlan(
                 first_block=_int(_req(p, "first_block", n), f"{n}.first_block", 1),
                 last_block=_int(_req(p, "last_block", n), f"{n}.last_block", 1),
                 tier=_int(_req(p, "tier", n), f"{n}.tier", 0),
                 tier_name=_str(p.get("tier_name", ""), f"{n}.tier_name")))
-        constraint = data.get("constraint") or {}
-        if not isinstance(constraint, Mapping):
-            raise TypeError(f"{w}.constraint: expected a mapping like {{'min_accuracy': 0.9}}")
+        constraint = _mapping(data.get("constraint") or {}, f"{w}.constraint", "like {'min_accuracy': 0.9}")
         return cls(
             threshold=_float(_req(data, "threshold", w), f"{w}.threshold", 0.0, 1.0),
             partitions=tuple(parts),

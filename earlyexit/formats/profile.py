@@ -17,6 +17,7 @@ from earlyexit.formats._common import (
     _float,
     _int,
     _json_text,
+    _mapping,
     _read_json,
     _req,
     _str,
@@ -77,8 +78,7 @@ class DeviceProfile:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
         """Build from a mapping as in docs/spec.md; ``name`` prefixes error messages."""
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{name}: expected a mapping, got {type(data).__name__}")
+        _mapping(data, name)
         n = num_blocks
         pt = _array(_req(data, "partition_time_s", name), f"{name}.partition_time_s", (n, n),
                     lo=0.0, allow_nan=True)
@@ -93,9 +93,7 @@ class DeviceProfile:
         de = _array(_req(data, "deserialize_s", name), f"{name}.deserialize_s", (n + 1,), lo=0.0)
         rs = _float(_req(data, "result_serialize_s", name), f"{name}.result_serialize_s", lo=0.0)
         rd = _float(_req(data, "result_deserialize_s", name), f"{name}.result_deserialize_s", lo=0.0)
-        meta = data.get("meta", {}) or {}
-        if not isinstance(meta, Mapping):
-            raise TypeError(f"{name}.meta: expected a mapping, got {type(meta).__name__}")
+        meta = _mapping(data.get("meta", {}) or {}, f"{name}.meta")
         hop = data.get("hop_s")
         if hop is not None:
             hop = _float(hop, f"{name}.hop_s", lo=0.0)
@@ -132,8 +130,7 @@ class ProfileSamples:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "profile.samples") -> ProfileSamples:
         """Build from ``{"entropy": N x S, "correct": N x S}``."""
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{name}: expected a mapping with 'entropy' and 'correct', got {type(data).__name__}")
+        _mapping(data, name, "with 'entropy' and 'correct'")
         ent_raw = _req(data, "entropy", name)
         try:
             s = len(ent_raw[0]) if len(ent_raw) else 0
@@ -239,9 +236,7 @@ class Profile:
         _check_schema(data, PROFILE_SCHEMA, w)
         n = _int(_req(data, "num_blocks", w), f"{w}.num_blocks", 1)
         thresholds = data.get("thresholds", [round(0.1 * i, 10) for i in range(11)])
-        devices_raw = _req(data, "devices", w)
-        if not isinstance(devices_raw, Mapping):
-            raise TypeError(f"{w}.devices: expected a mapping of device name -> timings")
+        devices_raw = _mapping(_req(data, "devices", w), f"{w}.devices", "of device name -> timings")
         devices = {str(k): DeviceProfile.from_dict(v, n, f"{w}.devices[{k!r}]") for k, v in devices_raw.items()}
         samples = data.get("samples")
         return cls(

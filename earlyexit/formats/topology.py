@@ -13,6 +13,8 @@ from earlyexit.formats._common import (
     _check_schema,
     _float,
     _int,
+    _list,
+    _mapping,
     _parse_mapping,
     _req,
     _str,
@@ -128,22 +130,16 @@ class Topology:
         """Build from a mapping as in docs/spec.md, checking the schema and every field."""
         w = "topology"
         _check_schema(data, TOPOLOGY_SCHEMA, w)
-        tiers_raw = _req(data, "tiers", w)
-        links_raw = data.get("links", [])
-        if not isinstance(tiers_raw, list):
-            raise TypeError(f"{w}.tiers: expected a list of {{name, device, slowdown}}")
-        if not isinstance(links_raw, list):
-            raise TypeError(f"{w}.links: expected a list of {{bandwidth_mbps, propagation_ms}}")
+        tiers_raw = _list(_req(data, "tiers", w), f"{w}.tiers", "{name, device, slowdown}")
+        links_raw = _list(data.get("links", []), f"{w}.links", "{bandwidth_mbps, propagation_ms}")
         tiers = []
         for i, t in enumerate(tiers_raw):
-            if not isinstance(t, Mapping):
-                raise TypeError(f"{w}.tiers[{i}]: expected a mapping with name, device, slowdown")
+            _mapping(t, f"{w}.tiers[{i}]", "with name, device, slowdown")
             unknown = set(t) - {"name", "device", "slowdown", "labels"}
             if unknown:
                 raise ValueError(f"{w}.tiers[{i}]: unknown field(s) {sorted(unknown)}; "
                                  "valid: name, device, slowdown, labels")
-            if not isinstance(t.get("labels", {}), Mapping):
-                raise TypeError(f"{w}.tiers[{i}].labels: expected a mapping {{key: value}} of strings")
+            _mapping(t.get("labels", {}), f"{w}.tiers[{i}].labels", "{key: value} of strings")
             try:
                 tiers.append(Tier(name=_req(t, "name", f"{w}.tiers[{i}]"),
                                   device=_req(t, "device", f"{w}.tiers[{i}]"),
@@ -152,8 +148,7 @@ class Topology:
                 raise type(err)(f"{w}.tiers[{i}]: {err}") from err
         links = []
         for i, lk in enumerate(links_raw):
-            if not isinstance(lk, Mapping):
-                raise TypeError(f"{w}.links[{i}]: expected a mapping with bandwidth_mbps, propagation_ms")
+            _mapping(lk, f"{w}.links[{i}]", "with bandwidth_mbps, propagation_ms")
             unknown = set(lk) - {"bandwidth_mbps", "propagation_ms"}
             if unknown:
                 raise ValueError(f"{w}.links[{i}]: unknown field(s) {sorted(unknown)}; "

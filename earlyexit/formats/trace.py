@@ -40,7 +40,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from earlyexit.formats._common import _float, _int, _parse_mapping, atomic_write_text
+from earlyexit.formats._common import (
+    _float,
+    _int,
+    _list,
+    _mapping,
+    _parse_mapping,
+    atomic_write_text,
+)
 from earlyexit.formats.topology import Link, Topology
 
 __all__ = ["TRACE_SCHEMA", "BUILTIN_TRACES", "TraceStep", "LinkTrace"]
@@ -206,17 +213,14 @@ class LinkTrace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LinkTrace:
         """Build from a mapping as in docs/spec.md#link-traces, checking every field."""
-        if not isinstance(data, Mapping):
-            raise TypeError(f"trace: expected a mapping, got {type(data).__name__}")
+        _mapping(data, "trace")
         if data.get("schema") != TRACE_SCHEMA:
             raise ValueError(f"trace.schema: expected {TRACE_SCHEMA!r}, got {data.get('schema')!r}")
         unknown = set(data) - {"schema", "name", "description", "link", "steps"}
         if unknown:
             raise ValueError(f"trace: unknown field(s) {sorted(unknown)}; valid: name, description, "
                              "link, steps")  # fmt: skip
-        raw = data.get("steps")
-        if not isinstance(raw, list):
-            raise TypeError("trace.steps: expected a list of [time_s, bandwidth_mbps, propagation_ms]")
+        raw = _list(data.get("steps"), "trace.steps", "[time_s, bandwidth_mbps, propagation_ms]")
         steps = []
         for i, s in enumerate(raw):
             try:
