@@ -159,6 +159,24 @@ def _mapping(value: Any, name: str, like: str = "") -> Mapping[str, Any]:
     return value
 
 
+def _header(schema: str, name: str, description: str) -> dict[str, Any]:
+    """A file's first keys: ``schema``, then ``name`` and ``description`` only where set.
+
+    Written only when set, so that a file made without them keeps its digest.
+    """
+    out: dict[str, Any] = {"schema": schema}
+    if name:
+        out["name"] = name
+    if description:
+        out["description"] = description
+    return out
+
+
+def _titles(data: Mapping[str, Any]) -> dict[str, str]:
+    """A file's ``name`` and ``description`` ("" where absent), as keyword arguments."""
+    return {"name": str(data.get("name", "")), "description": str(data.get("description", ""))}
+
+
 def _req(data: Mapping[str, Any], key: str, what: str) -> Any:
     if key not in data:
         raise ValueError(f"{what}.{key}: missing required field")

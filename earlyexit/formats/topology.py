@@ -12,12 +12,14 @@ from earlyexit.formats._common import (
     TOPOLOGY_SCHEMA,
     _check_schema,
     _float,
+    _header,
     _int,
     _list,
     _mapping,
     _parse_mapping,
     _req,
     _str,
+    _titles,
     atomic_write_text,
     digest,
 )
@@ -165,15 +167,11 @@ class Topology:
                              "source, destination, name, description")
         return cls(tiers=tuple(tiers), links=tuple(links), mtu_bytes=data.get("mtu_bytes", 1500),
                    source=data.get("source", 0), destination=data.get("destination", 0),
-                   name=str(data.get("name", "")), description=str(data.get("description", "")))
+                   **_titles(data))
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of docs/spec.md."""
-        out: dict[str, Any] = {"schema": TOPOLOGY_SCHEMA}
-        if self.name:
-            out["name"] = self.name
-        if self.description:
-            out["description"] = self.description
+        out = _header(TOPOLOGY_SCHEMA, self.name, self.description)
         out.update({
             "tiers": [{"name": t.name, "device": t.device, "slowdown": t.slowdown,
                        **({"labels": dict(t.labels)} if t.labels else {})} for t in self.tiers],

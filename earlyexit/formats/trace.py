@@ -42,10 +42,12 @@ from typing import Any
 
 from earlyexit.formats._common import (
     _float,
+    _header,
     _int,
     _list,
     _mapping,
     _parse_mapping,
+    _titles,
     atomic_write_text,
 )
 from earlyexit.formats.topology import Link, Topology
@@ -235,16 +237,11 @@ class LinkTrace:
                     raise TypeError("expected [time_s, bandwidth_mbps, propagation_ms] or a mapping")
             except (TypeError, ValueError) as err:
                 raise type(err)(f"trace.steps[{i}]: {err}") from err
-        return cls(steps=tuple(steps), link=data.get("link", 0), name=str(data.get("name", "")),
-                   description=str(data.get("description", "")))  # fmt: skip
+        return cls(steps=tuple(steps), link=data.get("link", 0), **_titles(data))
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of docs/spec.md#link-traces."""
-        out: dict[str, Any] = {"schema": TRACE_SCHEMA}
-        if self.name:
-            out["name"] = self.name
-        if self.description:
-            out["description"] = self.description
+        out = _header(TRACE_SCHEMA, self.name, self.description)
         out["link"] = self.link
         out["steps"] = [[s.time_s, s.bandwidth_mbps, s.propagation_ms] for s in self.steps]
         return out

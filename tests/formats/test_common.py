@@ -82,8 +82,11 @@ def _good() -> dict[str, dict]:
         "manifest": manifest.to_dict(),
         "profile": synthetic_profile(4, ("edge", "cloud")).to_dict(),
         "topology": Topology.from_dict(
-            {"schema": "earlyexit.topology/1", "tiers": [{"name": "e", "device": "cpu"},
-             {"name": "c", "device": "cpu"}], "links": [{"bandwidth_mbps": 1, "propagation_ms": 1}]}
+            {
+                "schema": "earlyexit.topology/1",
+                "tiers": [{"name": "e", "device": "cpu"}, {"name": "c", "device": "cpu"}],
+                "links": [{"bandwidth_mbps": 1, "propagation_ms": 1}],
+            }
         ).to_dict(),  # fmt: skip
         "trace": LinkTrace.builtin("wifi-to-4g").to_dict(),
     }
@@ -135,3 +138,21 @@ def test_a_field_of_the_wrong_kind_is_named_with_what_it_should_be(kind, path, v
         data = value
     with pytest.raises(TypeError, match=match):
         _BUILD[kind](data)
+
+
+@pytest.mark.parametrize("kind", ["topology", "trace"])
+def test_name_and_description_are_written_only_when_set(kind):
+    """The optional header of a file: absent stays absent (same digest), given round-trips."""
+    data = _good()[kind]
+    data.pop("name", None)
+    data.pop("description", None)
+    bare = _BUILD[kind](data)
+    assert bare.name == "" and bare.description == ""
+    assert list(bare.to_dict())[0] == "schema" and not {"name", "description"} & set(bare.to_dict())
+    titled = _BUILD[kind]({**data, "name": "n", "description": "d"})
+    out = titled.to_dict()
+    assert list(out)[:3] == ["schema", "name", "description"]
+    assert (out["name"], out["description"]) == ("n", "d")
+    assert _BUILD[kind](out) == titled
+    only = _BUILD[kind]({**data, "description": "d"}).to_dict()
+    assert "name" not in only and only["description"] == "d"
