@@ -1,8 +1,10 @@
 """Profiling: accuracy, exit rates and calibration; partition timing; (de)serialization timing.
 
 Example:
-    >>> import earlyexit
-    >>> p = earlyexit.profile("checkpoints/resnet20_fashionmnist.pt", "fashion-mnist")  # doctest: +SKIP
+    ```python
+    import earlyexit
+    p = earlyexit.profile("checkpoints/resnet20_fashionmnist.pt", "fashion-mnist")
+    ```
 """
 
 from earlyexit._lazy import lazy_exports

@@ -5,9 +5,11 @@ onnxruntime and pyzmq. Names other than the wire format load lazily (PEP 562),
 so ``import earlyexit.runtime.wire`` pulls in neither ZeroMQ nor ONNX Runtime.
 
 Example:
-    >>> from earlyexit.runtime import deploy                     # doctest: +SKIP
-    >>> with deploy("bundle/", topology="portend-aws") as d:     # doctest: +SKIP
-    ...     result = d.client.infer(image)
+    ```python
+    from earlyexit.runtime import deploy
+    with deploy("bundle/", topology="portend-aws") as d:
+        result = d.client.infer(image)
+    ```
 """
 
 from __future__ import annotations

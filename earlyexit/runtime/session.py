@@ -16,9 +16,11 @@ spin-waiting, sequential execution, one inter-op thread), so that the sessions
 of one process, or several workers on one machine, do not fight over cores.
 
 Example:
-    >>> sess = BundleSession("bundle/")                        # doctest: +SKIP
-    >>> out = sess.predict(images)                             # doctest: +SKIP
-    >>> out.prediction, out.exit_block                         # doctest: +SKIP
+    ```python
+    sess = BundleSession("bundle/")
+    out = sess.predict(images)
+    out.prediction, out.exit_block
+    ```
 """
 
 from __future__ import annotations
@@ -117,8 +119,9 @@ def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest | None = 
         ValueError: if a file's size or hash differs from the manifest's.
 
     Example:
-        >>> check_files("bundle/")                                 # doctest: +SKIP
-        6
+        ```python
+        check_files("bundle/")  # 6
+        ```
     """
     bundle_dir = Path(bundle_dir)
     manifest = Manifest.load(bundle_dir) if manifest is None else manifest
@@ -151,8 +154,10 @@ class BundleSession:
             manifest's (checked before it is loaded), or one ONNX Runtime cannot load.
 
     Example:
-        >>> sess = BundleSession("bundle/", precision="int8")      # doctest: +SKIP
-        >>> logits, entropy, features = sess.run_partition(0, x)   # doctest: +SKIP
+        ```python
+        sess = BundleSession("bundle/", precision="int8")
+        logits, entropy, features = sess.run_partition(0, x)
+        ```
     """
 
     def __init__(

@@ -4,8 +4,10 @@ This is the only runtime module that uses PyTorch, and it imports it only when
 a TorchScript runner is built; the ONNX path never loads it.
 
 Example:
-    >>> run = torchscript_runner("bundle/", 0)  # doctest: +SKIP
-    >>> logits, entropy, features = run(x)      # doctest: +SKIP
+    ```python
+    run = torchscript_runner("bundle/", 0)
+    logits, entropy, features = run(x)
+    ```
 """
 
 from __future__ import annotations

@@ -17,11 +17,13 @@ topology with :func:`earlyexit.plan` and writes ``plan.json`` and the updated
 profile beside it (``plan.profile.json``), both atomically.
 
 Example:
-    >>> import lightning as L
-    >>> from earlyexit.training.callbacks import PlanOnFitEnd
-    >>> cb = PlanOnFitEnd("portend-aws", "profile.json", min_accuracy=0.8)  # doctest: +SKIP
-    >>> L.Trainer(max_epochs=10, callbacks=[cb]).fit(module, datamodule=dm)  # doctest: +SKIP
-    >>> cb.plan.partitions  # doctest: +SKIP
+    ```python
+    import lightning as L
+    from earlyexit.training.callbacks import PlanOnFitEnd
+    cb = PlanOnFitEnd("portend-aws", "profile.json", min_accuracy=0.8)
+    L.Trainer(max_epochs=10, callbacks=[cb]).fit(module, datamodule=dm)
+    cb.plan.partitions
+    ```
 """
 
 from __future__ import annotations
