@@ -304,6 +304,8 @@ class PortendSearch(PortendBounds):
                 lat = lat + np.repeat(mbp, cc) * self.extra[0][t, w, b, c]
             acc = np.repeat(lab.acc[li], cc) + a[c] * dec
             uu = np.repeat(lab.u[li] | (1 << wp), cc)
+            if self.extra is not None and objective == "min_latency" and not col.fixed:
+                self._end_now(t, b, c, w, lat, acc, mbp, cc, k, bound, col)
             keep = self._keep(t, c, w, uu, lat, acc, rem, objective, bound, col)
             if self.extra is not None:  # inf: a tier that alone loses more than the bound
                 keep &= np.isfinite(lat)
@@ -327,6 +329,26 @@ class PortendSearch(PortendBounds):
         if not out:
             return empty_labels(self.codes.words)
         return Labels.concat(out) if len(out) > 1 else out[0]
+
+    def _end_now(
+        self, t: np.ndarray, b: np.ndarray, c: np.ndarray, w: np.ndarray, lat: np.ndarray,
+        acc: np.ndarray, mbp: np.ndarray, cc: np.ndarray, k: int, bound: float | None,
+        col: Collector,
+    ) -> None:  # fmt: skip
+        """With the extra tables (no exact one-partition incumbent): lower ``col.inc`` to
+        the best candidate that may end here, a real configuration that meets the bound
+        strictly (its own value, as :meth:`run` collects it), before the bounds prune."""
+        if k < self.space.min_parts:
+            return
+        end = self.space.end_ok[c] & np.isfinite(lat)
+        if not end.any():
+            return
+        erc = self.er[t, c]
+        tot = lat + (1.0 - erc) * self.r[w] + np.repeat(mbp, cc) * self.extra[2][t, w, b, c]
+        if bound is not None:
+            end &= acc + self.a[c] * (1.0 - erc) >= bound - ACC_ATOL + 2.0 * _SLACK
+        if end.any():
+            col.inc = min(col.inc, float(tot[end].min()))
 
     def run(self, objective: str, bound: float | None) -> tuple[Labels, np.ndarray]:
         """Run the DP; return the final candidates (and their number of partitions)."""
