@@ -155,7 +155,9 @@ def load_many(
     n_fl = len(f_st)
     agg = np.zeros((n_st, n_fl))
     agg[f_st, np.arange(n_fl)] = 1.0
-    times = np.stack([np.broadcast_to(np.asarray(t, dtype=np.float64), (n_rows,)) for t in f_t])
+    times = np.empty((n_fl, n_rows))
+    for i, t in enumerate(f_t):
+        times[i] = t
     weights = np.stack(f_w) * lam  # lam: one rate, or one per row
     chain_st = [sidx[kk] for kk, _w, _t in chain]
 

@@ -98,7 +98,7 @@ def _groups(
             yield n_parts, cuts, places
 
 
-Rows = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Rows = Callable[[np.ndarray], tuple[tuple[int, ...], np.ndarray, np.ndarray]]
 
 
 def _loaded(
@@ -112,7 +112,7 @@ def _loaded(
 
 
 def _scan(
-    cm: CostModel, order: np.ndarray, place: Callable[[int], tuple[int, ...]], rows: Rows,
+    cm: CostModel, order: np.ndarray, place: Callable[[int], object], rows: Rows,
     lbs: np.ndarray | None, accs: np.ndarray | None, objective: str, bound: float | None,
     eps: float, lam: float, k_cap: int, model: str,
 ) -> list[tuple[int, float, float]]:  # fmt: skip
@@ -122,8 +122,8 @@ def _scan(
     ``"min_latency"``) stops at the first whose lower bound ``lbs`` exceeds the best
     loaded latency found, P_acc at the first whose accuracy ``accs`` is below the best
     found, ``"all"`` never; a batch only evaluates ahead.
-    ``place(i)`` is candidate i's placement, ``rows(idx)`` the cut points and E_k of
-    candidates of one placement.
+    ``place(i)`` is a key of candidate i's placement, ``rows(idx)`` the placement, cut
+    points and E_k of candidates of one placement.
 
     Returns:
         The feasible ones evaluated, as (index, loaded latency, accuracy).
@@ -141,12 +141,12 @@ def _scan(
         pos, size = pos + size, min(4 * size, 512)
         if chunk.size == 0:
             break
-        groups: dict[tuple[int, ...], list[int]] = {}
+        groups: dict[object, list[int]] = {}
         for j, i in enumerate(chunk.tolist()):
             groups.setdefault(place(i), []).append(j)
         r_lat, r_loss, r_acc = np.empty(chunk.size), np.empty(chunk.size), np.empty(chunk.size)
-        for d, js in groups.items():
-            cuts, e = rows(chunk[js])
+        for js in groups.values():
+            d, cuts, e = rows(chunk[js])
             r_lat[js], r_loss[js], r_acc[js] = _loaded(cm, d, cuts, e, lam, k_cap, model)
         for j, i in enumerate(chunk.tolist()):
             if objective == "min_latency" and lbs is not None and lbs[i] > best_r + LAT_ATOL:
@@ -179,7 +179,9 @@ def _fast_under_load(
        is at most U; they are evaluated in order of the bound until it exceeds the best.
        Without an incumbent (the bound's best ones all lose too much), U is infinite:
        every configuration whose tiers do not lose too much alone, if at most
-       :data:`MAX_EVALUATIONS` (near saturation these are few).
+       :data:`MAX_EVALUATIONS` (near saturation these are few). When U is far above
+       the least bound, a first pass lists up to halfway; it is enough when the best
+       found is below that bar (all that could beat it were listed), else U follows.
 
     Returns:
         (the evaluated feasible configurations as (key, loaded latency, accuracy), their
@@ -203,10 +205,15 @@ def _fast_under_load(
         keys = LazyKeys(nparts, fin.dcode, fin.pcode, fin.t, codes, thr)
         return fin.lat, fin.acc, fin.t, keys
 
+    def placed(keys: LazyKeys) -> Callable[[int], object]:
+        return lambda i: (int(keys.n_parts[i]), int(keys.dcode[i]))  # the placement, coded
+
     def rows_of(keys: LazyKeys, ts: np.ndarray) -> Rows:
-        def rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            cuts = np.array([keys[int(i)][2] for i in idx], dtype=np.int64)
-            return cuts, portend_e(cm.er[space.t_idx[ts[idx]][:, None], cuts])
+        def rows(idx: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+            n_parts = int(keys.n_parts[idx[0]])
+            d = codes.decode_tiers(int(keys.dcode[idx[0]]), n_parts)
+            cuts = np.array([codes.decode(keys.pcode[i], n_parts) for i in idx], dtype=np.int64)
+            return d, cuts, portend_e(cm.er[space.t_idx[ts[idx]][:, None], cuts])
 
         return rows
 
@@ -215,20 +222,27 @@ def _fast_under_load(
         return [], 0
     top = np.argsort(lb0, kind="stable")[:4]
     found = _scan(
-        cm, top, lambda i: keys0[i][1], rows_of(keys0, t0), None, None, "all", None,
+        cm, top, placed(keys0), rows_of(keys0, t0), None, None, "all", None,
         eps, lam, k_cap, "approx",
     )  # fmt: skip
     if found:
-        lbs, _accs, ts, keys = run(min(r for _i, r, _a in found))
+        u = min(r for _i, r, _a in found)
+        lb_min = float(lb0.min())
+        # far above the least bound: first list up to halfway; enough when the best found
+        # is below that bar (every configuration whose bound may beat it was listed)
+        bars = [lb_min + 0.5 * (u - lb_min), u] if u > 1.1 * lb_min else [u]
     else:  # no incumbent: every configuration that no tier rules out alone, if few
-        lbs, _accs, ts, keys = run(math.inf)
-        if lbs.size > MAX_EVALUATIONS:
+        bars = [math.inf]
+    for bar in bars:
+        lbs, _accs, ts, keys = run(bar)
+        if not found and lbs.size > MAX_EVALUATIONS:
             return None
-    order = np.argsort(lbs, kind="stable")
-    got = _scan(
-        cm, order, lambda i: keys[i][1], rows_of(keys, ts), lbs, None, "min_latency", None,
-        eps, lam, k_cap, "approx",
-    )  # fmt: skip
+        got = _scan(
+            cm, np.argsort(lbs, kind="stable"), placed(keys),
+            rows_of(keys, ts), lbs, None, "min_latency", None, eps, lam, k_cap, "approx",
+        )  # fmt: skip
+        if min((r for _i, r, _a in got), default=math.inf) <= bar:
+            break
     return [(keys[i], r, a) for i, r, a in got], len(got)
 
 
@@ -354,11 +368,11 @@ def search_under_load(
     )
     est = estimator
 
-    def rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rows(idx: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
         d = key_l[int(idx[0])][1]
         start, e_blk = e_of[d]
         cuts = np.array([key_l[int(i)][2] for i in idx], dtype=np.int64)
-        return cuts, e_blk[idx - start]
+        return d, cuts, e_blk[idx - start]
 
     got = _scan(
         cm, order, lambda i: key_l[i][1], rows, lbs, accs, objective, bound, eps, lam, k_cap,
