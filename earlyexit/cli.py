@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["FULL_INSTALL", "build_parser", "main"]
 
@@ -98,8 +99,43 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     return parser
 
 
+def _exit_on_sigterm() -> dict[int, Any]:
+    """SIGTERM/SIGHUP end the command as Ctrl-C does: ``with`` blocks and ``finally`` run, so a
+    deployment's workers and link relays are stopped and its temporary folder removed,
+    not orphaned (only where the signal still has its default action, in the main thread).
+
+    Returns:
+        The handlers replaced, for :func:`main` to put back.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            old[sig] = signal.signal(sig, stop)
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``earlyexit`` command line; returns the process exit code."""
+    import signal
+
+    replaced = _exit_on_sigterm()
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else None
     try:
