@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from earlyexit.runtime.policies import make_policy, policy_text
 from earlyexit.runtime.wire import MAX_MESSAGE_BYTES
 
 __all__ = ["MAX_HWM", "MAX_MESSAGE_BYTES", "WorkerOptions"]
@@ -88,6 +89,9 @@ class WorkerOptions:
         pending_limit: most samples forwarded but not yet acknowledged.
         ack_interval_s: acks to upstream are gathered and sent at this period
             (0: one ack message per batch); capped at ``dead_after_s / 4``.
+        policy: the exit policy: a name (threshold, probabilities, knapsack,
+            adaee), a JSON object such as {"policy": "adaee", "grid": [0.2, 0.5]},
+            or a JSON/YAML file holding one (docs/load.md); kept as canonical JSON.
 
     Raises:
         TypeError, ValueError: any setting out of range, or routes that do not
@@ -115,6 +119,7 @@ class WorkerOptions:
     dead_after_s: float = 2.0
     pending_limit: int = 4096
     ack_interval_s: float = 0.05
+    policy: str = "threshold"
 
     def __post_init__(self) -> None:
         n = _int("num_partitions", self.num_partitions, 1)
@@ -154,6 +159,10 @@ class WorkerOptions:
                                ("heartbeat_s", True), ("dead_after_s", True),
                                ("ack_interval_s", False)):  # fmt: skip
             object.__setattr__(self, name, _seconds(name, getattr(self, name), positive))
+        # the spec read and checked once (a file is read here), then kept as canonical JSON
+        text = policy_text(self.policy)
+        make_policy(text, self.partition, n, self.threshold)  # lengths against the plan's exits
+        object.__setattr__(self, "policy", text)
         if self.dead_after_s <= self.heartbeat_s:
             raise ValueError(
                 f"dead_after_s ({self.dead_after_s:g}) must exceed heartbeat_s ({self.heartbeat_s:g})"

@@ -146,7 +146,7 @@ def test_exit_probability_policy_follows_the_lp_schedule():
                 break
     p = np.array(sched.probabilities)
     assert np.all(np.abs(counts / n - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-9)
-    assert pol.describe()["policy"] == "lp"
+    assert pol.describe() == {"policy": "probabilities", "p": list(pol.probabilities)}
     with pytest.raises(ValueError, match="sum to 1"):
         ExitProbabilityPolicy([0.2, 0.2])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 
 import numpy as np
@@ -36,11 +37,31 @@ def test_options_round_trip_and_refuse_bad_values():
         ({"next_route": ["tcp://127.0.0.1:5"]}, "last one"),
         ({"partition": 1}, "partition"),
         ({"max_message_bytes": 10}, "max_message_bytes"),
+        ({"policy": "lp"}, "policy: 'lp' is no policy name"),
+        ({"policy": '{"policy": "adaee", "grid": []}'}, "grid"),
+        ({"policy": {"policy": "probabilities", "p": [0.5, 0.5]}}, "the plan has 1 exits"),
     ]:
         with pytest.raises(ValueError, match=needle):
             WorkerOptions.from_dict({**base, **change})
     with pytest.raises(TypeError, match="unknown worker option"):
         WorkerOptions.from_dict({**base, "batch_size": 4})
+    # a policy: given as a name, JSON or a file, kept as the same canonical JSON
+    default = WorkerOptions.from_dict(base)
+    assert json.loads(default.policy) == {"policy": "threshold"}
+    named = WorkerOptions.from_dict({**base, "policy": "adaee"})
+    assert WorkerOptions.from_dict(named.to_dict()) == named
+
+
+def test_a_policy_file_is_read_once_into_the_options(tmp_path):
+    spec = {"policy": "probabilities", "p": [0.25, 0.75], "seed": 2}
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    (tmp_path / "p.yaml").write_text("policy: probabilities\np: [0.25, 0.75]\nseed: 2\n")
+    made = [
+        WorkerOptions(partition=0, num_partitions=2, threshold=0.5, result_route=_ROUTE,
+                      next_route=_ROUTE, policy=str(tmp_path / name))  # fmt: skip
+        for name in ("p.json", "p.yaml")
+    ]
+    assert made[0] == made[1] and json.loads(made[0].policy) == spec
 
 
 def _serve_args(bundle: str) -> list[str]:
@@ -53,6 +74,7 @@ def _serve_args(bundle: str) -> list[str]:
         "--threshold", "0.3", "--precision", "fp32", "--engine", "onnx", "--threads", "3",
         "--slowdown", "2.5", "--max-batch", "7", "--batch-timeout-ms", "4",
         "--hwm", "99", "--max-message-bytes", "2000000", "--dead-after", "3",
+        "--policy", '{"policy": "adaee", "grid": [0.2, 0.6], "seed": 4}',
     ]  # fmt: skip
 
 
@@ -82,6 +104,7 @@ def test_every_serve_flag_reaches_the_worker(tmp_path, monkeypatch):
     assert o.threshold == 0.3 and o.slowdown == 2.5 and o.max_batch == 7
     assert o.batch_timeout_s == pytest.approx(0.004) and o.hwm == 99
     assert o.max_message_bytes == 2_000_000 and o.dead_after_s == 3.0
+    assert json.loads(o.policy)["grid"] == [0.2, 0.6] and json.loads(o.policy)["seed"] == 4
     assert r == {"kind": "bundle", "path": bundle, "partition": 0, "precision": "fp32",
                  "intra_op_threads": 3, "engine": "onnx"}  # fmt: skip
     # every flag is named here or reached generically: tests/runtime/test_cli_serve.py
