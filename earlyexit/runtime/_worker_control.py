@@ -15,6 +15,7 @@ import numpy as np
 
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime.monitor import merge_link_report, transfer_times
+from earlyexit.runtime.policies import merge_policy_reports
 from earlyexit.runtime.wire import WireError, decode, encode
 
 __all__: list[str] = []
@@ -93,6 +94,9 @@ class _ControlPlane:
             except WireError as err:
                 self._reject(f"control: {err}")
                 continue
+            if head.get("kind") == "feedback":  # from the destination (AdaEE), not downstream
+                self._on_feedback(head)
+                continue
             if head.get("partition") != self.partition + 1:
                 continue
             self._down_heard = time.monotonic()
@@ -106,6 +110,8 @@ class _ControlPlane:
                 self._observe_acks(head["ids"], head.get("held"), self._down_heard)
             if "links" in head:
                 merge_link_report(self.link_reports, head["links"])
+            if "policies" in head:
+                merge_policy_reports(self.policy_reports, head["policies"])
 
     def _flush_pending(self, reason: str) -> None:
         if not self._pending:
@@ -118,6 +124,7 @@ class _ControlPlane:
         )
         ids = list(self._pending)
         rows = [self._pending.pop(i) for i in ids]
+        self._drop_awaiting(ids)
         self._send_results(
             ids, np.stack([r[0] for r in rows]), np.array([r[1] for r in rows]), degraded=True
         )
@@ -169,11 +176,14 @@ class _ControlPlane:
             self._flush_acks()
         if now >= self._next_beat:
             links = self._link_report()
+            self.policy_reports[self.partition] = self._policy_report()
+            # this worker's policy and those reported from downstream (docs/spec.md)
+            policies = {str(k): v for k, v in self.policy_reports.items()}
             for addr in self._upstreams:
                 if links:
-                    self._send_control(addr, "heartbeat", links=links)
+                    self._send_control(addr, "heartbeat", links=links, policies=policies)
                 else:
-                    self._send_control(addr, "heartbeat")
+                    self._send_control(addr, "heartbeat", policies=policies)
             if self.options.next_tier is not None:
                 self._probe(now)
             self._next_beat = now + self.heartbeat_s

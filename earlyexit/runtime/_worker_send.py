@@ -136,6 +136,7 @@ class _DataOut:
             for i in ids:  # already flushed by _check_downstream if it was pending
                 self._pending.pop(i, None)
             return
+        self._drop_awaiting(ids)
         self._send_results(ids, logits, entropy, degraded=True)
 
     def _fail(self, ids: list[int], err: BaseException) -> None:

@@ -127,7 +127,13 @@ def _everyone(n: int) -> np.ndarray:
     return idx
 
 
-def exit_step(run: PartitionRunner, x: np.ndarray, threshold: float, last: bool) -> StepResult:
+def exit_step(
+    run: PartitionRunner,
+    x: np.ndarray,
+    threshold: float,
+    last: bool,
+    decide: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> StepResult:
     """Run one partition on a batch and apply the exit rule.
 
     Args:
@@ -135,6 +141,9 @@ def exit_step(run: PartitionRunner, x: np.ndarray, threshold: float, last: bool)
         x: ``[n, ...]`` its input.
         threshold: T.
         last: whether it is the last partition (every sample leaves).
+        decide: another rule than ``entropy < T`` (an exit policy, not at the
+            last partition): ``decide(logits, entropy)`` -> the boolean mask
+            ``[n]`` of the samples that leave. None: the threshold.
 
     Returns:
         The :class:`StepResult`; when every sample leaves or every sample stays,
@@ -159,7 +168,7 @@ def exit_step(run: PartitionRunner, x: np.ndarray, threshold: float, last: bool)
         return StepResult(logits, entropy, _everyone(n), _NOBODY, None)
     if features is None:
         raise ValueError("a partition that is not the last must return features")
-    mask = leaves(entropy, threshold, last)
+    mask = leaves(entropy, threshold, last) if decide is None else decide(logits, entropy)
     if mask.all():
         return StepResult(logits, entropy, _everyone(n), _NOBODY, None)
     feats = features if type(features) is np.ndarray else np.asarray(features)

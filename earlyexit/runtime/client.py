@@ -42,7 +42,15 @@ from earlyexit.runtime.monitor import (
     runtime_estimator,
     transfer_times,
 )
-from earlyexit.runtime.wire import MAX_MESSAGE_BYTES, WireError, decode, encode, encode_batch
+from earlyexit.runtime.policies import confidence, merge_policy_reports
+from earlyexit.runtime.wire import (
+    MAX_MESSAGE_BYTES,
+    WireError,
+    decode,
+    encode,
+    encode_batch,
+    encode_feedback,
+)
 
 __all__ = ["Client", "Result"]
 
@@ -76,6 +84,10 @@ class Client:
         source_slowdown: slowdown of the source tier, emulated on serializing inputs.
         destination_slowdown: slowdown of the destination tier, emulated on
             deserializing results.
+        feedback_address: the first worker's control address when it runs
+            AdaEE (``deploy`` sets it): for every result of a sample that went on
+            past the first exit the client sends it a ``feedback`` message with
+            the final exit's confidence (None: no feedback).
 
     Example:
         >>> c = Client(["tcp://127.0.0.1:9"])
@@ -97,6 +109,7 @@ class Client:
         context: zmq.Context | None = None,
         source_slowdown: float = 1.0,
         destination_slowdown: float = 1.0,
+        feedback_address: str | None = None,
     ) -> None:
         if not source_slowdown > 0 or not destination_slowdown > 0:
             raise ValueError(
@@ -130,6 +143,11 @@ class Client:
         self._probe_ids = itertools.count(1)
         # newest estimate per (tier, next tier): [bandwidth_mbps, propagation_ms, at]
         self.link_reports: dict[tuple[int, int], list[float]] = {}
+        # the workers' exit policies as their heartbeats report them: partition -> describe()
+        self.policies: dict[int, dict] = {}
+        self.feedback_address = feedback_address
+        self.feedback_sent = 0  # samples answered with feedback
+        self._feedback: RouteSender | None = None
 
     @property
     def input_route(self) -> list[str]:
@@ -219,6 +237,24 @@ class Client:
         _emulate(self.destination_slowdown, c0)
         t1 = time.perf_counter()  # the result is available: deserialized
         self._book.answer(head, ids, logits, ent, t1)
+        if self.feedback_address is not None and not failed:
+            part = head.get("partition")
+            if type(part) is int and part > 0:  # went on past the first exit
+                self._send_feedback(ids, logits)
+
+    def _send_feedback(self, ids: list, logits: np.ndarray) -> None:
+        """Tell the first worker (AdaEE) each sample's final-exit confidence (never blocks)."""
+        keep = [j for j, i in enumerate(ids) if type(i) is int]
+        if not keep or self.feedback_address is None:
+            return
+        if self._feedback is None:
+            self._feedback = RouteSender(self._ctx, hwm=100_000, send_timeout_s=0.0)
+        msg = encode_feedback([ids[j] for j in keep], confidence(logits[keep]).tolist())
+        try:
+            if self._feedback.send([self.feedback_address], msg):
+                self.feedback_sent += len(keep)
+        except (ValueError, zmq.ZMQError) as err:
+            log.warning("client: cannot send feedback to %s: %s", self.feedback_address, err)
 
     def _on_control(self) -> None:
         while readable(self._ctl):
@@ -237,6 +273,8 @@ class Client:
                 self._observe_acks(head["ids"], head.get("held"), now)
             if "links" in head:
                 merge_link_report(self.link_reports, head["links"])
+            if "policies" in head:
+                merge_policy_reports(self.policies, head["policies"])
 
     # ----------------------------------------------------------------- links
     def _observe_acks(self, ids: list, held: object, now: float) -> None:
@@ -366,6 +404,8 @@ class Client:
     def close(self) -> None:
         """Close the sockets (and the context if the client made it)."""
         self._sender.close()
+        if self._feedback is not None:
+            self._feedback.close()
         self._results.close(linger=0)
         self._ctl.close(linger=0)
         if self._own_ctx:

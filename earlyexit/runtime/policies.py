@@ -55,6 +55,7 @@ __all__ = [
     "policy_text",
     "make_policy",
     "merge_policy_reports",
+    "confidence",
 ]
 
 
@@ -334,6 +335,19 @@ class KnapsackPolicy(ExitPolicy):
             "utilization": self.utilization,
             "exit_times": self.exit_times.tolist(),
         }
+
+
+def confidence(logits: np.ndarray) -> np.ndarray:
+    """AdaEE's confidence of each row of logits: the largest softmax probability.
+
+    Example:
+        >>> confidence(np.array([[0.0, 0.0], [10.0, 0.0]])).round(3).tolist()
+        [0.5, 1.0]
+    """
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    return 1.0 / p.sum(axis=-1)  # the largest is exp(0) = 1
 
 
 # ----------------------------------------------------------------- policy specs

@@ -47,6 +47,8 @@ __all__ = [
     "encode_result",
     "decode",
     "decode_batch",
+    "encode_feedback",
+    "feedback_fields",
     "message_bits",
 ]
 
@@ -448,6 +450,47 @@ def decode(
     except ValueError as err:  # an empty shape whose other sides exceed numpy's limits
         raise WireError(f"shape {str(shape)[:80]} is no valid array shape: {err}") from None
     return array, header
+
+
+_NO_PAYLOAD = np.empty(0, np.uint8)
+MAX_FEEDBACK = 65536
+"""The most samples one ``feedback`` message answers for."""
+
+
+def encode_feedback(ids: list[int], confidence: list[float]) -> bytes:
+    """A ``feedback`` message (general form, no payload): each sample's final-exit confidence.
+
+    The destination sends it to the first tier's control address for the
+    samples that went on past the first exit, so that an online policy there
+    (AdaEE) learns without labels (docs/spec.md, *Wire messages and results*).
+
+    Example:
+        >>> feedback_fields(decode(encode_feedback([7], [0.875]))[1])
+        ([7], [0.875])
+    """
+    return encode(_NO_PAYLOAD, kind="feedback", ids=list(ids), confidence=list(confidence))
+
+
+def feedback_fields(head: dict[str, Any]) -> tuple[list[int], list[float]]:
+    """The ids and confidences of a decoded ``feedback`` header, checked (it came from outside).
+
+    Raises:
+        WireError: not a feedback header, ids that are not integers, confidences
+            that are not numbers in [0, 1], or lists of different lengths.
+    """
+    ids, conf = head.get("ids"), head.get("confidence")
+    if head.get("kind") != "feedback":
+        raise WireError(f"kind {str(head.get('kind'))[:40]!r} is not 'feedback'")
+    if not isinstance(ids, list) or not isinstance(conf, list) or len(ids) != len(conf):
+        raise WireError("feedback needs 'ids' and 'confidence', two lists of one length")
+    if len(ids) > MAX_FEEDBACK:
+        raise WireError(f"feedback for {len(ids)} samples; at most {MAX_FEEDBACK}")
+    if not all(type(i) is int for i in ids):
+        raise WireError(f"feedback ids must be integers, got {str(ids)[:80]}")
+    ok = all(type(c) in (int, float) and 0.0 <= c <= 1.0 for c in conf)  # NaN fails too
+    if not ok:
+        raise WireError(f"feedback confidences must be numbers in [0, 1], got {str(conf)[:80]}")
+    return ids, [float(c) for c in conf]
 
 
 def message_bits(array: Any, **meta: Any) -> int:

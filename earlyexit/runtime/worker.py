@@ -10,6 +10,14 @@ samples with their ``ids``), runs its partition, and for every sample:
 The exit rule is :func:`earlyexit.runtime.chain.exit_step`, the one every
 chain of partitions uses. A worker takes one :class:`~earlyexit.runtime.options.WorkerOptions`.
 
+Exit policies (``options.policy``, docs/load.md): the threshold rule by
+default, on a vectorized path; ``probabilities`` and ``knapsack`` decide per
+sample at this worker's exit; ``adaee`` runs a bandit in the first tier's
+worker, which picks each sample's threshold and learns from the destination's
+``feedback`` messages on its control socket (``_worker_policy``). Every
+heartbeat reports the policy (``describe()``) of this worker and of those
+downstream (``policies``), so the client holds them all.
+
 Micro-batching is optional (``max_batch``, ``batch_timeout_s``). Everything is
 bounded: ZeroMQ high-water marks on every socket, at most ``max_batch``
 messages held for a batch, at most ``pending_limit`` samples in flight
@@ -100,6 +108,7 @@ import zmq
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime._worker_batch import _MicroBatch
 from earlyexit.runtime._worker_control import _ControlPlane
+from earlyexit.runtime._worker_policy import _Policy
 from earlyexit.runtime._worker_recv import _Receive
 from earlyexit.runtime._worker_runner import make_runner
 from earlyexit.runtime._worker_send import _copy_small_messages, _DataOut, _zero
@@ -107,6 +116,7 @@ from earlyexit.runtime.chain import PartitionRunner, StepResult, exit_step
 from earlyexit.runtime.link import RouteSender
 from earlyexit.runtime.monitor import runtime_estimator
 from earlyexit.runtime.options import WorkerOptions
+from earlyexit.runtime.policies import AdaEE, make_policy
 
 __all__ = ["PartitionRunner", "Worker", "WorkerOptions", "make_runner", "main", "serve_config"]
 
@@ -117,7 +127,7 @@ _SET = zmq.backend.Socket.set
 _RCVTIMEO = int(zmq.RCVTIMEO)
 
 
-class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut):
+class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut, _Policy):
     """Serve one partition: receive, run, exit or forward, with faults handled.
 
     Args:
@@ -199,6 +209,17 @@ class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut):
         self.link_estimator = runtime_estimator()
         # newest estimate per (tier, next tier): own and reported from downstream
         self.link_reports: dict[tuple[int, int], list[float]] = {}
+        # the exit policy: None is the threshold rule (exit_step's vectorized path); others
+        # decide per sample (docs/load.md). AdaEE learns in the first tier's worker only.
+        self.policy = None if last else make_policy(o.policy, partition, num_partitions,
+                                                    o.threshold)  # fmt: skip
+        self._decide = None if self.policy is None else self._policy_mask
+        self._bandit = self.policy if isinstance(self.policy, AdaEE) else None
+        self._arms = self._conf = np.empty(0)  # per sample of the batch just decided (AdaEE)
+        # forwarded under AdaEE, awaiting feedback: id -> (threshold, confidence, forwarded at)
+        self._awaiting: dict[int, tuple[float, float, float]] = {}
+        # newest policy report per partition: this worker's and those from downstream
+        self.policy_reports: dict[int, dict[str, Any]] = {}
         self.stats = {
             "received": 0,
             "samples": 0,
@@ -209,6 +230,10 @@ class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut):
             "rejected": 0,
             "batches": 0,
             "compute_s": 0.0,
+            "feedback": 0,
+            "feedback_unknown": 0,
+            "feedback_rejected": 0,
+            "feedback_lost": 0,
         }
 
     # ----------------------------------------------------------------- compute
@@ -222,7 +247,7 @@ class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut):
 
     def _compute(self, x: np.ndarray) -> StepResult:
         t0, c0 = time.perf_counter(), self._cpu()
-        step = exit_step(self.runner, x, self.threshold, self.is_last)
+        step = exit_step(self.runner, x, self.threshold, self.is_last, self._decide)
         self._emulate(c0)
         self.stats["compute_s"] += time.perf_counter() - t0
         self.stats["batches"] += 1
@@ -231,6 +256,8 @@ class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut):
 
     def _route(self, ids: list[int], step: StepResult) -> None:
         """Send the samples that leave to the destination, the others' features on."""
+        if self._bandit is not None:
+            self._note_policy(ids, step)
         n_leave = len(step.leave)
         if n_leave == len(ids):  # all leave (always so at batch 1): no indexing, no copies
             self._send_results(ids, step.logits, step.entropy, degraded=False)
@@ -280,8 +307,8 @@ class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut):
         inp = self._in
         timeout_ms = -1
         poller = None
-        if self.options.next_tier is not None:
-            # link measurement times acks as they arrive: wait on both sockets
+        if self.options.next_tier is not None or self._bandit is not None:
+            # link measurement times acks, AdaEE its feedback, as they arrive: wait on both sockets
             poller = zmq.Poller()
             poller.register(self._ctl, zmq.POLLIN)
             poller.register(inp, zmq.POLLIN)
