@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import weakref
@@ -45,6 +47,7 @@ from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
 from earlyexit.runtime.options import MAX_MESSAGE_BYTES
+from earlyexit.runtime.policies import policy_text
 
 __all__ = ["Deployment", "deploy", "route"]
 
@@ -157,6 +160,7 @@ def deploy(
     keep_logs: bool = False,
     transport: str = "ipc",
     ack_interval_s: float = 0.05,
+    policy: str | dict[str, Any] | None = None,
 ) -> Deployment:
     """Start a deployment on loopback and return it with its client.
 
@@ -196,6 +200,11 @@ def deploy(
         ack_interval_s: each worker gathers its acks to upstream for this long
             (0: one ack per batch, at once: the client then knows the first
             tier's number in system, as a load generator needs).
+        policy: the exit policy of every worker (docs/load.md): None or
+            ``"threshold"`` (the threshold rule), a name, a spec such as
+            ``{"policy": "adaee", "grid": [0.2, 0.5]}``, its JSON or a file. With
+            ``adaee`` the first tier's worker learns, and the client sends it
+            feedback. The workers report it in their heartbeats (``client.policies``).
 
     Returns:
         The running :class:`Deployment` (use it as a context manager).
@@ -211,6 +220,7 @@ def deploy(
         dead_after_s=dead_after_s, max_message_bytes=max_message_bytes,
         ack_interval_s=ack_interval_s,
     )  # fmt: skip
+    policy = policy_text(policy)
     if transport not in ("ipc", "tcp"):
         raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
     if (bundle is None) == (synthetic is None):
@@ -233,6 +243,9 @@ def deploy(
     if len(tiers) != len(specs) or len(set(tiers)) != len(tiers):
         raise ValueError(f"tiers must give {len(specs)} distinct tiers, got {tiers}")
     threshold = check_threshold(threshold)
+    # the policy checked against the plan's exits before any process starts
+    template = dataclasses.replace(template, partition=len(specs) - 1, num_partitions=len(specs),
+                                   threshold=threshold, policy=policy)  # fmt: skip
     topo = fit_topology(topology, [tiers])
     emulate = (topo is not None) if emulate_links is None else bool(emulate_links)
     if emulate and topo is None:
@@ -246,6 +259,8 @@ def deploy(
         if emulate:
             st.start_links()
         workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold, template)
+        if json.loads(template.policy)["policy"] == "adaee":  # AdaEE learns from the destination
+            st.client.feedback_address = str(workers[0].info["control"])
     except BaseException:
         st.cleanup()
         raise
