@@ -69,14 +69,16 @@ class _Policy:
             for i in step.stay:
                 awaiting[ids[i]] = (float(arms[i]), float(conf[i]), now)
             while len(awaiting) > _MAX_AWAITING:  # feedback that never comes: forget the oldest
-                awaiting.pop(next(iter(awaiting)))
+                bandit.cancel(awaiting.pop(next(iter(awaiting)))[0])
                 self.stats["feedback_lost"] += 1
 
     def _drop_awaiting(self, ids: list[int]) -> None:
         """Samples that finish degraded at this exit: no feedback will come for them."""
         if self._bandit is not None:
             for i in ids:
-                if self._awaiting.pop(i, None) is not None:
+                entry = self._awaiting.pop(i, None)
+                if entry is not None:
+                    self._bandit.cancel(entry[0])
                     self.stats["feedback_lost"] += 1
 
     def _on_feedback(self, head: dict[str, Any]) -> None:

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -33,17 +32,14 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import zmq
 
+from earlyexit.runtime._input_link import InputLink
 from earlyexit.runtime._requests import Ledger, Result
 from earlyexit.runtime._routing import RouteSender
 from earlyexit.runtime._sockets import readable
-from earlyexit.runtime.monitor import (
-    LinkEstimator,
-    merge_link_report,
-    runtime_estimator,
-    transfer_times,
-)
+from earlyexit.runtime.monitor import merge_link_report
 from earlyexit.runtime.policies import confidence, merge_policy_reports
 from earlyexit.runtime.wire import (
+    MAX_FEEDBACK,
     MAX_MESSAGE_BYTES,
     WireError,
     decode,
@@ -138,11 +134,10 @@ class Client:
         # link measurement (docs/adaptive.md): the client is the sender of the inputs;
         # route_tiers says which tiers the input route joins (set with the route)
         self.route_tiers: tuple[int, int] | None = None
-        self.link_estimators: dict[tuple[int, int], LinkEstimator] = {}
-        self._sent: dict[int, tuple[float, int, tuple[int, int]]] = {}
-        self._probe_ids = itertools.count(1)
+        self._link = InputLink()
+        self.link_estimators = self._link.estimators
         # newest estimate per (tier, next tier): [bandwidth_mbps, propagation_ms, at]
-        self.link_reports: dict[tuple[int, int], list[float]] = {}
+        self.link_reports = self._link.reports
         # the workers' exit policies as their heartbeats report them: partition -> describe()
         self.policies: dict[int, dict] = {}
         self.feedback_address = feedback_address
@@ -204,11 +199,7 @@ class Client:
                         f"the first worker accepted no input for {self.send_timeout_s:g} s"
                     )
             book.sent(gids)
-            rt = self.route_tiers
-            if rt is not None and rt[0] != rt[1]:
-                if len(self._sent) > 100_000:  # acks lost to a dead first worker
-                    self._sent.clear()
-                self._sent[gids[0]] = (time.monotonic(), len(msg), rt)
+            self._link.sent(self.route_tiers, gids[0], len(msg))
         return ids
 
     # ----------------------------------------------------------------- receive
@@ -249,12 +240,15 @@ class Client:
             return
         if self._feedback is None:
             self._feedback = RouteSender(self._ctx, hwm=100_000, send_timeout_s=0.0)
-        msg = encode_feedback([ids[j] for j in keep], confidence(logits[keep]).tolist())
-        try:
-            if self._feedback.send([self.feedback_address], msg):
-                self.feedback_sent += len(keep)
-        except (ValueError, zmq.ZMQError) as err:
-            log.warning("client: cannot send feedback to %s: %s", self.feedback_address, err)
+        conf = confidence(logits[keep]).round(6).tolist()
+        for a in range(0, len(keep), MAX_FEEDBACK):
+            msg = encode_feedback([ids[j] for j in keep[a : a + MAX_FEEDBACK]],
+                                  conf[a : a + MAX_FEEDBACK])  # fmt: skip
+            try:
+                if self._feedback.send([self.feedback_address], msg):
+                    self.feedback_sent += len(keep[a : a + MAX_FEEDBACK])
+            except (ValueError, zmq.ZMQError) as err:
+                log.warning("client: cannot send feedback to %s: %s", self.feedback_address, err)
 
     def _on_control(self) -> None:
         while readable(self._ctl):
@@ -270,21 +264,13 @@ class Client:
             now = self._book.heard = time.monotonic()
             if head.get("kind") == "ack" and isinstance(head.get("ids"), list):
                 self._book.unacked.difference_update(head["ids"])
-                self._observe_acks(head["ids"], head.get("held"), now)
+                self._link.acked(head["ids"], head.get("held"), now)
             if "links" in head:
                 merge_link_report(self.link_reports, head["links"])
             if "policies" in head:
                 merge_policy_reports(self.policies, head["policies"])
 
     # ----------------------------------------------------------------- links
-    def _observe_acks(self, ids: list, held: object, now: float) -> None:
-        for (_, nbytes, tiers), dt in transfer_times(self._sent, ids, held, now):
-            est = self.link_estimators.setdefault(tiers, runtime_estimator())
-            est.observe(nbytes, dt, now)
-            e = est.estimate()
-            if e is not None:
-                self.link_reports[tiers] = [e.bandwidth_mbps, e.propagation_ms, e.at]
-
     def probe(self) -> bool:
         """Send a probe along the input route if the input link's estimator asks for one.
 
@@ -295,16 +281,14 @@ class Client:
             Whether a probe was sent.
         """
         rt = self.route_tiers
-        if rt is None or rt[0] == rt[1] or not self.input_route:
+        probe = self._link.probe(rt) if self.input_route else None
+        if probe is None:
             return False
-        size = self.link_estimators.setdefault(rt, runtime_estimator()).probe_size()
-        if size is None:
-            return False
-        pid = -(2**62) - next(self._probe_ids)
+        pid, size = probe
         msg = encode(np.zeros(size, np.uint8), kind="probe", ids=[pid], ack=self.control_address)
         if not self._sender.send(self.input_route, msg):
             return False
-        self._sent[pid] = (time.monotonic(), len(msg), rt)
+        self._link.sent(rt, pid, len(msg))
         return True
 
     def _check_first_worker(self) -> None:

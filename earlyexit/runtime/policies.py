@@ -24,7 +24,10 @@ What the worker calls (the first tier's, for AdaEE): per sample,
 sample; ``policy.should_exit(0, entropy)`` (AdaEE uses the T just chosen); when
 a sample that went on comes back with its final confidence,
 ``policy.update(conf_final - conf_first, extra_time_s, threshold=T)``; a
-sample that left early: ``policy.update(0.0, 0.0, threshold=T)``.
+sample that left early: ``policy.update(0.0, 0.0, threshold=T)``; one whose
+reward will never come: ``policy.cancel(threshold=T)``. An arm chosen for samples
+whose rewards are still to come counts as played in the UCB bonus, so that
+delayed feedback does not send a burst of samples to one arm.
 
 Example:
     >>> bandit = AdaEE([0.2, 0.5, 0.8], exploration=0.5, cost_weight=1.0, seed=0)
@@ -57,6 +60,9 @@ __all__ = [
     "merge_policy_reports",
     "confidence",
 ]
+
+
+_HISTORY = 100_000
 
 
 def _finite(value: float, name: str, lo: float | None = None, lo_open: bool = False) -> float:
@@ -162,9 +168,11 @@ class AdaEE(ExitPolicy):
         self._rng = None if seed is None else np.random.default_rng(seed)
         self.counts = np.zeros(arms.size)  # discounted N_a
         self.sums = np.zeros(arms.size)  # discounted sum of rewards
+        # chosen, reward not yet in (a worker's samples that went on, awaiting feedback)
+        self.pending = np.zeros(arms.size)
         self.plays = 0
         self.arm = 0
-        self.history: list[int] = []
+        self.history: list[int] = []  # the arms chosen, the newest _HISTORY at least
 
     @property
     def values(self) -> np.ndarray:
@@ -180,17 +188,38 @@ class AdaEE(ExitPolicy):
 
     def choose_threshold(self) -> float:
         """Pick the next arm by UCB (unplayed arms first) and return its threshold."""
-        unplayed = np.flatnonzero(self.counts == 0)
+        # an arm chosen for samples whose rewards are still to come counts as played for the
+        # bonus (delayed feedback): otherwise every sample until the first reward takes one arm
+        played = self.counts + self.pending
+        unplayed = np.flatnonzero(played == 0)
         if unplayed.size:
             arm = int(unplayed[0])
         else:
-            total = float(self.counts.sum())
-            ucb = self.values + self.exploration * np.sqrt(math.log(max(total, 1.0)) / self.counts)
+            total = float(played.sum())
+            ucb = self.values + self.exploration * np.sqrt(math.log(max(total, 1.0)) / played)
             top = np.flatnonzero(ucb >= ucb.max() - 1e-12)
             arm = int(top[0] if self._rng is None else self._rng.choice(top))
         self.arm = arm
+        self.pending[arm] += 1.0
         self.history.append(arm)
+        if len(self.history) > 2 * _HISTORY:
+            del self.history[:-_HISTORY]
         return float(self.thresholds[arm])
+
+    def _arm(self, threshold: float | None) -> int:
+        if threshold is None:
+            return self.arm
+        hits = np.flatnonzero(self.thresholds == float(threshold))
+        if hits.size == 0:
+            raise ValueError(
+                f"threshold: {threshold} is not an arm; arms: {self.thresholds.tolist()}"
+            )
+        return int(hits[0])
+
+    def cancel(self, threshold: float | None = None) -> None:
+        """A chosen sample whose reward will never come (it failed, its feedback was lost)."""
+        arm = self._arm(threshold)
+        self.pending[arm] = max(self.pending[arm] - 1.0, 0.0)
 
     def update(
         self, confidence_gain: float, extra_time: float, threshold: float | None = None
@@ -204,16 +233,9 @@ class AdaEE(ExitPolicy):
         """
         gain = _finite(confidence_gain, "confidence_gain")
         extra = _finite(extra_time, "extra_time", 0.0)
-        if threshold is None:
-            arm = self.arm
-        else:
-            hits = np.flatnonzero(self.thresholds == float(threshold))
-            if hits.size == 0:
-                raise ValueError(
-                    f"threshold: {threshold} is not an arm; arms: {self.thresholds.tolist()}"
-                )
-            arm = int(hits[0])
+        arm = self._arm(threshold)
         reward = gain - self.cost_weight * extra
+        self.pending[arm] = max(self.pending[arm] - 1.0, 0.0)
         self.counts *= self.discount
         self.sums *= self.discount
         self.counts[arm] += 1.0
@@ -241,6 +263,7 @@ class AdaEE(ExitPolicy):
             "values": self.values.tolist(),
             "best_threshold": self.best_threshold,
             "plays": self.plays,
+            "pending": self.pending.tolist(),
         }
 
 

@@ -453,8 +453,8 @@ def decode(
 
 
 _NO_PAYLOAD = np.empty(0, np.uint8)
-MAX_FEEDBACK = 65536
-"""The most samples one ``feedback`` message answers for."""
+MAX_FEEDBACK = 1024
+"""The most samples one ``feedback`` message answers for (its JSON header stays under 64 KiB)."""
 
 
 def encode_feedback(ids: list[int], confidence: list[float]) -> bytes:

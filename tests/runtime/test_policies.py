@@ -167,3 +167,72 @@ def test_threshold_policy_is_todays_rule():
     assert [pol.should_exit(0, h) for h in (0.39, 0.4)] == [True, False]
     assert pol.should_exit(2, 1.0)
     assert pol.describe() == {"policy": "threshold", "threshold": 0.4}
+
+
+def test_adaee_with_delayed_rewards_spreads_the_first_choices_over_the_arms():
+    """A worker chooses for samples whose rewards come later: pending plays count in the bonus."""
+    bandit = AdaEE([0.2, 0.5, 0.8], exploration=1.0)
+    first = [bandit.choose_threshold() for _ in range(6)]
+    assert first[:3] == [0.2, 0.5, 0.8] and sorted(first[3:]) == [0.2, 0.5, 0.8]
+    assert bandit.pending.tolist() == [2.0, 2.0, 2.0] and bandit.counts.sum() == 0
+    for t in first[:5]:
+        bandit.update(0.1, 0.0, threshold=t)
+    bandit.cancel(threshold=first[5])  # its feedback was lost
+    assert bandit.pending.sum() == 0 and bandit.counts.sum() == 5 and bandit.plays == 5
+    # called as before (each reward before the next choice), nothing is pending
+    t = bandit.choose_threshold()
+    bandit.update(0.0, 0.0, threshold=t)
+    assert bandit.pending.sum() == 0 and bandit.describe()["pending"] == [0.0, 0.0, 0.0]
+
+
+def test_a_policy_spec_is_parsed_and_checked_in_one_place(tmp_path):
+    from earlyexit.runtime.policies import POLICIES, make_policy, parse_policy, policy_text
+
+    assert parse_policy(None) == parse_policy("threshold") == {"policy": "threshold"}
+    full = parse_policy({"policy": "adaee", "grid": [0.2, 0.6], "seed": 3})
+    assert full == {"policy": "adaee", "grid": [0.2, 0.6], "exploration": 1.0,
+                    "cost_weight": 1.0, "discount": 1.0, "seed": 3}  # fmt: skip
+    assert parse_policy(policy_text(full)) == full  # canonical text round-trips
+    assert set(parse_policy("adaee")) == {"policy", *POLICIES["adaee"]}
+    (tmp_path / "k.yaml").write_text(
+        "policy: knapsack\nexit_times: [0.01, 0.03]\nexit_accuracy: [0.6, 0.8]\narrival_rate: 50\n"
+    )
+    k = parse_policy(str(tmp_path / "k.yaml"))
+    assert k["utilization"] == 0.9 and k["arrival_rate"] == 50.0
+    for bad, needle in [
+        ("lp", r"'lp' is no policy name \(threshold, probabilities, knapsack, adaee\)"),
+        ({"policy": "bandit"}, "'bandit' is not one of threshold, probabilities, knapsack, adaee"),
+        ({"policy": "adaee", "grd": [0.1]}, r"adaee has no field\(s\) \['grd'\]; valid: grid, "),
+        ({"policy": "probabilities"}, "probabilities needs 'p'; fields: p, seed"),
+        ({"policy": "probabilities", "p": [0.2, 0.2]}, "p: must sum to 1"),
+        ({"policy": "probabilities", "p": "0.5"}, "'p' must be a list of 1 to"),
+        ({"policy": "adaee", "grid": [0.5, 0.5]}, "grid: expected distinct values"),
+        ({"policy": "adaee", "exploration": True}, "'exploration' must be a finite number"),
+        ({"policy": "adaee", "seed": -1}, "seed must be an integer >= 0"),
+        ('{"policy": "adaee",', "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (str(tmp_path / "missing.json"), "no JSON object and no file"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=needle):
+            parse_policy(bad)
+    with pytest.raises(TypeError, match="expected a mapping"):
+        parse_policy(3)
+    # per worker: the threshold rule is None (the vectorized path), AdaEE in partition 0 only
+    assert make_policy("threshold", 0, 2, 0.5) is None
+    assert isinstance(make_policy("adaee", 0, 3, 0.4), AdaEE)
+    assert make_policy("adaee", 0, 3, 0.4).later_threshold == 0.4
+    assert make_policy("adaee", 1, 3, 0.4) is None
+    pol = make_policy({"policy": "probabilities", "p": [0.5, 0.5], "seed": 1}, 1, 2, 0.5)
+    assert isinstance(pol, ExitProbabilityPolicy)
+    with pytest.raises(ValueError, match="'p' gives 2 values; the plan has 3 exits"):
+        make_policy({"policy": "probabilities", "p": [0.5, 0.5]}, 0, 3, 0.5)
+
+
+def test_policy_reports_from_outside_are_taken_only_when_well_formed():
+    from earlyexit.runtime.policies import merge_policy_reports
+
+    store: dict = {}
+    assert merge_policy_reports(store, {"0": {"policy": "adaee"}, "x": {"policy": "a"},
+                                        "1": [1], "2": {"no": "policy"}, "-1": {"policy": "t"}}) == 1  # fmt: skip
+    assert store == {0: {"policy": "adaee"}}
+    assert merge_policy_reports(store, [1, 2]) == 0 and merge_policy_reports(store, None) == 0
