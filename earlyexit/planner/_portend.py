@@ -116,19 +116,20 @@ class PortendSearch(PortendBounds):
         bound: float | None = None,
         n_lambdas: int = 6,
         codes: CutCodes | None = None,
-        extra: Sequence[np.ndarray] | None = None,
+        extra: Sequence[np.ndarray | None] | None = None,
         fixed_inc: float | None = None,
     ) -> None:
         self.cm, self.space = cm, space
         # extra: three (nt, M, N+1, N+1) tables >= 0 (the queueing bound of planning under
         # load): an edge (b, v) -> (c, w) adds (1 - ER_b) extra[0][t, w, b, c], and
         # (1 - ER_b) times extra[1] (the partition is followed by another) or extra[2] (it
-        # is the last) once that is known; the bounds ignore them, so they stay lower
-        # bounds, but the one-partition completions are no incumbent then.
+        # is the last) once that is known (None: 0). The one-partition completions add
+        # extra[0] (q1x), the other bounds ignore the tables, so they stay lower bounds;
+        # with extra[1] and extra[2] None those completions are real configurations'
+        # values, incumbents as without the tables.
         # fixed_inc: keep every final label with latency <= it (no dominance, no incumbent
         # lowering): the enumeration of the configurations that may beat it.
         self.extra, self.fixed_inc = extra, fixed_inc
-        self.exact_inc = extra is None and fixed_inc is None
         n, m = cm.n, cm.m
         self.n, self.m = n, m
         self.codes = codes if codes is not None else CutCodes(n, m, space.max_parts)
@@ -174,6 +175,12 @@ class PortendSearch(PortendBounds):
         else:
             self.lams = np.concatenate([[0.0], grid])
         self._backward()
+
+    @property
+    def exact_inc(self) -> bool:
+        """The one-partition completions are real configurations' values (incumbents)."""
+        extra = self.extra
+        return self.fixed_inc is None and (extra is None or extra[1] is extra[2] is None)
 
     def _keep(
         self,
@@ -287,7 +294,7 @@ class PortendSearch(PortendBounds):
             erp = er[tp, bp]
             mbp = 1.0 - erp
             base = lab.lat[li] + mbp * x[lab.w[li], wp, bp]
-            if self.extra is not None and lab.pb is not None:  # the parent is not the last
+            if self.extra is not None and self.extra[1] is not None and lab.pb is not None:
                 pbp = lab.pb[li]
                 base = base + np.where(
                     pbp < bp, (1.0 - er[tp, pbp]) * self.extra[1][tp, lab.w[li], pbp, bp], 0.0
@@ -344,7 +351,9 @@ class PortendSearch(PortendBounds):
         if not end.any():
             return
         erc = self.er[t, c]
-        tot = lat + (1.0 - erc) * self.r[w] + np.repeat(mbp, cc) * self.extra[2][t, w, b, c]
+        tot = lat + (1.0 - erc) * self.r[w]
+        if self.extra[2] is not None:
+            tot = tot + np.repeat(mbp, cc) * self.extra[2][t, w, b, c]
         if bound is not None:
             end &= acc + self.a[c] * (1.0 - erc) >= bound - ACC_ATOL + 2.0 * _SLACK
         if end.any():
@@ -381,7 +390,7 @@ class PortendSearch(PortendBounds):
                 if len(fin):
                     erc = self.er[fin.t, fin.c]
                     fin.lat = fin.lat + (1.0 - erc) * self.r[fin.w]
-                    if self.extra is not None:
+                    if self.extra is not None and self.extra[2] is not None:
                         fin.lat = (
                             fin.lat
                             + (1.0 - self.er[fin.t, fin.pb])

@@ -235,6 +235,14 @@ class PortendBounds:
         order = np.argsort(-self.a[1:], kind="stable") + 1
         self.asc = np.sort(self.a[1:])
         self.q1 = np.minimum.accumulate(self.ctm[:, :, order], axis=2)
+        # with the extra (load) tables: q1x[t, w, c, j] the same least CT plus the extra
+        # wait bound the partition c+1..d adds (both per unit of 1 - ER_c), per threshold
+        extra = getattr(self, "extra", None)
+        self.q1x = (
+            None
+            if extra is None
+            else np.minimum.accumulate(self.ctm[None][..., order] + extra[0][..., order], axis=3)
+        )
 
     def _complete1(
         self,
@@ -282,7 +290,7 @@ class PortendBounds:
             for w2 in range(self.m):
                 if not sp.tier_allowed[k, w2]:
                     continue
-                q = self.q1[w2, c, jj]
+                q = self.q1[w2, c, jj] if self.q1x is None else self.q1x[t, w2, c, jj]
                 ok = has & np.isfinite(q) & (((u >> w2) & 1) == 0)
                 val = s * (self.x[w, w2, c] + np.where(ok, q, 0.0) + self.r[w2])
                 np.minimum(best, np.where(ok, val, np.inf), out=best)

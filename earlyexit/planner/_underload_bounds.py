@@ -170,7 +170,7 @@ _TABLE_MAX = 4_000_000  # (threshold, tier, block, block) entries of the DP's wa
 
 def _wait_table(
     cm: CostModel, space: SearchSpace, lam: float, eps1: float, k_cap: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, None, None] | None:
     """W (T, M, N+1, N+1): lower bounds of a tier's wait for the label DP (approx model).
 
     W[t, w, b, c] bounds the visits times the mean wait of tier w serving blocks
@@ -187,7 +187,8 @@ def _wait_table(
     (1 at the first tier).
 
     Returns:
-        (W, 0, 0) as the DP's three tables, or None: the table would be too large.
+        (W, None, None) as the DP's three tables (no increments), or None: the table
+        would be too large.
     """
     n, m = cm.n, cm.m
     er = cm.er[space.t_idx]
@@ -227,5 +228,4 @@ def _wait_table(
         tab.ravel()[idx] = np.where(ff * lo > bar, np.inf, wq)
         out[:, w][:, flat] = tab
     tab0 = out.reshape(n_t, m, n + 1, n + 1)
-    zero = np.broadcast_to(0.0, tab0.shape)
-    return tab0, zero, zero
+    return tab0, None, None
