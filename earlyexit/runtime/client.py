@@ -140,9 +140,9 @@ class Client:
         self.link_reports = self._link.reports
         # the workers' exit policies as their heartbeats report them: partition -> describe()
         self.policies: dict[int, dict] = {}
+        self._feedback = RouteSender(self._ctx, hwm=100_000, send_timeout_s=0.01)
         self.feedback_address = feedback_address
         self.feedback_sent = 0  # samples answered with feedback
-        self._feedback: RouteSender | None = None
 
     @property
     def input_route(self) -> list[str]:
@@ -154,6 +154,17 @@ class Client:
         self._input_route = list(route)
         if self._input_route:
             self._sender.connect(self._input_route[0])
+
+    @property
+    def feedback_address(self) -> str | None:
+        """The first worker's control address when it runs AdaEE (set it to connect ahead)."""
+        return self._feedback_address
+
+    @feedback_address.setter
+    def feedback_address(self, address: str | None) -> None:
+        self._feedback_address = address
+        if address is not None:
+            self._feedback.connect(address)
 
     # ----------------------------------------------------------------- submit
     def submit(
@@ -238,8 +249,6 @@ class Client:
         keep = [j for j, i in enumerate(ids) if type(i) is int]
         if not keep or self.feedback_address is None:
             return
-        if self._feedback is None:
-            self._feedback = RouteSender(self._ctx, hwm=100_000, send_timeout_s=0.0)
         conf = confidence(logits[keep]).round(6).tolist()
         for a in range(0, len(keep), MAX_FEEDBACK):
             msg = encode_feedback([ids[j] for j in keep[a : a + MAX_FEEDBACK]],
@@ -388,8 +397,7 @@ class Client:
     def close(self) -> None:
         """Close the sockets (and the context if the client made it)."""
         self._sender.close()
-        if self._feedback is not None:
-            self._feedback.close()
+        self._feedback.close()
         self._results.close(linger=0)
         self._ctl.close(linger=0)
         if self._own_ctx:

@@ -97,3 +97,33 @@ def test_a_result_message_answers_its_ids_and_a_failed_one_says_why():
         "failed": 2,
         "degraded": 4,
     }
+
+
+def test_the_input_link_is_timed_from_send_to_ack_minus_the_time_held():
+    from earlyexit.runtime._input_link import InputLink
+
+    link = InputLink()
+    link.sent(None, 100, 5000)  # no route tiers: nothing to time
+    link.sent((1, 1), 101, 5000)  # one tier: no link
+    link.acked([100, 101], [0.0, 0.0], time.monotonic() + 1.0)
+    assert link.estimators == {} and link.reports == {}
+    # 8 Mb/s and 5 ms: 1000 B take 6 ms, 21000 B 26 ms; the worker held each 2 ms
+    t_ack = 0.0
+    for i, nbytes in enumerate([1000, 21_000] * 3):
+        link.sent((0, 1), i, nbytes)
+        t_ack = link._sent[i][0] + 8 * nbytes / 8e6 + 0.005 + 0.002
+        link.acked([i], [0.002], t_ack)
+    bw, delay_ms, at = link.reports[(0, 1)]
+    assert bw == pytest.approx(8.0, rel=1e-6) and delay_ms == pytest.approx(5.0, abs=1e-6)
+    assert at == t_ack
+
+
+def test_input_link_probes_have_their_own_ids_and_only_where_there_is_a_link():
+    from earlyexit.runtime._input_link import InputLink
+
+    link = InputLink()
+    assert link.probe(None) is None and link.probe((2, 2)) is None
+    first, second = link.probe((0, 1)), link.probe((0, 1))
+    assert first is not None and second is not None
+    assert first[0] < -(2**62) and second[0] < first[0]  # never a sample's id
+    assert first[1] in (64, 32_768)  # a size the estimator asks for
