@@ -211,10 +211,10 @@ class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut, _Policy):
         self.link_reports: dict[tuple[int, int], list[float]] = {}
         # the exit policy: None is the threshold rule (exit_step's vectorized path); others
         # decide per sample (docs/load.md). AdaEE learns in the first tier's worker only.
-        self.policy = None if last else make_policy(o.policy, partition, num_partitions,
-                                                    o.threshold)  # fmt: skip
-        self._decide = None if self.policy is None else self._policy_mask
-        self._bandit = self.policy if isinstance(self.policy, AdaEE) else None
+        # (the last partition reports its policy but decides nothing: every sample leaves)
+        self.policy = make_policy(o.policy, partition, num_partitions, o.threshold)
+        self._decide = None if self.policy is None or last else self._policy_mask
+        self._bandit = self.policy if isinstance(self.policy, AdaEE) and not last else None
         self._arms = self._conf = np.empty(0)  # per sample of the batch just decided (AdaEE)
         # forwarded under AdaEE, awaiting feedback: id -> (threshold, confidence, forwarded at)
         self._awaiting: dict[int, tuple[float, float, float]] = {}
