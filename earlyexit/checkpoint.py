@@ -190,10 +190,11 @@ def load(path: str | os.PathLike[str]) -> MultiExitModel:
         ValueError: if the file is corrupted, foreign, or its weights do not fit its config.
 
     Example:
-        >>> import earlyexit
-        >>> model = earlyexit.load("checkpoints/resnet20_fashionmnist.pt")  # doctest: +SKIP
-        >>> model.exits, model.normalization  # doctest: +SKIP
-        ((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), {'mean': [0.286], 'std': [0.353]})
+        ```python
+        import earlyexit
+        model = earlyexit.load("checkpoints/resnet20_fashionmnist.pt")
+        model.exits, model.normalization  # ((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), {'mean': [0.286], 'std': [0.353]})
+        ```
     """
     data = load_checkpoint_dict(path)
     try:

@@ -8,10 +8,12 @@ and only then writes ``manifest.json`` (docs/spec.md, *Bundle*). The command lin
 without importing torch.
 
 Example:
-    >>> import earlyexit
-    >>> from earlyexit.export import export_bundle
-    >>> model = earlyexit.load("checkpoints/resnet20_fashionmnist.pt")   # doctest: +SKIP
-    >>> export_bundle(model, "plan.json", "bundle/", target="arm")       # doctest: +SKIP
+    ```python
+    import earlyexit
+    from earlyexit.export import export_bundle
+    model = earlyexit.load("checkpoints/resnet20_fashionmnist.pt")
+    export_bundle(model, "plan.json", "bundle/", target="arm")
+    ```
 """
 
 from __future__ import annotations

@@ -13,11 +13,13 @@ the chained early exit against eager PyTorch) and :mod:`~earlyexit.export.report
 (accuracy per exit and per precision).
 
 Example:
-    >>> import earlyexit
-    >>> from earlyexit.export import export_bundle
-    >>> model = earlyexit.load("checkpoints/resnet20_fashionmnist.pt")     # doctest: +SKIP
-    >>> plan = earlyexit.Plan.load("plan.json")                            # doctest: +SKIP
-    >>> manifest = export_bundle(model, plan, "bundle/", target="arm")     # doctest: +SKIP
+    ```python
+    import earlyexit
+    from earlyexit.export import export_bundle
+    model = earlyexit.load("checkpoints/resnet20_fashionmnist.pt")
+    plan = earlyexit.Plan.load("plan.json")
+    manifest = export_bundle(model, plan, "bundle/", target="arm")
+    ```
 """
 
 from __future__ import annotations
@@ -234,8 +236,10 @@ def export_bundle(
             reproduce the eager model (nothing is left in ``out_dir``).
 
     Example:
-        >>> m = export_bundle(model, plan, "bundle", formats="onnx", target="arm")  # doctest: +SKIP
-        >>> m.extra["quantization"]["int8"]["exit_accuracy_change"]              # doctest: +SKIP
+        ```python
+        m = export_bundle(model, plan, "bundle", formats="onnx", target="arm")
+        m.extra["quantization"]["int8"]["exit_accuracy_change"]
+        ```
     """
     t_start = time.perf_counter()
     plan, formats = _check_args(model, plan, formats, target, opset)

@@ -12,12 +12,13 @@ deprecated since torch 2.9); ``exporter="torchscript"`` selects the legacy one.
 Weights are stored inside the ``.onnx`` file (no external data).
 
 Example:
-    >>> import torch
-    >>> from earlyexit import backbones, decompose, MultiExitModel
-    >>> from earlyexit.surgery.slicing import slice
-    >>> part = slice(MultiExitModel(decompose(backbones.create("resnet20"))).eval(), [10])[0]
-    >>> write_onnx(part, "p.onnx", torch.randn(2, 3, 32, 32))           # doctest: +SKIP
-    'dynamo'
+    ```python
+    import torch
+    from earlyexit import backbones, decompose, MultiExitModel
+    from earlyexit.surgery.slicing import slice
+    part = slice(MultiExitModel(decompose(backbones.create("resnet20"))).eval(), [10])[0]
+    write_onnx(part, "p.onnx", torch.randn(2, 3, 32, 32))  # 'dynamo'
+    ```
 """
 
 from __future__ import annotations
@@ -126,8 +127,9 @@ def onnx_opset(path: str | os.PathLike[str]) -> int:
     """The default-domain opset of an ONNX file.
 
     Example:
-        >>> onnx_opset("partition_1.onnx")                      # doctest: +SKIP
-        18
+        ```python
+        onnx_opset("partition_1.onnx")  # 18
+        ```
     """
     import onnx
 

@@ -131,10 +131,11 @@ def profile(
         ValueError, TypeError: for a model without every exit, bad thresholds or data.
 
     Example:
-        >>> import earlyexit
-        >>> p = earlyexit.profile("checkpoints/resnet20_fashionmnist.pt", "fashion-mnist")  # doctest: +SKIP
-        >>> p.exit_rate.shape  # doctest: +SKIP
-        (11, 10)
+        ```python
+        import earlyexit
+        p = earlyexit.profile("checkpoints/resnet20_fashionmnist.pt", "fashion-mnist")
+        p.exit_rate.shape  # (11, 10)
+        ```
     """
     if not isinstance(model, MultiExitModel):
         from earlyexit.checkpoint import load

@@ -26,9 +26,11 @@ the trace's true change times to the best candidate of each phase
 Torch-free: bundles are run by ONNX Runtime, plans made by the planner.
 
 Example:
-    >>> plans = [(0.2, (0, 1)), (0.9, (0, 1))]
-    >>> with deploy_switchable(synthetic={"num_partitions": 2}, plans=plans) as d:  # doctest: +SKIP
-    ...     d.use(1); r = d.client.infer(d.inputs(1)[0])
+    ```python
+    plans = [(0.2, (0, 1)), (0.9, (0, 1))]
+    with deploy_switchable(synthetic={"num_partitions": 2}, plans=plans) as d:
+        d.use(1); r = d.client.infer(d.inputs(1)[0])
+    ```
 """
 
 from __future__ import annotations

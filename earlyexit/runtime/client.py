@@ -16,11 +16,12 @@ inputs it had not acknowledged come back as degraded results with no exit
 (``partition == -1``, ``logits is None``).
 
 Example:
-    >>> from earlyexit.runtime.deployment import deploy
-    >>> with deploy(synthetic={"num_partitions": 2}, threshold=0.5) as d:  # doctest: +SKIP
-    ...     r = d.client.infer(d.inputs(1)[0])
-    >>> r.prediction in range(10)  # doctest: +SKIP
-    True
+    ```python
+    from earlyexit.runtime.deployment import deploy
+    with deploy(synthetic={"num_partitions": 2}, threshold=0.5) as d:
+        r = d.client.infer(d.inputs(1)[0])
+    r.prediction in range(10)  # True
+    ```
 """
 
 from __future__ import annotations

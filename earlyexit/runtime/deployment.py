@@ -13,10 +13,11 @@ temporary folder of the process logs (``earlyexit-deploy-*``) unless
 ``keep_logs=True`` or a ``log_dir`` of the caller's was given.
 
 Example:
-    >>> with deploy(synthetic={"num_partitions": 3}, threshold=0.6) as d:  # doctest: +SKIP
-    ...     results = d.run(d.inputs(20))
-    >>> sorted({r.partition for r in results})  # doctest: +SKIP
-    [0, 1, 2]
+    ```python
+    with deploy(synthetic={"num_partitions": 3}, threshold=0.6) as d:
+        results = d.run(d.inputs(20))
+    sorted({r.partition for r in results})  # [0, 1, 2]
+    ```
 """
 
 from __future__ import annotations
