@@ -400,7 +400,7 @@ def _spec_source(spec: Any) -> Mapping[str, Any]:
         return spec
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(
-            f"policy: expected a mapping like {{\"policy\": \"threshold\"}}, a policy name, "
+            f'policy: expected a mapping like {{"policy": "threshold"}}, a policy name, '
             f"JSON text or a JSON/YAML file, got {type(spec).__name__}"
         )
     text = os.fspath(spec).strip()

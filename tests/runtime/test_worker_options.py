@@ -57,8 +57,14 @@ def test_a_policy_file_is_read_once_into_the_options(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps(spec))
     (tmp_path / "p.yaml").write_text("policy: probabilities\np: [0.25, 0.75]\nseed: 2\n")
     made = [
-        WorkerOptions(partition=0, num_partitions=2, threshold=0.5, result_route=_ROUTE,
-                      next_route=_ROUTE, policy=str(tmp_path / name))  # fmt: skip
+        WorkerOptions(
+            partition=0,
+            num_partitions=2,
+            threshold=0.5,
+            result_route=_ROUTE,
+            next_route=_ROUTE,
+            policy=str(tmp_path / name),
+        )  # fmt: skip
         for name in ("p.json", "p.yaml")
     ]
     assert made[0] == made[1] and json.loads(made[0].policy) == spec

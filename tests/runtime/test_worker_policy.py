@@ -7,9 +7,12 @@ sends ``feedback`` messages to the worker's control socket, well-formed or not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,15 +54,31 @@ def _hostile_feedback() -> list[bytes]:
     ]
 
 
-def test_adaee_learns_from_feedback_and_survives_hostile_feedback():
+@contextlib.contextmanager
+def _first_tier(**kw: Any) -> Iterator[tuple[Worker, _Downstream, zmq.Socket, zmq.Context]]:
+    """Partition 0 of 2 serving in a thread, its fake next partition, a socket to its control."""
     ctx = zmq.Context()
     down = _Downstream(ctx)
-    worker, stop, t = _first_partition(down, policy=ADAEE)
+    worker, stop, t = _first_partition(down, **kw)
     ctl = ctx.socket(zmq.PUSH)
     ctl.setsockopt(zmq.LINGER, 1000)
     ctl.connect(worker.control_address)
-    n = 60
     try:
+        yield worker, down, ctl, ctx
+        assert t.is_alive()  # nothing it was sent stopped it
+    finally:
+        stop.set()
+        t.join(5)
+        ctl.close(linger=0)
+        worker.close()
+        down.close()
+        ctx.term()
+    assert not t.is_alive()
+
+
+def test_adaee_learns_from_feedback_and_survives_hostile_feedback():
+    n = 60
+    with _first_tier(policy=ADAEE) as (worker, down, ctl, ctx):
         _feed(worker, ctx, n)
         down.answer(1.0, ack=True)
         results = down.results_now()
@@ -83,56 +102,33 @@ def test_adaee_learns_from_feedback_and_survives_hostile_feedback():
         assert s["feedback_unknown"] == 2 and s["feedback_lost"] == 0
         assert s["rejected"] >= len(hostile) + 1  # the garbage too, as any control message
         assert worker._bandit.plays == n and worker._bandit.counts.sum() == pytest.approx(n)
+        assert worker._bandit.pending.sum() == 0
         report = worker._policy_report()
         assert report["policy"] == "adaee" and report["feedback"] == len(went_on)
         assert report["awaiting"] == 0 and report["forwarded"] == len(went_on)
-        assert t.is_alive()
-        # a second round still serves, and feedback again reaches the bandit
-        down.received.clear()
+        # it still serves
         _feed(worker, ctx, 10)
         down.answer(0.5, ack=True)
         assert _wait(lambda: worker.stats["samples"] == n + 10)
-    finally:
-        stop.set()
-        t.join(5)
-        ctl.close(linger=0)
-        worker.close()
-        down.close()
-        ctx.term()
-    assert not t.is_alive()
 
 
 def test_feedback_to_a_worker_without_adaee_is_refused_and_counted():
-    ctx = zmq.Context()
-    down = _Downstream(ctx)
-    worker, stop, t = _first_partition(down)  # the threshold rule
-    ctl = ctx.socket(zmq.PUSH)
-    ctl.setsockopt(zmq.LINGER, 1000)
-    ctl.connect(worker.control_address)
-    try:
+    with _first_tier() as (worker, down, ctl, ctx):  # the threshold rule
         assert worker.policy is None and worker._decide is None  # the vectorized path
         ctl.send(encode_feedback([1], [0.5]))
         _feed(worker, ctx, 3)
         down.answer(0.4, ack=True)
         assert _wait(lambda: worker.stats["feedback_rejected"] == 1), worker.stats
         assert sorted(down.received) == [0, 1, 2]
-    finally:
-        stop.set()
-        t.join(5)
-        ctl.close(linger=0)
-        worker.close()
-        down.close()
-        ctx.term()
 
 
-@pytest.mark.parametrize("max_batch", [1, 8])
-def test_the_probabilities_policy_decides_per_sample_at_the_workers_exit(max_batch):
+def test_the_probabilities_policy_decides_per_sample_at_the_workers_exit():
     """Partition 0 of 2 under p = (0.3, 0.7): about 30 % leave there, whatever their entropy."""
     model = SyntheticModel(num_partitions=2)
     spec = {"policy": "probabilities", "p": [0.3, 0.7], "seed": 5}
     opts = WorkerOptions(partition=0, num_partitions=2, threshold=0.5, policy=json.dumps(spec),
-                         result_route=("tcp://127.0.0.1:9",), next_route=("tcp://127.0.0.1:9",),
-                         max_batch=max_batch)  # fmt: skip
+                         result_route=("tcp://127.0.0.1:9",),
+                         next_route=("tcp://127.0.0.1:9",))  # fmt: skip
     worker = Worker(model.runner(0), opts)
     try:
         n = 2000
