@@ -147,3 +147,23 @@ def test_confidence_is_the_largest_softmax_probability():
     logits = np.random.default_rng(0).standard_normal((5, 7))
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     np.testing.assert_allclose(confidence(logits), p.max(1))
+
+
+def test_the_knapsack_policy_leaves_early_when_the_rate_leaves_no_time():
+    """At 10/s the budget fits the second exit (nobody leaves at 0); at 1000/s only the first."""
+    model = SyntheticModel(num_partitions=2)
+    x = model.inputs(50)
+    left = {}
+    for rate in (10.0, 1000.0):
+        spec = {"policy": "knapsack", "exit_times": [0.001, 0.01], "exit_accuracy": [0.6, 0.9],
+                "arrival_rate": rate}  # fmt: skip
+        opts = WorkerOptions(partition=0, num_partitions=2, threshold=0.5, policy=json.dumps(spec),
+                             result_route=("tcp://127.0.0.1:9",),
+                             next_route=("tcp://127.0.0.1:9",))  # fmt: skip
+        worker = Worker(model.runner(0), opts)
+        try:
+            step = exit_step(worker.runner, x, worker.threshold, False, worker._decide)
+            left[rate] = len(step.leave)
+        finally:
+            worker.close()
+    assert left == {10.0: 0, 1000.0: 50}
