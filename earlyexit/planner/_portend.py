@@ -238,8 +238,10 @@ class PortendSearch(PortendBounds):
                         v = float((li[b] + st).min())
                         if v < inc:
                             col.inc = inc = v
-                keep[idx] = tot <= inc + LAT_ATOL + _SLACK * (
-                    1 + abs(inc) if np.isfinite(inc) else 1
+                # inf: no completion meets the bound (or every one loses too much at a
+                # tier), dropped also when the bar is infinite
+                keep[idx] = np.isfinite(tot) & (
+                    tot <= inc + LAT_ATOL + _SLACK * (1 + abs(inc) if np.isfinite(inc) else 1)
                 )
         elif objective == "max_accuracy":
             ub = aub
