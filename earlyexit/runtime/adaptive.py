@@ -66,6 +66,7 @@ __all__ = [
     "compare_on_trace",
     "deploy_switchable",
     "interleave_rounds",
+    "oracle_choice",
     "phase_model",
     "phase_table",
     "pool_rounds",
@@ -81,6 +82,24 @@ _MODES = ("adaptive", "static", "oracle")
 def _best_index(candidates: Sequence[Plan], replanner: Replanner, topo: Topology) -> int:
     best = replanner.best(topo)
     return next(i for i, c in enumerate(candidates) if same_configuration(c, best))
+
+
+def oracle_choice(schedule: Sequence[tuple[float, int]], t: float) -> int:
+    """The plan the oracle runs at trace time ``t``: that of the last step started by then.
+
+    Args:
+        schedule: ``(step start, best candidate)`` per step of the trace, in time order.
+        t: trace time (before the first step: the first step's plan).
+
+    Returns:
+        The candidate index.
+    """
+    idx = schedule[0][1]
+    for a, i in schedule:
+        if a > t:
+            break
+        idx = i
+    return idx
 
 
 def run_trace(
@@ -135,7 +154,7 @@ def run_trace(
     i = 0
     while (t := time.monotonic() - dep.epoch) < duration_s:
         if mode == "oracle":
-            dep.use(max(idx for a, idx in oracle if a <= t) if t >= 0 else oracle[0][1])
+            dep.use(oracle_choice(oracle, t))
         dep.client.poll(0.0)  # take the control messages (acks, heartbeats with estimates)
         dep.client.probe()
         for (a, b), (bw, ms, at) in list(dep.client.link_reports.items()):

@@ -248,3 +248,12 @@ def test_phase_model_gives_the_oracles_room_over_static_from_the_candidates_esti
     assert [g["t"] for g in got] == [a for a, _ in changes]
     assert all(g["after_s"] == pytest.approx(1.5) for g in got)
     assert settling_times({"switches": []}, tr, 30.0, best)[0]["after_s"] is None
+
+
+def test_the_oracle_runs_the_plan_of_the_step_in_force_and_goes_back():
+    """Step 50 -> 2 -> 50 Mb/s: plan 0, 1, then 0 again (it kept plan 1 once: the largest index)."""
+    from earlyexit.runtime.adaptive import oracle_choice
+
+    schedule = [(0.0, 0), (10.0, 1), (20.0, 0)]
+    got = [oracle_choice(schedule, t) for t in (-1.0, 0.0, 9.9, 10.0, 19.9, 20.0, 35.0)]
+    assert got == [0, 0, 0, 1, 1, 0, 0]
