@@ -1,5 +1,8 @@
 """The search for the ``portend`` estimator: a Pareto-label dynamic program.
 
+Kept whole (about 430 lines): one algorithm's forward pass, whose methods share one
+search's state; its bound tables are apart in :mod:`earlyexit.planner._portend_bounds`.
+
 For a fixed threshold, PORTEND's fractions telescope: S_{k-1} = S_k + E_k =
 1 - ER_{P_{k-1}} (ER_{P_0} = 0), and E_L = 1 - ER_{P_{L-1}}. Splitting the last
 partition's exit term (1 - ER_{P_{L-1}}) Rs into (ER_{P_L} - ER_{P_{L-1}}) Rs

@@ -43,7 +43,6 @@ from itertools import combinations, permutations
 
 import numpy as np
 
-from earlyexit.planner._load_many import load_many
 from earlyexit.planner._select import ACC_ATOL, LAT_ATOL, select_best
 from earlyexit.planner._underload_bounds import (
     _LOSS_ATOL,
@@ -52,10 +51,10 @@ from earlyexit.planner._underload_bounds import (
     _tier_bounds,
     _wait_table,
     portend_e,
-    stays,
 )
 from earlyexit.planner._underload_capacity import _evaluate, capacity
 from earlyexit.planner._underload_capacity import explain_infeasible as explain_infeasible
+from earlyexit.planner._underload_scan import Rows, _scan
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import LoadEstimate, check_load_args
 from earlyexit.planner.search import Candidate, search
@@ -96,75 +95,6 @@ def _groups(
         ).reshape(-1, n_parts)
         if cuts.shape[0]:
             yield n_parts, cuts, places
-
-
-Rows = Callable[[np.ndarray], tuple[tuple[int, ...], np.ndarray, np.ndarray]]
-
-
-def _loaded(
-    cm: CostModel, d: tuple[int, ...], cuts: np.ndarray, e: np.ndarray,
-    lam: float, k_cap: int, model: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Loaded latency, loss ratio and accuracy of R configurations placed at d, at once."""
-    lat = _latency(cm, cuts, d, e[None], stays(e)[None])[0]
-    res = load_many(cm, cuts, d, e, lam, k_cap, model)
-    return lat + res.delay, res.loss, (cm.acc[cuts] * e).sum(axis=1)
-
-
-def _scan(
-    cm: CostModel, order: np.ndarray, place: Callable[[int], object], rows: Rows,
-    lbs: np.ndarray | None, accs: np.ndarray | None, objective: str, bound: float | None,
-    eps: float, lam: float, k_cap: int, model: str,
-) -> list[tuple[int, float, float]]:  # fmt: skip
-    """Evaluate candidates in ``order`` until none left can win, a batch at a time.
-
-    The decisions are those of evaluating them one by one: P_lat (``objective``
-    ``"min_latency"``) stops at the first whose lower bound ``lbs`` exceeds the best
-    loaded latency found, P_acc at the first whose accuracy ``accs`` is below the best
-    found, ``"all"`` never; a batch only evaluates ahead.
-    ``place(i)`` is a key of candidate i's placement, ``rows(idx)`` the placement, cut
-    points and E_k of candidates of one placement.
-
-    Returns:
-        The feasible ones evaluated, as (index, loaded latency, accuracy).
-
-    Raises:
-        ValueError: more than :data:`MAX_EVALUATIONS` could not be ruled out.
-    """
-    got: list[tuple[int, float, float]] = []
-    best_r, best_a, count, pos, size = math.inf, -math.inf, 0, 0, 32
-    while pos < order.size:
-        chunk = order[pos : pos + size]
-        if objective == "min_latency" and lbs is not None:
-            chunk = chunk[lbs[chunk] <= best_r + LAT_ATOL]
-        chunk = chunk[: MAX_EVALUATIONS + 1 - count]
-        pos, size = pos + size, min(4 * size, 512)
-        if chunk.size == 0:
-            break
-        groups: dict[object, list[int]] = {}
-        for j, i in enumerate(chunk.tolist()):
-            groups.setdefault(place(i), []).append(j)
-        r_lat, r_loss, r_acc = np.empty(chunk.size), np.empty(chunk.size), np.empty(chunk.size)
-        for js in groups.values():
-            d, cuts, e = rows(chunk[js])
-            r_lat[js], r_loss[js], r_acc[js] = _loaded(cm, d, cuts, e, lam, k_cap, model)
-        for j, i in enumerate(chunk.tolist()):
-            if objective == "min_latency" and lbs is not None and lbs[i] > best_r + LAT_ATOL:
-                return got
-            a = float(r_acc[j]) if accs is None else float(accs[i])
-            if objective == "max_accuracy" and a < best_a - ACC_ATOL:
-                return got
-            count += 1
-            if count > MAX_EVALUATIONS:
-                raise ValueError(_too_many())
-            r = float(r_lat[j])
-            if not (r_loss[j] <= eps + _LOSS_ATOL and math.isfinite(r)):
-                continue
-            if objective == "max_accuracy" and bound is not None and r > bound + LAT_ATOL:
-                continue
-            got.append((i, r, a))
-            best_r, best_a = min(best_r, r), max(best_a, a)
-    return got
 
 
 def _fast_under_load(
@@ -221,9 +151,10 @@ def _fast_under_load(
     if lb0.size == 0:  # every configuration meeting the accuracy bound loses too much at a tier
         return [], 0
     top = np.argsort(lb0, kind="stable")[:4]
+    memo: dict = {}  # configurations evaluated, shared by the scans
     found = _scan(
         cm, top, placed(keys0), rows_of(keys0, t0), None, None, "all", None,
-        eps, lam, k_cap, "approx",
+        eps, lam, k_cap, "approx", memo, _budget(),
     )  # fmt: skip
     if found:
         u = min(r for _i, r, _a in found)
@@ -240,10 +171,15 @@ def _fast_under_load(
         got = _scan(
             cm, np.argsort(lbs, kind="stable"), placed(keys),
             rows_of(keys, ts), lbs, None, "min_latency", None, eps, lam, k_cap, "approx",
+            memo, _budget(),
         )  # fmt: skip
         if min((r for _i, r, _a in got), default=math.inf) <= bar:
             break
     return [(keys[i], r, a) for i, r, a in got], len(got)
+
+
+def _budget() -> tuple[int, str]:
+    return MAX_EVALUATIONS, _too_many()
 
 
 def _too_many() -> str:
@@ -376,7 +312,7 @@ def search_under_load(
 
     got = _scan(
         cm, order, lambda i: key_l[i][1], rows, lbs, accs, objective, bound, eps, lam, k_cap,
-        model,
+        model, None, _budget(),
     )  # fmt: skip
     if not got:
         return None
