@@ -26,7 +26,7 @@ import numpy as np
 
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime.chain import StepResult
-from earlyexit.runtime.policies import KnapsackPolicy, confidence
+from earlyexit.runtime.policies import REPORT_BYTES, KnapsackPolicy, compact_report, confidence
 from earlyexit.runtime.wire import WireError, feedback_fields
 
 __all__: list[str] = []
@@ -105,10 +105,14 @@ class _Policy:
             self.stats["feedback"] += 1
 
     def _policy_report(self) -> dict[str, Any]:
-        """What this worker's heartbeats say of its policy: ``describe()``, with AdaEE's feedback."""
+        """What this worker's heartbeats say of its policy: ``describe()``, with AdaEE's feedback.
+
+        At most :data:`~earlyexit.runtime.policies.REPORT_BYTES` of JSON (a grid of
+        many arms is reported without its per-arm lists).
+        """
         if self.policy is None:
             return {"policy": "threshold", "threshold": self.threshold}
-        report = self.policy.describe()
+        report = compact_report(self.policy.describe(), REPORT_BYTES - 512)  # room for counts
         if self._bandit is not None:
             s = self.stats
             report.update(awaiting=len(self._awaiting), forwarded=s["forwarded"],

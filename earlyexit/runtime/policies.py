@@ -58,7 +58,9 @@ __all__ = [
     "policy_text",
     "make_policy",
     "merge_policy_reports",
+    "compact_report",
     "confidence",
+    "REPORT_BYTES",
 ]
 
 
@@ -543,18 +545,41 @@ def make_policy(
         raise ValueError(f"policy: {name}: {msg}") from None
 
 
-_MAX_REPORTS = 64
+_MAX_REPORTS = 16
+REPORT_BYTES = 2048
+"""The largest policy report (JSON) a heartbeat carries: 16 of them stay far under a header's 64 KiB."""
+_PER_ARM = ("thresholds", "counts", "values", "pending")
+
+
+def compact_report(report: Mapping[str, Any], limit: int = REPORT_BYTES) -> dict[str, Any]:
+    """A policy report that fits ``limit`` bytes of JSON: per-arm lists dropped if need be.
+
+    Example:
+        >>> big = AdaEE([i / 999 for i in range(1000)]).describe()
+        >>> sorted(compact_report(big))[:3], compact_report(big)["arms"]
+        (['arms', 'best_threshold', 'cost_weight'], 1000)
+    """
+    out = dict(report)
+    if len(json.dumps(out)) <= limit:
+        return out
+    arms = len(out.get("thresholds") or ())
+    out = {k: v for k, v in out.items() if k not in _PER_ARM and k != "p" and k != "exit_times"}
+    out["arms"] = arms
+    if len(json.dumps(out)) > limit:
+        return {"policy": str(out.get("policy", "?"))[:40], "truncated": True}
+    return out
 
 
 def merge_policy_reports(store: MutableMapping[int, dict[str, Any]], report: Any) -> int:
     """Keep the policy reports a heartbeat carries: ``{partition: describe()}``, checked.
 
     Args:
-        store: partition -> its newest report (updated in place).
+        store: partition -> its newest report (updated in place; at most 16 partitions).
         report: the heartbeat's ``policies`` field (from another process: anything).
 
     Returns:
-        How many reports were taken (entries that are not ``{"<int>": {...}}`` are skipped).
+        How many reports were taken (entries that are not ``{"<int>": {"policy": ...}}``,
+        or larger than :data:`REPORT_BYTES` of JSON, are skipped).
     """
     if not isinstance(report, Mapping):
         return 0
@@ -564,7 +589,15 @@ def merge_policy_reports(store: MutableMapping[int, dict[str, Any]], report: Any
             k = int(key)
         except (TypeError, ValueError):
             continue
-        if 0 <= k < 1_000_000 and isinstance(value, Mapping) and "policy" in value:
+        if not (0 <= k < 1_000_000 and isinstance(value, Mapping) and "policy" in value):
+            continue
+        if k not in store and len(store) >= _MAX_REPORTS:
+            continue
+        try:
+            small = len(json.dumps(value)) <= REPORT_BYTES
+        except (TypeError, ValueError):  # not JSON (NaN is: Python writes it)
+            small = False
+        if small:
             store[k] = dict(value)
             taken += 1
     return taken

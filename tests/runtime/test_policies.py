@@ -236,3 +236,22 @@ def test_policy_reports_from_outside_are_taken_only_when_well_formed():
                                         "1": [1], "2": {"no": "policy"}, "-1": {"policy": "t"}}) == 1  # fmt: skip
     assert store == {0: {"policy": "adaee"}}
     assert merge_policy_reports(store, [1, 2]) == 0 and merge_policy_reports(store, None) == 0
+
+
+def test_policy_reports_stay_small_enough_for_a_heartbeat():
+    import json
+
+    from earlyexit.runtime.policies import REPORT_BYTES, compact_report, merge_policy_reports
+
+    big = AdaEE([i / 299 for i in range(300)]).describe()
+    assert len(json.dumps(big)) > REPORT_BYTES
+    small = compact_report(big)
+    assert len(json.dumps(small)) <= REPORT_BYTES and small["arms"] == 300
+    assert small["policy"] == "adaee" and "counts" not in small
+    assert compact_report({"policy": "threshold", "threshold": 0.5}) == {
+        "policy": "threshold", "threshold": 0.5}  # fmt: skip
+    store: dict = {}
+    assert merge_policy_reports(store, {"0": big}) == 0 and store == {}  # too large: skipped
+    many = {str(k): {"policy": "threshold"} for k in range(40)}
+    merge_policy_reports(store, many)
+    assert len(store) == 16

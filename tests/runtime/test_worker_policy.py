@@ -120,6 +120,15 @@ def test_feedback_to_a_worker_without_adaee_is_refused_and_counted():
         down.answer(0.4, ack=True)
         assert _wait(lambda: worker.stats["feedback_rejected"] == 1), worker.stats
         assert sorted(down.received) == [0, 1, 2]
+        # heartbeats from the next partition with policy reports, good and bad
+        empty = np.empty(0, np.uint8)
+        for policies in ([1, 2], {"1": "x"}, {"x": {"policy": "a"}}, {"1": {"deep": [[[]]]}},
+                         {"1": {"policy": "probabilities", "p": [0.5] * 500}},
+                         {"1": {"policy": "threshold", "threshold": 0.25}}):  # fmt: skip
+            ctl.send(encode(empty, kind="heartbeat", partition=1, policies=policies))
+        assert _wait(lambda: 1 in worker.policy_reports)
+        time.sleep(0.1)
+        assert worker.policy_reports[1] == {"policy": "threshold", "threshold": 0.25}
 
 
 def test_the_probabilities_policy_decides_per_sample_at_the_workers_exit():
