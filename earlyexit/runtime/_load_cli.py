@@ -94,8 +94,19 @@ def register(subparsers: Any) -> None:
     add_param(p, sig["drain_timeout_s"], "--drain-timeout", type=float_range(0, 3600, lo_open=True),
               metavar="S")  # fmt: skip
     add_param(p, sig["threshold"], "--threshold", type=float_range(0, 1))
+    add_param(p, sig["policy"], "--policy", type=_policy, metavar="SPEC")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=load_command)
+
+
+def _policy(text: str) -> str:
+    """An exit policy spec, checked now (a bad one exits 2 before anything starts)."""
+    from earlyexit.runtime.policies import policy_text
+
+    try:
+        return policy_text(text)
+    except (TypeError, ValueError, OSError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def load_command(args: argparse.Namespace) -> int:
@@ -120,7 +131,7 @@ def load_command(args: argparse.Namespace) -> int:
         topology=args.topology, connect=args.connect or (), results_bind=args.results_bind,
         control_bind=args.control_bind, inputs=x, max_samples=args.max_samples,
         queue_capacity=args.queue_capacity, seed=args.seed,
-        drain_timeout_s=args.drain_timeout_s, threshold=args.threshold,
+        drain_timeout_s=args.drain_timeout_s, threshold=args.threshold, policy=args.policy,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res.to_dict()))
@@ -131,4 +142,6 @@ def load_command(args: argparse.Namespace) -> int:
     print(f"latency mean {lat['mean']:.2f} ms  p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  "
           f"p99 {lat['p99']:.2f}; throughput {res.throughput:.1f}/s; loss ratio {res.loss_ratio:.4f}")  # fmt: skip
     print("exits " + ", ".join(f"partition {k}: {v}" for k, v in sorted(res.exit_counts.items())))
+    for k, report in res.policies.items():
+        print(f"partition {k} policy: {json.dumps(report)}")
     return 0

@@ -31,7 +31,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -152,6 +152,9 @@ class LoadResult:
         latencies: every answered sample's latency (s), in arrival order (failed ones left out).
         exits: the exit partition of each of those samples.
         ahead: how many samples the first tier held when each of them arrived.
+        policies: the exit policy each worker reported (0-based partition ->
+            its ``describe()``, AdaEE's arm counts included), for a deployment
+            started here; empty otherwise.
     """
 
     rate: float
@@ -173,6 +176,7 @@ class LoadResult:
     latencies: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
     exits: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, np.int64))
     ahead: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, np.int64))
+    policies: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (without the per-sample latencies)."""
@@ -316,6 +320,7 @@ def run_load(
     seed: int = 0,
     drain_timeout_s: float = 10.0,
     threshold: float | None = None,
+    policy: str | dict[str, Any] | None = None,
 ) -> LoadResult:
     """Offer a deployment an open-loop Poisson load and measure it.
 
@@ -340,6 +345,9 @@ def run_load(
         seed: the schedule's seed.
         drain_timeout_s: after the last arrival, the longest wait for results.
         threshold: the exit threshold of a deployment started here (default: the bundle's).
+        policy: the exit policy of a deployment started here (a spec as
+            :func:`~earlyexit.runtime.policies.parse_policy` reads it: a name,
+            JSON, a JSON/YAML file or a mapping; default: the threshold).
 
     Returns:
         The :class:`LoadResult`.
@@ -376,6 +384,10 @@ def run_load(
     from earlyexit.runtime.deployment import deploy
 
     with deploy(bundle, synthetic=synthetic, topology=topology, threshold=threshold,
-                hwm=max(64, k_cap), ack_interval_s=0.0) as d:  # fmt: skip
+                hwm=max(64, k_cap), ack_interval_s=0.0, policy=policy) as d:  # fmt: skip
         x = d.inputs(min(1000, max_samples or 1000)) if inputs is None else inputs
-        return open_loop(d.client, x, rate, duration_s, **kw)
+        res = open_loop(d.client, x, rate, duration_s, **kw)
+        end = time.monotonic() + 1.0  # every worker's heartbeat (0.2 s) has reported its policy
+        while len(d.client.policies) < d.num_partitions and time.monotonic() < end:
+            d.client.poll(0.05)
+        return replace(res, policies={str(k): v for k, v in sorted(d.client.policies.items())})

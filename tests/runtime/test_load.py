@@ -166,7 +166,8 @@ def test_every_flag_reaches_run_load(monkeypatch: pytest.MonkeyPatch, tmp_path, 
                  "--rate", "12.5", "--duration", "3", "--results-bind", "tcp://127.0.0.1:8",
                  "--control-bind", "ipc:///tmp/c", "--data", str(data), "--max-samples", "40",
                  "--queue-capacity", "6", "--seed", "9", "--drain-timeout", "4",
-                 "--threshold", "0.25", "--topology", "pi4-wifi", "--json"])  # fmt: skip
+                 "--threshold", "0.25", "--topology", "pi4-wifi", "--json",
+                 "--policy", '{"policy": "probabilities", "p": [0.5, 0.5]}'])  # fmt: skip
     assert code == 0
     assert json.loads(capsys.readouterr().out)["exit_counts"] == {"0": 1}
     assert seen["args"] == (12.5, 3.0, None)
@@ -176,6 +177,7 @@ def test_every_flag_reaches_run_load(monkeypatch: pytest.MonkeyPatch, tmp_path, 
     assert kw["inputs"].shape == (3, 4)
     assert (kw["max_samples"], kw["queue_capacity"], kw["seed"]) == (40, 6, 9)
     assert (kw["drain_timeout_s"], kw["threshold"], kw["topology"]) == (4.0, 0.25, "pi4-wifi")
+    assert json.loads(kw["policy"]) == {"policy": "probabilities", "p": [0.5, 0.5], "seed": None}
     main(["load", "--synthetic", '{"num_partitions": 2}', "--rate", "1", "--duration", "1"])
     assert seen["kwargs"]["synthetic"] == {"num_partitions": 2}
     assert "latency mean" in capsys.readouterr().out
@@ -194,6 +196,19 @@ def test_load_command_runs_a_synthetic_deployment(capsys: pytest.CaptureFixture[
     assert out["offered"] == out["answered"] + out["dropped"] + out["unanswered"]
     assert out["queue_capacity"] == 5 and out["max_in_system"] <= 5
     assert sum(out["exit_counts"].values()) == out["answered"]
+
+
+@pytest.mark.slow
+def test_load_reports_each_workers_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    """--policy reaches the workers; every worker's report comes back in the result."""
+    code = main(["load", "--synthetic", '{"num_partitions": 2}', "--threshold", "0.5",
+                 "--rate", "100", "--duration", "1", "--max-samples", "50", "--json",
+                 "--policy", '{"policy": "adaee", "grid": [0.2, 0.8], "seed": 1}'])  # fmt: skip
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["policies"]["0"]["policy"] == "adaee"
+    assert out["policies"]["0"]["thresholds"] == [0.2, 0.8]
+    assert out["policies"]["1"]["policy"] == "threshold"
 
 
 _L = ["--rate", "5", "--duration", "1"]
@@ -216,6 +231,7 @@ BAD = [
     (["--connect", "tcp://127.0.0.1:9", *_L], "--data"),
     (["--synthetic", "{}", "--data", "nope.npz", *_L], "--data"),
     (["--synthetic", "{}", "--threshold", "2", *_L], "--threshold"),
+    (["--synthetic", "{}", "--policy", '{"policy": "nope"}', *_L], "--policy"),
 ]
 
 
