@@ -176,16 +176,24 @@ def settling_times(
 
     Returns:
         Per change of ``best``: ``{"t": change time, "to": the new best, "after_s":
-        delay to the first switch to it at or after the change (None: never, before the
-        next change)}``.
+        delay to the first switch to it at or after the change; negative when the
+        run had already switched to it since the previous change (it anticipated);
+        None: not before the next change}``.
     """
     steps = trace.phases(duration_s)
     changes = [(steps[k][0], best[k]) for k in range(1, len(steps)) if best[k] != best[k - 1]]
+    switches = sorted(run.get("switches", []), key=lambda sw: sw["t"])
     out = []
     for j, (t, to) in enumerate(changes):
+        since = changes[j - 1][0] if j else -math.inf
         until = changes[j + 1][0] if j + 1 < len(changes) else math.inf
-        hit = [sw["t"] for sw in run.get("switches", []) if t <= sw["t"] < until and sw["to"] == to]
-        out.append({"t": t, "to": to, "after_s": (min(hit) - t) if hit else None})
+        before = [sw for sw in switches if since <= sw["t"] < t]
+        hit = [sw["t"] for sw in switches if t <= sw["t"] < until and sw["to"] == to]
+        if before and before[-1]["to"] == to:  # already there when the change came
+            after: float | None = before[-1]["t"] - t
+        else:
+            after = (min(hit) - t) if hit else None
+        out.append({"t": t, "to": to, "after_s": after})
     return out
 
 

@@ -248,6 +248,10 @@ def test_phase_model_gives_the_oracles_room_over_static_from_the_candidates_esti
     assert [g["t"] for g in got] == [a for a, _ in changes]
     assert all(g["after_s"] == pytest.approx(1.5) for g in got)
     assert settling_times({"switches": []}, tr, 30.0, best)[0]["after_s"] is None
+    # a run that switched 0.4 s before the first change (it anticipated), then never back
+    early = {"switches": [{"t": changes[0][0] - 0.4, "to": changes[0][1]}]}
+    got = settling_times(early, tr, 30.0, best)
+    assert got[0]["after_s"] == pytest.approx(-0.4) and got[1]["after_s"] is None
 
 
 def test_the_oracle_runs_the_plan_of_the_step_in_force_and_goes_back():
