@@ -44,13 +44,15 @@ def brute_force_candidates(
     """
     n, m = cm.n, cm.m
     src, dst = cm.source, cm.destination
-    ct = cm.ct.tolist()
+    ct = cm.compute.tolist()
     # the PORTEND terms of a transfer (serialize, transmit, propagate) from the cost
-    # model; the runtime's hand-off cost H is added term by term below, from the
-    # profile's hop_s directly, so that the search's folded arrays are checked
+    # model; the runtime's hand-off cost H and its CPU per partition run are added
+    # term by term below, from the profile directly, so that the search's folded
+    # arrays are checked
     x = (cm.ser + cm.txm + cm.prop[:, :, None]).tolist()
     r = (cm.rser + cm.rtxm + cm.rprop).tolist()
     h = [_hop(cm, w) for w in range(m)]
+    run = [_run_cpu(cm, w, h[w]) for w in range(m)]
     hop = [[(h[a] + h[b]) / 2.0 for b in range(m)] for a in range(m)]
     acc_b = cm.acc.tolist()
     blocks = [b for b in range(1, n + 1) if space.cut_allowed[b]]
@@ -88,7 +90,7 @@ def brute_force_candidates(
                     lat = x[src][d[0]][0] + hop[src][d[0]]
                     prev = 0
                     for k in range(n_parts):
-                        lat += (s[k] + e[k]) * ct[d[k]][prev][cuts[k]]
+                        lat += (s[k] + e[k]) * (ct[d[k]][prev][cuts[k]] + run[d[k]])
                         if k < n_parts - 1:
                             lat += s[k] * (x[d[k]][d[k + 1]][cuts[k]] + hop[d[k]][d[k + 1]])
                         lat += e[k] * (r[d[k]] + hop[d[k]][dst])
@@ -100,11 +102,16 @@ def brute_force_candidates(
 
 
 def _hop(cm: CostModel, tier: int) -> float:
-    """``hop_s + (slowdown - 1) hop_cpu_s`` of ``tier`` (at least 0), read from the profile (absent: 0)."""
+    """``hop_s`` of ``tier``'s device, read from the profile (absent: 0)."""
     dev = cm.profile.devices[cm.topology.tiers[tier].device]
-    value = 0.0 if dev.hop_s is None else float(dev.hop_s)
+    return 0.0 if dev.hop_s is None else float(dev.hop_s)
+
+
+def _run_cpu(cm: CostModel, tier: int, hop: float) -> float:
+    """``(slowdown - 1) hop_cpu_s`` of ``tier`` (at least ``-hop``), from the profile (absent: 0)."""
+    dev = cm.profile.devices[cm.topology.tiers[tier].device]
     cpu = 0.0 if dev.hop_cpu_s is None else float(dev.hop_cpu_s)
-    return max(0.0, value + (float(cm.topology.tiers[tier].slowdown) - 1.0) * cpu)
+    return max(-hop, (float(cm.topology.tiers[tier].slowdown) - 1.0) * cpu)
 
 
 def brute_force_best(

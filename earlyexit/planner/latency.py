@@ -2,16 +2,20 @@
 
   transfer(a -> b, bits) = ST^a(bits) + DT^b(bits) + H_{a,b}
                          + [a != b] (propagation over the path + L_{a->b}(bits))
-  H_{a,b} = (h^a + h^b) / 2      the runtime's own cost of one hand-off, where
-  h^w = hop_s + (slowdown_w - 1) hop_cpu_s   (its CPU part is stretched on a slower tier)
+  H_{a,b} = (hop_s^a + hop_s^b) / 2      the runtime's own cost of one hand-off
+  C^w_{b..c} = slowdown_w CT_{b..c} + c^w, c^w = (slowdown_w - 1) hop_cpu_s^w
+                                 (the runtime's CPU per partition run, stretched)
   L_{a->b}(bits) = sum_{links on path} min(bits, MTU)/BW_link + max(0, bits - MTU)/BW_eff
   Lat = transfer(source -> D_1, O_0)
-      + sum_k [(S_k + E_k) CT^{D_k}_{P_{k-1}+1..P_k} + S_k transfer(D_k -> D_{k+1}, O_{P_k})
+      + sum_k [(S_k + E_k) C^{D_k}_{P_{k-1}+1..P_k} + S_k transfer(D_k -> D_{k+1}, O_{P_k})
                + E_k transfer(D_k -> destination, Rs)]
 
-Device times are multiplied by the tier's ``slowdown``; of the hop cost ``h`` of a
-device (``DeviceProfile.hop_s``, 0 when the profile has none, and then this is
-PORTEND's model exactly) only its CPU part ``hop_cpu_s`` (0 when absent) is. :class:`CostModel` precomputes every term as
+Device times are multiplied by the tier's ``slowdown``. The runtime's own costs
+(docs/spec.md#runtime-overhead) are ``hop_s`` per hand-off, not stretched, and
+``hop_cpu_s`` per partition run, of which a slower tier adds ``(slowdown - 1)``
+times (at least ``-hop_s``: a faster tier can save at most what one run's two
+half hand-offs cost); both 0 when the profile has none, and then this is
+PORTEND's model exactly. :class:`CostModel` precomputes every term as
 numpy arrays (used by the search) and evaluates one configuration literally
 (used by :func:`evaluate`, the brute force and the tests). The breakdown splits
 the latency into compute, serialize (ST + DT), transmit (L), propagate and
@@ -53,7 +57,9 @@ class CostModel:
     """Every cost term of docs/spec.md's latency model for one (profile, topology) pair.
 
     Arrays (M tiers, N blocks, index 0 of a block axis = the model input):
-        ct[w, b, c]: compute time of blocks b+1..c on tier w (inf unless b < c).
+        ct[w, b, c]: compute time of blocks b+1..c on tier w (inf unless b < c),
+            with the runtime's stretched CPU per partition run ``run_cpu[w]``;
+            ``compute[w, b, c]``: without it.
         ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
             O_i from tier v to tier w; prop[v, w]: propagation.
         hop[v, w]: H_{v,w}, the runtime's cost of one hand-off from tier v to w.
@@ -93,7 +99,13 @@ class CostModel:
         iu = np.triu_indices(n)  # (a, b) 0-based with a <= b: blocks a+1..b+1 -> ct[w, a, b+1]
         for w, dev in enumerate(devs):
             ct[w, iu[0], iu[1] + 1] = dev.partition_time_s[iu] * slow[w]
-        self.ct = ct
+        self.compute = ct
+        # the runtime's own costs (docs/spec.md#runtime-overhead): hop_s per hand-off,
+        # half to each end; per partition run, the CPU part a slower tier stretches
+        h = np.array([0.0 if d.hop_s is None else float(d.hop_s) for d in devs])
+        cpu = np.array([0.0 if d.hop_cpu_s is None else float(d.hop_cpu_s) for d in devs])
+        self.run_cpu = np.maximum((slow - 1.0) * cpu, -h)
+        self.ct = ct + self.run_cpu[:, None, None]
 
         bits = profile.output_bits_with_input  # O_0..O_N
         self.bits = bits
@@ -117,12 +129,7 @@ class CostModel:
         self.prop = prop
         self.txm = txm
         self.ser = st[:, None, :] + dt[None, :, :]
-        # the runtime's own cost per hand-off: half of each end's measured hop_s
-        # (measured with both ends on one device), its CPU part stretched by the slowdown
-        h = np.array([0.0 if d.hop_s is None else float(d.hop_s) for d in devs])
-        cpu = np.array([0.0 if d.hop_cpu_s is None else float(d.hop_cpu_s) for d in devs])
-        h = np.maximum(0.0, h + (slow - 1.0) * cpu)
-        self.hop_tier = h  # per tier: its own cost of handling one message
+        self.hop_tier = h  # per tier: its own cost of handling one message (unstretched)
         self.hop = (h[:, None] + h[None, :]) / 2.0
         self.x = self.ser + txm + prop[:, :, None] + self.hop[:, :, None]
 
@@ -200,9 +207,11 @@ class CostModel:
         prev = 0
         n_parts = len(cuts)
         for k in range(n_parts):
-            comp = (s[k] + e[k]) * float(self.ct[tiers[k], prev, cuts[k]])
+            comp = (s[k] + e[k]) * float(self.compute[tiers[k], prev, cuts[k]])
+            run = (s[k] + e[k]) * float(self.run_cpu[tiers[k]])
             parts["compute"] += comp
-            lat += comp
+            parts["overhead"] += run
+            lat += comp + run
             if k < n_parts - 1:
                 lat += add(s[k], self.transfer_parts(tiers[k], tiers[k + 1], cuts[k]))
             lat += add(e[k], self.transfer_parts(tiers[k], self.destination, None))

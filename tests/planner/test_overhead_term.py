@@ -158,8 +158,9 @@ def _with_cpu(profile: Profile, cpu: dict[str, float | None]) -> Profile:
 
 
 @pytest.mark.parametrize("dest", [0, 2])
-def test_the_cpu_part_of_a_hop_is_stretched_by_the_slowdown(prof, dest):
-    """h^w = hop_s + (slowdown_w - 1) hop_cpu_s: absent or 0 changes nothing, else exactly that."""
+def test_the_runtime_cpu_per_partition_run_is_stretched_by_the_slowdown(prof, dest):
+    """Each partition run on tier w adds (slowdown_w - 1) hop_cpu_s (at least -hop_s) per
+    sample that reaches it; hand-offs cost hop_s unstretched. Absent or 0 changes nothing."""
     h = {"a1.medium": 0.004, "m4.large": 0.001, "g4dn.xlarge": 0.0005}
     c = {"a1.medium": 0.003, "m4.large": 0.0008, "g4dn.xlarge": 0.0004}
     hopped = _with_hops(prof, h)
@@ -170,7 +171,8 @@ def test_the_cpu_part_of_a_hop_is_stretched_by_the_slowdown(prof, dest):
     assert zero.latency_s == base.latency_s and zero.breakdown_s == base.breakdown_s
     est = evaluate(_with_cpu(hopped, c), topo, t, cuts, tiers)
     slow = [tier.slowdown for tier in topo.tiers]
-    hv = [max(0.0, h[d] + (s - 1) * c[d]) for d, s in zip(DEVICES, slow, strict=True)]
+    hv = [h[d] for d in DEVICES]
+    run = [max(-h[d], (s - 1) * c[d]) for d, s in zip(DEVICES, slow, strict=True)]
     e = est.exit_fractions
     s_ = [1 - sum(e[: k + 1]) for k in range(3)]
 
@@ -179,7 +181,12 @@ def test_the_cpu_part_of_a_hop_is_stretched_by_the_slowdown(prof, dest):
 
     expect = pair(0, 0) + s_[0] * pair(0, 1) + s_[1] * pair(1, 2)
     expect += sum(e[k] * pair(tiers[k], dest) for k in range(3))
+    assert base.breakdown_s["overhead"] == pytest.approx(expect, rel=1e-12)
+    expect += sum((s_[k] + e[k]) * run[tiers[k]] for k in range(3))
     assert est.breakdown_s["overhead"] == pytest.approx(expect, rel=1e-12)
+    assert est.latency_s - base.latency_s == pytest.approx(
+        sum((s_[k] + e[k]) * run[tiers[k]] for k in range(3)), rel=1e-9
+    )
     for k in ("compute", "serialize", "transmit", "propagate"):
         assert est.breakdown_s[k] == pytest.approx(base.breakdown_s[k], rel=1e-12)
     # slowdown 1 everywhere: the CPU part changes nothing
