@@ -276,34 +276,43 @@ def measure_hop_overhead(
 def measure_hop_cpu(
     samples: int = 100,
     max_partitions: int = 3,
-    slowdown: float = 3.0,
+    slowdown: float = 10.0,
     warmup: int = 10,
     niceness: int | None = None,
 ) -> dict[str, Any]:
-    """The part of the per-hand-off cost that a slower CPU stretches (a diagnostic).
+    """The runtime's CPU time per partition run that a slower tier stretches (``hop_cpu_s``).
 
-    The runtime emulates a tier's ``slowdown`` by stretching the CPU time its
-    processes spend on a message (decoding, the worker's loop, running the
-    partition, encoding) by that factor, as a slower processor would; the
-    latency model stretches only the profiled compute and (de)serialization
+    The runtime emulates a tier's ``slowdown`` by stretching the thread CPU time
+    a worker spends on a message (decoding it, running the partition, encoding
+    what it sends) by that factor, as a slower processor would; the latency
+    model already stretches the profiled compute and (de)serialization, and
+    charges the rest, once per partition run, as ``(slowdown - 1) hop_cpu_s``
     (docs/spec.md#runtime-overhead). This deploys chains of 1 .. ``max_partitions``
-    workers of a tiny numpy model twice, at slowdown 1 and at ``slowdown`` on every
-    tier (no links), interleaved sample by sample, and fits the extra latency per
-    sample, divided by ``slowdown - 1``, on the hand-offs per sample (through the
-    origin, as :func:`fit_hops`). The profiled part (the in-process time of the
-    same steps, :func:`in_process_time`) is subtracted first: what remains is
-    CPU time per hand-off that the model does not scale.
+    workers of a tiny numpy model at ``slowdown`` on every tier (no links,
+    threshold 0, so each sample runs every partition), sends samples one at a
+    time, and reads from each worker the CPU time its emulation stretched
+    (``cpu_s`` of :meth:`~earlyexit.runtime.deployment.Deployment.final_stats`).
+    The excess of that CPU time per sample over the in-process time of the same
+    steps (:func:`in_process_time`, which the profile charges) is fitted on the
+    number of partitions through the origin (:func:`fit_hops`): the slope is
+    ``cpu_hop_s``. What it measures is what the emulation stretches, so it
+    includes the cost of a worker's caches gone cold while it slept between
+    messages, which the latency differences of whole samples mix with wake-ups
+    and the client's own time.
 
     Args:
-        samples: timed samples per chain and slowdown.
+        samples: timed samples per chain.
         max_partitions: the longest chain (at least 2).
-        slowdown: the emulated slowdown (> 1).
-        warmup: untimed samples first.
+        slowdown: the emulated slowdown of every tier (> 1): how long the workers
+            sleep between messages, which sets how cold they start; a
+            Raspberry-Pi-class tier is about 10.
+        warmup: untimed samples first (their CPU time is counted too: the
+            workers' counters cover every message).
         niceness: of the workers (see :func:`earlyexit.runtime.deploy`).
 
     Returns:
-        ``{"cpu_hop_s", "hops", "stretched_s" (per chain, per sample),
-        "in_process_s", "slowdown"}``.
+        ``{"cpu_hop_s", "partitions", "cpu_per_sample_s" (per chain),
+        "in_process_s", "slowdown", "method"}``.
 
     Raises:
         ValueError: ``slowdown`` <= 1, ``max_partitions`` < 2 or ``samples`` < 5.
@@ -322,30 +331,29 @@ def measure_hop_cpu(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5:
         raise ValueError(f"samples must be an int >= 5, got {samples!r}")
     parts = tuple(range(1, max_partitions + 1))
-    lat: dict[tuple[int, float], list[float]] = {}
+    chains = {}
     with contextlib.ExitStack() as stack:
-        chains = {}
         for num in parts:
-            for s in (1.0, float(slowdown)):
-                topo = Topology(tuple(Tier(f"t{j}", "cpu", s) for j in range(num)),
-                                tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)  # fmt: skip
-                chains[(num, s)] = stack.enter_context(deploy(
-                    synthetic={"num_partitions": num, **_MODEL}, threshold=0.0, topology=topo,
-                    tiers=list(range(num)), emulate_links=False, niceness=niceness))  # fmt: skip
-                lat[(num, s)] = []
-        x = chains[(1, 1.0)].inputs(warmup + samples, seed=1)
+            topo = Topology(tuple(Tier(f"t{j}", "cpu", float(slowdown)) for j in range(num)),
+                            tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)  # fmt: skip
+            chains[num] = stack.enter_context(deploy(
+                synthetic={"num_partitions": num, **_MODEL}, threshold=0.0, topology=topo,
+                tiers=list(range(num)), emulate_links=False, niceness=niceness))  # fmt: skip
+        x = chains[1].inputs(warmup + samples, seed=1)
         for i in range(warmup + samples):
-            for key, d in chains.items():
+            for num, d in chains.items():
                 res = d.client.infer(x[i], timeout_s=30.0)
-                if i >= warmup:
-                    lat[key].append(res.latency_s)
+                if res.degraded or res.partition != num - 1:
+                    raise RuntimeError(
+                        f"the {num}-worker chain did not run a sample to its last partition"
+                    )
+    cpu = []
+    for num, d in chains.items():  # closed: each worker has logged its counters
+        stats = [d.final_stats(k) for k in range(num)]
+        cpu.append(sum(float(st["cpu_s"]) / max(1, int(st["received"])) for st in stats))
     inproc = [in_process_time(num, x[:1], reps=max(samples, 50)) for num in parts]
-    stretched = [
-        (float(np.median(lat[(num, float(slowdown))])) - float(np.median(lat[(num, 1.0)])))
-        / (slowdown - 1.0)
-        for num in parts
-    ]
-    hops = [num + 1 for num in parts]
-    cpu_hop_s = fit_hops(hops, [st - ip for st, ip in zip(stretched, inproc, strict=True)])[0]
-    return {"cpu_hop_s": cpu_hop_s, "hops": hops, "stretched_s": stretched,
-            "in_process_s": inproc, "slowdown": float(slowdown)}  # fmt: skip
+    excess = [c - ip for c, ip in zip(cpu, inproc, strict=True)]
+    cpu_hop_s = max(0.0, fit_hops(list(parts), excess)[0])
+    return {"cpu_hop_s": cpu_hop_s, "partitions": list(parts), "cpu_per_sample_s": cpu,
+            "in_process_s": inproc, "slowdown": float(slowdown),
+            "method": "worker thread CPU per partition run"}  # fmt: skip

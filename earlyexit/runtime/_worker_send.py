@@ -42,9 +42,15 @@ class _DataOut:
     """Send results and features on, pay the emulated slowdown before each message."""
 
     def _emulate(self, cpu_t0: float) -> None:
-        """Owe ``(slowdown - 1)`` times the CPU time spent since ``cpu_t0`` (thread time)."""
+        """Owe ``(slowdown - 1)`` times the CPU time spent since ``cpu_t0`` (thread time).
+
+        The CPU time itself is summed in ``stats["cpu_s"]``: what the emulation
+        stretches, per message (see :func:`earlyexit.profiling.overhead.measure_hop_cpu`).
+        """
         if self.slowdown > 1.0:
-            self._owed_s += (self.slowdown - 1.0) * (self._cpu() - cpu_t0)
+            spent = self._cpu() - cpu_t0
+            self._owed_s += (self.slowdown - 1.0) * spent
+            self.stats["cpu_s"] += spent
 
     def _pay(self) -> None:
         """Sleep what the emulated slowdown owes, before a message leaves."""

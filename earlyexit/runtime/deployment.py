@@ -117,6 +117,23 @@ class Deployment(Running):
         if p.poll() is None:
             p.send_signal(signal.SIGCONT)
 
+    def final_stats(self, partition: int) -> dict[str, Any]:
+        """The counters a stopped worker of ``partition`` logged (after :meth:`close`).
+
+        The worker writes them as one JSON line when it stops: ``received``,
+        ``samples``, ``exited``, ``forwarded``, ``compute_s`` (wall time in the
+        partition), ``cpu_s`` (thread CPU time its slowdown emulation stretched;
+        0 without one) and the feedback counters.
+
+        Raises:
+            RuntimeError: the worker has not stopped, or died without logging them.
+        """
+        for line in reversed(self._workers[partition].log_text().splitlines()):
+            head, sep, tail = line.partition(" stops: ")
+            if sep and head.endswith(f"partition {partition}"):
+                return dict(json.loads(tail))
+        raise RuntimeError(f"worker {partition} has not logged its final counters (is it closed?)")
+
     def log(self, partition: int | None = None) -> str:
         """The log text of a worker (or of every process if ``partition`` is None)."""
         procs = self._procs if partition is None else [self._workers[partition]]

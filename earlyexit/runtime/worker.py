@@ -230,6 +230,7 @@ class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut, _Policy):
             "rejected": 0,
             "batches": 0,
             "compute_s": 0.0,
+            "cpu_s": 0.0,  # thread CPU time stretched by the emulated slowdown (0 without one)
             "feedback": 0,
             "feedback_unknown": 0,
             "feedback_rejected": 0,

@@ -177,11 +177,37 @@ def test_measure_hop_cpu_rejects_bad_arguments():
 
 @pytest.mark.slow
 def test_measure_hop_cpu_through_real_workers():
-    """Chains at slowdown 1 and 3: the stretched CPU per sample, and its fit per hand-off."""
+    """Chains at slowdown 3: the workers' stretched CPU per sample, and its fit per partition run."""
     from earlyexit.profiling.overhead import measure_hop_cpu
 
     got = measure_hop_cpu(samples=20, max_partitions=2, slowdown=3.0, warmup=3)
-    assert got["hops"] == [2, 3] and got["slowdown"] == 3.0
-    assert len(got["stretched_s"]) == len(got["in_process_s"]) == 2
-    excess = [s - i for s, i in zip(got["stretched_s"], got["in_process_s"], strict=True)]
-    assert got["cpu_hop_s"] == fit_hops(got["hops"], excess)[0] and got["cpu_hop_s"] >= 0
+    assert got["partitions"] == [1, 2] and got["slowdown"] == 3.0
+    assert len(got["cpu_per_sample_s"]) == len(got["in_process_s"]) == 2
+    # every worker spent CPU on each message, more in the longer chain
+    assert 0 < got["cpu_per_sample_s"][0] < got["cpu_per_sample_s"][1]
+    excess = [c - i for c, i in zip(got["cpu_per_sample_s"], got["in_process_s"], strict=True)]
+    assert got["cpu_hop_s"] == max(0.0, fit_hops(got["partitions"], excess)[0])
+
+
+@pytest.mark.slow
+def test_final_stats_count_the_stretched_cpu_of_every_message():
+    """A worker's cpu_s is the thread CPU its emulation stretched: it slept (slowdown - 1)
+    times that, so a sample's latency is at least that much above the same chain unslowed."""
+    from earlyexit.formats import Tier, Topology
+    from earlyexit.runtime import deploy
+
+    n = 30
+    lat = {}
+    for slow in (1.0, 21.0):
+        topo = Topology((Tier("t0", "cpu", slow),), (), mtu_bytes=9000)
+        with deploy(synthetic={"num_partitions": 1, "in_dim": 8, "hidden": 8, "num_classes": 4},
+                    threshold=0.0, topology=topo, tiers=[0], emulate_links=False) as d:  # fmt: skip
+            x = d.inputs(n, seed=0)
+            lat[slow] = sum(d.client.infer(x[i], timeout_s=30).latency_s for i in range(n))
+            d.close()
+            stats = d.final_stats(0)
+        assert stats["received"] == n
+        if slow == 1.0:
+            assert stats["cpu_s"] == 0.0  # no emulation, no CPU clock read
+    assert stats["cpu_s"] > 0
+    assert lat[21.0] - lat[1.0] >= 0.9 * 20 * stats["cpu_s"]
