@@ -6,8 +6,10 @@
 3. plan on the built-in ``pi4-wifi`` topology (a Raspberry Pi 4B-class device,
    ten times slower than this machine's core, and an edge server over Wi-Fi and
    the access network), keeping the whole network for the samples no earlier
-   exit is sure of, at the final exit's profiled accuracy (no point given up),
-   against edge-only, cloud-only and Neurosurgeon; draw the Pareto frontier;
+   exit is sure of, within one point of the final exit's profiled accuracy and
+   with every partition receiving at least 5% of the samples
+   (:func:`choose_plan`), against edge-only, cloud-only and Neurosurgeon; draw
+   the Pareto frontier;
 4. export the plan's partitions as a verified bundle (and the baselines' as ONNX);
 5. deploy the plan and the baselines over emulated links: measured against
    estimated, and the plan's measured speed-up over the best baseline.
@@ -40,15 +42,81 @@ DEFAULT_CHECKPOINT = (
 DEVICE = "cpu-1thread"
 TOPOLOGY = "pi4-wifi"
 """The built-in topology the demo plans for (its file states where its figures come from)."""
-ACCURACY_DROP = 0.0
-"""Accuracy the plan may give up for early exit: none, it matches the final exit's profiled accuracy.
+ACCURACY_DROP = 0.01
+"""Accuracy the plan may give up for early exit: one point of the final exit's profiled accuracy.
 
-With ResNet-20 a drop of even half a point lets every sample leave at block 7
+Issue 13's target: the same accuracy as the baselines within one point. Without
+:data:`MIN_SHARE` a drop of even half a point lets every sample leave at block 7
 (92.3% against 92.6%): the network cut short, not early exit. ``--accuracy-drop``
 changes it."""
+GAP_S = 0.02
+"""Idle time before each timed partition run of the demo's profile (``profile(gap_s=)``)."""
+MIN_SHARE = 0.05
+"""Share of the samples every partition of the demo's plan must receive.
+
+A plan whose last partition receives no sample is the network cut short; with
+this, the demo's plan uses early exit and placement for real (a plan of one
+partition receives all samples and qualifies too)."""
 MAX_SAMPLES = 1000
 """Held-out test samples the demo can deploy (the odd half of the embedded test images)."""
 MAX_EPOCHS = 1000
+
+
+def choose_plan(
+    profile: Any, topology: Any, min_accuracy: float, min_share: float = MIN_SHARE
+) -> Any:
+    """The demo's plan: the fastest that keeps all N blocks, the accuracy, and a share per partition.
+
+    The fastest configuration (``exact`` estimator) that ends at the final exit,
+    estimates an accuracy of at least ``min_accuracy`` and sends every partition
+    at least ``min_share`` of the samples. The constraint on shares is not one
+    of :func:`earlyexit.plan`'s, so the configurations are enumerated
+    (:func:`~earlyexit.planner.bruteforce.brute_force_candidates`; the demo's
+    space is a few hundred of them).
+
+    Args:
+        profile: the :class:`~earlyexit.formats.Profile` (with its samples).
+        topology: the :class:`~earlyexit.formats.Topology`.
+        min_accuracy: the accuracy target, in [0, 1].
+        min_share: the least share of the samples each partition receives.
+
+    Returns:
+        The :class:`~earlyexit.formats.Plan`.
+
+    Raises:
+        ValueError: no configuration meets both.
+
+    Example:
+        >>> from earlyexit.planner import resolve_topology
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> prof = synthetic_profile(6, num_samples=200)
+        >>> p = choose_plan(prof, resolve_topology("portend-aws"), 0.5)
+        >>> e = p.estimate.exit_fractions
+        >>> min(1 - sum(e[:k]) for k in range(len(e))) >= 0.05, p.partitions[-1].last_block
+        (True, 6)
+    """
+    from earlyexit.planner.api import make_plan
+    from earlyexit.planner.bruteforce import brute_force_candidates
+    from earlyexit.planner.estimators import exit_fractions
+    from earlyexit.planner.latency import CostModel
+    from earlyexit.planner.space import make_space
+
+    n = profile.num_blocks
+    cm = CostModel(profile, topology)
+    lats, accs, keys = brute_force_candidates(cm, make_space(cm, exits=[n]), "exact")
+    order = sorted(range(len(keys)), key=lambda i: (lats[i], -accs[i], keys[i]))
+    for i in order:
+        if accs[i] < min_accuracy - 1e-12:
+            continue
+        _, tiers, cuts, thr = keys[i]
+        e, s, _ = exit_fractions(profile, thr, cuts, "exact")
+        if min(sk + ek for sk, ek in zip(s, e, strict=True)) >= min_share:
+            return make_plan(cm, thr, cuts, tiers, "exact", "min_latency",
+                             {"min_accuracy": float(min_accuracy), "min_share": float(min_share)})  # fmt: skip
+    raise ValueError(
+        f"no configuration keeps accuracy >= {min_accuracy:.4f} with every partition receiving "
+        f">= {min_share:.0%} of the samples"
+    )
 
 
 def demo_topology():
@@ -202,9 +270,10 @@ def _run_demo(
 
     steps("profiling exits, partition times (ONNX Runtime, 1 thread), serialization and hops")
     prof = earlyexit.profile(
-        # back to back (gap 0), as the deployment then receives its samples: a profile of
-        # cold runs overestimates every partition (docs/deployment.md, validation)
-        model, batches, DEVICE, threads=1, engine="onnx", gap_s=0.0, reps=8,
+        # each run after 20 ms idle, as the deployment's workers run a sample one at a
+        # time after sleeping: back-to-back runs measured the partitions 6-26% faster
+        # than the deployment ran them (docs/validation.md#the-demos-topology)
+        model, batches, DEVICE, threads=1, engine="onnx", gap_s=GAP_S, reps=8,
         dataset_name="fashion-mnist (embedded test images, even)", progress=not steps.quiet,
         measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)
     )  # fmt: skip
@@ -220,7 +289,7 @@ def _run_demo(
     # the plan keeps the whole network, as the baselines do, for the samples that no
     # earlier exit is sure of (exits=[N]): what it gains, it gains by early exit and placement
     full = {"exits": [prof.num_blocks]}
-    best = earlyexit.plan(prof, topo, min_accuracy=min_acc, estimator="exact", **full)
+    best = choose_plan(prof, topo, min_acc)
     best.save(out / "plan.json")
     base = baselines(prof, topo, estimator="exact")
     frontier = pareto(prof, topo, estimator="exact", **full)
@@ -281,6 +350,7 @@ def _run_demo(
         "checkpoint": str(checkpoint),
         "topology": topo.to_dict(),
         "accuracy_drop": accuracy_drop,
+        "min_share": MIN_SHARE,
         "bundle": {"files": [f for p in manifest.partitions for f in p.files.values()]},
         "validation": validation,
         "profile": {

@@ -130,8 +130,10 @@ ResNet-20 on Fashion-MNIST (`{report["checkpoint"]}`), planned for the
 `{topo["name"]}` topology: {topo["description"]}. The plan may give up
 {100 * report["accuracy_drop"]:g} point(s) of the final exit's profiled accuracy
 for early exit and keeps the whole network for the samples that no earlier
-exit is sure of; the baselines (edge-only, cloud-only, Neurosurgeon) run the
-whole network for every sample.
+exit is sure of; each of its partitions receives at least
+{100 * report.get("min_share", 0.0):g}% of the samples (a plan whose last partition
+receives none would be the network cut short, not early exit). The baselines
+(edge-only, cloud-only, Neurosurgeon) run the whole network for every sample.
 
 ## The plan
 

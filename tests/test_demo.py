@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from earlyexit._demo import ACCURACY_DROP, demo_topology
+from earlyexit._demo import ACCURACY_DROP, MIN_SHARE, demo_topology
 from earlyexit.cli import main
 
 
@@ -40,6 +40,10 @@ def test_demo_writes_the_report(tmp_path):
     assert plan["threshold"] > 0 and parts[0]["last_block"] < plan["num_blocks"]
     assert parts[-1]["last_block"] == plan["num_blocks"]  # the whole network for the hard samples
     assert measured["exit_fractions"][0] > 0  # samples really left at the first partition's exit
+    # and every partition received its share of them (estimated), as the demo asks
+    est_exits = plan["estimate"]["exit_fractions"]
+    reach = [1 - sum(est_exits[:k]) for k in range(len(est_exits))]
+    assert report["min_share"] == MIN_SHARE and min(reach) >= MIN_SHARE - 1e-12
     # within the accuracy target, at least as fast as every baseline (estimated)
     assert report["accuracy_drop"] == ACCURACY_DROP
     assert (
@@ -104,3 +108,33 @@ def test_every_demo_flag_reaches_run_demo_with_its_signature_default(monkeypatch
                          "epochs": 7, "accuracy_drop": 0.03, "samples": 12, "keep_logs": True}  # fmt: skip
     assert main(["demo", "--train"]) == 0
     assert calls[-1]["train"] is True
+
+
+def test_choose_plan_is_the_fastest_configuration_meeting_both_constraints():
+    """Against an independent enumeration with evaluate(): every (T, P, D) that keeps all
+    blocks; the chosen one is the fastest meeting the accuracy and the share per partition."""
+    import itertools
+
+    from earlyexit._demo import choose_plan
+    from earlyexit.planner import evaluate, resolve_topology
+    from earlyexit.planner.synthetic import synthetic_profile
+
+    prof = synthetic_profile(5, num_samples=300)
+    topo = resolve_topology("portend-aws")
+    for min_acc, share in ((0.0, 0.05), (0.6, 0.2), (0.6, 0.0)):
+        best = None
+        for t in prof.thresholds:
+            for n_parts in (1, 2, 3):
+                for cuts in itertools.combinations(range(1, 5), n_parts - 1):
+                    for tiers in itertools.permutations(range(3), n_parts):
+                        est = evaluate(prof, topo, float(t), [*cuts, 5], list(tiers), "exact")
+                        e = est.exit_fractions
+                        if est.accuracy < min_acc or min(1 - sum(e[:k]) for k in range(len(e))) < share:
+                            continue
+                        if best is None or est.latency_s < best - 1e-12:
+                            best = est.latency_s
+        got = choose_plan(prof, topo, min_acc, share)
+        assert got.estimate.latency_s == pytest.approx(best, rel=1e-9)
+        assert got.partitions[-1].last_block == 5
+    with pytest.raises(ValueError, match="no configuration keeps accuracy"):
+        choose_plan(prof, topo, 1.01)
