@@ -62,6 +62,30 @@ MAX_SAMPLES = 1000
 MAX_EPOCHS = 1000
 
 
+def _qualifying(profile: Any, topology: Any, min_share: float) -> tuple[Any, list[tuple]]:
+    """Every configuration that keeps all N blocks and sends each partition ``min_share``.
+
+    Returns the cost model and ``(latency, accuracy, key)`` rows (``exact``
+    estimator), by enumeration (the demo's space is a few hundred configurations).
+    """
+    from earlyexit.planner.bruteforce import brute_force_candidates
+    from earlyexit.planner.estimators import exit_fractions
+    from earlyexit.planner.latency import CostModel
+    from earlyexit.planner.space import make_space
+
+    cm = CostModel(profile, topology)
+    lats, accs, keys = brute_force_candidates(cm, make_space(cm, exits=[profile.num_blocks]), "exact")
+    rows, reach = [], {}
+    for lat, acc, key in zip(lats, accs, keys, strict=True):
+        _, _, cuts, thr = key
+        if (cuts, thr) not in reach:
+            e, s, _ = exit_fractions(profile, thr, cuts, "exact")
+            reach[cuts, thr] = min(sk + ek for sk, ek in zip(s, e, strict=True))
+        if reach[cuts, thr] >= min_share:
+            rows.append((lat, acc, key))
+    return cm, rows
+
+
 def choose_plan(
     profile: Any, topology: Any, min_accuracy: float, min_share: float = MIN_SHARE
 ) -> Any:
@@ -96,27 +120,42 @@ def choose_plan(
         (True, 6)
     """
     from earlyexit.planner.api import make_plan
-    from earlyexit.planner.bruteforce import brute_force_candidates
-    from earlyexit.planner.estimators import exit_fractions
-    from earlyexit.planner.latency import CostModel
-    from earlyexit.planner.space import make_space
 
-    n = profile.num_blocks
-    cm = CostModel(profile, topology)
-    lats, accs, keys = brute_force_candidates(cm, make_space(cm, exits=[n]), "exact")
-    order = sorted(range(len(keys)), key=lambda i: (lats[i], -accs[i], keys[i]))
-    for i in order:
-        if accs[i] < min_accuracy - 1e-12:
-            continue
-        _, tiers, cuts, thr = keys[i]
-        e, s, _ = exit_fractions(profile, thr, cuts, "exact")
-        if min(sk + ek for sk, ek in zip(s, e, strict=True)) >= min_share:
-            return make_plan(cm, thr, cuts, tiers, "exact", "min_latency",
-                             {"min_accuracy": float(min_accuracy), "min_share": float(min_share)})  # fmt: skip
-    raise ValueError(
-        f"no configuration keeps accuracy >= {min_accuracy:.4f} with every partition receiving "
-        f">= {min_share:.0%} of the samples"
-    )
+    cm, rows = _qualifying(profile, topology, min_share)
+    ok = [r for r in rows if r[1] >= min_accuracy - 1e-12]
+    if not ok:
+        raise ValueError(
+            f"no configuration keeps accuracy >= {min_accuracy:.4f} with every partition "
+            f"receiving >= {min_share:.0%} of the samples"
+        )
+    _, _, (_, tiers, cuts, thr) = min(ok, key=lambda r: (r[0], -r[1], r[2]))
+    return make_plan(cm, thr, cuts, tiers, "exact", "min_latency",
+                     {"min_accuracy": float(min_accuracy), "min_share": float(min_share)})  # fmt: skip
+
+
+def demo_frontier(profile: Any, topology: Any, min_share: float = MIN_SHARE) -> list[Any]:
+    """The Pareto frontier of the configurations :func:`choose_plan` chooses from.
+
+    Example:
+        >>> from earlyexit.planner import resolve_topology
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> prof = synthetic_profile(6, num_samples=200)
+        >>> front = demo_frontier(prof, resolve_topology("portend-aws"))
+        >>> lats = [p.estimate.latency_s for p in front]
+        >>> lats == sorted(lats) and len(front) > 1
+        True
+    """
+    import numpy as np
+
+    from earlyexit.planner._select import pareto_select
+    from earlyexit.planner.api import make_plan
+
+    cm, rows = _qualifying(profile, topology, min_share)
+    lat = np.array([r[0] for r in rows])
+    acc = np.array([r[1] for r in rows])
+    keys = [r[2] for r in rows]
+    return [make_plan(cm, keys[i][3], keys[i][2], keys[i][1], "exact", "pareto")
+            for i in pareto_select(lat, acc, keys)]  # fmt: skip
 
 
 def demo_topology():
@@ -244,7 +283,7 @@ def _run_demo(
 
     import earlyexit
     from earlyexit._demo_report import speedups, write_report
-    from earlyexit.planner import baselines, pareto
+    from earlyexit.planner import baselines
     from earlyexit.plotting import plot_deployment, plot_pareto, plot_profile
 
     if train:
@@ -288,13 +327,13 @@ def _run_demo(
     min_acc = float(prof.branch_accuracy[-1]) - accuracy_drop
     # the plan keeps the whole network, as the baselines do, for the samples that no
     # earlier exit is sure of (exits=[N]): what it gains, it gains by early exit and placement
-    full = {"exits": [prof.num_blocks]}
     best = choose_plan(prof, topo, min_acc)
     best.save(out / "plan.json")
     base = baselines(prof, topo, estimator="exact")
-    frontier = pareto(prof, topo, estimator="exact", **full)
+    frontier = demo_frontier(prof, topo)
     plot_pareto(frontier, out / "pareto.png", baselines=base, chosen=best,
-                title=f"{prof.model} on {TOPOLOGY}, plans that keep all {prof.num_blocks} blocks")  # fmt: skip
+                title=f"{prof.model} on {TOPOLOGY}: plans that keep all {prof.num_blocks} blocks,\n"
+                      f"each partition receiving at least {MIN_SHARE:.0%} of the samples")  # fmt: skip
 
     steps(
         "exporting the plan's partitions (ONNX, TorchScript, torch.export), the baselines' (ONNX)"

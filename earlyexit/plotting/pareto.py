@@ -88,7 +88,8 @@ def plot_pareto(
         every.append(x)
         ax.scatter([x], [y], marker="*", s=220, color="tab:red", edgecolors="k", zorder=5,
                    label=f"chosen: {x:.1f} ms ({plan_label(chosen)})")  # fmt: skip
-        ax.annotate("chosen", (x, y), textcoords="offset points", xytext=(8, 6), fontsize=9,
+        # below and to the right: the baselines' labels go below and to the left
+        ax.annotate("chosen", (x, y), textcoords="offset points", xytext=(9, -18), fontsize=9,
                     color="tab:red", weight="bold")  # fmt: skip
     if log_latency and every and min(every) > 0:
         log_x(ax)
