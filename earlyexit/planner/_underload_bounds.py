@@ -11,6 +11,8 @@ the label DP's table of those bounds per (threshold, tier, block, block)
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from earlyexit.planner._load_many import scv_of, wait_in_queue
@@ -166,11 +168,58 @@ def _tier_bounds(
 
 
 _TABLE_MAX = 4_000_000  # (threshold, tier, block, block) entries of the DP's wait table at most
+_GRID_STEP = 5e-4  # the grid's spacing in log(rho) (a wait bound at most ~elasticity x this low)
+_GRID_LOW = 1e-4  # loads below the grid's first point: bound 0 (their wait is about rho / 2 E[S])
+
+
+@functools.lru_cache(maxsize=8)
+def _rho_grid(k_cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower bounds of the loss ratio and of wait / E[S] at the grid points (SCV 0, K).
+
+    Row j + 1 holds the least over grid points j, j + 1, .. (point j: rho =
+    :data:`_GRID_LOW` exp(j :data:`_GRID_STEP`), up to 4, past the formula's fluid limit
+    at SCV 0, rho = 3.8025), a hair lower for rounding; row 0 holds 0 (below the grid).
+    """
+    size = int(np.ceil(np.log(4.0 / _GRID_LOW) / _GRID_STEP)) + 2
+    g = _GRID_LOW * np.exp(_GRID_STEP * np.arange(size))
+    lo, num = approx_many(g, np.zeros(size), k_cap)
+    h = wait_in_queue(g, np.ones(size), lo, num)
+    lo = np.concatenate([[0.0], np.minimum.accumulate(lo[::-1])[::-1] * (1.0 - 1e-9)])
+    h = np.concatenate([[0.0], np.minimum.accumulate(h[::-1])[::-1] * (1.0 - 1e-9)])
+    lo.flags.writeable = h.flags.writeable = False
+    return lo, h
+
+
+def _per_rho(rho: np.ndarray, k_cap: int, grid: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Lower bounds of the loss ratio and of wait / E[S] of a constant service at load ``rho``.
+
+    Read off :func:`_rho_grid` at the grid point at least a step below each
+    load (0 below the grid): both grow with rho (the wait bound of :func:`_tier_bounds`
+    rests on that already), so these are lower bounds at a fraction of the cost (a
+    wait bound about elasticity x :data:`_GRID_STEP` low). Past the grid's end
+    (rho >= 4: the fluid limit), the loss is at least 1 - 1/rho (carried load <= 1).
+    ``grid`` False: the formula itself (:func:`~earlyexit.planner.queueing.approx_many`).
+    """
+    if not grid:
+        lo, num = approx_many(rho, np.zeros(rho.shape), k_cap)
+        return lo, wait_in_queue(rho, np.ones(rho.shape), lo, num)
+    lo_g, h_g = _rho_grid(k_cap)
+    with np.errstate(divide="ignore"):
+        x = np.log(rho * (1.0 / _GRID_LOW)) * (1.0 / _GRID_STEP)
+    # x >= j + 1 puts grid point j (row j + 1) a full step below rho whatever the rounding
+    # of the logarithm; loads 0 (log -inf) and below the grid read row 0
+    i = np.clip(x, 0.0, float(lo_g.size - 1)).astype(np.int64)
+    lo, h = lo_g[i], h_g[i]
+    past = rho >= 4.0
+    if past.any():
+        lo = np.where(past, np.maximum(lo, 1.0 - 1.0 / np.where(past, rho, 1.0)), lo)
+    return lo, h
 
 
 def _wait_table(
-    cm: CostModel, space: SearchSpace, lam: float, eps1: float, k_cap: int
-) -> tuple[np.ndarray, None, None] | None:
+    cm: CostModel, space: SearchSpace, lam: float, eps1: float, k_cap: int,
+    grid: bool = True,
+) -> tuple[np.ndarray, None, None] | None:  # fmt: skip
     """W (T, M, N+1, N+1): lower bounds of a tier's wait for the label DP (approx model).
 
     W[t, w, b, c] bounds the visits times the mean wait of tier w serving blocks
@@ -179,7 +228,9 @@ def _wait_table(
     the loss bound. The service is taken constant at the shorter of its two times (exit
     or forward): the wait and the loss grow with the mean and the SCV, so this bounds
     the mixture whatever follows the partition, at half the cost of the two mixtures
-    (the DP's increments for "more partitions follow" / "the last" are 0).
+    (the DP's increments for "more partitions follow" / "the last" are 0). The queue
+    formula is read off a grid in rho (:func:`_per_rho`; ``grid`` False: computed
+    at every entry).
 
     Exit rates that are not nested (ER falls somewhere) make negative fractions, which
     the load model clips and renormalizes by a total at most 1 + D (D: the sum of ER's
@@ -204,28 +255,22 @@ def _wait_table(
     per = np.where(pos, vis / np.where(pos, reach, 1.0), 0.0)  # vis / (1 - ER_b)
     flat = bi * (n + 1) + ci
     bar = eps1 * (1 + 1e-9) + _LOSS_ATOL
+    ws = [w for w in range(m) if space.tier_allowed[:, w].any()]
     out = np.zeros((n_t, m, (n + 1) ** 2))
-    for w in range(m):
-        if not space.tier_allowed[:, w].any():
-            continue
-        base = cm.dt[w, bi] + cm.ct[w, bi, ci] + float(cm.hop_tier[w])  # (P,), as the load model
-        t_min = base + np.minimum(cm.rst[w], cm.st[w, ci])  # the shorter of exit / forward
-        f = np.maximum(vis - eps1, 0.0)
-        if w == cm.source:
-            f = np.where(first, vis, f)
-        rate = lam * f
-        mean = np.broadcast_to(t_min, rate.shape)
-        rho = rate * mean
-        # carried load rho (1 - L) <= 1, so L >= 1 - 1/rho: those lose too much alone
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sat = f * (1.0 - 1.0 / rho) > bar * (1.0 + 1e-4)
-        tab = np.zeros(rate.shape)  # C order: written through its flat view below
-        tab[pos & sat] = np.inf
-        idx = np.flatnonzero(pos & ~sat)
-        rr, mm, ff = rate.ravel()[idx], mean.ravel()[idx], f.ravel()[idx]
-        lo, num = approx_many(rho.ravel()[idx], np.zeros(idx.size), k_cap)
-        wq = wait_in_queue(rr, mm, lo, num) * per.ravel()[idx]
-        tab.ravel()[idx] = np.where(ff * lo > bar, np.inf, wq)
-        out[:, w][:, flat] = tab
+    if ws:
+        wa = np.array(ws)
+        base = cm.dt[wa][:, bi] + cm.ct[wa][:, bi, ci] + cm.hop_tier[wa][:, None]  # as the model
+        t_min = base + np.minimum(cm.rst[wa][:, None], cm.st[wa][:, ci])  # (W, P): the shorter
+        f0 = np.maximum(vis - eps1, 0.0)
+        f = np.broadcast_to(f0, (len(ws), *f0.shape)).copy()  # (W, T, P)
+        if cm.source in ws:
+            f[ws.index(cm.source)] = np.where(first, vis, f0)
+        rho = lam * f * t_min[:, None, :]
+        lo, h = _per_rho(rho.ravel(), k_cap, grid)
+        lo, h = lo.reshape(rho.shape), h.reshape(rho.shape)
+        # (the loss is at least 1 - 1/rho, carried load rho (1 - L) <= 1: saturated ones too)
+        tab = np.where(f * lo > bar, np.inf, h * t_min[:, None, :] * per[None])
+        tab = np.where(pos[None], tab, 0.0)
+        out[:, wa[:, None], flat[None, :]] = tab.transpose(1, 0, 2)
     tab0 = out.reshape(n_t, m, n + 1, n + 1)
     return tab0, None, None

@@ -384,3 +384,27 @@ def test_bounds_hold_with_a_cpu_hand_off_cost_on_fast_tiers(problem, frac, lam, 
     if ref is not None:
         assert got[1].latency_s == pytest.approx(ref[0], abs=1e-9)
         assert (len(got[0].cuts), got[0].tiers, got[0].cuts, got[0].threshold) == ref[2]
+
+
+@SETTINGS
+@given(
+    problems(max_blocks=6, max_tiers=3),
+    st.sampled_from([0.05, 0.5, 2.0, 8.0, 40.0]),
+    st.sampled_from([1, 2, 3, 20, 50]),
+    st.sampled_from([0.001, 0.05, 0.5, 1.0]),
+)
+def test_wait_table_read_off_the_grid_is_below_the_formula(problem, lam, k, eps1):
+    """The DP's wait table from the grid in rho never exceeds the formula's own values
+    (a lower bound of a lower bound), and marks infinite only what the formula does."""
+    from earlyexit.planner._underload_bounds import _wait_table
+
+    profile, topo = problem
+    cm = CostModel(profile, topo)
+    space = make_space(cm)
+    grid = _wait_table(cm, space, lam, eps1, k, grid=True)[0]
+    exact = _wait_table(cm, space, lam, eps1, k, grid=False)[0]
+    assert np.all(np.isinf(exact) | (grid <= exact))
+    assert np.all(np.isinf(exact)[np.isinf(grid)])
+    # and close to it on the grid (loads below its start, rho < 1e-4, read 0)
+    fin = np.isfinite(grid) & (grid > 0)
+    assert np.all(grid[fin] >= 0.5 * exact[fin])
