@@ -29,7 +29,7 @@ from earlyexit.planner._mg1k import approx_many
 from earlyexit.planner._mg1k_exact import mg1k_exact
 from earlyexit.planner.latency import CostModel, path_links
 
-__all__ = ["ManyLoads", "load_many", "scv_of", "wait_in_queue"]
+__all__ = ["ManyLoads", "load_groups", "load_many", "scv_of", "wait_in_queue"]
 
 _FIX_ITERS = 200
 _SETTLED = 1e-13  # a row stops iterating once no station's loss moves more than this
@@ -95,8 +95,60 @@ def load_many(
     Returns:
         The :class:`ManyLoads`.
     """
-    lam = np.asarray(arrival_rate, dtype=np.float64)
-    k_cap = int(queue_capacity)
+    route = _route(cm, cuts, tiers, e, branches)
+    keys, met, visits, delay, loss = _solve([route], arrival_rate, queue_capacity, queue_model)
+    per = {
+        name: {kk: met[i, j] for j, kk in enumerate(keys)}
+        for i, name in enumerate(("rate", "mean", "scv", "rho", "lossr", "wait"))
+    }
+    return ManyLoads(
+        keys=keys,
+        delay=delay,
+        loss=loss,
+        visits={kk: visits[j] for j, kk in enumerate(keys)},
+        **per,
+    )
+
+
+def load_groups(
+    cm: CostModel,
+    groups: Sequence[tuple[Sequence[int], np.ndarray, np.ndarray]],
+    arrival_rate: float,
+    queue_capacity: int,
+    queue_model: str = "approx",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_many` of configurations at several placements in one fixed point.
+
+    Args:
+        groups: (tiers D, cuts (R_i, L_i), E (R_i, L_i)) per placement.
+        arrival_rate / queue_capacity / queue_model: as :func:`load_many` (one rate).
+
+    Returns:
+        The queueing delay and the loss ratio of every row, groups in order; each row's
+        values are those :func:`load_many` gives it (the stations of the other
+        placements carry nothing in its column).
+    """
+    routes = [_route(cm, cuts, d, e, None) for d, cuts, e in groups]
+    _keys, _met, _visits, delay, loss = _solve(routes, arrival_rate, queue_capacity, queue_model)
+    return delay, loss
+
+
+@dataclass
+class _Route:
+    """One placement's rows: its flows (station, weight, time, the stations upstream) and
+    its result routes (E_k, the stations a sample that exits at k passes)."""
+
+    n_rows: int
+    keys: list[Key]
+    flows: list[tuple[Key, np.ndarray, np.ndarray, list[Key]]]
+    done: list[tuple[np.ndarray, list[Key]]]
+
+
+def _route(
+    cm: CostModel, cuts: np.ndarray, tiers: Sequence[int], e: np.ndarray,
+    branches: Sequence[bool] | None,
+) -> _Route:  # fmt: skip
+    """The stations and flows of R configurations placed at ``tiers`` (:func:`load_many`)."""
     cuts = np.asarray(cuts, dtype=np.int64).reshape(-1, len(tiers))
     n_rows, n_parts = cuts.shape
     e_c = np.maximum(np.asarray(e, dtype=np.float64).reshape(n_rows, n_parts), 0.0)
@@ -112,54 +164,71 @@ def load_many(
     rbits = float(cm.profile.result_bits)
     on = [True] * n_parts if branches is None else list(branches)
 
-    # the route: chain steps (key, weight (R,), times (R,) or (exit, forward) at a tier)
-    chain: list[tuple[Key, np.ndarray, tuple]] = []
+    # the chain, in the order it offers its flows; a flow survives the stations before it
     one = np.ones(n_rows)
+    flows: list[tuple[Key, np.ndarray, np.ndarray, list[Key]]] = []
+    chain: list[Key] = []
     for j, dr, bw in _links(cm, src, tiers[0]):
-        chain.append((("link", j, dr), one, (float(cm.bits[0]) / bw,)))
-    branch: list[tuple[int, int, list[tuple[Key, float]]]] = []  # (chain pos, k, steps)
+        flows.append((("link", j, dr), one, np.full(n_rows, float(cm.bits[0]) / bw), [*chain]))
+        chain.append(("link", j, dr))
+    branch: list[tuple[list[Key], int, list[tuple[Key, float]]]] = []  # (upstream, k, steps)
     prev = np.zeros(n_rows, dtype=np.int64)
     for k in range(n_parts):
         w, c = int(tiers[k]), cuts[:, k]
         base = cm.dt[w, prev] + cm.ct[w, prev, c] + float(h[w])
-        chain.append((("tier", w), reach[:, k], (k, base + cm.rst[w], base + cm.st[w, c])))
+        flows.append((("tier", w), e_c[:, k], base + cm.rst[w], [*chain]))
+        flows.append((("tier", w), s_c[:, k], base + cm.st[w, c], [*chain]))
+        chain.append(("tier", w))
         if on[k]:
             steps = [(("link", j, dr), rbits / bw) for j, dr, bw in _links(cm, w, dst)]
-            branch.append((len(chain), k, steps))
+            branch.append(([*chain], k, steps))
         if k < n_parts - 1:
             for j, dr, bw in _links(cm, w, int(tiers[k + 1])):
-                chain.append((("link", j, dr), s_c[:, k], (cm.bits[c] / bw,)))
+                flows.append((("link", j, dr), s_c[:, k], cm.bits[c] / bw, [*chain]))
+                chain.append(("link", j, dr))
         prev = c
-    keys = list(dict.fromkeys([st[0] for st in chain] + [kk for b in branch for kk, _ in b[2]]))
+    done: list[tuple[np.ndarray, list[Key]]] = []
+    for up, k, steps in branch:
+        for kk, t in steps:
+            flows.append((kk, e_c[:, k], np.full(n_rows, t), up))
+            up = [*up, kk]
+        done.append((e_c[:, k], up))
+    keys = list(dict.fromkeys(chain + [kk for _u, _k, st in branch for kk, _t in st]))
+    return _Route(n_rows, keys, flows, done)
+
+
+def _solve(
+    routes: Sequence[_Route], arrival_rate: float | np.ndarray, queue_capacity: int,
+    queue_model: str,
+) -> tuple[list[Key], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The fixed point of the thin traffic, every row as if alone (its own stations).
+
+    Returns:
+        (station keys, metrics (6, S, R), visits (S, R), delay (R,), loss ratio (R,)).
+    """
+    lam = np.asarray(arrival_rate, dtype=np.float64)
+    k_cap = int(queue_capacity)
+    keys = list(dict.fromkeys(kk for r in routes for kk in r.keys))
     sidx = {kk: i for i, kk in enumerate(keys)}
     n_st = len(keys)
-
-    # every flow: (station, weight (R,), time (R,)), in the order the route offers them
-    f_st: list[int] = []
-    f_w: list[np.ndarray] = []
-    f_t: list[np.ndarray] = []
-    for kk, w_, t in chain:
-        if kk[0] == "tier":
-            f_st += [sidx[kk], sidx[kk]]
-            f_w += [e_c[:, t[0]], s_c[:, t[0]]]
-            f_t += [t[1], t[2]]
-        else:
-            f_st.append(sidx[kk])
-            f_w.append(w_)
-            f_t.append(t[0])
-    for _at, k, steps in branch:
-        for kk, t in steps:
-            f_st.append(sidx[kk])
-            f_w.append(e_c[:, k])
-            f_t.append(t)
-    n_fl = len(f_st)
+    n_rows = sum(r.n_rows for r in routes)
+    n_fl = sum(len(r.flows) for r in routes)
+    depth = max((len(f[3]) for r in routes for f in r.flows), default=0)
     agg = np.zeros((n_st, n_fl))
-    agg[f_st, np.arange(n_fl)] = 1.0
-    times = np.empty((n_fl, n_rows))
-    for i, t in enumerate(f_t):
-        times[i] = t
-    weights = np.stack(f_w) * lam  # lam: one rate, or one per row
-    chain_st = [sidx[kk] for kk, _w, _t in chain]
+    path_idx = np.full((n_fl, max(depth, 1)), n_st)  # n_st: a row of ones
+    w0 = np.zeros((n_fl, n_rows))  # weights (visits per sample), 0 outside a flow's rows
+    times = np.zeros((n_fl, n_rows))
+    fi, row = 0, 0
+    for r in routes:
+        cols = slice(row, row + r.n_rows)
+        for kk, w_, t, up in r.flows:
+            agg[sidx[kk], fi] = 1.0
+            path_idx[fi, : len(up)] = [sidx[u] for u in up]
+            w0[fi, cols] = w_
+            times[fi, cols] = t
+            fi += 1
+        row += r.n_rows
+    weights = w0 * lam  # lam: one rate, or one per row
 
     loss = np.zeros((n_st, n_rows))
     met = np.zeros((6, n_st, n_rows))  # rate, mean, scv, rho, loss, wait
@@ -168,69 +237,49 @@ def load_many(
     d_prev = np.zeros((n_st, n_rows))
     act = np.arange(n_rows)  # the rows still iterating
     for _ in range(_FIX_ITERS):
-        x = loss[:, act]
-        keep = 1.0 - x
-        surv_at = [np.ones(act.size)]
-        for i in chain_st:
-            surv_at.append(surv_at[-1] * keep[i])
-        sv_fl = []
-        for pos, (kk, _w, _t) in enumerate(chain):
-            sv_fl += [surv_at[pos]] * (2 if kk[0] == "tier" else 1)
-        for at, _k, steps in branch:
-            sv = surv_at[at]
-            for kk, _t in steps:
-                sv_fl.append(sv)
-                sv = sv * keep[sidx[kk]]
-        vals = _stations(weights[:, act] * np.stack(sv_fl), times[:, act], agg, k_cap, queue_model)
-        met[:, :, act] = vals
+        at_: slice | np.ndarray = slice(None) if act.size == n_rows else act  # views if all
+        x = loss[:, at_]
+        keep = np.ones((n_st + 1, act.size))
+        np.subtract(1.0, x, out=keep[:n_st])
+        sv = keep[path_idx].prod(axis=1)  # (flows, rows): the survival of each flow
+        vals = _stations(weights[:, at_] * sv, times[:, at_], agg, k_cap, queue_model)
+        met[:, :, at_] = vals
         d = vals[4] - x
         resid = np.abs(d).max(axis=0)
         settled = resid < _SETTLED
         # a row whose losses swing without shrinking (a link that carries several
         # hand-offs: more loss upstream, less traffic, less loss) takes relaxed steps
         # x + a (F(x) - x), a from the ratio c of successive steps (secant: a / (1 - c))
-        a = damp[act]
-        dp = d_prev[:, act]
+        a = damp[at_]
+        dp = d_prev[:, at_]
         den = (dp * dp).sum(axis=0)
         c = np.minimum(
             np.where(den > 0, (d * dp).sum(axis=0) / np.where(den > 0, den, 1.0), 0.0), 0.9
         )
-        relax = ~settled & ((resid >= last_resid[act]) | (a < 1.0) | (c < -0.3))
-        damp[act] = np.where(relax, np.clip(a / (1.0 - c), 1.0 / 64.0, 1.0), a)
-        last_resid[act] = resid
-        d_prev[:, act] = d
-        loss[:, act] = x + np.where(settled, 1.0, damp[act]) * d
+        relax = ~settled & ((resid >= last_resid[at_]) | (a < 1.0) | (c < -0.3))
+        damp[at_] = np.where(relax, np.clip(a / (1.0 - c), 1.0 / 64.0, 1.0), a)
+        last_resid[at_] = resid
+        d_prev[:, at_] = d
+        loss[:, at_] = x + np.where(settled, 1.0, damp[at_]) * d
         act = act[~settled]
         if act.size == 0:
             break
 
     # completed: exits at k survive the chain up to and including tier k, then their route
     keep = 1.0 - loss
-    surv = one
-    after_tier: dict[int, np.ndarray] = {}
-    for kk, _w, t in chain:
-        surv = surv * keep[sidx[kk]]
-        if kk[0] == "tier":
-            after_tier[t[0]] = surv
     completed = np.zeros(n_rows)
-    for _at, k, steps in branch:
-        sv = after_tier[k]
-        for kk, _t in steps:
-            sv = sv * keep[sidx[kk]]
-        completed = completed + np.where(e_c[:, k] > 0, e_c[:, k] * sv, 0.0)
-    visits = agg @ np.stack(f_w)
+    row = 0
+    for r in routes:
+        cols = slice(row, row + r.n_rows)
+        for ek, path in r.done:
+            sv = np.ones(r.n_rows)
+            for kk in path:
+                sv = sv * keep[sidx[kk], cols]
+            completed[cols] = completed[cols] + np.where(ek > 0, ek * sv, 0.0)
+        row += r.n_rows
+    visits = agg @ w0
     delay = (visits * met[5]).sum(axis=0)
-    per = {
-        name: {kk: met[i, sidx[kk]] for kk in keys}
-        for i, name in enumerate(("rate", "mean", "scv", "rho", "lossr", "wait"))
-    }
-    return ManyLoads(
-        keys=keys,
-        delay=delay,
-        loss=np.clip(1.0 - completed, 0.0, 1.0),
-        visits={kk: visits[sidx[kk]] for kk in keys},
-        **per,
-    )
+    return keys, met, visits, delay, np.clip(1.0 - completed, 0.0, 1.0)
 
 
 def _stations(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from earlyexit.planner._load_many import load_many
+from earlyexit.planner._load_many import load_groups
 from earlyexit.planner._select import ACC_ATOL, LAT_ATOL
 from earlyexit.planner._underload_bounds import _LOSS_ATOL, _latency, stays
 from earlyexit.planner.latency import CostModel
@@ -26,13 +26,19 @@ Rows = Callable[[np.ndarray], tuple[tuple[int, ...], np.ndarray, np.ndarray]]
 
 
 def _loaded(
-    cm: CostModel, d: tuple[int, ...], cuts: np.ndarray, e: np.ndarray,
+    cm: CostModel, batch: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]],
     lam: float, k_cap: int, model: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Loaded latency, loss ratio and accuracy of R configurations placed at d, at once."""
-    lat = _latency(cm, cuts, d, e[None], stays(e)[None])[0]
-    res = load_many(cm, cuts, d, e, lam, k_cap, model)
-    return lat + res.delay, res.loss, (cm.acc[cuts] * e).sum(axis=1)
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """Loaded latency, loss ratio and accuracy of configurations at several placements
+    ((D, cuts (R, L), E (R, L)) each), in one fixed point."""
+    delay, loss = load_groups(cm, batch, lam, k_cap, model)
+    out, at = [], 0
+    for d, cuts, e in batch:
+        n = cuts.shape[0]
+        lat = _latency(cm, cuts, d, e[None], stays(e)[None])[0]
+        out.append((lat + delay[at : at + n], loss[at : at + n], (cm.acc[cuts] * e).sum(axis=1)))
+        at += n
+    return out
 
 
 def _scan(
@@ -74,14 +80,22 @@ def _scan(
         for j, i in enumerate(chunk.tolist()):
             groups.setdefault(place(i), []).append(j)
         r_lat, r_loss, r_acc = np.empty(chunk.size), np.empty(chunk.size), np.empty(chunk.size)
+        todo = []
         for js in groups.values():
             d, cuts, e = rows(chunk[js])
             keys = [(d, *cr, *er) for cr, er in zip(cuts.tolist(), e.tolist(), strict=True)]
             new = [j for j, kk in enumerate(keys) if kk not in memo]
-            if new:
-                vals = _loaded(cm, d, cuts[new], e[new], lam, k_cap, model)
-                for j, *v in zip(new, *vals, strict=True):
-                    memo[keys[j]] = v
+            todo.append((js, d, cuts, e, keys, new))
+        fresh = [
+            (d, cuts[new], e[new], [keys[j] for j in new]) for _, d, cuts, e, keys, new in todo
+        ]
+        batch = [(d, cuts, e) for d, cuts, e, kk in fresh if kk]
+        if batch:  # every placement of the chunk in one fixed point
+            vals = _loaded(cm, batch, lam, k_cap, model)
+            for kks, v in zip([kk for *_, kk in fresh if kk], vals, strict=True):
+                for kk, *val in zip(kks, *v, strict=True):
+                    memo[kk] = val
+        for js, _d, _cuts, _e, keys, _new in todo:
             r_lat[js], r_loss[js], r_acc[js] = np.array([memo[kk] for kk in keys]).T
         for j, i in enumerate(chunk.tolist()):
             if objective == "min_latency" and lbs is not None and lbs[i] > best_r + LAT_ATOL:
