@@ -101,12 +101,13 @@ _EXACT_BOUND_STATIONS = 6000  # the exact queue model: stations the bounds solve
 
 
 def _tier_bounds(
-    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray,
+    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...] | np.ndarray, e: np.ndarray,
     lam: float, eps1: float, k_cap: int, model: str, cache: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Lower bounds (R,) on the loss ratio and on the queueing delay: every tier's own.
 
-    ``cuts`` (R, L) and ``e`` (R, L) are one configuration per row, all placed at ``d``.
+    ``cuts`` (R, L) and ``e`` (R, L) are one configuration per row, all placed at ``d``
+    (or each at its own: ``d`` (R, L)).
 
     Tier D_k serves only partition k (a placement uses a tier once), with the service
     mixture of :func:`~earlyexit.planner.queueing.load_of_configuration` (it does not
@@ -119,6 +120,7 @@ def _tier_bounds(
     Valid for the configurations that meet the loss bound (the others are discarded).
     """
     n_r, n_parts = e.shape
+    dd = np.broadcast_to(np.asarray(d, dtype=np.int64).reshape(-1, n_parts), (n_r, n_parts))
     ec = np.clip(e, 0.0, None)
     tot = ec.sum(axis=1, keepdims=True)
     good = tot[:, 0] > 0
@@ -128,16 +130,18 @@ def _tier_bounds(
     wait_lb = np.zeros(n_r)
     prev = np.zeros(n_r, dtype=np.int64)
     for k in range(n_parts):
-        w = d[k]
+        w = dd[:, k]
         c = cuts[:, k]
-        base = cm.dt[w, prev] + cm.ct[w, prev, c] + float(cm.hop_tier[w])  # as the load model
+        base = cm.dt[w, prev] + cm.ct[w, prev, c] + cm.hop_tier[w]  # as the load model
         t_exit = base + cm.rst[w]
         t_fwd = base + cm.st[w, c]
         reach = reach_all[:, k]
         p_exit = np.where(reach > 0, ec[:, k] / np.where(reach > 0, reach, 1.0), 1.0)
         if k == n_parts - 1:
             p_exit = np.ones_like(p_exit)
-        f = reach if (k == 0 and w == cm.source) else np.maximum(reach - eps1, 0.0)
+        f = np.maximum(reach - eps1, 0.0)
+        if k == 0:
+            f = np.where(w == cm.source, reach, f)
         f = np.where(good, f, 0.0)
         rate = lam * f
         mean, scv = _moments(p_exit, t_exit, t_fwd)

@@ -16,7 +16,7 @@ import numpy as np
 
 from earlyexit.planner._load_many import load_groups
 from earlyexit.planner._select import ACC_ATOL, LAT_ATOL
-from earlyexit.planner._underload_bounds import _LOSS_ATOL, _latency, stays
+from earlyexit.planner._underload_bounds import _LOSS_ATOL, _latency, _tier_bounds, stays
 from earlyexit.planner.latency import CostModel
 
 __all__: list[str] = []  # internal to the search under load
@@ -39,6 +39,46 @@ def _loaded(
         out.append((lat + delay[at : at + n], loss[at : at + n], (cm.acc[cuts] * e).sum(axis=1)))
         at += n
     return out
+
+
+Fresh = list[tuple[tuple[int, ...], np.ndarray, np.ndarray, list]]
+
+
+def _rule_out(
+    cm: CostModel, fresh: Fresh, lam: float, eps: float, k_cap: int, memo: dict
+) -> Fresh:  # fmt: skip
+    """Drop the configurations whose tiers alone lose more than ``eps`` (approx queues).
+
+    :func:`~earlyexit.planner._underload_bounds._tier_bounds` (each tier's own loss
+    with its own service mixture, at the least rate it can see) rules them out
+    without the fixed point; their memo entry records that bound as the loss (they
+    are infeasible either way). Placements with the same number of partitions are
+    bounded together.
+    """
+    by_len: dict[int, list[int]] = {}
+    for g, (d, _cuts, _e, kk) in enumerate(fresh):
+        if kk:
+            by_len.setdefault(len(d), []).append(g)
+    out_mask = [np.zeros(len(f[3]), dtype=bool) for f in fresh]
+    bar = eps * (1 + 1e-9) + _LOSS_ATOL
+    for gs in by_len.values():
+        cuts = np.concatenate([fresh[g][1] for g in gs])
+        e = np.concatenate([fresh[g][2] for g in gs])
+        d = np.concatenate([np.tile(fresh[g][0], (len(fresh[g][3]), 1)) for g in gs])
+        loss_lb, _w = _tier_bounds(cm, cuts, d, e, lam, min(eps, 1.0), k_cap, "approx")
+        at = 0
+        for g in gs:
+            n = len(fresh[g][3])
+            out_mask[g] = loss_lb[at : at + n] > bar
+            acc = (cm.acc[fresh[g][1]] * fresh[g][2]).sum(axis=1)
+            for kk, lo, a in zip(fresh[g][3], loss_lb[at : at + n], acc, strict=True):
+                if lo > bar:
+                    memo[kk] = (math.inf, float(lo), float(a))
+            at += n
+    return [
+        (d, cuts[~m], e[~m], [kk for kk, o in zip(keys, m, strict=True) if not o])
+        for (d, cuts, e, keys), m in zip(fresh, out_mask, strict=True)
+    ]
 
 
 def _scan(
@@ -89,6 +129,11 @@ def _scan(
         fresh = [
             (d, cuts[new], e[new], [keys[j] for j in new]) for _, d, cuts, e, keys, new in todo
         ]
+        lossy = sum(v[1] > eps + _LOSS_ATOL for v in memo.values())
+        if model == "approx" and math.isfinite(eps) and 2 * lossy >= len(memo) > 0:
+            # most of those evaluated so far lose too much: bound the rest first (cheaper
+            # than their fixed points, which settle slowly when the losses are large)
+            fresh = _rule_out(cm, fresh, lam, eps, k_cap, memo)
         batch = [(d, cuts, e) for d, cuts, e, kk in fresh if kk]
         if batch:  # every placement of the chunk in one fixed point
             vals = _loaded(cm, batch, lam, k_cap, model)
