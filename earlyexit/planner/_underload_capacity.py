@@ -9,6 +9,7 @@ a plan under load that no configuration meets. Both are re-exported by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -113,15 +114,98 @@ def _capacity_of(
 ) -> float:  # fmt: skip
     """:func:`capacity` of one configuration given its fractions and Lat."""
 
-    def ok(lams: np.ndarray) -> np.ndarray:  # several rates at once: load_many's rows
+    def losses(lams: np.ndarray) -> np.ndarray:  # several rates at once: load_many's rows
         rows = np.ones((lams.size, 1))
-        res = load_many(cm, rows * cuts, d, rows * e, lams, k_cap, queue_model)
-        return res.loss <= eps
+        return load_many(cm, rows * cuts, d, rows * e, lams, k_cap, queue_model).loss
 
     probe = load_of_configuration(cm, cuts, d, e, s, lat, 1.0, k_cap, queue_model)
     busiest = max((st.service_mean_s * st.arrival_rate for st in probe.stations), default=0.0)
     if busiest <= 0:
         return math.inf
     # from utilization 1 at the busiest station (losses grow without bound with lambda)
-    ways = 16 if queue_model == "approx" else 1  # the exact model solves a chain per rate
-    return largest_ok(ok, 1.0 / busiest, 1e15, rel_tol=rel_tol, iters=200, ways=ways)
+    if queue_model != "approx":  # the exact model solves a chain per rate: bisection
+        return largest_ok(
+            lambda lams: losses(lams) <= eps, 1.0 / busiest, 1e15, rel_tol=rel_tol, iters=200
+        )
+    return _knee(losses, eps, 1.0 / busiest, 1e15, rel_tol)
+
+
+_SPREAD = (0.9, 0.6, 0.3, 0.1, 0.03, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+
+def _knee(
+    losses: Callable[[np.ndarray], np.ndarray], eps: float, start: float, limit: float,
+    rel_tol: float,
+) -> float:  # fmt: skip
+    """The largest rate whose loss is at most ``eps`` (the loss grows with the rate).
+
+    A bracket (feasible end, infeasible end) narrowed around the rate interpolated on
+    log(loss) against log(rate) (:func:`_predict`): each round asks, at once, that
+    rate, rates toward either end by fractions of the gap (:data:`_SPREAD`) and half
+    the tolerance either side, and the midpoint (the safeguard), so a smooth loss
+    curve closes the bracket in two or three rounds.
+
+    Returns:
+        The bracket's feasible end once within ``rel_tol`` of its top; ``inf`` when the
+        loss is still within the bound past ``limit``.
+    """
+    lo, hi = 0.0, start
+    seen: list[tuple[float, float]] = []  # (rate, loss) asked so far
+    while True:  # double until the bound fails, four rates a round
+        xs = hi * 2.0 ** np.arange(4)
+        ls = losses(xs)
+        seen += zip(xs.tolist(), ls.tolist(), strict=True)
+        bad = np.flatnonzero(~(ls <= eps))
+        if bad.size:
+            j = int(bad[0])
+            if j:
+                lo = float(xs[j - 1])
+            hi = float(xs[j])
+            break
+        lo, hi = float(xs[-1]), float(xs[-1]) * 2.0
+        if hi > limit:
+            return math.inf
+    for _ in range(200):
+        if hi - lo <= rel_tol * hi:
+            break
+        mid = 0.5 * (lo + hi)
+        xs = [mid]
+        at = _predict(seen, eps, lo, hi)
+        if at is not None:  # toward either end of the bracket, by fractions of the gap
+            xs += [at + (end - at) * f for end in (lo, hi) for f in _SPREAD]
+            xs += [at - 0.5 * rel_tol * hi, at, at + 0.5 * rel_tol * hi]
+        xs_a = np.array(sorted(x for x in set(xs) if lo < x < hi))
+        if xs_a.size == 0:
+            break
+        ls = losses(xs_a)
+        seen += zip(xs_a.tolist(), ls.tolist(), strict=True)
+        for x, lx in zip(xs_a.tolist(), ls.tolist(), strict=True):
+            if lx <= eps:
+                lo = max(lo, x)
+            else:
+                hi = min(hi, x)
+        if lo >= hi:  # not monotone at this precision: keep the last feasible rate
+            break
+    return lo
+
+
+def _predict(seen: list[tuple[float, float]], eps: float, lo: float, hi: float) -> float | None:
+    """The rate where the loss reaches ``eps``, by inverse interpolation of log(rate) on
+    log(loss) through the (up to) three points asked closest to it inside [lo, hi]
+    (quadratic through three, linear through two); None without two such points."""
+    pts = sorted(
+        {(math.log(lx), math.log(x)) for x, lx in seen if lo <= x <= hi and lx > 0},
+        key=lambda p: abs(p[0] - math.log(eps)),
+    )[:3]
+    if len(pts) < 2 or len({p[0] for p in pts}) < len(pts):
+        return None
+    y = math.log(eps)
+    at = 0.0
+    for i, (yi, xi) in enumerate(pts):  # Lagrange in y
+        w = 1.0
+        for j, (yj, _xj) in enumerate(pts):
+            if j != i:
+                w *= (y - yj) / (yi - yj)
+        at += w * xi
+    at = math.exp(at)
+    return at if lo < at < hi else None

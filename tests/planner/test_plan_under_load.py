@@ -408,3 +408,28 @@ def test_wait_table_read_off_the_grid_is_below_the_formula(problem, lam, k, eps1
     # and close to it on the grid (loads below its start, rho < 1e-4, read 0)
     fin = np.isfinite(grid) & (grid > 0)
     assert np.all(grid[fin] >= 0.5 * exact[fin])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(0.05, 500.0),
+    st.sampled_from(["smooth", "steep", "step", "flat"]),
+    st.sampled_from([1e-6, 1e-3]),
+    st.floats(0.01, 20.0),
+)
+def test_knee_finds_the_largest_rate_within_the_bound(root, shape, tol, start):
+    """The capacity's bracket search ends within its tolerance below the true knee,
+    on loss curves smooth or not (a step defeats the interpolation: the midpoint
+    still closes the bracket)."""
+    from earlyexit.planner._underload_capacity import _knee
+
+    eps = 0.01
+    curve = {
+        "smooth": lambda x: eps * (x / root) ** 3,
+        "steep": lambda x: np.minimum(1.0, eps * np.exp(np.minimum(40.0 * (x / root - 1.0), 50.0))),
+        "step": lambda x: np.where(x <= root, eps * 0.5, 0.5),
+        "flat": lambda x: np.where(x <= root, 0.0, 1.0),
+    }[shape]
+    got = _knee(lambda xs: curve(np.asarray(xs, dtype=float)), eps, start, 1e15, tol)
+    assert got <= root * (1 + 1e-12)
+    assert got >= root * (1 - 2 * tol)
