@@ -12,6 +12,7 @@ the label DP's table of those bounds per (threshold, tier, block, block)
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -194,30 +195,12 @@ def _rho_grid(k_cap: int) -> tuple[np.ndarray, np.ndarray]:
     return lo, h
 
 
-def _per_rho(rho: np.ndarray, k_cap: int, grid: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Lower bounds of the loss ratio and of wait / E[S] of a constant service at load ``rho``.
-
-    Read off :func:`_rho_grid` at the grid point at least a step below each
-    load (0 below the grid): both grow with rho (the wait bound of :func:`_tier_bounds`
-    rests on that already), so these are lower bounds at a fraction of the cost (a
-    wait bound about elasticity x :data:`_GRID_STEP` low). Past the grid's end
-    (rho >= 4: the fluid limit), the loss is at least 1 - 1/rho (carried load <= 1).
-    ``grid`` False: the formula itself (:func:`~earlyexit.planner.queueing.approx_many`).
-    """
-    if not grid:
-        lo, num = approx_many(rho, np.zeros(rho.shape), k_cap)
-        return lo, wait_in_queue(rho, np.ones(rho.shape), lo, num)
-    lo_g, h_g = _rho_grid(k_cap)
-    with np.errstate(divide="ignore"):
-        x = np.log(rho * (1.0 / _GRID_LOW)) * (1.0 / _GRID_STEP)
-    # x >= j + 1 puts grid point j (row j + 1) a full step below rho whatever the rounding
-    # of the logarithm; loads 0 (log -inf) and below the grid read row 0
-    i = np.clip(x, 0.0, float(lo_g.size - 1)).astype(np.int64)
-    lo, h = lo_g[i], h_g[i]
-    past = rho >= 4.0
-    if past.any():
-        lo = np.where(past, np.maximum(lo, 1.0 - 1.0 / np.where(past, rho, 1.0)), lo)
-    return lo, h
+def _per_rho(rho: np.ndarray, k_cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """The loss ratio and wait / E[S] of a constant service at load ``rho`` by the formula
+    itself (:func:`~earlyexit.planner.queueing.approx_many`, SCV 0): what the grid of
+    :func:`_rho_grid` bounds from below."""
+    lo, num = approx_many(rho, np.zeros(rho.shape), k_cap)
+    return lo, wait_in_queue(rho, np.ones(rho.shape), lo, num)
 
 
 def _wait_table(
@@ -233,8 +216,11 @@ def _wait_table(
     or forward): the wait and the loss grow with the mean and the SCV, so this bounds
     the mixture whatever follows the partition, at half the cost of the two mixtures
     (the DP's increments for "more partitions follow" / "the last" are 0). The queue
-    formula is read off a grid in rho (:func:`_per_rho`; ``grid`` False: computed
-    at every entry).
+    formula is read off the grid of :func:`_rho_grid` at the grid point at least a
+    step below each entry's rho (0 below the grid): wait and loss grow with rho (the
+    bound rests on that already), so these are lower bounds at a fraction of the cost
+    (a wait about elasticity x :data:`_GRID_STEP` low); ``grid`` False: the formula
+    at every entry (:func:`_per_rho`).
 
     Exit rates that are not nested (ER falls somewhere) make negative fractions, which
     the load model clips and renormalizes by a total at most 1 + D (D: the sum of ER's
@@ -265,16 +251,33 @@ def _wait_table(
         wa = np.array(ws)
         base = cm.dt[wa][:, bi] + cm.ct[wa][:, bi, ci] + cm.hop_tier[wa][:, None]  # as the model
         t_min = base + np.minimum(cm.rst[wa][:, None], cm.st[wa][:, ci])  # (W, P): the shorter
-        f0 = np.maximum(vis - eps1, 0.0)
-        f = np.broadcast_to(f0, (len(ws), *f0.shape)).copy()  # (W, T, P)
-        if cm.source in ws:
-            f[ws.index(cm.source)] = np.where(first, vis, f0)
-        rho = lam * f * t_min[:, None, :]
-        lo, h = _per_rho(rho.ravel(), k_cap, grid)
-        lo, h = lo.reshape(rho.shape), h.reshape(rho.shape)
+        f0 = np.maximum(vis - eps1, 0.0)  # (T, P); at the source's first partition: vis
+        src = ws.index(cm.source) if cm.source in ws else None
+        tp = t_min[:, None, :] * per[None]  # (W, T, P): wait per unit of wait / E[S]
+        if grid:
+            lo_g, h_g = _rho_grid(k_cap)
+            with np.errstate(divide="ignore"):  # log(rho / low) / step, factor by factor
+                x = (np.log(f0) + math.log(lam / _GRID_LOW))[None] + np.log(t_min)[:, None, :]
+                if src is not None:
+                    x[src][:, first[0]] = (
+                        np.log(vis[:, first[0]]) + math.log(lam / _GRID_LOW)
+                    ) + np.log(t_min[src, first[0]])[None]
+            x *= 1.0 / _GRID_STEP
+            i = np.clip(x, 0.0, float(lo_g.size - 1), out=x).astype(np.int64)
+            # x >= j + 1 puts grid point j (row j + 1) a full step below rho whatever the
+            # rounding of the logarithms; loads 0 (log -inf) and below the grid read row 0
+            lo, h = lo_g[i], h_g[i]
+        else:
+            f = np.broadcast_to(f0, (len(ws), *f0.shape)).copy()
+            if src is not None:
+                f[src] = np.where(first, vis, f0)
+            lo, h = _per_rho((lam * f * t_min[:, None, :]).ravel(), k_cap)
+            lo, h = lo.reshape(f.shape), h.reshape(f.shape)
         # (the loss is at least 1 - 1/rho, carried load rho (1 - L) <= 1: saturated ones too)
-        tab = np.where(f * lo > bar, np.inf, h * t_min[:, None, :] * per[None])
-        tab = np.where(pos[None], tab, 0.0)
+        lost = lo * f0[None] > bar
+        if src is not None:
+            lost[src][:, first[0]] = lo[src][:, first[0]] * vis[:, first[0]] > bar
+        tab = np.where(lost, np.inf, h * tp)  # 0 where nobody comes (per 0)
         out[:, wa[:, None], flat[None, :]] = tab.transpose(1, 0, 2)
     tab0 = out.reshape(n_t, m, n + 1, n + 1)
     return tab0, None, None
