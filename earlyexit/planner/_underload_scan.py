@@ -129,10 +129,10 @@ def _scan(
         fresh = [
             (d, cuts[new], e[new], [keys[j] for j in new]) for _, d, cuts, e, keys, new in todo
         ]
-        lossy = sum(v[1] > eps + _LOSS_ATOL for v in memo.values())
-        if model == "approx" and math.isfinite(eps) and 2 * lossy >= len(memo) > 0:
-            # most of those evaluated so far lose too much: bound the rest first (cheaper
-            # than their fixed points, which settle slowly when the losses are large)
+        lossy = any(v[1] > eps + _LOSS_ATOL for v in memo.values())
+        if model == "approx" and math.isfinite(eps) and lossy:
+            # some evaluated so far lose too much: bound the rest first (cheaper than the
+            # fixed points of those that do, which settle slowly when the losses are large)
             fresh = _rule_out(cm, fresh, lam, eps, k_cap, memo)
         batch = [(d, cuts, e) for d, cuts, e, kk in fresh if kk]
         if batch:  # every placement of the chunk in one fixed point

@@ -433,3 +433,37 @@ def test_knee_finds_the_largest_rate_within_the_bound(root, shape, tol, start):
     got = _knee(lambda xs: curve(np.asarray(xs, dtype=float)), eps, start, 1e15, tol)
     assert got <= root * (1 + 1e-12)
     assert got >= root * (1 - 2 * tol)
+
+
+@SETTINGS
+@given(
+    problems(max_blocks=5, max_tiers=3),
+    st.sampled_from([0.5, 2.0, 8.0, 40.0]),
+    st.sampled_from([1, 3, 20]),
+    st.sampled_from([0.001, 0.05, 0.5]),
+)
+def test_rule_out_keeps_every_configuration_within_the_loss_bound(problem, lam, k, eps):
+    """The scan's rule-out (tiers' own loss bounds, a placement per row) drops only
+    configurations whose loss, by the load model, exceeds the bound."""
+    from earlyexit.planner._underload_bounds import portend_e
+    from earlyexit.planner._underload_scan import _rule_out
+
+    profile, topo = problem
+    cm = CostModel(profile, topo)
+    space = make_space(cm)
+    _lats, _accs, keys = brute_force_candidates(cm, space, "portend")
+    fresh = []
+    for _n, d, cuts, thr in keys:
+        t = int(np.flatnonzero(cm.thresholds == thr)[0])
+        c = np.array([cuts])
+        fresh.append((d, c, portend_e(cm.er[t][c]), [(d, cuts, thr)]))
+    memo: dict = {}
+    kept = {kk for *_, kks in _rule_out(cm, fresh, lam, eps, k, memo) for kk in kks}
+    assert len(kept) + len(memo) == len(fresh)
+    for d, c, _e, (kk,) in fresh:
+        if kk in kept:
+            continue
+        loss = evaluate_load(
+            profile, topo, kk[2], list(c[0]), list(d), lam, k, cost_model=cm
+        ).loss_ratio
+        assert loss > eps, (kk, loss, memo[kk])
