@@ -107,7 +107,7 @@ def _scan(
     """
     memo = {} if memo is None else memo
     got: list[tuple[int, float, float]] = []
-    best_r, best_a, count, pos, size = math.inf, -math.inf, 0, 0, 32
+    best_r, best_a, count, pos, size = math.inf, -math.inf, 0, 0, 128
     while pos < order.size:
         chunk = order[pos : pos + size]
         if objective == "min_latency" and lbs is not None:
