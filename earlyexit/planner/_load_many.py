@@ -29,7 +29,7 @@ from earlyexit.planner._mg1k import approx_many
 from earlyexit.planner._mg1k_exact import mg1k_exact
 from earlyexit.planner.latency import CostModel, path_links
 
-__all__ = ["ManyLoads", "load_groups", "load_many", "scv_of", "wait_in_queue"]
+__all__ = ["ManyLoads", "Solved", "load_groups", "load_many", "scv_of", "wait_in_queue"]
 
 _FIX_ITERS = 200
 _SETTLED = 1e-13  # a row stops iterating once no station's loss moves more than this
@@ -116,7 +116,9 @@ def load_groups(
     arrival_rate: float,
     queue_capacity: int,
     queue_model: str = "approx",
-) -> tuple[np.ndarray, np.ndarray]:
+    *,
+    detail: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, Solved]:
     """:func:`load_many` of configurations at several placements in one fixed point.
 
     Args:
@@ -126,11 +128,24 @@ def load_groups(
     Returns:
         The queueing delay and the loss ratio of every row, groups in order; each row's
         values are those :func:`load_many` gives it (the stations of the other
-        placements carry nothing in its column).
+        placements carry nothing in its column); with ``detail``, also the
+        :class:`Solved` stations.
     """
     routes = [_route(cm, cuts, d, e, None) for d, cuts, e in groups]
-    _keys, _met, _visits, delay, loss = _solve(routes, arrival_rate, queue_capacity, queue_model)
+    keys, met, visits, delay, loss = _solve(routes, arrival_rate, queue_capacity, queue_model)
+    if detail:
+        return delay, loss, Solved(keys, met, visits)
     return delay, loss
+
+
+@dataclass
+class Solved:
+    """The stations of a :func:`load_groups` call: keys, metrics (6, S, R) (rate, mean,
+    scv, rho, loss, wait) and visits (S, R); a station outside a row's route carries 0."""
+
+    keys: list[Key]
+    met: np.ndarray
+    visits: np.ndarray
 
 
 @dataclass

@@ -27,16 +27,26 @@ Rows = Callable[[np.ndarray], tuple[tuple[int, ...], np.ndarray, np.ndarray]]
 
 def _loaded(
     cm: CostModel, batch: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]],
-    lam: float, k_cap: int, model: str,
+    lam: float, k_cap: int, model: str, details: dict | None = None,
+    keys: list[list] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
     """Loaded latency, loss ratio and accuracy of configurations at several placements
-    ((D, cuts (R, L), E (R, L)) each), in one fixed point."""
-    delay, loss = load_groups(cm, batch, lam, k_cap, model)
+    ((D, cuts (R, L), E (R, L)) each), in one fixed point.
+
+    With ``details``, each configuration's stations are kept there under its key (from
+    ``keys``, per placement): (the :class:`~earlyexit.planner._load_many.Solved`, its
+    row, its delay, its loss ratio), for
+    :func:`~earlyexit.planner.queueing.estimate_of_solved`.
+    """
+    delay, loss, solved = load_groups(cm, batch, lam, k_cap, model, detail=True)
     out, at = [], 0
-    for d, cuts, e in batch:
+    for g, (d, cuts, e) in enumerate(batch):
         n = cuts.shape[0]
         lat = _latency(cm, cuts, d, e[None], stays(e)[None])[0]
         out.append((lat + delay[at : at + n], loss[at : at + n], (cm.acc[cuts] * e).sum(axis=1)))
+        if details is not None and keys is not None:
+            for j, kk in enumerate(keys[g]):
+                details[kk] = (solved, at + j, float(delay[at + j]), float(loss[at + j]))
         at += n
     return out
 
@@ -86,6 +96,7 @@ def _scan(
     lbs: np.ndarray | None, accs: np.ndarray | None, objective: str, bound: float | None,
     eps: float, lam: float, k_cap: int, model: str, memo: dict | None = None,
     budget: tuple[int, str] = (1_000, "too many configurations to evaluate"),
+    details: dict | None = None,
 ) -> list[tuple[int, float, float]]:  # fmt: skip
     """Evaluate candidates in ``order`` until none left can win, a batch at a time.
 
@@ -97,7 +108,8 @@ def _scan(
     points and E_k of candidates of one placement.
 
     ``memo`` keeps the values of configurations already evaluated (by placement, cut
-    points and E_k), shared by the scans of one search.
+    points and E_k), shared by the scans of one search; ``details`` their stations
+    (see :func:`_loaded`).
 
     Returns:
         The feasible ones evaluated, as (index, loaded latency, accuracy).
@@ -136,8 +148,9 @@ def _scan(
             fresh = _rule_out(cm, fresh, lam, eps, k_cap, memo)
         batch = [(d, cuts, e) for d, cuts, e, kk in fresh if kk]
         if batch:  # every placement of the chunk in one fixed point
-            vals = _loaded(cm, batch, lam, k_cap, model)
-            for kks, v in zip([kk for *_, kk in fresh if kk], vals, strict=True):
+            kks_all = [kk for *_, kk in fresh if kk]
+            vals = _loaded(cm, batch, lam, k_cap, model, details, kks_all)
+            for kks, v in zip(kks_all, vals, strict=True):
                 for kk, *val in zip(kks, *v, strict=True):
                     memo[kk] = val
         for js, _d, _cuts, _e, keys, _new in todo:

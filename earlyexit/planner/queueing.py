@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from earlyexit.formats import Profile, Topology
-from earlyexit.planner._load_many import load_many
+from earlyexit.planner._load_many import _route, load_many
 from earlyexit.planner._mg1k import (
     DEFAULT_QUEUE_CAPACITY,
     _approx_scalar,
@@ -233,27 +233,58 @@ def load_of_configuration(
     """
     lam, k_cap, model = float(arrival_rate), int(queue_capacity), queue_model
     e_c = np.maximum(np.array([float(x) for x in e]), 0.0)
-    # a result route is a station only where samples exit (all at the end if none do)
-    on = e_c > 0 if e_c.sum() > 0 else np.arange(len(cuts)) == len(cuts) - 1
+    on = _branches(e_c)
     res = load_many(cm, np.array([cuts]), tiers, e_c[None], lam, k_cap, model, branches=on)
+    names = ("rate", "mean", "scv", "rho", "lossr", "wait", "visits")
+    rows = {kk: [float(getattr(res, nm)[kk][0]) for nm in names] for kk in res.keys}
+    return _estimate(cm, rows, float(res.delay[0]), float(res.loss[0]),
+                     unloaded_latency_s, lam, k_cap, model)  # fmt: skip
+
+
+def _branches(e_c: np.ndarray) -> np.ndarray:
+    """A result route is a station only where samples exit (all at the end if none do)."""
+    return e_c > 0 if e_c.sum() > 0 else np.arange(e_c.size) == e_c.size - 1
+
+
+def estimate_of_solved(
+    cm: CostModel, cuts: Sequence[int], tiers: Sequence[int], e: Sequence[float],
+    solved: Any, row: int, delay: float, loss: float, unloaded_latency_s: float,
+    arrival_rate: float, queue_capacity: int, queue_model: str = "approx",
+) -> LoadEstimate:  # fmt: skip
+    """:func:`load_of_configuration` from a row of a
+    :func:`~earlyexit.planner._load_many.load_groups` call already made (``detail``):
+    the same stations, in the same order, without solving again."""
+    e_c = np.maximum(np.array([float(x) for x in e]), 0.0)
+    keys = _route(cm, np.array([cuts]), tiers, e_c[None], _branches(e_c)).keys
+    at = {kk: j for j, kk in enumerate(solved.keys)}
+    rows = {
+        kk: [*(float(v) for v in solved.met[:, at[kk], row]), float(solved.visits[at[kk], row])]
+        for kk in keys
+    }
+    return _estimate(cm, rows, delay, loss, unloaded_latency_s,
+                     float(arrival_rate), int(queue_capacity), queue_model)  # fmt: skip
+
+
+def _estimate(
+    cm: CostModel, rows: dict, delay: float, loss_total: float, unloaded_latency_s: float,
+    lam: float, k_cap: int, model: str,
+) -> LoadEstimate:  # fmt: skip
+    """The :class:`LoadEstimate` of stations given as key: (rate, mean, scv, rho, loss,
+    wait, visits), in route order."""
     stations = []
-    for kk in res.keys:
+    for kk, (rate, mean, scv, rho, lossr, wq, visits) in rows.items():
         if kk[0] == "tier":
             name = f"tier {kk[1]} ({cm.topology.tiers[kk[1]].name})"
         else:
             name = f"link {kk[1]} {'up' if kk[2] > 0 else 'down'}"
-        mean, wq = float(res.mean[kk][0]), float(res.wait[kk][0])
         stations.append(
-            Station(name, kk[0], int(kk[1]), float(res.rate[kk][0]), mean,
-                    float(res.scv[kk][0]), float(res.rho[kk][0]), float(res.lossr[kk][0]),
-                    wq, wq + mean, float(res.visits[kk][0]))
-        )  # fmt: skip
-    loss_total = float(res.loss[0])
+            Station(name, kk[0], int(kk[1]), rate, mean, scv, rho, lossr, wq, wq + mean, visits)
+        )
     return LoadEstimate(
         arrival_rate=lam,
         queue_capacity=k_cap,
         queue_model=model,
-        latency_s=float(unloaded_latency_s + float(res.delay[0])),
+        latency_s=float(unloaded_latency_s + delay),
         unloaded_latency_s=float(unloaded_latency_s),
         loss_ratio=loss_total,
         throughput=float(lam * (1.0 - loss_total)),

@@ -52,11 +52,16 @@ from earlyexit.planner._underload_bounds import (
     _wait_table,
     portend_e,
 )
-from earlyexit.planner._underload_capacity import _evaluate, capacity
+from earlyexit.planner._underload_capacity import _evaluate, _unloaded, capacity
 from earlyexit.planner._underload_capacity import explain_infeasible as explain_infeasible
 from earlyexit.planner._underload_scan import Rows, _scan
 from earlyexit.planner.latency import CostModel
-from earlyexit.planner.queueing import LoadEstimate, check_load_args
+from earlyexit.planner.queueing import (
+    LoadEstimate,
+    check_load_args,
+    estimate_of_solved,
+    load_of_configuration,
+)
 from earlyexit.planner.search import Candidate, search
 from earlyexit.planner.space import SearchSpace
 
@@ -99,7 +104,7 @@ def _groups(
 
 def _fast_under_load(
     cm: CostModel, space: SearchSpace, bound: float | None,
-    lam: float, k_cap: int, eps: float,
+    lam: float, k_cap: int, eps: float, details: dict | None = None,
 ) -> tuple[list[tuple[tuple, float, float]], int] | None:  # fmt: skip
     """P_lat under load for PORTEND and the approx queues, by the label DP with the wait table.
 
@@ -112,6 +117,9 @@ def _fast_under_load(
        :data:`MAX_EVALUATIONS` (near saturation these are few). When U is far above
        the least bound, a first pass lists up to halfway; it is enough when the best
        found is below that bar (all that could beat it were listed), else U follows.
+
+    ``details`` (if given) receives the stations of the configurations evaluated (by
+    placement, cut points and E_k; :func:`~earlyexit.planner._underload_scan._loaded`).
 
     Returns:
         (the evaluated feasible configurations as (key, loaded latency, accuracy), their
@@ -154,7 +162,7 @@ def _fast_under_load(
     memo: dict = {}  # configurations evaluated, shared by the scans
     found = _scan(
         cm, top, placed(keys0), rows_of(keys0, t0), None, None, "all", None,
-        eps, lam, k_cap, "approx", memo, _budget(),
+        eps, lam, k_cap, "approx", memo, _budget(), details,
     )  # fmt: skip
     if found:
         u = min(r for _i, r, _a in found)
@@ -171,11 +179,27 @@ def _fast_under_load(
         got = _scan(
             cm, np.argsort(lbs, kind="stable"), placed(keys),
             rows_of(keys, ts), lbs, None, "min_latency", None, eps, lam, k_cap, "approx",
-            memo, _budget(),
+            memo, _budget(), details,
         )  # fmt: skip
         if min((r for _i, r, _a in got), default=math.inf) <= bar:
             break
     return [(keys[i], r, a) for i, r, a in got], len(got)
+
+
+def _winner(
+    cm: CostModel, t_i: int, cuts: tuple[int, ...], d: tuple[int, ...], lam: float,
+    k_cap: int, details: dict,
+) -> tuple[LoadEstimate, float]:  # fmt: skip
+    """The P_lat winner of the label DP path under load (approx queues), and its accuracy:
+    its stations from the scan's fixed point (``details``), not solved again."""
+    e, s, lat, acc = _unloaded(cm, float(cm.thresholds[t_i]), cuts, d, "portend")
+    e_row = portend_e(cm.er[np.array([[t_i]]), np.array([cuts])])  # as the scan's rows
+    got = details.get((tuple(d), *cuts, *e_row[0].tolist()))
+    if got is None:  # pragma: no cover - the winner was evaluated by the scan
+        return load_of_configuration(cm, cuts, d, e, s, lat, lam, k_cap, "approx"), float(acc)
+    solved, row, delay, loss = got
+    le = estimate_of_solved(cm, cuts, d, e, solved, row, delay, loss, lat, lam, k_cap)
+    return le, float(acc)
 
 
 def _budget() -> tuple[int, str]:
@@ -226,7 +250,8 @@ def search_under_load(
         return le.loss_ratio <= eps + _LOSS_ATOL and math.isfinite(le.latency_s)
 
     if estimator == "portend" and objective == "min_latency" and model == "approx" and lam > 0:
-        fast = _fast_under_load(cm, space, bound, lam, k_cap, eps)
+        details: dict = {}
+        fast = _fast_under_load(cm, space, bound, lam, k_cap, eps, details)
         if fast is not None:
             got_f = fast[0]
             if not got_f:
@@ -237,9 +262,7 @@ def search_under_load(
             )  # fmt: skip
             key = got_f[int(j)][0]
             t_pos = int(np.flatnonzero(cm.thresholds[space.t_idx] == key[3])[0])
-            le, a = _evaluate(
-                cm, "portend", int(space.t_idx[t_pos]), key[2], key[1], lam, k_cap, model
-            )
+            le, a = _winner(cm, int(space.t_idx[t_pos]), key[2], key[1], lam, k_cap, details)
             cand = Candidate(
                 latency=float(le.unloaded_latency_s),
                 accuracy=a,

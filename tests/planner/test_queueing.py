@@ -311,3 +311,40 @@ def test_loss_grows_with_the_rate_when_a_link_carries_several_hand_offs():
     ]
     assert all(b >= a - 1e-9 for a, b in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] > 0.5  # far past saturation most samples are lost
+
+
+def test_a_row_of_several_placements_solved_at_once_is_its_own_estimate():
+    """load_groups (placements side by side, one fixed point) gives every row what
+    load_many gives it alone, and estimate_of_solved rebuilds load_of_configuration's
+    estimate from its row: the same stations in the same order, the same values."""
+    from itertools import permutations
+
+    from earlyexit.planner._load_many import load_groups
+    from earlyexit.planner._underload_bounds import portend_e
+    from earlyexit.planner.queueing import estimate_of_solved, load_of_configuration
+
+    prof = synthetic_profile(10)
+    cm = CostModel(prof, resolve_topology("portend-aws"))
+    rng = np.random.default_rng(0)
+    groups = []
+    for n_parts in (1, 2, 3):
+        for d in permutations(range(cm.m), n_parts):
+            cuts = np.sort(rng.choice(np.arange(1, 11), size=(3, n_parts), replace=False), 1)
+            groups.append((d, cuts, portend_e(cm.er[int(rng.integers(0, 11))][cuts])))
+    for lam in (2.0, 30.0, 300.0):  # light, loaded, saturated
+        delay, loss, solved = load_groups(cm, groups, lam, 5, detail=True)
+        row = 0
+        for d, cuts, e in groups:
+            for c, ek in zip(cuts, e, strict=True):
+                alone = load_of_configuration(cm, c, d, ek, [0.0] * len(d), 0.1, lam, 5)
+                got = estimate_of_solved(
+                    cm, c, d, ek, solved, row, delay[row], loss[row], 0.1, lam, 5
+                )
+                assert [s.name for s in got.stations] == [s.name for s in alone.stations]
+                for a, b in zip(got.stations, alone.stations, strict=True):
+                    va, vb = a.to_dict(), b.to_dict()
+                    assert (va.pop("name"), va.pop("kind")) == (vb.pop("name"), vb.pop("kind"))
+                    assert va == pytest.approx(vb, rel=1e-12, abs=1e-15)
+                assert got.latency_s == pytest.approx(alone.latency_s, rel=1e-12)
+                assert got.loss_ratio == pytest.approx(alone.loss_ratio, rel=1e-12, abs=1e-15)
+                row += 1
