@@ -155,7 +155,7 @@ class _Route:
 
     n_rows: int
     keys: list[Key]
-    flows: list[tuple[Key, np.ndarray, np.ndarray, list[Key]]]
+    flows: list[tuple[Key, np.ndarray | float, np.ndarray | float, list[Key]]]
     done: list[tuple[np.ndarray, list[Key]]]
 
 
@@ -180,11 +180,10 @@ def _route(
     on = [True] * n_parts if branches is None else list(branches)
 
     # the chain, in the order it offers its flows; a flow survives the stations before it
-    one = np.ones(n_rows)
-    flows: list[tuple[Key, np.ndarray, np.ndarray, list[Key]]] = []
-    chain: list[Key] = []
+    flows: list[tuple[Key, np.ndarray | float, np.ndarray | float, list[Key]]] = []
+    chain: list[Key] = []  # (a weight or time the same for every row: a float)
     for j, dr, bw in _links(cm, src, tiers[0]):
-        flows.append((("link", j, dr), one, np.full(n_rows, float(cm.bits[0]) / bw), [*chain]))
+        flows.append((("link", j, dr), 1.0, float(cm.bits[0]) / bw, [*chain]))
         chain.append(("link", j, dr))
     branch: list[tuple[list[Key], int, list[tuple[Key, float]]]] = []  # (upstream, k, steps)
     prev = np.zeros(n_rows, dtype=np.int64)
@@ -205,7 +204,7 @@ def _route(
     done: list[tuple[np.ndarray, list[Key]]] = []
     for up, k, steps in branch:
         for kk, t in steps:
-            flows.append((kk, e_c[:, k], np.full(n_rows, t), up))
+            flows.append((kk, e_c[:, k], t, up))
             up = [*up, kk]
         done.append((e_c[:, k], up))
     keys = list(dict.fromkeys(chain + [kk for _u, _k, st in branch for kk, _t in st]))
