@@ -261,6 +261,9 @@ def _solve(
         d = vals[4] - x
         resid = np.abs(d).max(axis=0)
         settled = resid < _SETTLED
+        if settled.all():  # the last step: F(x) itself
+            loss[:, at_] = x + d
+            break
         # a row whose losses swing without shrinking (a link that carries several
         # hand-offs: more loss upstream, less traffic, less loss) takes relaxed steps
         # x + a (F(x) - x), a from the ratio c of successive steps (secant: a / (1 - c))
