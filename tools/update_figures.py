@@ -92,9 +92,13 @@ def demo_text(report: dict[str, Any]) -> str:
 def validation_text(summary: dict[str, Any]) -> str:
     """The README paragraph on ``earlyexit validate``, from its summary JSON."""
     lat, er, acc = summary["latency"], summary["exit_rate"], summary["accuracy"]
+    err = summary["latency_error"]
     return (
         f"Does the performance model predict what a real deployment does? Over {lat['n']} "
-        "configurations deployed with one process per tier and emulated links, estimated "
+        "configurations deployed with one process per tier and emulated links (the demo's "
+        "profile and topology), the median relative latency error is "
+        f"{100 * err['median_abs_relative_error']:.1f}% and the largest "
+        f"{100 * err['max_abs_relative_error']:.1f}%; estimated "
         f"against measured latency has slope {lat['beta']:.2f} and R² {lat['r2']:.3f}, exit "
         f"rates R² {er['r2']:.5f}, and the exact estimator's accuracy is within "
         f"{acc['mean_abs_error'] * 100:.2f} points on average (`earlyexit validate`; plots in "
