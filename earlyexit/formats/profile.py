@@ -45,9 +45,10 @@ class DeviceProfile:
             processes of this device (ZeroMQ, wake-ups, the worker loop), measured
             by :func:`earlyexit.profiling.overhead.measure_hop_overhead`. None
             (absent in the file, as in profiles made before it existed) counts as 0.
-        hop_cpu_s: the part of ``hop_s`` that is CPU time of this device's
-            processes, which a slower device stretches (the latency model scales
-            it by the tier's ``slowdown``), measured by
+        hop_cpu_s: the runtime's CPU time per partition run on this device
+            beyond the profiled compute and (de)serialization, which a slower
+            device stretches (the latency model adds ``(slowdown - 1)`` times it
+            per partition run), measured by
             :func:`earlyexit.profiling.overhead.measure_hop_cpu`. None counts as 0.
     """
 

@@ -121,8 +121,9 @@ def profile(
         measure_hops: also measure the runtime's own cost per hop on this device
             (samples through a real worker with empty partitions; see
             :func:`~earlyexit.profiling.overhead.measure_hop_overhead`), stored as
-            the device's ``hop_s``, and its CPU part that a slower tier stretches
-            (:func:`~earlyexit.profiling.overhead.measure_hop_cpu`, ``hop_cpu_s``).
+            the device's ``hop_s``, and the runtime's CPU per partition run that a
+            slower tier stretches (:func:`~earlyexit.profiling.overhead.measure_hop_cpu`,
+            ``hop_cpu_s``).
 
     Returns:
         A validated :class:`earlyexit.formats.Profile`.
