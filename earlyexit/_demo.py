@@ -311,7 +311,7 @@ def _run_demo(
     prof = earlyexit.profile(
         # each run after 20 ms idle, as the deployment's workers run a sample one at a
         # time after sleeping: back-to-back runs measured the partitions 6-26% faster
-        # than the deployment ran them (docs/validation.md#the-demos-topology)
+        # than the deployment ran them (docs/deployment.md#on-the-demos-topology)
         model, batches, DEVICE, threads=1, engine="onnx", gap_s=GAP_S, reps=8,
         dataset_name="fashion-mnist (embedded test images, even)", progress=not steps.quiet,
         measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)

@@ -121,4 +121,10 @@ def test_profile_notes_name_each_device_profiled_unlike_the_deployment():
         mine = [n for n in notes if n.startswith(f"device {dev!r}")]
         assert len(mine) == 3
         assert "engine 'torch'" in mine[0] and "0 ms apart" in mine[1] and "no hop_s" in mine[2]
+    # a profile timed further apart than the latency pass waits is not flagged; closer is
+    first.meta.update(gap_s=0.05)
+    assert not any(repr(devices[0]) in n for n in _profile_notes(prof, topo, gap_s=0.02))
+    first.meta.update(gap_s=0.01)
+    assert any(f"{devices[0]!r} timed its partitions 10 ms apart" in n
+               for n in _profile_notes(prof, topo, gap_s=0.0))  # fmt: skip
     assert [str(w.message) for w in caught] == [n for n in notes if "engine" in n]
