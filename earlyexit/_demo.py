@@ -74,7 +74,9 @@ def _qualifying(profile: Any, topology: Any, min_share: float) -> tuple[Any, lis
     from earlyexit.planner.space import make_space
 
     cm = CostModel(profile, topology)
-    lats, accs, keys = brute_force_candidates(cm, make_space(cm, exits=[profile.num_blocks]), "exact")
+    lats, accs, keys = brute_force_candidates(
+        cm, make_space(cm, exits=[profile.num_blocks]), "exact"
+    )
     rows, reach = [], {}
     for lat, acc, key in zip(lats, accs, keys, strict=True):
         _, _, cuts, thr = key

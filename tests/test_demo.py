@@ -129,7 +129,10 @@ def test_choose_plan_is_the_fastest_configuration_meeting_both_constraints():
                     for tiers in itertools.permutations(range(3), n_parts):
                         est = evaluate(prof, topo, float(t), [*cuts, 5], list(tiers), "exact")
                         e = est.exit_fractions
-                        if est.accuracy < min_acc or min(1 - sum(e[:k]) for k in range(len(e))) < share:
+                        if (
+                            est.accuracy < min_acc
+                            or min(1 - sum(e[:k]) for k in range(len(e))) < share
+                        ):
                             continue
                         if best is None or est.latency_s < best - 1e-12:
                             best = est.latency_s
