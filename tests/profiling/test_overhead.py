@@ -192,7 +192,7 @@ def test_measure_hop_cpu_through_real_workers():
 @pytest.mark.slow
 def test_final_stats_count_the_stretched_cpu_of_every_message():
     """A worker's cpu_s is the thread CPU its emulation stretched: it slept (slowdown - 1)
-    times that, so a sample's latency is at least that much above the same chain unslowed."""
+    times that before sending, so the samples' latencies hold at least that much sleep."""
     from earlyexit.formats import Tier, Topology
     from earlyexit.runtime import deploy
 
@@ -210,4 +210,5 @@ def test_final_stats_count_the_stretched_cpu_of_every_message():
         if slow == 1.0:
             assert stats["cpu_s"] == 0.0  # no emulation, no CPU clock read
     assert stats["cpu_s"] > 0
-    assert lat[21.0] - lat[1.0] >= 0.9 * 20 * stats["cpu_s"]
+    assert lat[21.0] >= 20 * stats["cpu_s"]  # the sleep is inside the latency it measured
+    assert lat[21.0] > lat[1.0]
