@@ -353,7 +353,7 @@ def measure_hop_cpu(
         cpu.append(sum(float(st["cpu_s"]) / max(1, int(st["received"])) for st in stats))
     inproc = [in_process_time(num, x[:1], reps=max(samples, 50)) for num in parts]
     excess = [c - ip for c, ip in zip(cpu, inproc, strict=True)]
-    cpu_hop_s = max(0.0, fit_hops(list(parts), excess)[0])
+    cpu_hop_s = fit_hops(list(parts), excess)[0]  # clipped at 0 there
     return {"cpu_hop_s": cpu_hop_s, "partitions": list(parts), "cpu_per_sample_s": cpu,
             "in_process_s": inproc, "slowdown": float(slowdown),
             "method": "worker thread CPU per partition run"}  # fmt: skip
