@@ -88,7 +88,7 @@ What keeps fine granularity (N up to 1000 blocks, M up to 8 tiers) tractable:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -99,7 +99,12 @@ from earlyexit.planner._select import ACC_ATOL, LAT_ATOL
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.space import SearchSpace
 
-__all__ = ["ACC_GRID_MIN", "PortendSearch"]
+__all__ = ["ACC_GRID_MIN", "PROBE_SIZE", "PortendSearch"]
+
+Probe = Callable[[list[tuple[int, tuple[int, ...], tuple[int, ...]]]], float]
+"""Configurations as (threshold position, tiers, cut points) -> the least true value."""
+Ident = Callable[[int], tuple[tuple[int, ...], tuple[int, ...]]]
+PROBE_SIZE = 4  # completions handed to a probe at a time
 
 _CHUNK = 1 << 20
 _SMALL_PLAT = 200_000  # P_lat below this many (transition, threshold, tier) triples: one multiplier
@@ -121,6 +126,7 @@ class PortendSearch(PortendBounds):
         codes: CutCodes | None = None,
         extra: Sequence[np.ndarray | None] | None = None,
         fixed_inc: float | None = None,
+        probe: Probe | None = None,
     ) -> None:
         self.cm, self.space = cm, space
         # extra: three (nt, M, N+1, N+1) tables >= 0 (the queueing bound of planning under
@@ -132,7 +138,12 @@ class PortendSearch(PortendBounds):
         # values, incumbents as without the tables.
         # fixed_inc: keep every final label with latency <= it (no dominance, no incumbent
         # lowering): the enumeration of the configurations that may beat it.
-        self.extra, self.fixed_inc = extra, fixed_inc
+        # probe (with fixed_inc): a bar that falls as the search goes: the labels' best
+        # completions by at most one more partition (the strict ones of _complete1, real
+        # configurations meeting the bound), a few at a time, are handed to it, and it
+        # returns the least value that one of them truly has (e.g. under load; >= its
+        # value here; inf: none), which becomes the bar if lower.
+        self.extra, self.fixed_inc, self.probe = extra, fixed_inc, probe
         n, m = cm.n, cm.m
         self.n, self.m = n, m
         self.codes = codes if codes is not None else CutCodes(n, m, space.max_parts)
@@ -198,22 +209,29 @@ class PortendSearch(PortendBounds):
         bound: float | None,
         col: Collector,
         update: bool = True,
+        ident: Ident | None = None,
     ) -> np.ndarray:
         """Mask of labels that may still lead to (a tie of) the answer.
 
         For ``min_latency``, the exact one-partition completion also lowers the
         incumbent ``col.inc`` (if ``update``; it is the latency of a real feasible
-        configuration), and with one partition left it is the bound itself.
+        configuration), and with one partition left it is the bound itself. With a
+        probe (and ``update``), the best of those completions go to :meth:`_probe_best`
+        (``ident(i)``: label i's tiers and cut points).
         """
         inc, front = col.inc, col.front
         k = self.lmax - r
+        probing = update and self.probe is not None and ident is not None
         update = update and self.exact_inc
-        if objective == "min_latency" and update and r >= 2 and t.size:
+        if objective == "min_latency" and (update or probing) and r >= 2 and t.size:
             # more partitions may follow: the exact <= 1-partition completions only lower the incumbent
             st = self._complete1(t, c, w, u, acc, k, bound, strict=True)
-            v = float((lat + st).min())
-            if v < inc:
-                col.inc = inc = v
+            if probing:
+                inc = self._probe_best(lat + st, t, c, w, u, acc, k, bound, col, ident)
+            else:
+                v = float((lat + st).min())
+                if v < inc:
+                    col.inc = inc = v
         hh = self.h[:, t, r, c, w]  # (nl, n)
         aub = self.aub[t, r, c]
         keep = hh[-1] < np.inf  # inf: no completion at all
@@ -232,15 +250,23 @@ class PortendSearch(PortendBounds):
                 idx = np.flatnonzero(keep)
                 ti, ci, wi, ui, li, ai = t[idx], c[idx], w[idx], u[idx], lat[idx], acc[idx]
                 tot = li + self._complete1(ti, ci, wi, ui, ai, k, bound, strict=False)
-                if update:
+                probing = probing and not np.isfinite(inc)  # the last layer: see below
+                if update or probing:
                     b = np.flatnonzero(tot < inc)
                     if b.size:
                         st = self._complete1(
                             ti[b], ci[b], wi[b], ui[b], ai[b], k, bound, strict=True
                         )
-                        v = float((li[b] + st).min())
-                        if v < inc:
-                            col.inc = inc = v
+                        if probing:
+                            # the last layer: only while there is no bar yet (its best
+                            # completions are listed and evaluated by then anyway)
+                            vals = np.full(t.size, np.inf)
+                            vals[idx[b]] = li[b] + st
+                            inc = self._probe_best(vals, t, c, w, u, acc, k, bound, col, ident)
+                        elif update:
+                            v = float((li[b] + st).min())
+                            if v < inc:
+                                col.inc = inc = v
                 # inf: no completion meets the bound (or every one loses too much at a
                 # tier), dropped also when the bar is infinite
                 keep[idx] = np.isfinite(tot) & (
@@ -265,6 +291,32 @@ class PortendSearch(PortendBounds):
                 beaten |= (i2 >= 0) & (pm_acc[np.maximum(i2, 0)] > ia + ACC_ATOL + _SLACK)
                 keep &= ~beaten
         return keep
+
+    def _probe_best(
+        self, vals: np.ndarray, t: np.ndarray, c: np.ndarray, w: np.ndarray, u: np.ndarray,
+        acc: np.ndarray, k: int, bound: float | None, col: Collector, ident: Ident,
+    ) -> float:  # fmt: skip
+        """Hand the (up to :data:`PROBE_SIZE`) least completions ``vals`` below the bar to
+        the probe; lower the bar ``col.inc`` to what it returns. Returns the bar."""
+        live = np.flatnonzero(vals < col.inc)
+        if live.size == 0:
+            return col.inc
+        if live.size > PROBE_SIZE:
+            live = live[np.argpartition(vals[live], PROBE_SIZE - 1)[:PROBE_SIZE]]
+        configs = []
+        for i in live[np.argsort(vals[live], kind="stable")].tolist():
+            v, w2, d = self._completion_of(
+                int(t[i]), int(c[i]), int(w[i]), int(u[i]), float(acc[i]), k, bound
+            )
+            if not np.isfinite(v):  # pragma: no cover - vals are finite completions
+                continue
+            tiers, cuts = ident(i)
+            if w2 >= 0:
+                tiers, cuts = (*tiers, w2), (*cuts, d)
+            configs.append((int(t[i]), tiers, cuts))
+        if configs:
+            col.inc = min(col.inc, float(self.probe(configs)))
+        return col.inc
 
     # ------------------------------------------------------------------ forward
 
@@ -318,7 +370,17 @@ class PortendSearch(PortendBounds):
             uu = np.repeat(lab.u[li] | (1 << wp), cc)
             if self.extra is not None and objective == "min_latency" and not col.fixed:
                 self._end_now(t, b, c, w, lat, acc, mbp, cc, k, bound, col)
-            keep = self._keep(t, c, w, uu, lat, acc, rem, objective, bound, col)
+            ident = None
+            if self.probe is not None:
+
+                def ident(i: int, rep=rep, w=w, c=c, k=k) -> tuple[tuple, tuple]:
+                    j, codes = int(rep[i]), self.codes
+                    return (
+                        (*codes.decode_tiers(int(lab.dcode[j]), k - 1), int(w[i])),
+                        (*codes.decode(lab.pcode[j], k - 1), int(c[i])),
+                    )
+
+            keep = self._keep(t, c, w, uu, lat, acc, rem, objective, bound, col, ident=ident)
             if self.extra is not None:  # inf: a tier that alone loses more than the bound
                 keep &= np.isfinite(lat)
             if not keep.any():
@@ -382,6 +444,11 @@ class PortendSearch(PortendBounds):
         self.stats = []
         if self.fixed_inc is not None:
             col.inc, col.fixed = float(self.fixed_inc), True
+            if self.probe is not None and objective == "min_latency" and self.lmax == 1:
+                st = self._complete1(lab.t, lab.c, lab.w, lab.u, lab.acc, 0, bound, strict=True)
+                self._probe_best(
+                    st, lab.t, lab.c, lab.w, lab.u, lab.acc, 0, bound, col, lambda i: ((), ())
+                )
         elif objective == "min_latency" and self.exact_inc:
             st = self._complete1(lab.t, lab.c, lab.w, lab.u, lab.acc, 0, bound, strict=True)
             col.inc = float(st.min())  # the best single-partition configuration
@@ -427,4 +494,5 @@ class PortendSearch(PortendBounds):
                 break
             if len(lab) == 0:
                 break
+        self.inc = col.inc  # the bar (or incumbent) at the end
         return col.result()

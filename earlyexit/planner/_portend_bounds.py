@@ -14,6 +14,8 @@ algorithm). For every state (threshold, partitions left r, block c, tier w):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from earlyexit.planner._labels import SLACK as _SLACK
@@ -233,16 +235,21 @@ class PortendBounds:
         """q1[w, c, j]: the least CT^w of blocks c+1..d over the blocks d that may end a
         configuration after block c and whose accuracy is at least the (j+1)-th largest."""
         order = np.argsort(-self.a[1:], kind="stable") + 1
+        self.order = order  # blocks by decreasing accuracy (q1's last axis)
         self.asc = np.sort(self.a[1:])
         self.q1 = np.minimum.accumulate(self.ctm[:, :, order], axis=2)
-        # with the extra (load) tables: q1x[t, w, c, j] the same least CT plus the extra
+        # with the extra (load) tables: q1x[j, t, w, c] the same least CT plus the extra
         # wait bound the partition c+1..d adds (both per unit of 1 - ER_c), per threshold
+        # (a running minimum over the leading axis: one contiguous slab per block)
         extra = getattr(self, "extra", None)
-        self.q1x = (
-            None
-            if extra is None
-            else np.minimum.accumulate(self.ctm[None][..., order] + extra[0][..., order], axis=3)
-        )
+        self.q1x = None
+        if extra is not None:
+            e0, ctm = extra[0], self.ctm
+            q = np.empty((order.size, *e0.shape[:3]))
+            q[0] = ctm[None, :, :, order[0]] + e0[..., order[0]]
+            for j, d in enumerate(order[1:].tolist(), start=1):
+                np.minimum(q[j - 1], ctm[None, :, :, d] + e0[..., d], out=q[j])
+            self.q1x = q
 
     def _complete1(
         self,
@@ -290,10 +297,48 @@ class PortendBounds:
             for w2 in range(self.m):
                 if not sp.tier_allowed[k, w2]:
                     continue
-                q = self.q1[w2, c, jj] if self.q1x is None else self.q1x[t, w2, c, jj]
+                q = self.q1[w2, c, jj] if self.q1x is None else self.q1x[jj, t, w2, c]
                 ok = has & np.isfinite(q) & (((u >> w2) & 1) == 0)
                 val = s * (self.x[w, w2, c] + np.where(ok, q, 0.0) + self.r[w2])
                 np.minimum(best, np.where(ok, val, np.inf), out=best)
+        return best
+
+    def _completion_of(
+        self, t: int, c: int, w: int, u: int, acc: float, k: int, bound: float | None
+    ) -> tuple[float, int, int]:
+        """Which completion gives one label's :meth:`_complete1` value (``strict=True``).
+
+        Returns:
+            (the value, the tier of the one more partition or -1 to end now, its last
+            block or -1); (inf, -1, -1) when none completes the label.
+        """
+        sp, n = self.space, self.n
+        s = 1.0 - self.er[t, c]
+        need = None if bound is None else bound - ACC_ATOL - acc + 2.0 * _SLACK
+        best: tuple[float, int, int] = (math.inf, -1, -1)
+        if k >= sp.min_parts and sp.end_ok[c] and (need is None or self.a[c] * s >= need):
+            best = (float(s * self.r[w]), -1, -1)
+        if not sp.min_parts <= k + 1 <= self.lmax:
+            return best
+        if need is None:
+            j = n - 1
+        else:
+            thr = need / s if s > 0 else (-math.inf if need <= 0 else math.inf)
+            j = n - 1 - int(np.searchsorted(self.asc, thr))
+        if j < 0:
+            return best
+        ds = self.order[: j + 1]  # the blocks accurate enough
+        for w2 in range(self.m):
+            if not sp.tier_allowed[k, w2] or (u >> w2) & 1:
+                continue
+            cost = self.ctm[w2, c, ds]
+            if self.q1x is not None:
+                cost = cost + self.extra[0][t, w2, c, ds]
+            i = int(np.argmin(cost))  # the fastest of them (q1's entry)
+            if np.isfinite(cost[i]):
+                v = float(s * (self.x[w, w2, c] + cost[i] + self.r[w2]))
+                if v < best[0]:
+                    best = (v, w2, int(ds[i]))
         return best
 
     # ------------------------------------------------------------------ accuracy grid

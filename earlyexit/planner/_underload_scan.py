@@ -96,7 +96,7 @@ def _scan(
     lbs: np.ndarray | None, accs: np.ndarray | None, objective: str, bound: float | None,
     eps: float, lam: float, k_cap: int, model: str, memo: dict | None = None,
     budget: tuple[int, str] = (1_000, "too many configurations to evaluate"),
-    details: dict | None = None,
+    details: dict | None = None, rule_out: bool = False,
 ) -> list[tuple[int, float, float]]:  # fmt: skip
     """Evaluate candidates in ``order`` until none left can win, a batch at a time.
 
@@ -142,7 +142,7 @@ def _scan(
             (d, cuts[new], e[new], [keys[j] for j in new]) for _, d, cuts, e, keys, new in todo
         ]
         lossy = any(v[1] > eps + _LOSS_ATOL for v in memo.values())
-        if model == "approx" and math.isfinite(eps) and lossy:
+        if model == "approx" and math.isfinite(eps) and (lossy or rule_out):
             # some evaluated so far lose too much: bound the rest first (cheaper than the
             # fixed points of those that do, which settle slowly when the losses are large)
             fresh = _rule_out(cm, fresh, lam, eps, k_cap, memo)

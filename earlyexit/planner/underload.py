@@ -38,7 +38,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import combinations, permutations
 
 import numpy as np
@@ -54,7 +54,7 @@ from earlyexit.planner._underload_bounds import (
 )
 from earlyexit.planner._underload_capacity import _evaluate, _unloaded, capacity
 from earlyexit.planner._underload_capacity import explain_infeasible as explain_infeasible
-from earlyexit.planner._underload_scan import Rows, _scan
+from earlyexit.planner._underload_scan import _scan
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import (
     LoadEstimate,
@@ -108,15 +108,17 @@ def _fast_under_load(
 ) -> tuple[list[tuple[tuple, float, float]], int] | None:  # fmt: skip
     """P_lat under load for PORTEND and the approx queues, by the label DP with the wait table.
 
-    1. the DP minimizes Lat + the tiers' wait bounds (a lower bound of Lat_lambda); its
-       optimum, evaluated under load, gives an incumbent U (if it meets the loss bound);
-    2. the DP again, with U fixed and no dominance, lists every configuration whose bound
-       is at most U; they are evaluated in order of the bound until it exceeds the best.
-       Without an incumbent (the bound's best ones all lose too much), U is infinite:
-       every configuration whose tiers do not lose too much alone, if at most
-       :data:`MAX_EVALUATIONS` (near saturation these are few). When U is far above
-       the least bound, a first pass lists up to halfway; it is enough when the best
-       found is below that bar (all that could beat it were listed), else U follows.
+    One run of the DP lists every configuration whose bound (Lat + the tiers' wait
+    bounds, a lower bound of Lat_lambda) is at most a bar U, with no dominance. U
+    starts infinite and falls as the run goes: before each layer is pruned, its
+    labels' best completions by at most one more partition (real configurations that
+    meet the accuracy bound) are evaluated under load, a few at a time (the least
+    bounds first, only those below U), and the least loaded latency of those that meet
+    the loss bound becomes U. Every configuration that may beat (or tie) the best is
+    then listed (its bound is at most its loaded latency); they are evaluated in order
+    of the bound until it exceeds the best. With no incumbent at the end (U still
+    infinite), that is every configuration whose tiers do not lose too much alone, if
+    at most :data:`MAX_EVALUATIONS`.
 
     ``details`` (if given) receives the stations of the configurations evaluated (by
     placement, cut points and E_k; :func:`~earlyexit.planner._underload_scan._loaded`).
@@ -134,56 +136,48 @@ def _fast_under_load(
         return None
     codes = CutCodes(cm.n, cm.m, space.max_parts)
     thr = cm.thresholds[space.t_idx]
+    memo: dict = {}  # configurations evaluated, shared by the probes and the scan
 
-    ps = PortendSearch(cm, space, "min_latency", bound, codes=codes, extra=tab)
+    def e_of(ts: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+        return portend_e(cm.er[space.t_idx[ts][:, None], cuts])
 
-    def run(fixed: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, LazyKeys]:
-        ps.fixed_inc = fixed  # the bound tables do not depend on it: built once for both runs
-        fin, nparts = ps.run("min_latency", bound)
-        keys = LazyKeys(nparts, fin.dcode, fin.pcode, fin.t, codes, thr)
-        return fin.lat, fin.acc, fin.t, keys
+    def probe(configs: list[tuple[int, tuple[int, ...], tuple[int, ...]]]) -> float:
+        ts = np.array([cf[0] for cf in configs], dtype=np.int64)
 
-    def placed(keys: LazyKeys) -> Callable[[int], object]:
-        return lambda i: (int(keys.n_parts[i]), int(keys.dcode[i]))  # the placement, coded
-
-    def rows_of(keys: LazyKeys, ts: np.ndarray) -> Rows:
         def rows(idx: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
-            n_parts = int(keys.n_parts[idx[0]])
-            d = codes.decode_tiers(int(keys.dcode[idx[0]]), n_parts)
-            cuts = np.array([codes.decode(keys.pcode[i], n_parts) for i in idx], dtype=np.int64)
-            return d, cuts, portend_e(cm.er[space.t_idx[ts[idx]][:, None], cuts])
+            cuts = np.array([configs[i][2] for i in idx.tolist()], dtype=np.int64)
+            return configs[int(idx[0])][1], cuts, e_of(ts[idx], cuts)
 
-        return rows
-
-    lb0, _acc0, t0, keys0 = run(None)
-    if lb0.size == 0:  # every configuration meeting the accuracy bound loses too much at a tier
-        return [], 0
-    top = np.argsort(lb0, kind="stable")[:4]
-    memo: dict = {}  # configurations evaluated, shared by the scans
-    found = _scan(
-        cm, top, placed(keys0), rows_of(keys0, t0), None, None, "all", None,
-        eps, lam, k_cap, "approx", memo, _budget(), details,
-    )  # fmt: skip
-    if found:
-        u = min(r for _i, r, _a in found)
-        lb_min = float(lb0.min())
-        # far above the least bound: first list up to halfway; enough when the best found
-        # is below that bar (every configuration whose bound may beat it was listed)
-        bars = [lb_min + 0.5 * (u - lb_min), u] if u > 1.1 * lb_min else [u]
-    else:  # no incumbent: every configuration that no tier rules out alone, if few
-        bars = [math.inf]
-    for bar in bars:
-        lbs, _accs, ts, keys = run(bar)
-        if not found and lbs.size > MAX_EVALUATIONS:
-            return None
         got = _scan(
-            cm, np.argsort(lbs, kind="stable"), placed(keys),
-            rows_of(keys, ts), lbs, None, "min_latency", None, eps, lam, k_cap, "approx",
-            memo, _budget(), details,
+            cm, np.arange(len(configs)), lambda i: configs[i][1], rows, None, None, "all",
+            None, eps, lam, k_cap, "approx", memo, _budget(), details,
         )  # fmt: skip
-        if min((r for _i, r, _a in got), default=math.inf) <= bar:
-            break
+        return min((r for _i, r, _a in got), default=math.inf)
+
+    ps = PortendSearch(
+        cm, space, "min_latency", bound, codes=codes, extra=tab, fixed_inc=math.inf, probe=probe
+    )
+    fin, nparts = ps.run("min_latency", bound)
+    lbs = fin.lat
+    if not math.isfinite(ps.inc) and lbs.size > MAX_EVALUATIONS:
+        return None
+    keys = LazyKeys(nparts, fin.dcode, fin.pcode, fin.t, codes, thr)
+
+    def rows(idx: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+        n_parts = int(keys.n_parts[idx[0]])
+        d = codes.decode_tiers(int(keys.dcode[idx[0]]), n_parts)
+        cuts = np.array([codes.decode(keys.pcode[i], n_parts) for i in idx], dtype=np.int64)
+        return d, cuts, e_of(fin.t[idx], cuts)
+
+    got = _scan(
+        cm, np.argsort(lbs, kind="stable"), lambda i: (int(nparts[i]), int(fin.dcode[i])),
+        rows, lbs, None, "min_latency", None, eps, lam, k_cap, "approx", memo, _budget(),
+        details, RULE_OUT,
+    )  # fmt: skip
     return [(keys[i], r, a) for i, r, a in got], len(got)
+
+
+RULE_OUT = True
 
 
 def _winner(

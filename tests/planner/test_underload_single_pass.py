@@ -1,0 +1,107 @@
+"""The one-pass label DP under load: the probe's configurations and the falling bar."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from earlyexit.planner._select import ACC_ATOL
+from earlyexit.planner._underload_bounds import _wait_table
+from earlyexit.planner.estimators import exit_fractions
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.queueing import evaluate_load
+from earlyexit.planner.space import make_space
+
+from .strategies import problems
+
+SETTINGS = settings(
+    max_examples=int(os.environ.get("EE_HYPOTHESIS_EXAMPLES", "120")) // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _bound_of(cm, space, tab, t_pos, cuts, tiers):
+    """The DP's value of one configuration, computed apart: Lat plus (1 - ER_b) W per
+    partition (the wait table's entry of its tier and blocks)."""
+    thr = float(cm.thresholds[space.t_idx[t_pos]])
+    e, s, _acc = exit_fractions(cm.profile, thr, cuts, "portend")
+    lat, _ = cm.latency(cuts, tiers, e, s)
+    er = cm.er[space.t_idx[t_pos]]
+    prev = 0
+    for w, c in zip(tiers, cuts, strict=True):
+        lat += (1.0 - er[prev]) * tab[t_pos, w, prev, c]
+        prev = c
+    return lat, _acc
+
+
+@SETTINGS
+@given(
+    problems(max_blocks=6, max_tiers=3),
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.05, 0.5, 2.0, 8.0]),
+    st.sampled_from([1, 3, 20]),
+    st.sampled_from([None, 0.001, 0.05, 0.5]),
+)
+def test_probe_gets_real_configurations_at_their_bound(problem, frac, lam, k, max_loss):
+    """Every configuration handed to the probe is a real one of the space that meets the
+    accuracy bound, at the value the DP gave it; the bar it sets is one of them under load."""
+    from earlyexit.planner._labels import CutCodes
+    from earlyexit.planner._portend import PortendSearch
+
+    profile, topo = problem
+    cm = CostModel(profile, topo)
+    space = make_space(cm)
+    eps = math.inf if max_loss is None else max_loss
+    tab = _wait_table(cm, space, lam, min(eps, 1.0), k)
+    if tab is None:
+        return
+    seen: list[tuple[int, tuple, tuple, float]] = []
+
+    def probe(configs):
+        best = math.inf
+        for t_pos, tiers, cuts in configs:
+            thr = float(cm.thresholds[space.t_idx[t_pos]])
+            le = evaluate_load(
+                cm.profile, cm.topology, thr, list(cuts), list(tiers), lam, k, "portend",
+                "approx", cost_model=cm,
+            )  # fmt: skip
+            seen.append((t_pos, tiers, cuts, le.latency_s))
+            if le.loss_ratio <= eps + 1e-12 and math.isfinite(le.latency_s):
+                best = min(best, le.latency_s)
+        return best
+
+    ps = PortendSearch(
+        cm, space, "min_latency", frac, codes=CutCodes(cm.n, cm.m, space.max_parts),
+        extra=tab, fixed_inc=math.inf, probe=probe,
+    )  # fmt: skip
+    orig = ps._probe_best
+    handed: list[np.ndarray] = []
+
+    def spy(vals, *args):
+        handed.append(np.sort(vals[vals < args[-2].inc])[:4])
+        return orig(vals, *args)
+
+    ps._probe_best = spy
+    fin, _ = ps.run("min_latency", frac)
+    values = np.concatenate(handed) if handed else np.zeros(0)
+    assert len(seen) == values.size
+    for (t_pos, tiers, cuts, _lat), v in zip(seen, values, strict=True):
+        assert len(set(tiers)) == len(tiers)  # a tier once
+        assert all(space.tier_allowed[i, w] for i, w in enumerate(tiers))
+        assert list(cuts) == sorted(set(cuts)) and space.end_ok[cuts[-1]]
+        assert space.min_parts <= len(cuts) <= space.max_parts
+        got, acc = _bound_of(cm, space, tab[0], t_pos, cuts, tiers)
+        assert got == pytest.approx(v, rel=1e-9, abs=1e-12)
+        if frac is not None:
+            assert acc >= frac - ACC_ATOL - 1e-9
+    feasible = [lat for *_x, lat in seen]
+    if math.isfinite(ps.inc):
+        assert ps.inc in feasible
+    # every listed configuration's bound is within the bar
+    assert np.all(fin.lat <= ps.inc + 1e-9 * (1 + abs(ps.inc)) if math.isfinite(ps.inc) else True)
