@@ -50,6 +50,12 @@ class DeviceProfile:
             device stretches (the latency model adds ``(slowdown - 1)`` times it
             per partition run), measured by
             :func:`earlyexit.profiling.overhead.measure_hop_cpu`. None counts as 0.
+        partition_time_busy_s: optional N x N like ``partition_time_s``, each
+            partition timed right after another run of it (no idle gap): what a
+            tier that is never idle spends, where ``partition_time_s`` was timed
+            after an idle gap (``meta["gap_s"]``). The load model serves a message
+            that finds its tier busy in this time (docs/spec.md#load). None: the
+            same as ``partition_time_s``.
     """
 
     partition_time_s: np.ndarray
@@ -61,9 +67,10 @@ class DeviceProfile:
     extra: dict[str, Any] = field(default_factory=dict)
     hop_s: float | None = None
     hop_cpu_s: float | None = None
+    partition_time_busy_s: np.ndarray | None = None
 
     _KEYS = ("partition_time_s", "serialize_s", "deserialize_s", "result_serialize_s",
-             "result_deserialize_s", "meta", "hop_s", "hop_cpu_s")
+             "result_deserialize_s", "meta", "hop_s", "hop_cpu_s", "partition_time_busy_s")
 
     def __post_init__(self) -> None:
         self.partition_time_s = np.asarray(self.partition_time_s, dtype=np.float64)
@@ -75,21 +82,21 @@ class DeviceProfile:
             self.hop_s = _float(self.hop_s, "device.hop_s", lo=0.0)
         if self.hop_cpu_s is not None:
             self.hop_cpu_s = _float(self.hop_cpu_s, "device.hop_cpu_s", lo=0.0)
+        if self.partition_time_busy_s is not None:
+            n = self.partition_time_s.shape[0]
+            self.partition_time_busy_s = _times(
+                self.partition_time_busy_s, "device.partition_time_busy_s", n
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
         """Build from a mapping as in docs/spec.md; ``name`` prefixes error messages."""
         _mapping(data, name)
         n = num_blocks
-        pt = _array(_req(data, "partition_time_s", name), f"{name}.partition_time_s", (n, n),
-                    lo=0.0, allow_nan=True)
-        upper = np.triu(np.ones((n, n), dtype=bool))
-        missing = np.isnan(pt) & upper
-        if missing.any():
-            a, b = np.argwhere(missing)[0]
-            raise ValueError(f"{name}.partition_time_s[{a}][{b}] (blocks {a + 1}..{b + 1}): "
-                             "missing; the upper triangle (a <= b) must be complete")
-        pt = np.where(upper, pt, np.nan)
+        pt = _times(_req(data, "partition_time_s", name), f"{name}.partition_time_s", n)
+        busy = data.get("partition_time_busy_s")
+        if busy is not None:
+            busy = _times(busy, f"{name}.partition_time_busy_s", n)
         ser = _array(_req(data, "serialize_s", name), f"{name}.serialize_s", (n + 1,), lo=0.0)
         de = _array(_req(data, "deserialize_s", name), f"{name}.deserialize_s", (n + 1,), lo=0.0)
         rs = _float(_req(data, "result_serialize_s", name), f"{name}.result_serialize_s", lo=0.0)
@@ -101,7 +108,7 @@ class DeviceProfile:
         cpu = data.get("hop_cpu_s")
         if cpu is not None:
             cpu = _float(cpu, f"{name}.hop_cpu_s", lo=0.0)
-        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop, cpu)
+        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop, cpu, busy)
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of docs/spec.md (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
@@ -118,7 +125,21 @@ class DeviceProfile:
             out["hop_s"] = float(self.hop_s)
         if self.hop_cpu_s is not None:
             out["hop_cpu_s"] = float(self.hop_cpu_s)
+        if self.partition_time_busy_s is not None:
+            out["partition_time_busy_s"] = _tolist(self.partition_time_busy_s)
         return out
+
+
+def _times(raw: Any, what: str, n: int) -> np.ndarray:
+    """An N x N partition-time table: upper triangle complete and >= 0, NaN below it."""
+    pt = _array(raw, what, (n, n), lo=0.0, allow_nan=True)
+    upper = np.triu(np.ones((n, n), dtype=bool))
+    missing = np.isnan(pt) & upper
+    if missing.any():
+        a, b = np.argwhere(missing)[0]
+        raise ValueError(f"{what}[{a}][{b}] (blocks {a + 1}..{b + 1}): "
+                         "missing; the upper triangle (a <= b) must be complete")
+    return np.where(upper, pt, np.nan)
 
 
 @dataclass(eq=False)

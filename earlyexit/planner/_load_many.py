@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -150,13 +151,16 @@ class Solved:
 
 @dataclass
 class _Route:
-    """One placement's rows: its flows (station, weight, time, the stations upstream) and
-    its result routes (E_k, the stations a sample that exits at k passes)."""
+    """One placement's rows: its flows (station, weight, time, the stations upstream, the
+    time when the station is busy), its result routes (E_k, the stations a sample that
+    exits at k passes) and, where a partition runs faster when its tier is busy, its
+    saving (tier, the unloaded model's weight S_{k-1}, the compute time saved)."""
 
     n_rows: int
     keys: list[Key]
-    flows: list[tuple[Key, np.ndarray | float, np.ndarray | float, list[Key]]]
+    flows: list[tuple[Key, np.ndarray | float, np.ndarray | float, list[Key], np.ndarray | float]]
     done: list[tuple[np.ndarray, list[Key]]]
+    saves: list[tuple[Key, np.ndarray, np.ndarray]]
 
 
 def _route(
@@ -166,7 +170,10 @@ def _route(
     """The stations and flows of R configurations placed at ``tiers`` (:func:`load_many`)."""
     cuts = np.asarray(cuts, dtype=np.int64).reshape(-1, len(tiers))
     n_rows, n_parts = cuts.shape
-    e_c = np.maximum(np.asarray(e, dtype=np.float64).reshape(n_rows, n_parts), 0.0)
+    e_raw = np.asarray(e, dtype=np.float64).reshape(n_rows, n_parts)
+    # the unloaded model's weight of partition k's compute: S_{k-1} = 1 - (E_1 + .. + E_{k-1})
+    lat_reach = 1.0 - np.concatenate([np.zeros((n_rows, 1)), np.cumsum(e_raw, axis=1)[:, :-1]], 1)
+    e_c = np.maximum(e_raw, 0.0)
     tot = e_c.sum(axis=1)
     last = np.zeros(n_parts)
     last[-1] = 1.0
@@ -180,35 +187,43 @@ def _route(
     on = [True] * n_parts if branches is None else list(branches)
 
     # the chain, in the order it offers its flows; a flow survives the stations before it
-    flows: list[tuple[Key, np.ndarray | float, np.ndarray | float, list[Key]]] = []
+    flows: list[tuple[Key, np.ndarray | float, np.ndarray | float, list[Key], Any]] = []
+    saves: list[tuple[Key, np.ndarray, np.ndarray]] = []
     chain: list[Key] = []  # (a weight or time the same for every row: a float)
     for j, dr, bw in _links(cm, src, tiers[0]):
-        flows.append((("link", j, dr), 1.0, float(cm.bits[0]) / bw, [*chain]))
+        t = float(cm.bits[0]) / bw
+        flows.append((("link", j, dr), 1.0, t, [*chain], t))
         chain.append(("link", j, dr))
     branch: list[tuple[list[Key], int, list[tuple[Key, float]]]] = []  # (upstream, k, steps)
     prev = np.zeros(n_rows, dtype=np.int64)
     for k in range(n_parts):
         w, c = int(tiers[k]), cuts[:, k]
         base = cm.dt[w, prev] + cm.ct[w, prev, c] + float(h[w])
-        flows.append((("tier", w), e_c[:, k], base + cm.rst[w], [*chain]))
-        flows.append((("tier", w), s_c[:, k], base + cm.st[w, c], [*chain]))
+        saved = cm.ct[w, prev, c] - cm.ct_busy[w, prev, c]  # 0 without busy times
+        flows.append((("tier", w), e_c[:, k], base + cm.rst[w], [*chain], base - saved + cm.rst[w]))
+        flows.append(
+            (("tier", w), s_c[:, k], base + cm.st[w, c], [*chain], base - saved + cm.st[w, c])
+        )
+        if cm.has_busy:
+            saves.append((("tier", w), lat_reach[:, k], saved))
         chain.append(("tier", w))
         if on[k]:
             steps = [(("link", j, dr), rbits / bw) for j, dr, bw in _links(cm, w, dst)]
             branch.append(([*chain], k, steps))
         if k < n_parts - 1:
             for j, dr, bw in _links(cm, w, int(tiers[k + 1])):
-                flows.append((("link", j, dr), s_c[:, k], cm.bits[c] / bw, [*chain]))
+                t = cm.bits[c] / bw
+                flows.append((("link", j, dr), s_c[:, k], t, [*chain], t))
                 chain.append(("link", j, dr))
         prev = c
     done: list[tuple[np.ndarray, list[Key]]] = []
     for up, k, steps in branch:
         for kk, t in steps:
-            flows.append((kk, e_c[:, k], t, up))
+            flows.append((kk, e_c[:, k], t, up, t))
             up = [*up, kk]
         done.append((e_c[:, k], up))
     keys = list(dict.fromkeys(chain + [kk for _u, _k, st in branch for kk, _t in st]))
-    return _Route(n_rows, keys, flows, done)
+    return _Route(n_rows, keys, flows, done, saves)
 
 
 def _solve(
@@ -232,33 +247,49 @@ def _solve(
     path_idx = np.full((n_fl, max(depth, 1)), n_st)  # n_st: a row of ones
     w0 = np.zeros((n_fl, n_rows))  # weights (visits per sample), 0 outside a flow's rows
     times = np.zeros((n_fl, n_rows))
+    busy = any(r.saves for r in routes)  # some partition runs faster on a busy tier
+    times_b = np.zeros((n_fl, n_rows)) if busy else times
     fi, row = 0, 0
     for r in routes:
         cols = slice(row, row + r.n_rows)
-        for kk, w_, t, up in r.flows:
+        for kk, w_, t, up, tb in r.flows:
             agg[sidx[kk], fi] = 1.0
             path_idx[fi, : len(up)] = [sidx[u] for u in up]
             w0[fi, cols] = w_
             times[fi, cols] = t
+            if busy:
+                times_b[fi, cols] = tb
             fi += 1
         row += r.n_rows
     weights = w0 * lam  # lam: one rate, or one per row
+    # the stations where a busy server is faster (the others keep q = 1: no effect)
+    faster = (agg @ (times - times_b) > 0) if busy else None
 
-    loss = np.zeros((n_st, n_rows))
-    met = np.zeros((6, n_st, n_rows))  # rate, mean, scv, rho, loss, wait
+    # the state: every station's loss ratio and (busy times) q, the fraction of its
+    # accepted messages that find it empty and are served in the idle-gap time
+    n_x = 2 * n_st if busy else n_st
+    loss = np.zeros((n_x, n_rows))
+    if busy:
+        loss[n_st:] = 1.0
+    met = np.zeros((7 if busy else 6, n_st, n_rows))  # rate, mean, scv, rho, loss, wait, q
     damp = np.ones(n_rows)
     last_resid = np.full(n_rows, np.inf)
-    d_prev = np.zeros((n_st, n_rows))
+    d_prev = np.zeros((n_x, n_rows))
     act = np.arange(n_rows)  # the rows still iterating
     for _ in range(_FIX_ITERS):
         at_: slice | np.ndarray = slice(None) if act.size == n_rows else act  # views if all
         x = loss[:, at_]
         keep = np.ones((n_st + 1, act.size))
-        np.subtract(1.0, x, out=keep[:n_st])
+        np.subtract(1.0, x[:n_st], out=keep[:n_st])
         sv = keep[path_idx].prod(axis=1)  # (flows, rows): the survival of each flow
-        vals = _stations(weights[:, at_] * sv, times[:, at_], agg, k_cap, queue_model)
+        if busy:
+            vals = _stations(weights[:, at_] * sv, times[:, at_], agg, k_cap, queue_model,
+                             times_b[:, at_], x[n_st:], faster[:, at_])  # fmt: skip
+            d = np.concatenate([vals[4], vals[6]]) - x
+        else:
+            vals = _stations(weights[:, at_] * sv, times[:, at_], agg, k_cap, queue_model)
+            d = vals[4] - x
         met[:, :, at_] = vals
-        d = vals[4] - x
         resid = np.abs(d).max(axis=0)
         settled = resid < _SETTLED
         if settled.all():  # the last step: F(x) itself
@@ -282,6 +313,7 @@ def _solve(
         if act.size == 0:
             break
 
+    loss, q = loss[:n_st], (loss[n_st:] if busy else None)
     # completed: exits at k survive the chain up to and including tier k, then their route
     keep = 1.0 - loss
     completed = np.zeros(n_rows)
@@ -296,13 +328,28 @@ def _solve(
         row += r.n_rows
     visits = agg @ w0
     delay = (visits * met[5]).sum(axis=0)
-    return keys, met, visits, delay, np.clip(1.0 - completed, 0.0, 1.0)
+    if busy:  # what the partitions served busy save, with the unloaded model's weights
+        row = 0
+        for r in routes:
+            cols = slice(row, row + r.n_rows)
+            for kk, weight, saved in r.saves:
+                delay[cols] -= weight * (1.0 - q[sidx[kk], cols]) * saved
+            row += r.n_rows
+    return keys, met[:6], visits, delay, np.clip(1.0 - completed, 0.0, 1.0)
 
 
 def _stations(
-    rates: np.ndarray, times: np.ndarray, agg: np.ndarray, k_cap: int, model: str
-) -> np.ndarray:
-    """(6, S, R): rate, mean, scv, rho, loss, wait of every station from its flows (F, R)."""
+    rates: np.ndarray, times: np.ndarray, agg: np.ndarray, k_cap: int, model: str,
+    times_b: np.ndarray | None = None, q: np.ndarray | None = None,
+    faster: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(6, S, R): rate, mean, scv, rho, loss, wait of every station from its flows (F, R).
+
+    With ``times_b`` (each flow's time when the station is busy), ``q`` (S, R) and
+    ``faster`` (S, R): a message that finds the station empty (fraction q of the
+    accepted ones) is served in ``times``, the others in ``times_b``; then a seventh row,
+    the q that the station's queue-length law gives (1 where not ``faster``).
+    """
     live = rates > 0
     rates = np.where(live, rates, 0.0)
     rate = agg @ rates
@@ -310,20 +357,48 @@ def _stations(
     den = np.where(busy, rate, 1.0)
     mean = np.where(busy, (agg @ (rates * times)) / den, 0.0)
     m2 = np.where(busy, (agg @ (rates * times**2)) / den, 0.0)
+    if times_b is not None:
+        mean_c = mean
+        mean_b = np.where(busy, (agg @ (rates * times_b)) / den, 0.0)
+        m2_b = np.where(busy, (agg @ (rates * times_b**2)) / den, 0.0)
+        mean = q * mean_c + (1.0 - q) * mean_b
+        m2 = q * m2 + (1.0 - q) * m2_b
     scv = scv_of(mean, m2)
     rho = rate * mean
     if model == "exact":
         lo, num = np.zeros(rho.shape), np.zeros(rho.shape)
         for si, r in zip(*np.nonzero(rho > 0), strict=True):
             sel = live[:, r] & (agg[si] > 0)
-            lo[si, r], num[si, r] = mg1k_exact(
-                rate[si, r], times[sel, r], rates[sel, r] / rate[si, r], k_cap
-            )
+            probs = rates[sel, r] / rate[si, r]
+            if times_b is None or not faster[si, r]:
+                lo[si, r], num[si, r] = mg1k_exact(rate[si, r], times[sel, r], probs, k_cap)
+            else:  # exactly: the chain serves a message that finds it empty in times
+                lo[si, r], num[si, r] = mg1k_exact(
+                    rate[si, r], times_b[sel, r], probs, k_cap, first_times=times[sel, r]
+                )
     else:
         lo, num = approx_many(rho, scv, k_cap)
+    if times_b is not None:
+        # 1 - p_0 = rho (1 - L), the carried load, so q = p_0 / (1 - L) = 1 / (1 - L) - rho;
+        # the exact chain took q from its own law: rho = rate (q mean_c + (1 - q) mean_b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / np.maximum(1.0 - lo, 1e-300)
+            if model == "exact":
+                q_new = (inv - rate * mean_b) / (1.0 + rate * (mean_c - mean_b))
+            else:
+                q_new = inv - rho
+        q_new = np.where(faster & (rate > 0), np.clip(q_new, 0.0, 1.0), 1.0)
+        if model == "exact":  # the mean and SCV it served with
+            m2_c = np.where(busy, (agg @ (rates * times**2)) / den, 0.0)
+            mean = q_new * mean_c + (1.0 - q_new) * mean_b
+            scv = scv_of(mean, q_new * m2_c + (1.0 - q_new) * m2_b)
+            rho = rate * mean
     wq = wait_in_queue(rate, mean, lo, num)
     pos = rho > 0
-    return np.stack([rate, mean, scv, np.where(pos, rho, 0.0), np.where(pos, lo, 0.0), wq])
+    rows = [rate, mean, scv, np.where(pos, rho, 0.0), np.where(pos, lo, 0.0), wq]
+    if times_b is not None:
+        rows.append(q_new)
+    return np.stack(rows)
 
 
 def scv_of(mean: np.ndarray, m2: np.ndarray) -> np.ndarray:

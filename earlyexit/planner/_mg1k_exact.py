@@ -26,6 +26,27 @@ MAX_EXACT_CAPACITY = 2000
 """The exact method solves a K x K linear system per station; larger K: use ``approx``."""
 
 
+_TINY_RHO = 1e-4
+"""Below this load the chain's solve loses N to rounding (N ~ rho, divided by lambda for
+the wait); there M/G/1's closed forms are used, relatively O(rho^(K-1)) off."""
+
+
+def _light(
+    lam: float, t: np.ndarray, w: np.ndarray, t0: np.ndarray, exponential: bool
+) -> tuple[float, float]:
+    """(loss 0, mean number) of M/G/1 with exceptional first service ``t0`` (Welch 1964;
+    Pollaczek-Khinchine when ``t0`` is ``t``): the limit of the chain at a light load."""
+    m_b, m_c = float(np.dot(t, w)), float(np.dot(t0, w))
+    s2_b, s2_c = float(np.dot(t**2, w)), float(np.dot(t0**2, w))
+    if exponential:
+        m_b = m_c = float(t[0])
+        s2_b = s2_c = 2.0 * m_b**2
+    rho = lam * m_b
+    p0 = (1.0 - rho) / (1.0 - rho + lam * m_c)
+    wq = lam * s2_b / (2.0 * (1.0 - rho)) + lam * (s2_c - s2_b) / (2.0 * (1.0 - rho + lam * m_c))
+    return 0.0, lam * (wq + p0 * m_c + (1.0 - p0) * m_b)
+
+
 def _poisson_mixture(lam: float, times: np.ndarray, probs: np.ndarray, jmax: int) -> np.ndarray:
     """a_j = P(j Poisson(lam) arrivals during a service), j = 0..jmax-1, service a point-mass mixture."""
     j = np.arange(jmax, dtype=np.float64)
@@ -42,18 +63,30 @@ def _poisson_mixture(lam: float, times: np.ndarray, probs: np.ndarray, jmax: int
     return out
 
 
-def _embedded(a: np.ndarray, rho: float, k: int) -> tuple[float, float]:
-    """Solve M/G/1/K's departure-epoch chain; (loss, mean number) by PASTA and the standard map."""
-    if k == 1:
-        return rho / (1 + rho), rho / (1 + rho)
+def _embedded(
+    a: np.ndarray, rho: float, k: int, a0: np.ndarray | None = None, rho0: float | None = None
+) -> tuple[float, float]:
+    """Solve M/G/1/K's departure-epoch chain; (loss, mean number) by PASTA and the standard map.
+
+    With ``a0`` and ``rho0``: a message that finds the server empty is served with
+    another law (exceptional first service, Welch 1964): P(j arrivals) ``a0`` and load
+    ``rho0`` = lambda times its mean. The accepted arrivals see the departures' law
+    pi, so 1 - L = 1 / (pi_0 + lambda E[S served]), E[S served] mixing the two laws
+    with pi_0.
+    """
+    if a0 is None or rho0 is None:
+        a0, rho0 = a, rho
+    if k == 1:  # every accepted message finds the server empty
+        return rho0 / (1 + rho0), rho0 / (1 + rho0)
     n = k  # departure states 0..K-1
-    tail = np.maximum(0.0, 1.0 - np.cumsum(a))  # tail[j] = P(more than j arrivals)
     p = np.zeros((n, n))
     for i in range(n):
+        ai = a0 if i == 0 else a
+        tail = np.maximum(0.0, 1.0 - np.cumsum(ai))  # tail[j] = P(more than j arrivals)
         base = max(i - 1, 0)
         width = n - 1 - base  # targets base .. n-2 exactly, n-1 takes the rest
         if width > 0:
-            p[i, base : n - 1] = a[:width]
+            p[i, base : n - 1] = ai[:width]
         p[i, n - 1] = tail[width - 1] if width > 0 else 1.0
     m = p.T - np.eye(n)
     m[-1, :] = 1.0
@@ -62,7 +95,7 @@ def _embedded(a: np.ndarray, rho: float, k: int) -> tuple[float, float]:
     pi = np.linalg.solve(m, rhs)
     pi = np.maximum(pi, 0.0)
     pi /= pi.sum()
-    den = pi[0] + rho
+    den = pi[0] + pi[0] * rho0 + (1.0 - pi[0]) * rho
     pt = np.concatenate([pi / den, [1.0 - 1.0 / den]])
     pt = np.maximum(pt, 0.0)
     return float(pt[-1]), float(np.dot(np.arange(k + 1), pt))
@@ -75,6 +108,7 @@ def mg1k_exact(
     capacity: int = DEFAULT_QUEUE_CAPACITY,
     *,
     exponential: bool = False,
+    first_times: Sequence[float] | None = None,
 ) -> tuple[float, float]:
     """M/G/1/K exactly, by its embedded Markov chain: (loss ratio, mean number in system).
 
@@ -85,6 +119,9 @@ def mg1k_exact(
         capacity: K >= 1 (at most :data:`MAX_EXACT_CAPACITY`).
         exponential: the service is exponential with mean ``times[0]`` instead
             (then this is M/M/1/K; used to check the chain).
+        first_times: the service times of a message that finds the server empty,
+            one per point mass, with the same probabilities (exceptional first
+            service; docs/spec.md#load); default ``times``.
 
     Returns:
         (loss ratio, mean number in system).
@@ -119,11 +156,23 @@ def mg1k_exact(
         raise ValueError(f"arrival_rate: must be finite and >= 0, got {arrival_rate}")
     mean = float(t[0]) if exponential else float(np.dot(t, w))
     rho = lam * mean
-    if rho == 0:
+    t0 = None
+    if first_times is not None:
+        t0 = np.asarray(first_times, dtype=np.float64).ravel()
+        if exponential or t0.shape != t.shape or np.any(~np.isfinite(t0)) or np.any(t0 < 0):
+            raise ValueError(
+                f"first_times: expected {t.size} service times >= 0 (not with exponential), "
+                f"got {list(first_times)}"
+            )
+    rho0 = rho if t0 is None else lam * float(np.dot(t0, w))
+    if rho == 0 and rho0 == 0:
         return 0.0, 0.0
+    if k >= 2 and max(rho, rho0) < _TINY_RHO:
+        return _light(lam, t, w, t if t0 is None else t0, exponential)
     if exponential:
         q = rho / (1 + rho)
         a = (1 - q) * q ** np.arange(k, dtype=np.float64)
     else:
         a = _poisson_mixture(lam, t, w, k)
-    return _embedded(a, rho, k)
+    a0 = None if t0 is None else _poisson_mixture(lam, t0, w, k)
+    return _embedded(a, rho, k, a0, rho0)

@@ -76,15 +76,21 @@ def _fractions(
 
 
 def _latency(
-    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray, s: np.ndarray
-) -> np.ndarray:
-    """Lat (T, C) of every cut tuple at placement d (docs/spec.md#latency, term by term)."""
+    cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray, s: np.ndarray,
+    busy: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """Lat (T, C) of every cut tuple at placement d (docs/spec.md#latency, term by term).
+
+    ``busy``: with every partition run at its busy time (``cm.ct_busy``), a lower
+    bound of the latency under load less its queueing (docs/spec.md#load).
+    """
     n_parts = len(d)
+    ct = cm.ct_busy if busy else cm.ct
     lat = np.full(e.shape[:2], float(cm.x[cm.source, d[0], 0]))
     prev = np.zeros(cuts.shape[0], dtype=np.int64)
     for k in range(n_parts):
         c = cuts[:, k]
-        lat = lat + (s[:, :, k] + e[:, :, k]) * cm.ct[d[k], prev, c][None]
+        lat = lat + (s[:, :, k] + e[:, :, k]) * ct[d[k], prev, c][None]
         if k < n_parts - 1:
             lat = lat + s[:, :, k] * cm.x[d[k], d[k + 1], c][None]
         lat = lat + e[:, :, k] * cm.r[d[k]]
@@ -119,6 +125,9 @@ def _tier_bounds(
     rate, the samples it drops are lost once: the loss ratio is at least the sum of
     (reach_k - eps1) L_k and the delay at least the sum of reach_k W_k at those rates.
     Valid for the configurations that meet the loss bound (the others are discarded).
+    With busy times (``cm.has_busy``) every message is taken at its busy time and, in
+    the approx formula, at SCV 0 (the mixture with the idle-gap times has a larger mean
+    but maybe a smaller SCV); add the wait bound to Lat at busy times.
     """
     n_r, n_parts = e.shape
     dd = np.broadcast_to(np.asarray(d, dtype=np.int64).reshape(-1, n_parts), (n_r, n_parts))
@@ -133,7 +142,7 @@ def _tier_bounds(
     for k in range(n_parts):
         w = dd[:, k]
         c = cuts[:, k]
-        base = cm.dt[w, prev] + cm.ct[w, prev, c] + cm.hop_tier[w]  # as the load model
+        base = cm.dt[w, prev] + cm.ct_busy[w, prev, c] + cm.hop_tier[w]  # as the load model
         t_exit = base + cm.rst[w]
         t_fwd = base + cm.st[w, c]
         reach = reach_all[:, k]
@@ -146,6 +155,8 @@ def _tier_bounds(
         f = np.where(good, f, 0.0)
         rate = lam * f
         mean, scv = _moments(p_exit, t_exit, t_fwd)
+        if cm.has_busy:
+            scv = np.zeros_like(scv)
         rho = rate * mean
         if model == "approx":
             lo, num = approx_many(rho, scv, k_cap)
@@ -212,7 +223,7 @@ def _wait_table(
     W[t, w, b, c] bounds the visits times the mean wait of tier w serving blocks
     b+1..c at threshold t, per unit of 1 - ER_b (the DP multiplies by it), at the least
     rate it can see (:func:`_tier_bounds`); inf where the samples it drops alone exceed
-    the loss bound. The service is taken constant at the shorter of its two times (exit
+    the loss bound. The service is taken constant at the shorter of its two busy times (exit
     or forward): the wait and the loss grow with the mean and the SCV, so this bounds
     the mixture whatever follows the partition, at half the cost of the two mixtures
     (the DP's increments for "more partitions follow" / "the last" are 0). The queue
@@ -249,7 +260,9 @@ def _wait_table(
     out = np.zeros((n_t, m, (n + 1) ** 2))
     if ws:
         wa = np.array(ws)
-        base = cm.dt[wa][:, bi] + cm.ct[wa][:, bi, ci] + cm.hop_tier[wa][:, None]  # as the model
+        base = (
+            cm.dt[wa][:, bi] + cm.ct_busy[wa][:, bi, ci] + cm.hop_tier[wa][:, None]
+        )  # as the model
         t_min = base + np.minimum(cm.rst[wa][:, None], cm.st[wa][:, ci])  # (W, P): the shorter
         f0 = np.maximum(vis - eps1, 0.0)  # (T, P); at the source's first partition: vis
         src = ws.index(cm.source) if cm.source in ws else None

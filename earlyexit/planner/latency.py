@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -59,7 +60,9 @@ class CostModel:
     Arrays (M tiers, N blocks, index 0 of a block axis = the model input):
         ct[w, b, c]: compute time of blocks b+1..c on tier w (inf unless b < c),
             with the runtime's stretched CPU per partition run ``run_cpu[w]``;
-            ``compute[w, b, c]``: without it.
+            ``compute[w, b, c]``: without it. ``ct_busy``: the same run right
+            after another (the device's ``partition_time_busy_s``, at most ``ct``;
+            ``ct`` itself where no device has one, ``has_busy`` False).
         ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
             O_i from tier v to tier w; prop[v, w]: propagation.
         hop[v, w]: H_{v,w}, the runtime's cost of one hand-off from tier v to w.
@@ -106,6 +109,16 @@ class CostModel:
         cpu = np.array([0.0 if d.hop_cpu_s is None else float(d.hop_cpu_s) for d in devs])
         self.run_cpu = np.maximum((slow - 1.0) * cpu, -h)
         self.ct = ct + self.run_cpu[:, None, None]
+        # under load (docs/spec.md#load): a partition run that follows another at once;
+        # never above the time after an idle gap
+        busy = ct.copy()
+        for w, dev in enumerate(devs):
+            if dev.partition_time_busy_s is not None:
+                busy[w, iu[0], iu[1] + 1] = np.minimum(
+                    dev.partition_time_busy_s[iu] * slow[w], ct[w, iu[0], iu[1] + 1]
+                )
+        self.has_busy = bool(np.any(busy < ct))
+        self.ct_busy = busy + self.run_cpu[:, None, None] if self.has_busy else self.ct
 
         bits = profile.output_bits_with_input  # O_0..O_N
         self.bits = bits
@@ -154,6 +167,15 @@ class CostModel:
         self.er = er
         self.acc = np.concatenate([[0.0], profile.branch_accuracy])
         self.thresholds = profile.thresholds
+
+    def busy_view(self) -> CostModel:
+        """This model with ``ct`` set to ``ct_busy`` (itself without busy times): the
+        least compute a partition run can take, for lower bounds under load."""
+        if not self.has_busy:
+            return self
+        view = copy.copy(self)
+        view.ct = self.ct_busy
+        return view
 
     def _frag(self, bits: np.ndarray, links: Sequence[int]) -> np.ndarray:
         """PORTEND's fragment pipelining, without charging partial fragments as full."""

@@ -170,6 +170,7 @@ def profile(
         stats = exit_statistics(outputs, th, temps)
         sample = _first_inputs(batches, batch_size)
         timer = time_partitions
+        busy = np.full((n, n), np.nan) if gap_s > 0 else None
         extra_kw: dict[str, Any] = {}
         if engine == "onnx":
             timer = time_onnx_partitions
@@ -183,6 +184,7 @@ def profile(
             budget_s=budget_s,
             progress=progress,
             gap_s=gap_s,
+            busy_out=busy,
             **extra_kw,
         )
         with torch.inference_mode():
@@ -220,7 +222,7 @@ def profile(
     }
     device = DeviceProfile(
         times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,
-        meta, device_extra, hop_s, hop_cpu_s,
+        meta, device_extra, hop_s, hop_cpu_s, busy,
     )  # fmt: skip
     return Profile(
         model=str(model.config.get("backbone") or "custom"),

@@ -78,26 +78,49 @@ def _measure(
     percentile: float,
     gap_s: float = 0.0,
 ) -> float:
-    """Time ``fn``: warm up, then up to ``reps`` runs within ``budget_s``, return the percentile.
+    """The first of :func:`_measure_pair`: the percentile of the timed runs."""
+    return _measure_pair(fn, warmup, reps, budget_s, percentile, gap_s)[0]
+
+
+def _measure_pair(
+    fn: Callable[[], object],
+    warmup: int,
+    reps: int,
+    budget_s: float,
+    percentile: float,
+    gap_s: float = 0.0,
+) -> tuple[float, float]:
+    """Time ``fn``: warm up, then up to ``reps`` runs within ``budget_s``; the percentiles.
 
     With ``gap_s > 0`` the thread sleeps that long before each timed run, so that
     every run starts as a lone sample does in a deployment: with caches and
     branch predictors cooled by whatever ran meanwhile (back to back, a small
-    partition runs much faster than it does on one sample at a time).
+    partition runs much faster than it does on one sample at a time). Each such
+    run is then timed once more at once, as a busy tier runs the next sample.
+
+    Returns:
+        (the percentile of the runs after the gap, of the runs right after
+        another); without a gap both are the back-to-back runs'.
     """
     for _ in range(warmup):
         fn()
     times: list[float] = []
+    busy: list[float] = []
     deadline = time.perf_counter() + budget_s
     while len(times) < reps:
         if gap_s > 0:
             time.sleep(gap_s)
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if gap_s > 0:
+            fn()
+            busy.append(time.perf_counter() - t1)
         if len(times) >= 3 and time.perf_counter() > deadline:
             break
-    return float(np.percentile(times, percentile))
+    cold = float(np.percentile(times, percentile))
+    return cold, (float(np.percentile(busy, percentile)) if busy else cold)
 
 
 def block_inputs(model: MultiExitModel, sample: torch.Tensor) -> list[torch.Tensor]:
@@ -135,6 +158,7 @@ def _time_each_partition(
     budget_s: float,
     progress: bool,
     gap_s: float,
+    busy_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Time ``run_of(a, b, inputs)()`` for every partition [a..b] (0-based): both engines' loop.
 
@@ -144,7 +168,8 @@ def _time_each_partition(
     it; the model is in eval mode meanwhile and gets its mode back after.
 
     Returns:
-        ``N x N`` seconds; NaN below the diagonal.
+        ``N x N`` seconds; NaN below the diagonal. ``busy_out`` (N x N), if given,
+        receives the times right after another run (:func:`_measure_pair`).
     """
     from tqdm.auto import tqdm
 
@@ -161,7 +186,11 @@ def _time_each_partition(
             for b in range(a, n):
                 run = run_of(a, b, inputs)
                 with torch.inference_mode():
-                    times[a, b] = _measure(run, warmup, reps, budget_s, percentile, gap_s)
+                    times[a, b], busy = _measure_pair(
+                        run, warmup, reps, budget_s, percentile, gap_s
+                    )
+                if busy_out is not None:
+                    busy_out[a, b] = busy
                 bar.update()
     finally:
         bar.close()
@@ -178,6 +207,7 @@ def time_partitions(
     budget_s: float = 0.25,
     progress: bool = False,
     gap_s: float = 0.0,
+    busy_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Measure every partition [a..b] of a full-configuration model.
 
@@ -192,6 +222,9 @@ def time_partitions(
         progress: show a progress bar.
         gap_s: idle time before each timed run (see :func:`_measure`); 0 times
             runs back to back.
+        busy_out: an N x N array that receives, with ``gap_s > 0``, each
+            partition's time when run again right after (a tier that is never
+            idle; the profile's ``partition_time_busy_s``).
 
     Returns:
         ``N x N`` seconds; ``[a, b]`` (0-based) for blocks a+1..b+1, NaN below the diagonal.
@@ -205,7 +238,7 @@ def time_partitions(
         return lambda: part(x)
 
     return _time_each_partition(model, sample, run_of, "partitions", warmup, reps, percentile,
-                                budget_s, progress, gap_s)  # fmt: skip
+                                budget_s, progress, gap_s, busy_out)  # fmt: skip
 
 
 def time_onnx_partitions(
@@ -220,6 +253,7 @@ def time_onnx_partitions(
     exporter: str = "torchscript",
     intra_op_threads: int = 1,
     gap_s: float = 0.0,
+    busy_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Measure every partition [a..b] as the runtime runs it: an ONNX file in ONNX Runtime.
 
@@ -241,6 +275,7 @@ def time_onnx_partitions(
             operators to ONNX Runtime after its graph optimizations).
         intra_op_threads: ONNX Runtime threads per operator, as in the workers.
         gap_s: idle time before each timed run (see :func:`time_partitions`).
+        busy_out: as for :func:`time_partitions`.
 
     Returns:
         ``N x N`` seconds; ``[a, b]`` (0-based) for blocks a+1..b+1, NaN below the diagonal.
@@ -271,7 +306,7 @@ def time_onnx_partitions(
             return lambda: sess.run(None, feed)
 
         return _time_each_partition(model, sample, run_of, "onnx partitions", warmup, reps,
-                                    percentile, budget_s, progress, gap_s)  # fmt: skip
+                                    percentile, budget_s, progress, gap_s, busy_out)  # fmt: skip
 
 
 def compare_granularity(

@@ -19,11 +19,14 @@ def problems(
     max_tiers: int = 4,
     samples: bool = True,
     hops: bool = True,
+    busy: bool = False,
 ) -> tuple[Profile, Topology]:
     """A random (profile, topology) pair with 1..max_blocks blocks and 1..max_tiers tiers.
 
     With ``hops`` the devices' ``hop_s`` is absent, zero or random (up to 2 s,
-    as large as any other term, so that it can change the optimum).
+    as large as any other term, so that it can change the optimum). With ``busy``
+    each device's ``partition_time_busy_s`` is absent or 0.2 to 1.2 times its
+    partition times (above 1: counted as the idle-gap time).
     """
     n = draw(st.integers(1, max_blocks))
     m = draw(st.integers(1, max_tiers))
@@ -52,6 +55,9 @@ def problems(
         hop = {"absent": None, "zero": 0.0}.get(hop_kind)
         if hop_kind == "random":
             hop = float(arr((1,), draw(st.sampled_from([0.01, 0.3, 2.0])))[0])
+        fast = None
+        if busy and draw(st.booleans()):
+            fast = pt * rng.choice([0.2, 0.5, 0.9, 1.0, 1.2], size=(n, n))
         devices[f"d{k}"] = DeviceProfile(
             pt,
             arr((n + 1,), 0.1),
@@ -59,6 +65,7 @@ def problems(
             float(arr((1,), 0.01)[0]),
             float(arr((1,), 0.01)[0]),
             hop_s=hop,
+            partition_time_busy_s=fast,
         )
     s = draw(st.integers(1, 12))
     entropy = (

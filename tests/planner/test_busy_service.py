@@ -1,0 +1,160 @@
+"""Busy service times (docs/spec.md#load): a message that finds its tier busy runs the
+partition in its back-to-back time, one that finds it empty in the idle-gap time."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from earlyexit.formats import Profile
+from earlyexit.planner.bruteforce import brute_force_candidates
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.queueing import evaluate_load, mg1k_exact
+from earlyexit.planner.space import make_space
+from earlyexit.planner.synthetic import synthetic_profile
+from earlyexit.planner.topology import resolve_topology
+from earlyexit.planner.underload import search_under_load
+
+from .strategies import problems
+from .test_plan_under_load import _brute_force_under_load
+
+SETTINGS = settings(
+    max_examples=int(os.environ.get("EE_HYPOTHESIS_EXAMPLES", "120")) // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _with_busy(prof: Profile, factor: float) -> Profile:
+    devices = {
+        name: dataclasses.replace(dev, partition_time_busy_s=dev.partition_time_s * factor)
+        for name, dev in prof.devices.items()
+    }
+    return dataclasses.replace(prof, devices=devices)
+
+
+def _welch(lam: float, cold: np.ndarray, busy: np.ndarray, probs: np.ndarray):
+    """M/G/1 with exceptional first service (Welch 1964), K infinite: P(empty), mean wait."""
+    m_b, m_c = float(busy @ probs), float(cold @ probs)
+    s2_b, s2_c = float(busy**2 @ probs), float(cold**2 @ probs)
+    rho = lam * m_b
+    p0 = (1 - rho) / (1 - rho + lam * m_c)
+    wq = lam * s2_b / (2 * (1 - rho)) + lam * (s2_c - s2_b) / (2 * (1 - rho + lam * m_c))
+    return p0, wq, m_c, m_b
+
+
+def test_exact_chain_with_a_slower_first_service_is_welchs_queue():
+    cold, busy, probs = np.array([3.0, 1.5]), np.array([2.0, 0.6]), np.array([0.3, 0.7])
+    lam = 0.45  # rho at busy times 0.46, at idle-gap times 0.74
+    loss, n = mg1k_exact(lam, busy, probs, 400, first_times=cold)
+    p0, wq, m_c, m_b = _welch(lam, cold, busy, probs)
+    assert loss < 1e-12
+    # Little: N = lam (W_q + E[S served]), E[S served] = P(empty) m_c + (1 - P(empty)) m_b
+    assert n == pytest.approx(lam * (wq + p0 * m_c + (1 - p0) * m_b), rel=1e-9)
+    # equal laws: the chain of M/G/1/K, unchanged
+    assert mg1k_exact(lam, busy, probs, 7, first_times=busy) == mg1k_exact(lam, busy, probs, 7)
+
+
+def test_exact_chain_against_a_simulation_with_small_k():
+    rng = np.random.default_rng(3)
+    cold, busy, lam, k = 2.0, 0.7, 0.8, 3
+    loss, n = mg1k_exact(lam, [busy], [1.0], k, first_times=[cold])
+    # a discrete-event simulation of the same station: FIFO, K in system, drop when full
+    arrivals = np.cumsum(rng.exponential(1 / lam, 400_000))
+    deps: list[float] = []  # departure times of the messages in system
+    dropped = area = 0.0
+    last = 0.0
+    for t in arrivals:
+        while deps and deps[0] <= t:
+            d = deps.pop(0)
+            area += len(deps) * 0 + (d - last) * (len(deps) + 1)
+            last = d
+        area += (t - last) * len(deps)
+        last = t
+        if len(deps) >= k:
+            dropped += 1
+            continue
+        start = deps[-1] if deps else t
+        deps.append(start + (busy if deps else cold))
+    sim_loss = dropped / arrivals.size
+    sim_n = area / last
+    assert sim_loss == pytest.approx(loss, abs=0.004)
+    assert sim_n == pytest.approx(n, rel=0.02)
+
+
+@pytest.mark.parametrize("model", ["approx", "exact"])
+def test_busy_times_leave_the_unloaded_model_and_speed_the_loaded_one(model):
+    prof = synthetic_profile(8, seed=2)
+    fast = _with_busy(prof, 0.6)
+    args = ("portend-aws", 0.5, [3, 8], [0, 2])
+    # a vanishing load: every message finds its tier empty, so today's latency exactly
+    for p in (prof, fast):
+        le = evaluate_load(p, *args, 1e-12, 20, queue_model=model)
+        assert le.latency_s == pytest.approx(le.unloaded_latency_s, abs=1e-12)
+        assert evaluate_load(p, *args, 0.0, 20, queue_model=model).latency_s == (
+            le.unloaded_latency_s
+        )
+    lam = 0.8 / evaluate_load(prof, *args, 1e-9, 20).stations[0].service_mean_s
+    slow_le = evaluate_load(prof, *args, lam, 20, queue_model=model)
+    fast_le = evaluate_load(fast, *args, lam, 20, queue_model=model)
+    assert fast_le.unloaded_latency_s == slow_le.unloaded_latency_s
+    assert fast_le.latency_s < slow_le.latency_s and fast_le.loss_ratio < slow_le.loss_ratio
+    first = fast_le.stations[0]
+    s0 = slow_le.stations[0]
+    # the first tier serves between its busy and its idle-gap mean
+    assert 0.6 * s0.service_mean_s < first.service_mean_s < s0.service_mean_s
+    # busy times above the idle-gap ones count as the idle-gap ones: no change at all
+    assert evaluate_load(_with_busy(prof, 1.3), *args, lam, 20, queue_model=model) == slow_le
+
+
+def test_approx_station_at_large_k_is_welchs_p0():
+    """One tier, a constant service: the approx law's P(empty) at large K is 1 - rho, and
+    the fixed point of q gives Welch's P(empty) for a slower first service."""
+    prof = _with_busy(synthetic_profile(4, seed=5), 0.5)
+    cm = CostModel(prof, resolve_topology("portend-aws"))
+    lam = 0.3 / float(cm.ct[0, 0, 4])
+    le = evaluate_load(prof, "portend-aws", 0.0, [4], [0], lam, 2000, cost_model=cm)
+    st0 = le.stations[0]
+    cold = float(cm.ct[0, 0, 4] + cm.dt[0, 0] + cm.rst[0] + cm.hop_tier[0])
+    busy = cold - float(cm.ct[0, 0, 4] - cm.ct_busy[0, 0, 4])
+    p0 = _welch(lam, np.array([cold]), np.array([busy]), np.array([1.0]))[0]
+    assert st0.service_mean_s == pytest.approx(p0 * cold + (1 - p0) * busy, rel=1e-9)
+
+
+@SETTINGS
+@given(
+    problems(max_blocks=4, max_tiers=3, busy=True),
+    st.sampled_from(["portend", "exact"]),
+    st.sampled_from(["min_latency", "max_accuracy"]),
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.01, 0.1, 0.5, 2.0]),
+    st.sampled_from([1, 3, 20]),
+    st.sampled_from([None, 0.001, 0.05, 0.5]),
+    st.sampled_from(["approx", "exact"]),
+)
+def test_search_with_busy_times_matches_brute_force(
+    problem, estimator, objective, frac, lam, k, max_loss, model
+):
+    profile, topo = problem
+    cm = CostModel(profile, topo)
+    space = make_space(cm)
+    if objective == "min_latency":
+        bound = frac
+    else:
+        lats = brute_force_candidates(cm, space, estimator)[0]
+        bound = min(lats) + frac * (max(lats) - min(lats)) * 2
+    got = search_under_load(cm, space, estimator, objective, bound, lam, k, max_loss, model)
+    ref = _brute_force_under_load(cm, space, estimator, objective, bound, lam, k, max_loss, model)
+    if ref is None:
+        assert got is None
+        return
+    assert got is not None
+    cand, le = got
+    assert le.latency_s == pytest.approx(ref[0], abs=1e-9)
+    assert cand.accuracy == pytest.approx(ref[1], abs=1e-9)
+    assert (len(cand.cuts), cand.tiers, cand.cuts, cand.threshold) == ref[2]
