@@ -154,9 +154,10 @@ def _fast_under_load(
         )  # fmt: skip
         return min((r for _i, r, _a in got), default=math.inf)
 
-    ps = PortendSearch(
-        cm, space, "min_latency", bound, codes=codes, extra=tab, fixed_inc=math.inf, probe=probe
-    )
+    ps = PortendSearch(  # the DP's Lat at busy times: a lower bound under load
+        cm.busy_view(), space, "min_latency", bound, codes=codes, extra=tab,
+        fixed_inc=math.inf, probe=probe,
+    )  # fmt: skip
     fin, nparts = ps.run("min_latency", bound)
     lbs = fin.lat
     if not math.isfinite(ps.inc) and lbs.size > MAX_EVALUATIONS:
@@ -283,15 +284,16 @@ def search_under_load(
         e, s, acc = _fractions(cm, space, estimator, cuts)
         for d in places:
             lat = _latency(cm, cuts, d, e, s)
-            # the cheap tests first (Lat <= Lat_lambda), then the tiers' bounds on the rest
+            # the cheap tests first (Lat at busy times <= Lat_lambda), then the tiers' bounds
+            low = _latency(cm, cuts, d, e, s, busy=True) if cm.has_busy else lat
             if objective == "min_latency":
-                keep = lat <= inc + LAT_ATOL
+                keep = low <= inc + LAT_ATOL
                 if bound is not None:
                     keep &= acc >= bound - ACC_ATOL
             else:
-                keep = lat <= bound + LAT_ATOL if bound is not None else np.isfinite(lat)
+                keep = low <= bound + LAT_ATOL if bound is not None else np.isfinite(lat)
             ti, ci = np.nonzero(keep)
-            lb = lat[ti, ci]
+            lb = low[ti, ci]
             if lam > 0 and ti.size:
                 f_loss, f_wait = _tier_bounds(
                     cm, cuts[ci], d, e[ti, ci], lam, min(eps, 1.0), k_cap, model, solved
