@@ -238,6 +238,8 @@ class PortendBounds:
         self.order = order  # blocks by decreasing accuracy (q1's last axis)
         self.asc = np.sort(self.a[1:])
         self.q1 = np.minimum.accumulate(self.ctm[:, :, order], axis=2)
+        self.q1f = self.q1.reshape(-1)  # flat views for _complete1 (contiguous arrays)
+        self.xf = np.ascontiguousarray(self.x).reshape(-1)
         # with the extra (load) tables: q1x[j, t, w, c] the same least CT plus the extra
         # wait bound the partition c+1..d adds (both per unit of 1 - ER_c), per threshold
         # (a running minimum over the leading axis: one contiguous slab per block)
@@ -249,7 +251,7 @@ class PortendBounds:
             q[0] = ctm[None, :, :, order[0]] + e0[..., order[0]]
             for j, d in enumerate(order[1:].tolist(), start=1):
                 np.minimum(q[j - 1], ctm[None, :, :, d] + e0[..., d], out=q[j])
-            self.q1x = q
+            self.q1x, self.q1xf = q, q.reshape(-1)
 
     def _complete1(
         self,
@@ -294,12 +296,20 @@ class PortendBounds:
                 j = n - 1 - np.searchsorted(self.asc, thr)  # accuracies >= thr: the j+1 largest
             jj = np.maximum(j, 0)
             has = j >= 0
-            for w2 in range(self.m):
+            # flat indices (one ``take`` per tier): q1[w2, c, jj] or q1x[jj, t, w2, c], and
+            # x[w, w2, c], at the offset of tier w2
+            m, n1 = self.m, n + 1
+            if self.q1x is None:
+                qf, q0, qs = self.q1f, c * n + jj, n1 * n
+            else:
+                qf, q0, qs = self.q1xf, (jj * self.nt + t) * (m * n1) + c, n1
+            x0 = w * (m * n1) + c
+            for w2 in range(m):
                 if not sp.tier_allowed[k, w2]:
                     continue
-                q = self.q1[w2, c, jj] if self.q1x is None else self.q1x[jj, t, w2, c]
+                q = qf.take(q0 + w2 * qs)
                 ok = has & np.isfinite(q) & (((u >> w2) & 1) == 0)
-                val = s * (self.x[w, w2, c] + np.where(ok, q, 0.0) + self.r[w2])
+                val = s * (self.xf.take(x0 + w2 * n1) + np.where(ok, q, 0.0) + self.r[w2])
                 np.minimum(best, np.where(ok, val, np.inf), out=best)
         return best
 

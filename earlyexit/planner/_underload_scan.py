@@ -110,6 +110,9 @@ def _scan(
     ``memo`` keeps the values of configurations already evaluated (by placement, cut
     points and E_k), shared by the scans of one search; ``details`` their stations
     (see :func:`_loaded`).
+    Once one evaluated so far loses more than the bound (``rule_out``: more than a
+    quarter of it), the rest are first bounded by their tiers' own losses
+    (:func:`_rule_out`).
 
     Returns:
         The feasible ones evaluated, as (index, loaded latency, accuracy).
@@ -141,8 +144,11 @@ def _scan(
         fresh = [
             (d, cuts[new], e[new], [keys[j] for j in new]) for _, d, cuts, e, keys, new in todo
         ]
-        lossy = any(v[1] > eps + _LOSS_ATOL for v in memo.values())
-        if model == "approx" and math.isfinite(eps) and (lossy or rule_out):
+        # (``rule_out``: already when one loses more than a quarter of the bound: near
+        # saturation, where the listing holds lossy ones)
+        near = (0.25 if rule_out else 1.0) * eps + _LOSS_ATOL
+        lossy = any(v[1] > near for v in memo.values())
+        if model == "approx" and math.isfinite(eps) and lossy:
             # some evaluated so far lose too much: bound the rest first (cheaper than the
             # fixed points of those that do, which settle slowly when the losses are large)
             fresh = _rule_out(cm, fresh, lam, eps, k_cap, memo)
