@@ -219,6 +219,17 @@ class PortendSearch(PortendBounds):
         probe (and ``update``), the best of those completions go to :meth:`_probe_best`
         (``ident(i)``: label i's tiers and cut points).
         """
+        if self.extra is not None:  # inf: a tier that alone loses too much (even if the bar is)
+            live = np.flatnonzero(lat < np.inf)
+            if live.size < lat.size:  # the bounds of the others only
+                keep = np.zeros(lat.size, dtype=bool)
+                if live.size:
+                    sub = None if ident is None else (lambda i: ident(int(live[i])))
+                    keep[live] = self._keep(
+                        t[live], c[live], w[live], u[live], lat[live], acc[live], r,
+                        objective, bound, col, update, sub,
+                    )  # fmt: skip
+                return keep
         inc, front = col.inc, col.front
         k = self.lmax - r
         probing = update and self.probe is not None and ident is not None
@@ -253,6 +264,10 @@ class PortendSearch(PortendBounds):
                 probing = probing and not np.isfinite(inc)  # the last layer: see below
                 if update or probing:
                     b = np.flatnonzero(tot < inc)
+                    if probing and b.size > 4 * PROBE_SIZE:
+                        # the probe takes a few: the strict values of the least loose ones
+                        # (a strict value is never below the loose one; any real ones will do)
+                        b = b[np.argpartition(tot[b], 4 * PROBE_SIZE - 1)[: 4 * PROBE_SIZE]]
                     if b.size:
                         st = self._complete1(
                             ti[b], ci[b], wi[b], ui[b], ai[b], k, bound, strict=True
