@@ -101,8 +101,9 @@ from earlyexit.planner.space import SearchSpace
 
 __all__ = ["ACC_GRID_MIN", "PROBE_SIZE", "PortendSearch"]
 
-Probe = Callable[[list[tuple[int, tuple[int, ...], tuple[int, ...]]]], float]
-"""Configurations as (threshold position, tiers, cut points) -> the least true value."""
+Probe = Callable[[list[tuple[int, tuple[int, ...], tuple[int, ...]]], bool], float]
+"""Configurations as (threshold position, tiers, cut points), and whether they complete
+the last layer's labels (no bar yet) -> the least true value."""
 Ident = Callable[[int], tuple[tuple[int, ...], tuple[int, ...]]]
 PROBE_SIZE = 4  # completions handed to a probe at a time
 
@@ -277,7 +278,9 @@ class PortendSearch(PortendBounds):
                             # completions are listed and evaluated by then anyway)
                             vals = np.full(t.size, np.inf)
                             vals[idx[b]] = li[b] + st
-                            inc = self._probe_best(vals, t, c, w, u, acc, k, bound, col, ident)
+                            inc = self._probe_best(
+                                vals, t, c, w, u, acc, k, bound, col, ident, last=True
+                            )
                         elif update:
                             v = float((li[b] + st).min())
                             if v < inc:
@@ -310,6 +313,7 @@ class PortendSearch(PortendBounds):
     def _probe_best(
         self, vals: np.ndarray, t: np.ndarray, c: np.ndarray, w: np.ndarray, u: np.ndarray,
         acc: np.ndarray, k: int, bound: float | None, col: Collector, ident: Ident,
+        last: bool = False,
     ) -> float:  # fmt: skip
         """Hand the (up to :data:`PROBE_SIZE`) least completions ``vals`` below the bar to
         the probe; lower the bar ``col.inc`` to what it returns. Returns the bar."""
@@ -330,7 +334,7 @@ class PortendSearch(PortendBounds):
                 tiers, cuts = (*tiers, w2), (*cuts, d)
             configs.append((int(t[i]), tiers, cuts))
         if configs:
-            col.inc = min(col.inc, float(self.probe(configs)))
+            col.inc = min(col.inc, float(self.probe(configs, last)))
         return col.inc
 
     # ------------------------------------------------------------------ forward

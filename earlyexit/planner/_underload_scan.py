@@ -96,7 +96,7 @@ def _scan(
     lbs: np.ndarray | None, accs: np.ndarray | None, objective: str, bound: float | None,
     eps: float, lam: float, k_cap: int, model: str, memo: dict | None = None,
     budget: tuple[int, str] = (1_000, "too many configurations to evaluate"),
-    details: dict | None = None, rule_out: bool = False,
+    details: dict | None = None, rule_out: float = 1.0,
 ) -> list[tuple[int, float, float]]:  # fmt: skip
     """Evaluate candidates in ``order`` until none left can win, a batch at a time.
 
@@ -110,8 +110,8 @@ def _scan(
     ``memo`` keeps the values of configurations already evaluated (by placement, cut
     points and E_k), shared by the scans of one search; ``details`` their stations
     (see :func:`_loaded`).
-    Once one evaluated so far loses more than the bound (``rule_out``: more than a
-    quarter of it), the rest are first bounded by their tiers' own losses
+    Once one evaluated so far loses more than ``rule_out`` times the bound (0: from
+    the first batch), the rest are first bounded by their tiers' own losses
     (:func:`_rule_out`).
 
     Returns:
@@ -144,10 +144,8 @@ def _scan(
         fresh = [
             (d, cuts[new], e[new], [keys[j] for j in new]) for _, d, cuts, e, keys, new in todo
         ]
-        # (``rule_out``: already when one loses more than a quarter of the bound: near
-        # saturation, where the listing holds lossy ones)
-        near = (0.25 if rule_out else 1.0) * eps + _LOSS_ATOL
-        lossy = any(v[1] > near for v in memo.values())
+        near = rule_out * eps + _LOSS_ATOL
+        lossy = rule_out <= 0 or any(v[1] > near for v in memo.values())
         if model == "approx" and math.isfinite(eps) and lossy:
             # some evaluated so far lose too much: bound the rest first (cheaper than the
             # fixed points of those that do, which settle slowly when the losses are large)

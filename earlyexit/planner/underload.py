@@ -141,16 +141,17 @@ def _fast_under_load(
     def e_of(ts: np.ndarray, cuts: np.ndarray) -> np.ndarray:
         return portend_e(cm.er[space.t_idx[ts][:, None], cuts])
 
-    def probe(configs: list[tuple[int, tuple[int, ...], tuple[int, ...]]]) -> float:
+    def probe(configs: list[tuple[int, tuple[int, ...], tuple[int, ...]]], last: bool) -> float:
         ts = np.array([cf[0] for cf in configs], dtype=np.int64)
 
         def rows(idx: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
             cuts = np.array([configs[i][2] for i in idx.tolist()], dtype=np.int64)
             return configs[int(idx[0])][1], cuts, e_of(ts[idx], cuts)
 
+        # the last layer's, with no bar yet (near saturation): bounded by the tiers' losses first
         got = _scan(
             cm, np.arange(len(configs)), lambda i: configs[i][1], rows, None, None, "all",
-            None, eps, lam, k_cap, "approx", memo, _budget(), details,
+            None, eps, lam, k_cap, "approx", memo, _budget(), details, 0.0 if last else 1.0,
         )  # fmt: skip
         return min((r for _i, r, _a in got), default=math.inf)
 
@@ -178,7 +179,9 @@ def _fast_under_load(
     return [(keys[i], r, a) for i, r, a in got], len(got)
 
 
-RULE_OUT = True
+RULE_OUT = 0.25
+"""The listing's scan bounds by the tiers' losses first once one evaluated loses more
+than this fraction of the bound (near saturation, where the listing holds lossy ones)."""
 
 
 def _winner(

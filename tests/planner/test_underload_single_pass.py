@@ -63,7 +63,7 @@ def test_probe_gets_real_configurations_at_their_bound(problem, frac, lam, k, ma
         return
     seen: list[tuple[int, tuple, tuple, float]] = []
 
-    def probe(configs):
+    def probe(configs, _last):
         best = math.inf
         for t_pos, tiers, cuts in configs:
             thr = float(cm.thresholds[space.t_idx[t_pos]])
@@ -83,9 +83,9 @@ def test_probe_gets_real_configurations_at_their_bound(problem, frac, lam, k, ma
     orig = ps._probe_best
     handed: list[np.ndarray] = []
 
-    def spy(vals, *args):
+    def spy(vals, *args, **kw):
         handed.append(np.sort(vals[vals < args[-2].inc])[:4])
-        return orig(vals, *args)
+        return orig(vals, *args, **kw)
 
     ps._probe_best = spy
     fin, _ = ps.run("min_latency", frac)
