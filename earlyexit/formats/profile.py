@@ -56,6 +56,13 @@ class DeviceProfile:
             after an idle gap (``meta["gap_s"]``). The load model serves a message
             that finds its tier busy in this time (docs/spec.md#load). None: the
             same as ``partition_time_s``.
+        idle_curve: optional ``{"gap_s": [g_1 .. g_J], "factor": [f_1 .. f_J]}``:
+            a partition's time after the device idled g, over its busy time
+            (f(0) = 1, linear between the points, f_J beyond the last); gaps > 0
+            increasing, factors >= 1. The load model runs a message that finds its
+            tier empty at the busy time times the mean of f over the idle time
+            before it (docs/spec.md#load). None: the idle-gap time
+            ``partition_time_s`` instead.
     """
 
     partition_time_s: np.ndarray
@@ -68,9 +75,11 @@ class DeviceProfile:
     hop_s: float | None = None
     hop_cpu_s: float | None = None
     partition_time_busy_s: np.ndarray | None = None
+    idle_curve: dict[str, list[float]] | None = None
 
     _KEYS = ("partition_time_s", "serialize_s", "deserialize_s", "result_serialize_s",
-             "result_deserialize_s", "meta", "hop_s", "hop_cpu_s", "partition_time_busy_s")
+             "result_deserialize_s", "meta", "hop_s", "hop_cpu_s", "partition_time_busy_s",
+             "idle_curve")
 
     def __post_init__(self) -> None:
         self.partition_time_s = np.asarray(self.partition_time_s, dtype=np.float64)
@@ -87,6 +96,8 @@ class DeviceProfile:
             self.partition_time_busy_s = _times(
                 self.partition_time_busy_s, "device.partition_time_busy_s", n
             )
+        if self.idle_curve is not None:
+            self.idle_curve = _idle_curve(self.idle_curve, "device.idle_curve")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
@@ -97,6 +108,9 @@ class DeviceProfile:
         busy = data.get("partition_time_busy_s")
         if busy is not None:
             busy = _times(busy, f"{name}.partition_time_busy_s", n)
+        curve = data.get("idle_curve")
+        if curve is not None:
+            curve = _idle_curve(curve, f"{name}.idle_curve")
         ser = _array(_req(data, "serialize_s", name), f"{name}.serialize_s", (n + 1,), lo=0.0)
         de = _array(_req(data, "deserialize_s", name), f"{name}.deserialize_s", (n + 1,), lo=0.0)
         rs = _float(_req(data, "result_serialize_s", name), f"{name}.result_serialize_s", lo=0.0)
@@ -108,7 +122,8 @@ class DeviceProfile:
         cpu = data.get("hop_cpu_s")
         if cpu is not None:
             cpu = _float(cpu, f"{name}.hop_cpu_s", lo=0.0)
-        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop, cpu, busy)
+        return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop, cpu, busy,
+                   curve)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of docs/spec.md (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
@@ -127,7 +142,26 @@ class DeviceProfile:
             out["hop_cpu_s"] = float(self.hop_cpu_s)
         if self.partition_time_busy_s is not None:
             out["partition_time_busy_s"] = _tolist(self.partition_time_busy_s)
+        if self.idle_curve is not None:
+            out["idle_curve"] = {k: list(v) for k, v in self.idle_curve.items()}
         return out
+
+
+def _idle_curve(raw: Any, what: str) -> dict[str, list[float]]:
+    """``{"gap_s": [...], "factor": [...]}``: gaps > 0 increasing, factors >= 1, same length."""
+    _mapping(raw, what, "{'gap_s': [...], 'factor': [...]}")
+    unknown = set(raw) - {"gap_s", "factor"}
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {sorted(unknown)}; valid: gap_s, factor")
+    g = _req(raw, "gap_s", what)
+    j = len(g) if isinstance(g, (list, tuple)) else -1
+    if j < 1:
+        raise ValueError(f"{what}.gap_s: expected a non-empty list of seconds, got {g!r}")
+    gaps = _array(g, f"{what}.gap_s", (j,), lo=0.0)
+    fac = _array(_req(raw, "factor", what), f"{what}.factor", (j,), lo=1.0)
+    if gaps[0] <= 0 or np.any(np.diff(gaps) <= 0):
+        raise ValueError(f"{what}.gap_s: expected increasing gaps > 0, got {gaps.tolist()}")
+    return {"gap_s": gaps.tolist(), "factor": fac.tolist()}
 
 
 def _times(raw: Any, what: str, n: int) -> np.ndarray:

@@ -30,7 +30,15 @@ from earlyexit.planner._mg1k import approx_many
 from earlyexit.planner._mg1k_exact import mg1k_exact
 from earlyexit.planner.latency import CostModel, path_links
 
-__all__ = ["ManyLoads", "Solved", "load_groups", "load_many", "scv_of", "wait_in_queue"]
+__all__ = [
+    "ManyLoads",
+    "Solved",
+    "load_groups",
+    "load_many",
+    "mean_idle_factor",
+    "scv_of",
+    "wait_in_queue",
+]
 
 _FIX_ITERS = 200
 _SETTLED = 1e-13  # a row stops iterating once no station's loss moves more than this
@@ -154,13 +162,17 @@ class _Route:
     """One placement's rows: its flows (station, weight, time, the stations upstream, the
     time when the station is busy), its result routes (E_k, the stations a sample that
     exits at k passes) and, where a partition runs faster when its tier is busy, its
-    saving (tier, the unloaded model's weight S_{k-1}, the compute time saved)."""
+    compute (tier, the unloaded model's weight S_{k-1}, CT after the profile's idle gap,
+    CT busy); ``cbs``: per flow, the busy CT that a tier's idle curve stretches (0 on
+    links and tiers without one)."""
 
     n_rows: int
     keys: list[Key]
     flows: list[tuple[Key, np.ndarray | float, np.ndarray | float, list[Key], np.ndarray | float]]
     done: list[tuple[np.ndarray, list[Key]]]
-    saves: list[tuple[Key, np.ndarray, np.ndarray]]
+    saves: list[tuple[Key, np.ndarray, np.ndarray, np.ndarray]]
+    cbs: list[np.ndarray | float]
+    curves: dict[Key, tuple[np.ndarray, np.ndarray]]
 
 
 def _route(
@@ -188,11 +200,13 @@ def _route(
 
     # the chain, in the order it offers its flows; a flow survives the stations before it
     flows: list[tuple[Key, np.ndarray | float, np.ndarray | float, list[Key], Any]] = []
-    saves: list[tuple[Key, np.ndarray, np.ndarray]] = []
+    saves: list[tuple[Key, np.ndarray, np.ndarray, np.ndarray]] = []
+    cbs: list[np.ndarray | float] = []  # per flow, in order
     chain: list[Key] = []  # (a weight or time the same for every row: a float)
     for j, dr, bw in _links(cm, src, tiers[0]):
         t = float(cm.bits[0]) / bw
         flows.append((("link", j, dr), 1.0, t, [*chain], t))
+        cbs.append(0.0)
         chain.append(("link", j, dr))
     branch: list[tuple[list[Key], int, list[tuple[Key, float]]]] = []  # (upstream, k, steps)
     prev = np.zeros(n_rows, dtype=np.int64)
@@ -200,12 +214,16 @@ def _route(
         w, c = int(tiers[k]), cuts[:, k]
         base = cm.dt[w, prev] + cm.ct[w, prev, c] + float(h[w])
         saved = cm.ct[w, prev, c] - cm.ct_busy[w, prev, c]  # 0 without busy times
+        cb = cm.compute_busy[w, prev, c] if cm.idle_curves[w] is not None else 0.0
+        cbs += [cb, cb]
         flows.append((("tier", w), e_c[:, k], base + cm.rst[w], [*chain], base - saved + cm.rst[w]))
         flows.append(
             (("tier", w), s_c[:, k], base + cm.st[w, c], [*chain], base - saved + cm.st[w, c])
         )
         if cm.has_busy:
-            saves.append((("tier", w), lat_reach[:, k], saved))
+            saves.append(
+                (("tier", w), lat_reach[:, k], cm.compute[w, prev, c], cm.compute_busy[w, prev, c])
+            )
         chain.append(("tier", w))
         if on[k]:
             steps = [(("link", j, dr), rbits / bw) for j, dr, bw in _links(cm, w, dst)]
@@ -214,16 +232,23 @@ def _route(
             for j, dr, bw in _links(cm, w, int(tiers[k + 1])):
                 t = cm.bits[c] / bw
                 flows.append((("link", j, dr), s_c[:, k], t, [*chain], t))
+                cbs.append(0.0)
                 chain.append(("link", j, dr))
         prev = c
     done: list[tuple[np.ndarray, list[Key]]] = []
     for up, k, steps in branch:
         for kk, t in steps:
             flows.append((kk, e_c[:, k], t, up, t))
+            cbs.append(0.0)
             up = [*up, kk]
         done.append((e_c[:, k], up))
     keys = list(dict.fromkeys(chain + [kk for _u, _k, st in branch for kk, _t in st]))
-    return _Route(n_rows, keys, flows, done, saves)
+    curves = {
+        ("tier", int(w)): cm.idle_curves[int(w)]
+        for w in tiers
+        if cm.idle_curves[int(w)] is not None
+    }
+    return _Route(n_rows, keys, flows, done, saves, cbs, curves)
 
 
 def _solve(
@@ -249,21 +274,29 @@ def _solve(
     times = np.zeros((n_fl, n_rows))
     busy = any(r.saves for r in routes)  # some partition runs faster on a busy tier
     times_b = np.zeros((n_fl, n_rows)) if busy else times
+    curves = {sidx[kk]: c for r in routes for kk, c in r.curves.items()}
+    cb = np.zeros((n_fl, n_rows)) if curves else None  # busy CT an idle curve stretches
     fi, row = 0, 0
     for r in routes:
         cols = slice(row, row + r.n_rows)
-        for kk, w_, t, up, tb in r.flows:
+        for (kk, w_, t, up, tb), c in zip(r.flows, r.cbs, strict=True):
             agg[sidx[kk], fi] = 1.0
             path_idx[fi, : len(up)] = [sidx[u] for u in up]
             w0[fi, cols] = w_
             times[fi, cols] = t
             if busy:
                 times_b[fi, cols] = tb
+            if cb is not None:
+                cb[fi, cols] = c
             fi += 1
         row += r.n_rows
     weights = w0 * lam  # lam: one rate, or one per row
     # the stations where a busy server is faster (the others keep q = 1: no effect)
     faster = (agg @ (times - times_b) > 0) if busy else None
+    idle = None
+    if cb is not None:  # the idle-gap times follow each station's rate: (cb, flow -> station)
+        faster = faster | (agg @ cb > 0)
+        idle = (cb, np.argmax(agg, axis=0), curves)
 
     # the state: every station's loss ratio and (busy times) q, the fraction of its
     # accepted messages that find it empty and are served in the idle-gap time
@@ -283,8 +316,9 @@ def _solve(
         np.subtract(1.0, x[:n_st], out=keep[:n_st])
         sv = keep[path_idx].prod(axis=1)  # (flows, rows): the survival of each flow
         if busy:
+            idle_at = None if idle is None else (idle[0][:, at_], idle[1], idle[2])
             vals = _stations(weights[:, at_] * sv, times[:, at_], agg, k_cap, queue_model,
-                             times_b[:, at_], x[n_st:], faster[:, at_])  # fmt: skip
+                             times_b[:, at_], x[n_st:], faster[:, at_], idle_at)  # fmt: skip
             d = np.concatenate([vals[4], vals[6]]) - x
         else:
             vals = _stations(weights[:, at_] * sv, times[:, at_], agg, k_cap, queue_model)
@@ -328,12 +362,18 @@ def _solve(
         row += r.n_rows
     visits = agg @ w0
     delay = (visits * met[5]).sum(axis=0)
-    if busy:  # what the partitions served busy save, with the unloaded model's weights
+    if busy:  # each partition's compute as served, against Lat's, with Lat's weights
         row = 0
         for r in routes:
             cols = slice(row, row + r.n_rows)
-            for kk, weight, saved in r.saves:
-                delay[cols] -= weight * (1.0 - q[sidx[kk], cols]) * saved
+            for kk, weight, lat_ct, fast in r.saves:
+                si = sidx[kk]
+                qs = q[si, cols]
+                cold = lat_ct
+                if si in curves:  # after the idle before it: the busy time x E[f]
+                    g, f = curves[si]
+                    cold = fast * mean_idle_factor(g, f, met[0, si, cols])
+                delay[cols] += weight * (qs * cold + (1.0 - qs) * fast - lat_ct)
             row += r.n_rows
     return keys, met[:6], visits, delay, np.clip(1.0 - completed, 0.0, 1.0)
 
@@ -341,18 +381,27 @@ def _solve(
 def _stations(
     rates: np.ndarray, times: np.ndarray, agg: np.ndarray, k_cap: int, model: str,
     times_b: np.ndarray | None = None, q: np.ndarray | None = None,
-    faster: np.ndarray | None = None,
+    faster: np.ndarray | None = None, idle: tuple | None = None,
 ) -> np.ndarray:  # fmt: skip
     """(6, S, R): rate, mean, scv, rho, loss, wait of every station from its flows (F, R).
 
     With ``times_b`` (each flow's time when the station is busy), ``q`` (S, R) and
     ``faster`` (S, R): a message that finds the station empty (fraction q of the
     accepted ones) is served in ``times``, the others in ``times_b``; then a seventh row,
-    the q that the station's queue-length law gives (1 where not ``faster``).
+    the q that the station's queue-length law gives (1 where not ``faster``). With
+    ``idle`` (cb (F, R), each flow's station, {station: (gaps, factors)}), a station
+    with an idle curve serves a message that finds it empty in its busy time plus cb
+    (E[f(I)] - 1), I ~ Exp(its rate) the idle time before it (:func:`mean_idle_factor`).
     """
     live = rates > 0
     rates = np.where(live, rates, 0.0)
     rate = agg @ rates
+    if idle is not None:
+        cb, st_of, curves = idle
+        fac = np.ones(rate.shape)
+        for si, (g, f) in curves.items():
+            fac[si] = mean_idle_factor(g, f, rate[si])
+        times = np.where(cb > 0, times_b + cb * (fac[st_of] - 1.0), times)
     busy = rate > 0
     den = np.where(busy, rate, 1.0)
     mean = np.where(busy, (agg @ (rates * times)) / den, 0.0)
@@ -399,6 +448,35 @@ def _stations(
     if times_b is not None:
         rows.append(q_new)
     return np.stack(rows)
+
+
+def mean_idle_factor(gaps: np.ndarray, factors: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """E[f(I)], I ~ Exp(rate): the mean slowdown of a run after the idle time before a
+    message that finds its server empty (Poisson arrivals: that idle time is exponential).
+
+    f is piecewise linear through (gaps, factors), gaps[0] = 0, and constant beyond the
+    last point; at rate 0 (an idle time without end) it is the last factor.
+
+    Example:
+        >>> g, f = np.array([0.0, 0.1]), np.array([1.0, 2.0])
+        >>> [round(float(v), 4) for v in mean_idle_factor(g, f, np.array([0.0, 10.0, 1e6]))]
+        [2.0, 1.6321, 1.0]
+    """
+    rate = np.asarray(rate, dtype=np.float64)
+    out = np.full(rate.shape, float(factors[-1]))
+    pos = rate > 0
+    if not pos.any():
+        return out
+    lam = rate[pos][..., None]
+    e = np.exp(-lam * gaps)  # (n, J + 1)
+    dg = np.diff(gaps)
+    # the integral of (f_j + s_j (x - g_j)) lam e^(-lam x) over [g_j, g_j+1]
+    de = e[:, :-1] - e[:, 1:]
+    de_over = e[:, :-1] * -np.expm1(-lam * dg) / lam  # (e_j - e_j+1) / lam, stably
+    slope = np.diff(factors) / dg
+    tot = (factors[:-1] * de + slope * (de_over - dg * e[:, 1:])).sum(axis=-1)
+    out[pos] = tot + factors[-1] * e[:, -1]
+    return out
 
 
 def scv_of(mean: np.ndarray, m2: np.ndarray) -> np.ndarray:

@@ -62,7 +62,9 @@ class CostModel:
             with the runtime's stretched CPU per partition run ``run_cpu[w]``;
             ``compute[w, b, c]``: without it. ``ct_busy``: the same run right
             after another (the device's ``partition_time_busy_s``, at most ``ct``;
-            ``ct`` itself where no device has one, ``has_busy`` False).
+            ``ct`` itself where no device has one nor an ``idle_curve``, ``has_busy``
+            False); ``compute_busy`` without ``run_cpu``; ``idle_curves[w]``: the
+            tier's (gaps, factors) with (0, 1) first, or None.
         ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
             O_i from tier v to tier w; prop[v, w]: propagation.
         hop[v, w]: H_{v,w}, the runtime's cost of one hand-off from tier v to w.
@@ -117,7 +119,15 @@ class CostModel:
                 busy[w, iu[0], iu[1] + 1] = np.minimum(
                     dev.partition_time_busy_s[iu] * slow[w], ct[w, iu[0], iu[1] + 1]
                 )
-        self.has_busy = bool(np.any(busy < ct))
+        # after an idle gap g, a run takes f(g) times the busy one (the device's idle_curve)
+        self.idle_curves: list[tuple[np.ndarray, np.ndarray] | None] = [
+            None
+            if d.idle_curve is None
+            else (np.array([0.0, *d.idle_curve["gap_s"]]), np.array([1.0, *d.idle_curve["factor"]]))
+            for d in devs
+        ]
+        self.has_busy = bool(np.any(busy < ct)) or any(c is not None for c in self.idle_curves)
+        self.compute_busy = busy
         self.ct_busy = busy + self.run_cpu[:, None, None] if self.has_busy else self.ct
 
         bits = profile.output_bits_with_input  # O_0..O_N

@@ -117,7 +117,10 @@ def profile(
         gap_s: idle time before each timed partition run, so that each run starts
             cold as a lone sample does when inputs come one at a time (0: back to
             back, warm caches; on this kind of CPU a small partition then runs up
-            to twice as fast as one sample at a time).
+            to twice as fast as one sample at a time). With a gap the profile also
+            records each partition's time right after a run (``partition_time_busy_s``)
+            and the whole network's slowdown after idle gaps of 2 to 200 ms
+            (``idle_curve``), for the model under load (docs/spec.md#load).
         measure_hops: also measure the runtime's own cost per hop on this device
             (samples through a real worker with empty partitions; see
             :func:`~earlyexit.profiling.overhead.measure_hop_overhead`), stored as
@@ -171,6 +174,7 @@ def profile(
         sample = _first_inputs(batches, batch_size)
         timer = time_partitions
         busy = np.full((n, n), np.nan) if gap_s > 0 else None
+        curve: dict[str, list[float]] | None = {} if gap_s > 0 else None
         extra_kw: dict[str, Any] = {}
         if engine == "onnx":
             timer = time_onnx_partitions
@@ -185,6 +189,7 @@ def profile(
             progress=progress,
             gap_s=gap_s,
             busy_out=busy,
+            curve_out=curve,
             **extra_kw,
         )
         with torch.inference_mode():
@@ -222,7 +227,7 @@ def profile(
     }
     device = DeviceProfile(
         times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,
-        meta, device_extra, hop_s, hop_cpu_s, busy,
+        meta, device_extra, hop_s, hop_cpu_s, busy, curve or None,
     )  # fmt: skip
     return Profile(
         model=str(model.config.get("backbone") or "custom"),

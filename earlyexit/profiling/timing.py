@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -123,6 +123,40 @@ def _measure_pair(
     return cold, (float(np.percentile(busy, percentile)) if busy else cold)
 
 
+IDLE_GAPS_S: tuple[float, ...] = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+"""The idle gaps of a profile's ``idle_curve``."""
+
+
+def _idle_curve(
+    fn: Callable[[], object], reps: int, percentile: float, gaps: Sequence[float] = IDLE_GAPS_S
+) -> dict[str, list[float]]:
+    """``fn``'s time after each idle gap over its time back to back (at least 1).
+
+    Each round runs ``fn`` twice back to back (the second timed), then once after
+    every gap; the gaps' order rotates between rounds, so that a slow spell of the
+    machine does not fall on one gap.
+    """
+    fn()
+    busy: list[float] = []
+    after: dict[float, list[float]] = {g: [] for g in gaps}
+    for r in range(reps):
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        busy.append(time.perf_counter() - t0)
+        i = r % len(gaps)
+        for g in [*gaps[i:], *gaps[:i]]:
+            time.sleep(g)
+            t0 = time.perf_counter()
+            fn()
+            after[g].append(time.perf_counter() - t0)
+    b = float(np.percentile(busy, percentile))
+    return {
+        "gap_s": [float(g) for g in gaps],
+        "factor": [max(1.0, float(np.percentile(after[g], percentile)) / b) for g in gaps],
+    }
+
+
 def block_inputs(model: MultiExitModel, sample: torch.Tensor) -> list[torch.Tensor]:
     """The input of every block and the last block's output: ``[x, f_1, ..., f_N]``.
 
@@ -159,6 +193,7 @@ def _time_each_partition(
     progress: bool,
     gap_s: float,
     busy_out: np.ndarray | None = None,
+    curve_out: dict | None = None,
 ) -> np.ndarray:
     """Time ``run_of(a, b, inputs)()`` for every partition [a..b] (0-based): both engines' loop.
 
@@ -169,7 +204,8 @@ def _time_each_partition(
 
     Returns:
         ``N x N`` seconds; NaN below the diagonal. ``busy_out`` (N x N), if given,
-        receives the times right after another run (:func:`_measure_pair`).
+        receives the times right after another run (:func:`_measure_pair`);
+        ``curve_out``, if given, the whole network's idle curve (:func:`_idle_curve`).
     """
     from tqdm.auto import tqdm
 
@@ -192,6 +228,10 @@ def _time_each_partition(
                 if busy_out is not None:
                     busy_out[a, b] = busy
                 bar.update()
+        if curve_out is not None:
+            run = run_of(0, n - 1, inputs)
+            with torch.inference_mode():
+                curve_out.update(_idle_curve(run, max(3, min(reps, 10)), percentile))
     finally:
         bar.close()
         model.train(was_training)
@@ -208,6 +248,7 @@ def time_partitions(
     progress: bool = False,
     gap_s: float = 0.0,
     busy_out: np.ndarray | None = None,
+    curve_out: dict | None = None,
 ) -> np.ndarray:
     """Measure every partition [a..b] of a full-configuration model.
 
@@ -225,6 +266,9 @@ def time_partitions(
         busy_out: an N x N array that receives, with ``gap_s > 0``, each
             partition's time when run again right after (a tier that is never
             idle; the profile's ``partition_time_busy_s``).
+        curve_out: a dict that receives the whole network's time after each of
+            :data:`IDLE_GAPS_S` over its time back to back (the profile's
+            ``idle_curve``).
 
     Returns:
         ``N x N`` seconds; ``[a, b]`` (0-based) for blocks a+1..b+1, NaN below the diagonal.
@@ -238,7 +282,7 @@ def time_partitions(
         return lambda: part(x)
 
     return _time_each_partition(model, sample, run_of, "partitions", warmup, reps, percentile,
-                                budget_s, progress, gap_s, busy_out)  # fmt: skip
+                                budget_s, progress, gap_s, busy_out, curve_out)  # fmt: skip
 
 
 def time_onnx_partitions(
@@ -254,6 +298,7 @@ def time_onnx_partitions(
     intra_op_threads: int = 1,
     gap_s: float = 0.0,
     busy_out: np.ndarray | None = None,
+    curve_out: dict | None = None,
 ) -> np.ndarray:
     """Measure every partition [a..b] as the runtime runs it: an ONNX file in ONNX Runtime.
 
@@ -275,7 +320,7 @@ def time_onnx_partitions(
             operators to ONNX Runtime after its graph optimizations).
         intra_op_threads: ONNX Runtime threads per operator, as in the workers.
         gap_s: idle time before each timed run (see :func:`time_partitions`).
-        busy_out: as for :func:`time_partitions`.
+        busy_out, curve_out: as for :func:`time_partitions`.
 
     Returns:
         ``N x N`` seconds; ``[a, b]`` (0-based) for blocks a+1..b+1, NaN below the diagonal.
@@ -306,7 +351,8 @@ def time_onnx_partitions(
             return lambda: sess.run(None, feed)
 
         return _time_each_partition(model, sample, run_of, "onnx partitions", warmup, reps,
-                                    percentile, budget_s, progress, gap_s, busy_out)  # fmt: skip
+                                    percentile, budget_s, progress, gap_s, busy_out,
+                                    curve_out)  # fmt: skip
 
 
 def compare_granularity(

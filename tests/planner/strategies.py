@@ -26,7 +26,8 @@ def problems(
     With ``hops`` the devices' ``hop_s`` is absent, zero or random (up to 2 s,
     as large as any other term, so that it can change the optimum). With ``busy``
     each device's ``partition_time_busy_s`` is absent or 0.2 to 1.2 times its
-    partition times (above 1: counted as the idle-gap time).
+    partition times (above 1: counted as the idle-gap time), and its
+    ``idle_curve`` absent or one of a few (factors 1 to 3).
     """
     n = draw(st.integers(1, max_blocks))
     m = draw(st.integers(1, max_tiers))
@@ -55,9 +56,12 @@ def problems(
         hop = {"absent": None, "zero": 0.0}.get(hop_kind)
         if hop_kind == "random":
             hop = float(arr((1,), draw(st.sampled_from([0.01, 0.3, 2.0])))[0])
-        fast = None
+        fast = curve = None
         if busy and draw(st.booleans()):
             fast = pt * rng.choice([0.2, 0.5, 0.9, 1.0, 1.2], size=(n, n))
+        if busy and draw(st.booleans()):
+            gaps = draw(st.sampled_from([[0.5], [0.1, 1.0], [0.01, 0.3, 3.0]]))
+            curve = {"gap_s": gaps, "factor": list(1.0 + rng.choice([0.0, 0.3, 2.0], len(gaps)))}
         devices[f"d{k}"] = DeviceProfile(
             pt,
             arr((n + 1,), 0.1),
@@ -66,6 +70,7 @@ def problems(
             float(arr((1,), 0.01)[0]),
             hop_s=hop,
             partition_time_busy_s=fast,
+            idle_curve=curve,
         )
     s = draw(st.integers(1, 12))
     entropy = (

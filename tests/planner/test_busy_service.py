@@ -158,3 +158,38 @@ def test_search_with_busy_times_matches_brute_force(
     assert le.latency_s == pytest.approx(ref[0], abs=1e-9)
     assert cand.accuracy == pytest.approx(ref[1], abs=1e-9)
     assert (len(cand.cuts), cand.tiers, cand.cuts, cand.threshold) == ref[2]
+
+
+def test_an_idle_curve_stretches_the_runs_that_find_the_tier_empty():
+    base = synthetic_profile(6, seed=4)
+    curve = {"gap_s": [0.01, 0.1], "factor": [1.5, 3.0]}
+    devices = {
+        name: dataclasses.replace(
+            dev, partition_time_busy_s=dev.partition_time_s * 0.5, idle_curve=curve
+        )
+        for name, dev in base.devices.items()
+    }
+    prof = dataclasses.replace(base, devices=devices)
+    topo = resolve_topology("portend-aws")
+    cm = CostModel(prof, topo)
+    args = ("portend-aws", 0.0, [6], [0])  # one partition on the first tier, T 0: all go on
+    le0 = evaluate_load(prof, *args, 0.0, 20, cost_model=cm)
+    # a vanishing stream: the tier idles without end before every sample, so it runs
+    # the network at the busy time x the last factor instead of Lat's idle-gap time
+    lat = le0.unloaded_latency_s
+    busy_ct = 0.5 * float(cm.compute[0, 0, 6])
+    assert le0.latency_s == pytest.approx(lat + 3.0 * busy_ct - float(cm.compute[0, 0, 6]))
+    # at a moderate rate the first tier's mean service lies between its busy time and
+    # its time after an endless idle, and above what the busy time alone gives
+    lam = 0.3 / float(cm.ct[0, 0, 6])
+    le = evaluate_load(prof, *args, lam, 20, cost_model=cm)
+    no_curve = dataclasses.replace(
+        prof,
+        devices={k: dataclasses.replace(d, idle_curve=None) for k, d in prof.devices.items()},
+    )
+    le_nc = evaluate_load(no_curve, *args, lam, 20)
+    rest = le_nc.stations[0].service_mean_s  # the busy/idle-gap mixture without the curve
+    s0 = le.stations[0].service_mean_s
+    assert s0 != rest
+    t_busy = float(cm.ct_busy[0, 0, 6] + cm.dt[0, 0] + cm.st[0, 6] + cm.hop_tier[0])
+    assert t_busy < s0 < t_busy + 2.0 * busy_ct

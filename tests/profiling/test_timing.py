@@ -78,3 +78,36 @@ def test_a_bad_percentile_is_refused_before_any_timing(sleepy):
         with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\]"):
             time_partitions(sleepy, torch.randn(1, 8), percentile=bad)
     assert sleepy.training
+
+
+class _Cold(nn.Module):
+    """Slow after an idle gap: 4 ms when its last call ended over 30 ms ago, else 1 ms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.last = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.004 if time.perf_counter() - self.last > 0.03 else 0.001)
+        self.last = time.perf_counter()
+        return self.lin(x)
+
+
+def test_a_gap_also_times_the_busy_runs_and_the_idle_curve():
+    net = nn.Sequential(_Cold(), nn.Linear(8, 3))
+    model = MultiExitModel(decompose(net, input_shape=(8,), leaf_modules=[_Cold]))
+    n = model.num_blocks
+    busy = np.full((n, n), np.nan)
+    curve: dict = {}
+    t = time_partitions(model, torch.randn(1, 8), warmup=1, reps=3, gap_s=0.04,
+                        busy_out=busy, curve_out=curve)  # fmt: skip
+    assert t[0, 0] >= 0.004 and 0.001 <= busy[0, 0] < 0.004  # after the gap, then right after
+    assert curve["gap_s"] == [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+    f = dict(zip(curve["gap_s"], curve["factor"], strict=True))
+    assert min(curve["factor"]) >= 1.0
+    assert f[0.002] < 2.0 < f[0.05] and f[0.2] > 2.0  # slow only after gaps past 30 ms
+    # without a gap every run is a busy one: the two tables are the same
+    busy0 = np.full((n, n), np.nan)
+    t0 = time_partitions(model, torch.randn(1, 8), warmup=0, reps=2, busy_out=busy0)
+    assert np.array_equal(busy0, t0, equal_nan=True)
