@@ -88,6 +88,7 @@ What keeps fine granularity (N up to 1000 blocks, M up to 8 tiers) tractable:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -190,6 +191,15 @@ class PortendSearch(PortendBounds):
         else:
             self.lams = np.concatenate([[0.0], grid])
         self._backward()
+
+    def unloaded(self) -> PortendSearch:
+        """This search without the load (extra tables, bar, probe), sharing its bound
+        tables, which do not depend on them: today's search of the same problem (same
+        cost model, objective and bound), without building them again."""
+        out = copy.copy(self)
+        out.extra = out.fixed_inc = out.probe = None
+        out.q1x = out.q1xf = None
+        return out
 
     @property
     def exact_inc(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import LoadEstimate, check_load_args, load_of_configuration
 from earlyexit.planner.search import search
 from earlyexit.planner.space import SearchSpace
+
+if TYPE_CHECKING:
+    from earlyexit.planner._portend import PortendSearch
 
 __all__ = ["capacity", "explain_infeasible"]
 
@@ -46,17 +50,31 @@ def _evaluate(
 def explain_infeasible(
     cm: CostModel, space: SearchSpace, estimator: str, objective: str, bound: float | None,
     arrival_rate: float, queue_capacity: int | None = None, max_loss: float | None = None,
-    queue_model: str = "approx",
+    queue_model: str = "approx", *, searcher: PortendSearch | None = None,
 ) -> str:  # fmt: skip
     """What today's plan (no load) does at that rate: its loss ratio and the rate it sustains.
 
     For the message of a plan under load that no configuration meets.
 
+    Args:
+        searcher: the label DP of the search under load (P_lat, PORTEND; from
+            :func:`~earlyexit.planner.underload.search_under_load`'s ``reuse``): when it
+            was built on ``cm`` itself (no busy times), today's search reuses its tables.
+
     Returns:
         One sentence (empty if the bound has no configuration even without load).
     """
     lam, k_cap, model = check_load_args(arrival_rate, queue_capacity, queue_model)
-    base = search(cm, space, estimator, objective, bound)
+    same = (
+        searcher is not None
+        and searcher.cm is cm
+        and searcher.space is space
+        and estimator == "portend"
+        and objective == "min_latency"
+    )
+    base = search(
+        cm, space, estimator, objective, bound, searcher=searcher.unloaded() if same else None
+    )
     if not base:
         return ""
     c0 = base[0]

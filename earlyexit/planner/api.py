@@ -173,9 +173,11 @@ def _plan_under_load(
     max_loss: float | None,
     queue_model: str,
 ) -> Plan:
+    reuse: dict = {}  # the label DP's tables, for today's search in the message below
     found = search_under_load(
-        cm, space, estimator, objective, bound, arrival_rate, queue_capacity, max_loss, queue_model
-    )
+        cm, space, estimator, objective, bound, arrival_rate, queue_capacity, max_loss,
+        queue_model, reuse=reuse,
+    )  # fmt: skip
     if found is None:
         what = "accuracy bound" if objective == "min_latency" else "latency bound"
         raise ValueError(
@@ -194,6 +196,7 @@ def _plan_under_load(
                 queue_capacity,
                 max_loss,
                 queue_model,
+                searcher=reuse.get("searcher"),
             )  # fmt: skip
         )
     cand, load = found

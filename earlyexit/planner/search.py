@@ -69,8 +69,9 @@ class Candidate:
 
 
 def search(
-    cm: CostModel, space: SearchSpace, estimator: str, objective: str, bound: float | None
-) -> list[Candidate]:
+    cm: CostModel, space: SearchSpace, estimator: str, objective: str, bound: float | None,
+    *, searcher: PortendSearch | None = None,
+) -> list[Candidate]:  # fmt: skip
     """Solve P_lat (``"min_latency"``), P_acc (``"max_accuracy"``) or the frontier (``"pareto"``).
 
     Args:
@@ -79,6 +80,8 @@ def search(
         estimator: ``"portend"`` or ``"exact"``.
         objective: ``"min_latency"``, ``"max_accuracy"`` or ``"pareto"``.
         bound: the accuracy lower bound (P_lat) or latency upper bound (P_acc).
+        searcher: (``portend``) a label DP built for this problem, whose bound tables
+            are reused (:meth:`~earlyexit.planner._portend.PortendSearch.unloaded`).
 
     Returns:
         ``[best]`` (empty if infeasible) or the frontier sorted by latency.
@@ -88,9 +91,11 @@ def search(
     """
     if objective not in (*OBJECTIVES, "pareto"):
         raise ValueError(f"objective: expected one of {[*OBJECTIVES, 'pareto']}, got {objective!r}")
-    codes = CutCodes(cm.n, cm.m, space.max_parts)
+    codes = CutCodes(cm.n, cm.m, space.max_parts) if searcher is None else searcher.codes
     if estimator == "portend":
-        fin, nparts = PortendSearch(cm, space, objective, bound, codes=codes).run(objective, bound)
+        if searcher is None:
+            searcher = PortendSearch(cm, space, objective, bound, codes=codes)
+        fin, nparts = searcher.run(objective, bound)
     elif estimator == "exact":
         fin, nparts = exact_candidates(cm, space, objective, bound, codes)
     else:

@@ -105,6 +105,7 @@ def _groups(
 def _fast_under_load(
     cm: CostModel, space: SearchSpace, bound: float | None,
     lam: float, k_cap: int, eps: float, details: dict | None = None,
+    reuse: dict | None = None,
 ) -> tuple[list[tuple[tuple, float, float]], int] | None:  # fmt: skip
     """P_lat under load for PORTEND and the approx queues, by the label DP with the wait table.
 
@@ -121,7 +122,8 @@ def _fast_under_load(
     at most :data:`MAX_EVALUATIONS`.
 
     ``details`` (if given) receives the stations of the configurations evaluated (by
-    placement, cut points and E_k; :func:`~earlyexit.planner._underload_scan._loaded`).
+    placement, cut points and E_k; :func:`~earlyexit.planner._underload_scan._loaded`);
+    ``reuse`` (if given) the label DP under ``"searcher"``.
 
     Returns:
         (the evaluated feasible configurations as (key, loaded latency, accuracy), their
@@ -159,6 +161,8 @@ def _fast_under_load(
         cm.busy_view(), space, "min_latency", bound, codes=codes, extra=tab,
         fixed_inc=math.inf, probe=probe,
     )  # fmt: skip
+    if reuse is not None:
+        reuse["searcher"] = ps
     fin, nparts = ps.run("min_latency", bound)
     lbs = fin.lat
     if not math.isfinite(ps.inc) and lbs.size > MAX_EVALUATIONS:
@@ -222,6 +226,8 @@ def search_under_load(
     queue_capacity: int | None = None,
     max_loss: float | None = None,
     queue_model: str = "approx",
+    *,
+    reuse: dict | None = None,
 ) -> tuple[Candidate, LoadEstimate] | None:
     """The optimum under load: P_lat on the loaded latency, or P_acc with a loaded-latency bound.
 
@@ -232,6 +238,8 @@ def search_under_load(
         arrival_rate, queue_capacity, queue_model: the load
             (:func:`~earlyexit.planner.queueing.evaluate_load`).
         max_loss: the loss-ratio bound (None: no bound).
+        reuse: if given, receives under ``"searcher"`` the label DP of the PORTEND P_lat
+            path (for :func:`explain_infeasible`'s search of today's plan).
 
     Returns:
         (the candidate, with its unloaded latency; its load estimate), or None if infeasible.
@@ -249,7 +257,7 @@ def search_under_load(
 
     if estimator == "portend" and objective == "min_latency" and model == "approx" and lam > 0:
         details: dict = {}
-        fast = _fast_under_load(cm, space, bound, lam, k_cap, eps, details)
+        fast = _fast_under_load(cm, space, bound, lam, k_cap, eps, details, reuse)
         if fast is not None:
             got_f = fast[0]
             if not got_f:
