@@ -6,6 +6,8 @@ in :mod:`earlyexit.runtime.adaptive`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 import weakref
@@ -29,6 +31,7 @@ from earlyexit.runtime._launch import (
 )
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client
+from earlyexit.runtime.policies import policy_text
 
 __all__ = ["Candidate", "SwitchableDeployment", "load_candidates", "deploy_switchable"]
 
@@ -133,6 +136,7 @@ def deploy_switchable(
     start_timeout_s: float = 60.0,
     niceness: int | None = None,
     log_dir: str | os.PathLike[str] | None = None,
+    policy: str | Mapping[str, Any] | None = None,
 ) -> SwitchableDeployment:
     """Start every candidate plan's workers over one set of emulated links.
 
@@ -150,6 +154,10 @@ def deploy_switchable(
         precision: bundle precision.
         start_timeout_s, niceness: as :func:`~earlyexit.runtime.deployment.deploy`.
         log_dir: where process logs go (default: a temporary folder, removed on close).
+        policy: every worker's exit policy, as for
+            :func:`~earlyexit.runtime.deployment.deploy` (docs/load.md), checked
+            against each candidate's exits; not ``adaee``, which learns from the
+            feedback of one first tier (each candidate has its own).
 
     Returns:
         The running deployment, candidate 0 in use.
@@ -166,6 +174,18 @@ def deploy_switchable(
     if trace is not None and topo is not None and trace.link >= len(topo.links):
         raise ValueError(f"trace.link {trace.link} but the topology has {len(topo.links)} link(s)")
     template = worker_template()  # WorkerOptions' defaults, as deploy()'s
+    text = policy_text(policy)
+    if json.loads(text)["policy"] == "adaee":
+        raise ValueError(
+            "policy: adaee learns from the feedback sent to one first tier, and each "
+            "candidate plan has its own; use threshold, probabilities or knapsack here"
+        )
+    # the policy checked against every candidate's exits, before anything starts
+    templates = [
+        dataclasses.replace(template, partition=len(c.tiers) - 1, num_partitions=len(c.tiers),
+                            threshold=c.threshold, policy=text)
+        for c in cands
+    ]  # fmt: skip
     st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=False,
                       prefix="earlyexit-adapt-", start_timeout_s=start_timeout_s,
                       niceness=niceness)  # fmt: skip
@@ -177,7 +197,7 @@ def deploy_switchable(
         routes = []
         for ci, c in enumerate(cands):
             specs = runner_specs(c.bundle, synthetic, len(c.tiers), precision)
-            _, first = st.start_chain(specs, c.tiers, c.blocks, c.threshold, template,
+            _, first = st.start_chain(specs, c.tiers, c.blocks, c.threshold, templates[ci],
                                       prefix=f"plan{ci}-", measure_links=True)  # fmt: skip
             routes.append(first)
         if cands[0].bundle is not None:

@@ -261,3 +261,27 @@ def test_the_oracle_runs_the_plan_of_the_step_in_force_and_goes_back():
     schedule = [(0.0, 0), (10.0, 1), (20.0, 0)]
     got = [oracle_choice(schedule, t) for t in (-1.0, 0.0, 9.9, 10.0, 19.9, 20.0, 35.0)]
     assert got == [0, 0, 0, 1, 1, 0, 0]
+
+
+def test_switchable_runs_a_policy_on_every_candidate_and_refuses_adaee():
+    spec = {"policy": "probabilities", "p": [0.5, 0.5], "seed": 1}
+    with deploy_switchable(synthetic=SYN, plans=PLANS[:2], policy=spec) as d:
+        x = d.inputs(80)
+        d.use(0)
+        ids = d.client.submit(x[:40])
+        d.use(1)
+        ids += d.client.submit(x[40:])
+        results = d.client.gather(ids, timeout_s=60)
+        end = time.monotonic() + 2.0
+        while not d.client.policies and time.monotonic() < end:
+            d.client.poll(0.05)
+        reports = dict(d.client.policies)
+    assert len(results) == 80
+    # whatever the thresholds (0.2 and 0.9), about half leave at the first exit
+    first = sum(r.partition == 0 for r in results)
+    assert 20 <= first <= 60
+    assert reports[0]["policy"] == "probabilities"
+    with pytest.raises(ValueError, match="adaee"):
+        deploy_switchable(synthetic=SYN, plans=PLANS, policy={"policy": "adaee"})
+    with pytest.raises(ValueError, match="policy"):
+        deploy_switchable(synthetic=SYN, plans=PLANS, policy={"policy": "nope"})
