@@ -163,8 +163,8 @@ class _Route:
     time when the station is busy), its result routes (E_k, the stations a sample that
     exits at k passes) and, where a partition runs faster when its tier is busy, its
     compute (tier, the unloaded model's weight S_{k-1}, CT after the profile's idle gap,
-    CT busy); ``cbs``: per flow, the busy CT that a tier's idle curve stretches (0 on
-    links and tiers without one)."""
+    CT busy, both with the runtime's CPU per run); ``cbs``: per flow, the busy CT that a
+    tier's idle curve stretches (0 on links and tiers without one)."""
 
     n_rows: int
     keys: list[Key]
@@ -214,7 +214,8 @@ def _route(
         w, c = int(tiers[k]), cuts[:, k]
         base = cm.dt[w, prev] + cm.ct[w, prev, c] + float(h[w])
         saved = cm.ct[w, prev, c] - cm.ct_busy[w, prev, c]  # 0 without busy times
-        cb = cm.compute_busy[w, prev, c] if cm.idle_curves[w] is not None else 0.0
+        # an idle curve stretches the run's CPU: compute and the runtime's (ct_busy, >= 0)
+        cb = np.maximum(cm.ct_busy[w, prev, c], 0.0) if cm.idle_curves[w] is not None else 0.0
         cbs += [cb, cb]
         flows.append((("tier", w), e_c[:, k], base + cm.rst[w], [*chain], base - saved + cm.rst[w]))
         flows.append(
@@ -222,7 +223,7 @@ def _route(
         )
         if cm.has_busy:
             saves.append(
-                (("tier", w), lat_reach[:, k], cm.compute[w, prev, c], cm.compute_busy[w, prev, c])
+                (("tier", w), lat_reach[:, k], cm.ct[w, prev, c], cm.ct_busy[w, prev, c])
             )
         chain.append(("tier", w))
         if on[k]:
@@ -372,7 +373,8 @@ def _solve(
                 cold = lat_ct
                 if si in curves:  # after the idle before it: the busy time x E[f]
                     g, f = curves[si]
-                    cold = fast * mean_idle_factor(g, f, met[0, si, cols])
+                    fac = mean_idle_factor(g, f, met[0, si, cols])
+                    cold = fast + np.maximum(fast, 0.0) * (fac - 1.0)
                 delay[cols] += weight * (qs * cold + (1.0 - qs) * fast - lat_ct)
             row += r.n_rows
     return keys, met[:6], visits, delay, np.clip(1.0 - completed, 0.0, 1.0)
