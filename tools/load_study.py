@@ -3,8 +3,8 @@
 The plan's bundle is deployed once on this host over emulated links
 (``earlyexit.runtime.deployment.deploy``, every worker acking at once), and
 :func:`earlyexit.runtime.load.open_loop` offers it an open-loop Poisson stream
-at each rate ``rho / E[S_0]``, E[S_0] the first tier's mean service time that
-``planner.queueing.evaluate_load`` computes from the profile; the first tier
+at each rate ``rho / E[S_0]``, E[S_0] the first tier's mean service time when it
+is never idle, as ``planner.queueing.evaluate_load`` computes it from the profile; the first tier
 holds at most K samples (the generator drops an arrival that finds K there),
 the same K the model is given. Per rate it writes the measured mean and p95
 latency, throughput and loss ratio next to the model's, and the plan's
@@ -89,7 +89,6 @@ def model_row(prof: Any, topo: Any, plan: Any, lam: float, k: int, queue_model: 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Deploy, sweep the rates, evaluate the model; the JSON-ready result."""
     from earlyexit.formats import Manifest, Plan, Profile, Topology
-    from earlyexit.planner.api import plan_capacity
     from earlyexit.runtime.deployment import deploy
     from earlyexit.runtime.load import open_loop
 
@@ -99,7 +98,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = Plan.load(d / "plan.json")
     manifest = Manifest.load(d / "bundle")
     k = args.queue_capacity
-    es0 = model_row(prof, topo, plan, 1e-9, k, args.queue_model)["first_service_s"]
+    # the first tier's mean service when it is never idle (a rate far past saturation:
+    # every message finds it busy), the basis of the utilizations rho
+    e_idle = model_row(prof, topo, plan, 1e-9, k, args.queue_model)["first_service_s"]
+    es0 = model_row(prof, topo, plan, 1e3 / e_idle, k, args.queue_model)["first_service_s"]
     x = held_out_inputs(manifest)
     rows: list[dict[str, Any]] = []
     with deploy(d / "bundle", topology=topo, hwm=max(64, k), ack_interval_s=0.0) as dep:
@@ -132,22 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               seed=9000 + rep, max_samples=args.max_samples).to_dict()
                     for rep in range(args.reps)]  # fmt: skip
     unloaded = float(np.mean(lat0[5:])) if len(lat0) > 5 else float(np.mean(lat0))
-    # the first tier's measured service time: 1 / throughput where it never idles
-    es0_meas = float(np.median([1.0 / r["throughput"] for r in sat_runs]))
-    c = es0_meas / es0
-    for r in rows:  # the model again, at the utilization the measured service time gives
-        if math.isfinite(c):
-            mm = model_row(prof, topo, plan, r["rate"] * c, k, args.queue_model)
-            r["model_measured_service"] = {
-                "latency_s": unloaded + c * (mm["latency_s"] - mm["unloaded_s"]),
-                "loss_ratio": mm["loss_ratio"],
-                "throughput": r["rate"] * (1 - mm["loss_ratio"]),
-            }
-    rates = [r["rate"] for r in rows]
-    cap_model = plan_capacity(plan, prof, topo, max_loss=MAX_LOSS, queue_capacity=k,
-                              queue_model=args.queue_model)  # fmt: skip
-    cap_meas = knee(rates, [r["measured"]["loss_ratio"] for r in rows])
-    return {
+    res = {
         "plan": {
             "threshold": plan.threshold,
             "cut_points": list(plan.cut_points),
@@ -158,17 +145,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "queue_model": args.queue_model,
         "duration_s": args.duration,
         "reps": args.reps,
-        "first_service_model_s": es0,
-        "first_service_measured_s": es0_meas,
+        # the first tier's measured service time: 1 / throughput where it never idles
+        "first_service_measured_s": float(np.median([1.0 / r["throughput"] for r in sat_runs])),
         "saturated_runs": sat_runs,
-        "unloaded_model_s": model_row(prof, topo, plan, 0.0, k, args.queue_model)["latency_s"],
         "unloaded_measured_s": unloaded,
-        "capacity_model": cap_model,
-        "capacity_measured": cap_meas,
-        "capacity_model_measured_service": cap_model / c if math.isfinite(c) else math.nan,
+        "capacity_measured": knee([r["rate"] for r in rows],
+                                  [r["measured"]["loss_ratio"] for r in rows]),  # fmt: skip
         "rows": rows,
         "load_average": list(__import__("os").getloadavg()),
     }
+    return remodel(res, prof, topo, plan)
+
+
+def remodel(res: dict[str, Any], prof: Any, topo: Any, plan: Any) -> dict[str, Any]:
+    """The model's columns of a result (``rows[i]["model"]``, the capacity, ...) from
+    ``prof``: what a sweep computes, and ``--remodel`` recomputes with today's code."""
+    from earlyexit.planner.api import plan_capacity
+
+    k, qm = res["queue_capacity"], res["queue_model"]
+    e_idle = model_row(prof, topo, plan, 1e-9, k, qm)["first_service_s"]
+    es0 = model_row(prof, topo, plan, 1e3 / e_idle, k, qm)["first_service_s"]
+    c = res["first_service_measured_s"] / es0
+    for r in res["rows"]:
+        r["model"] = model_row(prof, topo, plan, r["rate"], k, qm)
+        if math.isfinite(c):  # the model again, at the utilization the measured time gives
+            mm = model_row(prof, topo, plan, r["rate"] * c, k, qm)
+            r["model_measured_service"] = {
+                "latency_s": res["unloaded_measured_s"] + c * (mm["latency_s"] - mm["unloaded_s"]),
+                "loss_ratio": mm["loss_ratio"],
+                "throughput": r["rate"] * (1 - mm["loss_ratio"]),
+            }
+    cap_model = plan_capacity(plan, prof, topo, max_loss=MAX_LOSS, queue_capacity=k,
+                              queue_model=qm)  # fmt: skip
+    res.update({
+        "first_service_model_s": es0,
+        "first_service_model_alone_s": e_idle,
+        "unloaded_model_s": model_row(prof, topo, plan, 0.0, k, qm)["latency_s"],
+        "capacity_model": cap_model,
+        "capacity_model_measured_service": cap_model / c if math.isfinite(c) else math.nan,
+    })  # fmt: skip
+    return res
 
 
 def table(res: dict[str, Any]) -> str:
@@ -208,11 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unloaded-samples", type=int, default=60)
     p.add_argument("--rhos", type=lambda s: [float(v) for v in s.split(",")], default=list(RHOS))
     p.add_argument("--replot", action="store_true", help="redraw from OUT/load.json, run nothing")
+    p.add_argument("--remodel", action="store_true",
+                   help="recompute OUT/load.json's model columns from --demo-dir's profile "
+                        "with this code, keep the measurements")  # fmt: skip
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.replot:
+    if args.replot or args.remodel:
         res = json.loads((out / "load.json").read_text())
+        if args.remodel:
+            from earlyexit.formats import Plan, Profile, Topology
+
+            d = Path(args.demo_dir)
+            res = remodel(res, Profile.load(d / "profile.json"),
+                          Topology.load(d / "topology.yaml"), Plan.load(d / "plan.json"))  # fmt: skip
+            (out / "load.json").write_text(json.dumps(res, indent=1, default=float))
     else:
         res = run(args)
         (out / "load.json").write_text(json.dumps(res, indent=1, default=float))
