@@ -157,12 +157,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return remodel(res, prof, topo, plan)
 
 
+def emulated(prof: Any, topo: Any, plan: Any) -> tuple[Any, Any]:
+    """The profile and topology of the devices as this host's emulator runs them.
+
+    The emulator runs a tier of slowdown s > 1 on this host and sleeps (s - 1) t after
+    every run (t its CPU time), so even a saturated emulated tier idles that long
+    before each run, and its caches cool: a real slower device would compute all that
+    time. Per tier of the plan with an idle curve: g0 = (s - 1) (busy time of its
+    partition + ``hop_cpu_s``) from the profile; the busy time (and ``hop_cpu_s``)
+    becomes f(g0) times it, and the curve f(g + g0) / f(g0) (at least 1). Each such
+    tier gets its own device (``name@tier``). Nothing measured goes in.
+    """
+    import dataclasses
+
+    devices = dict(prof.devices)
+    tiers = list(topo.tiers)
+    for k, w in enumerate(plan.tier_indices):
+        tier = tiers[w]
+        dev = prof.devices[tier.device]
+        if tier.slowdown <= 1.0 or dev.idle_curve is None or dev.partition_time_busy_s is None:
+            continue
+        a = plan.cut_points[k - 1] if k else 0
+        b = plan.cut_points[k] - 1
+        gaps = np.array([0.0, *dev.idle_curve["gap_s"]])
+        fac = np.array([1.0, *dev.idle_curve["factor"]])
+        hop_cpu = dev.hop_cpu_s or 0.0
+        g0 = (tier.slowdown - 1.0) * (float(dev.partition_time_busy_s[a, b]) + hop_cpu)
+        f0 = float(np.interp(g0, gaps, fac))
+        curve = {"gap_s": dev.idle_curve["gap_s"],
+                 "factor": [max(1.0, float(np.interp(g + g0, gaps, fac)) / f0)
+                            for g in dev.idle_curve["gap_s"]]}  # fmt: skip
+        name = f"{tier.device}@{tier.name}"
+        devices[name] = dataclasses.replace(
+            dev, partition_time_busy_s=dev.partition_time_busy_s * f0,
+            hop_cpu_s=hop_cpu * f0, idle_curve=curve,
+        )  # fmt: skip
+        tiers[w] = dataclasses.replace(tier, device=name)
+    return (dataclasses.replace(prof, devices=devices),
+            dataclasses.replace(topo, tiers=tuple(tiers)))  # fmt: skip
+
+
 def remodel(res: dict[str, Any], prof: Any, topo: Any, plan: Any) -> dict[str, Any]:
     """The model's columns of a result (``rows[i]["model"]``, the capacity, ...) from
     ``prof``: what a sweep computes, and ``--remodel`` recomputes with today's code."""
     from earlyexit.planner.api import plan_capacity
 
     k, qm = res["queue_capacity"], res["queue_model"]
+    if res.get("emulated", True):
+        import dataclasses
+
+        prof, topo = emulated(prof, topo, plan)
+        plan = dataclasses.replace(plan, profile_digest=prof.digest(), topology_digest=topo.digest())
     e_idle = model_row(prof, topo, plan, 1e-9, k, qm)["first_service_s"]
     es0 = model_row(prof, topo, plan, 1e3 / e_idle, k, qm)["first_service_s"]
     c = res["first_service_measured_s"] / es0
