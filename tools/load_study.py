@@ -100,8 +100,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     k = args.queue_capacity
     # the first tier's mean service when it is never idle (a rate far past saturation:
     # every message finds it busy), the basis of the utilizations rho
-    e_idle = model_row(prof, topo, plan, 1e-9, k, args.queue_model)["first_service_s"]
-    es0 = model_row(prof, topo, plan, 1e3 / e_idle, k, args.queue_model)["first_service_s"]
+    eprof, etopo = emulated(prof, topo, plan)
+    e_idle = model_row(eprof, etopo, plan, 1e-9, k, args.queue_model)["first_service_s"]
+    es0 = model_row(eprof, etopo, plan, 1e3 / e_idle, k, args.queue_model)["first_service_s"]
     x = held_out_inputs(manifest)
     rows: list[dict[str, Any]] = []
     with deploy(d / "bundle", topology=topo, hwm=max(64, k), ack_interval_s=0.0) as dep:
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 reps.append(m)
                 time.sleep(0.3)
             rows.append({"rho": rho, "rate": lam, "measured": _median_run(reps), "runs": reps,
-                         "model": model_row(prof, topo, plan, lam, k, args.queue_model)})  # fmt: skip
+                         "model": model_row(eprof, etopo, plan, lam, k, args.queue_model)})  # fmt: skip
             m = rows[-1]["measured"]
             print(f"rho {rho:.1f} rate {lam:7.1f}/s: mean {m['latency_s']['mean'] * 1e3:7.2f} ms "
                   f"(model {rows[-1]['model']['latency_s'] * 1e3:7.2f}), loss {m['loss_ratio']:.3f} "
