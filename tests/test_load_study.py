@@ -1,0 +1,57 @@
+"""tools/load_study.py: the emulated devices' profile and the knee, by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from earlyexit.formats import Link, Tier, Topology
+from earlyexit.planner.synthetic import synthetic_profile
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "load_study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("load_study", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_knee_interpolates_where_the_loss_crosses(study):
+    assert study.knee([10, 20, 30], [0.0, 0.005, 0.015]) == pytest.approx(25.0)
+    assert np.isnan(study.knee([10, 20], [0.02, 0.03]))
+    assert study.knee([10, 20], [0.0, 0.001]) == 20
+
+
+def test_emulated_shifts_the_busy_time_and_curve_by_the_slept_idle(study):
+    base = synthetic_profile(4, devices=("dev",), seed=3)
+    dev = base.devices["dev"]
+    curve = {"gap_s": [0.01, 0.1], "factor": [1.2, 2.0]}
+    dev = dataclasses.replace(dev, partition_time_busy_s=dev.partition_time_s * 0.5,
+                              idle_curve=curve, hop_cpu_s=1e-3)  # fmt: skip
+    prof = dataclasses.replace(base, devices={"dev": dev})
+    topo = Topology((Tier("slow", "dev", 5.0), Tier("fast", "dev", 1.0)), (Link(50.0, 1.0),))
+    plan = SimpleNamespace(cut_points=(2, 4), tier_indices=(0, 1))  # blocks 1-2 slow, 3-4 fast
+    eprof, etopo = study.emulated(prof, topo, plan)
+    # the slow tier has its own device; the fast one keeps the original
+    assert etopo.tiers[0].device == "dev@slow" and etopo.tiers[1].device == "dev"
+    g0 = 4.0 * (float(dev.partition_time_busy_s[0, 1]) + 1e-3)  # (s - 1)(busy + hop_cpu)
+    f0 = float(np.interp(g0, [0.0, 0.01, 0.1], [1.0, 1.2, 2.0]))
+    assert f0 > 1.0
+    new = eprof.devices["dev@slow"]
+    np.testing.assert_allclose(new.partition_time_busy_s, dev.partition_time_busy_s * f0)
+    assert new.hop_cpu_s == pytest.approx(1e-3 * f0)
+    want = [max(1.0, float(np.interp(g + g0, [0.0, 0.01, 0.1], [1.0, 1.2, 2.0])) / f0)
+            for g in (0.01, 0.1)]  # fmt: skip
+    assert new.idle_curve["factor"] == pytest.approx(want)
+    assert eprof.devices["dev"] is prof.devices["dev"]
+    # a tier without a curve, or not slower than the host, is left alone
+    flat = dataclasses.replace(prof, devices={"dev": dataclasses.replace(dev, idle_curve=None)})
+    assert study.emulated(flat, topo, plan)[1].tiers[0].device == "dev"
