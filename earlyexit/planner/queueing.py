@@ -234,7 +234,9 @@ def load_of_configuration(
     lam, k_cap, model = float(arrival_rate), int(queue_capacity), queue_model
     e_c = np.maximum(np.array([float(x) for x in e]), 0.0)
     on = _branches(e_c)
-    res = load_many(cm, np.array([cuts]), tiers, e_c[None], lam, k_cap, model, branches=on)
+    # raw E: the stations clip it, the busy-time saving weighs by the unloaded model's S_k-1
+    e_raw = np.array([float(x) for x in e])
+    res = load_many(cm, np.array([cuts]), tiers, e_raw[None], lam, k_cap, model, branches=on)
     names = ("rate", "mean", "scv", "rho", "lossr", "wait", "visits")
     rows = {kk: [float(getattr(res, nm)[kk][0]) for nm in names] for kk in res.keys}
     return _estimate(cm, rows, float(res.delay[0]), float(res.loss[0]),
