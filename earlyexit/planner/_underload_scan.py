@@ -38,10 +38,9 @@ def _loaded(
     row, its delay, its loss ratio), for
     :func:`~earlyexit.planner.queueing.estimate_of_solved`.
     """
-    # the load model counts negative PORTEND fractions (exit rates not nested) as 0, as
-    # load_of_configuration does (Lat below keeps them: the unloaded model's sum)
-    clipped = [(d, cuts, np.maximum(e, 0.0)) for d, cuts, e in batch]
-    delay, loss, solved = load_groups(cm, clipped, lam, k_cap, model, detail=True)
+    # raw E, as load_of_configuration: the stations clip negative PORTEND fractions, the
+    # busy-time saving weighs partitions by the unloaded model's S_k-1 (docs/spec.md#load)
+    delay, loss, solved = load_groups(cm, batch, lam, k_cap, model, detail=True)
     out, at = [], 0
     for g, (d, cuts, e) in enumerate(batch):
         n = cuts.shape[0]
