@@ -8,20 +8,13 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, settings
 
 from earlyexit.formats import Profile
-from earlyexit.planner.bruteforce import brute_force_candidates
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import evaluate_load, mg1k_exact
-from earlyexit.planner.space import make_space
 from earlyexit.planner.synthetic import synthetic_profile
 from earlyexit.planner.topology import resolve_topology
-from earlyexit.planner.underload import search_under_load
-
-from .strategies import problems
-from .test_plan_under_load import _brute_force_under_load
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("EE_HYPOTHESIS_EXAMPLES", "120")) // 2,
@@ -124,40 +117,6 @@ def test_approx_station_at_large_k_is_welchs_p0():
     busy = cold - float(cm.ct[0, 0, 4] - cm.ct_busy[0, 0, 4])
     p0 = _welch(lam, np.array([cold]), np.array([busy]), np.array([1.0]))[0]
     assert st0.service_mean_s == pytest.approx(p0 * cold + (1 - p0) * busy, rel=1e-9)
-
-
-@SETTINGS
-@given(
-    problems(max_blocks=4, max_tiers=3, busy=True),
-    st.sampled_from(["portend", "exact"]),
-    st.sampled_from(["min_latency", "max_accuracy"]),
-    st.floats(0.0, 1.0),
-    st.sampled_from([0.01, 0.1, 0.5, 2.0]),
-    st.sampled_from([1, 3, 20]),
-    st.sampled_from([None, 0.001, 0.05, 0.5]),
-    st.sampled_from(["approx", "exact"]),
-)
-def test_search_with_busy_times_matches_brute_force(
-    problem, estimator, objective, frac, lam, k, max_loss, model
-):
-    profile, topo = problem
-    cm = CostModel(profile, topo)
-    space = make_space(cm)
-    if objective == "min_latency":
-        bound = frac
-    else:
-        lats = brute_force_candidates(cm, space, estimator)[0]
-        bound = min(lats) + frac * (max(lats) - min(lats)) * 2
-    got = search_under_load(cm, space, estimator, objective, bound, lam, k, max_loss, model)
-    ref = _brute_force_under_load(cm, space, estimator, objective, bound, lam, k, max_loss, model)
-    if ref is None:
-        assert got is None
-        return
-    assert got is not None
-    cand, le = got
-    assert le.latency_s == pytest.approx(ref[0], abs=1e-9)
-    assert cand.accuracy == pytest.approx(ref[1], abs=1e-9)
-    assert (len(cand.cuts), cand.tiers, cand.cuts, cand.threshold) == ref[2]
 
 
 def test_an_idle_curve_stretches_the_runs_that_find_the_tier_empty():
