@@ -1,26 +1,19 @@
 """Busy service times (docs/spec.md#load): a message that finds its tier busy runs the
-partition in its back-to-back time, one that finds it empty in the idle-gap time."""
+partition in its back-to-back time, one that finds it empty in the idle-gap time (the
+search's exactness with them: tests/planner/test_plan_under_load.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
 
 from earlyexit.formats import Profile
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.queueing import evaluate_load, mg1k_exact
 from earlyexit.planner.synthetic import synthetic_profile
 from earlyexit.planner.topology import resolve_topology
-
-SETTINGS = settings(
-    max_examples=int(os.environ.get("EE_HYPOTHESIS_EXAMPLES", "120")) // 2,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 
 def _with_busy(prof: Profile, factor: float) -> Profile:
