@@ -109,6 +109,7 @@ Ident = Callable[[int], tuple[tuple[int, ...], tuple[int, ...]]]
 PROBE_SIZE = 4  # completions handed to a probe at a time
 
 _CHUNK = 1 << 20
+_SMALL_LISTING = 5_000  # (transition, threshold) pairs: the listing under load without multiplier
 _SMALL_PLAT = 200_000  # P_lat below this many (transition, threshold, tier) triples: one multiplier
 ACC_GRID_MIN = (
     100_000  # P_lat from this many (transition, threshold) pairs: the accuracy grid bound
@@ -178,7 +179,11 @@ class PortendSearch(PortendBounds):
             self._tables()
             # P_lat: the multiplier that is best for the problem restricted to <= 2 partitions;
             # on large problems (where the bound pass is cheap next to the labels) the grid too
-            lam = None if bound is None or self.lmax < 3 else self._pick_lambda(bound)
+            # (the listing under load of a small problem: the bar prunes, the multiplier's
+            # pass would cost more than the labels it saves)
+            small_listing = extra is not None and self.allc.size * self.nt < _SMALL_LISTING
+            skip_lam = bound is None or self.lmax < 3 or small_listing
+            lam = None if skip_lam else self._pick_lambda(bound)
             lams = [0.0] if lam is None else [0.0, lam]
             if bound is not None and bound >= 1e-6 and self.allc.size * self.nt >= ACC_GRID_MIN:
                 # large problems: the accuracy grid closes most of the duality gap that the
