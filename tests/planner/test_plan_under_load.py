@@ -406,7 +406,7 @@ def test_wait_table_read_off_the_grid_is_below_the_formula(problem, lam, k, eps1
     assert np.all(np.isinf(exact) | (grid <= exact))
     assert np.all(np.isinf(exact)[np.isinf(grid)])
     # and close to it on the grid (loads below its start, rho < 1e-4, read 0)
-    fin = np.isfinite(grid) & (grid > 0)
+    fin = np.isfinite(grid) & np.isfinite(exact) & (grid > 0)  # the formula may rule out more
     assert np.all(grid[fin] >= 0.5 * exact[fin])
 
 
