@@ -183,8 +183,9 @@ def _route(
     cuts = np.asarray(cuts, dtype=np.int64).reshape(-1, len(tiers))
     n_rows, n_parts = cuts.shape
     e_raw = np.asarray(e, dtype=np.float64).reshape(n_rows, n_parts)
-    # the unloaded model's weight of partition k's compute: S_{k-1} = 1 - (E_1 + .. + E_{k-1})
-    lat_reach = 1.0 - np.concatenate([np.zeros((n_rows, 1)), np.cumsum(e_raw, axis=1)[:, :-1]], 1)
+    busy = cm.has_busy
+    if busy:  # the unloaded model's weight of partition k's compute: 1 - (E_1 + .. + E_k-1)
+        lat_reach = 1.0 - np.cumsum(e_raw, axis=1) + e_raw
     e_c = np.maximum(e_raw, 0.0)
     tot = e_c.sum(axis=1)
     last = np.zeros(n_parts)
@@ -212,19 +213,19 @@ def _route(
     prev = np.zeros(n_rows, dtype=np.int64)
     for k in range(n_parts):
         w, c = int(tiers[k]), cuts[:, k]
-        base = cm.dt[w, prev] + cm.ct[w, prev, c] + float(h[w])
-        saved = cm.ct[w, prev, c] - cm.ct_busy[w, prev, c]  # 0 without busy times
-        # an idle curve stretches the run's CPU: compute and the runtime's (ct_busy, >= 0)
-        cb = np.maximum(cm.ct_busy[w, prev, c], 0.0) if cm.idle_curves[w] is not None else 0.0
+        ct = cm.ct[w, prev, c]
+        base = cm.dt[w, prev] + ct + float(h[w])
+        t_exit, t_fwd = base + cm.rst[w], base + cm.st[w, c]
+        tb_exit, tb_fwd, cb = t_exit, t_fwd, 0.0
+        if busy:
+            ct_b = cm.ct_busy[w, prev, c]
+            tb_exit, tb_fwd = t_exit - (ct - ct_b), t_fwd - (ct - ct_b)
+            saves.append((("tier", w), lat_reach[:, k], ct, ct_b))
+            if cm.idle_curves[w] is not None:  # it stretches the run's CPU: ct_busy (>= 0)
+                cb = np.maximum(ct_b, 0.0)
         cbs += [cb, cb]
-        flows.append((("tier", w), e_c[:, k], base + cm.rst[w], [*chain], base - saved + cm.rst[w]))
-        flows.append(
-            (("tier", w), s_c[:, k], base + cm.st[w, c], [*chain], base - saved + cm.st[w, c])
-        )
-        if cm.has_busy:
-            saves.append(
-                (("tier", w), lat_reach[:, k], cm.ct[w, prev, c], cm.ct_busy[w, prev, c])
-            )
+        flows.append((("tier", w), e_c[:, k], t_exit, [*chain], tb_exit))
+        flows.append((("tier", w), s_c[:, k], t_fwd, [*chain], tb_fwd))
         chain.append(("tier", w))
         if on[k]:
             steps = [(("link", j, dr), rbits / bw) for j, dr, bw in _links(cm, w, dst)]
@@ -247,7 +248,7 @@ def _route(
     curves = {
         ("tier", int(w)): cm.idle_curves[int(w)]
         for w in tiers
-        if cm.idle_curves[int(w)] is not None
+        if busy and cm.idle_curves[int(w)] is not None
     }
     return _Route(n_rows, keys, flows, done, saves, cbs, curves)
 
