@@ -36,11 +36,11 @@ import onnxruntime as ort
 import torch
 
 import earlyexit
+from earlyexit.data import EarlyExitDataModule
 from earlyexit.export import export_bundle
 from earlyexit.formats import Estimate, PartitionPlan, Plan
 from earlyexit.runtime.session import BundleSession, session_options
 from earlyexit.surgery.slicing import slice
-from earlyexit.data import EarlyExitDataModule
 
 DEFAULT_CHECKPOINT = (
     Path(__file__).resolve().parents[1] / "checkpoints" / "resnet20_fashionmnist.pt"

@@ -141,9 +141,9 @@ def _model_outputs(first_exit: int, noise: float, seed: int) -> dict[str, Any]:
     import torch
 
     import earlyexit
+    from earlyexit.data import EarlyExitDataModule
     from earlyexit.profiling import collect_exit_outputs
     from earlyexit.profiling.timing import time_partitions
-    from earlyexit.data import EarlyExitDataModule
 
     model = earlyexit.load(CHECKPOINT).eval()
     dm = EarlyExitDataModule.for_model("fashion-mnist", model, batch_size=256)

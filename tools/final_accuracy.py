@@ -154,9 +154,9 @@ def split_half(result: dict[str, Any], prof, data: str) -> None:
     Adds ``split_half`` to every record and ``split_half.*`` rows to the summary.
     """
     import earlyexit
+    from earlyexit.data import EarlyExitDataModule
     from earlyexit.profiling import collect_exit_outputs, exit_statistics
     from earlyexit.profiling.exits import ExitOutputs
-    from earlyexit.data import EarlyExitDataModule
 
     base = earlyexit.load(CHECKPOINT)
     dm = EarlyExitDataModule.for_model(data, base, batch_size=256)
@@ -217,9 +217,9 @@ def run(out: Path, plans: int, train_batches: int, limit: int | None, data: str)
     import torch
 
     import earlyexit
+    from earlyexit.data import EarlyExitDataModule
     from earlyexit.formats import Profile
     from earlyexit.profiling import collect_exit_outputs, exit_statistics
-    from earlyexit.data import EarlyExitDataModule
     from earlyexit.training.evaluation import evaluate
 
     torch.manual_seed(0)

@@ -26,8 +26,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
-from earlyexit.training.callbacks import SaveEarlyExitCheckpoint
 from earlyexit.data import EarlyExitDataModule, parse_data_spec
+from earlyexit.training.callbacks import SaveEarlyExitCheckpoint
 from earlyexit.training.module import RecipeModule
 
 __all__ = ["EarlyExitCLI", "train_main"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from earlyexit.surgery.multi_exit import MultiExitModel, check_threshold
 from earlyexit.data import SPLITS, EarlyExitDataModule
+from earlyexit.surgery.multi_exit import MultiExitModel, check_threshold
 
 __all__ = ["EvaluationResult", "evaluate", "format_result"]
 

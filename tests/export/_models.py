@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 import earlyexit
-from earlyexit.formats import Estimate, PartitionPlan, Plan
 from earlyexit.data import EarlyExitDataModule
+from earlyexit.formats import Estimate, PartitionPlan, Plan
 
 _BREAKDOWN = dict.fromkeys(("compute", "serialize", "transmit", "propagate"), 0.0)
 

@@ -210,8 +210,8 @@ def test_overwrite_replaces_only_a_bundle(tmp_path, model, plan, verify_data):
 
 
 def test_cli_exports_a_checkpoint(tmp_path, model, plan, capsys):
-    from earlyexit.cli import main
     from earlyexit.checkpoint import save
+    from earlyexit.cli import main
 
     ckpt = save(model, tmp_path / "model.pt")
     plan_path = tmp_path / "plan.json"
@@ -250,8 +250,8 @@ def test_data_argument_forms(model, verify_data):
 @pytest.mark.slow
 def test_cli_one_command_arm_bundle(tmp_path, model, plan, capsys):
     """The whole path with the defaults: every format, dynamo ONNX, int8, full test split."""
-    from earlyexit.cli import main
     from earlyexit.checkpoint import save
+    from earlyexit.cli import main
 
     ckpt = save(model, tmp_path / "model.pt")
     plan.save(tmp_path / "plan.json")

@@ -94,8 +94,8 @@ def arm_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
     """A ``--target arm`` bundle (fp32 + int8) of the shipped checkpoint, its test samples."""
     torch = pytest.importorskip("torch")
     import earlyexit
-    from earlyexit.export import export_bundle
     from earlyexit.data import EarlyExitDataModule
+    from earlyexit.export import export_bundle
 
     model = earlyexit.load(CHECKPOINT)
     dm = EarlyExitDataModule.for_model("fashion-mnist", model, batch_size=256)

@@ -12,9 +12,9 @@ import torch
 
 import earlyexit
 from earlyexit import MultiExitModel, backbones, decompose, normalized_entropy
+from earlyexit.data import EarlyExitDataModule
 from earlyexit.formats import Link, Plan, Profile, Tier, Topology
 from earlyexit.training.callbacks import PlanOnFitEnd
-from earlyexit.data import EarlyExitDataModule
 from earlyexit.training.module import MultiExitModule
 
 TOPO = Topology(

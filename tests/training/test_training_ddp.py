@@ -10,8 +10,8 @@ import torch
 
 import earlyexit
 from earlyexit import MultiExitModel, backbones, decompose
-from earlyexit.training.callbacks import SaveEarlyExitCheckpoint
 from earlyexit.data import EarlyExitDataModule
+from earlyexit.training.callbacks import SaveEarlyExitCheckpoint
 from earlyexit.training.module import MultiExitModule
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from earlyexit import MultiExitModel, backbones, decompose
-from earlyexit.cli import main as earlyexit_main
 from earlyexit.checkpoint import save
+from earlyexit.cli import main as earlyexit_main
 from earlyexit.data import EarlyExitDataModule
 from earlyexit.training.evaluation import evaluate, format_result
 from earlyexit.training.module import MultiExitModule

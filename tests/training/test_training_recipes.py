@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import earlyexit
+from earlyexit.checkpoint import save
 from earlyexit.cli import main as earlyexit_main
 from earlyexit.formats import Estimate, PartitionPlan, Plan
-from earlyexit.checkpoint import save
 from earlyexit.training.cli import _expand_data_shorthand, train_main
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
