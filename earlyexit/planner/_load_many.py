@@ -410,11 +410,11 @@ def _stations(
     mean = np.where(busy, (agg @ (rates * times)) / den, 0.0)
     m2 = np.where(busy, (agg @ (rates * times**2)) / den, 0.0)
     if times_b is not None:
-        mean_c = mean
+        mean_c, m2_c = mean, m2
         mean_b = np.where(busy, (agg @ (rates * times_b)) / den, 0.0)
         m2_b = np.where(busy, (agg @ (rates * times_b**2)) / den, 0.0)
         mean = q * mean_c + (1.0 - q) * mean_b
-        m2 = q * m2 + (1.0 - q) * m2_b
+        m2 = q * m2_c + (1.0 - q) * m2_b
     scv = scv_of(mean, m2)
     rho = rate * mean
     if model == "exact":
@@ -441,7 +441,6 @@ def _stations(
                 q_new = inv - rho
         q_new = np.where(faster & (rate > 0), np.clip(q_new, 0.0, 1.0), 1.0)
         if model == "exact":  # the mean and SCV it served with
-            m2_c = np.where(busy, (agg @ (rates * times**2)) / den, 0.0)
             mean = q_new * mean_c + (1.0 - q_new) * mean_b
             scv = scv_of(mean, q_new * m2_c + (1.0 - q_new) * m2_b)
             rho = rate * mean

@@ -79,10 +79,10 @@ def _embedded(
     if k == 1:  # every accepted message finds the server empty
         return rho0 / (1 + rho0), rho0 / (1 + rho0)
     n = k  # departure states 0..K-1
+    tails = [np.maximum(0.0, 1.0 - np.cumsum(x)) for x in (a0, a)]  # P(more than j arrivals)
     p = np.zeros((n, n))
     for i in range(n):
-        ai = a0 if i == 0 else a
-        tail = np.maximum(0.0, 1.0 - np.cumsum(ai))  # tail[j] = P(more than j arrivals)
+        ai, tail = (a0, tails[0]) if i == 0 else (a, tails[1])
         base = max(i - 1, 0)
         width = n - 1 - base  # targets base .. n-2 exactly, n-1 takes the rest
         if width > 0:
