@@ -113,7 +113,9 @@ class CostModel:
         self.ct = ct + self.run_cpu[:, None, None]
         # under load (docs/spec.md#load): a partition run that follows another at once;
         # never above the time after an idle gap
-        busy = ct.copy()
+        busy = ct  # a copy only where some device has busy times (N = 500: 16 MB a model)
+        if any(dev.partition_time_busy_s is not None for dev in devs):
+            busy = ct.copy()
         for w, dev in enumerate(devs):
             if dev.partition_time_busy_s is not None:
                 busy[w, iu[0], iu[1] + 1] = np.minimum(
