@@ -35,6 +35,7 @@ The threshold is set so that about a third of the samples leave at each exit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -45,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from earlyexit.runtime.cpus import hold_cpu_latency
 from earlyexit.runtime.deployment import deploy
 
 GOALS = {"overhead_ms_per_message": 0.1, "pipelined_x": 0.8, "micro_batch_x": 1.2}
@@ -234,44 +236,85 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()[0]
     common = {"threshold": threshold, "transport": args.transport, **target}
-    rows: dict[str, list] = {"one": [], "pipe": [], "batch8": [], "overhead": []}
+    modes = ("default", "tuned")
+    rows: dict[str, dict[str, list]] = {
+        m: {"one": [], "pipe": [], "batch8": [], "overhead": []} for m in modes
+    }
     exits: list[int] = []
-    with deploy(**common) as d, deploy(**common, max_batch=8, batch_timeout_s=0.001) as d8:  # type: ignore[arg-type]
-        for dep in (d, d8):
-            dep.run(x[:20], one_at_a_time=True)  # connections up
+    held = None
+    b8 = {"max_batch": 8, "batch_timeout_s": 0.001}
+    pin = {"cpu_affinity": "spread"}
+    with contextlib.ExitStack() as stack:
+        deps = {
+            "default": (stack.enter_context(deploy(**common)),
+                        stack.enter_context(deploy(**common, **b8))),
+            # every worker's serving thread on its own core (in turn); the CPU latency
+            # request is held by this process around its rounds only (it is system-wide,
+            # as deploy(cpu_latency_us=0)'s workers would hold it), so the default rounds
+            # run without it
+            "tuned": (stack.enter_context(deploy(**common, **pin)),
+                      stack.enter_context(deploy(**common, **pin, **b8))),
+        }  # fmt: skip
+        for pair in deps.values():
+            for dep in pair:
+                dep.run(x[:20], one_at_a_time=True)  # connections up
         for _ in range(args.rounds):
-            rows["overhead"].append(_overhead(d, predict, x[: min(len(x), 200)]))
-            rows["one"].append(_one_process_rate(predict, x))
-            rate, exits = _pipelined_rate(d, x)
-            rows["pipe"].append(rate)
-            rows["batch8"].append(_pipelined_rate(d8, x)[0])
-    over = min(rows["overhead"], key=lambda r: r["overhead_ms_per_message"])
-    floor = min(_raw_hop_ms(args.transport, int(x[0].nbytes)) for _ in range(args.rounds))
-    # as in the overhead measurement: one message in flight, the receivers asleep in between
-    gap = over["three_tiers_p50_ms"] / 1e3
-    floor_idle = min(
-        _raw_hop_ms(args.transport, int(x[0].nbytes), 300, gap) for _ in range(args.rounds)
-    )
-    one = max(rows["one"])
+            for mode in modes:  # side by side, round after round
+                d, d8 = deps[mode]
+                with hold_cpu_latency(0 if mode != "default" else None) as req:
+                    if mode != "default":
+                        held = req
+                        if not req.active:
+                            continue
+                    r = rows[mode]
+                    r["overhead"].append(_overhead(d, predict, x[: min(len(x), 200)]))
+                    r["one"].append(_one_process_rate(predict, x))
+                    rate, exits = _pipelined_rate(d, x)
+                    r["pipe"].append(rate)
+                    r["batch8"].append(_pipelined_rate(d8, x)[0])
+        floors: dict[str, tuple[float, float]] = {}
+        for mode in modes:
+            with hold_cpu_latency(0 if mode != "default" else None) as req:
+                if mode != "default" and not req.active:
+                    continue
+                over = min(rows[mode]["overhead"], key=lambda r: r["overhead_ms_per_message"])
+                gap = over["three_tiers_p50_ms"] / 1e3
+                size = int(x[0].nbytes)
+                floors[mode] = (
+                    min(_raw_hop_ms(args.transport, size) for _ in range(args.rounds)),
+                    # one message in flight, the receivers asleep in between, as above
+                    min(_raw_hop_ms(args.transport, size, 300, gap) for _ in range(args.rounds)),
+                )
     # other processes share the cores: the figures above move with what they do
     load = (load_before, os.getloadavg()[0])
-    report = {
+    report: dict[str, object] = {
         "model": name,
         "samples": args.samples,
         "threshold": threshold,
         "transport": args.transport,
         "exits_per_partition": np.bincount(exits, minlength=3).tolist(),
-        "one_process_per_s": one,
-        "pipelined_per_s": max(rows["pipe"]),
-        "micro_batch8_per_s": max(rows["batch8"]),
-        **over,
-        "bare_zeromq_hop_ms": floor,
-        "bare_zeromq_hop_after_idle_ms": floor_idle,
         "cores": os.cpu_count(),
         "load_average_1min": list(load),
-    }
-    report["pipelined_x"] = report["pipelined_per_s"] / one
-    report["micro_batch_x"] = report["micro_batch8_per_s"] / one
+        "cpu_latency_request": None if held is None else {"active": held.active,
+                                                          "reason": held.reason},
+    }  # fmt: skip
+    for mode in modes:
+        r = rows[mode]
+        if not r["overhead"]:
+            report[mode] = None
+            continue
+        one = max(r["one"])
+        m = {
+            "one_process_per_s": one,
+            "pipelined_per_s": max(r["pipe"]),
+            "micro_batch8_per_s": max(r["batch8"]),
+            **min(r["overhead"], key=lambda o: o["overhead_ms_per_message"]),
+            "bare_zeromq_hop_ms": floors[mode][0],
+            "bare_zeromq_hop_after_idle_ms": floors[mode][1],
+        }
+        m["pipelined_x"] = m["pipelined_per_s"] / one
+        m["micro_batch_x"] = m["micro_batch8_per_s"] / one
+        report[mode] = m
     report["goals"] = GOALS
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -284,27 +327,46 @@ def main(argv: list[str] | None = None) -> int:
         f"host: {os.cpu_count()} cores, load average (1 min) {load[0]:.1f} before and "
         f"{load[1]:.1f} after (other work on these cores delays every hand-off)"
     )
+    for mode in modes:
+        m = report[mode]
+        if mode == "default":
+            print("\nidle CPUs sleep (the default)")
+        else:
+            print("\ntuned: idle CPUs poll (a CPU latency request of 0 us: deploy(cpu_latency_us=0), "
+                  "serve --cpu-latency-us 0), each worker on its own core (deploy(cpu_affinity="
+                  "'spread'), serve --cpu-affinity)")  # fmt: skip
+        if not isinstance(m, dict):
+            print(f"  not measured: {held.reason if held else 'no request'}")
+            continue
+        _print_mode(m)
+    return 0
+
+
+def _print_mode(m: dict) -> None:
+    """One mode's table: latency, overhead per message with its floors, throughputs."""
+    one = m["one_process_per_s"]
     print(f"{'':44s}{'one process':>13s}{'3 tiers':>10s}{'ratio':>8s}{'goal':>8s}")
     print(
-        f"{'latency at batch 1, p50 (ms)':44s}{over['one_process_p50_ms']:13.3f}"
-        f"{over['three_tiers_p50_ms']:10.3f}"
+        f"{'latency at batch 1, p50 (ms)':44s}{m['one_process_p50_ms']:13.3f}"
+        f"{m['three_tiers_p50_ms']:10.3f}"
     )
     print(
         f"{'runtime overhead per message (ms)':44s}{'':13s}"
-        f"{over['overhead_ms_per_message']:10.3f}{'':8s}{'<= 0.1':>8s}"
+        f"{m['overhead_ms_per_message']:10.3f}{'':8s}{'<= 0.1':>8s}"
     )
     print(
-        f"{'  a bare ZeroMQ hop between processes':44s}{'':13s}{floor:10.3f}{'':8s}{'(floor)':>8s}"
+        f"{'  a bare ZeroMQ hop between processes':44s}{'':13s}"
+        f"{m['bare_zeromq_hop_ms']:10.3f}{'':8s}{'(floor)':>8s}"
     )
     print(
-        f"{'  the same, receivers asleep in between':44s}{'':13s}{floor_idle:10.3f}"
-        f"{'':8s}{'(floor)':>8s}"
+        f"{'  the same, receivers asleep in between':44s}{'':13s}"
+        f"{m['bare_zeromq_hop_after_idle_ms']:10.3f}{'':8s}{'(floor)':>8s}"
     )
     for label, key, ratio, goal in (
         ("pipelined throughput (samples/s)", "pipelined_per_s", "pipelined_x", ">= 0.8x"),
         ("pipelined, micro-batch 8 (samples/s)", "micro_batch8_per_s", "micro_batch_x", ">= 1.2x"),
     ):
-        print(f"{label:44s}{one:13.0f}{report[key]:10.0f}{report[ratio]:7.2f}x{goal:>8s}")
+        print(f"{label:44s}{one:13.0f}{m[key]:10.0f}{m[ratio]:7.2f}x{goal:>8s}")
     return 0
 
 

@@ -38,6 +38,19 @@ def _bundle_dir(text: str) -> str:
     return text
 
 
+def _cpu_list(text: str) -> tuple[int, ...]:
+    """An argparse type: ``0,2`` -> CPU numbers (distinct, >= 0)."""
+    try:
+        cpus = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        cpus = ()
+    if not cpus or len(set(cpus)) != len(cpus) or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected distinct CPU numbers such as 1 or 0,1, got {text!r}"
+        )
+    return cpus
+
+
 def _shapes() -> dict[str, dict[str, Any]]:
     """What serve's options need beyond WorkerOptions' own declaration of each field."""
     bind, connect = zmq_address(bind=True), zmq_address(bind=False)
@@ -62,6 +75,10 @@ def _shapes() -> dict[str, dict[str, Any]]:
         "max_message_bytes": {"type": int_range(1024, _MAX_MESSAGE),
                               "more": "At least one sample of the partition's input must fit."},
         "dead_after_s": {"type": float_range(0, 3600, lo_open=True)},
+        "cpu_affinity": {"type": _cpu_list, "metavar": "CPUS", "default": (),
+                         "more": "Comma-separated, e.g. 1 or 0,1 (default: not pinned)."},
+        "cpu_latency_us": {"type": int_range(0, 2_000_000_000), "metavar": "US",
+                           "more": "Needs write access to /dev/cpu_dma_latency (root)."},
     }  # fmt: skip
 
 

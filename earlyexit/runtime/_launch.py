@@ -235,6 +235,7 @@ class Starting:
         self, specs: Sequence[dict[str, Any]], tiers: Sequence[int],
         blocks: Sequence[int | None], threshold: float, template: WorkerOptions,
         prefix: str = "", measure_links: bool = False,
+        affinity: Mapping[int, tuple[int, ...]] | None = None,
     ) -> tuple[list[Proc], list[str]]:  # fmt: skip
         """Start one plan's workers, last partition first.
 
@@ -243,6 +244,8 @@ class Starting:
         logs apart from another chain's. With ``measure_links`` each worker knows
         its next partition's tier, so that it probes that link and reports its
         estimate (adaptive deployments; a plain deployment sends no probes).
+        ``affinity`` pins each tier's worker to its CPUs (tier -> CPUs; a tier
+        not named is not pinned).
 
         Returns:
             The workers, and the route from the source to the first one's input.
@@ -268,6 +271,7 @@ class Starting:
                 bind=self.bind(f"{prefix}worker{k}"),
                 control_bind=self.bind(f"{prefix}worker{k}-control"),
                 slowdown=self.slow(tiers[k]),
+                cpu_affinity=tuple((affinity or {}).get(tiers[k], ())),
             )
             config = {"runner": specs[k], "options": options.to_dict()}
             p = self.spawn(f"{prefix}worker{k}", "earlyexit.runtime.worker",

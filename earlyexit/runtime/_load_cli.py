@@ -95,6 +95,8 @@ def register(subparsers: Any) -> None:
               metavar="S")  # fmt: skip
     add_param(p, sig["threshold"], "--threshold", type=float_range(0, 1))
     add_param(p, sig["policy"], "--policy", type=_policy, metavar="SPEC")
+    add_param(p, sig["cpu_latency_us"], "--cpu-latency-us", type=int_range(0, 2_000_000_000),
+              metavar="US")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=load_command)
 
@@ -132,6 +134,7 @@ def load_command(args: argparse.Namespace) -> int:
         control_bind=args.control_bind, inputs=x, max_samples=args.max_samples,
         queue_capacity=args.queue_capacity, seed=args.seed,
         drain_timeout_s=args.drain_timeout_s, threshold=args.threshold, policy=args.policy,
+        cpu_latency_us=args.cpu_latency_us,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res.to_dict()))

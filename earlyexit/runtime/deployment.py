@@ -27,7 +27,7 @@ import json
 import os
 import signal
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from earlyexit.runtime._procs import Proc
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
+from earlyexit.runtime.cpus import check_cpu_affinity, spread_tiers
 from earlyexit.runtime.options import MAX_MESSAGE_BYTES
 from earlyexit.runtime.policies import policy_text
 
@@ -85,6 +86,21 @@ class Deployment(Running):
     def num_partitions(self) -> int:
         """L, the number of partitions (one worker each)."""
         return len(self._workers)
+
+    @property
+    def cpus(self) -> list[list[int]]:
+        """Per worker, the CPUs its process may run on (as it reported at start-up)."""
+        return [list(w.info.get("cpus", [])) for w in self._workers]
+
+    @property
+    def cpu_latency(self) -> list[dict[str, Any]]:
+        """Per worker, its CPU latency request as it reported at start-up.
+
+        Each is ``{"requested_us": int | None, "active": bool, "reason": str}``
+        (see :mod:`earlyexit.runtime.cpus`).
+        """
+        none = {"requested_us": None, "active": False, "reason": "not reported"}
+        return [dict(w.info.get("cpu_latency", none)) for w in self._workers]
 
     def worker_address(self, partition: int) -> str:
         """The input address of the worker of ``partition`` (0-based)."""
@@ -179,6 +195,8 @@ def deploy(
     transport: str = "ipc",
     ack_interval_s: float = 0.05,
     policy: str | dict[str, Any] | None = None,
+    cpu_latency_us: int | None = None,
+    cpu_affinity: str | Mapping[int, Sequence[int]] | None = None,
 ) -> Deployment:
     """Start a deployment on loopback and return it with its client.
 
@@ -223,6 +241,15 @@ def deploy(
             ``{"policy": "adaee", "grid": [0.2, 0.5]}``, its JSON or a file. With
             ``adaee`` the first tier's worker learns, and the client sends it
             feedback. The workers report it in their heartbeats (``client.policies``).
+        cpu_latency_us: every worker asks Linux to keep idle CPUs able to wake
+            within this many microseconds while it serves (0: they poll; see
+            :mod:`earlyexit.runtime.cpus`); on one host this covers the
+            links and the client too. Each worker's READY info says whether the
+            request is held (``d.cpu_latency``). None: no request.
+        cpu_affinity: pin each tier's worker to CPUs of this host: ``"spread"``
+            gives each tier one CPU in turn (tiers then share a core's caches
+            only when there are more tiers than cores), a mapping gives tier ->
+            CPUs; None pins nothing. ``d.cpus`` says where each worker runs.
 
     Returns:
         The running :class:`Deployment` (use it as a context manager).
@@ -236,7 +263,7 @@ def deploy(
     template = worker_template(
         max_batch=max_batch, batch_timeout_s=batch_timeout_s, hwm=hwm, heartbeat_s=heartbeat_s,
         dead_after_s=dead_after_s, max_message_bytes=max_message_bytes,
-        ack_interval_s=ack_interval_s,
+        ack_interval_s=ack_interval_s, cpu_latency_us=cpu_latency_us,
     )  # fmt: skip
     policy = policy_text(policy)
     if transport not in ("ipc", "tcp"):
@@ -264,6 +291,7 @@ def deploy(
     # the policy checked against the plan's exits before any process starts
     template = dataclasses.replace(template, partition=len(specs) - 1, num_partitions=len(specs),
                                    threshold=threshold, policy=policy)  # fmt: skip
+    affinity = _affinity(cpu_affinity, tiers)
     topo = fit_topology(topology, [tiers])
     emulate = (topo is not None) if emulate_links is None else bool(emulate_links)
     if emulate and topo is None:
@@ -276,7 +304,8 @@ def deploy(
     try:
         if emulate:
             st.start_links()
-        workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold, template)
+        workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold, template,
+                                                        affinity=affinity)  # fmt: skip
         if json.loads(template.policy)["policy"] == "adaee":  # AdaEE learns from the destination
             st.client.feedback_address = str(workers[0].info["control"])
     except BaseException:
@@ -292,3 +321,27 @@ def deploy(
         input_shape,
         st.cleanup,
     )
+
+
+def _affinity(
+    spec: str | Mapping[int, Sequence[int]] | None, tiers: Sequence[int]
+) -> dict[int, tuple[int, ...]]:
+    """``deploy(cpu_affinity=)`` as tier -> CPUs, checked before any process starts."""
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        if spec != "spread":
+            raise ValueError(
+                f"cpu_affinity must be None, 'spread' or a mapping tier -> CPUs, got {spec!r}"
+            )
+        return spread_tiers(list(tiers))
+    if not isinstance(spec, Mapping):
+        raise TypeError(
+            f"cpu_affinity must be None, 'spread' or a mapping tier -> CPUs, got {spec!r}"
+        )
+    unknown = sorted(set(spec) - set(tiers))
+    if unknown:
+        raise ValueError(
+            f"cpu_affinity names tier {unknown[0]!r}, not one of the plan's {list(tiers)}"
+        )
+    return {int(t): check_cpu_affinity(list(c), f"cpu_affinity[{t}]") for t, c in spec.items()}

@@ -321,6 +321,7 @@ def run_load(
     drain_timeout_s: float = 10.0,
     threshold: float | None = None,
     policy: str | dict[str, Any] | None = None,
+    cpu_latency_us: int | None = None,
 ) -> LoadResult:
     """Offer a deployment an open-loop Poisson load and measure it.
 
@@ -348,6 +349,8 @@ def run_load(
         policy: the exit policy of a deployment started here (a spec as
             :func:`~earlyexit.runtime.policies.parse_policy` reads it: a name,
             JSON, a JSON/YAML file or a mapping; default: the threshold).
+        cpu_latency_us: the CPU wake-up latency its workers request while
+            serving (``deploy(cpu_latency_us=)``; 0: idle CPUs poll; None: none).
 
     Returns:
         The :class:`LoadResult`.
@@ -384,7 +387,8 @@ def run_load(
     from earlyexit.runtime.deployment import deploy
 
     with deploy(bundle, synthetic=synthetic, topology=topology, threshold=threshold,
-                hwm=max(64, k_cap), ack_interval_s=0.0, policy=policy) as d:  # fmt: skip
+                hwm=max(64, k_cap), ack_interval_s=0.0, policy=policy,
+                cpu_latency_us=cpu_latency_us) as d:  # fmt: skip
         x = d.inputs(min(1000, max_samples or 1000)) if inputs is None else inputs
         res = open_loop(d.client, x, rate, duration_s, **kw)
         end = time.monotonic() + 1.0  # every worker's heartbeat (0.2 s) has reported its policy

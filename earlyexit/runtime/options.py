@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from earlyexit.runtime.cpus import check_cpu_affinity, check_cpu_latency_us
 from earlyexit.runtime.policies import make_policy, policy_text
 from earlyexit.runtime.wire import MAX_MESSAGE_BYTES
 
@@ -92,6 +93,13 @@ class WorkerOptions:
         policy: the exit policy: a name (threshold, probabilities, knapsack,
             adaee), a JSON object such as {"policy": "adaee", "grid": [0.2, 0.5]},
             or a JSON/YAML file holding one (docs/load.md); kept as canonical JSON.
+        cpu_latency_us: while serving, ask Linux to keep idle CPUs able to wake
+            within this many microseconds (0: they poll instead of sleeping; see
+            :mod:`earlyexit.runtime.cpus`); None asks nothing. Where the
+            request is not allowed, the worker logs why and serves without it.
+        cpu_affinity: the CPUs the worker's process runs on, pinned before its
+            session and sockets start their threads (empty: not pinned; see
+            :mod:`earlyexit.runtime.cpus`).
 
     Raises:
         TypeError, ValueError: any setting out of range, or routes that do not
@@ -120,6 +128,8 @@ class WorkerOptions:
     pending_limit: int = 4096
     ack_interval_s: float = 0.05
     policy: str = "threshold"
+    cpu_latency_us: int | None = None
+    cpu_affinity: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         n = _int("num_partitions", self.num_partitions, 1)
@@ -159,6 +169,8 @@ class WorkerOptions:
                                ("heartbeat_s", True), ("dead_after_s", True),
                                ("ack_interval_s", False)):  # fmt: skip
             object.__setattr__(self, name, _seconds(name, getattr(self, name), positive))
+        object.__setattr__(self, "cpu_latency_us", check_cpu_latency_us(self.cpu_latency_us))
+        object.__setattr__(self, "cpu_affinity", check_cpu_affinity(self.cpu_affinity))
         # the spec read and checked once (a file is read here), then kept as canonical JSON
         text = policy_text(self.policy)
         make_policy(text, self.partition, n, self.threshold)  # lengths against the plan's exits
@@ -177,6 +189,7 @@ class WorkerOptions:
         """The options as a JSON-able dict (routes as lists)."""
         out = dataclasses.asdict(self)
         out["result_route"], out["next_route"] = list(self.result_route), list(self.next_route)
+        out["cpu_affinity"] = list(self.cpu_affinity)
         return out
 
     @classmethod
@@ -194,7 +207,7 @@ class WorkerOptions:
         if unknown:
             raise TypeError(f"unknown worker option(s) {unknown}; valid: {sorted(known)}")
         kw = dict(data)
-        for name in ("result_route", "next_route"):
+        for name in ("result_route", "next_route", "cpu_affinity"):
             if isinstance(kw.get(name), list):
                 kw[name] = tuple(kw[name])
         if kw.get("next_route") is None:

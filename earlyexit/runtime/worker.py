@@ -113,6 +113,7 @@ from earlyexit.runtime._worker_recv import _Receive
 from earlyexit.runtime._worker_runner import make_runner
 from earlyexit.runtime._worker_send import _copy_small_messages, _DataOut, _zero
 from earlyexit.runtime.chain import PartitionRunner, StepResult, exit_step
+from earlyexit.runtime.cpus import hold_cpu_latency, pin_to_cpus
 from earlyexit.runtime.link import RouteSender
 from earlyexit.runtime.monitor import runtime_estimator
 from earlyexit.runtime.options import WorkerOptions
@@ -411,19 +412,24 @@ def serve_config(runner_spec: dict[str, Any], options: WorkerOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker = Worker(runner, options)
+    # the serving thread only: ZeroMQ's I/O thread, started above, stays free to take the
+    # next message on another core while this one computes (measured faster here, docs/deployment.md)
+    cpus = pin_to_cpus(options.cpu_affinity)
     # what the imports and the session made lives as long as the process: kept out of
     # the collector's sweeps, which otherwise traverse it all again and again while serving
     gc.collect()
     gc.freeze()
-    print(
-        "READY " + json.dumps({"input": worker.input_address, "control": worker.control_address}),
-        flush=True,
-    )
-    try:
-        worker.serve(stop)
-    finally:
-        log.info("partition %d stops: %s", worker.partition, json.dumps(worker.stats))
-        worker.close()
+    with hold_cpu_latency(options.cpu_latency_us) as qos:  # released when serving ends
+        ready = {"input": worker.input_address, "control": worker.control_address,
+                 "cpu_latency": {"requested_us": qos.requested_us, "active": qos.active,
+                                 "reason": qos.reason},
+                 "cpus": list(cpus)}  # fmt: skip
+        print("READY " + json.dumps(ready), flush=True)
+        try:
+            worker.serve(stop)
+        finally:
+            log.info("partition %d stops: %s", worker.partition, json.dumps(worker.stats))
+            worker.close()
     return 0
 
 

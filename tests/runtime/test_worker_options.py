@@ -40,6 +40,10 @@ def test_options_round_trip_and_refuse_bad_values():
         ({"policy": "lp"}, "policy: 'lp' is no policy name"),
         ({"policy": '{"policy": "adaee", "grid": []}'}, "grid"),
         ({"policy": {"policy": "probabilities", "p": [0.5, 0.5]}}, "the plan has 1 exits"),
+        ({"cpu_latency_us": -1}, "cpu_latency_us must be None"),
+        ({"cpu_latency_us": 2.5}, "integer number of microseconds"),
+        ({"cpu_affinity": [0, 0]}, "lists a CPU twice"),
+        ({"cpu_affinity": [-1]}, "is not a CPU number"),
     ]:
         with pytest.raises(ValueError, match=needle):
             WorkerOptions.from_dict({**base, **change})
@@ -81,6 +85,7 @@ def _serve_args(bundle: str) -> list[str]:
         "--slowdown", "2.5", "--max-batch", "7", "--batch-timeout-ms", "4",
         "--hwm", "99", "--max-message-bytes", "2000000", "--dead-after", "3",
         "--policy", '{"policy": "adaee", "grid": [0.2, 0.6], "seed": 4}',
+        "--cpu-latency-us", "20", "--cpu-affinity", "1,0",
     ]  # fmt: skip
 
 
@@ -111,6 +116,7 @@ def test_every_serve_flag_reaches_the_worker(tmp_path, monkeypatch):
     assert o.batch_timeout_s == pytest.approx(0.004) and o.hwm == 99
     assert o.max_message_bytes == 2_000_000 and o.dead_after_s == 3.0
     assert json.loads(o.policy)["grid"] == [0.2, 0.6] and json.loads(o.policy)["seed"] == 4
+    assert o.cpu_latency_us == 20 and o.cpu_affinity == (0, 1)
     assert r == {"kind": "bundle", "path": bundle, "partition": 0, "precision": "fp32",
                  "intra_op_threads": 3, "engine": "onnx"}  # fmt: skip
     # every flag is named here or reached generically: tests/runtime/test_cli_serve.py
