@@ -22,6 +22,17 @@ micro-batching, against one process running them one at a time. Each figure is
 the best of ``--rounds`` rounds: on a machine shared with other work the
 quietest round is the closest to what the runtime itself costs.
 
+Everything is measured in two modes, round after round (side by side):
+
+* **default**: the workers as ``deploy()`` starts them;
+* **tuned**: each worker's serving thread on its own core, in turn
+  (``deploy(cpu_affinity="spread")``), and idle CPUs kept polling by a CPU
+  latency request of 0 us (what ``deploy(cpu_latency_us=0)`` asks; here this
+  process holds it around the tuned rounds only, since the request is
+  system-wide). See :mod:`earlyexit.runtime.cpus` and docs/deployment.md. On a
+  virtual machine whose idle CPUs return to the host, most of a hop is waking
+  up: the tuned mode shows what the runtime costs once that is taken away.
+
 Usage::
 
     python benchmarks/bench_runtime.py --bundle bundle/ [--samples 500] [--json]

@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     es0 = model_row(eprof, etopo, plan, 1e3 / e_idle, k, args.queue_model)["first_service_s"]
     x = held_out_inputs(manifest)
     rows: list[dict[str, Any]] = []
-    with deploy(d / "bundle", topology=topo, hwm=max(64, k), ack_interval_s=0.0) as dep:
+    with deploy(d / "bundle", topology=topo, hwm=max(64, k), ack_interval_s=0.0,
+                cpu_latency_us=args.cpu_latency_us, cpu_affinity=args.cpu_affinity) as dep:  # fmt: skip
         # unloaded: one at a time, then the sweep
         lat0 = [dep.client.infer(x[i]).latency_s for i in range(args.unloaded_samples)]
         for j, rho in enumerate(args.rhos):
@@ -146,6 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "queue_model": args.queue_model,
         "duration_s": args.duration,
         "reps": args.reps,
+        "cpu_latency_us": args.cpu_latency_us,
+        "cpu_affinity": args.cpu_affinity,
         # the first tier's measured service time: 1 / throughput where it never idles
         "first_service_measured_s": float(np.median([1.0 / r["throughput"] for r in sat_runs])),
         "saturated_runs": sat_runs,
@@ -269,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-samples", type=int, default=20_000)
     p.add_argument("--unloaded-samples", type=int, default=60)
     p.add_argument("--rhos", type=lambda s: [float(v) for v in s.split(",")], default=list(RHOS))
+    p.add_argument("--cpu-latency-us", type=int, default=None,
+                   help="the workers' CPU wake-up latency request (deploy(cpu_latency_us=))")  # fmt: skip
+    p.add_argument("--cpu-affinity", choices=("spread",), default=None,
+                   help="pin each tier's worker to its own core (deploy(cpu_affinity=))")
     p.add_argument("--replot", action="store_true", help="redraw from OUT/load.json, run nothing")
     p.add_argument("--remodel", action="store_true",
                    help="recompute OUT/load.json's model columns from --demo-dir's profile "

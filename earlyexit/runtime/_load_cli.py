@@ -97,6 +97,7 @@ def register(subparsers: Any) -> None:
     add_param(p, sig["policy"], "--policy", type=_policy, metavar="SPEC")
     add_param(p, sig["cpu_latency_us"], "--cpu-latency-us", type=int_range(0, 2_000_000_000),
               metavar="US")  # fmt: skip
+    add_param(p, sig["cpu_affinity"], "--cpu-affinity", choices=("spread",))
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=load_command)
 
@@ -134,7 +135,7 @@ def load_command(args: argparse.Namespace) -> int:
         control_bind=args.control_bind, inputs=x, max_samples=args.max_samples,
         queue_capacity=args.queue_capacity, seed=args.seed,
         drain_timeout_s=args.drain_timeout_s, threshold=args.threshold, policy=args.policy,
-        cpu_latency_us=args.cpu_latency_us,
+        cpu_latency_us=args.cpu_latency_us, cpu_affinity=args.cpu_affinity,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res.to_dict()))

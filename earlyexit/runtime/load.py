@@ -322,6 +322,7 @@ def run_load(
     threshold: float | None = None,
     policy: str | dict[str, Any] | None = None,
     cpu_latency_us: int | None = None,
+    cpu_affinity: str | None = None,
 ) -> LoadResult:
     """Offer a deployment an open-loop Poisson load and measure it.
 
@@ -351,6 +352,8 @@ def run_load(
             JSON, a JSON/YAML file or a mapping; default: the threshold).
         cpu_latency_us: the CPU wake-up latency its workers request while
             serving (``deploy(cpu_latency_us=)``; 0: idle CPUs poll; None: none).
+        cpu_affinity: ``"spread"`` pins each tier's worker to its own core, in
+            turn (``deploy(cpu_affinity=)``); None pins nothing.
 
     Returns:
         The :class:`LoadResult`.
@@ -388,7 +391,7 @@ def run_load(
 
     with deploy(bundle, synthetic=synthetic, topology=topology, threshold=threshold,
                 hwm=max(64, k_cap), ack_interval_s=0.0, policy=policy,
-                cpu_latency_us=cpu_latency_us) as d:  # fmt: skip
+                cpu_latency_us=cpu_latency_us, cpu_affinity=cpu_affinity) as d:  # fmt: skip
         x = d.inputs(min(1000, max_samples or 1000)) if inputs is None else inputs
         res = open_loop(d.client, x, rate, duration_s, **kw)
         end = time.monotonic() + 1.0  # every worker's heartbeat (0.2 s) has reported its policy

@@ -168,7 +168,7 @@ def test_every_flag_reaches_run_load(monkeypatch: pytest.MonkeyPatch, tmp_path, 
                  "--queue-capacity", "6", "--seed", "9", "--drain-timeout", "4",
                  "--threshold", "0.25", "--topology", "pi4-wifi", "--json",
                  "--policy", '{"policy": "probabilities", "p": [0.5, 0.5]}',
-                 "--cpu-latency-us", "0"])  # fmt: skip
+                 "--cpu-latency-us", "0", "--cpu-affinity", "spread"])  # fmt: skip
     assert code == 0
     assert json.loads(capsys.readouterr().out)["exit_counts"] == {"0": 1}
     assert seen["args"] == (12.5, 3.0, None)
@@ -179,7 +179,7 @@ def test_every_flag_reaches_run_load(monkeypatch: pytest.MonkeyPatch, tmp_path, 
     assert (kw["max_samples"], kw["queue_capacity"], kw["seed"]) == (40, 6, 9)
     assert (kw["drain_timeout_s"], kw["threshold"], kw["topology"]) == (4.0, 0.25, "pi4-wifi")
     assert json.loads(kw["policy"]) == {"policy": "probabilities", "p": [0.5, 0.5], "seed": None}
-    assert kw["cpu_latency_us"] == 0
+    assert kw["cpu_latency_us"] == 0 and kw["cpu_affinity"] == "spread"
     main(["load", "--synthetic", '{"num_partitions": 2}', "--rate", "1", "--duration", "1"])
     assert seen["kwargs"]["synthetic"] == {"num_partitions": 2}
     assert "latency mean" in capsys.readouterr().out
