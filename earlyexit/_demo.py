@@ -226,6 +226,7 @@ def run_demo(
     formats: tuple[str, ...] = ("onnx", "torchscript", "pt2"),
     quiet: bool = False,
     keep_logs: bool = False,
+    tuned: bool = True,
 ) -> dict[str, Any]:
     """Run the demo and write its report.
 
@@ -241,6 +242,13 @@ def run_demo(
         formats: bundle formats to export.
         quiet: print nothing.
         keep_logs: keep the deployment's process logs in ``out/logs/``.
+        tuned: run the tiers emulated on this host as separate devices would run:
+            a CPU latency request of 0 us held for the whole run (idle CPUs poll
+            instead of sleeping; profile and deployments alike) and each tier's
+            worker pinned to its own core, in turn
+            (docs/deployment.md#fast-hops-waking-up-and-staying-warm). Where the
+            request cannot be held, the report says so and the demo goes on.
+            False: the runtime's defaults.
 
     Returns:
         The report's figures as a dict (also written to ``out/report.json``).
@@ -263,9 +271,28 @@ def run_demo(
             raise FileNotFoundError(
                 f"checkpoint {checkpoint} not found; run with --train to train one"
             )
-    with removed_on_failure(out) as out_path, _Steps(5, quiet) as steps:
+    if not isinstance(tuned, bool):
+        raise TypeError(f"tuned must be True or False, got {tuned!r}")
+    from earlyexit.runtime.cpus import hold_cpu_latency
+
+    with (
+        removed_on_failure(out) as out_path,
+        _Steps(5, quiet) as steps,
+        hold_cpu_latency(0 if tuned else None) as qos,
+    ):
+        cpu = {"tuned": tuned, "cpu_latency_us": 0 if tuned else None, "held": qos.active,
+               "reason": qos.reason, "cpu_affinity": "spread" if tuned else None}  # fmt: skip
         return _run_demo(
-            out_path, steps, train, checkpoint, epochs, accuracy_drop, samples, formats, keep_logs
+            out_path,
+            steps,
+            train,
+            checkpoint,
+            epochs,
+            accuracy_drop,
+            samples,
+            formats,
+            keep_logs,
+            cpu,
         )
 
 
@@ -279,8 +306,9 @@ def _run_demo(
     samples: int,
     formats: tuple[str, ...],
     keep_logs: bool,
+    cpu: dict[str, Any],
 ) -> dict[str, Any]:
-    """:func:`run_demo` after its checks, writing into ``out``."""
+    """:func:`run_demo` after its checks, writing into ``out`` (``cpu``: how it runs the tiers)."""
     import numpy as np
 
     import earlyexit
@@ -317,6 +345,7 @@ def _run_demo(
         model, batches, DEVICE, threads=1, engine="onnx", gap_s=GAP_S, reps=8,
         dataset_name="fashion-mnist (embedded test images, even)", progress=not steps.quiet,
         measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)
+        cpu_latency_us=cpu["cpu_latency_us"],  # held by run_demo already: recorded in the profile
     )  # fmt: skip
     prof.save(out / "profile.json")
     plot_profile(prof, out / "profile.png")
@@ -362,7 +391,13 @@ def _run_demo(
         config = Config(p.threshold, tuple(p.cut_points), tuple(p.tier_indices), pareto=True)
         logs = out / "logs" / name if keep_logs else None
         return config, measure(
-            bundles[config.cuts], config, topo, eval_x.numpy(), eval_y.numpy(), log_dir=logs
+            bundles[config.cuts],
+            config,
+            topo,
+            eval_x.numpy(),
+            eval_y.numpy(),
+            log_dir=logs,
+            cpu_affinity=cpu["cpu_affinity"],
         )
 
     config, measured = deploy(best, "plan")
@@ -414,6 +449,7 @@ def _run_demo(
             for k, v in base.items()
         },
         "pareto_points": len(frontier),
+        "cpu": cpu,
     }
     report["speedup"] = speedups(report)
     report["wall_time_s"] = steps.finish()
@@ -439,6 +475,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         accuracy_drop=args.accuracy_drop,
         samples=args.samples,
         keep_logs=args.keep_logs,
+        tuned=args.tuned,
     )
     return 0
 
@@ -461,4 +498,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_param(p, sig["accuracy_drop"], type=float_range(0.0, 1.0))
     add_param(p, sig["samples"], type=int_range(1, MAX_SAMPLES))
     add_param(p, sig["keep_logs"])
+    p.add_argument(
+        "--untuned", dest="tuned", action="store_false",
+        help="run the emulated tiers with the runtime's defaults: no CPU latency request, "
+        "no pinning (default: tuned, see docs/deployment.md)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_demo)

@@ -112,6 +112,22 @@ def validation_text(v: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cpu_text(cpu: Mapping[str, Any] | None) -> str:
+    """How the emulated tiers ran on this host's CPUs, as a paragraph (empty if unknown)."""
+    if not cpu:
+        return ""
+    if not cpu.get("tuned"):
+        return "\nThe emulated tiers ran with the runtime's defaults (`--untuned`).\n"
+    held = ("held" if cpu.get("held")
+            else f"not held ({cpu.get('reason', '')}), so idle CPUs slept")  # fmt: skip
+    return (
+        "\nThe tiers emulated on this host ran as separate devices would: each worker "
+        "pinned to its own core in turn, and a CPU latency request of 0 us "
+        f"(idle CPUs poll) {held} while profiling and deploying (docs/deployment.md, "
+        '"Fast hops"; `--untuned` runs without both).\n'
+    )
+
+
 def markdown(report: dict[str, Any], best: Plan, base: Mapping[str, Plan]) -> str:
     """``report.md``: the plan, the deployment against the estimates, links to the files and plots.
 
@@ -134,7 +150,7 @@ exit is sure of; each of its partitions receives at least
 {100 * report.get("min_share", 0.0):g}% of the samples (a plan whose last partition
 receives none would be the network cut short, not early exit). The baselines
 (edge-only, cloud-only, Neurosurgeon) run the whole network for every sample.
-
+{_cpu_text(report.get("cpu"))}
 ## The plan
 
 ```

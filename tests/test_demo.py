@@ -1,6 +1,7 @@
 """`earlyexit demo` end to end on the shipped checkpoint (slow: about a minute and a half)."""
 
 import json
+import os
 
 import pytest
 
@@ -66,6 +67,9 @@ def test_demo_writes_the_report(tmp_path):
     # demo prints it, and README.md shows it from a run of tools/update_figures.py)
     # measured and estimated agree to a loose factor even on a loaded machine
     assert 0.3 < measured["mean_latency_s"] / estimated["latency_s"] < 3
+    cpu = report["cpu"]  # tuned by default: pinned, and the request held where allowed
+    assert cpu["tuned"] and cpu["cpu_affinity"] == "spread" and cpu["cpu_latency_us"] == 0
+    assert cpu["held"] == os.access("/dev/cpu_dma_latency", os.W_OK), cpu
     md = (out / "report.md").read_text()
     assert "pareto.png" in md and "validation.png" in md and "plan.json" in md
     assert f"{ratios[best]:.2f}x" in md
@@ -97,15 +101,17 @@ def test_every_demo_flag_reaches_run_demo_with_its_signature_default(monkeypatch
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append({"out": out, **kw}))
     assert main(["demo"]) == 0
-    flags = ("out", "train", "checkpoint", "epochs", "accuracy_drop", "samples", "keep_logs")
+    flags = ("out", "train", "checkpoint", "epochs", "accuracy_drop", "samples", "keep_logs",
+             "tuned")  # fmt: skip
     assert calls[-1] == {k: real[k].default for k in flags}
     ckpt = tmp_path / "m.pt"
     ckpt.write_bytes(b"")
     argv = ["demo", "--out", str(tmp_path / "d"), "--checkpoint", str(ckpt), "--epochs", "7",
-            "--accuracy-drop", "0.03", "--samples", "12", "--keep-logs"]  # fmt: skip
+            "--accuracy-drop", "0.03", "--samples", "12", "--keep-logs", "--untuned"]  # fmt: skip
     assert main(argv) == 0
     assert calls[-1] == {"out": str(tmp_path / "d"), "train": False, "checkpoint": str(ckpt),
-                         "epochs": 7, "accuracy_drop": 0.03, "samples": 12, "keep_logs": True}  # fmt: skip
+                         "epochs": 7, "accuracy_drop": 0.03, "samples": 12, "keep_logs": True,
+                         "tuned": False}  # fmt: skip
     assert main(["demo", "--train"]) == 0
     assert calls[-1]["train"] is True
 

@@ -24,6 +24,7 @@ from earlyexit.profiling.timing import (
     time_partitions,
     torch_threads,
 )
+from earlyexit.runtime.cpus import check_cpu_latency_us, hold_cpu_latency
 from earlyexit.surgery.digest import model_digest
 from earlyexit.surgery.multi_exit import MultiExitModel
 
@@ -85,6 +86,7 @@ def profile(
     gap_s: float = 0.0,
     dataset_name: str | None = None,
     measure_hops: bool = False,
+    cpu_latency_us: int | None = None,
 ) -> Profile:
     """Profile a full-configuration model on this device.
 
@@ -127,6 +129,11 @@ def profile(
             the device's ``hop_s``, and the runtime's CPU per partition run that a
             slower tier stretches (:func:`~earlyexit.profiling.overhead.measure_hop_cpu`,
             ``hop_cpu_s``).
+        cpu_latency_us: hold a CPU wake-up latency request of this many
+            microseconds while timing (0: idle CPUs poll; see
+            :mod:`earlyexit.runtime.cpus`), as deployments made with the same
+            request serve (``deploy(cpu_latency_us=)``). The device's ``meta``
+            records it (None where it could not be held). None: no request.
 
     Returns:
         A validated :class:`earlyexit.formats.Profile`.
@@ -167,48 +174,52 @@ def profile(
     batches, dataset = _resolve_data(data, model)
     dataset = dataset_name or dataset
     model.eval()
-    with torch_threads(threads):
-        outputs = collect_exit_outputs(model, batches, progress=progress)
-        temps = fit_temperatures(outputs) if calibrate else None
-        stats = exit_statistics(outputs, th, temps)
-        sample = _first_inputs(batches, batch_size)
-        timer = time_partitions
-        busy = np.full((n, n), np.nan) if gap_s > 0 else None
-        curve: dict[str, list[float]] | None = {} if gap_s > 0 else None
-        extra_kw: dict[str, Any] = {}
-        if engine == "onnx":
-            timer = time_onnx_partitions
-            extra_kw = {"intra_op_threads": threads or 1}
-        times = timer(
-            model,
-            sample,
-            warmup=warmup,
-            reps=reps,
-            percentile=percentile,
-            budget_s=budget_s,
-            progress=progress,
-            gap_s=gap_s,
-            busy_out=busy,
-            curve_out=curve,
-            **extra_kw,
-        )
-        with torch.inference_mode():
-            feats = block_inputs(model, sample)
-            result = model.heads[str(n)](feats[-1])
-        one = [f[:1].numpy() for f in feats]
-        costs = time_serialization(one, result[:1].float().numpy(), percentile=percentile)
-        device_extra: dict[str, Any] = {}
-        if granularity:
-            device_extra["granularity"] = compare_granularity(model, sample, percentile=percentile)
-    hop_s = hop_cpu_s = None
-    if measure_hops:
-        from earlyexit.profiling.overhead import measure_hop_cpu, measure_hop_overhead
+    # the request, if any, held while timing and measuring hops (released before returning)
+    with hold_cpu_latency(check_cpu_latency_us(cpu_latency_us)) as qos:
+        with torch_threads(threads):
+            outputs = collect_exit_outputs(model, batches, progress=progress)
+            temps = fit_temperatures(outputs) if calibrate else None
+            stats = exit_statistics(outputs, th, temps)
+            sample = _first_inputs(batches, batch_size)
+            timer = time_partitions
+            busy = np.full((n, n), np.nan) if gap_s > 0 else None
+            curve: dict[str, list[float]] | None = {} if gap_s > 0 else None
+            extra_kw: dict[str, Any] = {}
+            if engine == "onnx":
+                timer = time_onnx_partitions
+                extra_kw = {"intra_op_threads": threads or 1}
+            times = timer(
+                model,
+                sample,
+                warmup=warmup,
+                reps=reps,
+                percentile=percentile,
+                budget_s=budget_s,
+                progress=progress,
+                gap_s=gap_s,
+                busy_out=busy,
+                curve_out=curve,
+                **extra_kw,
+            )
+            with torch.inference_mode():
+                feats = block_inputs(model, sample)
+                result = model.heads[str(n)](feats[-1])
+            one = [f[:1].numpy() for f in feats]
+            costs = time_serialization(one, result[:1].float().numpy(), percentile=percentile)
+            device_extra: dict[str, Any] = {}
+            if granularity:
+                device_extra["granularity"] = compare_granularity(
+                    model, sample, percentile=percentile
+                )
+        hop_s = hop_cpu_s = None
+        if measure_hops:
+            from earlyexit.profiling.overhead import measure_hop_cpu, measure_hop_overhead
 
-        hops = measure_hop_overhead()
-        hop_s = hops.hop_s
-        cpu = measure_hop_cpu()  # the part of it a slower tier stretches
-        hop_cpu_s = cpu["cpu_hop_s"]
-        device_extra["hop"] = {**hops.to_dict(), "cpu": cpu}
+            hops = measure_hop_overhead()
+            hop_s = hops.hop_s
+            cpu = measure_hop_cpu()  # the part of it a slower tier stretches
+            hop_cpu_s = cpu["cpu_hop_s"]
+            device_extra["hop"] = {**hops.to_dict(), "cpu": cpu}
     if temps is not None:
         model.set_temperatures(temps)
     device_name = device_name or socket.gethostname()
@@ -224,6 +235,7 @@ def profile(
         "reps": reps,
         "engine": "onnxruntime" if engine == "onnx" else "torch",
         "gap_s": gap_s,
+        "cpu_latency_us": qos.requested_us if qos.active else None,
     }
     device = DeviceProfile(
         times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,

@@ -60,6 +60,8 @@ def register(subparsers: Any) -> None:
     add_param(p, sig["niceness"], "--nice", type=int_range(-20, 19), more="0: leave it.")
     add_param(p, sig["realtime"], type=int_range(0, 99), more="0: off.")
     add_param(p, sig["gap_s"], "--gap-ms", type=float_range(0.0, 1000.0), scale=1e-3, unit="ms")
+    add_param(p, sig["cpu_latency_us"], type=int_range(0, 2_000_000_000), metavar="US")
+    add_param(p, sig["cpu_affinity"], choices=("spread",))
     for name in ("force", "keep_logs", "split"):
         add_param(p, sig[name])
     add_param(p, sig["rounds"], type=int_range(1, 99))

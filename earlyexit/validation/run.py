@@ -116,6 +116,8 @@ def validate(
     min_per_exit: int = 10,
     realtime: int | None = 10,
     gap_s: float = 0.0,
+    cpu_latency_us: int | None = None,
+    cpu_affinity: str | None = None,
 ) -> ValidationResult:
     """Deploy ``configs`` configurations of a checkpoint and compare them with the estimates.
 
@@ -179,6 +181,14 @@ def validate(
             exit's fraction over the accuracy pass: a rare exit over a slow link
             otherwise swings the mean with how often it happens to be timed.
             The plain mean is kept in ``measured.latency_pass.mean_latency_s``.
+        cpu_latency_us: the CPU wake-up latency the deployments' workers
+            request while serving (``deploy(cpu_latency_us=)``; 0: idle CPUs
+            poll). Where it cannot be held, the run goes on and says so in
+            ``notes``. Profile with the same request held (``earlyexit
+            profile --cpu-latency-us``) so that the estimates and the
+            measurements see the same machine. None: no request.
+        cpu_affinity: ``"spread"`` pins each tier's worker to its own core, in
+            turn (``deploy(cpu_affinity=)``); None pins nothing.
 
     Returns:
         The :class:`ValidationResult` (also written as ``out_dir/validation.json``).
@@ -193,6 +203,7 @@ def validate(
     from earlyexit.export.bundle import resolve_data
     from earlyexit.planner.latency import CostModel
     from earlyexit.planner.topology import bind_devices
+    from earlyexit.runtime.cpus import check_cpu_latency_us, hold_cpu_latency
     from earlyexit.surgery.digest import model_digest
 
     _check_count("configs", configs, 1, MAX_CONFIGS)
@@ -256,11 +267,21 @@ def validate(
     if not (isinstance(gap_s, (int, float)) and not isinstance(gap_s, bool) and 0 <= gap_s <= 1):
         raise ValueError(f"gap_s must be a number of seconds in [0, 1], got {gap_s!r}")
     notes += _profile_notes(prof, topo, gap_s)
+    cpu_latency_us = check_cpu_latency_us(cpu_latency_us)
+    if cpu_affinity not in (None, "spread"):
+        raise ValueError(f"cpu_affinity must be None or 'spread', got {cpu_affinity!r}")
+    if cpu_latency_us is not None:
+        with hold_cpu_latency(cpu_latency_us) as req:
+            if not req.active:
+                notes.append(
+                    f"could not hold the CPU latency request of {cpu_latency_us} us "
+                    f"({req.reason}): the workers serve without it"
+                )
     run = dict(
         samples=samples, seed=seed, configs=configs, emulate_links=emulate_links,
         progress=progress, exporter=exporter, accuracy_drop=accuracy_drop,
         niceness=niceness, keep_logs=keep_logs, split=split, rounds=rounds, realtime=realtime, gap_s=gap_s,
-        min_per_exit=min_per_exit,
+        min_per_exit=min_per_exit, cpu_latency_us=cpu_latency_us, cpu_affinity=cpu_affinity,
     )  # fmt: skip
 
     def into(out: Path) -> ValidationResult:

@@ -111,6 +111,8 @@ def deploy_configs(
     min_per_exit: int,
     realtime: int | None,
     gap_s: float,
+    cpu_latency_us: int | None = None,
+    cpu_affinity: str | None = None,
 ) -> ValidationResult:
     """Export, deploy and measure the configurations into ``out``: :func:`validate` after its checks.
 
@@ -160,7 +162,8 @@ def deploy_configs(
         x = x_all[idx]
         y = None if y_all is None else y_all[idx]
         deploy_kw: dict[str, Any] = {"niceness": niceness, "rounds": rounds, "realtime": realtime,
-                                     "gap_s": gap_s}  # fmt: skip
+                                     "gap_s": gap_s, "cpu_latency_us": cpu_latency_us,
+                                     "cpu_affinity": cpu_affinity}  # fmt: skip
         logs = out / "logs" / f"config-{i + 1}" if keep_logs else None
         meas = measure(bundles[cfg.cuts], cfg, topo, x, y, emulate_links=emulate_links,
                        log_dir=logs, **deploy_kw)  # fmt: skip

@@ -165,6 +165,29 @@ def test_calibrated_profile_records_temperatures(trained, data):
     )
 
 
+def test_the_cpu_latency_request_is_held_while_timing_and_recorded(trained, data):
+    """Recorded where the kernel took it; released once the profile returns."""
+    import os
+    import struct
+
+    path = "/dev/cpu_dma_latency"
+    p = profile(trained, data[:1], "qos", threads=1, reps=3, budget_s=0.02, progress=False,
+                cpu_latency_us=7)  # fmt: skip
+    held = os.access(path, os.W_OK)
+    assert p.devices["qos"].meta["cpu_latency_us"] == (7 if held else None)
+    if held:  # released: the effective bound is no longer ours (unless another holder's is lower)
+        with open(path, "rb") as fh:
+            assert struct.unpack("=i", fh.read(4))[0] != 7
+    assert prof_meta_default(trained, data) is None
+    with pytest.raises(ValueError, match="cpu_latency_us"):
+        profile(trained, data[:1], progress=False, cpu_latency_us=-1)
+
+
+def prof_meta_default(trained, data):
+    p = profile(trained, data[:1], "d", threads=1, reps=3, budget_s=0.02, progress=False)
+    return p.devices["d"].meta["cpu_latency_us"]
+
+
 def test_bad_arguments(trained, data):
     with pytest.raises(ValueError, match="full configuration"):
         profile(trained.select_exits([2, 5]), data, progress=False)
