@@ -230,8 +230,8 @@ def _time_each_partition(
     Checks the arguments, computes every block's input once (``inputs``, see
     :func:`block_inputs`), builds each partition's run outside inference mode
     (slicing and export need it off) and times it with :func:`_measure` inside
-    it; the model is in eval mode meanwhile and gets its mode back after. A
-    partition timed slower than one that contains it
+    it, in a shuffled order; the model is in eval mode meanwhile and gets its
+    mode back after. A partition timed slower than one that contains it
     (:func:`inconsistent_partitions`) is built and timed again, at most
     ``2 N`` of them in each of two passes, and the lower time kept.
 
@@ -251,16 +251,17 @@ def _time_each_partition(
     try:
         with torch.inference_mode():
             inputs = block_inputs(model, sample)
-        for a in range(n):
-            for b in range(a, n):
-                run = run_of(a, b, inputs)
-                with torch.inference_mode():
-                    times[a, b], busy = _measure_pair(
-                        run, warmup, reps, budget_s, percentile, gap_s
-                    )
-                if busy_out is not None:
-                    busy_out[a, b] = busy
-                bar.update()
+        # in a shuffled order: a burst of other work then slows scattered partitions, each
+        # with unhurt ones containing it (which the check below compares), not a whole row
+        order = [(a, b) for a in range(n) for b in range(a, n)]
+        np.random.default_rng(0).shuffle(order)
+        for a, b in order:
+            run = run_of(a, b, inputs)
+            with torch.inference_mode():
+                times[a, b], busy = _measure_pair(run, warmup, reps, budget_s, percentile, gap_s)
+            if busy_out is not None:
+                busy_out[a, b] = busy
+            bar.update()
         # noise only slows a run down: a partition timed slower than one that contains it
         # (a burst of other work during its runs) is timed again, and the lower kept
         for _ in range(_RETIME_PASSES):
