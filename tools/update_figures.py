@@ -86,6 +86,13 @@ def demo_text(report: dict[str, Any]) -> str:
             f"{speedup['measured_over_best']:.2f}x faster (estimated "
             f"{speedup['estimated_over_best']:.2f}x)."
         )
+    cpu = report.get("cpu")
+    if cpu and cpu.get("tuned"):
+        held = "held" if cpu.get("held") else "not allowed, so not held"
+        text += (
+            " The emulated tiers ran tuned: each worker on its own core, and a CPU latency "
+            f"request of 0 µs {held} (docs/deployment.md, \"Fast hops\")."
+        )
     return text + f" The whole demo took {report['wall_time_s']:.0f} s on this 2-core machine.\n"
 
 
