@@ -99,13 +99,14 @@ def check_cpu_latency_us(value: object, name: str = "cpu_latency_us") -> int | N
 
 @contextmanager
 def hold_cpu_latency(
-    max_us: int | None, path: str | os.PathLike[str] = CPU_LATENCY_PATH
+    max_us: int | None, path: str | os.PathLike[str] = CPU_LATENCY_PATH, *, quiet: bool = False
 ) -> Iterator[CpuLatencyRequest]:
     """Hold a CPU wake-up latency request of ``max_us`` for the ``with`` block.
 
     Args:
         max_us: the bound in microseconds (0: idle CPUs poll); None holds nothing.
         path: the QoS file (tests point it elsewhere).
+        quiet: do not log a request that could not be made (the caller reports it).
 
     Yields:
         A :class:`CpuLatencyRequest` saying whether the request is held, and if
@@ -127,9 +128,10 @@ def hold_cpu_latency(
         fd = os.open(path, os.O_WRONLY)
     except OSError as e:
         reason = f"cannot open {os.fspath(path)}: {e.strerror or e}"
-        log.warning(
-            "CPU latency request of %d us not held (%s); running without it", max_us, reason
-        )
+        if not quiet:
+            log.warning(
+                "CPU latency request of %d us not held (%s); running without it", max_us, reason
+            )
         yield CpuLatencyRequest(max_us, False, reason)
         return
     try:
@@ -137,7 +139,8 @@ def hold_cpu_latency(
             os.write(fd, struct.pack("=i", max_us))  # the kernel reads a native s32
         except OSError as e:
             reason = f"cannot write {os.fspath(path)}: {e.strerror or e}"
-            log.warning("CPU latency request of %d us not held (%s)", max_us, reason)
+            if not quiet:
+                log.warning("CPU latency request of %d us not held (%s)", max_us, reason)
             yield CpuLatencyRequest(max_us, False, reason)
             return
         yield CpuLatencyRequest(max_us, True)

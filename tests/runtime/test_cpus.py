@@ -53,6 +53,10 @@ def test_an_unavailable_file_is_reported_and_logged_not_raised(tmp_path, caplog)
     with caplog.at_level(logging.WARNING), hold_cpu_latency(0, path=tmp_path / "none") as r:
         assert not r.active and "cannot open" in r.reason and "none" in r.reason
     assert "not held" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), hold_cpu_latency(0, tmp_path / "none", quiet=True) as r:
+        assert not r.active and "cannot open" in r.reason
+    assert caplog.text == ""
 
 
 def _deep_idle_entries() -> int:
