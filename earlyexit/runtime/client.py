@@ -120,6 +120,9 @@ class Client:
         self._results.setsockopt(zmq.RCVHWM, max(hwm, 1000))
         self._results.setsockopt(zmq.LINGER, 0)
         self._results.bind(results_bind)
+        # one poller for the client's life: Socket.poll builds and registers a new one per call
+        self._poller = zmq.Poller()
+        self._poller.register(self._results, zmq.POLLIN)
         self._ctl = self._ctx.socket(zmq.PULL)
         self._ctl.setsockopt(zmq.LINGER, 0)
         self._ctl.bind(control_bind)
@@ -313,7 +316,7 @@ class Client:
 
     def _drain(self, timeout_ms: int) -> None:
         sock = self._results
-        if sock.poll(timeout_ms):
+        if self._poller.poll(timeout_ms):
             # EVENTS, not a NOBLOCK receive until zmq.Again: no exception per drain
             while readable(sock):
                 self._on_result(sock.recv_multipart(copy=False))
