@@ -96,6 +96,8 @@ class DirectedLink:
         self._rx.setsockopt(zmq.RCVHWM, hwm)
         self._rx.setsockopt(zmq.LINGER, 0)
         self._rx.bind(bind)
+        self._rx_poller = zmq.Poller()  # one for the link's life (Socket.poll makes one a call)
+        self._rx_poller.register(self._rx, zmq.POLLIN)
         self.address: str = self._rx.getsockopt_string(zmq.LAST_ENDPOINT)
         self._txq: queue.Queue = queue.Queue(maxsize=max_queue)
         self._heap: list = []
@@ -143,7 +145,7 @@ class DirectedLink:
     def _rx_loop(self) -> None:
         msg_ids = itertools.count()
         while not self._stop.is_set():
-            if not self._rx.poll(_POLL_MS):
+            if not self._rx_poller.poll(_POLL_MS):
                 continue
             frames = self._rx.recv_multipart()
             arrival = time.monotonic()
