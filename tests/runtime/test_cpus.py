@@ -148,7 +148,9 @@ def test_unavailable_cpus_and_bad_lists_are_refused() -> None:
     from earlyexit.runtime.cpus import check_cpu_affinity, pin_to_cpus
 
     allowed = sorted(os.sched_getaffinity(0))
-    with pytest.raises(ValueError, match=re.escape(f"CPU 4000 is not available here; valid: {allowed}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"CPU 4000 is not available here; valid: {allowed}")
+    ):
         pin_to_cpus((4000,))
     assert sorted(os.sched_getaffinity(0)) == allowed  # nothing changed
     with pytest.raises(TypeError, match="list of CPU numbers"):
