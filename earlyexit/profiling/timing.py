@@ -24,6 +24,7 @@ __all__ = [
     "time_partitions",
     "time_onnx_partitions",
     "compare_granularity",
+    "inconsistent_partitions",
     "torch_threads",
 ]
 
