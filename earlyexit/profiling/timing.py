@@ -207,8 +207,10 @@ def inconsistent_partitions(
             containers = [times[a, b + 1]] if b + 1 < n else []
             if a > 0:
                 containers.append(times[a - 1, b])
-            if containers and times[a, b] > (1 + tol) * min(containers):
-                out.append((times[a, b] / min(containers), a, b))
+            if containers:
+                ratio = times[a, b] / min(containers)
+                if ratio > 1 + tol:
+                    out.append((ratio, a, b))
     return [(a, b) for _, a, b in sorted(out, reverse=True)]
 
 
@@ -230,8 +232,8 @@ def _time_each_partition(
 
     Checks the arguments, computes every block's input once (``inputs``, see
     :func:`block_inputs`), builds each partition's run outside inference mode
-    (slicing and export need it off) and times it with :func:`_measure` inside
-    it, in a shuffled order; the model is in eval mode meanwhile and gets its
+    (slicing and export need it off) and times it with :func:`_measure_pair`
+    inside it, in a shuffled order; the model is in eval mode meanwhile and gets its
     mode back after. A partition timed slower than one that contains it
     (:func:`inconsistent_partitions`) is built and timed again, at most
     ``2 N`` of them in each of two passes, and the lower time kept.
@@ -267,6 +269,8 @@ def _time_each_partition(
         # (a burst of other work during its runs) is timed again, and the lower kept
         for _ in range(_RETIME_PASSES):
             suspects = inconsistent_partitions(times)[: 2 * n]
+            if not suspects:
+                break
             for a, b in suspects:
                 run = run_of(a, b, inputs)
                 with torch.inference_mode():

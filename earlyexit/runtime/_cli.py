@@ -39,16 +39,18 @@ def _bundle_dir(text: str) -> str:
 
 
 def _cpu_list(text: str) -> tuple[int, ...]:
-    """An argparse type: ``0,2`` -> CPU numbers (distinct, >= 0)."""
+    """An argparse type: ``0,2`` -> CPU numbers, checked by ``check_cpu_affinity``."""
+    from earlyexit.runtime.cpus import check_cpu_affinity  # the standard library only
+
     try:
-        cpus = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        cpus = ()
-    if not cpus or len(set(cpus)) != len(cpus) or min(cpus) < 0:
+        cpus = [int(t) for t in text.split(",") if t.strip()]
+        if not cpus:
+            raise ValueError("no CPU number")
+        return check_cpu_affinity(cpus, "--cpu-affinity")
+    except (TypeError, ValueError) as err:
         raise argparse.ArgumentTypeError(
-            f"expected distinct CPU numbers such as 1 or 0,1, got {text!r}"
-        )
-    return cpus
+            f"expected distinct CPU numbers such as 1 or 0,1, got {text!r} ({err})"
+        ) from None
 
 
 def _shapes() -> dict[str, dict[str, Any]]:
