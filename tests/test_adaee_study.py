@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "adaee_study.py"
+from tests._scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("adaee_study", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/adaee_study.py")
 
 
 def test_entropy_and_confidence_by_hand(study):
@@ -48,7 +42,9 @@ def test_fixed_scores_match_a_loop(study):
 
 def test_replay_scores_are_the_fixed_scores_of_the_chosen_thresholds(study):
     ent, first, gain, conf_gain = _stream()
-    out = study.replay(ent, conf_gain, gain, first, 0.01, cost_weight=2.0, exploration=0.1, discount=0.99)
+    out = study.replay(
+        ent, conf_gain, gain, first, 0.01, cost_weight=2.0, exploration=0.1, discount=0.99
+    )
     grid = np.array(study.GRID)
     fixed = study.scores(ent, first, gain, 0.01, 2.0, grid)
     idx = np.searchsorted(grid, out["threshold"])
@@ -62,9 +58,15 @@ def test_phase_table_against_direct_means(study):
     grid = np.array(study.GRID)
     fixed = study.scores(ent, first, gain, 0.01, 2.0, grid)
     mine = fixed[4]
-    rows = study.phase_table(mine, fixed, [("a", 0, 450), ("b", 450, 900)], plan_index=4, settle=100)
+    rows = study.phase_table(
+        mine, fixed, [("a", 0, 450), ("b", 450, 900)], plan_index=4, settle=100
+    )
     for row, (a, b) in zip(rows, [(0, 450), (450, 900)], strict=True):
         per_t = fixed[:, a + 100 : b].mean(axis=1)
-        assert row["oracle"] == pytest.approx(per_t.max()) and row["plan"] == pytest.approx(per_t[4])
-        assert row["adaee"] == pytest.approx(per_t[4]) and row["ratio"] == pytest.approx(per_t[4] / per_t.max())
+        assert row["oracle"] == pytest.approx(per_t.max()) and row["plan"] == pytest.approx(
+            per_t[4]
+        )
+        assert row["adaee"] == pytest.approx(per_t[4]) and row["ratio"] == pytest.approx(
+            per_t[4] / per_t.max()
+        )
         assert 0.0 <= row["gap"] <= 1.0

@@ -9,23 +9,15 @@ whole sweep is ``benchmarks/bench_coverage.py``.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests._scripts import load_script
 
 pytest.importorskip("timm")
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_coverage.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_coverage", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_coverage", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_coverage.py")
 
 
 # a ViT, a Swin, EfficientNet-Lite (an early ``size(0)``), a LeViT (attention-bias caches),

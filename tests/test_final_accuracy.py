@@ -6,22 +6,18 @@ miniature of the whole study (a few fine-tuning steps, 256 test images) is slow.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "final_accuracy.py"
+from tests._scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("final_accuracy", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/final_accuracy.py")
 
 
 def test_replay_leaves_at_the_first_confident_exit_else_the_last(tool):

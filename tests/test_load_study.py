@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,16 +10,12 @@ import pytest
 
 from earlyexit.formats import Link, Tier, Topology
 from earlyexit.planner.synthetic import synthetic_profile
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "load_study.py"
+from tests._scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("load_study", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/load_study.py")
 
 
 def test_knee_interpolates_where_the_loss_crosses(study):

@@ -24,6 +24,7 @@ from earlyexit.data import (
     read_idx,
     stratified_split,
 )
+from tests._scripts import load_script
 
 FASHION_FULL = Path("/usr/share/datasets/fashion-mnist")
 
@@ -331,12 +332,7 @@ def test_audio_split_column_and_missing_file(tmp_path: Path, audio_dir: Path) ->
 
 @pytest.mark.skipif(not FASHION_FULL.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_subset_tool_regenerates_the_shipped_file(tmp_path: Path) -> None:
-    import importlib.util
-
-    tool = Path(__file__).resolve().parents[2] / "tools" / "make_fashion_subset.py"
-    spec = importlib.util.spec_from_file_location("make_fashion_subset", tool)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("tools/make_fashion_subset.py")
     out = tmp_path / "subset.npz"
     assert module.make_subset(FASHION_FULL, out) == {"train": 10_000, "test": 2_000}
     with np.load(out) as new, np.load(embedded_fashion_mnist_path()) as shipped:
