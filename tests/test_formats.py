@@ -203,6 +203,31 @@ def test_hop_s_optional_round_trip_and_checked():
         Profile.from_dict(d)
 
 
+def test_idle_curve_wake_times_optional_round_trip_and_checked():
+    """An idle curve's ``wake_s``: absent stays absent (same digest), set round-trips,
+    a negative or mis-sized one is named with what is valid."""
+    p = synthetic_profile(4, ("edge",))
+    d = json.loads(json.dumps(p.to_dict()))
+    d["devices"]["edge"]["idle_curve"] = {"gap_s": [0.01, 0.1], "factor": [1.2, 1.5]}
+    q = Profile.from_dict(d)
+    assert "wake_s" not in q.to_dict()["devices"]["edge"]["idle_curve"]
+    d["devices"]["edge"]["idle_curve"]["wake_s"] = [0.0002, 0.0005]
+    r = Profile.from_dict(d)
+    assert Profile.from_dict(r.to_dict()).devices["edge"].idle_curve["wake_s"] == [0.0002, 0.0005]
+    assert r.digest() != q.digest()
+    d["devices"]["edge"]["idle_curve"]["wake_s"] = [-0.001, 0.0005]
+    with pytest.raises(ValueError, match=r"idle_curve.wake_s.*>= 0"):
+        Profile.from_dict(d)
+    d["devices"]["edge"]["idle_curve"]["wake_s"] = [0.001]
+    with pytest.raises(ValueError, match=r"idle_curve.wake_s"):
+        Profile.from_dict(d)
+    d["devices"]["edge"]["idle_curve"] = {"gap_s": [0.01], "factor": [1.2], "wake": [0.1]}
+    with pytest.raises(
+        ValueError, match=r"unknown field\(s\) \['wake'\]; valid: gap_s, factor, wake_s"
+    ):
+        Profile.from_dict(d)
+
+
 def test_estimate_overhead_optional():
     """Plans made before the overhead term have no ``breakdown_s.overhead``; new ones round-trip it."""
     old = Estimate(0.16, 0.91, (0.7, 0.3), BD)

@@ -191,6 +191,8 @@ def emulated(prof: Any, topo: Any, plan: Any) -> tuple[Any, Any]:
         curve = {"gap_s": dev.idle_curve["gap_s"],
                  "factor": [max(1.0, float(np.interp(g + g0, gaps, fac)) / f0)
                             for g in dev.idle_curve["gap_s"]]}  # fmt: skip
+        if "wake_s" in dev.idle_curve:  # waking up from the idle: not during its sleeps
+            curve["wake_s"] = list(dev.idle_curve["wake_s"])
         name = f"{tier.device}@{tier.name}"
         devices[name] = dataclasses.replace(
             dev, partition_time_busy_s=dev.partition_time_busy_s * f0,

@@ -59,10 +59,12 @@ class DeviceProfile:
         idle_curve: optional ``{"gap_s": [g_1 .. g_J], "factor": [f_1 .. f_J]}``:
             a partition's time after the device idled g, over its busy time
             (f(0) = 1, linear between the points, f_J beyond the last); gaps > 0
-            increasing, factors >= 1. The load model runs a message that finds its
-            tier empty at the busy time times the mean of f over the idle time
-            before it (docs/spec.md#load). None: the idle-gap time
-            ``partition_time_s`` instead.
+            increasing, factors >= 1. Optional ``"wake_s": [h_1 .. h_J]`` (>= 0, h(0)
+            = 0): the wall time beyond that CPU that a message finding the device's
+            worker idle for g pays (waking up; not stretched by a slowdown). The
+            load model runs a message that finds its tier empty at the busy time
+            times the mean of f, plus the mean of h, over the idle time before it
+            (docs/spec.md#load). None: the idle-gap time ``partition_time_s`` instead.
     """
 
     partition_time_s: np.ndarray
@@ -148,11 +150,14 @@ class DeviceProfile:
 
 
 def _idle_curve(raw: Any, what: str) -> dict[str, list[float]]:
-    """``{"gap_s": [...], "factor": [...]}``: gaps > 0 increasing, factors >= 1, same length."""
+    """``{"gap_s": [...], "factor": [...], "wake_s": [...]}``: gaps > 0 increasing, factors
+    >= 1, wake times >= 0 (optional), all of the same length."""
     _mapping(raw, what, "{'gap_s': [...], 'factor': [...]}")
-    unknown = set(raw) - {"gap_s", "factor"}
+    unknown = set(raw) - {"gap_s", "factor", "wake_s"}
     if unknown:
-        raise ValueError(f"{what}: unknown field(s) {sorted(unknown)}; valid: gap_s, factor")
+        raise ValueError(
+            f"{what}: unknown field(s) {sorted(unknown)}; valid: gap_s, factor, wake_s"
+        )
     g = _req(raw, "gap_s", what)
     j = len(g) if isinstance(g, (list, tuple)) else -1
     if j < 1:
@@ -161,7 +166,10 @@ def _idle_curve(raw: Any, what: str) -> dict[str, list[float]]:
     fac = _array(_req(raw, "factor", what), f"{what}.factor", (j,), lo=1.0)
     if gaps[0] <= 0 or np.any(np.diff(gaps) <= 0):
         raise ValueError(f"{what}.gap_s: expected increasing gaps > 0, got {gaps.tolist()}")
-    return {"gap_s": gaps.tolist(), "factor": fac.tolist()}
+    out = {"gap_s": gaps.tolist(), "factor": fac.tolist()}
+    if raw.get("wake_s") is not None:
+        out["wake_s"] = _array(raw["wake_s"], f"{what}.wake_s", (j,), lo=0.0).tolist()
+    return out
 
 
 def _times(raw: Any, what: str, n: int) -> np.ndarray:

@@ -164,7 +164,7 @@ class _Route:
     exits at k passes) and, where a partition runs faster when its tier is busy, its
     compute (tier, the unloaded model's weight S_{k-1}, CT after the profile's idle gap,
     CT busy, both with the runtime's CPU per run); ``cbs``: per flow, the busy CT that a
-    tier's idle curve stretches (0 on links and tiers without one)."""
+    tier's idle curve stretches (-1 on links and tiers without one)."""
 
     n_rows: int
     keys: list[Key]
@@ -207,7 +207,7 @@ def _route(
     for j, dr, bw in _links(cm, src, tiers[0]):
         t = float(cm.bits[0]) / bw
         flows.append((("link", j, dr), 1.0, t, [*chain], t))
-        cbs.append(0.0)
+        cbs.append(-1.0)
         chain.append(("link", j, dr))
     branch: list[tuple[list[Key], int, list[tuple[Key, float]]]] = []  # (upstream, k, steps)
     prev = np.zeros(n_rows, dtype=np.int64)
@@ -216,7 +216,7 @@ def _route(
         ct = cm.ct[w, prev, c]
         base = cm.dt[w, prev] + ct + float(h[w])
         t_exit, t_fwd = base + cm.rst[w], base + cm.st[w, c]
-        tb_exit, tb_fwd, cb = t_exit, t_fwd, 0.0
+        tb_exit, tb_fwd, cb = t_exit, t_fwd, -1.0
         if busy:
             ct_b = cm.ct_busy[w, prev, c]
             tb_exit, tb_fwd = t_exit - (ct - ct_b), t_fwd - (ct - ct_b)
@@ -234,14 +234,14 @@ def _route(
             for j, dr, bw in _links(cm, w, int(tiers[k + 1])):
                 t = cm.bits[c] / bw
                 flows.append((("link", j, dr), s_c[:, k], t, [*chain], t))
-                cbs.append(0.0)
+                cbs.append(-1.0)
                 chain.append(("link", j, dr))
         prev = c
     done: list[tuple[np.ndarray, list[Key]]] = []
     for up, k, steps in branch:
         for kk, t in steps:
             flows.append((kk, e_c[:, k], t, up, t))
-            cbs.append(0.0)
+            cbs.append(-1.0)
             up = [*up, kk]
         done.append((e_c[:, k], up))
     keys = list(dict.fromkeys(chain + [kk for _u, _k, st in branch for kk, _t in st]))
@@ -277,7 +277,8 @@ def _solve(
     busy = any(r.saves for r in routes)  # some partition runs faster on a busy tier
     times_b = np.zeros((n_fl, n_rows)) if busy else times
     curves = {sidx[kk]: c for r in routes for kk, c in r.curves.items()}
-    cb = np.zeros((n_fl, n_rows)) if curves else None  # busy CT an idle curve stretches
+    # busy CT an idle curve stretches, -1 on flows without a curve
+    cb = np.full((n_fl, n_rows), -1.0) if curves else None
     fi, row = 0, 0
     for r in routes:
         cols = slice(row, row + r.n_rows)
@@ -297,7 +298,7 @@ def _solve(
     faster = (agg @ (times - times_b) > 0) if busy else None
     idle = None
     if cb is not None:  # the idle-gap times follow each station's rate: (cb, flow -> station)
-        faster = faster | (agg @ cb > 0)
+        faster = faster | (agg @ (cb >= 0) > 0)
         idle = (cb, np.argmax(agg, axis=0), curves)
 
     # the state: every station's loss ratio and (busy times) q, the fraction of its
@@ -372,10 +373,11 @@ def _solve(
                 si = sidx[kk]
                 qs = q[si, cols]
                 cold = lat_ct
-                if si in curves:  # after the idle before it: the busy time x E[f]
-                    g, f = curves[si]
+                if si in curves:  # after the idle before it: the busy time x E[f], + E[h]
+                    g, f, h = curves[si]
                     fac = mean_idle_factor(g, f, met[0, si, cols])
                     cold = fast + np.maximum(fast, 0.0) * (fac - 1.0)
+                    cold = cold + _mean_wake(g, h, met[0, si, cols])
                 delay[cols] += weight * (qs * cold + (1.0 - qs) * fast - lat_ct)
             row += r.n_rows
     return keys, met[:6], visits, delay, np.clip(1.0 - completed, 0.0, 1.0)
@@ -392,19 +394,22 @@ def _stations(
     ``faster`` (S, R): a message that finds the station empty (fraction q of the
     accepted ones) is served in ``times``, the others in ``times_b``; then a seventh row,
     the q that the station's queue-length law gives (1 where not ``faster``). With
-    ``idle`` (cb (F, R), each flow's station, {station: (gaps, factors)}), a station
-    with an idle curve serves a message that finds it empty in its busy time plus cb
-    (E[f(I)] - 1), I ~ Exp(its rate) the idle time before it (:func:`mean_idle_factor`).
+    ``idle`` (cb (F, R), -1 on flows without a curve; each flow's station; {station:
+    (gaps, factors, wake times)}), a station with an idle curve serves a message that
+    finds it empty in its busy time plus cb (E[f(I)] - 1) plus E[h(I)], I ~ Exp(its
+    rate) the idle time before it (:func:`mean_idle_factor`).
     """
     live = rates > 0
     rates = np.where(live, rates, 0.0)
     rate = agg @ rates
     if idle is not None:
         cb, st_of, curves = idle
-        fac = np.ones(rate.shape)
-        for si, (g, f) in curves.items():
+        fac, wake = np.ones(rate.shape), np.zeros(rate.shape)
+        for si, (g, f, h) in curves.items():
             fac[si] = mean_idle_factor(g, f, rate[si])
-        times = np.where(cb > 0, times_b + cb * (fac[st_of] - 1.0), times)
+            wake[si] = _mean_wake(g, h, rate[si])
+        times = np.where(cb >= 0, times_b + np.maximum(cb, 0.0) * (fac[st_of] - 1.0)
+                         + wake[st_of], times)  # fmt: skip
     busy = rate > 0
     den = np.where(busy, rate, 1.0)
     mean = np.where(busy, (agg @ (rates * times)) / den, 0.0)
@@ -479,6 +484,14 @@ def mean_idle_factor(gaps: np.ndarray, factors: np.ndarray, rate: np.ndarray) ->
     tot = (factors[:-1] * de + slope * (de_over - dg * e[:, 1:])).sum(axis=-1)
     out[pos] = tot + factors[-1] * e[:, -1]
     return out
+
+
+def _mean_wake(gaps: np.ndarray, wake: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """E[h(I)], I ~ Exp(rate), h piecewise linear through (gaps, wake), h(0) = 0: the
+    mean wake-up time of a message that finds its server empty (0 where h is)."""
+    if not np.any(wake):
+        return np.zeros(np.shape(rate))
+    return mean_idle_factor(gaps, 1.0 + wake, rate) - 1.0
 
 
 def scv_of(mean: np.ndarray, m2: np.ndarray) -> np.ndarray:

@@ -64,7 +64,7 @@ class CostModel:
             after another (the device's ``partition_time_busy_s``, at most ``ct``;
             ``ct`` itself where no device has one nor an ``idle_curve``, ``has_busy``
             False); ``compute_busy`` without ``run_cpu``; ``idle_curves[w]``: the
-            tier's (gaps, factors) with (0, 1) first, or None.
+            tier's (gaps, factors, wake times) with (0, 1, 0) first, or None.
         ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
             O_i from tier v to tier w; prop[v, w]: propagation.
         hop[v, w]: H_{v,w}, the runtime's cost of one hand-off from tier v to w.
@@ -122,10 +122,15 @@ class CostModel:
                     dev.partition_time_busy_s[iu] * slow[w], ct[w, iu[0], iu[1] + 1]
                 )
         # after an idle gap g, a run takes f(g) times the busy one (the device's idle_curve)
-        self.idle_curves: list[tuple[np.ndarray, np.ndarray] | None] = [
+        # and a message that finds its worker idle pays h(g) more, not stretched (wake_s)
+        self.idle_curves: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [
             None
             if d.idle_curve is None
-            else (np.array([0.0, *d.idle_curve["gap_s"]]), np.array([1.0, *d.idle_curve["factor"]]))
+            else (
+                np.array([0.0, *d.idle_curve["gap_s"]]),
+                np.array([1.0, *d.idle_curve["factor"]]),
+                np.array([0.0, *d.idle_curve.get("wake_s", [0.0] * len(d.idle_curve["gap_s"]))]),
+            )
             for d in devs
         ]
         self.has_busy = bool(np.any(busy < ct)) or any(c is not None for c in self.idle_curves)

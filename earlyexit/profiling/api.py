@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -128,7 +129,11 @@ def profile(
             :func:`~earlyexit.profiling.overhead.measure_hop_overhead`), stored as
             the device's ``hop_s``, and the runtime's CPU per partition run that a
             slower tier stretches (:func:`~earlyexit.profiling.overhead.measure_hop_cpu`,
-            ``hop_cpu_s``).
+            ``hop_cpu_s``). With ``gap_s`` > 0 the ``idle_curve`` is then measured
+            in a real worker too, the whole network exported to ONNX as one
+            partition (:func:`~earlyexit.profiling.overhead.measure_idle_curve`,
+            with the wake-up times ``wake_s``); the one-process curve is kept in
+            the device's ``idle_curve_in_process``.
         cpu_latency_us: hold a CPU wake-up latency request of this many
             microseconds while timing (0: idle CPUs poll; see
             :mod:`earlyexit.runtime.cpus`), as deployments made with the same
@@ -241,7 +246,7 @@ def profile(
         times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,
         meta, device_extra, hop_s, hop_cpu_s, busy, curve or None,
     )  # fmt: skip
-    return Profile(
+    prof = Profile(
         model=str(model.config.get("backbone") or "custom"),
         dataset=dataset,
         num_blocks=n,
@@ -260,6 +265,38 @@ def profile(
             "profiling_samples": int(stats.entropy.shape[1]),
         },
     )
+    if measure_hops and gap_s > 0:  # the idle curve as a real worker cools
+        measured = _worker_idle_curve(model, prof, sample[:1], cpu_latency_us)
+        dev = prof.devices[device_name]
+        prof.devices[device_name] = dataclasses.replace(
+            dev,
+            idle_curve={k: measured[k] for k in ("gap_s", "factor", "wake_s")},
+            extra={**dev.extra, "idle_curve_in_process": dev.idle_curve,
+                   "idle": {k: measured[k] for k in ("cpu_s", "round_trip_s", "method")}},
+        )  # fmt: skip
+    return prof
+
+
+def _worker_idle_curve(
+    model: MultiExitModel, prof: Profile, sample: torch.Tensor, cpu_latency_us: int | None
+) -> dict[str, Any]:
+    """:func:`~earlyexit.profiling.overhead.measure_idle_curve` of the whole network,
+    exported to ONNX as a one-partition bundle in a temporary directory."""
+    import tempfile
+
+    from earlyexit.export import export_bundle
+    from earlyexit.formats import Tier, Topology
+    from earlyexit.planner import make_plan
+    from earlyexit.planner.latency import CostModel
+    from earlyexit.profiling.overhead import measure_idle_curve
+
+    device = next(iter(prof.devices))
+    topo = Topology((Tier("device", device, 1.0),), ())
+    plan = make_plan(CostModel(prof, topo), 0.0, [prof.num_blocks], [0])
+    with tempfile.TemporaryDirectory(prefix="earlyexit-idle-") as tmp:
+        bundle = os.path.join(tmp, "bundle")
+        export_bundle(model, plan, bundle, formats="onnx", verify_data=sample)
+        return measure_idle_curve(bundle, cpu_latency_us=cpu_latency_us)
 
 
 def _first_inputs(batches: Iterable, batch_size: int) -> torch.Tensor:

@@ -50,12 +50,16 @@ from typing import Any
 
 import numpy as np
 
+from earlyexit.formats import Tier, Topology
+
 __all__ = [
+    "IDLE_GAPS_S",
     "HopOverhead",
     "measure_hop_overhead",
     "measure_hop_cpu",
     "fit_hops",
     "in_process_time",
+    "measure_idle_curve",
 ]
 
 _MODEL = {"in_dim": 8, "hidden": 8, "num_classes": 10, "seed": 0}
@@ -357,3 +361,98 @@ def measure_hop_cpu(
     return {"cpu_hop_s": cpu_hop_s, "partitions": list(parts), "cpu_per_sample_s": cpu,
             "in_process_s": inproc, "slowdown": float(slowdown),
             "method": "worker thread CPU per partition run"}  # fmt: skip
+
+
+_IDLE_TOPOLOGY = Topology((Tier("worker", "cpu", 1.01),), (), mtu_bytes=9000)
+"""One tier at slowdown 1.01: its worker counts the thread CPU it would stretch."""
+
+IDLE_GAPS_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+"""The idle gaps of :func:`measure_idle_curve` (those of the in-process curve)."""
+
+
+def measure_idle_curve(
+    bundle: str | Any,
+    gaps_s: Sequence[float] = IDLE_GAPS_S,
+    samples: int = 30,
+    warmup: int = 5,
+    cpu_latency_us: int | None = None,
+) -> dict[str, Any]:
+    """A device's idle curve measured in a real tier worker (``idle_curve``, docs/spec.md#load).
+
+    A worker that idled g before a message spends more CPU on it than back to
+    back: its caches went cold while other processes ran, and a slower tier
+    stretches all of that. One process timing one ONNX Runtime session (what
+    :func:`~earlyexit.profiling.timing.time_onnx_partitions` does) sees only part of it: measured on
+    the development machine, the demo's first partition after 20 ms took 40 %
+    more in a worker than in one process. This deploys ``bundle``'s partitions
+    on one tier each, at an emulated slowdown of 1.01 so that the worker counts
+    its thread CPU (the emulation's basis: decoding, running, encoding), without
+    links, threshold 1 (every sample leaves at the first partition), and sends
+    one sample after each idle gap, ``samples`` per gap on a fresh deployment
+    (after ``warmup`` back to back, whose CPU is taken out at the back-to-back
+    rate). Per gap it reads the first worker's CPU per message and the median
+    round trip:
+
+    - ``factor`` f(g) = CPU(g) / CPU(0) (at least 1 and non-decreasing: noise
+      only slows a run down);
+    - ``wake_s`` h(g) = the round trip's growth beyond that CPU,
+      (RTT(g) - CPU(g)) - (RTT(0) - CPU(0)), at least 0 and non-decreasing:
+      wake-ups of the worker and of the client, which a slowdown does not stretch.
+
+    Args:
+        bundle: a bundle directory (its first partition is timed).
+        gaps_s: the idle gaps, > 0 and increasing.
+        samples: timed samples per gap (>= 3).
+        warmup: samples back to back first, per deployment.
+        cpu_latency_us: the CPU wake-up latency request to hold meanwhile (see
+            :func:`earlyexit.runtime.cpus.hold_cpu_latency`; None: none).
+
+    Returns:
+        ``{"gap_s", "factor", "wake_s"}`` (a profile's ``idle_curve``) and, as
+        measured, ``"cpu_s"`` and ``"round_trip_s"`` (index 0: back to back),
+        ``"method"``.
+
+    Raises:
+        ValueError: bad gaps or counts.
+
+    Example:
+        ```python
+        c = measure_idle_curve("bundle", samples=10)
+        c["factor"][-1] >= 1.0  # True
+        ```
+    """
+    from earlyexit.runtime.cpus import hold_cpu_latency
+    from earlyexit.runtime.deployment import deploy
+
+    gaps = [float(g) for g in gaps_s]
+    if not gaps or gaps[0] <= 0 or any(b <= a for a, b in zip(gaps, gaps[1:], strict=False)):
+        raise ValueError(f"gaps_s must be increasing seconds > 0, got {list(gaps_s)!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 3:
+        raise ValueError(f"samples must be an int >= 3, got {samples!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    cpu, rtt = [], []
+    with hold_cpu_latency(cpu_latency_us, quiet=True):
+        for gap in (0.0, *gaps):
+            with deploy(bundle, threshold=1.0, tiers=[0], topology=_IDLE_TOPOLOGY,
+                        emulate_links=False) as d:  # fmt: skip
+                x = d.inputs(warmup + samples, seed=2)
+                for i in range(warmup):
+                    d.client.infer(x[i], timeout_s=30.0)
+                lat = []
+                for i in range(warmup, warmup + samples):
+                    if gap:
+                        time.sleep(gap)
+                    lat.append(d.client.infer(x[i], timeout_s=30.0).latency_s)
+            st = d.final_stats(0)
+            tot, n = float(st["cpu_s"]), int(st["received"])
+            if cpu:  # the warm-up messages ran back to back: take them out at that rate
+                tot, n = tot - (n - samples) * cpu[0], samples
+            cpu.append(max(tot, 0.0) / max(1, n))
+            rtt.append(float(np.median(lat)))
+    fac = np.maximum.accumulate(np.maximum(np.array(cpu[1:]) / cpu[0], 1.0))
+    wake = np.array(rtt[1:]) - np.array(cpu[1:]) - (rtt[0] - cpu[0])
+    wake = np.maximum.accumulate(np.maximum(wake, 0.0))
+    return {"gap_s": gaps, "factor": fac.tolist(), "wake_s": wake.tolist(),
+            "cpu_s": cpu, "round_trip_s": rtt,
+            "method": "a tier worker's CPU per message and round trip after each idle gap"}  # fmt: skip

@@ -27,7 +27,8 @@ def problems(
     as large as any other term, so that it can change the optimum). With ``busy``
     each device's ``partition_time_busy_s`` is absent or 0.2 to 1.2 times its
     partition times (above 1: counted as the idle-gap time), and its
-    ``idle_curve`` absent or one of a few (factors 1 to 3).
+    ``idle_curve`` absent or one of a few (factors 1 to 3, with or without
+    wake-up times of 0 to 1.5 s).
     """
     n = draw(st.integers(1, max_blocks))
     m = draw(st.integers(1, max_tiers))
@@ -62,6 +63,8 @@ def problems(
         if busy and draw(st.booleans()):
             gaps = draw(st.sampled_from([[0.5], [0.1, 1.0], [0.01, 0.3, 3.0]]))
             curve = {"gap_s": gaps, "factor": list(1.0 + rng.choice([0.0, 0.3, 2.0], len(gaps)))}
+            if draw(st.booleans()):  # wake-up times, not stretched
+                curve["wake_s"] = list(np.cumsum(rng.choice([0.0, 0.05, 0.5], len(gaps))))
         devices[f"d{k}"] = DeviceProfile(
             pt,
             arr((n + 1,), 0.1),

@@ -145,3 +145,35 @@ def test_an_idle_curve_stretches_the_runs_that_find_the_tier_empty():
     assert s0 != rest
     t_busy = float(cm.ct_busy[0, 0, 6] + cm.dt[0, 0] + cm.st[0, 6] + cm.hop_tier[0])
     assert t_busy < s0 < t_busy + 2.0 * busy_ct
+
+
+def test_an_idle_curves_wake_times_add_their_mean_to_the_runs_that_find_the_tier_empty():
+    """wake_s adds E[h(I)] (I ~ Exp(rate), h linear between the points) to a message that
+    finds its tier empty, not stretched: at a vanishing rate h's last value, exactly; at
+    a moderate one the closed form against a numerical integral."""
+    base = synthetic_profile(6, seed=4)
+    gaps, wake = [0.01, 0.1], [0.002, 0.005]
+
+    def with_curve(h: list[float] | None) -> Profile:
+        curve = {"gap_s": gaps, "factor": [1.5, 3.0], **({"wake_s": h} if h else {})}
+        return dataclasses.replace(base, devices={
+            name: dataclasses.replace(dev, partition_time_busy_s=dev.partition_time_s * 0.5,
+                                      idle_curve=curve)
+            for name, dev in base.devices.items()})  # fmt: skip
+
+    args = ("portend-aws", 0.0, [6], [0])
+    plain, woken = with_curve(None), with_curve(wake)
+    assert evaluate_load(woken, *args, 0.0, 20).latency_s == pytest.approx(
+        evaluate_load(plain, *args, 0.0, 20).latency_s + wake[-1], abs=1e-12
+    )
+    lam = 30.0
+    x = np.linspace(0.0, 5.0, 2_000_001)
+    h = np.interp(x, [0.0, *gaps], [0.0, *wake])
+    e_h = float(np.trapezoid(h * lam * np.exp(-lam * x), x) + wake[-1] * np.exp(-lam * 5.0))
+    a, b = (evaluate_load(p, *args, lam, 2000, queue_model="exact") for p in (plain, woken))
+    assert b.latency_s > a.latency_s  # and the wake-ups occupy the tier: a longer service
+    assert b.stations[0].service_mean_s > a.stations[0].service_mean_s
+    from earlyexit.planner._load_many import _mean_wake
+
+    got = float(_mean_wake(np.array([0.0, *gaps]), np.array([0.0, *wake]), np.array([lam]))[0])
+    assert got == pytest.approx(e_h, rel=1e-6)

@@ -232,12 +232,20 @@ def test_cli_profile_and_merge(tmp_path, trained):
 
 @pytest.mark.slow
 def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
-    """profile(measure_hops=True) stores hop_s (and how it was measured), and it survives a save."""
+    """profile(measure_hops=True) stores hop_s (and how it was measured), and it survives a
+    save; with an idle gap, the idle curve is a real worker's, with its wake-up times."""
     p = profile(trained, data[:1], "hops", threads=1, reps=3, budget_s=0.02, progress=False,
-                measure_hops=True)  # fmt: skip
+                measure_hops=True, gap_s=0.002)  # fmt: skip
     dev = p.devices["hops"]
     assert dev.hop_s is not None and 0 < dev.hop_s < 0.05
     assert dev.extra["hop"]["hops"] == [2, 3, 4] and dev.extra["hop"]["hop_s"] == dev.hop_s
+    curve, measured = dev.idle_curve, dev.extra["idle"]
+    assert curve["gap_s"] == [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+    assert len(curve["wake_s"]) == 7 and np.all(np.diff(curve["factor"]) >= 0)
+    # the factors are the worker's CPU per message over its back-to-back one, as measured
+    cpu = np.array(measured["cpu_s"])
+    assert curve["factor"] == pytest.approx(np.maximum.accumulate(np.maximum(cpu[1:] / cpu[0], 1)))
+    assert dev.extra["idle_curve_in_process"]["gap_s"] == curve["gap_s"]
     p.save(tmp_path / "p.json")
     assert Profile.load(tmp_path / "p.json").devices["hops"].hop_s == dev.hop_s
     with pytest.raises(TypeError, match="measure_hops must be True or False"):
