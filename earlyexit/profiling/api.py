@@ -87,6 +87,7 @@ def profile(
     gap_s: float = 0.0,
     dataset_name: str | None = None,
     measure_hops: bool = False,
+    worker_idle_curve: bool = False,
     cpu_latency_us: int | None = None,
 ) -> Profile:
     """Profile a full-configuration model on this device.
@@ -129,11 +130,13 @@ def profile(
             :func:`~earlyexit.profiling.overhead.measure_hop_overhead`), stored as
             the device's ``hop_s``, and the runtime's CPU per partition run that a
             slower tier stretches (:func:`~earlyexit.profiling.overhead.measure_hop_cpu`,
-            ``hop_cpu_s``). With ``gap_s`` > 0 the ``idle_curve`` is then measured
-            in a real worker too, the whole network exported to ONNX as one
-            partition (:func:`~earlyexit.profiling.overhead.measure_idle_curve`,
-            with the wake-up times ``wake_s``); the one-process curve is kept in
-            the device's ``idle_curve_in_process``.
+            ``hop_cpu_s``).
+        worker_idle_curve: with ``gap_s`` > 0, measure the ``idle_curve`` in a
+            real tier worker instead of one process, the whole network exported
+            to ONNX as one partition
+            (:func:`~earlyexit.profiling.overhead.measure_idle_curve`, with the
+            wake-up times ``wake_s``; about 25 s more); the one-process curve is
+            kept in the device's ``idle_curve_in_process``.
         cpu_latency_us: hold a CPU wake-up latency request of this many
             microseconds while timing (0: idle CPUs poll; see
             :mod:`earlyexit.runtime.cpus`), as deployments made with the same
@@ -166,6 +169,10 @@ def profile(
         raise ValueError(f"gap_s must be >= 0, got {gap_s!r}")
     if not isinstance(measure_hops, bool):
         raise TypeError(f"measure_hops must be True or False, got {measure_hops!r}")
+    if not isinstance(worker_idle_curve, bool):
+        raise TypeError(f"worker_idle_curve must be True or False, got {worker_idle_curve!r}")
+    if worker_idle_curve and not gap_s > 0:
+        raise ValueError("worker_idle_curve needs an idle gap (gap_s > 0): the curve goes with it")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -265,7 +272,7 @@ def profile(
             "profiling_samples": int(stats.entropy.shape[1]),
         },
     )
-    if measure_hops and gap_s > 0:  # the idle curve as a real worker cools
+    if worker_idle_curve:  # the idle curve as a real worker cools
         measured = _worker_idle_curve(model, prof, sample[:1], cpu_latency_us)
         dev = prof.devices[device_name]
         prof.devices[device_name] = dataclasses.replace(
