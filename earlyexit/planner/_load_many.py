@@ -376,8 +376,8 @@ def _solve(
                 if si in curves:  # after the idle before it: the busy time x E[f], + E[h]
                     g, f, h = curves[si]
                     fac = mean_idle_factor(g, f, met[0, si, cols])
-                    cold = fast + np.maximum(fast, 0.0) * (fac - 1.0)
-                    cold = cold + _mean_wake(g, h, met[0, si, cols])
+                    wake = _mean_wake(g, h, met[0, si, cols])
+                    cold = fast + np.maximum(fast, 0.0) * (fac - 1.0) + wake
                 delay[cols] += weight * (qs * cold + (1.0 - qs) * fast - lat_ct)
             row += r.n_rows
     return keys, met[:6], visits, delay, np.clip(1.0 - completed, 0.0, 1.0)
@@ -408,8 +408,7 @@ def _stations(
         for si, (g, f, h) in curves.items():
             fac[si] = mean_idle_factor(g, f, rate[si])
             wake[si] = _mean_wake(g, h, rate[si])
-        times = np.where(cb >= 0, times_b + np.maximum(cb, 0.0) * (fac[st_of] - 1.0)
-                         + wake[st_of], times)  # fmt: skip
+        times = np.where(cb >= 0, times_b + cb * (fac[st_of] - 1.0) + wake[st_of], times)
     busy = rate > 0
     den = np.where(busy, rate, 1.0)
     mean = np.where(busy, (agg @ (rates * times)) / den, 0.0)

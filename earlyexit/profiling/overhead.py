@@ -51,9 +51,9 @@ from typing import Any
 import numpy as np
 
 from earlyexit.formats import Tier, Topology
+from earlyexit.profiling.timing import IDLE_GAPS_S  # the gaps of the one-process curve
 
 __all__ = [
-    "IDLE_GAPS_S",
     "HopOverhead",
     "measure_hop_overhead",
     "measure_hop_cpu",
@@ -365,9 +365,6 @@ def measure_hop_cpu(
 
 _IDLE_TOPOLOGY = Topology((Tier("worker", "cpu", 1.01),), (), mtu_bytes=9000)
 """One tier at slowdown 1.01: its worker counts the thread CPU it would stretch."""
-
-IDLE_GAPS_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
-"""The idle gaps of :func:`measure_idle_curve` (those of the in-process curve)."""
 
 
 def measure_idle_curve(
