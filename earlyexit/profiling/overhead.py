@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from earlyexit.formats import Tier, Topology
+from earlyexit.formats import Link, Tier, Topology
 from earlyexit.profiling.timing import IDLE_GAPS_S  # the gaps of the one-process curve
 
 __all__ = [
@@ -321,7 +321,6 @@ def measure_hop_cpu(
     Raises:
         ValueError: ``slowdown`` <= 1, ``max_partitions`` < 2 or ``samples`` < 5.
     """
-    from earlyexit.formats import Link, Tier, Topology
     from earlyexit.runtime.deployment import deploy
 
     if not (isinstance(slowdown, (int, float)) and slowdown > 1.0):
@@ -361,10 +360,6 @@ def measure_hop_cpu(
     return {"cpu_hop_s": cpu_hop_s, "partitions": list(parts), "cpu_per_sample_s": cpu,
             "in_process_s": inproc, "slowdown": float(slowdown),
             "method": "worker thread CPU per partition run"}  # fmt: skip
-
-
-_IDLE_TOPOLOGY = Topology((Tier("worker", "cpu", 1.01),), (), mtu_bytes=9000)
-"""One tier at slowdown 1.01: its worker counts the thread CPU it would stretch."""
 
 
 def measure_idle_curve(
@@ -418,6 +413,7 @@ def measure_idle_curve(
         c["factor"][-1] >= 1.0  # True
         ```
     """
+    from earlyexit.formats import Manifest
     from earlyexit.runtime.cpus import hold_cpu_latency
     from earlyexit.runtime.deployment import deploy
 
@@ -428,10 +424,14 @@ def measure_idle_curve(
         raise ValueError(f"samples must be an int >= 3, got {samples!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    # a tier per partition at slowdown 1.01: the workers count the thread CPU they would stretch
+    num = len(Manifest.load(bundle).partitions)
+    topo = Topology(tuple(Tier(f"t{j}", "cpu", 1.01) for j in range(num)),
+                    tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)  # fmt: skip
     cpu, rtt = [], []
     with hold_cpu_latency(cpu_latency_us, quiet=True):
         for gap in (0.0, *gaps):
-            with deploy(bundle, threshold=1.0, tiers=[0], topology=_IDLE_TOPOLOGY,
+            with deploy(bundle, threshold=1.0, tiers=list(range(num)), topology=topo,
                         emulate_links=False) as d:  # fmt: skip
                 x = d.inputs(warmup + samples, seed=2)
                 for i in range(warmup):

@@ -93,3 +93,19 @@ def test_torchscript_fallback_matches_onnx(bundle):
             else:
                 np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
         x = want[2] if want[2] is not None else x
+
+
+def test_measure_idle_curve_times_the_first_partition_of_a_longer_bundle(bundle):
+    """measure_idle_curve deploys every partition (threshold 1: all leave at the first)
+    and returns a curve a profile accepts, its factors the measured CPU ratios."""
+    from earlyexit.formats.profile import _idle_curve
+    from earlyexit.profiling.overhead import measure_idle_curve
+
+    c = measure_idle_curve(bundle, gaps_s=[0.002, 0.01], samples=3, warmup=1)
+    assert _idle_curve({k: c[k] for k in ("gap_s", "factor", "wake_s")}, "c")["gap_s"] == [
+        0.002,
+        0.01,
+    ]
+    cpu = np.array(c["cpu_s"])
+    assert len(cpu) == 3 and np.all(cpu > 0)
+    assert c["factor"] == pytest.approx(np.maximum.accumulate(np.maximum(cpu[1:] / cpu[0], 1)))
