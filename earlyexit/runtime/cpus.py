@@ -29,6 +29,9 @@ worker to its own core (``deploy(cpu_affinity="spread")``, ``serve
 :func:`pin_to_cpus` pins the calling thread, and the threads it starts
 afterwards. A worker pins its serving thread once its sockets are up, so that
 ZeroMQ's I/O thread stays free to take the next message on another core.
+:func:`spread_tiers` gives the slowest tiers a CPU each alone: a slow tier's
+emulation stretches its CPU time, cache misses included, by its slowdown, so
+the deployment's other threads (:func:`rest_cpus`) run elsewhere.
 
 Example:
     >>> with hold_cpu_latency(None) as held:   # None: no request
@@ -41,7 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -52,6 +55,8 @@ __all__ = [
     "check_cpu_latency_us",
     "hold_cpu_latency",
     "pin_to_cpus",
+    "pinned",
+    "rest_cpus",
     "spread_tiers",
 ]
 
@@ -193,26 +198,110 @@ def pin_to_cpus(cpus: tuple[int, ...]) -> tuple[int, ...]:
         if cpus:
             raise ValueError("cpu_affinity needs Linux (os.sched_setaffinity); give () here")
         return ()
-    allowed = tuple(sorted(os.sched_getaffinity(0)))
     if not cpus:
-        return allowed
+        return tuple(sorted(os.sched_getaffinity(0)))
+    allowed = _usable_cpus()
     missing = sorted(set(cpus) - set(allowed))
-    if missing:
+    try:
+        if missing:
+            raise OSError
+        os.sched_setaffinity(0, cpus)
+    except OSError:
+        bad = missing[0] if missing else cpus[0]
         raise ValueError(
-            f"cpu_affinity: CPU {missing[0]} is not available here; valid: {list(allowed)}"
-        )
-    os.sched_setaffinity(0, cpus)
+            f"cpu_affinity: CPU {bad} is not available here; valid: {sorted(allowed)}"
+        ) from None
     return tuple(sorted(os.sched_getaffinity(0)))
 
 
-def spread_tiers(tiers: list[int] | tuple[int, ...]) -> dict[int, tuple[int, ...]]:
-    """One CPU per tier, in turn over the CPUs this process may use: tier -> (cpu,).
+def _usable_cpus() -> set[int]:
+    """The CPUs a thread may be pinned to: its own, and the online ones (a thread a
+    deployment started on fewer CPUs may still take its tier's)."""
+    cpus = set(os.sched_getaffinity(0))
+    try:
+        with open("/sys/devices/system/cpu/online", encoding="ascii") as f:
+            for part in f.read().strip().split(","):
+                a, _, b = part.partition("-")
+                cpus.update(range(int(a), int(b or a) + 1))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+@contextmanager
+def pinned(cpus: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+    """Pin the calling thread to ``cpus`` for the block, then give it back its CPUs.
+
+    What the thread starts inside (processes, threads) keeps ``cpus``: a
+    deployment starts its processes and its client's I/O thread in here.
+    ``()`` or no affinity support: nothing changes.
 
     Example:
-        >>> len(spread_tiers([0, 1, 2]))
-        3
+        >>> before = os.sched_getaffinity(0)
+        >>> with pinned(tuple(sorted(before))[:1]) as now:
+        ...     len(now)
+        1
+        >>> os.sched_getaffinity(0) == before
+        True
     """
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield ()
+        return
+    before = os.sched_getaffinity(0)
+    try:
+        yield pin_to_cpus(cpus)
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _alone(n_tiers: int) -> tuple[list[int], int]:
+    """The CPUs this process may use, and how many of them go to one tier alone."""
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return allowed, max(0, min(n_tiers, len(allowed) - 1))
+
+
+def spread_tiers(
+    tiers: list[int] | tuple[int, ...], slowdowns: Mapping[int, float] | None = None
+) -> dict[int, tuple[int, ...]]:
+    """One CPU per tier over the CPUs this process may use, the slowest tiers alone: tier -> (cpu,).
+
+    The slowest tiers (by ``slowdown``, ties by tier) each get a CPU of their
+    own, as many as leave one CPU over; the other tiers share the CPUs left
+    (:func:`rest_cpus`), in turn, with everything else of the deployment. A
+    tier's emulation stretches its worker's CPU time by its slowdown, so a cache
+    that another process evicted costs a slow tier that many times more.
+
+    Args:
+        tiers: the tiers to place.
+        slowdowns: tier -> slowdown (default: all equal).
+
+    Returns:
+        tier -> (cpu,); empty where affinity is not supported.
+
+    Example:
+        >>> plan = spread_tiers([0, 1], {0: 10.0, 1: 1.0})
+        >>> len(os.sched_getaffinity(0)) == 1 or plan[0] not in (plan[1],)
+        True
+    """
+    allowed, alone = _alone(len(set(tiers)))
     if not allowed:
         return {}
-    return {t: (allowed[i % len(allowed)],) for i, t in enumerate(sorted(set(tiers)))}
+    slow = dict(slowdowns or {})
+    order = sorted(set(tiers), key=lambda t: (-float(slow.get(t, 1.0)), t))
+    shared = allowed[alone:]
+    return {t: ((allowed[i],) if i < alone else (shared[(i - alone) % len(shared)],))
+            for i, t in enumerate(order)}  # fmt: skip
+
+
+def rest_cpus(tiers: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """The CPUs :func:`spread_tiers` gives no tier alone: where the rest of a deployment runs.
+
+    The client's and the link emulators' threads, and each worker's ZeroMQ
+    I/O thread, run there, off the caches of the tiers that have a CPU alone.
+
+    Example:
+        >>> set(rest_cpus([0])) <= set(os.sched_getaffinity(0))
+        True
+    """
+    allowed, alone = _alone(len(set(tiers)))
+    return tuple(allowed[alone:])

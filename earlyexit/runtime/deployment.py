@@ -47,7 +47,7 @@ from earlyexit.runtime._procs import Proc
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
-from earlyexit.runtime.cpus import check_cpu_affinity, spread_tiers
+from earlyexit.runtime.cpus import check_cpu_affinity, pinned, rest_cpus, spread_tiers
 from earlyexit.runtime.options import MAX_MESSAGE_BYTES
 from earlyexit.runtime.policies import policy_text
 
@@ -247,9 +247,12 @@ def deploy(
             links and the client too. Each worker's READY info says whether the
             request is held (``d.cpu_latency``). None: no request.
         cpu_affinity: pin each tier's worker to CPUs of this host: ``"spread"``
-            gives each tier one CPU in turn (tiers then share a core's caches
-            only when there are more tiers than cores), a mapping gives tier ->
-            CPUs; None pins nothing. ``d.cpus`` says where each worker runs.
+            gives the slowest tiers one CPU each alone, as many as leave one CPU
+            over, and the other tiers share that rest in turn, with the link
+            emulators, the client's I/O thread and each worker's ZeroMQ I/O
+            thread (:func:`~earlyexit.runtime.cpus.spread_tiers`; the calling
+            thread keeps its CPUs); a mapping gives tier -> CPUs; None pins
+            nothing. ``d.cpus`` says where each worker runs.
 
     Returns:
         The running :class:`Deployment` (use it as a context manager).
@@ -291,26 +294,30 @@ def deploy(
     # the policy checked against the plan's exits before any process starts
     template = dataclasses.replace(template, partition=len(specs) - 1, num_partitions=len(specs),
                                    threshold=threshold, policy=policy)  # fmt: skip
-    affinity = _affinity(cpu_affinity, tiers)
     topo = fit_topology(topology, [tiers])
+    slowdowns = {t: topo.tiers[t].slowdown for t in tiers} if topo and apply_slowdown else {}
+    affinity = _affinity(cpu_affinity, tiers, slowdowns)
     emulate = (topo is not None) if emulate_links is None else bool(emulate_links)
     if emulate and topo is None:
         raise ValueError("emulate_links=True needs a topology")
 
-    st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir, keep_logs=keep_logs,
-                      prefix="earlyexit-deploy-", start_timeout_s=start_timeout_s,
-                      niceness=niceness, transport=transport, hwm=hwm,
-                      dead_after_s=dead_after_s)  # fmt: skip
-    try:
-        if emulate:
-            st.start_links()
-        workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold, template,
-                                                        affinity=affinity)  # fmt: skip
-        if json.loads(template.policy)["policy"] == "adaee":  # AdaEE learns from the destination
-            st.client.feedback_address = str(workers[0].info["control"])
-    except BaseException:
-        st.cleanup()
-        raise
+    # "spread": the processes and the client's I/O thread start (and stay) off the
+    # CPUs a tier has alone; the calling thread gets its CPUs back
+    with pinned(rest_cpus(tiers) if cpu_affinity == "spread" else ()):
+        st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir,
+                          keep_logs=keep_logs, prefix="earlyexit-deploy-",
+                          start_timeout_s=start_timeout_s, niceness=niceness,
+                          transport=transport, hwm=hwm, dead_after_s=dead_after_s)  # fmt: skip
+        try:
+            if emulate:
+                st.start_links()
+            workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold,
+                                                            template, affinity=affinity)  # fmt: skip
+            if json.loads(template.policy)["policy"] == "adaee":  # AdaEE learns from the destination
+                st.client.feedback_address = str(workers[0].info["control"])
+        except BaseException:
+            st.cleanup()
+            raise
     return Deployment(
         st.client,
         st.procs,
@@ -324,7 +331,8 @@ def deploy(
 
 
 def _affinity(
-    spec: str | Mapping[int, Sequence[int]] | None, tiers: Sequence[int]
+    spec: str | Mapping[int, Sequence[int]] | None, tiers: Sequence[int],
+    slowdowns: Mapping[int, float],
 ) -> dict[int, tuple[int, ...]]:
     """``deploy(cpu_affinity=)`` as tier -> CPUs, checked before any process starts."""
     if spec is None:
@@ -334,7 +342,7 @@ def _affinity(
             raise ValueError(
                 f"cpu_affinity must be None, 'spread' or a mapping tier -> CPUs, got {spec!r}"
             )
-        return spread_tiers(list(tiers))
+        return spread_tiers(list(tiers), slowdowns)
     if not isinstance(spec, Mapping):
         raise TypeError(
             f"cpu_affinity must be None, 'spread' or a mapping tier -> CPUs, got {spec!r}"

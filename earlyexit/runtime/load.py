@@ -352,8 +352,9 @@ def run_load(
             JSON, a JSON/YAML file or a mapping; default: the threshold).
         cpu_latency_us: the CPU wake-up latency its workers request while
             serving (``deploy(cpu_latency_us=)``; 0: idle CPUs poll; None: none).
-        cpu_affinity: ``"spread"`` pins each tier's worker to its own core, in
-            turn (``deploy(cpu_affinity=)``); None pins nothing.
+        cpu_affinity: ``"spread"`` gives the slowest tiers' workers a core each,
+            the rest of the deployment the cores left (``deploy(cpu_affinity=)``);
+            None pins nothing.
 
     Returns:
         The :class:`LoadResult`.

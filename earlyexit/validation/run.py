@@ -187,8 +187,9 @@ def validate(
             ``notes``. Profile with the same request held (``earlyexit
             profile --cpu-latency-us``) so that the estimates and the
             measurements see the same machine. None: no request.
-        cpu_affinity: ``"spread"`` pins each tier's worker to its own core, in
-            turn (``deploy(cpu_affinity=)``); None pins nothing.
+        cpu_affinity: ``"spread"`` gives the slowest tiers' workers a core each,
+            the rest of the deployment the cores left (``deploy(cpu_affinity=)``);
+            None pins nothing.
 
     Returns:
         The :class:`ValidationResult` (also written as ``out_dir/validation.json``).

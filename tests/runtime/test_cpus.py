@@ -159,18 +159,52 @@ def test_unavailable_cpus_and_bad_lists_are_refused() -> None:
         check_cpu_affinity([1, 1])
 
 
-def test_a_spread_deployment_pins_each_workers_serving_thread() -> None:
-    from earlyexit.runtime.cpus import spread_tiers
+@pytest.mark.parametrize(
+    ("ncpu", "placement", "rest"),
+    [
+        (4, {1: (0,), 2: (1,), 0: (2,)}, (3,)),  # each alone, one CPU over
+        (3, {1: (0,), 2: (1,), 0: (2,)}, (2,)),  # the fastest shares with the rest
+        (2, {1: (0,), 2: (1,), 0: (1,)}, (1,)),  # the slowest alone
+        (1, {1: (0,), 2: (0,), 0: (0,)}, (0,)),  # nothing to spread
+    ],
+)
+def test_spread_gives_the_slowest_tiers_a_cpu_alone(
+    monkeypatch: pytest.MonkeyPatch, ncpu: int, placement: dict, rest: tuple
+) -> None:
+    from earlyexit.runtime.cpus import rest_cpus, spread_tiers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(ncpu)))
+    assert spread_tiers([0, 1, 2], {0: 1.0, 1: 10.0, 2: 2.0}) == placement
+    assert rest_cpus([0, 1, 2]) == rest
+
+
+def _threads_cpus(pid: int) -> dict[int, set[int]]:
+    """Thread id -> the CPUs it may run on, for every thread of process ``pid``."""
+    return {int(t): os.sched_getaffinity(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_a_spread_deployment_keeps_its_other_threads_off_a_slow_tiers_cpu() -> None:
+    from earlyexit.formats import Link, Tier, Topology
+    from earlyexit.runtime.cpus import rest_cpus, spread_tiers
     from earlyexit.runtime.deployment import deploy
 
-    allowed = sorted(os.sched_getaffinity(0))
-    with deploy(synthetic={"num_partitions": 3}, threshold=0.5, cpu_affinity="spread") as d:
-        want = [[allowed[k % len(allowed)]] for k in range(3)]
-        assert d.cpus == want
-        for k, w in enumerate(d._workers):
-            pid = w.popen.pid  # the main thread serves; ZeroMQ's I/O thread is left free
-            assert sorted(os.sched_getaffinity(pid)) == want[k]
+    before = os.sched_getaffinity(0)
+    topo = Topology(tiers=(Tier("fast", "d", 1.0), Tier("pi", "d", 10.0), Tier("mid", "d", 2.0)),
+                    links=(Link(100.0, 0.5), Link(100.0, 0.5)), mtu_bytes=9000)  # fmt: skip
+    placement = spread_tiers([0, 1, 2], {0: 1.0, 1: 10.0, 2: 2.0})
+    rest = set(rest_cpus([0, 1, 2]))
+    with deploy(synthetic={"num_partitions": 3}, threshold=0.5, topology=topo,
+                cpu_affinity="spread") as d:  # fmt: skip
+        assert d.cpus == [list(placement[t]) for t in range(3)]
+        assert os.sched_getaffinity(0) == before  # the caller keeps its CPUs
+        workers = {w.popen.pid for w in d._workers}
+        for k, w in enumerate(d._workers):  # the main thread serves
+            assert os.sched_getaffinity(w.popen.pid) == set(placement[k])
+        others = [c for p in d._procs for t, c in _threads_cpus(p.popen.pid).items()
+                  if p.popen.pid not in workers or t != p.popen.pid]  # fmt: skip
+        assert others and all(c == rest for c in others)  # links, ZeroMQ I/O threads
         assert len(d.run(d.inputs(4))) == 4
+    allowed = sorted(before)
     assert spread_tiers([5, 2]) == {2: (allowed[0],), 5: (allowed[1 % len(allowed)],)}
     with pytest.raises(ValueError, match="names tier 7"):
         deploy(synthetic={"num_partitions": 2}, threshold=0.5, cpu_affinity={7: [0]})
