@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import zmq
 
+from earlyexit.runtime._cpuclock import emulation_cpu
 from earlyexit.runtime._input_link import InputLink
 from earlyexit.runtime._requests import Ledger, Result
 from earlyexit.runtime._routing import RouteSender
@@ -57,12 +58,12 @@ log = logging.getLogger("earlyexit.runtime.client")
 def _emulate(slowdown: float, cpu_t0: float) -> None:
     """Sleep ``(slowdown - 1)`` times the CPU time this thread spent since ``cpu_t0``."""
     if slowdown > 1.0:
-        time.sleep((slowdown - 1.0) * (time.thread_time() - cpu_t0))
+        time.sleep((slowdown - 1.0) * max(0.0, emulation_cpu() - cpu_t0))
 
 
 def _cpu(slowdown: float) -> float:
     """The thread's CPU time, read only when a slowdown is emulated (else 0)."""
-    return time.thread_time() if slowdown > 1.0 else 0.0
+    return emulation_cpu() if slowdown > 1.0 else 0.0
 
 
 class Client:

@@ -105,6 +105,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from earlyexit.runtime._cpuclock import emulation_cpu
 from earlyexit.runtime._sockets import readable
 from earlyexit.runtime._worker_batch import _MicroBatch
 from earlyexit.runtime._worker_control import _ControlPlane
@@ -174,7 +175,8 @@ class Worker(_Receive, _MicroBatch, _ControlPlane, _DataOut, _Policy):
         self._next_beat = 0.0
         self._next_tick = 0.0  # the next ack flush, heartbeat or downstream check due
         # the CPU clock is read only when a slowdown is emulated
-        self._cpu: Callable[[], float] = time.thread_time if self.slowdown > 1.0 else _zero
+        # (without the garbage collector's: the host process's housekeeping, not the work)
+        self._cpu: Callable[[], float] = emulation_cpu if self.slowdown > 1.0 else _zero
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
         self._in = self._ctx.socket(zmq.PULL)

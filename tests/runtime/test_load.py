@@ -125,12 +125,22 @@ def test_full_first_tier_drops_every_arrival_beyond_k() -> None:
 
 @pytest.mark.slow
 def test_every_sample_is_answered_or_dropped_once() -> None:
+    import gc
+
     from earlyexit.runtime.deployment import deploy
 
+    seen: list[int] = []  # collections look past the frozen heap during the run only
+    probe = lambda phase, info: seen.append(gc.get_freeze_count()) if phase == "start" else None  # noqa: E731
     with deploy(synthetic={"num_partitions": 3, "repeat": 20}, threshold=0.5,
                 ack_interval_s=0.0) as d:  # fmt: skip
-        res = open_loop(d.client, d.inputs(50), 400.0, 1.5, queue_capacity=4, seed=0)
+        gc.callbacks.append(probe)
+        try:
+            res = open_loop(d.client, d.inputs(50), 400.0, 1.5, queue_capacity=4, seed=0)
+        finally:
+            gc.callbacks.remove(probe)
         stats = dict(d.client.stats)
+    assert gc.get_freeze_count() == 0  # the caller's heap as it was
+    assert any(n > 0 for n in seen)  # frozen while the stream ran
     assert res.offered == len(poisson_schedule(400.0, 1.5, seed=0))
     assert res.offered == res.answered + res.dropped + res.unanswered
     assert res.unanswered == 0 and res.failed == 0
