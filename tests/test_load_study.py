@@ -49,3 +49,19 @@ def test_emulated_shifts_the_busy_time_and_curve_by_the_slept_idle(study):
     # a tier without a curve, or not slower than the host, is left alone
     flat = dataclasses.replace(prof, devices={"dev": dataclasses.replace(dev, idle_curve=None)})
     assert study.emulated(flat, topo, plan)[1].tiers[0].device == "dev"
+
+
+def test_a_worker_measured_curve_replaces_the_first_tiers_rebased_one(study):
+    base = synthetic_profile(4, devices=("dev",), seed=3)
+    dev = dataclasses.replace(base.devices["dev"], idle_curve={"gap_s": [0.01], "factor": [1.5]},
+                              partition_time_busy_s=base.devices["dev"].partition_time_s * 0.5)  # fmt: skip
+    prof = dataclasses.replace(base, devices={"dev": dev})
+    topo = Topology((Tier("slow", "dev", 5.0), Tier("slow2", "dev", 3.0)), (Link(50.0, 1.0),))
+    plan = SimpleNamespace(cut_points=(2, 4), tier_indices=(0, 1))
+    measured = {"gap_s": [0.005, 0.02], "factor": [1.1, 1.4], "wake_s": [1e-4, 3e-4]}
+    eprof, etopo = study.emulated(prof, topo, plan, measured)
+    first, second = eprof.devices["dev@slow"], eprof.devices["dev@slow2"]
+    assert first.idle_curve == measured  # as measured in the worker, not re-based
+    assert "wake_s" not in second.idle_curve  # the other tier: re-based from the profile's
+    rebased = study.emulated(prof, topo, plan)[0].devices["dev@slow"]
+    np.testing.assert_allclose(first.partition_time_busy_s, rebased.partition_time_busy_s)

@@ -104,6 +104,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     e_idle = model_row(eprof, etopo, plan, 1e-9, k, args.queue_model)["first_service_s"]
     es0 = model_row(eprof, etopo, plan, 1e3 / e_idle, k, args.queue_model)["first_service_s"]
     x = held_out_inputs(manifest)
+    worker_curve = None
+    if args.worker_curve:  # the first tier's worker, deployed as in the sweep, after idle gaps
+        from earlyexit.profiling.overhead import measure_idle_curve
+
+        first = topo.tiers[plan.tier_indices[0]]
+        worker_curve = measure_idle_curve(
+            d / "bundle", slowdown=max(first.slowdown, 1.01), cpu_latency_us=args.cpu_latency_us,
+            cpu_affinity=args.cpu_affinity,
+        )  # fmt: skip
+        worker_curve["slowdown"] = first.slowdown
     rows: list[dict[str, Any]] = []
     with deploy(d / "bundle", topology=topo, hwm=max(64, k), ack_interval_s=0.0,
                 cpu_latency_us=args.cpu_latency_us, cpu_affinity=args.cpu_affinity) as dep:  # fmt: skip
@@ -158,10 +168,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "load_average": list(__import__("os").getloadavg()),
     }
+    if worker_curve is not None:
+        res["worker_curve"] = worker_curve
     return remodel(res, prof, topo, plan)
 
 
-def emulated(prof: Any, topo: Any, plan: Any) -> tuple[Any, Any]:
+def emulated(
+    prof: Any, topo: Any, plan: Any, first_curve: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     """The profile and topology of the devices as this host's emulator runs them.
 
     The emulator runs a tier of slowdown s > 1 on this host and sleeps (s - 1) t after
@@ -170,7 +184,10 @@ def emulated(prof: Any, topo: Any, plan: Any) -> tuple[Any, Any]:
     time. Per tier of the plan with an idle curve: g0 = (s - 1) (busy time of its
     partition + ``hop_cpu_s``) from the profile; the busy time (and ``hop_cpu_s``)
     becomes f(g0) times it, and the curve f(g + g0) / f(g0) (at least 1). Each such
-    tier gets its own device (``name@tier``). Nothing measured goes in.
+    tier gets its own device (``name@tier``). Nothing measured goes in, except
+    ``first_curve``: the first tier's idle curve measured in its worker as deployed
+    (``--worker-curve``), relative to back to back there, so it replaces the
+    re-based curve as it is (with its wake-up times).
     """
     import dataclasses
 
@@ -193,6 +210,8 @@ def emulated(prof: Any, topo: Any, plan: Any) -> tuple[Any, Any]:
                             for g in dev.idle_curve["gap_s"]]}  # fmt: skip
         if "wake_s" in dev.idle_curve:  # waking up from the idle: not during its sleeps
             curve["wake_s"] = list(dev.idle_curve["wake_s"])
+        if k == 0 and first_curve is not None:
+            curve = {key: list(first_curve[key]) for key in ("gap_s", "factor", "wake_s")}
         name = f"{tier.device}@{tier.name}"
         devices[name] = dataclasses.replace(
             dev, partition_time_busy_s=dev.partition_time_busy_s * f0,
@@ -212,7 +231,7 @@ def remodel(res: dict[str, Any], prof: Any, topo: Any, plan: Any) -> dict[str, A
     if res.get("emulated", True):
         import dataclasses
 
-        prof, topo = emulated(prof, topo, plan)
+        prof, topo = emulated(prof, topo, plan, res.get("worker_curve"))
         plan = dataclasses.replace(plan, profile_digest=prof.digest(), topology_digest=topo.digest())
     e_idle = model_row(prof, topo, plan, 1e-9, k, qm)["first_service_s"]
     es0 = model_row(prof, topo, plan, 1e3 / e_idle, k, qm)["first_service_s"]
@@ -278,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the workers' CPU wake-up latency request (deploy(cpu_latency_us=))")  # fmt: skip
     p.add_argument("--cpu-affinity", choices=("spread",), default=None,
                    help="pin each tier's worker to its own core (deploy(cpu_affinity=))")
+    p.add_argument("--worker-curve", action="store_true",
+                   help="before the sweep, measure the first tier's idle curve in its worker "
+                        "as deployed (measure_idle_curve at its slowdown, with these CPU "
+                        "options) and model with it")  # fmt: skip
     p.add_argument("--replot", action="store_true", help="redraw from OUT/load.json, run nothing")
     p.add_argument("--remodel", action="store_true",
                    help="recompute OUT/load.json's model columns from --demo-dir's profile "

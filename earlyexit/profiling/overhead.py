@@ -368,6 +368,8 @@ def measure_idle_curve(
     samples: int = 30,
     warmup: int = 5,
     cpu_latency_us: int | None = None,
+    slowdown: float = 1.01,
+    cpu_affinity: str | None = None,
 ) -> dict[str, Any]:
     """A device's idle curve measured in a real tier worker (``idle_curve``, docs/spec.md#load).
 
@@ -388,7 +390,7 @@ def measure_idle_curve(
     - ``factor`` f(g) = CPU(g) / CPU(0) (at least 1 and non-decreasing: noise
       only slows a run down);
     - ``wake_s`` h(g) = the round trip's growth beyond that CPU,
-      (RTT(g) - CPU(g)) - (RTT(0) - CPU(0)), at least 0 and non-decreasing:
+      (RTT(g) - s CPU(g)) - (RTT(0) - s CPU(0)) with s the slowdown, at least 0 and non-decreasing:
       wake-ups of the worker and of the client, which a slowdown does not stretch.
 
     Args:
@@ -398,6 +400,11 @@ def measure_idle_curve(
         warmup: samples back to back first, per deployment.
         cpu_latency_us: the CPU wake-up latency request to hold meanwhile (see
             :func:`earlyexit.runtime.cpus.hold_cpu_latency`; None: none).
+        slowdown: the emulated slowdown of the tiers (> 1; the worker sleeps
+            ``slowdown - 1`` times its CPU per message, as a deployment of that
+            tier would).
+        cpu_affinity: ``deploy(cpu_affinity=)``: ``"spread"`` to measure the
+            worker pinned as the deployments it stands for run.
 
     Returns:
         ``{"gap_s", "factor", "wake_s"}`` (a profile's ``idle_curve``) and, as
@@ -424,15 +431,17 @@ def measure_idle_curve(
         raise ValueError(f"samples must be an int >= 3, got {samples!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    # a tier per partition at slowdown 1.01: the workers count the thread CPU they would stretch
+    if isinstance(slowdown, bool) or not isinstance(slowdown, (int, float)) or not slowdown > 1.0:
+        raise ValueError(f"slowdown must be a number > 1, got {slowdown!r}")
+    # a tier per partition, slowed down: the workers count the thread CPU they stretch
     num = len(Manifest.load(bundle).partitions)
-    topo = Topology(tuple(Tier(f"t{j}", "cpu", 1.01) for j in range(num)),
+    topo = Topology(tuple(Tier(f"t{j}", "cpu", float(slowdown)) for j in range(num)),
                     tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)  # fmt: skip
     cpu, rtt = [], []
     with hold_cpu_latency(cpu_latency_us, quiet=True):
         for gap in (0.0, *gaps):
             with deploy(bundle, threshold=1.0, tiers=list(range(num)), topology=topo,
-                        emulate_links=False) as d:  # fmt: skip
+                        emulate_links=False, cpu_affinity=cpu_affinity) as d:  # fmt: skip
                 x = d.inputs(warmup + samples, seed=2)
                 for i in range(warmup):
                     d.client.infer(x[i], timeout_s=30.0)
@@ -448,7 +457,8 @@ def measure_idle_curve(
             cpu.append(max(tot, 0.0) / max(1, n))
             rtt.append(float(np.median(lat)))
     fac = np.maximum.accumulate(np.maximum(np.array(cpu[1:]) / cpu[0], 1.0))
-    wake = np.array(rtt[1:]) - np.array(cpu[1:]) - (rtt[0] - cpu[0])
+    emulated = float(slowdown) * np.array(cpu)  # the CPU's wall time, stretched
+    wake = np.array(rtt[1:]) - emulated[1:] - (rtt[0] - emulated[0])
     wake = np.maximum.accumulate(np.maximum(wake, 0.0))
     return {"gap_s": gaps, "factor": fac.tolist(), "wake_s": wake.tolist(),
             "cpu_s": cpu, "round_trip_s": rtt,

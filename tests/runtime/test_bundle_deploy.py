@@ -109,3 +109,13 @@ def test_measure_idle_curve_times_the_first_partition_of_a_longer_bundle(bundle)
     cpu = np.array(c["cpu_s"])
     assert len(cpu) == 3 and np.all(cpu > 0)
     assert c["factor"] == pytest.approx(np.maximum.accumulate(np.maximum(cpu[1:] / cpu[0], 1)))
+    # as a slower tier is deployed: its worker sleeps (s - 1) times its CPU, which the
+    # round trip then holds and the wake-up times leave out
+    c4 = measure_idle_curve(bundle, gaps_s=[0.002], samples=3, warmup=1, slowdown=4.0,
+                            cpu_affinity="spread")  # fmt: skip
+    rtt, cpu4 = np.array(c4["round_trip_s"]), np.array(c4["cpu_s"])
+    assert np.all(rtt > 4.0 * cpu4 * 0.9)
+    want = max(0.0, (rtt[1] - 4.0 * cpu4[1]) - (rtt[0] - 4.0 * cpu4[0]))
+    assert c4["wake_s"] == pytest.approx([want])
+    with pytest.raises(ValueError, match="slowdown must be a number > 1"):
+        measure_idle_curve(bundle, slowdown=1.0)
