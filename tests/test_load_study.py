@@ -65,3 +65,8 @@ def test_a_worker_measured_curve_replaces_the_first_tiers_rebased_one(study):
     assert "wake_s" not in second.idle_curve  # the other tier: re-based from the profile's
     rebased = study.emulated(prof, topo, plan)[0].devices["dev@slow"]
     np.testing.assert_allclose(first.partition_time_busy_s, rebased.partition_time_busy_s)
+    # with the worker's CPU per message back to back, that sets the busy time's factor
+    own = float(dev.partition_time_busy_s[0, 1]) + (dev.hop_cpu_s or 0.0)
+    cpu = {**measured, "cpu_s": [1.3 * own, 1.5 * own]}
+    got = study.emulated(prof, topo, plan, cpu)[0].devices["dev@slow"]
+    np.testing.assert_allclose(got.partition_time_busy_s, dev.partition_time_busy_s * 1.3)

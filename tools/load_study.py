@@ -187,7 +187,9 @@ def emulated(
     tier gets its own device (``name@tier``). Nothing measured goes in, except
     ``first_curve``: the first tier's idle curve measured in its worker as deployed
     (``--worker-curve``), relative to back to back there, so it replaces the
-    re-based curve as it is (with its wake-up times).
+    re-based curve as it is (with its wake-up times); where it has the worker's
+    CPU per message back to back (``cpu_s[0]``), f0 is that over the profile's
+    busy time plus ``hop_cpu_s`` (at least 1).
     """
     import dataclasses
 
@@ -205,6 +207,9 @@ def emulated(
         hop_cpu = dev.hop_cpu_s or 0.0
         g0 = (tier.slowdown - 1.0) * (float(dev.partition_time_busy_s[a, b]) + hop_cpu)
         f0 = float(np.interp(g0, gaps, fac))
+        if k == 0 and first_curve is not None and "cpu_s" in first_curve:
+            # measured: the worker's CPU per message back to back, as deployed
+            f0 = max(1.0, float(first_curve["cpu_s"][0]) / (g0 / (tier.slowdown - 1.0)))
         curve = {"gap_s": dev.idle_curve["gap_s"],
                  "factor": [max(1.0, float(np.interp(g + g0, gaps, fac)) / f0)
                             for g in dev.idle_curve["gap_s"]]}  # fmt: skip
