@@ -88,6 +88,8 @@ def profile(
     dataset_name: str | None = None,
     measure_hops: bool = False,
     worker_idle_curve: bool = False,
+    idle_slowdown: float = 1.01,
+    cpu_affinity: str | None = None,
     cpu_latency_us: int | None = None,
 ) -> Profile:
     """Profile a full-configuration model on this device.
@@ -131,12 +133,19 @@ def profile(
             the device's ``hop_s``, and the runtime's CPU per partition run that a
             slower tier stretches (:func:`~earlyexit.profiling.overhead.measure_hop_cpu`,
             ``hop_cpu_s``).
-        worker_idle_curve: with ``gap_s`` > 0, measure the ``idle_curve`` in a
+        worker_idle_curve: with an idle gap (``gap_s`` > 0, ``--gap-ms``), measure the ``idle_curve`` in a
             real tier worker instead of one process, the whole network exported
             to ONNX as one partition
             (:func:`~earlyexit.profiling.overhead.measure_idle_curve`, with the
             wake-up times ``wake_s``; about 25 s more); the one-process curve is
             kept in the device's ``idle_curve_in_process``.
+        idle_slowdown: with ``worker_idle_curve``, the slowdown (> 1) its worker
+            emulates: that of the tier the curve is for (10 for the demo's Pi),
+            whose back-to-back runs already include the cooling of the
+            emulator's own sleeps; 1.01 measures the host's own cooling.
+        cpu_affinity: with ``worker_idle_curve``, ``"spread"`` pins its worker and
+            the rest of its deployment as ``deploy(cpu_affinity="spread")`` does;
+            None pins nothing.
         cpu_latency_us: hold a CPU wake-up latency request of this many
             microseconds while timing (0: idle CPUs poll; see
             :mod:`earlyexit.runtime.cpus`), as deployments made with the same
@@ -173,6 +182,11 @@ def profile(
         raise TypeError(f"worker_idle_curve must be True or False, got {worker_idle_curve!r}")
     if worker_idle_curve and not gap_s > 0:
         raise ValueError("worker_idle_curve needs an idle gap (gap_s > 0): the curve goes with it")
+    bad = isinstance(idle_slowdown, bool) or not isinstance(idle_slowdown, (int, float))
+    if bad or not 1.0 < idle_slowdown < float("inf"):
+        raise ValueError(f"idle_slowdown must be a number > 1, got {idle_slowdown!r}")
+    if cpu_affinity not in (None, "spread"):
+        raise ValueError(f"cpu_affinity must be None or 'spread', got {cpu_affinity!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -273,19 +287,23 @@ def profile(
         },
     )
     if worker_idle_curve:  # the idle curve as a real worker cools
-        measured = _worker_idle_curve(model, prof, sample[:1], cpu_latency_us)
+        measured = _worker_idle_curve(model, prof, sample[:1], cpu_latency_us,
+                                      slowdown=float(idle_slowdown), cpu_affinity=cpu_affinity)  # fmt: skip
         dev = prof.devices[device_name]
+        how = {"slowdown": float(idle_slowdown), "cpu_affinity": cpu_affinity}
         prof.devices[device_name] = dataclasses.replace(
             dev,
             idle_curve={k: measured[k] for k in ("gap_s", "factor", "wake_s")},
             extra={**dev.extra, "idle_curve_in_process": dev.idle_curve,
-                   "idle": {k: measured[k] for k in ("cpu_s", "round_trip_s", "method")}},
+                   "idle": {**{k: measured[k] for k in ("cpu_s", "round_trip_s", "method")},
+                            **how}},
         )  # fmt: skip
     return prof
 
 
 def _worker_idle_curve(
-    model: MultiExitModel, prof: Profile, sample: torch.Tensor, cpu_latency_us: int | None
+    model: MultiExitModel, prof: Profile, sample: torch.Tensor, cpu_latency_us: int | None,
+    **how: Any,
 ) -> dict[str, Any]:
     """:func:`~earlyexit.profiling.overhead.measure_idle_curve` of the whole network,
     exported to ONNX as a one-partition bundle in a temporary directory."""
@@ -303,7 +321,7 @@ def _worker_idle_curve(
     with tempfile.TemporaryDirectory(prefix="earlyexit-idle-") as tmp:
         bundle = os.path.join(tmp, "bundle")
         export_bundle(model, plan, bundle, formats="onnx", verify_data=sample)
-        return measure_idle_curve(bundle, cpu_latency_us=cpu_latency_us)
+        return measure_idle_curve(bundle, cpu_latency_us=cpu_latency_us, **how)
 
 
 def _first_inputs(batches: Iterable, batch_size: int) -> torch.Tensor:

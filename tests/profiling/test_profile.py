@@ -235,7 +235,8 @@ def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
     """profile(measure_hops=True) stores hop_s (and how it was measured), and it survives a
     save; with an idle gap, the idle curve is a real worker's, with its wake-up times."""
     p = profile(trained, data[:1], "hops", threads=1, reps=3, budget_s=0.02, progress=False,
-                measure_hops=True, gap_s=0.002, worker_idle_curve=True)  # fmt: skip
+                measure_hops=True, gap_s=0.002, worker_idle_curve=True, idle_slowdown=4.0,
+                cpu_affinity="spread")  # fmt: skip
     dev = p.devices["hops"]
     assert dev.hop_s is not None and 0 < dev.hop_s < 0.05
     assert dev.extra["hop"]["hops"] == [2, 3, 4] and dev.extra["hop"]["hop_s"] == dev.hop_s
@@ -246,12 +247,19 @@ def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
     cpu = np.array(measured["cpu_s"])
     assert curve["factor"] == pytest.approx(np.maximum.accumulate(np.maximum(cpu[1:] / cpu[0], 1)))
     assert dev.extra["idle_curve_in_process"]["gap_s"] == curve["gap_s"]
+    assert (measured["slowdown"], measured["cpu_affinity"]) == (4.0, "spread")
+    # the worker emulated 4x: its round trip holds its stretched CPU
+    assert np.all(np.array(measured["round_trip_s"]) > 4.0 * 0.9 * cpu)
     p.save(tmp_path / "p.json")
     assert Profile.load(tmp_path / "p.json").devices["hops"].hop_s == dev.hop_s
     with pytest.raises(TypeError, match="measure_hops must be True or False"):
         profile(trained, data[:1], measure_hops="yes", progress=False)
     with pytest.raises(ValueError, match=r"worker_idle_curve needs an idle gap \(gap_s > 0\)"):
         profile(trained, data[:1], worker_idle_curve=True, progress=False)
+    with pytest.raises(ValueError, match="idle_slowdown must be a number > 1, got 1"):
+        profile(trained, data[:1], idle_slowdown=1, progress=False)
+    with pytest.raises(ValueError, match="cpu_affinity must be None or 'spread'"):
+        profile(trained, data[:1], cpu_affinity="all", progress=False)
 
 
 @pytest.mark.slow
