@@ -296,8 +296,9 @@ def spread_tiers(
 def rest_cpus(tiers: list[int] | tuple[int, ...]) -> tuple[int, ...]:
     """The CPUs :func:`spread_tiers` gives no tier alone: where the rest of a deployment runs.
 
-    The client's and the link emulators' threads, and each worker's ZeroMQ
-    I/O thread, run there, off the caches of the tiers that have a CPU alone.
+    A deployment's link emulators and the ZeroMQ I/O threads of its client and
+    of each worker run there, off the caches of the tiers that have a CPU alone
+    (the thread that calls ``deploy`` keeps its own CPUs).
 
     Example:
         >>> set(rest_cpus([0])) <= set(os.sched_getaffinity(0))

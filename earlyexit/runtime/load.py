@@ -236,12 +236,14 @@ def open_loop(
     sched = poisson_schedule(rate, duration_s, max_samples, seed)
     # the process's heap so far (torch, numpy, ...) is left out of collections during
     # the run: a full one took 0.13 s here, and the generator would fall behind by as much
+    frozen = gc.get_freeze_count()  # a caller's own frozen heap stays frozen
     gc.collect()
     gc.freeze()
     try:
         return _drive(client, x, float(rate), float(duration_s), sched, k_cap, drain)
     finally:
-        gc.unfreeze()
+        if not frozen:
+            gc.unfreeze()
 
 
 def _drive(
