@@ -70,3 +70,23 @@ def test_a_worker_measured_curve_replaces_the_first_tiers_rebased_one(study):
     cpu = {**measured, "cpu_s": [1.3 * own, 1.5 * own]}
     got = study.emulated(prof, topo, plan, cpu)[0].devices["dev@slow"]
     np.testing.assert_allclose(got.partition_time_busy_s, dev.partition_time_busy_s * 1.3)
+
+
+def test_a_profile_curve_measured_at_the_tiers_slowdown_is_not_rebased(study):
+    base = synthetic_profile(4, devices=("dev",), seed=3)
+    d0 = base.devices["dev"]
+    busy = d0.partition_time_s * 0.5
+    whole = float(busy[0, 3]) + 1e-3  # the whole network's busy time + hop_cpu_s
+    curve = {"gap_s": [0.005, 0.02], "factor": [1.1, 1.4], "wake_s": [1e-4, 3e-4]}
+    idle = {"cpu_s": [1.2 * whole, 1.3 * whole, 1.6 * whole], "slowdown": 5.0}
+    dev = dataclasses.replace(d0, partition_time_busy_s=busy, idle_curve=curve, hop_cpu_s=1e-3,
+                              extra={**d0.extra, "idle": idle})  # fmt: skip
+    prof = dataclasses.replace(base, devices={"dev": dev})
+    plan = SimpleNamespace(cut_points=(2, 4), tier_indices=(0, 1))
+    topo = Topology((Tier("slow", "dev", 5.0), Tier("other", "dev", 3.0)), (Link(50.0, 1.0),))
+    eprof, _ = study.emulated(prof, topo, plan)
+    got = eprof.devices["dev@slow"]
+    assert got.idle_curve == curve  # measured as that tier runs: taken as it is
+    np.testing.assert_allclose(got.partition_time_busy_s, busy * 1.2)
+    other = eprof.devices["dev@other"]  # measured at 5x, not 3x: re-based as before
+    assert other.idle_curve["factor"] != curve["factor"]

@@ -189,7 +189,10 @@ def emulated(
     (``--worker-curve``), relative to back to back there, so it replaces the
     re-based curve as it is (with its wake-up times); where it has the worker's
     CPU per message back to back (``cpu_s[0]``), f0 is that over the profile's
-    busy time plus ``hop_cpu_s`` (at least 1).
+    busy time plus ``hop_cpu_s`` (at least 1). A profile curve measured in a
+    worker at the tier's own slowdown (``profile(worker_idle_curve=True,
+    idle_slowdown=s)``, its ``extra["idle"]``) is taken the same way, f0 from the
+    whole network's CPU.
     """
     import dataclasses
 
@@ -207,16 +210,20 @@ def emulated(
         hop_cpu = dev.hop_cpu_s or 0.0
         g0 = (tier.slowdown - 1.0) * (float(dev.partition_time_busy_s[a, b]) + hop_cpu)
         f0 = float(np.interp(g0, gaps, fac))
-        if k == 0 and first_curve is not None and "cpu_s" in first_curve:
-            # measured: the worker's CPU per message back to back, as deployed
-            f0 = max(1.0, float(first_curve["cpu_s"][0]) / (g0 / (tier.slowdown - 1.0)))
         curve = {"gap_s": dev.idle_curve["gap_s"],
                  "factor": [max(1.0, float(np.interp(g + g0, gaps, fac)) / f0)
                             for g in dev.idle_curve["gap_s"]]}  # fmt: skip
         if "wake_s" in dev.idle_curve:  # waking up from the idle: not during its sleeps
             curve["wake_s"] = list(dev.idle_curve["wake_s"])
-        if k == 0 and first_curve is not None:
-            curve = {key: list(first_curve[key]) for key in ("gap_s", "factor", "wake_s")}
+        idle = dict(dev.extra.get("idle") or {})
+        own = (k == 0 and first_curve is not None, idle.get("slowdown") == tier.slowdown)
+        if own[0] or own[1]:  # measured in a worker emulating this tier: as it is
+            src = first_curve if own[0] else {**dev.idle_curve, **idle}
+            curve = {key: list(src[key]) for key in ("gap_s", "factor", "wake_s") if key in src}
+            if "cpu_s" in src:  # its CPU per message back to back over what the profile says
+                span = (a, b) if own[0] else (0, prof.num_blocks - 1)
+                f0 = max(1.0, float(src["cpu_s"][0])
+                         / (float(dev.partition_time_busy_s[span]) + hop_cpu))  # fmt: skip
         name = f"{tier.device}@{tier.name}"
         devices[name] = dataclasses.replace(
             dev, partition_time_busy_s=dev.partition_time_busy_s * f0,
