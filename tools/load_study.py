@@ -209,21 +209,26 @@ def emulated(
         fac = np.array([1.0, *dev.idle_curve["factor"]])
         hop_cpu = dev.hop_cpu_s or 0.0
         g0 = (tier.slowdown - 1.0) * (float(dev.partition_time_busy_s[a, b]) + hop_cpu)
-        f0 = float(np.interp(g0, gaps, fac))
-        curve = {"gap_s": dev.idle_curve["gap_s"],
-                 "factor": [max(1.0, float(np.interp(g + g0, gaps, fac)) / f0)
-                            for g in dev.idle_curve["gap_s"]]}  # fmt: skip
-        if "wake_s" in dev.idle_curve:  # waking up from the idle: not during its sleeps
-            curve["wake_s"] = list(dev.idle_curve["wake_s"])
+        # a curve measured in a worker emulating this tier is taken as it is
         idle = dict(dev.extra.get("idle") or {})
-        own = (k == 0 and first_curve is not None, idle.get("slowdown") == tier.slowdown)
-        if own[0] or own[1]:  # measured in a worker emulating this tier: as it is
-            src = first_curve if own[0] else {**dev.idle_curve, **idle}
+        src: dict[str, Any] | None = None
+        if k == 0 and first_curve is not None:
+            src, span = first_curve, (a, b)
+        elif idle.get("slowdown") == tier.slowdown:
+            src, span = {**dev.idle_curve, **idle}, (0, prof.num_blocks - 1)
+        if src is not None and "cpu_s" in src:  # its CPU back to back over the profile's
+            f0 = max(1.0, float(src["cpu_s"][0])
+                     / (float(dev.partition_time_busy_s[span]) + hop_cpu))  # fmt: skip
+        else:
+            f0 = float(np.interp(g0, gaps, fac))
+        if src is not None:
             curve = {key: list(src[key]) for key in ("gap_s", "factor", "wake_s") if key in src}
-            if "cpu_s" in src:  # its CPU per message back to back over what the profile says
-                span = (a, b) if own[0] else (0, prof.num_blocks - 1)
-                f0 = max(1.0, float(src["cpu_s"][0])
-                         / (float(dev.partition_time_busy_s[span]) + hop_cpu))  # fmt: skip
+        else:
+            curve = {"gap_s": dev.idle_curve["gap_s"],
+                     "factor": [max(1.0, float(np.interp(g + g0, gaps, fac)) / f0)
+                                for g in dev.idle_curve["gap_s"]]}  # fmt: skip
+            if "wake_s" in dev.idle_curve:  # waking up from the idle: not during its sleeps
+                curve["wake_s"] = list(dev.idle_curve["wake_s"])
         name = f"{tier.device}@{tier.name}"
         devices[name] = dataclasses.replace(
             dev, partition_time_busy_s=dev.partition_time_busy_s * f0,

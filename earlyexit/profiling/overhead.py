@@ -379,9 +379,9 @@ def measure_idle_curve(
     :func:`~earlyexit.profiling.timing.time_onnx_partitions` does) sees only part of it: measured on
     the development machine, the demo's first partition after 20 ms took 40 %
     more in a worker than in one process. This deploys ``bundle``'s partitions
-    on one tier each, at an emulated slowdown of 1.01 so that the worker counts
-    its thread CPU (the emulation's basis: decoding, running, encoding), without
-    links, threshold 1 (every sample leaves at the first partition), and sends
+    on one tier each, at the emulated ``slowdown`` so that the worker counts
+    its thread CPU (the emulation's basis: decoding, running, encoding; 1.01 by
+    default, the host's own cooling), without links, threshold 1 (every sample leaves at the first partition), and sends
     one sample after each idle gap, ``samples`` per gap on a fresh deployment
     (after ``warmup`` back to back, whose CPU is taken out at the back-to-back
     rate). Per gap it reads the first worker's CPU per message and the median
