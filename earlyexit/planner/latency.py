@@ -5,6 +5,9 @@
   H_{a,b} = (hop_s^a + hop_s^b) / 2      the runtime's own cost of one hand-off
   C^w_{b..c} = slowdown_w CT_{b..c} + c^w, c^w = (slowdown_w - 1) hop_cpu_s^w
                                  (the runtime's CPU per partition run, stretched)
+  CT^w = CT_busy^w f_w(g) + h_w(g)  where the device has busy times and an idle
+                                 curve: g, the least idle one sample at a time
+                                 (docs/spec.md#idle-between-samples)
   L_{a->b}(bits) = sum_{links on path} min(bits, MTU)/BW_link + max(0, bits - MTU)/BW_eff
   Lat = transfer(source -> D_1, O_0)
       + sum_k [(S_k + E_k) C^{D_k}_{P_{k-1}+1..P_k} + S_k transfer(D_k -> D_{k+1}, O_{P_k})
@@ -65,6 +68,8 @@ class CostModel:
             ``ct`` itself where no device has one nor an ``idle_curve``, ``has_busy``
             False); ``compute_busy`` without ``run_cpu``; ``idle_curves[w]``: the
             tier's (gaps, factors, wake times) with (0, 1, 0) first, or None.
+            Where a tier has both, ``compute`` is its busy time after the least
+            idle of one sample at a time, ``idle_gap[w]`` (first partition, later one).
         ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
             O_i from tier v to tier w; prop[v, w]: propagation.
         hop[v, w]: H_{v,w}, the runtime's cost of one hand-off from tier v to w.
@@ -158,6 +163,7 @@ class CostModel:
                 txm[a, b] = self._frag(bits, links)
         self.prop = prop
         self.txm = txm
+        self.idle_gap = self._apply_idle_gaps(devs, prop)
         self.ser = st[:, None, :] + dt[None, :, :]
         self.hop_tier = h  # per tier: its own cost of handling one message (unstretched)
         self.hop = (h[:, None] + h[None, :]) / 2.0
@@ -184,6 +190,30 @@ class CostModel:
         self.er = er
         self.acc = np.concatenate([[0.0], profile.branch_accuracy])
         self.thresholds = profile.thresholds
+
+    def _apply_idle_gaps(self, devs: Sequence[Any], prop: np.ndarray) -> np.ndarray:
+        """One sample at a time (docs/spec.md#idle-between-samples): a tier with busy
+        times and an idle curve runs its partition after idling at least g, the
+        propagation the previous sample's answer and the next input cross before
+        it; its ``ct`` becomes busy CT f(g) + h(g). Returns g (M, 2): the first
+        partition (``ct[w, 0]``), a later one (``ct[w, 1:]``, reached from another tier).
+        """
+        src, dst, m = self.source, self.destination, self.m
+        gaps = np.zeros((m, 2))
+        for w in range(m):
+            first = prop[src, w] + prop[w, dst]
+            others = [prop[src, v] + prop[v, w] for v in range(m) if v != w]
+            gaps[w] = first, (min(others) + prop[w, dst]) if others else first
+        for w, dev in enumerate(devs):
+            curve = self.idle_curves[w]
+            if curve is None or dev.partition_time_busy_s is None:
+                continue
+            gs, fs, hs = curve
+            for col, rows in ((0, slice(0, 1)), (1, slice(1, None))):
+                f, h = np.interp(gaps[w, col], gs, fs), np.interp(gaps[w, col], gs, hs)
+                self.compute[w, rows] = self.compute_busy[w, rows] * f + h
+            self.ct[w] = self.compute[w] + self.run_cpu[w]
+        return gaps
 
     def busy_view(self) -> CostModel:
         """This model with ``ct`` set to ``ct_busy`` (itself without busy times): the

@@ -127,9 +127,10 @@ def test_an_idle_curve_stretches_the_runs_that_find_the_tier_empty():
     args = ("portend-aws", 0.0, [6], [0])  # one partition on the first tier, T 0: all go on
     le0 = evaluate_load(prof, *args, 0.0, 20, cost_model=cm)
     # a vanishing stream: the tier idles without end before every sample, so it runs
-    # the network at the busy time x the last factor instead of Lat's idle-gap time
+    # the network at the busy time x the last factor instead of Lat's one-at-a-time time
     lat = le0.unloaded_latency_s
-    busy_ct = 0.5 * float(cm.compute[0, 0, 6])
+    busy_ct = 0.5 * float(prof.devices[topo.tiers[0].device].partition_time_s[0, 5])
+    assert float(cm.compute_busy[0, 0, 6]) == pytest.approx(busy_ct)
     assert le0.latency_s == pytest.approx(lat + 3.0 * busy_ct - float(cm.compute[0, 0, 6]))
     # at a moderate rate the first tier's mean service lies between its busy time and
     # its time after an endless idle, and above what the busy time alone gives

@@ -1,0 +1,104 @@
+"""One sample at a time, a tier idles at least the propagation around it (docs/spec.md#idle-between-samples)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from earlyexit.formats import Link, Tier, Topology
+from earlyexit.planner import evaluate
+from earlyexit.planner.latency import CostModel
+from earlyexit.planner.synthetic import synthetic_profile
+
+CURVE = {"gap_s": [0.001, 0.01], "factor": [1.2, 2.0], "wake_s": [1e-4, 5e-4]}
+
+
+def _line(f, h):
+    """f and h by hand: linear from (0, 1, 0) through the curve, flat beyond it."""
+
+    def at(g):
+        pts = [(0.0, 1.0, 0.0), *zip(CURVE["gap_s"], CURVE["factor"], CURVE["wake_s"], strict=True)]
+        for (g0, f0, h0), (g1, f1, h1) in zip(pts, pts[1:], strict=False):
+            if g <= g1:
+                u = (g - g0) / (g1 - g0)
+                return f0 + u * (f1 - f0), h0 + u * (h1 - h0)
+        return pts[-1][1], pts[-1][2]
+
+    return at
+
+
+def _setup(with_curve=("a1.medium", "g4dn.xlarge"), busy=True):
+    base = synthetic_profile(10, seed=3)
+    devices = {
+        name: dataclasses.replace(
+            dev,
+            partition_time_busy_s=dev.partition_time_s * 0.5 if busy else None,
+            idle_curve=CURVE if name in with_curve else None,
+        )
+        for name, dev in base.devices.items()
+    }
+    prof = dataclasses.replace(base, devices=devices)
+    topo = Topology(
+        (Tier("edge", "a1.medium", 2.0), Tier("fog", "m4.large", 1.0), Tier("cloud", "g4dn.xlarge", 0.5)),
+        (Link(100.0, 2.0), Link(100.0, 7.0)),
+        source=0,
+        destination=1,
+    )  # fmt: skip
+    return prof, topo
+
+
+def test_the_gaps_and_the_compute_by_hand():
+    prof, topo = _setup()
+    cm = CostModel(prof, topo)
+    # first partition: prop(src, w) + prop(w, dst); later: via the nearest other tier v
+    want = np.array([[0.002, 0.004 + 0.002], [0.002, 0.002], [0.016, 0.009 + 0.007]])
+    assert cm.idle_gap == pytest.approx(want, abs=1e-15)
+    at = _line(CURVE["factor"], CURVE["wake_s"])
+    for w, tier in enumerate(topo.tiers):
+        dev = prof.devices[tier.device]
+        for a in range(10):
+            for c in range(a + 1, 11):
+                profiled = dev.partition_time_s[a, c - 1] * tier.slowdown
+                if dev.idle_curve is None:  # no curve: the profiled time, PORTEND's CT
+                    assert cm.compute[w, a, c] == pytest.approx(profiled, rel=1e-12)
+                    continue
+                f, h = at(want[w, 0 if a == 0 else 1])
+                assert cm.compute[w, a, c] == pytest.approx(0.5 * profiled * f + h, rel=1e-12)
+                assert cm.ct[w, a, c] == cm.compute[w, a, c] + cm.run_cpu[w]
+
+
+def test_evaluate_charges_each_partition_its_own_gap():
+    prof, topo = _setup()
+    at = _line(CURVE["factor"], CURVE["wake_s"])
+    est = evaluate(prof, topo, 0.0, [3, 7, 10], [0, 2, 1])  # T 0: every sample runs all three
+
+    def busy(w, a, c):
+        return (
+            0.5
+            * prof.devices[topo.tiers[w].device].partition_time_s[a, c - 1]
+            * topo.tiers[w].slowdown
+        )
+
+    f0, h0 = at(0.002)  # the edge, first partition
+    f2, h2 = at(0.016)  # the cloud, reached from the edge
+    fog = prof.devices["m4.large"].partition_time_s[7, 9]  # no curve: as profiled
+    want = busy(0, 0, 3) * f0 + h0 + busy(2, 3, 7) * f2 + h2 + fog
+    assert est.breakdown_s["compute"] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_without_a_curve_or_busy_times_it_is_portends_model(busy):
+    prof, topo = _setup(
+        with_curve=("a1.medium",) if busy else ("a1.medium", "g4dn.xlarge"), busy=busy
+    )
+    cm = CostModel(prof, topo)
+    for w, tier in enumerate(topo.tiers):
+        dev = prof.devices[tier.device]
+        if busy and dev.idle_curve is not None:
+            continue
+        iu = np.triu_indices(10)
+        assert cm.compute[w, iu[0], iu[1] + 1] == pytest.approx(
+            dev.partition_time_s[iu] * tier.slowdown, rel=1e-12
+        )
