@@ -143,9 +143,9 @@ def profile(
             emulates: that of the tier the curve is for (10 for the demo's Pi),
             whose back-to-back runs already include the cooling of the
             emulator's own sleeps; 1.01 measures the host's own cooling.
-        cpu_affinity: with ``worker_idle_curve``, ``"spread"`` pins its worker and
-            the rest of its deployment as ``deploy(cpu_affinity="spread")`` does;
-            None pins nothing.
+        cpu_affinity: with ``worker_idle_curve`` or ``measure_hops``, ``"spread"``
+            pins their workers and the rest of their deployments as
+            ``deploy(cpu_affinity="spread")`` does; None pins nothing.
         cpu_latency_us: hold a CPU wake-up latency request of this many
             microseconds while timing (0: idle CPUs poll; see
             :mod:`earlyexit.runtime.cpus`), as deployments made with the same
@@ -243,7 +243,7 @@ def profile(
 
             hops = measure_hop_overhead()
             hop_s = hops.hop_s
-            cpu = measure_hop_cpu()  # the part of it a slower tier stretches
+            cpu = measure_hop_cpu(cpu_affinity=cpu_affinity)  # the part a slower tier stretches
             hop_cpu_s = cpu["cpu_hop_s"]
             device_extra["hop"] = {**hops.to_dict(), "cpu": cpu}
     if temps is not None:

@@ -283,6 +283,7 @@ def measure_hop_cpu(
     slowdown: float = 10.0,
     warmup: int = 10,
     niceness: int | None = None,
+    cpu_affinity: str | None = None,
 ) -> dict[str, Any]:
     """The runtime's CPU time per partition run that a slower tier stretches (``hop_cpu_s``).
 
@@ -294,15 +295,17 @@ def measure_hop_cpu(
     (docs/spec.md#runtime-overhead). This deploys chains of 1 .. ``max_partitions``
     workers of a tiny numpy model at ``slowdown`` on every tier (no links,
     threshold 0, so each sample runs every partition), sends samples one at a
-    time, and reads from each worker the CPU time its emulation stretched
+    time through each chain in turn, back to back (as `earlyexit validate` runs
+    a configuration), and reads from each worker the CPU time its emulation stretched
     (``cpu_s`` of :meth:`~earlyexit.runtime.deployment.Deployment.final_stats`).
     The excess of that CPU time per sample over the in-process time of the same
     steps (:func:`in_process_time`, which the profile charges) is fitted on the
     number of partitions through the origin (:func:`fit_hops`): the slope is
-    ``cpu_hop_s``. What it measures is what the emulation stretches, so it
-    includes the cost of a worker's caches gone cold while it slept between
-    messages, which the latency differences of whole samples mix with wake-ups
-    and the client's own time.
+    ``cpu_hop_s``. What it measures is what the emulation stretches; what a
+    longer idle adds (caches gone cold while other processes ran) is the
+    device's ``idle_curve`` (docs/spec.md#idle-between-samples). Interleaving
+    the chains sample by sample (until stop 27) made every worker idle while the
+    others ran and measured 0.13-0.22 ms where back to back gives 0.07-0.12 ms.
 
     Args:
         samples: timed samples per chain.
@@ -313,10 +316,12 @@ def measure_hop_cpu(
         warmup: untimed samples first (their CPU time is counted too: the
             workers' counters cover every message).
         niceness: of the workers (see :func:`earlyexit.runtime.deploy`).
+        cpu_affinity: ``deploy(cpu_affinity=)``: ``"spread"`` pins the workers
+            as the deployments they stand for run.
 
     Returns:
         ``{"cpu_hop_s", "partitions", "cpu_per_sample_s" (per chain),
-        "in_process_s", "slowdown", "method"}``.
+        "in_process_s", "slowdown", "cpu_affinity", "method"}``.
 
     Raises:
         ValueError: ``slowdown`` <= 1, ``max_partitions`` < 2 or ``samples`` < 5.
@@ -341,10 +346,11 @@ def measure_hop_cpu(
                             tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)  # fmt: skip
             chains[num] = stack.enter_context(deploy(
                 synthetic={"num_partitions": num, **_MODEL}, threshold=0.0, topology=topo,
-                tiers=list(range(num)), emulate_links=False, niceness=niceness))  # fmt: skip
+                tiers=list(range(num)), emulate_links=False, niceness=niceness,
+                cpu_affinity=cpu_affinity))  # fmt: skip
         x = chains[1].inputs(warmup + samples, seed=1)
-        for i in range(warmup + samples):
-            for num, d in chains.items():
+        for num, d in chains.items():  # each chain back to back, as one sample at a time runs
+            for i in range(warmup + samples):
                 res = d.client.infer(x[i], timeout_s=30.0)
                 if res.degraded or res.partition != num - 1:
                     raise RuntimeError(
@@ -358,8 +364,8 @@ def measure_hop_cpu(
     excess = [c - ip for c, ip in zip(cpu, inproc, strict=True)]
     cpu_hop_s = fit_hops(list(parts), excess)[0]  # clipped at 0 there
     return {"cpu_hop_s": cpu_hop_s, "partitions": list(parts), "cpu_per_sample_s": cpu,
-            "in_process_s": inproc, "slowdown": float(slowdown),
-            "method": "worker thread CPU per partition run"}  # fmt: skip
+            "in_process_s": inproc, "slowdown": float(slowdown), "cpu_affinity": cpu_affinity,
+            "method": "worker thread CPU per partition run, each chain back to back"}  # fmt: skip
 
 
 def measure_idle_curve(
