@@ -73,6 +73,7 @@ from earlyexit.validation.results import ConfigResult, LatencyPass, MeasuredSumm
 from earlyexit.validation.run import (
     MAX_ACCURACY_SAMPLES,
     MAX_CONFIGS,
+    MAX_PASSES,
     MAX_SAMPLES,
     ValidationResult,
     validate,
@@ -98,6 +99,7 @@ __all__ = [
     "MAX_CONFIGS",
     "MAX_SAMPLES",
     "MAX_ACCURACY_SAMPLES",
+    "MAX_PASSES",
     "Config",
     "cluster_of",
     "choose_configs",

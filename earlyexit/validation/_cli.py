@@ -24,6 +24,7 @@ _API = "earlyexit.validation"  # validate and its limits, wherever the package i
 MAX_CONFIGS: int = read_constant(_API, "MAX_CONFIGS")
 MAX_SAMPLES: int = read_constant(_API, "MAX_SAMPLES")
 MAX_ACCURACY_SAMPLES: int = read_constant(_API, "MAX_ACCURACY_SAMPLES")
+MAX_PASSES: int = read_constant(_API, "MAX_PASSES")
 _JSON_KEYS = ("latency", "latency_error", "exit_rate", "accuracy", "by_estimator", "configs",
               "plots", "notes", "wall_time_s", "chosen")  # fmt: skip
 
@@ -65,6 +66,7 @@ def register(subparsers: Any) -> None:
     for name in ("force", "keep_logs", "split"):
         add_param(p, sig[name])
     add_param(p, sig["rounds"], type=int_range(1, 99))
+    add_param(p, sig["passes"], type=int_range(1, MAX_PASSES))
     add_param(p, sig["min_per_exit"], type=int_range(0, MAX_SAMPLES))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_validate_command)

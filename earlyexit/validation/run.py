@@ -26,7 +26,14 @@ from earlyexit.validation.configs import resolve
 from earlyexit.validation.measurement import niceness_allowed, realtime_allowed
 from earlyexit.validation.sweep import ValidationResult, deploy_configs
 
-__all__ = ["ValidationResult", "validate", "MAX_CONFIGS", "MAX_SAMPLES", "MAX_ACCURACY_SAMPLES"]
+__all__ = [
+    "ValidationResult",
+    "validate",
+    "MAX_CONFIGS",
+    "MAX_SAMPLES",
+    "MAX_ACCURACY_SAMPLES",
+    "MAX_PASSES",
+]
 
 MAX_CONFIGS = 1000
 """The most configurations one validation deploys."""
@@ -34,6 +41,8 @@ MAX_SAMPLES = 100_000
 """The most test samples per configuration run one at a time over the emulated links."""
 MAX_ACCURACY_SAMPLES = 1_000_000
 """The most test samples per configuration in the accuracy pass."""
+MAX_PASSES = 20
+"""The most passes the timed samples of one validation are split into."""
 
 
 def _check_count(name: str, value: Any, lo: int, hi: int) -> None:
@@ -118,6 +127,7 @@ def validate(
     gap_s: float = 0.0,
     cpu_latency_us: int | None = None,
     cpu_affinity: str | None = None,
+    passes: int = 1,
 ) -> ValidationResult:
     """Deploy ``configs`` configurations of a checkpoint and compare them with the estimates.
 
@@ -162,6 +172,11 @@ def validate(
         rounds: times each timed sample goes through the deployment; its latency
             is the median of them (a burst of other work on a shared machine must
             hit the same sample in most rounds to count; 1 .. 99).
+        passes: split every configuration's timed samples into this many passes
+            (1 .. 20) and run pass 1 of every configuration, then pass 2 in the
+            reverse order, and so on, each on a fresh deployment: a slow spell of
+            a shared host then hits every configuration alike instead of those
+            measured during it, and a steady drift cancels out of the means.
         realtime: run each deployment and the client under ``SCHED_FIFO`` at this
             priority (1 .. 99) during the latency pass, so that the emulated
             dedicated devices never wait behind other work (on the shared 2-core
@@ -211,6 +226,7 @@ def validate(
     _check_count("samples", samples, 1, MAX_SAMPLES)
     _check_count("accuracy_samples", accuracy_samples, samples, MAX_ACCURACY_SAMPLES)
     _check_count("rounds", rounds, 1, 99)
+    _check_count("passes", passes, 1, MAX_PASSES)
     if realtime is not None:
         _check_count("realtime", realtime, 1, 99)
     _check_count("min_per_exit", min_per_exit, 0, MAX_SAMPLES)
@@ -281,7 +297,7 @@ def validate(
     run = dict(
         samples=samples, seed=seed, configs=configs, emulate_links=emulate_links,
         progress=progress, exporter=exporter, accuracy_drop=accuracy_drop,
-        niceness=niceness, keep_logs=keep_logs, split=split, rounds=rounds, realtime=realtime, gap_s=gap_s,
+        niceness=niceness, keep_logs=keep_logs, split=split, rounds=rounds, passes=passes, realtime=realtime, gap_s=gap_s,
         min_per_exit=min_per_exit, cpu_latency_us=cpu_latency_us, cpu_affinity=cpu_affinity,
     )  # fmt: skip
 

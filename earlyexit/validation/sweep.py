@@ -88,6 +88,47 @@ def _progress_line(i: int, total: int, rec: ConfigResult) -> str:
     return line
 
 
+def _timed_passes(
+    ready: list[tuple[Any, Any, list[int]]],
+    passes: int,
+    bundles: dict[tuple[int, ...], Path],
+    topo: Topology,
+    x_all: np.ndarray,
+    y_all: np.ndarray | None,
+    log_root: Path | None,
+    **kwargs: Any,
+) -> list[Measured]:
+    """Time every configuration's samples in ``passes`` passes, serpentine: pass 1 of
+    configurations 1..n, pass 2 of n..1, ...; each configuration's passes joined in
+    sample order (a fresh deployment, with its warm-up, per pass)."""
+    parts: list[list[Measured]] = [[] for _ in ready]
+    for p in range(passes):
+        order = range(len(ready)) if p % 2 == 0 else range(len(ready) - 1, -1, -1)
+        for i in order:
+            cfg, _, idx = ready[i]
+            sel = np.asarray(idx)[np.array_split(np.arange(len(idx)), passes)[p]]
+            if len(sel) == 0:
+                continue
+            logs = None
+            if log_root is not None:
+                logs = log_root / "logs" / f"config-{i + 1}"
+                logs = logs / f"pass-{p + 1}" if passes > 1 else logs
+            y = None if y_all is None else y_all[sel]
+            parts[i].append(
+                measure(bundles[cfg.cuts], cfg, topo, x_all[sel], y, log_dir=logs, **kwargs)
+            )
+    return [
+        Measured(
+            latency_s=[v for m in ms for v in m.latency_s],
+            exit_partition=[v for m in ms for v in m.exit_partition],
+            correct=[v for m in ms for v in m.correct],
+            degraded=sum(m.degraded for m in ms),
+            prediction=[v for m in ms for v in m.prediction],
+        )
+        for ms in parts
+    ]
+
+
 def deploy_configs(
     out: Path,
     model: Any,
@@ -113,6 +154,7 @@ def deploy_configs(
     gap_s: float,
     cpu_latency_us: int | None = None,
     cpu_affinity: str | None = None,
+    passes: int = 1,
 ) -> ValidationResult:
     """Export, deploy and measure the configurations into ``out``: :func:`validate` after its checks.
 
@@ -146,27 +188,28 @@ def deploy_configs(
     bundles: dict[tuple[int, ...], Path] = {}
     records: list[ConfigResult] = []
     cdf: list[float] = []
-    for i, cfg in enumerate(chosen):
+    ready = []  # (cfg, accuracy pass or None, timed sample indices)
+    for cfg in chosen:
         if cfg.cuts not in bundles:
             path = out / "bundles" / ("cuts-" + "-".join(map(str, cfg.cuts)))
             verify = (got[0][:64], got[1][:64]) if got[1] is not None else got[0][:64]
             export_bundle(model, make_plan(cm, cfg.threshold, cfg.cuts, cfg.tiers), path,
                           formats="onnx", verify_data=verify, overwrite=True, exporter=exporter)  # fmt: skip
             bundles[cfg.cuts] = path
-        n_parts = len(cfg.cuts)
         if with_accuracy_pass:  # first: it tells which samples to time (every exit's share)
             acc = accuracy_pass(bundles[cfg.cuts], cfg, x_all, y_all)
             idx = stratified_indices(acc.exit_partition, samples, min(min_per_exit, samples))
+            ready.append((cfg, acc, idx))
         else:
-            idx = list(range(samples))
+            ready.append((cfg, None, list(range(samples))))
+    deploy_kw: dict[str, Any] = {"niceness": niceness, "rounds": rounds, "realtime": realtime,
+                                 "gap_s": gap_s, "cpu_latency_us": cpu_latency_us,
+                                 "cpu_affinity": cpu_affinity}  # fmt: skip
+    timed = _timed_passes(ready, passes, bundles, topo, x_all, y_all, out if keep_logs else None,
+                          emulate_links=emulate_links, **deploy_kw)  # fmt: skip
+    for i, ((cfg, acc, idx), meas) in enumerate(zip(ready, timed, strict=True)):
+        n_parts = len(cfg.cuts)
         x = x_all[idx]
-        y = None if y_all is None else y_all[idx]
-        deploy_kw: dict[str, Any] = {"niceness": niceness, "rounds": rounds, "realtime": realtime,
-                                     "gap_s": gap_s, "cpu_latency_us": cpu_latency_us,
-                                     "cpu_affinity": cpu_affinity}  # fmt: skip
-        logs = out / "logs" / f"config-{i + 1}" if keep_logs else None
-        meas = measure(bundles[cfg.cuts], cfg, topo, x, y, emulate_links=emulate_links,
-                       log_dir=logs, **deploy_kw)  # fmt: skip
         if not with_accuracy_pass:
             acc = meas
         fractions = acc.exit_fractions(n_parts)

@@ -43,7 +43,7 @@ def test_defaults_reach_validate(monkeypatch, files, tmp_path):
     assert kw["emulate_links"] is True and kw["niceness"] == -15 and kw["devices"] == {}
     assert (kw["force"], kw["keep_logs"], kw["split"]) == (False, False, False)
     assert (kw["rounds"], kw["min_per_exit"], kw["realtime"]) == (3, 10, 10)
-    assert kw["gap_s"] == 0.0
+    assert kw["gap_s"] == 0.0 and kw["passes"] == 1
     assert kw["cpu_latency_us"] is None and kw["cpu_affinity"] is None
     assert kw["progress"] is print
 
@@ -53,20 +53,20 @@ def test_every_flag_reaches_validate(monkeypatch, files, tmp_path):
             "--accuracy-samples", "7", "--device", "edge=cpu", "--device", "2=gpu",
             "--out", str(tmp_path / "v"), "--seed", "4", "--no-links", "--nice", "0",
             "--force", "--keep-logs", "--split", "--rounds", "5", "--min-per-exit", "0", "--realtime", "0", "--gap-ms", "20",
-            "--cpu-latency-us", "0", "--cpu-affinity", "spread", "--json"]  # fmt: skip
+            "--cpu-latency-us", "0", "--cpu-affinity", "spread", "--passes", "3", "--json"]  # fmt: skip
     kw = _call(monkeypatch, argv)["kwargs"]
     assert (kw["configs"], kw["samples"], kw["accuracy_samples"], kw["seed"]) == (3, 5, 7, 4)
     assert kw["devices"] == {"edge": "cpu", "2": "gpu"} and kw["out_dir"] == str(tmp_path / "v")
     assert kw["emulate_links"] is False and kw["niceness"] is None
     assert kw["force"] and kw["keep_logs"] and kw["split"] and kw["progress"] is None
     assert (kw["rounds"], kw["min_per_exit"], kw["realtime"]) == (5, 0, None)
-    assert kw["gap_s"] == pytest.approx(0.02)
+    assert kw["gap_s"] == pytest.approx(0.02) and kw["passes"] == 3
     assert kw["cpu_latency_us"] == 0 and kw["cpu_affinity"] == "spread"
     kw = _call(monkeypatch, [*files, "--realtime", "20"])["kwargs"]
     assert kw["realtime"] == 20
 
 
-@pytest.mark.parametrize("flag", ["--rounds", "--min-per-exit", "--realtime", "--gap-ms"])
+@pytest.mark.parametrize("flag", ["--rounds", "--min-per-exit", "--realtime", "--gap-ms", "--passes"])
 def test_bad_counts_exit_2_with_one_line(files, capsys, flag):
     with pytest.raises(SystemExit) as exc:
         main(["validate", *files, flag, "-1"])

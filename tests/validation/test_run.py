@@ -50,9 +50,14 @@ def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
     topo = resolve_topology("portend-aws").to_dict()
     for t in topo["tiers"]:
         t["device"] = "cpu"
-    out = validate(ckpt, prof, Topology.from_dict(topo), configs=2, samples=4,
-                   accuracy_samples=40, out_dir=tmp_path / "v", accuracy_drop=None, split=True)  # fmt: skip
+    out = validate(ckpt, prof, Topology.from_dict(topo), configs=2, samples=4, passes=2,
+                   accuracy_samples=40, out_dir=tmp_path / "v", accuracy_drop=None, split=True,
+                   keep_logs=True)  # fmt: skip
     assert len(out.configs) == 2 and out.wall_time_s > 0
+    # two passes: each configuration deployed twice, its timed samples split between them
+    for i in (1, 2):
+        got = sorted(d.name for d in (tmp_path / "v" / "logs" / f"config-{i}").iterdir())
+        assert got == ["pass-1", "pass-2"]
     # this profile has no hop_s and timed its runs back to back: two notes say so, nothing else
     assert any("timed its partitions 0 ms apart" in n for n in out.notes)
     assert [n for n in out.notes if "hop_s" not in n and "0 ms apart" not in n] == []
@@ -96,7 +101,8 @@ def test_validate_refuses_another_models_profile_and_cleans_up(tmp_path):
     ):
         validate(ckpt, other, "portend-aws", force=True, exporter="nope", **kw)
     assert not (tmp_path / "v").exists()
-    for bad in ({"samples": 0}, {"accuracy_samples": 1, "samples": 2}, {"configs": 10**6}):
+    for bad in ({"samples": 0}, {"accuracy_samples": 1, "samples": 2}, {"configs": 10**6},
+                {"passes": 0}, {"passes": 21}):  # fmt: skip
         with pytest.raises(ValueError, match=next(iter(bad))):
             validate(ckpt, other, "portend-aws", **{**kw, **bad})
     with pytest.raises(TypeError, match="configs must be an integer"):
