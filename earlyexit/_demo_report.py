@@ -120,11 +120,20 @@ def _cpu_text(cpu: Mapping[str, Any] | None) -> str:
         return "\nThe emulated tiers ran with the runtime's defaults (`--untuned`).\n"
     held = ("held" if cpu.get("held")
             else f"not held ({cpu.get('reason', '')}), so idle CPUs slept")  # fmt: skip
+    rt, nice = cpu.get("realtime"), cpu.get("niceness")
+    prio = (
+        " and ".join(
+            [f"real-time (SCHED_FIFO {rt})"] * (rt is not None)
+            + [f"at niceness {nice}"] * (nice is not None)
+        )
+        or "at normal priority (real-time and niceness need CAP_SYS_NICE)"
+    )
     return (
         "\nThe tiers emulated on this host ran as separate devices would: each worker "
         "pinned to its own core in turn, and a CPU latency request of 0 us "
         f"(idle CPUs poll) {held} while profiling and deploying (docs/deployment.md, "
-        '"Fast hops"; `--untuned` runs without both).\n'
+        f'"Fast hops"; `--untuned` runs without these); the deployments ran {prio}, '
+        "as `earlyexit validate` measures.\n"
     )
 
 

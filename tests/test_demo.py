@@ -70,9 +70,15 @@ def test_demo_writes_the_report(tmp_path):
     cpu = report["cpu"]  # tuned by default: pinned, and the request held where allowed
     assert cpu["tuned"] and cpu["cpu_affinity"] == "spread" and cpu["cpu_latency_us"] == 0
     assert cpu["held"] == os.access("/dev/cpu_dma_latency", os.W_OK), cpu
+    # deployed ahead of the host's other work, as validate measures, where allowed
+    from earlyexit.validation.measurement import niceness_allowed, realtime_allowed
+
+    assert (cpu["realtime"] == 10) == realtime_allowed(10), cpu
+    assert (cpu["niceness"] == -15) == niceness_allowed(-15), cpu
     md = (out / "report.md").read_text()
     assert "pareto.png" in md and "validation.png" in md and "plan.json" in md
     assert f"{ratios[best]:.2f}x" in md
+    assert ("SCHED_FIFO 10" in md) == (cpu["realtime"] == 10)
 
 
 def test_demo_accuracy_drop_reaches_run_demo(monkeypatch, tmp_path):
