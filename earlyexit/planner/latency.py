@@ -69,7 +69,7 @@ class CostModel:
             False); ``compute_busy`` without ``run_cpu``; ``idle_curves[w]``: the
             tier's (gaps, factors, wake times) with (0, 1, 0) first, or None.
             Where a tier has both, ``compute`` is its busy time after the least
-            idle of one sample at a time, ``idle_gap[w]`` (first partition, later one).
+            idle of one sample at a time, ``idle_gap[w, a]`` (a: the block before).
         ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
             O_i from tier v to tier w; prop[v, w]: propagation.
         hop[v, w]: H_{v,w}, the runtime's cost of one hand-off from tier v to w.
@@ -163,7 +163,6 @@ class CostModel:
                 txm[a, b] = self._frag(bits, links)
         self.prop = prop
         self.txm = txm
-        self.idle_gap = self._apply_idle_gaps(devs, prop)
         self.ser = st[:, None, :] + dt[None, :, :]
         self.hop_tier = h  # per tier: its own cost of handling one message (unstretched)
         self.hop = (h[:, None] + h[None, :]) / 2.0
@@ -184,6 +183,7 @@ class CostModel:
         )
         self.rhop = self.hop[:, dst].copy()
         self.r = self.rser + self.rtxm + self.rprop + self.rhop
+        self.idle_gap = self._apply_idle_gaps(devs)
 
         er = np.zeros((len(profile.thresholds), n + 1))
         er[:, 1:] = profile.exit_rate
@@ -191,27 +191,30 @@ class CostModel:
         self.acc = np.concatenate([[0.0], profile.branch_accuracy])
         self.thresholds = profile.thresholds
 
-    def _apply_idle_gaps(self, devs: Sequence[Any], prop: np.ndarray) -> np.ndarray:
+    def _apply_idle_gaps(self, devs: Sequence[Any]) -> np.ndarray:
         """One sample at a time (docs/spec.md#idle-between-samples): a tier with busy
-        times and an idle curve runs its partition after idling at least g, the
-        propagation the previous sample's answer and the next input cross before
-        it; its ``ct`` becomes busy CT f(g) + h(g). Returns g (M, 2): the first
-        partition (``ct[w, 0]``), a later one (``ct[w, 1:]``, reached from another tier).
+        times and an idle curve runs a partition after idling at least g, the time the
+        previous sample's answer and the next input spend on the wire before it can
+        start; its ``ct`` becomes busy CT f(g) + h(g). Returns g (M, N + 1): ``g[w, 0]``
+        for the first partition (``ct[w, 0]``), ``g[w, a]`` for a later one that
+        starts after block a (``ct[w, a]``, reached from another tier).
         """
-        src, dst, m = self.source, self.destination, self.m
-        gaps = np.zeros((m, 2))
+        src, dst, m, n = self.source, self.destination, self.m, self.n
+        prop, txm = self.prop, self.txm
+        back = prop[:, dst] + self.rtxm  # the answer's way from each tier to the destination
+        gaps = np.zeros((m, n + 1))
         for w in range(m):
-            first = prop[src, w] + prop[w, dst]
-            others = [prop[src, v] + prop[v, w] for v in range(m) if v != w]
-            gaps[w] = first, (min(others) + prop[w, dst]) if others else first
+            gaps[w, 0] = prop[src, w] + txm[src, w, 0] + back[w]
+            ways = [prop[src, v] + txm[src, v, 0] + prop[v, w] + txm[v, w, 1:]
+                    for v in range(m) if v != w]  # fmt: skip
+            gaps[w, 1:] = (np.min(ways, axis=0) if ways else gaps[w, 0]) + back[w]
         for w, dev in enumerate(devs):
             curve = self.idle_curves[w]
             if curve is None or dev.partition_time_busy_s is None:
                 continue
             gs, fs, hs = curve
-            for col, rows in ((0, slice(0, 1)), (1, slice(1, None))):
-                f, h = np.interp(gaps[w, col], gs, fs), np.interp(gaps[w, col], gs, hs)
-                self.compute[w, rows] = self.compute_busy[w, rows] * f + h
+            f, h = np.interp(gaps[w], gs, fs), np.interp(gaps[w], gs, hs)
+            self.compute[w] = self.compute_busy[w] * f[:, None] + h[:, None]
             self.ct[w] = self.compute[w] + self.run_cpu[w]
         return gaps
 

@@ -49,12 +49,36 @@ def _setup(with_curve=("a1.medium", "g4dn.xlarge"), busy=True):
     return prof, topo
 
 
+def _gaps_by_hand(prof, topo):
+    """docs/spec.md#idle-between-samples, from the topology's links and the profile's sizes."""
+    mtu, bw, pd = 8.0 * topo.mtu_bytes, [100e6, 100e6], [0.002, 0.007]
+
+    def wire(a, b, bits):  # propagation + PORTEND's fragment pipelining on the path a..b
+        links = range(min(a, b), max(a, b))
+        if a == b:
+            return 0.0
+        return sum(pd[j] + min(bits, mtu) / bw[j] for j in links) + max(0.0, bits - mtu) / min(
+            bw[j] for j in links
+        )
+
+    o, rs, src, dst = prof.output_bits_with_input, float(prof.result_bits), 0, 1
+    g = np.zeros((3, 11))
+    for w in range(3):
+        back = wire(w, dst, rs)
+        g[w, 0] = wire(src, w, o[0]) + back
+        for a in range(1, 11):
+            g[w, a] = back + min(wire(src, v, o[0]) + wire(v, w, o[a]) for v in range(3) if v != w)
+    return g
+
+
 def test_the_gaps_and_the_compute_by_hand():
     prof, topo = _setup()
     cm = CostModel(prof, topo)
-    # first partition: prop(src, w) + prop(w, dst); later: via the nearest other tier v
-    want = np.array([[0.002, 0.004 + 0.002], [0.002, 0.002], [0.016, 0.009 + 0.007]])
-    assert cm.idle_gap == pytest.approx(want, abs=1e-15)
+    want = _gaps_by_hand(prof, topo)
+    # the first partition waits for the input and the answer; a later one also for the
+    # features from the nearest other tier, which the edge (the source) never is
+    assert want[0, 0] < want[0, 1] and want[2, 0] > 0.016
+    assert cm.idle_gap == pytest.approx(want, rel=1e-12, abs=1e-15)
     at = _line(CURVE["factor"], CURVE["wake_s"])
     for w, tier in enumerate(topo.tiers):
         dev = prof.devices[tier.device]
@@ -64,7 +88,7 @@ def test_the_gaps_and_the_compute_by_hand():
                 if dev.idle_curve is None:  # no curve: the profiled time, PORTEND's CT
                     assert cm.compute[w, a, c] == pytest.approx(profiled, rel=1e-12)
                     continue
-                f, h = at(want[w, 0 if a == 0 else 1])
+                f, h = at(want[w, a])
                 assert cm.compute[w, a, c] == pytest.approx(0.5 * profiled * f + h, rel=1e-12)
                 assert cm.ct[w, a, c] == cm.compute[w, a, c] + cm.run_cpu[w]
 
@@ -81,8 +105,9 @@ def test_evaluate_charges_each_partition_its_own_gap():
             * topo.tiers[w].slowdown
         )
 
-    f0, h0 = at(0.002)  # the edge, first partition
-    f2, h2 = at(0.016)  # the cloud, reached from the edge
+    g = _gaps_by_hand(prof, topo)
+    f0, h0 = at(g[0, 0])  # the edge, first partition
+    f2, h2 = at(g[2, 3])  # the cloud, reached after block 3
     fog = prof.devices["m4.large"].partition_time_s[7, 9]  # no curve: as profiled
     want = busy(0, 0, 3) * f0 + h0 + busy(2, 3, 7) * f2 + h2 + fog
     assert est.breakdown_s["compute"] == pytest.approx(want, rel=1e-12)
