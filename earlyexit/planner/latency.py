@@ -195,7 +195,9 @@ class CostModel:
         """One sample at a time (docs/spec.md#idle-between-samples): a tier with busy
         times and an idle curve runs a partition after idling at least g, the time the
         previous sample's answer and the next input spend on the wire before it can
-        start; its ``ct`` becomes busy CT f(g) + h(g). Returns g (M, N + 1): ``g[w, 0]``
+        start, plus the sleep that emulates a slowdown s after the previous run of
+        the same partition, (s - 1) times its CPU; its ``ct`` becomes busy CT f(g) +
+        h(g). Returns the wire's part of g (M, N + 1): ``g[w, 0]``
         for the first partition (``ct[w, 0]``), ``g[w, a]`` for a later one that
         starts after block a (``ct[w, a]``, reached from another tier).
         """
@@ -213,8 +215,15 @@ class CostModel:
             if curve is None or dev.partition_time_busy_s is None:
                 continue
             gs, fs, hs = curve
-            f, h = np.interp(gaps[w], gs, fs), np.interp(gaps[w], gs, hs)
-            self.compute[w] = self.compute_busy[w] * f[:, None] + h[:, None]
+            # a slowdown is emulated by sleeping (s - 1) times the CPU after each run:
+            # idle for the caches too, before the next sample's run of that partition
+            busy = self.compute_busy[w]
+            sleep = (
+                (self.slowdown[w] - 1.0) / self.slowdown[w] * np.where(np.isfinite(busy), busy, 0.0)
+            )
+            g = gaps[w][:, None] + np.maximum(sleep + self.run_cpu[w], 0.0)
+            f, h = np.interp(g, gs, fs), np.interp(g, gs, hs)
+            self.compute[w] = busy * f + h
             self.ct[w] = self.compute[w] + self.run_cpu[w]
         return gaps
 

@@ -88,8 +88,10 @@ def test_the_gaps_and_the_compute_by_hand():
                 if dev.idle_curve is None:  # no curve: the profiled time, PORTEND's CT
                     assert cm.compute[w, a, c] == pytest.approx(profiled, rel=1e-12)
                     continue
-                f, h = at(want[w, a])
-                assert cm.compute[w, a, c] == pytest.approx(0.5 * profiled * f + h, rel=1e-12)
+                # an emulated slower tier (2x) also slept as long as it ran, after the last run
+                busy = 0.5 * profiled
+                f, h = at(want[w, a] + max(0.0, (tier.slowdown - 1) / tier.slowdown * busy))
+                assert cm.compute[w, a, c] == pytest.approx(busy * f + h, rel=1e-12)
                 assert cm.ct[w, a, c] == cm.compute[w, a, c] + cm.run_cpu[w]
 
 
@@ -106,8 +108,8 @@ def test_evaluate_charges_each_partition_its_own_gap():
         )
 
     g = _gaps_by_hand(prof, topo)
-    f0, h0 = at(g[0, 0])  # the edge, first partition
-    f2, h2 = at(g[2, 3])  # the cloud, reached after block 3
+    f0, h0 = at(g[0, 0] + busy(0, 0, 3) / 2)  # the edge (2x: it slept as long as it ran), first
+    f2, h2 = at(g[2, 3])  # the cloud (0.5x: no sleep), reached after block 3
     fog = prof.devices["m4.large"].partition_time_s[7, 9]  # no curve: as profiled
     want = busy(0, 0, 3) * f0 + h0 + busy(2, 3, 7) * f2 + h2 + fog
     assert est.breakdown_s["compute"] == pytest.approx(want, rel=1e-12)
