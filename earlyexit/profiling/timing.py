@@ -131,7 +131,8 @@ IDLE_GAPS_S: tuple[float, ...] = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 def _idle_curve(
     fn: Callable[[], object], reps: int, percentile: float, gaps: Sequence[float] = IDLE_GAPS_S
 ) -> dict[str, list[float]]:
-    """``fn``'s time after each idle gap over its time back to back (at least 1).
+    """``fn``'s time after each idle gap over its time back to back (at least 1 and
+    non-decreasing in the gap, as :func:`~earlyexit.profiling.overhead.measure_idle_curve`'s).
 
     Each round runs ``fn`` twice back to back (the second timed), then once after
     every gap; the gaps' order rotates between rounds, so that a slow spell of the
@@ -152,9 +153,10 @@ def _idle_curve(
             fn()
             after[g].append(time.perf_counter() - t0)
     b = float(np.percentile(busy, percentile))
-    return {
+    ratio = [max(1.0, float(np.percentile(after[g], percentile)) / b) for g in gaps]
+    return {  # a longer idle never makes a run faster: noise only slows one down
         "gap_s": [float(g) for g in gaps],
-        "factor": [max(1.0, float(np.percentile(after[g], percentile)) / b) for g in gaps],
+        "factor": np.maximum.accumulate(ratio).tolist(),
     }
 
 
