@@ -91,8 +91,11 @@ def demo_text(report: dict[str, Any]) -> str:
         held = "held" if cpu.get("held") else "not allowed, so not held"
         text += (
             " The emulated tiers ran tuned: each worker on its own core, and a CPU latency "
-            f"request of 0 µs {held} (docs/deployment.md, \"Fast hops\")."
+            f"request of 0 µs {held} (docs/deployment.md, \"Fast hops\")"
         )
+        if cpu.get("realtime") is not None:
+            text += f"; the deployments ran real-time (SCHED_FIFO {cpu['realtime']})"
+        text += "."
     return text + f" The whole demo took {report['wall_time_s']:.0f} s on this 2-core machine.\n"
 
 
@@ -106,8 +109,9 @@ def validation_text(summary: dict[str, Any]) -> str:
         "profile and topology), the median relative latency error is "
         f"{100 * err['median_abs_relative_error']:.1f}% and the largest "
         f"{100 * err['max_abs_relative_error']:.1f}%; estimated "
-        f"against measured latency has slope {lat['beta']:.2f} and R² {lat['r2']:.3f}, exit "
-        f"rates R² {er['r2']:.5f}, and the exact estimator's accuracy is within "
+        f"against measured latency has slope {lat['beta']:.2f} and R² {lat['r2']:.3f} ("
+        + ", ".join(f"{name} {c['beta']:.2f}" for name, c in err["clusters"].items())
+        + f" inside each cluster), exit rates R² {er['r2']:.5f}, and the exact estimator's accuracy is within "
         f"{acc['mean_abs_error'] * 100:.2f} points on average (`earlyexit validate`; plots in "
         "[docs/img/validation](docs/img/validation)).\n"
     )
