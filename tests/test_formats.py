@@ -182,24 +182,26 @@ def test_atomic_writes_follow_the_umask_and_refuse_directories(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "d"]
 
 
-def test_hop_s_optional_round_trip_and_checked():
-    """``hop_s`` (the runtime's per-hand-off cost): absent stays absent, set round-trips, bad is named."""
+@pytest.mark.parametrize("key", ["hop_s", "link_hop_s"])
+def test_hop_s_optional_round_trip_and_checked(key):
+    """``hop_s`` (the runtime's per-hand-off cost) and ``link_hop_s`` (what crossing a link
+    adds): absent stays absent, set round-trips, bad is named."""
     p = synthetic_profile(4, ("edge",))
     old = p.to_dict()
-    assert "hop_s" not in old["devices"]["edge"]  # profiles without it are written as before
-    assert Profile.from_dict(old).devices["edge"].hop_s is None
+    assert key not in old["devices"]["edge"]  # profiles without it are written as before
+    assert getattr(Profile.from_dict(old).devices["edge"], key) is None
     assert Profile.from_dict(old).digest() == p.digest()
     d = json.loads(json.dumps(old))
-    d["devices"]["edge"]["hop_s"] = 0.00041
+    d["devices"]["edge"][key] = 0.00041
     q = Profile.from_dict(d)
-    assert q.devices["edge"].hop_s == 0.00041
-    assert Profile.from_dict(q.to_dict()).to_dict()["devices"]["edge"]["hop_s"] == 0.00041
+    assert getattr(q.devices["edge"], key) == 0.00041
+    assert Profile.from_dict(q.to_dict()).to_dict()["devices"]["edge"][key] == 0.00041
     assert q.digest() != p.digest()
-    d["devices"]["edge"]["hop_s"] = -1e-3
-    with pytest.raises(ValueError, match=r"profile.devices\['edge'\].hop_s: must be >= 0.0"):
+    d["devices"]["edge"][key] = -1e-3
+    with pytest.raises(ValueError, match=rf"profile.devices\['edge'\].{key}: must be >= 0.0"):
         Profile.from_dict(d)
-    d["devices"]["edge"]["hop_s"] = "fast"
-    with pytest.raises(TypeError, match=r"hop_s: expected a number"):
+    d["devices"]["edge"][key] = "fast"
+    with pytest.raises(TypeError, match=rf"{key}: expected a number"):
         Profile.from_dict(d)
 
 

@@ -65,6 +65,10 @@ class DeviceProfile:
             load model runs a message that finds its tier empty at the busy time
             times the mean of f, plus the mean of h, over the idle time before it
             (docs/spec.md#load). None: the idle-gap time ``partition_time_s`` instead.
+        link_hop_s: the runtime's cost of a hand-off that crosses a link, beyond
+            ``hop_s``, half charged to each end (the emulated link's relay on the
+            host that measured it), measured by
+            :func:`earlyexit.profiling.overhead.measure_link_hop`. None counts as 0.
     """
 
     partition_time_s: np.ndarray
@@ -78,10 +82,11 @@ class DeviceProfile:
     hop_cpu_s: float | None = None
     partition_time_busy_s: np.ndarray | None = None
     idle_curve: dict[str, list[float]] | None = None
+    link_hop_s: float | None = None
 
     _KEYS = ("partition_time_s", "serialize_s", "deserialize_s", "result_serialize_s",
              "result_deserialize_s", "meta", "hop_s", "hop_cpu_s", "partition_time_busy_s",
-             "idle_curve")
+             "idle_curve", "link_hop_s")
 
     def __post_init__(self) -> None:
         self.partition_time_s = np.asarray(self.partition_time_s, dtype=np.float64)
@@ -93,6 +98,8 @@ class DeviceProfile:
             self.hop_s = _float(self.hop_s, "device.hop_s", lo=0.0)
         if self.hop_cpu_s is not None:
             self.hop_cpu_s = _float(self.hop_cpu_s, "device.hop_cpu_s", lo=0.0)
+        if self.link_hop_s is not None:
+            self.link_hop_s = _float(self.link_hop_s, "device.link_hop_s", lo=0.0)
         if self.partition_time_busy_s is not None:
             n = self.partition_time_s.shape[0]
             self.partition_time_busy_s = _times(
@@ -124,8 +131,11 @@ class DeviceProfile:
         cpu = data.get("hop_cpu_s")
         if cpu is not None:
             cpu = _float(cpu, f"{name}.hop_cpu_s", lo=0.0)
+        link = data.get("link_hop_s")
+        if link is not None:
+            link = _float(link, f"{name}.link_hop_s", lo=0.0)
         return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop, cpu, busy,
-                   curve)  # fmt: skip
+                   curve, link)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of docs/spec.md (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
@@ -146,6 +156,8 @@ class DeviceProfile:
             out["partition_time_busy_s"] = _tolist(self.partition_time_busy_s)
         if self.idle_curve is not None:
             out["idle_curve"] = {k: list(v) for k, v in self.idle_curve.items()}
+        if self.link_hop_s is not None:
+            out["link_hop_s"] = float(self.link_hop_s)
         return out
 
 

@@ -53,7 +53,9 @@ def brute_force_candidates(
     r = (cm.rser + cm.rtxm + cm.rprop).tolist()
     h = [_hop(cm, w) for w in range(m)]
     run = [_run_cpu(cm, w, h[w]) for w in range(m)]
-    hop = [[(h[a] + h[b]) / 2.0 for b in range(m)] for a in range(m)]
+    lk = [_link_hop(cm, w) for w in range(m)]
+    hop = [[(h[a] + h[b]) / 2.0 + (0.0 if a == b else (lk[a] + lk[b]) / 2.0) for b in range(m)]
+           for a in range(m)]  # fmt: skip
     acc_b = cm.acc.tolist()
     blocks = [b for b in range(1, n + 1) if space.cut_allowed[b]]
     required = set(space.required)
@@ -105,6 +107,12 @@ def _hop(cm: CostModel, tier: int) -> float:
     """``hop_s`` of ``tier``'s device, read from the profile (absent: 0)."""
     dev = cm.profile.devices[cm.topology.tiers[tier].device]
     return 0.0 if dev.hop_s is None else float(dev.hop_s)
+
+
+def _link_hop(cm: CostModel, tier: int) -> float:
+    """``link_hop_s`` of ``tier``'s device, read from the profile (absent: 0)."""
+    dev = cm.profile.devices[cm.topology.tiers[tier].device]
+    return 0.0 if dev.link_hop_s is None else float(dev.link_hop_s)
 
 
 def _run_cpu(cm: CostModel, tier: int, hop: float) -> float:

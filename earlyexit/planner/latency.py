@@ -3,6 +3,7 @@
   transfer(a -> b, bits) = ST^a(bits) + DT^b(bits) + H_{a,b}
                          + [a != b] (propagation over the path + L_{a->b}(bits))
   H_{a,b} = (hop_s^a + hop_s^b) / 2      the runtime's own cost of one hand-off
+          + [a != b] (link_hop_s^a + link_hop_s^b) / 2   and of crossing links
   C^w_{b..c} = slowdown_w CT_{b..c} + c^w, c^w = (slowdown_w - 1) hop_cpu_s^w
                                  (the runtime's CPU per partition run, stretched)
   CT^w = CT_busy^w f_w(g) + h_w(g)  where the device has busy times and an idle
@@ -165,7 +166,11 @@ class CostModel:
         self.txm = txm
         self.ser = st[:, None, :] + dt[None, :, :]
         self.hop_tier = h  # per tier: its own cost of handling one message (unstretched)
-        self.hop = (h[:, None] + h[None, :]) / 2.0
+        # a hand-off across links also costs each end half its link_hop_s (the relay)
+        lk = np.array([0.0 if d.link_hop_s is None else float(d.link_hop_s) for d in devs])
+        self.hop = (h[:, None] + h[None, :]) / 2.0 + (lk[:, None] + lk[None, :]) / 2.0 * (
+            1.0 - np.eye(m)
+        )
         self.x = self.ser + txm + prop[:, :, None] + self.hop[:, :, None]
 
         rs = float(profile.result_bits)

@@ -132,7 +132,8 @@ def profile(
             :func:`~earlyexit.profiling.overhead.measure_hop_overhead`), stored as
             the device's ``hop_s``, and the runtime's CPU per partition run that a
             slower tier stretches (:func:`~earlyexit.profiling.overhead.measure_hop_cpu`,
-            ``hop_cpu_s``).
+            ``hop_cpu_s``), and what a hand-off that crosses an emulated link
+            adds (:func:`~earlyexit.profiling.overhead.measure_link_hop`, ``link_hop_s``).
         worker_idle_curve: with an idle gap (``gap_s`` > 0, ``--gap-ms``), measure the ``idle_curve`` in a
             real tier worker instead of one process, the whole network exported
             to ONNX as one partition
@@ -237,15 +238,21 @@ def profile(
                 device_extra["granularity"] = compare_granularity(
                     model, sample, percentile=percentile
                 )
-        hop_s = hop_cpu_s = None
+        hop_s = hop_cpu_s = link_hop_s = None
         if measure_hops:
-            from earlyexit.profiling.overhead import measure_hop_cpu, measure_hop_overhead
+            from earlyexit.profiling.overhead import (
+                measure_hop_cpu,
+                measure_hop_overhead,
+                measure_link_hop,
+            )
 
             hops = measure_hop_overhead()
             hop_s = hops.hop_s
             cpu = measure_hop_cpu(cpu_affinity=cpu_affinity)  # the part a slower tier stretches
             hop_cpu_s = cpu["cpu_hop_s"]
-            device_extra["hop"] = {**hops.to_dict(), "cpu": cpu}
+            link = measure_link_hop(cpu_affinity=cpu_affinity)  # what crossing a link adds
+            link_hop_s = link["link_hop_s"]
+            device_extra["hop"] = {**hops.to_dict(), "cpu": cpu, "link": link}
     if temps is not None:
         model.set_temperatures(temps)
     device_name = device_name or socket.gethostname()
@@ -265,7 +272,7 @@ def profile(
     }
     device = DeviceProfile(
         times, costs.serialize_s, costs.deserialize_s, costs.result_serialize_s, costs.result_deserialize_s,
-        meta, device_extra, hop_s, hop_cpu_s, busy, curve or None,
+        meta, device_extra, hop_s, hop_cpu_s, busy, curve or None, link_hop_s,
     )  # fmt: skip
     prof = Profile(
         model=str(model.config.get("backbone") or "custom"),

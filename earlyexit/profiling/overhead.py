@@ -57,6 +57,7 @@ __all__ = [
     "HopOverhead",
     "measure_hop_overhead",
     "measure_hop_cpu",
+    "measure_link_hop",
     "fit_hops",
     "in_process_time",
     "measure_idle_curve",
@@ -366,6 +367,88 @@ def measure_hop_cpu(
     return {"cpu_hop_s": cpu_hop_s, "partitions": list(parts), "cpu_per_sample_s": cpu,
             "in_process_s": inproc, "slowdown": float(slowdown), "cpu_affinity": cpu_affinity,
             "method": "worker thread CPU per partition run, each chain back to back"}  # fmt: skip
+
+
+def measure_link_hop(
+    samples: int = 100,
+    propagation_ms: float = 5.0,
+    rounds: int = 5,
+    warmup: int = 10,
+    niceness: int | None = None,
+    cpu_affinity: str | None = None,
+) -> dict[str, Any]:
+    """The runtime's cost of a hand-off that crosses a link, beyond ``hop_s`` (``link_hop_s``).
+
+    A message between tiers goes through the link emulator's relay (a process
+    that receives it, holds it for the link's time and delivers it), which a
+    hand-off inside one tier does not: one more local hand-off and the relay's
+    timed wake-up (docs/spec.md#runtime-overhead). This deploys one worker of a
+    tiny numpy model on the far tier of a two-tier topology whose link has
+    ``propagation_ms`` and 100 Gb/s (transmission about 0), twice: with the
+    link emulated and without. It sends samples one at a time, alternating
+    between the two deployments, so that each sample crosses the link twice
+    (its input and its answer). Per round (the samples split into ``rounds``),
+    ``(median with - median without - 2 propagation) / 2`` is the cost per
+    crossing; the quietest round is kept, as :func:`measure_hop_overhead` does.
+
+    Args:
+        samples: timed samples per deployment, over all rounds.
+        propagation_ms: the link's one-way delay (> 0: the relay sleeps for it).
+        rounds: how many rounds the samples are split into (at least 5 samples each).
+        warmup: untimed samples first, per deployment.
+        niceness: of the workers and links (see :func:`earlyexit.runtime.deploy`).
+        cpu_affinity: ``deploy(cpu_affinity=)``: ``"spread"`` pins them as the
+            deployments they stand for run.
+
+    Returns:
+        ``{"link_hop_s", "rounds_s" (every round's estimate), "linked_s",
+        "unlinked_s" (the kept round's medians), "propagation_s", "method"}``.
+
+    Raises:
+        ValueError: bad counts or a propagation that is not > 0.
+
+    Example:
+        ```python
+        m = measure_link_hop(samples=25)
+        0 <= m["link_hop_s"] < 0.01  # True
+        ```
+    """
+    from earlyexit.runtime.deployment import deploy
+
+    for name, value, lo in (("rounds", rounds, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5 * rounds:
+        raise ValueError(
+            f"samples must be an int >= 5 per round ({5 * rounds} for {rounds} rounds), got {samples!r}"
+        )
+    if not (isinstance(propagation_ms, (int, float)) and 0 < propagation_ms <= 1000):
+        raise ValueError(f"propagation_ms must be a number in (0, 1000], got {propagation_ms!r}")
+    prop_s = float(propagation_ms) * 1e-3
+    topo = Topology((Tier("near", "cpu", 1.0), Tier("far", "cpu", 1.0)),
+                    (Link(1e5, float(propagation_ms)),), mtu_bytes=9000)  # fmt: skip
+    lat: dict[bool, list[float]] = {True: [], False: []}
+    with contextlib.ExitStack() as stack:
+        kw = {"synthetic": {"num_partitions": 1, **_MODEL}, "threshold": 0.0, "topology": topo,
+              "tiers": [1], "niceness": niceness, "cpu_affinity": cpu_affinity}  # fmt: skip
+        runs = {e: stack.enter_context(deploy(emulate_links=e, **kw)) for e in (True, False)}
+        x = runs[True].inputs(warmup + samples, seed=1)
+        for i in range(warmup + samples):
+            for emulate, d in runs.items():
+                res = d.client.infer(x[i], timeout_s=30.0)
+                if res.degraded:
+                    raise RuntimeError("a sample came back degraded through the two-tier chain")
+                if i >= warmup:
+                    lat[emulate].append(res.latency_s)
+    fits = []
+    for chunk in np.array_split(np.arange(samples), rounds):
+        linked = float(np.median(np.asarray(lat[True])[chunk]))
+        unlinked = float(np.median(np.asarray(lat[False])[chunk]))
+        fits.append((max(0.0, (linked - unlinked - 2.0 * prop_s) / 2.0), linked, unlinked))
+    kept = min(fits)
+    return {"link_hop_s": kept[0], "rounds_s": [f[0] for f in fits], "linked_s": kept[1],
+            "unlinked_s": kept[2], "propagation_s": prop_s, "cpu_affinity": cpu_affinity,
+            "method": "two-tier chain, emulated link against none, per crossing"}  # fmt: skip
 
 
 def measure_idle_curve(

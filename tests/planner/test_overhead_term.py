@@ -197,6 +197,35 @@ def test_the_runtime_cpu_per_partition_run_is_stretched_by_the_slowdown(prof, de
     )
 
 
+@pytest.mark.parametrize("dest", [0, 2])
+def test_a_link_crossing_costs_each_end_half_its_link_hop(prof, dest):
+    """link_hop_s is charged only on hand-offs between different tiers, half to each end."""
+    lk = {"a1.medium": 0.003, "m4.large": 0.0007, "g4dn.xlarge": 0.0002}
+    linked = copy.deepcopy(prof)
+    for name, v in lk.items():
+        linked.devices[name].link_hop_s = v
+    topo = _topo(dest)
+    t, cuts, tiers = float(prof.thresholds[5]), [2, 5, 8], [0, 1, 2]
+    base, est = evaluate(prof, topo, t, cuts, tiers), evaluate(linked, topo, t, cuts, tiers)
+    e = est.exit_fractions
+    s = [1 - sum(e[: k + 1]) for k in range(3)]
+    lv = [lk[d] for d in DEVICES]
+
+    def cross(a: int, b: int) -> float:
+        return 0.0 if a == b else (lv[a] + lv[b]) / 2
+
+    expect = cross(0, 0) + s[0] * cross(0, 1) + s[1] * cross(1, 2)  # source = tier 0
+    expect += sum(e[k] * cross(tiers[k], dest) for k in range(3))
+    assert est.breakdown_s["overhead"] - base.breakdown_s["overhead"] == pytest.approx(expect)
+    assert est.latency_s - base.latency_s == pytest.approx(expect, rel=1e-9)
+    # one tier, no crossing: nothing changes
+    one = ([8], [0])
+    assert (
+        evaluate(linked, _topo(0), 0.0, *one).latency_s
+        == evaluate(prof, _topo(0), 0.0, *one).latency_s
+    )
+
+
 @pytest.mark.parametrize("seed", [3, 4])
 def test_stretched_hops_stay_exact(seed):
     """Random hop and CPU costs on slowed tiers: P_lat and Pareto equal brute force."""
@@ -205,6 +234,8 @@ def test_stretched_hops_stay_exact(seed):
     rng = np.random.default_rng(seed)
     profile = _with_hops(profile, {d: float(rng.uniform(0, 0.02)) for d in devs})
     profile = _with_cpu(profile, {d: float(rng.uniform(0, 0.02)) for d in devs})
+    for d in devs:  # and what crossing a link adds
+        profile.devices[d].link_hop_s = float(rng.uniform(0, 0.02))
     tiers = tuple(
         Tier(f"t{j}", d, s) for j, (d, s) in enumerate(zip(devs, (4.0, 2.0, 1.0), strict=True))
     )

@@ -212,3 +212,28 @@ def test_final_stats_count_the_stretched_cpu_of_every_message():
     assert stats["cpu_s"] > 0
     assert lat[21.0] >= 20 * stats["cpu_s"]  # the sleep is inside the latency it measured
     assert lat[21.0] > lat[1.0]
+
+
+def test_measure_link_hop_rejects_bad_arguments():
+    from earlyexit.profiling.overhead import measure_link_hop
+
+    with pytest.raises(ValueError, match="propagation_ms must be a number in"):
+        measure_link_hop(propagation_ms=0)
+    with pytest.raises(ValueError, match="samples must be an int >= 5 per round"):
+        measure_link_hop(samples=24, rounds=5)
+    with pytest.raises(ValueError, match="rounds must be an int >= 1"):
+        measure_link_hop(rounds=0)
+
+
+@pytest.mark.slow
+def test_measure_link_hop_through_real_links():
+    """A worker across an emulated 3 ms link against the same worker without: the relay's
+    cost per crossing is what the linked samples took beyond two propagations, halved."""
+    from earlyexit.profiling.overhead import measure_link_hop
+
+    got = measure_link_hop(samples=25, rounds=5, warmup=3, propagation_ms=3.0)
+    # the emulator holds every message at least its delay: input and answer, 2 x 3 ms
+    assert got["linked_s"] >= got["unlinked_s"] + 0.006
+    assert got["link_hop_s"] == pytest.approx((got["linked_s"] - got["unlinked_s"] - 0.006) / 2)
+    assert len(got["rounds_s"]) == 5 and got["link_hop_s"] == min(got["rounds_s"])
+    assert 0.0 <= got["link_hop_s"] < 0.005 and got["propagation_s"] == pytest.approx(0.003)

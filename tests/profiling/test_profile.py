@@ -241,6 +241,8 @@ def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
     assert dev.hop_s is not None and 0 < dev.hop_s < 0.05
     assert dev.extra["hop"]["hops"] == [2, 3, 4] and dev.extra["hop"]["hop_s"] == dev.hop_s
     assert dev.extra["hop"]["cpu"]["cpu_affinity"] == "spread"  # hop_cpu_s pinned as deployed
+    link = dev.extra["hop"]["link"]  # and what crossing an emulated link adds
+    assert dev.link_hop_s == link["link_hop_s"] and link["cpu_affinity"] == "spread"
     curve, measured = dev.idle_curve, dev.extra["idle"]
     assert curve["gap_s"] == [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
     assert len(curve["wake_s"]) == 7 and np.all(np.diff(curve["factor"]) >= 0)
