@@ -402,7 +402,8 @@ def measure_link_hop(
 
     Returns:
         ``{"link_hop_s", "rounds_s" (every round's estimate), "linked_s",
-        "unlinked_s" (the kept round's medians), "propagation_s", "method"}``.
+        "unlinked_s" (the kept round's medians), "propagation_s", "cpu_affinity",
+        "method"}``.
 
     Raises:
         ValueError: bad counts or a propagation that is not > 0.
