@@ -96,6 +96,7 @@ def _timed_passes(
     x_all: np.ndarray,
     y_all: np.ndarray | None,
     log_root: Path | None,
+    progress: Callable[[str], None] | None = None,
     **kwargs: Any,
 ) -> list[Measured]:
     """Time every configuration's samples in ``passes`` passes, serpentine: pass 1 of
@@ -103,6 +104,8 @@ def _timed_passes(
     sample order (a fresh deployment, with its warm-up, per pass)."""
     parts: list[list[Measured]] = [[] for _ in ready]
     for p in range(passes):
+        if progress and passes > 1:
+            progress(f"pass {p + 1}/{passes}: timing {len(ready)} configurations")
         order = range(len(ready)) if p % 2 == 0 else range(len(ready) - 1, -1, -1)
         for i in order:
             cfg, _, idx = ready[i]
@@ -206,7 +209,7 @@ def deploy_configs(
                                  "gap_s": gap_s, "cpu_latency_us": cpu_latency_us,
                                  "cpu_affinity": cpu_affinity}  # fmt: skip
     timed = _timed_passes(ready, passes, bundles, topo, x_all, y_all, out if keep_logs else None,
-                          emulate_links=emulate_links, **deploy_kw)  # fmt: skip
+                          progress=progress, emulate_links=emulate_links, **deploy_kw)  # fmt: skip
     for i, ((cfg, acc, idx), meas) in enumerate(zip(ready, timed, strict=True)):
         n_parts = len(cfg.cuts)
         x = x_all[idx]

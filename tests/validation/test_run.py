@@ -50,9 +50,12 @@ def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
     topo = resolve_topology("portend-aws").to_dict()
     for t in topo["tiers"]:
         t["device"] = "cpu"
+    lines: list[str] = []
     out = validate(ckpt, prof, Topology.from_dict(topo), configs=2, samples=4, passes=2,
                    accuracy_samples=40, out_dir=tmp_path / "v", accuracy_drop=None, split=True,
-                   keep_logs=True)  # fmt: skip
+                   keep_logs=True, progress=lines.append)  # fmt: skip
+    assert [ln for ln in lines if ln.startswith("pass ")] == [
+        "pass 1/2: timing 2 configurations", "pass 2/2: timing 2 configurations"]  # fmt: skip
     assert len(out.configs) == 2 and out.wall_time_s > 0
     # two passes: each configuration deployed twice, its timed samples split between them
     for i in (1, 2):
