@@ -190,6 +190,17 @@ def in_process_time(num_partitions: int, x: np.ndarray, reps: int = 200) -> floa
     return float(np.median(times))
 
 
+def _check_rounds(samples: Any, rounds: Any, warmup: Any) -> None:
+    """Raise ValueError unless rounds >= 1, warmup >= 0 and samples >= 5 per round (ints)."""
+    for name, value, lo in (("rounds", rounds, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5 * rounds:
+        raise ValueError(
+            f"samples must be an int >= 5 per round ({5 * rounds} for {rounds} rounds), got {samples!r}"
+        )
+
+
 def measure_hop_overhead(
     samples: int = 200,
     max_partitions: int = 3,
@@ -224,13 +235,7 @@ def measure_hop_overhead(
     """
     from earlyexit.runtime.deployment import deploy
 
-    for name, value, lo in (("rounds", rounds, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5 * rounds:
-        raise ValueError(
-            f"samples must be an int >= 5 per round ({5 * rounds} for {rounds} rounds), got {samples!r}"
-        )
+    _check_rounds(samples, rounds, warmup)
     if (
         isinstance(max_partitions, bool)
         or not isinstance(max_partitions, int)
@@ -416,13 +421,7 @@ def measure_link_hop(
     """
     from earlyexit.runtime.deployment import deploy
 
-    for name, value, lo in (("rounds", rounds, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5 * rounds:
-        raise ValueError(
-            f"samples must be an int >= 5 per round ({5 * rounds} for {rounds} rounds), got {samples!r}"
-        )
+    _check_rounds(samples, rounds, warmup)
     if not (isinstance(propagation_ms, (int, float)) and 0 < propagation_ms <= 1000):
         raise ValueError(f"propagation_ms must be a number in (0, 1000], got {propagation_ms!r}")
     prop_s = float(propagation_ms) * 1e-3
