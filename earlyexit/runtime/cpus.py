@@ -201,16 +201,15 @@ def pin_to_cpus(cpus: tuple[int, ...]) -> tuple[int, ...]:
     if not cpus:
         return tuple(sorted(os.sched_getaffinity(0)))
     allowed = _usable_cpus()
-    missing = sorted(set(cpus) - set(allowed))
-    try:
-        if missing:
-            raise OSError
-        os.sched_setaffinity(0, cpus)
-    except OSError:
-        bad = missing[0] if missing else cpus[0]
-        raise ValueError(
-            f"cpu_affinity: CPU {bad} is not available here; valid: {sorted(allowed)}"
-        ) from None
+    missing = sorted(set(cpus) - allowed)
+    bad = missing[0] if missing else None
+    if bad is None:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError:  # online, yet refused (a cpuset): the first asked stands for them
+            bad = cpus[0]
+    if bad is not None:
+        raise ValueError(f"cpu_affinity: CPU {bad} is not available here; valid: {sorted(allowed)}")
     return tuple(sorted(os.sched_getaffinity(0)))
 
 
