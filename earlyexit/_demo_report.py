@@ -121,13 +121,12 @@ def _cpu_text(cpu: Mapping[str, Any] | None) -> str:
     held = ("held" if cpu.get("held")
             else f"not held ({cpu.get('reason', '')}), so idle CPUs slept")  # fmt: skip
     rt, nice = cpu.get("realtime"), cpu.get("niceness")
-    prio = (
-        " and ".join(
-            [f"real-time (SCHED_FIFO {rt})"] * (rt is not None)
-            + [f"at niceness {nice}"] * (nice is not None)
-        )
-        or "at normal priority (real-time and niceness need CAP_SYS_NICE)"
-    )
+    prios = []
+    if rt is not None:
+        prios.append(f"real-time (SCHED_FIFO {rt})")
+    if nice is not None:
+        prios.append(f"at niceness {nice}")
+    prio = " and ".join(prios) or "at normal priority (real-time and niceness need CAP_SYS_NICE)"
     return (
         "\nThe tiers emulated on this host ran as separate devices would: each worker "
         "pinned to its own core in turn, and a CPU latency request of 0 us "
