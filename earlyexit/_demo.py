@@ -358,6 +358,9 @@ def _run_demo(
         measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)
         # held by run_demo already (if allowed): recorded in the profile
         cpu_latency_us=cpu["cpu_latency_us"] if cpu["held"] else None,
+        # the hops measured pinned as the deployments below run (unpinned, hop_cpu_s
+        # measured 0.10-0.17 ms against 0.07-0.08 ms pinned: 1 ms more on the Pi tier)
+        cpu_affinity=cpu["cpu_affinity"],
     )  # fmt: skip
     prof.save(out / "profile.json")
     plot_profile(prof, out / "profile.png")
