@@ -47,6 +47,9 @@ from earlyexit.planner.topology import resolve_profile, resolve_topology, tier_i
 
 __all__ = ["CostModel", "evaluate", "path_links"]
 
+IDLE_ITERATIONS = 100
+"""At most this many steps to a tier's idle between samples, a fixed point (docs/spec.md#idle-between-samples)."""
+
 
 def path_links(a: int, b: int) -> range:
     """Links on the path between tiers a and b: ``min(a,b) .. max(a,b)-1``.
@@ -115,6 +118,7 @@ class CostModel:
         # half to each end; per partition run, the CPU part a slower tier stretches
         h = np.array([0.0 if d.hop_s is None else float(d.hop_s) for d in devs])
         cpu = np.array([0.0 if d.hop_cpu_s is None else float(d.hop_cpu_s) for d in devs])
+        self.hop_cpu = cpu
         self.run_cpu = np.maximum((slow - 1.0) * cpu, -h)
         self.ct = ct + self.run_cpu[:, None, None]
         # under load (docs/spec.md#load): a partition run that follows another at once;
@@ -201,8 +205,9 @@ class CostModel:
         times and an idle curve runs a partition after idling at least g, the time the
         previous sample's answer and the next input spend on the wire before it can
         start, plus the sleep that emulates a slowdown s after the previous run of
-        the same partition, (s - 1) times its CPU; its ``ct`` becomes busy CT f(g) +
-        h(g). Returns the wire's part of g (M, N + 1): ``g[w, 0]``
+        the same partition, (s - 1) times its cooled CPU (a fixed point I); its
+        ``ct`` becomes busy CT f(I) + h(I) + (f(I) - 1) s hop_cpu_s + run_cpu (the
+        runtime's CPU cools too). Returns the wire's part of I (M, N + 1): ``g[w, 0]``
         for the first partition (``ct[w, 0]``), ``g[w, a]`` for a later one that
         starts after block a (``ct[w, a]``, reached from another tier).
         """
@@ -220,15 +225,25 @@ class CostModel:
             if curve is None or dev.partition_time_busy_s is None:
                 continue
             gs, fs, hs = curve
+            s, busy = self.slowdown[w], self.compute_busy[w]
+            # the worker's CPU per message, stretched: the partition's and the
+            # runtime's (s hop_cpu_s); both run on caches that cooled while it idled
+            runtime = max(s * self.hop_cpu[w], 0.0)
+            cpu = np.where(np.isfinite(busy), busy, 0.0) + runtime
             # a slowdown is emulated by sleeping (s - 1) times the CPU after each run:
-            # idle for the caches too, before the next sample's run of that partition
-            busy = self.compute_busy[w]
-            sleep = (
-                (self.slowdown[w] - 1.0) / self.slowdown[w] * np.where(np.isfinite(busy), busy, 0.0)
-            )
-            g = gaps[w][:, None] + np.maximum(sleep + self.run_cpu[w], 0.0)
-            f, h = np.interp(g, gs, fs), np.interp(g, gs, hs)
-            self.compute[w] = busy * f + h
+            # idle for the caches too, before the next sample's run of that partition.
+            # The sleep stretches the cooled CPU, so the idle is a fixed point
+            # g + (s - 1)/s cpu f(idle); f is non-decreasing, the iteration rises to it
+            k = max(s - 1.0, 0.0) / s  # a faster tier (s < 1) does not sleep
+            idle = gaps[w][:, None] + k * cpu
+            for _ in range(IDLE_ITERATIONS):
+                f = np.interp(idle, gs, fs)
+                idle, before = gaps[w][:, None] + k * cpu * f, idle
+                if np.max(idle - before, initial=0.0) <= 1e-12:
+                    break
+            f = np.interp(idle, gs, fs)
+            h = np.interp(idle, gs, hs)
+            self.compute[w] = busy * f + h + (f - 1.0) * runtime
             self.ct[w] = self.compute[w] + self.run_cpu[w]
         return gaps
 

@@ -12,7 +12,23 @@ from earlyexit.planner import evaluate
 from earlyexit.planner.latency import CostModel
 from earlyexit.planner.synthetic import synthetic_profile
 
-CURVE = {"gap_s": [0.001, 0.01], "factor": [1.2, 2.0], "wake_s": [1e-4, 5e-4]}
+CURVE = {"gap_s": [0.001, 0.01, 0.3], "factor": [1.2, 1.5, 2.0], "wake_s": [1e-4, 3e-4, 5e-4]}
+HOP_CPU = {"a1.medium": 3e-3, "g4dn.xlarge": 2e-4}  # the runtime's CPU per partition run
+
+
+def _cooled(at, g, slowdown, busy, hop_cpu):
+    """(f, h, compute) by hand: the least idle x = g + sleep(x), where the emulation of a
+    slower tier sleeps (s - 1) times the cooled CPU, f(x) (busy + s hop_cpu), after each run."""
+    runtime = max(slowdown * (hop_cpu or 0.0), 0.0)
+    x = g
+    for _ in range(10_000):
+        f, _h = at(x)
+        nxt = g + max(0.0, slowdown - 1) / slowdown * (busy + runtime) * f
+        if abs(nxt - x) < 1e-16:
+            break
+        x = nxt
+    f, h = at(x)
+    return f, h, busy * f + h + (f - 1.0) * runtime
 
 
 def _line(f, h):
@@ -36,6 +52,8 @@ def _setup(with_curve=("a1.medium", "g4dn.xlarge"), busy=True):
             dev,
             partition_time_busy_s=dev.partition_time_s * 0.5 if busy else None,
             idle_curve=CURVE if name in with_curve else None,
+            hop_s=1e-4,
+            hop_cpu_s=HOP_CPU.get(name),
         )
         for name, dev in base.devices.items()
     }
@@ -90,9 +108,11 @@ def test_the_gaps_and_the_compute_by_hand():
                     continue
                 # an emulated slower tier (2x) also slept as long as it ran, after the last run
                 busy = 0.5 * profiled
-                f, h = at(want[w, a] + max(0.0, (tier.slowdown - 1) / tier.slowdown * busy))
-                assert cm.compute[w, a, c] == pytest.approx(busy * f + h, rel=1e-12)
+                _f, _h, compute = _cooled(at, want[w, a], tier.slowdown, busy, dev.hop_cpu_s)
+                assert cm.compute[w, a, c] == pytest.approx(compute, rel=1e-12)
                 assert cm.ct[w, a, c] == cm.compute[w, a, c] + cm.run_cpu[w]
+                run_cpu = max((tier.slowdown - 1) * (dev.hop_cpu_s or 0.0), -dev.hop_s)
+                assert cm.run_cpu[w] == pytest.approx(run_cpu, rel=1e-12)
 
 
 def test_evaluate_charges_each_partition_its_own_gap():
@@ -108,10 +128,13 @@ def test_evaluate_charges_each_partition_its_own_gap():
         )
 
     g = _gaps_by_hand(prof, topo)
-    f0, h0 = at(g[0, 0] + busy(0, 0, 3) / 2)  # the edge (2x: it slept as long as it ran), first
-    f2, h2 = at(g[2, 3])  # the cloud (0.5x: no sleep), reached after block 3
+    # the edge (2x: it slept as long as it ran, its CPU cooled), first
+    *_, edge = _cooled(at, g[0, 0], 2.0, busy(0, 0, 3), HOP_CPU["a1.medium"])
+    # the cloud (0.5x: no sleep), reached after block 3
+    f2, h2 = at(g[2, 3])
+    cloud = busy(2, 3, 7) * f2 + h2 + (f2 - 1) * 0.5 * HOP_CPU["g4dn.xlarge"]
     fog = prof.devices["m4.large"].partition_time_s[7, 9]  # no curve: as profiled
-    want = busy(0, 0, 3) * f0 + h0 + busy(2, 3, 7) * f2 + h2 + fog
+    want = edge + cloud + fog
     assert est.breakdown_s["compute"] == pytest.approx(want, rel=1e-12)
 
 
