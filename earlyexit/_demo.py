@@ -356,6 +356,8 @@ def _run_demo(
         model, batches, DEVICE, threads=1, engine="onnx", gap_s=GAP_S, reps=8,
         dataset_name="fashion-mnist (embedded test images, even)", progress=not steps.quiet,
         measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)
+        # how a far tier cools while its sample is on a link (docs/spec.md#idle-between-samples)
+        link_idle_curve=True,
         # held by run_demo already (if allowed): recorded in the profile
         cpu_latency_us=cpu["cpu_latency_us"] if cpu["held"] else None,
         # the hops measured pinned as the deployments below run (unpinned, hop_cpu_s

@@ -159,12 +159,12 @@ def test_every_profile_flag_reaches_profile(monkeypatch, tmp_path):
         str(ckpt), real["data"].default, real["device_name"].default)  # fmt: skip
     keys = ("threads", "batch_size", "thresholds", "calibrate", "reps", "percentile",
             "granularity", "engine", "gap_s", "measure_hops", "cpu_latency_us",
-            "worker_idle_curve", "idle_slowdown", "cpu_affinity")  # fmt: skip
+            "worker_idle_curve", "link_idle_curve", "idle_slowdown", "cpu_affinity")  # fmt: skip
     assert {k: seen["kwargs"][k] for k in keys} == {k: real[k].default for k in keys}
     assert seen["kwargs"]["progress"] is True
     argv = [*base, "--data", "mnist", "--device-name", "pi", "--threads", "2", "--batch-size", "4",
             "--thresholds", "0,0.5 1", "--calibrate", "--engine", "onnx", "--gap-ms", "20",
-            "--measure-hops", "--worker-idle-curve", "--reps", "3", "--percentile", "90", "--compare-granularity",
+            "--measure-hops", "--worker-idle-curve", "--link-idle-curve", "--reps", "3", "--percentile", "90", "--compare-granularity",
             "--cpu-latency-us", "0", "--idle-slowdown", "10", "--cpu-affinity", "spread",
             "--json"]  # fmt: skip
     with pytest.raises(_Reached):
@@ -175,7 +175,7 @@ def test_every_profile_flag_reaches_profile(monkeypatch, tmp_path):
         "threads": 2, "batch_size": 4, "thresholds": [0.0, 0.5, 1.0], "calibrate": True,
         "reps": 3, "percentile": 90.0, "granularity": True, "engine": "onnx",
         "gap_s": pytest.approx(0.02), "measure_hops": True, "progress": False,
-        "cpu_latency_us": 0, "worker_idle_curve": True, "idle_slowdown": 10.0,
+        "cpu_latency_us": 0, "worker_idle_curve": True, "link_idle_curve": True, "idle_slowdown": 10.0,
         "cpu_affinity": "spread",
     }  # fmt: skip
 

@@ -225,8 +225,30 @@ def test_idle_curve_wake_times_optional_round_trip_and_checked():
         Profile.from_dict(d)
     d["devices"]["edge"]["idle_curve"] = {"gap_s": [0.01], "factor": [1.2], "wake": [0.1]}
     with pytest.raises(
-        ValueError, match=r"unknown field\(s\) \['wake'\]; valid: gap_s, factor, wake_s"
+        ValueError, match=r"unknown field\(s\) \['wake'\]; valid: gap_s, factor, wake_s, cold_s"
     ):
+        Profile.from_dict(d)
+
+
+def test_link_idle_curve_optional_round_trip_and_checked():
+    """``link_idle_curve``: absent stays absent (old profiles keep their digest), set
+    round-trips, and is checked as an idle curve, named as itself."""
+    p = synthetic_profile(4, ("edge",))
+    d = json.loads(json.dumps(p.to_dict()))
+    assert "link_idle_curve" not in d["devices"]["edge"]
+    assert Profile.from_dict(d).devices["edge"].link_idle_curve is None
+    assert Profile.from_dict(d).digest() == p.digest()
+    curve = {"gap_s": [0.01, 0.1], "factor": [1.5, 1.8], "wake_s": [0.0001, 0.0003]}
+    d["devices"]["edge"]["link_idle_curve"] = curve
+    q = Profile.from_dict(d)
+    assert Profile.from_dict(q.to_dict()).devices["edge"].link_idle_curve == curve
+    assert q.devices["edge"].idle_curve == p.devices["edge"].idle_curve
+    assert q.digest() != p.digest()
+    d["devices"]["edge"]["link_idle_curve"] = {"gap_s": [0.01, 0.1], "factor": [0.9, 1.2]}
+    with pytest.raises(ValueError, match=r"edge'\]\.link_idle_curve\.factor.*>= 1"):
+        Profile.from_dict(d)
+    d["devices"]["edge"]["link_idle_curve"] = [1.2]
+    with pytest.raises(TypeError, match=r"link_idle_curve"):
         Profile.from_dict(d)
 
 

@@ -61,7 +61,10 @@ class DeviceProfile:
             (f(0) = 1, linear between the points, f_J beyond the last); gaps > 0
             increasing, factors >= 1. Optional ``"wake_s": [h_1 .. h_J]`` (>= 0, h(0)
             = 0): the wall time beyond that CPU that a message finding the device's
-            worker idle for g pays (waking up; not stretched by a slowdown). The
+            worker idle for g pays (waking up; not stretched by a slowdown).
+            Optional ``"cold_s": [c_1 .. c_J]`` (>= 0, c(0) = 0): CPU that such a
+            message pays once whatever its partition (stretched by a slowdown;
+            the one-sample-at-a-time model reads it, the load model does not). The
             load model runs a message that finds its tier empty at the busy time
             times the mean of f, plus the mean of h, over the idle time before it
             (docs/spec.md#load). None: the idle-gap time ``partition_time_s`` instead.
@@ -69,6 +72,12 @@ class DeviceProfile:
             ``hop_s``, half charged to each end (the emulated link's relay on the
             host that measured it), measured by
             :func:`earlyexit.profiling.overhead.measure_link_hop`. None counts as 0.
+        link_idle_curve: optional, as ``idle_curve``, for a worker whose idle is
+            a sample's time on a link (a far tier waiting for its input): measured
+            through an emulated link (:func:`earlyexit.profiling.overhead.measure_idle_curve`
+            with ``through_links``). One sample at a time, the latency model reads
+            it for a partition whose idle includes wire time
+            (docs/spec.md#idle-between-samples). None: ``idle_curve`` there too.
     """
 
     partition_time_s: np.ndarray
@@ -83,10 +92,11 @@ class DeviceProfile:
     partition_time_busy_s: np.ndarray | None = None
     idle_curve: dict[str, list[float]] | None = None
     link_hop_s: float | None = None
+    link_idle_curve: dict[str, list[float]] | None = None
 
     _KEYS = ("partition_time_s", "serialize_s", "deserialize_s", "result_serialize_s",
              "result_deserialize_s", "meta", "hop_s", "hop_cpu_s", "partition_time_busy_s",
-             "idle_curve", "link_hop_s")
+             "idle_curve", "link_hop_s", "link_idle_curve")
 
     def __post_init__(self) -> None:
         self.partition_time_s = np.asarray(self.partition_time_s, dtype=np.float64)
@@ -107,6 +117,8 @@ class DeviceProfile:
             )
         if self.idle_curve is not None:
             self.idle_curve = _idle_curve(self.idle_curve, "device.idle_curve")
+        if self.link_idle_curve is not None:
+            self.link_idle_curve = _idle_curve(self.link_idle_curve, "device.link_idle_curve")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
@@ -120,6 +132,9 @@ class DeviceProfile:
         curve = data.get("idle_curve")
         if curve is not None:
             curve = _idle_curve(curve, f"{name}.idle_curve")
+        linked = data.get("link_idle_curve")
+        if linked is not None:
+            linked = _idle_curve(linked, f"{name}.link_idle_curve")
         ser = _array(_req(data, "serialize_s", name), f"{name}.serialize_s", (n + 1,), lo=0.0)
         de = _array(_req(data, "deserialize_s", name), f"{name}.deserialize_s", (n + 1,), lo=0.0)
         rs = _float(_req(data, "result_serialize_s", name), f"{name}.result_serialize_s", lo=0.0)
@@ -135,7 +150,7 @@ class DeviceProfile:
         if link is not None:
             link = _float(link, f"{name}.link_hop_s", lo=0.0)
         return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop, cpu, busy,
-                   curve, link)  # fmt: skip
+                   curve, link, linked)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of docs/spec.md (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
@@ -158,17 +173,19 @@ class DeviceProfile:
             out["idle_curve"] = {k: list(v) for k, v in self.idle_curve.items()}
         if self.link_hop_s is not None:
             out["link_hop_s"] = float(self.link_hop_s)
+        if self.link_idle_curve is not None:
+            out["link_idle_curve"] = {k: list(v) for k, v in self.link_idle_curve.items()}
         return out
 
 
 def _idle_curve(raw: Any, what: str) -> dict[str, list[float]]:
-    """``{"gap_s": [...], "factor": [...], "wake_s": [...]}``: gaps > 0 increasing, factors
-    >= 1, wake times >= 0 (optional), all of the same length."""
+    """``{"gap_s": [...], "factor": [...], "wake_s": [...], "cold_s": [...]}``: gaps > 0
+    increasing, factors >= 1, wake times and cold CPU >= 0 (optional), all of the same length."""
     _mapping(raw, what, "{'gap_s': [...], 'factor': [...]}")
-    unknown = set(raw) - {"gap_s", "factor", "wake_s"}
+    unknown = set(raw) - {"gap_s", "factor", "wake_s", "cold_s"}
     if unknown:
         raise ValueError(
-            f"{what}: unknown field(s) {sorted(unknown)}; valid: gap_s, factor, wake_s"
+            f"{what}: unknown field(s) {sorted(unknown)}; valid: gap_s, factor, wake_s, cold_s"
         )
     g = _req(raw, "gap_s", what)
     j = len(g) if isinstance(g, (list, tuple)) else -1
@@ -179,8 +196,9 @@ def _idle_curve(raw: Any, what: str) -> dict[str, list[float]]:
     if gaps[0] <= 0 or np.any(np.diff(gaps) <= 0):
         raise ValueError(f"{what}.gap_s: expected increasing gaps > 0, got {gaps.tolist()}")
     out = {"gap_s": gaps.tolist(), "factor": fac.tolist()}
-    if raw.get("wake_s") is not None:
-        out["wake_s"] = _array(raw["wake_s"], f"{what}.wake_s", (j,), lo=0.0).tolist()
+    for key in ("wake_s", "cold_s"):
+        if raw.get(key) is not None:
+            out[key] = _array(raw[key], f"{what}.{key}", (j,), lo=0.0).tolist()
     return out
 
 

@@ -71,9 +71,11 @@ class CostModel:
             after another (the device's ``partition_time_busy_s``, at most ``ct``;
             ``ct`` itself where no device has one nor an ``idle_curve``, ``has_busy``
             False); ``compute_busy`` without ``run_cpu``; ``idle_curves[w]``: the
-            tier's (gaps, factors, wake times) with (0, 1, 0) first, or None.
-            Where a tier has both, ``compute`` is its busy time after the least
-            idle of one sample at a time, ``idle_gap[w, a]`` (a: the block before).
+            tier's (gaps, factors, wake times) with (0, 1, 0) first, or None;
+            ``link_idle_curves[w]`` the same of its ``link_idle_curve``.
+            Where a tier has busy times and a curve, ``compute`` is its busy time
+            after the least idle of one sample at a time, ``idle_gap[w, a]`` (a:
+            the block before), on the link curve where that idle holds wire time.
         ser[v, w, i], txm[v, w, i]: serialize+deserialize and transmit time of
             O_i from tier v to tier w; prop[v, w]: propagation.
         hop[v, w]: H_{v,w}, the runtime's cost of one hand-off from tier v to w.
@@ -133,17 +135,14 @@ class CostModel:
                 )
         # after an idle gap g, a run takes f(g) times the busy one (the device's idle_curve)
         # and a message that finds its worker idle pays h(g) more, not stretched (wake_s)
-        self.idle_curves: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [
-            None
-            if d.idle_curve is None
-            else (
-                np.array([0.0, *d.idle_curve["gap_s"]]),
-                np.array([1.0, *d.idle_curve["factor"]]),
-                np.array([0.0, *d.idle_curve.get("wake_s", [0.0] * len(d.idle_curve["gap_s"]))]),
-            )
-            for d in devs
+        self.idle_curves = [
+            None if c is None else c[:3] for c in map(_curve, (d.idle_curve for d in devs))
         ]
-        self.has_busy = bool(np.any(busy < ct)) or any(c is not None for c in self.idle_curves)
+        # one sample at a time, an idle that holds wire time: the device's link_idle_curve
+        self.link_idle_curves = [_curve(d.link_idle_curve) for d in devs]
+        self.has_busy = bool(np.any(busy < ct)) or any(
+            c is not None for c in (*self.idle_curves, *self.link_idle_curves)
+        )
         self.compute_busy = busy
         self.ct_busy = busy + self.run_cpu[:, None, None] if self.has_busy else self.ct
 
@@ -221,31 +220,43 @@ class CostModel:
                     for v in range(m) if v != w]  # fmt: skip
             gaps[w, 1:] = (np.min(ways, axis=0) if ways else gaps[w, 0]) + back[w]
         for w, dev in enumerate(devs):
-            curve = self.idle_curves[w]
-            if curve is None or dev.partition_time_busy_s is None:
+            quiet, linked = _curve(dev.idle_curve), self.link_idle_curves[w]
+            if (quiet is None and linked is None) or dev.partition_time_busy_s is None:
                 continue
-            gs, fs, hs = curve
-            s, busy = self.slowdown[w], self.compute_busy[w]
-            # the worker's CPU per message, stretched: the partition's and the
-            # runtime's (s hop_cpu_s); both run on caches that cooled while it idled
-            runtime = max(s * self.hop_cpu[w], 0.0)
-            cpu = np.where(np.isfinite(busy), busy, 0.0) + runtime
-            # a slowdown is emulated by sleeping (s - 1) times the CPU after each run:
-            # idle for the caches too, before the next sample's run of that partition.
-            # The sleep stretches the cooled CPU, so the idle is a fixed point
-            # g + (s - 1)/s cpu f(idle); f is non-decreasing, the iteration rises to it
-            k = max(s - 1.0, 0.0) / s  # a faster tier (s < 1) does not sleep
-            idle = gaps[w][:, None] + k * cpu
-            for _ in range(IDLE_ITERATIONS):
-                f = np.interp(idle, gs, fs)
-                idle, before = gaps[w][:, None] + k * cpu * f, idle
-                if np.max(idle - before, initial=0.0) <= 1e-12:
-                    break
-            f = np.interp(idle, gs, fs)
-            h = np.interp(idle, gs, hs)
-            self.compute[w] = busy * f + h + (f - 1.0) * runtime
+            compute = [self._cooled(w, gaps[w], c) if c is not None else None
+                       for c in (quiet, linked)]  # fmt: skip
+            if compute[1] is None:  # no link curve: the idle curve throughout
+                self.compute[w] = compute[0]
+            elif compute[0] is None:  # no idle curve: the link curve where it applies
+                self.compute[w] = np.where((gaps[w] > 0)[:, None], compute[1], self.compute[w])
+            else:
+                self.compute[w] = np.where((gaps[w] > 0)[:, None], compute[1], compute[0])
             self.ct[w] = self.compute[w] + self.run_cpu[w]
         return gaps
+
+    def _cooled(self, w: int, gaps: np.ndarray, curve: tuple[np.ndarray, ...]) -> np.ndarray:
+        """Tier ``w``'s compute (N + 1, N + 1) after the wire's idle ``gaps`` (N + 1) on ``curve``."""
+        gs, fs, hs, cs = curve
+        s, busy = self.slowdown[w], self.compute_busy[w]
+        # the worker's CPU per message, stretched: the partition's and the
+        # runtime's (s hop_cpu_s); both run on caches that cooled while it idled,
+        # f times longer, and a message pays the cold CPU c once, stretched too
+        runtime = max(s * self.hop_cpu[w], 0.0)
+        cpu = np.where(np.isfinite(busy), busy, 0.0) + runtime
+        # a slowdown is emulated by sleeping (s - 1) times the CPU after each run:
+        # idle for the caches too, before the next sample's run of that partition.
+        # The sleep stretches the cooled CPU, so the idle is a fixed point
+        # g + (s - 1)/s (cpu f(idle) + s c(idle)); f and c are non-decreasing, the
+        # iteration rises to it
+        k = max(s - 1.0, 0.0) / s  # a faster tier (s < 1) does not sleep
+        idle = gaps[:, None] + k * cpu
+        for _ in range(IDLE_ITERATIONS):
+            f, c = np.interp(idle, gs, fs), np.interp(idle, gs, cs)
+            idle, before = gaps[:, None] + k * (cpu * f + s * c), idle
+            if np.max(idle - before, initial=0.0) <= 1e-12:
+                break
+        f, c, h = np.interp(idle, gs, fs), np.interp(idle, gs, cs), np.interp(idle, gs, hs)
+        return busy * f + s * c + h + (f - 1.0) * runtime
 
     def busy_view(self) -> CostModel:
         """This model with ``ct`` set to ``ct_busy`` (itself without busy times): the
@@ -318,6 +329,16 @@ class CostModel:
             lat += add(e[k], self.transfer_parts(tiers[k], self.destination, None))
             prev = cuts[k]
         return lat, parts
+
+
+def _curve(raw: Mapping[str, Any] | None) -> tuple[np.ndarray, ...] | None:
+    """An idle curve's (gaps, factors, wake times, cold CPU), from (0, 1, 0, 0); None stays None."""
+    if raw is None:
+        return None
+    zeros = [0.0] * len(raw["gap_s"])
+    return (np.array([0.0, *raw["gap_s"]]), np.array([1.0, *raw["factor"]]),
+            np.array([0.0, *raw.get("wake_s", zeros)]),
+            np.array([0.0, *raw.get("cold_s", zeros)]))  # fmt: skip
 
 
 def _check_tiers(tiers: Sequence[int | str], topology: Topology, n_parts: int) -> list[int]:

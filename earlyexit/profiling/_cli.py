@@ -142,6 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_param(p, sig["gap_s"], "--gap-ms", type=float_range(0, 10_000), scale=1e-3, unit="ms")
     add_param(p, sig["measure_hops"], more="Takes about 10 s.")
     add_param(p, sig["worker_idle_curve"])
+    add_param(p, sig["link_idle_curve"])
     add_param(p, sig["idle_slowdown"], type=float_range(1.0, 1e6, lo_open=True))
     add_param(p, sig["cpu_affinity"], choices=("spread",))
     add_param(p, sig["cpu_latency_us"], type=int_range(0, 2_000_000_000), metavar="US")

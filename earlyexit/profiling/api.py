@@ -88,6 +88,7 @@ def profile(
     dataset_name: str | None = None,
     measure_hops: bool = False,
     worker_idle_curve: bool = False,
+    link_idle_curve: bool = False,
     idle_slowdown: float = 1.01,
     cpu_affinity: str | None = None,
     cpu_latency_us: int | None = None,
@@ -140,11 +141,16 @@ def profile(
             (:func:`~earlyexit.profiling.overhead.measure_idle_curve`, with the
             wake-up times ``wake_s``; about 25 s more); the one-process curve is
             kept in the device's ``idle_curve_in_process``.
-        idle_slowdown: with ``worker_idle_curve``, the slowdown (> 1) its worker
+        link_idle_curve: with an idle gap, also measure the ``link_idle_curve``:
+            the worker's idle curve when the idle is its sample's time on an
+            emulated link, as a far tier idles (``measure_idle_curve(through_links=True)``,
+            with block 1 alone as its ``small`` partition for the cold CPU ``cold_s``;
+            about 40 s more; docs/spec.md#idle-between-samples).
+        idle_slowdown: with ``worker_idle_curve`` or ``link_idle_curve``, the slowdown (> 1) its worker
             emulates: that of the tier the curve is for (10 for the demo's Pi),
             whose back-to-back runs already include the cooling of the
             emulator's own sleeps; 1.01 measures the host's own cooling.
-        cpu_affinity: with ``worker_idle_curve`` or ``measure_hops``, ``"spread"``
+        cpu_affinity: with ``worker_idle_curve``, ``link_idle_curve`` or ``measure_hops``, ``"spread"``
             pins their workers and the rest of their deployments as
             ``deploy(cpu_affinity="spread")`` does; None pins nothing.
         cpu_latency_us: hold a CPU wake-up latency request of this many
@@ -183,6 +189,10 @@ def profile(
         raise TypeError(f"worker_idle_curve must be True or False, got {worker_idle_curve!r}")
     if worker_idle_curve and not gap_s > 0:
         raise ValueError("worker_idle_curve needs an idle gap (gap_s > 0): the curve goes with it")
+    if not isinstance(link_idle_curve, bool):
+        raise TypeError(f"link_idle_curve must be True or False, got {link_idle_curve!r}")
+    if link_idle_curve and not gap_s > 0:
+        raise ValueError("link_idle_curve needs an idle gap (gap_s > 0): the curve goes with it")
     bad = isinstance(idle_slowdown, bool) or not isinstance(idle_slowdown, (int, float))
     if bad or not 1.0 < idle_slowdown < float("inf"):
         raise ValueError(f"idle_slowdown must be a number > 1, got {idle_slowdown!r}")
@@ -305,6 +315,20 @@ def profile(
                    "idle": {**{k: measured[k] for k in ("cpu_s", "round_trip_s", "method")},
                             **how}},
         )  # fmt: skip
+    if link_idle_curve:  # the idle curve of a worker whose sample is on a link
+        measured = _worker_idle_curve(model, prof, sample[:1], cpu_latency_us, through_links=True,
+                                      slowdown=float(idle_slowdown), cpu_affinity=cpu_affinity)  # fmt: skip
+        dev = prof.devices[device_name]
+        how = {"slowdown": float(idle_slowdown), "cpu_affinity": cpu_affinity}
+        prof.devices[device_name] = dataclasses.replace(
+            dev,
+            link_idle_curve={k: measured[k] for k in ("gap_s", "factor", "wake_s", "cold_s")
+                             if k in measured},
+            extra={**dev.extra,
+                   "link_idle": {**{k: measured[k] for k in ("cpu_s", "cpu_small_s", "round_trip_s",
+                                                               "method") if k in measured},
+                                 **how}},
+        )  # fmt: skip
     return prof
 
 
@@ -324,11 +348,17 @@ def _worker_idle_curve(
 
     device = next(iter(prof.devices))
     topo = Topology((Tier("device", device, 1.0),), ())
-    plan = make_plan(CostModel(prof, topo), 0.0, [prof.num_blocks], [0])
+    cm = CostModel(prof, topo)
     with tempfile.TemporaryDirectory(prefix="earlyexit-idle-") as tmp:
-        bundle = os.path.join(tmp, "bundle")
-        export_bundle(model, plan, bundle, formats="onnx", verify_data=sample)
-        return measure_idle_curve(bundle, cpu_latency_us=cpu_latency_us, **how)
+        paths = []
+        # through a link, block 1 alone too: the cold CPU every message pays (cold_s)
+        ends = [prof.num_blocks, *([1] if how.get("through_links") and prof.num_blocks > 1 else [])]
+        for end in ends:
+            paths.append(os.path.join(tmp, f"blocks-1-{end}"))
+            export_bundle(model, make_plan(cm, 0.0, [end], [0]), paths[-1], formats="onnx",
+                          verify_data=sample)  # fmt: skip
+        small = paths[1] if len(paths) > 1 else None
+        return measure_idle_curve(paths[0], cpu_latency_us=cpu_latency_us, small=small, **how)
 
 
 def _first_inputs(batches: Iterable, batch_size: int) -> torch.Tensor:

@@ -459,6 +459,8 @@ def measure_idle_curve(
     cpu_latency_us: int | None = None,
     slowdown: float = 1.01,
     cpu_affinity: str | None = None,
+    through_links: bool = False,
+    small: str | Any | None = None,
 ) -> dict[str, Any]:
     """A device's idle curve measured in a real tier worker (``idle_curve``, docs/spec.md#load).
 
@@ -482,6 +484,17 @@ def measure_idle_curve(
       (RTT(g) - s CPU(g)) - (RTT(0) - s CPU(0)) with s the slowdown, at least 0 and non-decreasing:
       wake-ups of the worker and of the client, which a slowdown does not stretch.
 
+    With ``through_links`` the idle is a sample's time on a link, as a far tier
+    idles (``link_idle_curve``, docs/spec.md#idle-between-samples): the
+    partitions are deployed behind a source tier, the links emulated, and the
+    gap is the first link's propagation there and back (g/2 each way), the
+    client sending each sample as the previous answer arrives; RTT(g) is taken
+    net of g, and g = 0 is measured through the links too, so that the relays'
+    own hand-offs (``link_hop_s``) cancel out of h. Measured on the development
+    machine (the demo's ResNet-20, slowdown 1.01, pinned), a worker that idled
+    10 ms this way spent 1.24 ms of CPU on a message, against 0.90-0.97 ms when
+    its client slept as long.
+
     Args:
         bundle: a bundle directory (its first partition is timed).
         gaps_s: the idle gaps, > 0 and increasing.
@@ -494,14 +507,26 @@ def measure_idle_curve(
             tier would).
         cpu_affinity: ``deploy(cpu_affinity=)``: ``"spread"`` to measure the
             worker pinned as the deployments it stands for run.
+        through_links: make the idle a link's propagation, not the client's sleep.
+        small: a second bundle whose first partition is much smaller (one block):
+            measured alike, it separates what every message pays once after
+            the idle, ``cold_s`` c(g), from what scales with the partition,
+            CPU(g) = f(g) CPU(0) + c(g) through both (then f = (CPU(g) -
+            CPU_small(g)) / (CPU(0) - CPU_small(0)); both at least their value
+            at g = 0 and non-decreasing). Through a link on the development
+            machine the cold CPU was most of it: block 1 alone took 0.11 ms of
+            CPU back to back and 0.29 ms after 10 ms, the whole ResNet-20 0.75
+            and 1.10 ms.
 
     Returns:
-        ``{"gap_s", "factor", "wake_s"}`` (a profile's ``idle_curve``) and, as
-        measured, ``"cpu_s"`` and ``"round_trip_s"`` (index 0: back to back),
-        ``"method"``.
+        ``{"gap_s", "factor", "wake_s"}`` (a profile's ``idle_curve``, or
+        ``link_idle_curve`` with ``through_links``) and, as measured,
+        ``"cpu_s"`` and ``"round_trip_s"`` (index 0: back to back; net of the
+        gap through links), ``"method"``; with ``small``, also ``"cold_s"``
+        and the small partition's ``"cpu_small_s"``.
 
     Raises:
-        ValueError: bad gaps or counts.
+        ValueError: bad gaps or counts, or ``small`` not faster than ``bundle``.
 
     Example:
         ```python
@@ -522,33 +547,73 @@ def measure_idle_curve(
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     if isinstance(slowdown, bool) or not isinstance(slowdown, (int, float)) or not slowdown > 1.0:
         raise ValueError(f"slowdown must be a number > 1, got {slowdown!r}")
-    # a tier per partition, slowed down: the workers count the thread CPU they stretch
-    num = len(Manifest.load(bundle).partitions)
-    topo = Topology(tuple(Tier(f"t{j}", "cpu", float(slowdown)) for j in range(num)),
-                    tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)  # fmt: skip
-    cpu, rtt = [], []
+    if not isinstance(through_links, bool):
+        raise TypeError(f"through_links must be True or False, got {through_links!r}")
+    if small is not None:
+        Manifest.load(small)  # a clear error for a bad path before anything is deployed
+
+    def cpu_and_rtt(path: str | Any, gap: float, back_to_back: float | None) -> tuple[float, float]:
+        """The first worker's CPU per timed message and the median round trip after ``gap``."""
+        # a tier per partition, slowed down: the workers count the thread CPU they stretch
+        num = len(Manifest.load(path).partitions)
+        workers = tuple(Tier(f"t{j}", "cpu", float(slowdown)) for j in range(num))
+        first = 1 if through_links else 0  # through links: behind a source tier of the client's
+        if through_links:
+            topo = Topology((Tier("source", "cpu", 1.0), *workers),
+                            (Link(1e5, gap / 2 * 1e3), *(Link(1e5, 0.0) for _ in range(num - 1))),
+                            mtu_bytes=9000)  # fmt: skip
+        else:
+            topo = Topology(workers, tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)
+        with deploy(path, threshold=1.0, tiers=list(range(first, first + num)), topology=topo,
+                    emulate_links=through_links, cpu_affinity=cpu_affinity) as d:  # fmt: skip
+            x = d.inputs(warmup + samples, seed=2)
+            for i in range(warmup):
+                d.client.infer(x[i], timeout_s=30.0)
+            lat = []
+            for i in range(warmup, warmup + samples):
+                if gap and not through_links:
+                    time.sleep(gap)
+                took = d.client.infer(x[i], timeout_s=30.0).latency_s
+                lat.append(took - gap if through_links else took)
+        st = d.final_stats(0)
+        tot, n = float(st["cpu_s"]), int(st["received"])
+        if back_to_back is not None:  # the warm-up ran back to back: take it out at that rate
+            tot, n = tot - (n - samples) * back_to_back, samples
+        return max(tot, 0.0) / max(1, n), float(np.median(lat))
+
+    cpu: list[float] = []
+    rtt: list[float] = []
+    cpu_small: list[float] = []
     with hold_cpu_latency(cpu_latency_us, quiet=True):
         for gap in (0.0, *gaps):
-            with deploy(bundle, threshold=1.0, tiers=list(range(num)), topology=topo,
-                        emulate_links=False, cpu_affinity=cpu_affinity) as d:  # fmt: skip
-                x = d.inputs(warmup + samples, seed=2)
-                for i in range(warmup):
-                    d.client.infer(x[i], timeout_s=30.0)
-                lat = []
-                for i in range(warmup, warmup + samples):
-                    if gap:
-                        time.sleep(gap)
-                    lat.append(d.client.infer(x[i], timeout_s=30.0).latency_s)
-            st = d.final_stats(0)
-            tot, n = float(st["cpu_s"]), int(st["received"])
-            if cpu:  # the warm-up messages ran back to back: take them out at that rate
-                tot, n = tot - (n - samples) * cpu[0], samples
-            cpu.append(max(tot, 0.0) / max(1, n))
-            rtt.append(float(np.median(lat)))
-    fac = np.maximum.accumulate(np.maximum(np.array(cpu[1:]) / cpu[0], 1.0))
-    emulated = float(slowdown) * np.array(cpu)  # the CPU's wall time, stretched
+            c, r = cpu_and_rtt(bundle, gap, cpu[0] if cpu else None)
+            cpu.append(c)
+            rtt.append(r)
+            if small is not None:
+                cpu_small.append(cpu_and_rtt(small, gap, cpu_small[0] if cpu_small else None)[0])
+    big = np.array(cpu)
+    if small is None:
+        fac = np.maximum.accumulate(np.maximum(big[1:] / big[0], 1.0))
+        cold = None
+    else:
+        # CPU(g) = f(g) CPU(0) + c(g) through both partitions: f scales with the partition,
+        # c is what every message pays once
+        little = np.array(cpu_small)
+        if not big[0] > little[0]:
+            raise ValueError(
+                f"small must be the faster partition: back to back it took {little[0]:.3g} s "
+                f"of CPU against {big[0]:.3g} s for bundle"
+            )
+        fac = np.maximum.accumulate(np.maximum((big[1:] - little[1:]) / (big[0] - little[0]), 1.0))
+        cold = np.maximum.accumulate(np.maximum(little[1:] - fac * little[0], 0.0))
+    emulated = float(slowdown) * big  # the CPU's wall time, stretched
     wake = np.array(rtt[1:]) - emulated[1:] - (rtt[0] - emulated[0])
     wake = np.maximum.accumulate(np.maximum(wake, 0.0))
-    return {"gap_s": gaps, "factor": fac.tolist(), "wake_s": wake.tolist(),
-            "cpu_s": cpu, "round_trip_s": rtt,
-            "method": "a tier worker's CPU per message and round trip after each idle gap"}  # fmt: skip
+    how = "its sample's time on an emulated link" if through_links else "the client's sleep"
+    out = {"gap_s": gaps, "factor": fac.tolist(), "wake_s": wake.tolist(),
+           "cpu_s": cpu, "round_trip_s": rtt,
+           "method": f"a tier worker's CPU per message and round trip after each idle gap ({how})"}  # fmt: skip
+    if cold is not None:
+        out.update(cold_s=cold.tolist(), cpu_small_s=cpu_small)
+        out["method"] += "; the cold CPU every message pays from a second, smaller partition"
+    return out

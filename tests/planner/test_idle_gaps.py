@@ -16,26 +16,27 @@ CURVE = {"gap_s": [0.001, 0.01, 0.3], "factor": [1.2, 1.5, 2.0], "wake_s": [1e-4
 HOP_CPU = {"a1.medium": 3e-3, "g4dn.xlarge": 2e-4}  # the runtime's CPU per partition run
 
 
-def _cooled(at, g, slowdown, busy, hop_cpu):
+def _cooled(at, g, slowdown, busy, hop_cpu, cold=lambda x: 0.0):
     """(f, h, compute) by hand: the least idle x = g + sleep(x), where the emulation of a
-    slower tier sleeps (s - 1) times the cooled CPU, f(x) (busy + s hop_cpu), after each run."""
+    slower tier sleeps (s - 1) times the cooled CPU, f(x) (busy + s hop_cpu) + s cold(x),
+    after each run."""
     runtime = max(slowdown * (hop_cpu or 0.0), 0.0)
     x = g
     for _ in range(10_000):
         f, _h = at(x)
-        nxt = g + max(0.0, slowdown - 1) / slowdown * (busy + runtime) * f
+        nxt = g + max(0.0, slowdown - 1) / slowdown * ((busy + runtime) * f + slowdown * cold(x))
         if abs(nxt - x) < 1e-16:
             break
         x = nxt
     f, h = at(x)
-    return f, h, busy * f + h + (f - 1.0) * runtime
+    return f, h, busy * f + slowdown * cold(x) + h + (f - 1.0) * runtime
 
 
-def _line(f, h):
+def _line(f, h, curve=CURVE):
     """f and h by hand: linear from (0, 1, 0) through the curve, flat beyond it."""
 
     def at(g):
-        pts = [(0.0, 1.0, 0.0), *zip(CURVE["gap_s"], CURVE["factor"], CURVE["wake_s"], strict=True)]
+        pts = [(0.0, 1.0, 0.0), *zip(curve["gap_s"], curve["factor"], curve["wake_s"], strict=True)]
         for (g0, f0, h0), (g1, f1, h1) in zip(pts, pts[1:], strict=False):
             if g <= g1:
                 u = (g - g0) / (g1 - g0)
@@ -152,3 +153,50 @@ def test_without_a_curve_or_busy_times_it_is_portends_model(busy):
         assert cm.compute[w, iu[0], iu[1] + 1] == pytest.approx(
             dev.partition_time_s[iu] * tier.slowdown, rel=1e-12
         )
+
+
+LINKED = {"gap_s": [0.002, 0.3], "factor": [1.1, 2.5], "wake_s": [2e-4, 9e-4],
+          "cold_s": [1e-4, 4e-4]}  # the CPU a message pays once after that idle, stretched
+
+
+def _cold(g):
+    """LINKED's cold CPU at idle g, by hand: linear from 0 at g = 0, flat beyond 0.3 s."""
+    if g <= 0.002:
+        return 1e-4 * g / 0.002
+    return 1e-4 + 3e-4 * (min(g, 0.3) - 0.002) / 0.298
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_the_link_curve_where_the_idle_holds_wire_time(quiet):
+    """A device's ``link_idle_curve`` prices a partition whose idle holds wire time (a later
+    partition, or a tier away from the source); the source's first partition, whose idle is
+    only its own sleep, keeps the idle curve (or, without one, its profiled time)."""
+    prof, topo = _setup()
+    devices = {name: dataclasses.replace(dev, link_idle_curve=LINKED if dev.idle_curve else None,
+                                         idle_curve=dev.idle_curve if quiet else None)
+               for name, dev in prof.devices.items()}  # fmt: skip
+    prof = dataclasses.replace(prof, devices=devices)
+    topo = dataclasses.replace(topo, destination=0)  # the answer back at the source
+    cm = CostModel(prof, topo)
+    at = {"quiet": _line(None, None), "linked": _line(None, None, LINKED)}
+    assert cm.idle_gap[0, 0] == 0.0 and np.all(cm.idle_gap[0, 1:] > 0) and np.all(cm.idle_gap[2] > 0)
+    seen = set()
+    for w, tier in enumerate(topo.tiers):
+        dev = prof.devices[tier.device]
+        for a in range(10):
+            for c in range(a + 1, 11):
+                profiled = dev.partition_time_s[a, c - 1] * tier.slowdown
+                if dev.link_idle_curve is None:  # m4.large: neither curve
+                    assert cm.compute[w, a, c] == pytest.approx(profiled, rel=1e-12)
+                    continue
+                which = "linked" if cm.idle_gap[w, a] > 0 else "quiet"
+                seen.add(which)
+                busy = 0.5 * profiled
+                if which == "quiet" and not quiet:
+                    want = profiled  # no idle curve: as profiled
+                else:
+                    cold = _cold if which == "linked" else (lambda x: 0.0)
+                    *_, want = _cooled(at[which], cm.idle_gap[w, a], tier.slowdown, busy,
+                                       dev.hop_cpu_s, cold)  # fmt: skip
+                assert cm.compute[w, a, c] == pytest.approx(want, rel=1e-12)
+    assert seen == {"linked", "quiet"}

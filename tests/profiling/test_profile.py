@@ -236,7 +236,7 @@ def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
     save; with an idle gap, the idle curve is a real worker's, with its wake-up times."""
     p = profile(trained, data[:1], "hops", threads=1, reps=3, budget_s=0.02, progress=False,
                 measure_hops=True, gap_s=0.002, worker_idle_curve=True, idle_slowdown=4.0,
-                cpu_affinity="spread")  # fmt: skip
+                cpu_affinity="spread", link_idle_curve=True)  # fmt: skip
     dev = p.devices["hops"]
     assert dev.hop_s is not None and 0 < dev.hop_s < 0.05
     assert dev.extra["hop"]["hops"] == [2, 3, 4] and dev.extra["hop"]["hop_s"] == dev.hop_s
@@ -253,12 +253,30 @@ def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
     assert (measured["slowdown"], measured["cpu_affinity"]) == (4.0, "spread")
     # the worker emulated 4x: its round trip holds its stretched CPU
     assert np.all(np.array(measured["round_trip_s"]) > 4.0 * 0.9 * cpu)
+    # the far tier's curve: its idle was the sample's time on an emulated link, the
+    # round trips taken net of that time (the propagation there and back)
+    linked, how = dev.link_idle_curve, dev.extra["link_idle"]
+    assert linked["gap_s"] == curve["gap_s"] and "emulated link" in how["method"]
+    # CPU(g) = f(g) CPU(0) + c(g) through the whole network and block 1 alone
+    lcpu, small = np.array(how["cpu_s"]), np.array(how["cpu_small_s"])
+    f = np.maximum.accumulate(np.maximum((lcpu[1:] - small[1:]) / (lcpu[0] - small[0]), 1))
+    assert linked["factor"] == pytest.approx(f)
+    cold = np.maximum.accumulate(np.maximum(small[1:] - f * small[0], 0))
+    assert linked["cold_s"] == pytest.approx(cold)
+    assert np.all(np.array(how["round_trip_s"]) > 4.0 * 0.9 * lcpu)
+    assert max(how["round_trip_s"]) < 0.2  # net of the gaps, the longest 0.2 s
+    assert (how["slowdown"], how["cpu_affinity"]) == (4.0, "spread")
     p.save(tmp_path / "p.json")
+    assert Profile.load(tmp_path / "p.json").devices["hops"].link_idle_curve == linked
     assert Profile.load(tmp_path / "p.json").devices["hops"].hop_s == dev.hop_s
     with pytest.raises(TypeError, match="measure_hops must be True or False"):
         profile(trained, data[:1], measure_hops="yes", progress=False)
     with pytest.raises(ValueError, match=r"worker_idle_curve needs an idle gap \(gap_s > 0\)"):
         profile(trained, data[:1], worker_idle_curve=True, progress=False)
+    with pytest.raises(ValueError, match=r"link_idle_curve needs an idle gap \(gap_s > 0\)"):
+        profile(trained, data[:1], link_idle_curve=True, progress=False)
+    with pytest.raises(TypeError, match="link_idle_curve must be True or False"):
+        profile(trained, data[:1], link_idle_curve=1, gap_s=0.01, progress=False)
     with pytest.raises(ValueError, match="idle_slowdown must be a number > 1, got 1"):
         profile(trained, data[:1], idle_slowdown=1, progress=False)
     with pytest.raises(ValueError, match="cpu_affinity must be None or 'spread'"):
