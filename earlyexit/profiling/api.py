@@ -303,32 +303,22 @@ def profile(
             "profiling_samples": int(stats.entropy.shape[1]),
         },
     )
-    if worker_idle_curve:  # the idle curve as a real worker cools
-        measured = _worker_idle_curve(model, prof, sample[:1], cpu_latency_us,
+    # the idle curve as a real worker cools, and as one whose sample is on a link
+    for wanted, field, key, links in ((worker_idle_curve, "idle_curve", "idle", False),
+                                      (link_idle_curve, "link_idle_curve", "link_idle", True)):  # fmt: skip
+        if not wanted:
+            continue
+        measured = _worker_idle_curve(model, prof, sample[:1], cpu_latency_us, through_links=links,
                                       slowdown=float(idle_slowdown), cpu_affinity=cpu_affinity)  # fmt: skip
         dev = prof.devices[device_name]
-        how = {"slowdown": float(idle_slowdown), "cpu_affinity": cpu_affinity}
-        prof.devices[device_name] = dataclasses.replace(
-            dev,
-            idle_curve={k: measured[k] for k in ("gap_s", "factor", "wake_s")},
-            extra={**dev.extra, "idle_curve_in_process": dev.idle_curve,
-                   "idle": {**{k: measured[k] for k in ("cpu_s", "round_trip_s", "method")},
-                            **how}},
-        )  # fmt: skip
-    if link_idle_curve:  # the idle curve of a worker whose sample is on a link
-        measured = _worker_idle_curve(model, prof, sample[:1], cpu_latency_us, through_links=True,
-                                      slowdown=float(idle_slowdown), cpu_affinity=cpu_affinity)  # fmt: skip
-        dev = prof.devices[device_name]
-        how = {"slowdown": float(idle_slowdown), "cpu_affinity": cpu_affinity}
-        prof.devices[device_name] = dataclasses.replace(
-            dev,
-            link_idle_curve={k: measured[k] for k in ("gap_s", "factor", "wake_s", "cold_s")
-                             if k in measured},
-            extra={**dev.extra,
-                   "link_idle": {**{k: measured[k] for k in ("cpu_s", "cpu_small_s", "round_trip_s",
-                                                               "method") if k in measured},
-                                 **how}},
-        )  # fmt: skip
+        how = {k: measured[k] for k in ("cpu_s", "cpu_small_s", "round_trip_s", "method")
+               if k in measured}  # fmt: skip
+        extra = {**dev.extra, key: {**how, "slowdown": float(idle_slowdown),
+                                    "cpu_affinity": cpu_affinity}}  # fmt: skip
+        if field == "idle_curve":  # the one-process curve it replaces, kept
+            extra["idle_curve_in_process"] = dev.idle_curve
+        curve = {k: measured[k] for k in ("gap_s", "factor", "wake_s", "cold_s") if k in measured}
+        prof.devices[device_name] = dataclasses.replace(dev, extra=extra, **{field: curve})
     return prof
 
 
