@@ -205,8 +205,10 @@ class CostModel:
         previous sample's answer and the next input spend on the wire before it can
         start, plus the sleep that emulates a slowdown s after the previous run of
         the same partition, (s - 1) times its cooled CPU (a fixed point I); its
-        ``ct`` becomes busy CT f(I) + h(I) + (f(I) - 1) s hop_cpu_s + run_cpu (the
-        runtime's CPU cools too). Returns the wire's part of I (M, N + 1): ``g[w, 0]``
+        ``ct`` becomes busy CT f(I) + s k(I) + h(I) + (f(I) - 1) s hop_cpu_s + run_cpu
+        (the runtime's CPU cools too; k: the curve's cold CPU), read on the
+        ``link_idle_curve`` where g > 0 if the device has one. Returns the wire's
+        part of I (M, N + 1): ``g[w, 0]``
         for the first partition (``ct[w, 0]``), ``g[w, a]`` for a later one that
         starts after block a (``ct[w, a]``, reached from another tier).
         """
