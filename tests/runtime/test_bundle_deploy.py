@@ -119,3 +119,21 @@ def test_measure_idle_curve_times_the_first_partition_of_a_longer_bundle(bundle)
     assert c4["wake_s"] == pytest.approx([want])
     with pytest.raises(ValueError, match="slowdown must be a number > 1"):
         measure_idle_curve(bundle, slowdown=1.0)
+
+
+def test_measure_idle_curve_through_a_link(bundle):
+    """through_links: the idle is the first link's propagation there and back, taken out
+    of the round trips, and a bad flag or a missing small bundle is named."""
+    from earlyexit.profiling.overhead import measure_idle_curve
+
+    gap = 0.03
+    c = measure_idle_curve(bundle, gaps_s=[gap], samples=3, warmup=1, through_links=True)
+    assert "emulated link" in c["method"] and "cold_s" not in c
+    rtt = np.array(c["round_trip_s"])
+    # net of the 30 ms: what is left is the run and the relays, far less than the gap
+    assert np.all(rtt > 0) and rtt[1] < gap
+    assert len(c["factor"]) == 1 and c["factor"][0] >= 1.0
+    with pytest.raises(TypeError, match="through_links must be True or False"):
+        measure_idle_curve(bundle, through_links="yes")
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        measure_idle_curve(bundle, small=bundle.parent / "missing")
