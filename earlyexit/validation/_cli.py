@@ -103,7 +103,7 @@ def _validate_command(args: argparse.Namespace) -> int:
         print(f"{'':8s} latency relative error median {100 * err.median_abs_relative_error:.1f}% "
               f"max {100 * err.max_abs_relative_error:.1f}% mean {100 * err.mean_relative_error:+.1f}%")  # fmt: skip
         for c, v in err.clusters.items():
-            print(f"{'':8s}   {c:10s} n={v.n:<3d} beta {v.beta:.2f} R2 {v.r2:.2f} median "
+            print(f"{'':8s}   {c:10s} n={v.n:<3d} beta {v.beta:.2f} (s.e. {v.beta_se:.2f}) R2 {v.r2:.2f} median "
                   f"{100 * v.median_abs_relative_error:.1f}% max {100 * v.max_abs_relative_error:.1f}%"
                   f" mean {100 * v.mean_relative_error:+.1f}%")  # fmt: skip
     for note in result.notes:

@@ -70,8 +70,15 @@ class AccuracyFit(Fit):
 
 @dataclass(frozen=True)
 class ClusterFit(Fit):
-    """One cluster's line and its relative latency errors."""
+    """One cluster's line, the standard error of its slope, and its relative latency errors.
 
+    ``beta_se`` is the least-squares standard error of ``beta``,
+    sqrt(SS_res / (n - 2) / S_xx) (NaN with fewer than three configurations): a
+    cluster whose measured latencies span little has a slope that a tenth of a
+    millisecond moves, and its ``beta_se`` says so.
+    """
+
+    beta_se: float = _NAN
     median_abs_relative_error: float = _NAN
     max_abs_relative_error: float = _NAN
     mean_relative_error: float = _NAN
@@ -162,6 +169,14 @@ def regression(measured: Sequence[float], estimated: Sequence[float]) -> Fit:
     return Fit(float(beta), float(intercept), r2, int(xm.size))
 
 
+def _slope_se(x: np.ndarray, y: np.ndarray, fit: Fit) -> float:
+    """The least-squares standard error of ``fit.beta`` (NaN below three points)."""
+    if x.size < 3 or not np.isfinite(fit.beta):
+        return _NAN
+    res = y - (fit.beta * x + fit.intercept)
+    return float(np.sqrt((res**2).sum() / (x.size - 2) / ((x - x.mean()) ** 2).sum()))
+
+
 def _error_stats(measured: np.ndarray, estimated: np.ndarray) -> dict[str, float]:
     rel = (estimated - measured) / measured
     if not rel.size:
@@ -205,7 +220,8 @@ def latency_errors(
     for name in CLUSTERS:
         idx = [i for i, c in enumerate(clusters) if c == name]
         if idx:
-            per[name] = ClusterFit(**asdict(regression(m[idx], e[idx])),
+            fit = regression(m[idx], e[idx])
+            per[name] = ClusterFit(**asdict(fit), beta_se=_slope_se(m[idx], e[idx], fit),
                                    **_error_stats(m[idx], e[idx]))  # fmt: skip
     return LatencyErrors(
         tuple(((e - m) / m).tolist()), clusters, clusters=per, **_error_stats(m, e)

@@ -57,6 +57,10 @@ def test_latency_errors_against_numpy(source):
         r2 = np.corrcoef(m[idx], e[idx])[0, 1] ** 2
         c = got.clusters[name]
         assert (c.beta, c.intercept, c.r2) == pytest.approx((slope, icpt, r2), rel=1e-9)
+        # the slope's standard error, as numpy's covariance of the fit gives it
+        _, cov = np.polyfit(m[idx], e[idx], 1, cov="unscaled")
+        res = e[idx] - np.polyval([slope, icpt], m[idx])
+        assert c.beta_se == pytest.approx(np.sqrt(cov[0, 0] * (res**2).sum() / 4), rel=1e-9)
         assert c.beta == pytest.approx(beta, abs=0.02)  # the constructed line is recovered
         assert c.n == 6 and c.max_abs_relative_error == pytest.approx(np.abs(rel[idx]).max())
     exact = latency_errors(records, "exact", source)
