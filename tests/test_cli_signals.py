@@ -34,13 +34,23 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGTERM and SIGHUP at their default action."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_stops_the_deployment_a_command_started(sig: int, tmp_path: Path) -> None:
     cmd = [sys.executable, "-c", "import sys; from earlyexit.cli import main; sys.exit(main())", "load", "--synthetic", '{"num_partitions": 2}',
            "--threshold", "0.5", "--rate", "20", "--duration", "60", "--json"]  # fmt: skip
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    # the command handles only signals left at their default action (a run under nohup
+    # ignores SIGHUP, and so does the command then): give the child the default ones,
+    # whatever the test runner inherited
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=_default_signals)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         kids: set[int] = set()
