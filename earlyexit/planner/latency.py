@@ -6,8 +6,10 @@
           + [a != b] (link_hop_s^a + link_hop_s^b) / 2   and of crossing links
   C^w_{b..c} = slowdown_w CT_{b..c} + c^w, c^w = (slowdown_w - 1) hop_cpu_s^w
                                  (the runtime's CPU per partition run, stretched)
-  CT^w = CT_busy^w f_w(g) + h_w(g)  where the device has busy times and an idle
-                                 curve: g, the least idle one sample at a time
+  CT^w = CT_busy^w f_w(I) + s_w k_w(I) + h_w(I) + (f_w(I) - 1) s_w hop_cpu_s^w
+                                 where the device has busy times and an idle curve
+                                 (its link curve where I holds wire time): I, the
+                                 least idle one sample at a time, a fixed point
                                  (docs/spec.md#idle-between-samples)
   L_{a->b}(bits) = sum_{links on path} min(bits, MTU)/BW_link + max(0, bits - MTU)/BW_eff
   Lat = transfer(source -> D_1, O_0)
@@ -135,9 +137,8 @@ class CostModel:
                 )
         # after an idle gap g, a run takes f(g) times the busy one (the device's idle_curve)
         # and a message that finds its worker idle pays h(g) more, not stretched (wake_s)
-        self.idle_curves = [
-            None if c is None else c[:3] for c in map(_curve, (d.idle_curve for d in devs))
-        ]
+        quiet = [_curve(d.idle_curve) for d in devs]  # with the cold CPU, one at a time
+        self.idle_curves = [None if c is None else c[:3] for c in quiet]
         # one sample at a time, an idle that holds wire time: the device's link_idle_curve
         self.link_idle_curves = [_curve(d.link_idle_curve) for d in devs]
         self.has_busy = bool(np.any(busy < ct)) or any(
@@ -191,7 +192,7 @@ class CostModel:
         )
         self.rhop = self.hop[:, dst].copy()
         self.r = self.rser + self.rtxm + self.rprop + self.rhop
-        self.idle_gap = self._apply_idle_gaps(devs)
+        self.idle_gap = self._apply_idle_gaps(devs, quiet)
 
         er = np.zeros((len(profile.thresholds), n + 1))
         er[:, 1:] = profile.exit_rate
@@ -199,7 +200,9 @@ class CostModel:
         self.acc = np.concatenate([[0.0], profile.branch_accuracy])
         self.thresholds = profile.thresholds
 
-    def _apply_idle_gaps(self, devs: Sequence[Any]) -> np.ndarray:
+    def _apply_idle_gaps(
+        self, devs: Sequence[Any], quiet: Sequence[tuple[np.ndarray, ...] | None]
+    ) -> np.ndarray:
         """One sample at a time (docs/spec.md#idle-between-samples): a tier with busy
         times and an idle curve runs a partition after idling at least g, the time the
         previous sample's answer and the next input spend on the wire before it can
@@ -222,17 +225,15 @@ class CostModel:
                     for v in range(m) if v != w]  # fmt: skip
             gaps[w, 1:] = (np.min(ways, axis=0) if ways else gaps[w, 0]) + back[w]
         for w, dev in enumerate(devs):
-            quiet, linked = _curve(dev.idle_curve), self.link_idle_curves[w]
-            if (quiet is None and linked is None) or dev.partition_time_busy_s is None:
+            linked = self.link_idle_curves[w]
+            if (quiet[w] is None and linked is None) or dev.partition_time_busy_s is None:
                 continue
-            compute = [self._cooled(w, gaps[w], c) if c is not None else None
-                       for c in (quiet, linked)]  # fmt: skip
-            if compute[1] is None:  # no link curve: the idle curve throughout
-                self.compute[w] = compute[0]
-            elif compute[0] is None:  # no idle curve: the link curve where it applies
-                self.compute[w] = np.where((gaps[w] > 0)[:, None], compute[1], self.compute[w])
-            else:
-                self.compute[w] = np.where((gaps[w] > 0)[:, None], compute[1], compute[0])
+            # the idle curve (without one, the profiled time), and the link curve where
+            # the idle holds wire time
+            base = self.compute[w] if quiet[w] is None else self._cooled(w, gaps[w], quiet[w])
+            if linked is not None:
+                base = np.where((gaps[w] > 0)[:, None], self._cooled(w, gaps[w], linked), base)
+            self.compute[w] = base
             self.ct[w] = self.compute[w] + self.run_cpu[w]
         return gaps
 

@@ -549,21 +549,20 @@ def measure_idle_curve(
         raise ValueError(f"slowdown must be a number > 1, got {slowdown!r}")
     if not isinstance(through_links, bool):
         raise TypeError(f"through_links must be True or False, got {through_links!r}")
-    if small is not None:
-        Manifest.load(small)  # a clear error for a bad path before anything is deployed
+    # each bundle's partitions (a bad path fails here, before anything is deployed)
+    parts = {p: len(Manifest.load(p).partitions) for p in (bundle, small) if p is not None}
 
     def cpu_and_rtt(path: str | Any, gap: float, back_to_back: float | None) -> tuple[float, float]:
         """The first worker's CPU per timed message and the median round trip after ``gap``."""
         # a tier per partition, slowed down: the workers count the thread CPU they stretch
-        num = len(Manifest.load(path).partitions)
-        workers = tuple(Tier(f"t{j}", "cpu", float(slowdown)) for j in range(num))
-        first = 1 if through_links else 0  # through links: behind a source tier of the client's
-        if through_links:
-            topo = Topology((Tier("source", "cpu", 1.0), *workers),
-                            (Link(1e5, gap / 2 * 1e3), *(Link(1e5, 0.0) for _ in range(num - 1))),
-                            mtu_bytes=9000)  # fmt: skip
-        else:
-            topo = Topology(workers, tuple(Link(1e5, 0.0) for _ in range(num - 1)), mtu_bytes=9000)
+        num = parts[path]
+        tiers = tuple(Tier(f"t{j}", "cpu", float(slowdown)) for j in range(num))
+        links = tuple(Link(1e5, 0.0) for _ in range(num - 1))
+        first = 0
+        if through_links:  # behind a source tier of the client's own, the gap on its link
+            tiers, links = (Tier("source", "cpu", 1.0), *tiers), (Link(1e5, gap / 2 * 1e3), *links)
+            first = 1
+        topo = Topology(tiers, links, mtu_bytes=9000)
         with deploy(path, threshold=1.0, tiers=list(range(first, first + num)), topology=topo,
                     emulate_links=through_links, cpu_affinity=cpu_affinity) as d:  # fmt: skip
             x = d.inputs(warmup + samples, seed=2)
