@@ -23,6 +23,7 @@ __all__ = [
     "PartitionModule",
     "time_partitions",
     "time_onnx_partitions",
+    "time_network",
     "compare_granularity",
     "inconsistent_partitions",
     "torch_threads",
@@ -330,12 +331,8 @@ def time_partitions(
         ValueError: if the model lacks an exit after some block.
     """
 
-    def run_of(a: int, b: int, inputs: list[torch.Tensor]) -> Callable[[], object]:
-        part, x = PartitionModule(model, a + 1, b + 1), inputs[a]
-        return lambda: part(x)
-
-    return _time_each_partition(model, sample, run_of, "partitions", warmup, reps, percentile,
-                                budget_s, progress, gap_s, busy_out, curve_out)  # fmt: skip
+    return _time_each_partition(model, sample, _torch_run_of(model), "partitions", warmup, reps,
+                                percentile, budget_s, progress, gap_s, busy_out, curve_out)  # fmt: skip
 
 
 def time_onnx_partitions(
@@ -381,6 +378,30 @@ def time_onnx_partitions(
     Raises:
         ValueError: if the model lacks an exit after some block, or a bad percentile.
     """
+    with _onnx_run_of(model, exporter, intra_op_threads) as run_of:
+        return _time_each_partition(model, sample, run_of, "onnx partitions", warmup, reps,
+                                    percentile, budget_s, progress, gap_s, busy_out,
+                                    curve_out)  # fmt: skip
+
+
+RunOf = Callable[[int, int, list[torch.Tensor]], Callable[[], object]]
+"""``run_of(a, b, inputs)``: partition [a..b] (0-based) built, as a call on ``inputs[a]``."""
+
+
+def _torch_run_of(model: MultiExitModel) -> RunOf:
+    """Partitions run in eager PyTorch (:class:`PartitionModule`)."""
+
+    def run_of(a: int, b: int, inputs: list[torch.Tensor]) -> Callable[[], object]:
+        part, x = PartitionModule(model, a + 1, b + 1), inputs[a]
+        return lambda: part(x)
+
+    return run_of
+
+
+@contextlib.contextmanager
+def _onnx_run_of(model: MultiExitModel, exporter: str, intra_op_threads: int) -> Iterator[RunOf]:
+    """Partitions run as the tier workers run them: ONNX files (in a temporary
+    folder, removed on exit) in ONNX Runtime sessions with the workers' options."""
     import tempfile
 
     import onnxruntime as ort
@@ -403,9 +424,68 @@ def time_onnx_partitions(
             feed = {sess.get_inputs()[0].name: x}
             return lambda: sess.run(None, feed)
 
-        return _time_each_partition(model, sample, run_of, "onnx partitions", warmup, reps,
-                                    percentile, budget_s, progress, gap_s, busy_out,
-                                    curve_out)  # fmt: skip
+        yield run_of
+
+
+def time_network(
+    model: MultiExitModel,
+    sample: torch.Tensor,
+    *,
+    engine: str = "torch",
+    warmup: int = 2,
+    reps: int = 15,
+    percentile: float = 50.0,
+    budget_s: float = 0.25,
+    gap_s: float = 0.0,
+    exporter: str = "torchscript",
+    intra_op_threads: int = 1,
+) -> tuple[float, float]:
+    """Time the whole network (blocks 1..N and the last exit) as a profile times partition [1..N].
+
+    A profile's entry ``[0, N-1]`` of ``partition_time_s`` (and of
+    ``partition_time_busy_s``) measured again, with the same engine and
+    settings: set side by side with the stored one, it says whether this
+    machine still runs as it did when the profile was made.
+
+    Args:
+        model: a model with an exit after every block.
+        sample: a real input batch.
+        engine: one of :data:`ENGINES` (a profile's ``meta.engine`` ``"onnxruntime"`` is ``"onnx"``).
+        warmup, reps, percentile, budget_s, gap_s: as for :func:`time_partitions`.
+        exporter, intra_op_threads: as for :func:`time_onnx_partitions` (ONNX only).
+
+    Returns:
+        (the time after the idle gap, the time right after another run); without
+        a gap both are the back-to-back time.
+
+    Raises:
+        ValueError: an unknown engine, a model without an exit after every block, a bad percentile.
+
+    Example:
+        >>> import torch
+        >>> from earlyexit import MultiExitModel, backbones, decompose
+        >>> m = MultiExitModel(decompose(backbones.create("resnet20", in_chans=1)))
+        >>> cold, busy = time_network(m, torch.randn(1, 1, 28, 28), reps=3)
+        >>> cold > 0 and busy > 0
+        True
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    _check_timing_args(model, percentile)
+    n = model.num_blocks
+    was_training = model.training
+    model.eval()
+    try:
+        with contextlib.ExitStack() as stack:
+            if engine == "onnx":
+                run_of = stack.enter_context(_onnx_run_of(model, exporter, intra_op_threads))
+            else:
+                run_of = _torch_run_of(model)
+            run = run_of(0, n - 1, [sample])
+            with torch.inference_mode():
+                return _measure_pair(run, warmup, reps, budget_s, percentile, gap_s)
+    finally:
+        model.train(was_training)
 
 
 def compare_granularity(

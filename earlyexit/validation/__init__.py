@@ -37,6 +37,7 @@ The package, by concern:
 - :mod:`.results`: :class:`ConfigResult`, the typed record of one configuration;
 - :mod:`.statistics`: :func:`regression`, :func:`latency_errors`, :func:`summarize`;
 - :mod:`.plots`: :func:`plot`;
+- :mod:`.hostcheck`: :class:`HostCheck`, whether this host still runs as profiled;
 - :mod:`.run`: :func:`validate` chains them from a checkpoint; ``earlyexit
   validate`` (:mod:`._cli`) is its command line.
 
@@ -59,6 +60,7 @@ from earlyexit.validation.configs import (
     estimate,
     estimates,
 )
+from earlyexit.validation.hostcheck import HostCheck
 from earlyexit.validation.measurement import (
     LatencySplit,
     Measured,
@@ -115,6 +117,7 @@ __all__ = [
     "LatencyPass",
     "MeasuredSummary",
     "ConfigResult",
+    "HostCheck",
     "Fit",
     "AccuracyFit",
     "ClusterFit",

@@ -26,7 +26,7 @@ MAX_SAMPLES: int = read_constant(_API, "MAX_SAMPLES")
 MAX_ACCURACY_SAMPLES: int = read_constant(_API, "MAX_ACCURACY_SAMPLES")
 MAX_PASSES: int = read_constant(_API, "MAX_PASSES")
 _JSON_KEYS = ("latency", "latency_error", "exit_rate", "accuracy", "by_estimator", "configs",
-              "plots", "notes", "wall_time_s", "chosen")  # fmt: skip
+              "plots", "notes", "wall_time_s", "chosen", "host_check")  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -106,6 +106,10 @@ def _validate_command(args: argparse.Namespace) -> int:
             print(f"{'':8s}   {c:10s} n={v.n:<3d} beta {v.beta:.2f} (s.e. {v.beta_se:.2f}) R2 {v.r2:.2f} median "
                   f"{100 * v.median_abs_relative_error:.1f}% max {100 * v.max_abs_relative_error:.1f}%"
                   f" mean {100 * v.mean_relative_error:+.1f}%")  # fmt: skip
+    for c in result.host_check:
+        print(f"host check: device {c.device!r}, whole network ({c.statistic}) profiled "
+              f"{c.profiled_s * 1e3:.3f} ms, now " + " then ".join(
+                  f"{m * 1e3:.3f} ms ({r:.2f}x)" for m, r in zip(c.measured_s, c.ratio, strict=True)))  # fmt: skip
     for note in result.notes:
         print("note: " + note)
     print(f"wall time {result.wall_time_s:.0f} s")

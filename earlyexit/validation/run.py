@@ -23,6 +23,7 @@ import numpy as np
 from earlyexit._checks import check_output_dir, removed_on_failure
 from earlyexit.formats import Profile, Topology, atomic_write_text
 from earlyexit.validation.configs import resolve
+from earlyexit.validation.hostcheck import check_host, drift_note, host_checks
 from earlyexit.validation.measurement import niceness_allowed, realtime_allowed
 from earlyexit.validation.sweep import ValidationResult, deploy_configs
 
@@ -215,6 +216,8 @@ def validate(
             without ``force``), too little test data, an output directory that is a file.
         TypeError: a count that is not an integer.
     """
+    import torch
+
     import earlyexit
     from earlyexit.export.bundle import resolve_data
     from earlyexit.planner.latency import CostModel
@@ -301,8 +304,16 @@ def validate(
         min_per_exit=min_per_exit, cpu_latency_us=cpu_latency_us, cpu_affinity=cpu_affinity,
     )  # fmt: skip
 
+    used = sorted({t.device for t in topo.tiers})
+    x_check = torch.as_tensor(got[0][:8])
+
     def into(out: Path) -> ValidationResult:
+        before = check_host(model, prof, used, x_check)
         result = deploy_configs(out, model, prof, topo, cm, got, notes, **run)
+        result.host_check = host_checks(prof, [before, check_host(model, prof, used, x_check)])
+        drift = drift_note(result.host_check)
+        if drift is not None:
+            result.notes.append(drift)
         result.wall_time_s = time.perf_counter() - t_start
         atomic_write_text(
             out / "validation.json", json.dumps(result.to_dict(), indent=2, default=float)

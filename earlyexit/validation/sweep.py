@@ -20,6 +20,7 @@ import numpy as np
 
 from earlyexit.formats import Profile, Topology
 from earlyexit.validation.configs import Config, choose_configs, chosen_config, estimates
+from earlyexit.validation.hostcheck import HostCheck
 from earlyexit.validation.measurement import Measured, accuracy_pass, latency_split, measure
 from earlyexit.validation.plots import plot
 from earlyexit.validation.results import (
@@ -52,6 +53,8 @@ class ValidationResult:
         chosen: the configuration a user would deploy (None: not asked).
         source: the topology's source tier (it defines the clusters).
         wall_time_s: the whole run.
+        host_check: the whole network timed on this host before and after the
+            measurements, against each device's profile (:mod:`.hostcheck`).
     """
 
     summary: Summary
@@ -62,6 +65,7 @@ class ValidationResult:
     chosen: Config | None = None
     source: int = 0
     wall_time_s: float = float("nan")
+    host_check: list[HostCheck] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of ``validation.json``."""
@@ -69,7 +73,8 @@ class ValidationResult:
                 "configs": [r.to_dict(self.source) for r in self.configs],
                 "plots": list(self.plots), "out_dir": self.out_dir, "notes": list(self.notes),
                 "chosen": None if self.chosen is None else self.chosen.to_dict(),
-                "wall_time_s": self.wall_time_s}  # fmt: skip
+                "wall_time_s": self.wall_time_s,
+                "host_check": {c.device: c.to_dict() for c in self.host_check}}  # fmt: skip
 
 
 def _progress_line(i: int, total: int, rec: ConfigResult) -> str:

@@ -135,3 +135,35 @@ def test_a_partition_timed_during_a_burst_of_other_work_is_timed_again(sleepy):
     t_bad = t.copy()
     t_bad[1, 2] = 10 * t[0, 2]
     assert (1, 2) in inconsistent_partitions(t_bad)
+
+
+def test_time_network_times_every_block_as_the_profile_times_the_whole_partition(sleepy):
+    """The whole network: never below all the blocks' sleeps, the mode left alone."""
+    from earlyexit.profiling.timing import time_network
+
+    sleepy.train()
+    cold, busy = time_network(sleepy, torch.randn(1, 8), warmup=0, reps=2)
+    assert cold >= sum(SLEEPS) and busy == cold  # no gap: one back-to-back time
+    assert sleepy.training
+    with pytest.raises(ValueError, match="engine must be one of torch, onnx, got 'tvm'"):
+        time_network(sleepy, torch.randn(1, 8), engine="tvm")
+
+
+def test_time_network_after_a_gap_and_right_after_as_the_profile_does():
+    """With a gap: the run after it (cold) and the run right after (busy), as ``time_partitions``."""
+    from earlyexit.profiling.timing import time_network
+
+    net = nn.Sequential(_Cold(), nn.Linear(8, 3))
+    model = MultiExitModel(decompose(net, input_shape=(8,), leaf_modules=[_Cold]))
+    cold, busy = time_network(model, torch.randn(1, 8), warmup=1, reps=3, gap_s=0.04)
+    assert cold >= 0.004 and 0.001 <= busy < 0.004
+
+
+def test_time_network_runs_the_onnx_engine():
+    pytest.importorskip("onnxruntime")
+    from earlyexit.profiling.timing import time_network
+
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 3))
+    model = MultiExitModel(decompose(net, input_shape=(8,))).train()
+    cold, busy = time_network(model, torch.randn(1, 8), engine="onnx", warmup=0, reps=2)
+    assert 0 < cold < 1 and busy == cold and model.training

@@ -62,8 +62,14 @@ def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
         got = sorted(d.name for d in (tmp_path / "v" / "logs" / f"config-{i}").iterdir())
         assert got == ["pass-1", "pass-2"]
     # this profile has no hop_s and timed its runs back to back: two notes say so, nothing else
+    # (but for a drift of this host, which the host check below measured)
     assert any("timed its partitions 0 ms apart" in n for n in out.notes)
-    assert [n for n in out.notes if "hop_s" not in n and "0 ms apart" not in n] == []
+    said = ("hop_s", "0 ms apart", "this host's speed drifted")
+    assert [n for n in out.notes if not any(s in n for s in said)] == []
+    # the whole network timed on this host before and after, against the profile's entry
+    (check,) = out.host_check
+    assert check.device == "cpu" and check.profiled_s == prof.devices["cpu"].partition_time_s[0][9]
+    assert len(check.measured_s) == 2 and all(m > 0 for m in check.measured_s)
     for rec in out.configs:
         m = rec.measured
         # the first 4, and up to 4 of every exit that they miss
@@ -81,6 +87,7 @@ def test_validate_end_to_end_on_a_small_checkpoint(tmp_path):
     assert written["latency_error"]["relative_error"] == pytest.approx(
         [r.relative_error("exact") for r in out.configs])  # fmt: skip
     assert len(out.plots) == 4
+    assert written["host_check"] == {"cpu": check.to_dict()}
 
 
 def test_validate_refuses_another_models_profile_and_cleans_up(tmp_path):

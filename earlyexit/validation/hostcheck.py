@@ -1,0 +1,175 @@
+"""Does this machine still run as it did when the profile was made?
+
+A validation compares a profile measured at one time with deployments measured
+at another. On a shared host the speed of the CPU drifts between the two (on the
+2-core development VM the profiled time of the whole ResNet-20 was 0.60 ms in
+the demos of one afternoon and 0.83 ms in a demo of the next, profiled in a
+busy spell), and an emulated slower tier multiplies
+that drift by its slowdown: a compute-bound configuration on the ×10 tier then
+measures 10–40 % off its estimate through no fault of the model.
+:func:`check_host` times the whole network again, with the engine and settings
+the profile recorded, for every device that was profiled on this host, so that
+``validate`` can say how far the machine drifted before and after its
+measurements (docs/spec.md#validation-results).
+
+Example:
+    >>> HostCheck("cpu", "busy", 0.001, (0.0012, 0.0011)).ratio
+    (1.2, 1.1)
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from earlyexit.formats import Profile
+
+__all__ = [
+    "DRIFT_TOLERANCE",
+    "HostCheck",
+    "check_host",
+    "drift_note",
+    "host_checks",
+    "profiled_time",
+]
+
+DRIFT_TOLERANCE = 0.1
+"""A device whose whole network now runs more than this fraction slower or faster than
+profiled gets a note."""
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """The whole network's time on this host, as profiled and as measured now.
+
+    Attributes:
+        device: the profile's device name.
+        statistic: ``"busy"`` (``partition_time_busy_s``, what the latency model
+            stretches) or ``"cold"`` (``partition_time_s``, a profile without a busy table).
+        profiled_s: the profile's entry ``[0, N-1]`` of that table.
+        measured_s: the same timed again, once per check (before and after the measurements).
+    """
+
+    device: str
+    statistic: str
+    profiled_s: float
+    measured_s: tuple[float, ...]
+
+    @property
+    def ratio(self) -> tuple[float, ...]:
+        """Each measurement over the profiled time (rounded to 4 digits)."""
+        return tuple(round(m / self.profiled_s, 4) for m in self.measured_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry of ``validation.json``'s ``host_check``."""
+        return {"statistic": self.statistic, "profiled_s": self.profiled_s,
+                "measured_s": list(self.measured_s), "ratio": list(self.ratio)}  # fmt: skip
+
+
+def check_host(model: Any, prof: Profile, devices: list[str], inputs: Any) -> dict[str, float]:
+    """Time the whole network now as each of ``devices`` was profiled, on this host.
+
+    Devices profiled on another host (``meta["host"]``), or without a finite whole-network
+    time, are left out: their times say nothing about this machine.
+
+    Args:
+        model: the checkpoint's :class:`~earlyexit.MultiExitModel` (the profile's model).
+        prof: the profile.
+        devices: profile device names to check.
+        inputs: test inputs (a tensor); the first ``meta["batch_size"]`` (default 1) are timed.
+
+    Returns:
+        ``{device: seconds}``, the statistic :func:`profiled_time` compares with: the
+        time right after another run where the profile has a busy table, else the
+        time after the profile's idle gap.
+
+    Raises:
+        ValueError: a device missing from the profile.
+    """
+    from earlyexit.profiling.timing import time_network, torch_threads
+    from earlyexit.runtime.cpus import hold_cpu_latency
+
+    out: dict[str, float] = {}
+    for name in devices:
+        if name not in prof.devices:
+            raise ValueError(
+                f"device {name!r} is not in the profile (it has {sorted(prof.devices)})"
+            )
+        dev = prof.devices[name]
+        if dev.meta.get("host") != socket.gethostname() or profiled_time(prof, name) is None:
+            continue
+        meta = dev.meta
+        engine = "onnx" if meta.get("engine") == "onnxruntime" else "torch"
+        threads = meta.get("threads")
+        sample = inputs[: int(meta.get("batch_size") or 1)]
+        with hold_cpu_latency(meta.get("cpu_latency_us"), quiet=True), torch_threads(threads):
+            cold, busy = time_network(
+                model, sample, engine=engine, warmup=int(meta.get("warmup", 2)),
+                reps=int(meta.get("reps", 15)), percentile=float(meta.get("percentile", 50.0)),
+                gap_s=float(meta.get("gap_s") or 0.0), intra_op_threads=int(threads or 1),
+            )  # fmt: skip
+        out[name] = busy if dev.partition_time_busy_s is not None else cold
+    return out
+
+
+def profiled_time(prof: Profile, device: str) -> tuple[str, float] | None:
+    """The statistic and the profile's whole-network time of ``device``, or None if not finite."""
+    dev = prof.devices[device]
+    n = prof.num_blocks
+    stat, table = (
+        ("busy", dev.partition_time_busy_s)
+        if dev.partition_time_busy_s is not None
+        else ("cold", dev.partition_time_s)
+    )
+    t = float(table[0][n - 1])
+    return (stat, t) if math.isfinite(t) and t > 0 else None
+
+
+def host_checks(prof: Profile, runs: list[dict[str, float]]) -> list[HostCheck]:
+    """Join :func:`check_host`'s runs (before and after the measurements) with the profile.
+
+    Args:
+        prof: the profile.
+        runs: :func:`check_host`'s results, in time order (the same devices in each).
+
+    Returns:
+        One :class:`HostCheck` per device measured in every run, by name.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> p = synthetic_profile(3, devices=("edge",))
+        >>> t = profiled_time(p, "edge")[1]
+        >>> host_checks(p, [{"edge": 2 * t}, {"edge": t}])[0].ratio
+        (2.0, 1.0)
+    """
+    out = []
+    for name in sorted(set.intersection(*(set(r) for r in runs)) if runs else ()):
+        got = profiled_time(prof, name)
+        if got is not None:
+            out.append(HostCheck(name, got[0], got[1], tuple(float(r[name]) for r in runs)))
+    return out
+
+
+def drift_note(checks: list[HostCheck]) -> str | None:
+    """A note when a device's whole network ran more than :data:`DRIFT_TOLERANCE` off its profile.
+
+    Example:
+        >>> drift_note([HostCheck("cpu", "busy", 0.001, (0.0013, 0.0012))])[:44]
+        "device 'cpu' ran the whole network 1.30x and"
+    """
+    off = [c for c in checks if any(abs(r - 1.0) > DRIFT_TOLERANCE for r in c.ratio)]
+    if not off:
+        return None
+    said = "; ".join(
+        f"device {c.device!r} ran the whole network "
+        + " and ".join(f"{r:.2f}x" for r in c.ratio)
+        + f" its profiled {c.profiled_s * 1e3:.3f} ms (before and after the measurements)"
+        for c in off
+    )
+    return (
+        f"{said}: this host's speed drifted since the profile was made, and a tier's emulated "
+        "slowdown multiplies the drift, so compute-bound estimates are off by about that much "
+        "through no fault of the model; profile again right before validating"
+    )
