@@ -107,7 +107,7 @@ def _validate_command(args: argparse.Namespace) -> int:
                   f"{100 * v.median_abs_relative_error:.1f}% max {100 * v.max_abs_relative_error:.1f}%"
                   f" mean {100 * v.mean_relative_error:+.1f}%")  # fmt: skip
     for c in result.host_check:
-        print(f"host check: device {c.device!r}, whole network ({c.statistic}) profiled "
+        print(f"host check: device {c.device!r}, whole network {c.statistic} profiled "
               f"{c.profiled_s * 1e3:.3f} ms, now " + " then ".join(
                   f"{m * 1e3:.3f} ms ({r:.2f}x)" for m, r in zip(c.measured_s, c.ratio, strict=True)))  # fmt: skip
     for note in result.notes:

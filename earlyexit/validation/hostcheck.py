@@ -12,6 +12,11 @@ the profile recorded, for every device that was profiled on this host, so that
 ``validate`` can say how far the machine drifted before and after its
 measurements (docs/spec.md#validation-results).
 
+Two statistics are compared, each where the profile has it: ``cold``, the time
+after the profile's idle gap (``partition_time_s``; how a lone sample finds the
+caches), and ``busy``, the time right after another run
+(``partition_time_busy_s``; what the latency model stretches by the idle curve).
+
 Example:
     >>> HostCheck("cpu", "busy", 0.001, (0.0012, 0.0011)).ratio
     (1.2, 1.1)
@@ -32,7 +37,7 @@ __all__ = [
     "check_host",
     "drift_note",
     "host_checks",
-    "profiled_time",
+    "profiled_times",
 ]
 
 DRIFT_TOLERANCE = 0.1
@@ -42,12 +47,12 @@ profiled gets a note."""
 
 @dataclass(frozen=True)
 class HostCheck:
-    """The whole network's time on this host, as profiled and as measured now.
+    """One statistic of the whole network's time on this host, as profiled and as measured now.
 
     Attributes:
         device: the profile's device name.
-        statistic: ``"busy"`` (``partition_time_busy_s``, what the latency model
-            stretches) or ``"cold"`` (``partition_time_s``, a profile without a busy table).
+        statistic: ``"cold"`` (after the profile's idle gap: ``partition_time_s``) or
+            ``"busy"`` (right after another run: ``partition_time_busy_s``).
         profiled_s: the profile's entry ``[0, N-1]`` of that table.
         measured_s: the same timed again, once per check (before and after the measurements).
     """
@@ -63,16 +68,18 @@ class HostCheck:
         return tuple(round(m / self.profiled_s, 4) for m in self.measured_s)
 
     def to_dict(self) -> dict[str, Any]:
-        """The entry of ``validation.json``'s ``host_check``."""
-        return {"statistic": self.statistic, "profiled_s": self.profiled_s,
-                "measured_s": list(self.measured_s), "ratio": list(self.ratio)}  # fmt: skip
+        """The entry of ``validation.json``'s ``host_check[device][statistic]``."""
+        return {"profiled_s": self.profiled_s, "measured_s": list(self.measured_s),
+                "ratio": list(self.ratio)}  # fmt: skip
 
 
-def check_host(model: Any, prof: Profile, devices: list[str], inputs: Any) -> dict[str, float]:
+def check_host(
+    model: Any, prof: Profile, devices: list[str], inputs: Any
+) -> dict[str, dict[str, float]]:
     """Time the whole network now as each of ``devices`` was profiled, on this host.
 
-    Devices profiled on another host (``meta["host"]``), or without a finite whole-network
-    time, are left out: their times say nothing about this machine.
+    Devices profiled on another host (``meta["host"]``) are left out: their times
+    say nothing about this machine.
 
     Args:
         model: the checkpoint's :class:`~earlyexit.MultiExitModel` (the profile's model).
@@ -81,9 +88,9 @@ def check_host(model: Any, prof: Profile, devices: list[str], inputs: Any) -> di
         inputs: test inputs (a tensor); the first ``meta["batch_size"]`` (default 1) are timed.
 
     Returns:
-        ``{device: seconds}``, the statistic :func:`profiled_time` compares with: the
-        time right after another run where the profile has a busy table, else the
-        time after the profile's idle gap.
+        ``{device: {"cold": seconds, "busy": seconds}}`` (:func:`time_network
+        <earlyexit.profiling.timing.time_network>` with the profile's engine, idle
+        gap, warm-up, repetitions, percentile, threads and CPU latency request).
 
     Raises:
         ValueError: a device missing from the profile.
@@ -91,16 +98,15 @@ def check_host(model: Any, prof: Profile, devices: list[str], inputs: Any) -> di
     from earlyexit.profiling.timing import time_network, torch_threads
     from earlyexit.runtime.cpus import hold_cpu_latency
 
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     for name in devices:
         if name not in prof.devices:
             raise ValueError(
                 f"device {name!r} is not in the profile (it has {sorted(prof.devices)})"
             )
-        dev = prof.devices[name]
-        if dev.meta.get("host") != socket.gethostname() or profiled_time(prof, name) is None:
+        meta = prof.devices[name].meta
+        if meta.get("host") != socket.gethostname():
             continue
-        meta = dev.meta
         engine = "onnx" if meta.get("engine") == "onnxruntime" else "torch"
         threads = meta.get("threads")
         sample = inputs[: int(meta.get("batch_size") or 1)]
@@ -110,45 +116,50 @@ def check_host(model: Any, prof: Profile, devices: list[str], inputs: Any) -> di
                 reps=int(meta.get("reps", 15)), percentile=float(meta.get("percentile", 50.0)),
                 gap_s=float(meta.get("gap_s") or 0.0), intra_op_threads=int(threads or 1),
             )  # fmt: skip
-        out[name] = busy if dev.partition_time_busy_s is not None else cold
+        out[name] = {"cold": cold, "busy": busy}
     return out
 
 
-def profiled_time(prof: Profile, device: str) -> tuple[str, float] | None:
-    """The statistic and the profile's whole-network time of ``device``, or None if not finite."""
+def profiled_times(prof: Profile, device: str) -> dict[str, float]:
+    """The profile's whole-network times of ``device``: ``{"cold": s, "busy": s}``, each
+    where its table exists and the entry is finite and positive.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> sorted(profiled_times(synthetic_profile(3, devices=("edge",)), "edge"))
+        ['cold']
+    """
     dev = prof.devices[device]
-    n = prof.num_blocks
-    stat, table = (
-        ("busy", dev.partition_time_busy_s)
-        if dev.partition_time_busy_s is not None
-        else ("cold", dev.partition_time_s)
-    )
-    t = float(table[0][n - 1])
-    return (stat, t) if math.isfinite(t) and t > 0 else None
+    out = {}
+    for stat, table in (("cold", dev.partition_time_s), ("busy", dev.partition_time_busy_s)):
+        t = float(table[0][prof.num_blocks - 1]) if table is not None else math.nan
+        if math.isfinite(t) and t > 0:
+            out[stat] = t
+    return out
 
 
-def host_checks(prof: Profile, runs: list[dict[str, float]]) -> list[HostCheck]:
+def host_checks(prof: Profile, runs: list[dict[str, dict[str, float]]]) -> list[HostCheck]:
     """Join :func:`check_host`'s runs (before and after the measurements) with the profile.
 
     Args:
         prof: the profile.
-        runs: :func:`check_host`'s results, in time order (the same devices in each).
+        runs: :func:`check_host`'s results, in time order.
 
     Returns:
-        One :class:`HostCheck` per device measured in every run, by name.
+        One :class:`HostCheck` per device measured in every run and statistic the
+        profile has, by device name, ``cold`` before ``busy``.
 
     Example:
         >>> from earlyexit.planner.synthetic import synthetic_profile
         >>> p = synthetic_profile(3, devices=("edge",))
-        >>> t = profiled_time(p, "edge")[1]
-        >>> host_checks(p, [{"edge": 2 * t}, {"edge": t}])[0].ratio
+        >>> t = profiled_times(p, "edge")["cold"]
+        >>> host_checks(p, [{"edge": {"cold": 2 * t}}, {"edge": {"cold": t}}])[0].ratio
         (2.0, 1.0)
     """
     out = []
     for name in sorted(set.intersection(*(set(r) for r in runs)) if runs else ()):
-        got = profiled_time(prof, name)
-        if got is not None:
-            out.append(HostCheck(name, got[0], got[1], tuple(float(r[name]) for r in runs)))
+        for stat, t in profiled_times(prof, name).items():
+            out.append(HostCheck(name, stat, t, tuple(float(r[name][stat]) for r in runs)))
     return out
 
 
@@ -156,14 +167,14 @@ def drift_note(checks: list[HostCheck]) -> str | None:
     """A note when a device's whole network ran more than :data:`DRIFT_TOLERANCE` off its profile.
 
     Example:
-        >>> drift_note([HostCheck("cpu", "busy", 0.001, (0.0013, 0.0012))])[:44]
-        "device 'cpu' ran the whole network 1.30x and"
+        >>> drift_note([HostCheck("cpu", "busy", 0.001, (0.0013, 0.0012))])[:51]
+        "device 'cpu' ran the whole network (busy) 1.30x and"
     """
     off = [c for c in checks if any(abs(r - 1.0) > DRIFT_TOLERANCE for r in c.ratio)]
     if not off:
         return None
     said = "; ".join(
-        f"device {c.device!r} ran the whole network "
+        f"device {c.device!r} ran the whole network ({c.statistic}) "
         + " and ".join(f"{r:.2f}x" for r in c.ratio)
         + f" its profiled {c.profiled_s * 1e3:.3f} ms (before and after the measurements)"
         for c in off

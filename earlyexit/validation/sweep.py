@@ -74,7 +74,8 @@ class ValidationResult:
                 "plots": list(self.plots), "out_dir": self.out_dir, "notes": list(self.notes),
                 "chosen": None if self.chosen is None else self.chosen.to_dict(),
                 "wall_time_s": self.wall_time_s,
-                "host_check": {c.device: c.to_dict() for c in self.host_check}}  # fmt: skip
+                "host_check": {d: {c.statistic: c.to_dict() for c in self.host_check if c.device == d}
+                               for d in dict.fromkeys(c.device for c in self.host_check)}}  # fmt: skip
 
 
 def _progress_line(i: int, total: int, rec: ConfigResult) -> str:

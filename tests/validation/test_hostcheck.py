@@ -16,7 +16,7 @@ from earlyexit.validation.hostcheck import (
     check_host,
     drift_note,
     host_checks,
-    profiled_time,
+    profiled_times,
 )
 
 SLEEPS = (0.002, 0.0, 0.003)
@@ -57,32 +57,32 @@ def test_check_host_times_the_whole_network_of_devices_profiled_here():
     prof = _profile({"here": socket.gethostname(), "pi": "some-raspberry-pi"})
     got = check_host(model, prof, ["here", "pi"], torch.randn(8, 8))
     assert list(got) == ["here"]  # the Pi's times say nothing about this machine
-    assert got["here"] >= sum(SLEEPS)  # every block, not a part
+    assert got["here"]["cold"] >= sum(SLEEPS)  # every block, not a part
+    assert got["here"]["busy"] == got["here"]["cold"]  # profiled without a gap: one time
     with pytest.raises(
         ValueError, match=r"device 'gpu' is not in the profile \(it has \['here', 'pi'\]\)"
     ):
         check_host(model, prof, ["gpu"], torch.randn(8, 8))
 
 
-def test_host_checks_compare_with_the_busy_table_else_the_cold_one():
+def test_host_checks_compare_each_statistic_the_profile_has():
     prof = _profile({"here": socket.gethostname()})
     dev = prof.devices["here"]
     cold = np.asarray(dev.partition_time_s, dtype=float)
-    assert profiled_time(prof, "here") == (
-        ("busy", float(np.asarray(dev.partition_time_busy_s)[0, -1]))
-        if dev.partition_time_busy_s is not None
-        else ("cold", float(cold[0, -1]))
-    )
     busy = cold * 0.5
     prof.devices["here"] = dataclasses.replace(dev, partition_time_busy_s=busy)
-    (c,) = host_checks(prof, [{"here": busy[0, -1] * 1.2}, {"here": busy[0, -1] * 0.9}])
-    assert (c.statistic, c.profiled_s, c.ratio) == ("busy", busy[0, -1], (1.2, 0.9))
+    assert profiled_times(prof, "here") == {"cold": cold[0, -1], "busy": busy[0, -1]}
+    now = [{"here": {"cold": cold[0, -1] * 1.2, "busy": busy[0, -1]}},
+           {"here": {"cold": cold[0, -1], "busy": busy[0, -1] * 0.9}}]  # fmt: skip
+    c, b = host_checks(prof, now)
+    assert (c.statistic, c.profiled_s, c.ratio) == ("cold", cold[0, -1], (1.2, 1.0))
+    assert (b.statistic, b.profiled_s, b.ratio) == ("busy", busy[0, -1], (1.0, 0.9))
+    assert b.to_dict() == {"profiled_s": busy[0, -1], "measured_s": [busy[0, -1], busy[0, -1] * 0.9],
+                           "ratio": [1.0, 0.9]}  # fmt: skip
+    # no busy table (a profile timed back to back): the cold time only
     prof.devices["here"] = dataclasses.replace(dev, partition_time_busy_s=None)
-    (c,) = host_checks(prof, [{"here": cold[0, -1]}])
-    assert (c.statistic, c.ratio) == ("cold", (1.0,))
-    assert host_checks(prof, [{"here": 1.0}, {}]) == []  # measured in only one run: left out
-    assert c.to_dict() == {"statistic": "cold", "profiled_s": cold[0, -1],
-                           "measured_s": [cold[0, -1]], "ratio": [1.0]}  # fmt: skip
+    assert [h.statistic for h in host_checks(prof, now)] == ["cold"]
+    assert host_checks(prof, [now[0], {}]) == []  # measured in only one run: left out
 
 
 @pytest.mark.parametrize(("ratios", "noted"), [
@@ -94,5 +94,5 @@ def test_a_drift_beyond_the_tolerance_before_or_after_is_noted(ratios, noted):
     note = drift_note([c, HostCheck("other", "busy", 0.002, (0.002, 0.002))])
     assert (note is not None) == noted
     if noted:
-        assert note.startswith("device 'cpu-1thread' ran the whole network ")
+        assert note.startswith("device 'cpu-1thread' ran the whole network (busy) ")
         assert "other" not in note and "profile again right before validating" in note
