@@ -55,6 +55,11 @@ NICENESS = -15
 """Niceness of the tuned demo's deployments (``earlyexit validate``'s default)."""
 GAP_S = 0.02
 """Idle time before each timed partition run of the demo's profile (``profile(gap_s=)``)."""
+PASSES = 3
+"""The plan and the baselines are measured side by side in this many interleaved passes
+(:func:`~earlyexit.validation.measure_passes`): on a shared host the demo's speed-up
+otherwise depended on which deployment a slow spell fell on (1.20x-1.47x in five runs
+of one afternoon, measured one after the other)."""
 MIN_SHARE = 0.05
 """Share of the samples every partition of the demo's plan must receive.
 
@@ -401,32 +406,31 @@ def _run_demo(
                           overwrite=True)  # fmt: skip
 
     steps(f"deploying the plan and {len(base)} baselines over emulated links: "
-          f"{len(eval_x)} held-out test samples each, one at a time")  # fmt: skip
-    from earlyexit.validation import Config, estimate, measure
+          f"{len(eval_x)} held-out test samples each, one at a time, in {PASSES} interleaved passes")  # fmt: skip
+    from earlyexit.validation import Config, estimate, measure_passes
 
-    def deploy(p: Any, name: str) -> Any:
-        config = Config(p.threshold, tuple(p.cut_points), tuple(p.tier_indices), pareto=True)
-        logs = out / "logs" / name if keep_logs else None
-        return config, measure(
-            bundles[config.cuts],
-            config,
-            topo,
-            eval_x.numpy(),
-            eval_y.numpy(),
-            log_dir=logs,
-            cpu_affinity=cpu["cpu_affinity"],
-            realtime=cpu["realtime"],
-            niceness=cpu["niceness"],
-        )
+    def config_of(p: Any) -> Config:
+        return Config(p.threshold, tuple(p.cut_points), tuple(p.tier_indices), pareto=True)
 
-    config, measured = deploy(best, "plan")
-    base_measured: dict[str, Any] = {}
-    for name, p in base.items():  # a baseline that is another's configuration is measured once
-        same = [k for k, q in base.items() if k in base_measured and _same_config(p, q)]
-        base_measured[name] = base_measured[same[0]] if same else deploy(p, name)[1]
+    config = config_of(best)
+    # a baseline that is another's configuration is measured once
+    alias = {name: next(k for k, q in base.items() if _same_config(p, q)) for name, p in base.items()}
+    names = ["plan", *dict.fromkeys(alias.values())]
+    every = list(range(len(eval_x)))
+    runs = [(n, bundles[c.cuts], c, every)
+            for n, c in zip(names, [config, *(config_of(base[k]) for k in names[1:])], strict=True)]  # fmt: skip
+    # side by side, in interleaved passes: a slow spell of the host hits them all alike
+    timed = dict(zip(names, measure_passes(
+        runs, topo, eval_x.numpy(), eval_y.numpy(), PASSES,
+        log_dir=out / "logs" if keep_logs else None, cpu_affinity=cpu["cpu_affinity"],
+        realtime=cpu["realtime"], niceness=cpu["niceness"],
+    ), strict=True))  # fmt: skip
+    measured = timed["plan"]
+    base_measured = {name: timed[alias[name]] for name in base}
     estimates = estimate(prof, topo, config)
     validation = {
         "samples": len(measured.latency_s),
+        "passes": PASSES,
         "measured": {
             "mean_latency_s": measured.mean_latency_s,
             "p50_latency_s": float(np.percentile(measured.latency_s, 50)),

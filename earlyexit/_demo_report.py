@@ -49,7 +49,9 @@ def speedup_text(report: dict[str, Any]) -> str:
     """
     s = report["speedup"]
     v = report["validation"]["measured"]
-    lines = ["measured over the same samples (mean latency, accuracy):",
+    passes = report["validation"].get("passes", 1)
+    side = f", side by side in {passes} interleaved passes" if passes > 1 else ""
+    lines = [f"measured over the same samples{side} (mean latency, accuracy):",
              f"  {'plan':>12}: {1e3 * v['mean_latency_s']:7.2f} ms, {100 * v['accuracy']:.2f}%"]  # fmt: skip
     for name, b in report["baselines"].items():
         m = b["measured"]

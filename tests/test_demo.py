@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from earlyexit._demo import ACCURACY_DROP, MIN_SHARE, demo_topology
+from earlyexit._demo import ACCURACY_DROP, MIN_SHARE, PASSES, demo_topology
 from earlyexit.cli import main
 
 
@@ -34,6 +34,8 @@ def test_demo_writes_the_report(tmp_path):
     estimated = report["validation"]["estimated"]["exact"]
     plan = report["plan"]
     assert measured["degraded"] == 0
+    # the plan and the baselines measured side by side in interleaved passes, every sample
+    assert report["validation"]["passes"] == PASSES and report["validation"]["samples"] == 60
     assert abs(sum(measured["exit_fractions"]) - 1) < 1e-9
     # the plan partitions the network over two tiers and exits early
     parts = plan["partitions"]

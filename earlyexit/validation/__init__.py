@@ -33,7 +33,8 @@ measured latency splits as the estimate's breakdown does.
 The package, by concern:
 
 - :mod:`.configs`: :class:`Config`, :func:`choose_configs`, clusters, :func:`estimate`;
-- :mod:`.measurement`: :func:`measure` (one deployed configuration), the accuracy pass;
+- :mod:`.measurement`: :func:`measure` (one deployed configuration), :func:`measure_passes`
+  (several, side by side), the accuracy pass;
 - :mod:`.results`: :class:`ConfigResult`, the typed record of one configuration;
 - :mod:`.statistics`: :func:`regression`, :func:`latency_errors`, :func:`summarize`;
 - :mod:`.plots`: :func:`plot`;
@@ -67,6 +68,7 @@ from earlyexit.validation.measurement import (
     accuracy_pass,
     latency_split,
     measure,
+    measure_passes,
     niceness_allowed,
     realtime_allowed,
 )
@@ -110,6 +112,7 @@ __all__ = [
     "Measured",
     "LatencySplit",
     "measure",
+    "measure_passes",
     "accuracy_pass",
     "latency_split",
     "niceness_allowed",

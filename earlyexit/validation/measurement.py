@@ -17,8 +17,9 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "Measured",
     "LatencySplit",
     "measure",
+    "measure_passes",
     "accuracy_pass",
     "latency_split",
     "niceness_allowed",
@@ -244,6 +246,76 @@ def latency_split(
     )
     mean = mean or (lambda m: m.mean_latency_s)
     return LatencySplit(mean(full), mean(no_links), mean(bare))
+
+
+
+def measure_passes(
+    runs: Sequence[tuple[str, str | os.PathLike[str], Config, Sequence[int]]],
+    topology: Topology,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    passes: int,
+    *,
+    log_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    **measure_kwargs: Any,
+) -> list[Measured]:
+    """Measure several configurations side by side: their samples in interleaved passes.
+
+    Each run's samples are split into ``passes`` parts; pass 1 measures part 1 of
+    every run in order, pass 2 part 2 in the reverse order, and so on (serpentine),
+    each on a fresh deployment (:func:`measure`, with its warm-up). A slow spell
+    of a shared host then falls on every configuration alike instead of on those
+    measured during it, and a steady drift cancels out of their means.
+
+    Args:
+        runs: ``(name, bundle, config, sample indices into x)`` per configuration.
+        topology: the topology to emulate.
+        x: the inputs.
+        y: the labels (None: no accuracy).
+        passes: the number of passes (>= 1).
+        log_dir: keep each deployment's logs in ``log_dir/name[/pass-k]``.
+        progress: called with a line before each pass (when ``passes`` > 1).
+        **measure_kwargs: passed on to :func:`measure`.
+
+    Returns:
+        One :class:`Measured` per run, its passes joined in the order of its samples.
+
+    Raises:
+        ValueError: ``passes`` below 1.
+
+    Example:
+        >>> measure_passes([], None, np.zeros((0, 1)), None, passes=2)
+        []
+    """
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
+    parts: list[list[Measured]] = [[] for _ in runs]
+    for p in range(passes if runs else 0):
+        if progress and passes > 1:
+            progress(f"pass {p + 1}/{passes}: timing {len(runs)} configurations")
+        order = range(len(runs)) if p % 2 == 0 else range(len(runs) - 1, -1, -1)
+        for i in order:
+            name, bundle, cfg, idx = runs[i]
+            sel = np.asarray(idx, dtype=np.int64)[np.array_split(np.arange(len(idx)), passes)[p]]
+            if len(sel) == 0:
+                continue
+            logs = None
+            if log_dir is not None:
+                logs = Path(log_dir) / name
+                logs = logs / f"pass-{p + 1}" if passes > 1 else logs
+            ys = None if y is None else y[sel]
+            parts[i].append(measure(bundle, cfg, topology, x[sel], ys, log_dir=logs, **measure_kwargs))
+    return [
+        Measured(
+            latency_s=[v for m in ms for v in m.latency_s],
+            exit_partition=[v for m in ms for v in m.exit_partition],
+            correct=[v for m in ms for v in m.correct],
+            degraded=sum(m.degraded for m in ms),
+            prediction=[v for m in ms for v in m.prediction],
+        )
+        for ms in parts
+    ]
 
 
 def accuracy_pass(

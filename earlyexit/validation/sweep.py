@@ -21,7 +21,12 @@ import numpy as np
 from earlyexit.formats import Profile, Topology
 from earlyexit.validation.configs import Config, choose_configs, chosen_config, estimates
 from earlyexit.validation.hostcheck import HostCheck
-from earlyexit.validation.measurement import Measured, accuracy_pass, latency_split, measure
+from earlyexit.validation.measurement import (
+    Measured,
+    accuracy_pass,
+    latency_split,
+    measure_passes,
+)
 from earlyexit.validation.plots import plot
 from earlyexit.validation.results import (
     ConfigResult,
@@ -92,50 +97,6 @@ def _progress_line(i: int, total: int, rec: ConfigResult) -> str:
                      f" compute+runtime at slowdown 1 {sp.bare_s * 1e3:5.2f} ms")  # fmt: skip
         line += f" (of which overhead {e.breakdown_s.get('overhead', 0.0) * 1e3:.2f} ms)"
     return line
-
-
-def _timed_passes(
-    ready: list[tuple[Any, Any, list[int]]],
-    passes: int,
-    bundles: dict[tuple[int, ...], Path],
-    topo: Topology,
-    x_all: np.ndarray,
-    y_all: np.ndarray | None,
-    log_root: Path | None,
-    progress: Callable[[str], None] | None = None,
-    **kwargs: Any,
-) -> list[Measured]:
-    """Time every configuration's samples in ``passes`` passes, serpentine: pass 1 of
-    configurations 1..n, pass 2 of n..1, ...; each configuration's passes joined in
-    sample order (a fresh deployment, with its warm-up, per pass)."""
-    parts: list[list[Measured]] = [[] for _ in ready]
-    for p in range(passes):
-        if progress and passes > 1:
-            progress(f"pass {p + 1}/{passes}: timing {len(ready)} configurations")
-        order = range(len(ready)) if p % 2 == 0 else range(len(ready) - 1, -1, -1)
-        for i in order:
-            cfg, _, idx = ready[i]
-            sel = np.asarray(idx)[np.array_split(np.arange(len(idx)), passes)[p]]
-            if len(sel) == 0:
-                continue
-            logs = None
-            if log_root is not None:
-                logs = log_root / "logs" / f"config-{i + 1}"
-                logs = logs / f"pass-{p + 1}" if passes > 1 else logs
-            y = None if y_all is None else y_all[sel]
-            parts[i].append(
-                measure(bundles[cfg.cuts], cfg, topo, x_all[sel], y, log_dir=logs, **kwargs)
-            )
-    return [
-        Measured(
-            latency_s=[v for m in ms for v in m.latency_s],
-            exit_partition=[v for m in ms for v in m.exit_partition],
-            correct=[v for m in ms for v in m.correct],
-            degraded=sum(m.degraded for m in ms),
-            prediction=[v for m in ms for v in m.prediction],
-        )
-        for ms in parts
-    ]
 
 
 def deploy_configs(
@@ -214,8 +175,10 @@ def deploy_configs(
     deploy_kw: dict[str, Any] = {"niceness": niceness, "rounds": rounds, "realtime": realtime,
                                  "gap_s": gap_s, "cpu_latency_us": cpu_latency_us,
                                  "cpu_affinity": cpu_affinity}  # fmt: skip
-    timed = _timed_passes(ready, passes, bundles, topo, x_all, y_all, out if keep_logs else None,
-                          progress=progress, emulate_links=emulate_links, **deploy_kw)  # fmt: skip
+    runs = [(f"config-{i + 1}", bundles[cfg.cuts], cfg, idx) for i, (cfg, _, idx) in enumerate(ready)]
+    timed = measure_passes(runs, topo, x_all, y_all, passes,
+                           log_dir=out / "logs" if keep_logs else None, progress=progress,
+                           emulate_links=emulate_links, **deploy_kw)  # fmt: skip
     for i, ((cfg, acc, idx), meas) in enumerate(zip(ready, timed, strict=True)):
         n_parts = len(cfg.cuts)
         x = x_all[idx]

@@ -52,3 +52,11 @@ def test_measure_refuses_bad_rounds_before_deploying(tmp_path, bad):
 def test_measure_refuses_a_bad_gap(tmp_path, gap):
     with pytest.raises(ValueError, match="gap_s must be a number of seconds"):
         measure(tmp_path, Config(0.0, (1,), (0,)), None, np.zeros((1, 2)), None, gap_s=gap)  # type: ignore[arg-type]
+
+
+def test_measure_passes_refuses_a_bad_pass_count():
+    from earlyexit.validation.measurement import measure_passes
+
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="passes must be an integer >= 1"):
+            measure_passes([], None, np.zeros((0, 1)), None, passes=bad)
