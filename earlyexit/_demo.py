@@ -414,7 +414,9 @@ def _run_demo(
 
     config = config_of(best)
     # a baseline that is another's configuration is measured once
-    alias = {name: next(k for k, q in base.items() if _same_config(p, q)) for name, p in base.items()}
+    alias = {
+        name: next(k for k, q in base.items() if _same_config(p, q)) for name, p in base.items()
+    }
     names = ["plan", *dict.fromkeys(alias.values())]
     every = list(range(len(eval_x)))
     runs = [(n, bundles[c.cuts], c, every)

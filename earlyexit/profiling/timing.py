@@ -384,11 +384,11 @@ def time_onnx_partitions(
                                     curve_out)  # fmt: skip
 
 
-RunOf = Callable[[int, int, list[torch.Tensor]], Callable[[], object]]
+_RunOf = Callable[[int, int, list[torch.Tensor]], Callable[[], object]]
 """``run_of(a, b, inputs)``: partition [a..b] (0-based) built, as a call on ``inputs[a]``."""
 
 
-def _torch_run_of(model: MultiExitModel) -> RunOf:
+def _torch_run_of(model: MultiExitModel) -> _RunOf:
     """Partitions run in eager PyTorch (:class:`PartitionModule`)."""
 
     def run_of(a: int, b: int, inputs: list[torch.Tensor]) -> Callable[[], object]:
@@ -399,7 +399,7 @@ def _torch_run_of(model: MultiExitModel) -> RunOf:
 
 
 @contextlib.contextmanager
-def _onnx_run_of(model: MultiExitModel, exporter: str, intra_op_threads: int) -> Iterator[RunOf]:
+def _onnx_run_of(model: MultiExitModel, exporter: str, intra_op_threads: int) -> Iterator[_RunOf]:
     """Partitions run as the tier workers run them: ONNX files (in a temporary
     folder, removed on exit) in ONNX Runtime sessions with the workers' options."""
     import tempfile

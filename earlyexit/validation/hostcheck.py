@@ -6,7 +6,8 @@ at another. On a shared host the speed of the CPU drifts between the two (on the
 the demos of one afternoon and 0.83 ms in a demo of the next, profiled in a
 busy spell), and an emulated slower tier multiplies
 that drift by its slowdown: a compute-bound configuration on the ×10 tier then
-measures 10–40 % off its estimate through no fault of the model.
+measures far off its estimate through no fault of the model (up to 41 % where
+the profile had been timed in a slow spell).
 :func:`check_host` times the whole network again, with the engine and settings
 the profile recorded, for every device that was profiled on this host, so that
 ``validate`` can say how far the machine drifted before and after its

@@ -248,7 +248,6 @@ def latency_split(
     return LatencySplit(mean(full), mean(no_links), mean(bare))
 
 
-
 def measure_passes(
     runs: Sequence[tuple[str, str | os.PathLike[str], Config, Sequence[int]]],
     topology: Topology,
@@ -305,7 +304,9 @@ def measure_passes(
                 logs = Path(log_dir) / name
                 logs = logs / f"pass-{p + 1}" if passes > 1 else logs
             ys = None if y is None else y[sel]
-            parts[i].append(measure(bundle, cfg, topology, x[sel], ys, log_dir=logs, **measure_kwargs))
+            parts[i].append(
+                measure(bundle, cfg, topology, x[sel], ys, log_dir=logs, **measure_kwargs)
+            )
     return [
         Measured(
             latency_s=[v for m in ms for v in m.latency_s],

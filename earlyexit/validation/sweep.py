@@ -175,7 +175,9 @@ def deploy_configs(
     deploy_kw: dict[str, Any] = {"niceness": niceness, "rounds": rounds, "realtime": realtime,
                                  "gap_s": gap_s, "cpu_latency_us": cpu_latency_us,
                                  "cpu_affinity": cpu_affinity}  # fmt: skip
-    runs = [(f"config-{i + 1}", bundles[cfg.cuts], cfg, idx) for i, (cfg, _, idx) in enumerate(ready)]
+    runs = [
+        (f"config-{i + 1}", bundles[cfg.cuts], cfg, idx) for i, (cfg, _, idx) in enumerate(ready)
+    ]
     timed = measure_passes(runs, topo, x_all, y_all, passes,
                            log_dir=out / "logs" if keep_logs else None, progress=progress,
                            emulate_links=emulate_links, **deploy_kw)  # fmt: skip
