@@ -80,8 +80,10 @@ def demo_text(report: dict[str, Any]) -> str:
     speedup = report.get("speedup")
     if speedup:
         best = speedup["best_baseline"]
+        passes = val.get("passes", 1)
+        side = f", side by side with the plan in {passes} interleaved passes," if passes > 1 else ""
         text += (
-            f" Measured the same way, the best baseline ({best.replace('_', '-')}) took "
+            f" Measured the same way{side} the best baseline ({best.replace('_', '-')}) took "
             f"{_ms(base[best]['measured']['mean_latency_s'])}: the plan is "
             f"{speedup['measured_over_best']:.2f}x faster (estimated "
             f"{speedup['estimated_over_best']:.2f}x)."
