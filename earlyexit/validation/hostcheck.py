@@ -37,6 +37,7 @@ __all__ = [
     "HostCheck",
     "check_host",
     "drift_note",
+    "elsewhere_notes",
     "host_checks",
     "profiled_times",
 ]
@@ -118,6 +119,31 @@ def check_host(
                 gap_s=float(meta.get("gap_s") or 0.0), intra_op_threads=int(threads or 1),
             )  # fmt: skip
         out[name] = {"cold": cold, "busy": busy}
+    return out
+
+
+def elsewhere_notes(prof: Profile, devices: list[str]) -> list[str]:
+    """A note per device of ``devices`` that was profiled on another host than this one.
+
+    Such a device's times describe that machine, while ``validate`` deploys every
+    tier on this one: its estimates and the measurements then differ by the two
+    machines' speeds, and :func:`check_host` leaves it out.
+
+    Example:
+        >>> from earlyexit.planner.synthetic import synthetic_profile
+        >>> elsewhere_notes(synthetic_profile(3, devices=("edge",)), ["edge"])[0][:42]
+        "device 'edge' was profiled on another host"
+    """
+    here = socket.gethostname()
+    out = []
+    for name in devices:
+        host = prof.devices[name].meta.get("host")
+        if host != here:
+            out.append(
+                f"device {name!r} was profiled on another host ({host!r}), but this run deploys "
+                f"every tier on {here!r}: its estimates describe that machine, not this one, "
+                "and the host check leaves it out; profile it here to validate the model"
+            )
     return out
 
 

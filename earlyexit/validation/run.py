@@ -23,7 +23,7 @@ import numpy as np
 from earlyexit._checks import check_output_dir, removed_on_failure
 from earlyexit.formats import Profile, Topology, atomic_write_text
 from earlyexit.validation.configs import resolve
-from earlyexit.validation.hostcheck import check_host, drift_note, host_checks
+from earlyexit.validation.hostcheck import check_host, drift_note, elsewhere_notes, host_checks
 from earlyexit.validation.measurement import niceness_allowed, realtime_allowed
 from earlyexit.validation.sweep import ValidationResult, deploy_configs
 
@@ -308,6 +308,7 @@ def validate(
     )  # fmt: skip
 
     used = sorted({t.device for t in topo.tiers})
+    notes += elsewhere_notes(prof, used)
     x_check = torch.as_tensor(got[0])  # each device's profiled batch size is sliced from it
 
     def into(out: Path) -> ValidationResult:

@@ -15,6 +15,7 @@ from earlyexit.validation.hostcheck import (
     HostCheck,
     check_host,
     drift_note,
+    elsewhere_notes,
     host_checks,
     profiled_times,
 )
@@ -96,3 +97,11 @@ def test_a_drift_beyond_the_tolerance_before_or_after_is_noted(ratios, noted):
     if noted:
         assert note.startswith("device 'cpu-1thread' ran the whole network (busy) ")
         assert "other" not in note and "profile again right before validating" in note
+
+
+def test_a_device_profiled_on_another_host_is_named():
+    prof = _profile({"here": socket.gethostname(), "pi": "some-raspberry-pi"})
+    (note,) = elsewhere_notes(prof, ["here", "pi"])
+    assert note.startswith("device 'pi' was profiled on another host ('some-raspberry-pi')")
+    assert f"every tier on {socket.gethostname()!r}" in note
+    assert elsewhere_notes(prof, ["here"]) == []
