@@ -252,6 +252,32 @@ def test_link_idle_curve_optional_round_trip_and_checked():
         Profile.from_dict(d)
 
 
+def test_client_curve_optional_round_trip_and_checked():
+    """``client_curve``: absent stays absent (the digest too), set round-trips, and a
+    bad one is named with what is valid."""
+    p = synthetic_profile(4, ("edge",))
+    d = json.loads(json.dumps(p.to_dict()))
+    assert "client_curve" not in d["devices"]["edge"]
+    assert Profile.from_dict(d).devices["edge"].client_curve is None
+    assert Profile.from_dict(d).digest() == p.digest()
+    curve = {"wait_s": [0.001, 0.01], "encode_s": [1e-5, 2e-5], "decode_s": [4e-5, 9e-5]}
+    d["devices"]["edge"]["client_curve"] = curve
+    q = Profile.from_dict(d)
+    assert Profile.from_dict(q.to_dict()).devices["edge"].client_curve == curve
+    assert q.digest() != p.digest()
+    bad = [
+        ({**curve, "decode_s": [9e-5, 4e-5]}, ValueError, r"client_curve\.decode_s.*never decrease"),
+        ({**curve, "wait_s": [0.01, 0.001]}, ValueError, r"client_curve\.wait_s.*increasing"),
+        ({**curve, "encode_s": [1e-5]}, ValueError, r"client_curve\.encode_s"),
+        ({**curve, "cpu_s": [1, 2]}, ValueError, r"unknown field.*valid: wait_s, encode_s, decode_s"),
+        ([0.001], TypeError, r"client_curve"),
+    ]
+    for raw, err, match in bad:
+        d["devices"]["edge"]["client_curve"] = raw
+        with pytest.raises(err, match=match):
+            Profile.from_dict(d)
+
+
 def test_estimate_overhead_optional():
     """Plans made before the overhead term have no ``breakdown_s.overhead``; new ones round-trip it."""
     old = Estimate(0.16, 0.91, (0.7, 0.3), BD)

@@ -78,6 +78,15 @@ class DeviceProfile:
             with ``through_links``). One sample at a time, the latency model reads
             it for a partition whose idle includes wire time
             (docs/spec.md#idle-between-samples). None: ``idle_curve`` there too.
+        client_curve: optional ``{"wait_s": [w_1 .. w_J], "encode_s": [...],
+            "decode_s": [...]}``: the CPU time the client application on this
+            device spends per sample serializing an input and receiving,
+            checking and deserializing its result (what a slowdown stretches),
+            after waiting w for the answer one sample at a time (w_1: back to
+            back); waits > 0 increasing, times >= 0 and non-decreasing. Measured
+            by :func:`earlyexit.profiling.overhead.measure_idle_curve` through
+            links. One sample at a time, the latency model charges its growth
+            beyond w_1 (docs/spec.md#the-client). None: no such term.
     """
 
     partition_time_s: np.ndarray
@@ -93,10 +102,11 @@ class DeviceProfile:
     idle_curve: dict[str, list[float]] | None = None
     link_hop_s: float | None = None
     link_idle_curve: dict[str, list[float]] | None = None
+    client_curve: dict[str, list[float]] | None = None
 
     _KEYS = ("partition_time_s", "serialize_s", "deserialize_s", "result_serialize_s",
              "result_deserialize_s", "meta", "hop_s", "hop_cpu_s", "partition_time_busy_s",
-             "idle_curve", "link_hop_s", "link_idle_curve")
+             "idle_curve", "link_hop_s", "link_idle_curve", "client_curve")
 
     def __post_init__(self) -> None:
         self.partition_time_s = np.asarray(self.partition_time_s, dtype=np.float64)
@@ -119,6 +129,8 @@ class DeviceProfile:
             self.idle_curve = _idle_curve(self.idle_curve, "device.idle_curve")
         if self.link_idle_curve is not None:
             self.link_idle_curve = _idle_curve(self.link_idle_curve, "device.link_idle_curve")
+        if self.client_curve is not None:
+            self.client_curve = _client_curve(self.client_curve, "device.client_curve")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], num_blocks: int, name: str = "device") -> DeviceProfile:
@@ -135,6 +147,9 @@ class DeviceProfile:
         linked = data.get("link_idle_curve")
         if linked is not None:
             linked = _idle_curve(linked, f"{name}.link_idle_curve")
+        client = data.get("client_curve")
+        if client is not None:
+            client = _client_curve(client, f"{name}.client_curve")
         ser = _array(_req(data, "serialize_s", name), f"{name}.serialize_s", (n + 1,), lo=0.0)
         de = _array(_req(data, "deserialize_s", name), f"{name}.deserialize_s", (n + 1,), lo=0.0)
         rs = _float(_req(data, "result_serialize_s", name), f"{name}.result_serialize_s", lo=0.0)
@@ -150,7 +165,7 @@ class DeviceProfile:
         if link is not None:
             link = _float(link, f"{name}.link_hop_s", lo=0.0)
         return cls(pt, ser, de, rs, rd, dict(meta), _extra(data, cls._KEYS), hop, cpu, busy,
-                   curve, link, linked)  # fmt: skip
+                   curve, link, linked, client)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping of docs/spec.md (lower triangle of ``partition_time_s`` as ``null``; ``hop_s`` if set)."""
@@ -175,6 +190,8 @@ class DeviceProfile:
             out["link_hop_s"] = float(self.link_hop_s)
         if self.link_idle_curve is not None:
             out["link_idle_curve"] = {k: list(v) for k, v in self.link_idle_curve.items()}
+        if self.client_curve is not None:
+            out["client_curve"] = {k: list(v) for k, v in self.client_curve.items()}
         return out
 
 
@@ -200,6 +217,32 @@ def _idle_curve(raw: Any, what: str) -> dict[str, list[float]]:
         if raw.get(key) is not None:
             out[key] = _array(raw[key], f"{what}.{key}", (j,), lo=0.0).tolist()
     return out
+
+
+def _client_curve(raw: Any, what: str) -> dict[str, list[float]]:
+    """``{"wait_s": [...], "encode_s": [...], "decode_s": [...]}``: waits > 0 increasing,
+    CPU times >= 0 and non-decreasing, all of the same length."""
+    keys = ("wait_s", "encode_s", "decode_s")
+    _mapping(raw, what, "{'wait_s': [...], 'encode_s': [...], 'decode_s': [...]}")
+    unknown = set(raw) - set(keys)
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {sorted(unknown)}; valid: {', '.join(keys)}")
+    w = _req(raw, "wait_s", what)
+    j = len(w) if isinstance(w, (list, tuple)) else -1
+    if j < 1:
+        raise ValueError(f"{what}.wait_s: expected a non-empty list of seconds, got {w!r}")
+    out = {k: _array(_req(raw, k, what), f"{what}.{k}", (j,), lo=0.0) for k in keys}
+    if out["wait_s"][0] <= 0 or np.any(np.diff(out["wait_s"]) <= 0):
+        raise ValueError(
+            f"{what}.wait_s: expected increasing waits > 0, got {out['wait_s'].tolist()}"
+        )
+    for k in keys[1:]:
+        if np.any(np.diff(out[k]) < 0):
+            raise ValueError(
+                f"{what}.{k}: expected CPU times that never decrease as the wait grows, "
+                f"got {out[k].tolist()}"
+            )
+    return {k: v.tolist() for k, v in out.items()}
 
 
 def _times(raw: Any, what: str, n: int) -> np.ndarray:

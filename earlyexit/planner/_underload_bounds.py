@@ -79,7 +79,8 @@ def _latency(
     cm: CostModel, cuts: np.ndarray, d: tuple[int, ...], e: np.ndarray, s: np.ndarray,
     busy: bool = False,
 ) -> np.ndarray:  # fmt: skip
-    """Lat (T, C) of every cut tuple at placement d (docs/spec.md#latency, term by term).
+    """Lat (T, C) of every cut tuple at placement d (docs/spec.md#latency, term by term,
+    and the client's cooling, docs/spec.md#the-client).
 
     ``busy``: with every partition run at its busy time (``cm.ct_busy``), a lower
     bound of the latency under load less its queueing (docs/spec.md#load).
@@ -95,7 +96,7 @@ def _latency(
             lat = lat + s[:, :, k] * cm.x[d[k], d[k + 1], c][None]
         lat = lat + e[:, :, k] * cm.r[d[k]]
         prev = c
-    return lat
+    return lat + cm.client_cooling(lat)  # the client waited for all of it
 
 
 def _moments(p: np.ndarray, t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -97,10 +97,31 @@ def brute_force_candidates(
                             lat += s[k] * (x[d[k]][d[k + 1]][cuts[k]] + hop[d[k]][d[k + 1]])
                         lat += e[k] * (r[d[k]] + hop[d[k]][dst])
                         prev = cuts[k]
-                    lats.append(lat)
+                    lats.append(lat + _client_cooling(cm, lat))
                     accs.append(acc)
                     keys.append((n_parts, d, cuts, thr))
     return lats, accs, keys
+
+
+def _client_cooling(cm: CostModel, lat: float) -> float:
+    """The client's CPU growth after waiting ``lat``, stretched, read from the profile
+    directly (docs/spec.md#the-client): the source's encode, the destination's decode."""
+    out = 0.0
+    for tier, key in ((cm.source, "encode_s"), (cm.destination, "decode_s")):
+        curve = cm.profile.devices[cm.topology.tiers[tier].device].client_curve
+        if curve is None:
+            continue
+        waits, cpu = curve["wait_s"], curve[key]
+        if lat <= waits[0]:
+            grown = 0.0
+        elif lat >= waits[-1]:
+            grown = cpu[-1] - cpu[0]
+        else:
+            j = next(i for i in range(1, len(waits)) if lat <= waits[i])
+            u = (lat - waits[j - 1]) / (waits[j] - waits[j - 1])
+            grown = cpu[j - 1] + u * (cpu[j] - cpu[j - 1]) - cpu[0]
+        out += cm.topology.tiers[tier].slowdown * grown
+    return out
 
 
 def _hop(cm: CostModel, tier: int) -> float:

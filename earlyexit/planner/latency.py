@@ -193,6 +193,10 @@ class CostModel:
         self.rhop = self.hop[:, dst].copy()
         self.r = self.rser + self.rtxm + self.rprop + self.rhop
         self.idle_gap = self._apply_idle_gaps(devs, quiet)
+        # the client's CPU grows with its wait (docs/spec.md#the-client): the source's
+        # curve for the input it encodes, the destination's for the result it decodes
+        self.client_curves = (_client_curve(devs[self.source].client_curve, "encode_s"),
+                              _client_curve(devs[dst].client_curve, "decode_s"))  # fmt: skip
 
         er = np.zeros((len(profile.thresholds), n + 1))
         er[:, 1:] = profile.exit_rate
@@ -260,6 +264,32 @@ class CostModel:
                 break
         f, c, h = np.interp(idle, gs, fs), np.interp(idle, gs, cs), np.interp(idle, gs, hs)
         return busy * f + s * c + h + (f - 1.0) * runtime
+
+    def client_cooling(self, wait_s: float | np.ndarray) -> float | np.ndarray:
+        """The client's CPU beyond its back-to-back CPU after waiting ``wait_s``, stretched.
+
+        s_src (enc(W) - enc(w_1)) + s_dst (dec(W) - dec(w_1)) from the source's and the
+        destination's ``client_curve`` (docs/spec.md#the-client); 0 without them.
+        Non-decreasing in the wait, so Lat = R + client_cooling(R) is increasing in R.
+        """
+        out = np.zeros_like(np.asarray(wait_s, dtype=np.float64))
+        for tier, curve in zip((self.source, self.destination), self.client_curves, strict=True):
+            if curve is not None:
+                waits, cpu = curve
+                out = out + self.slowdown[tier] * (np.interp(wait_s, waits, cpu) - cpu[0])
+        return float(out) if np.ndim(wait_s) == 0 else out
+
+    def client_wait_within(self, latency_s: float) -> float:
+        """The largest R whose R + :meth:`client_cooling` (R) is at most ``latency_s``
+        (a latency bound on the search's sums; ``latency_s`` itself without a client curve)."""
+        knots = sorted({float(w) for c in self.client_curves if c is not None for w in c[0]})
+        if not knots:
+            return float(latency_s)
+        r = np.array([0.0, *knots])
+        lat = r + np.asarray(self.client_cooling(r))
+        if latency_s >= lat[-1]:  # beyond the last point the cooling is constant
+            return float(latency_s - (lat[-1] - r[-1]))
+        return float(np.interp(latency_s, lat, r)) if latency_s >= 0 else float(latency_s)
 
     def busy_view(self) -> CostModel:
         """This model with ``ct`` set to ``ct_busy`` (itself without busy times): the
@@ -331,7 +361,9 @@ class CostModel:
                 lat += add(s[k], self.transfer_parts(tiers[k], tiers[k + 1], cuts[k]))
             lat += add(e[k], self.transfer_parts(tiers[k], self.destination, None))
             prev = cuts[k]
-        return lat, parts
+        cooling = self.client_cooling(lat)  # the client waited for all of it
+        parts["overhead"] += cooling
+        return lat + cooling, parts
 
 
 def _curve(raw: Mapping[str, Any] | None) -> tuple[np.ndarray, ...] | None:
@@ -342,6 +374,13 @@ def _curve(raw: Mapping[str, Any] | None) -> tuple[np.ndarray, ...] | None:
     return (np.array([0.0, *raw["gap_s"]]), np.array([1.0, *raw["factor"]]),
             np.array([0.0, *raw.get("wake_s", zeros)]),
             np.array([0.0, *raw.get("cold_s", zeros)]))  # fmt: skip
+
+
+def _client_curve(raw: Mapping[str, Any] | None, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A ``client_curve``'s (waits, CPU times) of ``key``; None stays None."""
+    if raw is None:
+        return None
+    return np.array(raw["wait_s"], dtype=np.float64), np.array(raw[key], dtype=np.float64)
 
 
 def _check_tiers(tiers: Sequence[int | str], topology: Topology, n_parts: int) -> list[int]:

@@ -91,6 +91,9 @@ def search(
     """
     if objective not in (*OBJECTIVES, "pareto"):
         raise ValueError(f"objective: expected one of {[*OBJECTIVES, 'pareto']}, got {objective!r}")
+    if objective == "max_accuracy" and bound is not None:
+        # the search sums R; the client's cooling makes Lat = R + cooling(R), increasing in R
+        bound = cm.client_wait_within(bound)
     codes = CutCodes(cm.n, cm.m, space.max_parts) if searcher is None else searcher.codes
     if estimator == "portend":
         if searcher is None:
@@ -114,7 +117,7 @@ def search(
         key = keys[i]
         out.append(
             Candidate(
-                latency=float(fin.lat[i]),
+                latency=float(fin.lat[i] + cm.client_cooling(float(fin.lat[i]))),
                 accuracy=float(fin.acc[i]),
                 threshold_index=int(space.t_idx[fin.t[i]]),
                 threshold=key[3],

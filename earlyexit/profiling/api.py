@@ -145,7 +145,9 @@ def profile(
             the worker's idle curve when the idle is its sample's time on an
             emulated link, as a far tier idles (``measure_idle_curve(through_links=True)``,
             with block 1 alone as its ``small`` partition for the cold CPU ``cold_s``;
-            about 40 s more; docs/spec.md#idle-between-samples).
+            about 40 s more; docs/spec.md#idle-between-samples), and with it
+            the client's own CPU against its wait, ``client_curve``
+            (docs/spec.md#the-client).
         idle_slowdown: with ``worker_idle_curve`` or ``link_idle_curve``, the slowdown (> 1) its worker
             emulates: that of the tier the curve is for (10 for the demo's Pi),
             whose back-to-back runs already include the cooling of the
@@ -318,7 +320,10 @@ def profile(
         if field == "idle_curve":  # the one-process curve it replaces, kept
             extra["idle_curve_in_process"] = dev.idle_curve
         curve = {k: measured[k] for k in ("gap_s", "factor", "wake_s", "cold_s") if k in measured}
-        prof.devices[device_name] = dataclasses.replace(dev, extra=extra, **{field: curve})
+        fields = {field: curve}
+        if "client_curve" in measured:  # the client's CPU, measured in the same deployments
+            fields["client_curve"] = measured["client_curve"]
+        prof.devices[device_name] = dataclasses.replace(dev, extra=extra, **fields)
     return prof
 
 

@@ -523,7 +523,11 @@ def measure_idle_curve(
         ``link_idle_curve`` with ``through_links``) and, as measured,
         ``"cpu_s"`` and ``"round_trip_s"`` (index 0: back to back; net of the
         gap through links), ``"method"``; with ``small``, also ``"cold_s"``
-        and the small partition's ``"cpu_small_s"``.
+        and the small partition's ``"cpu_small_s"``; through links, also
+        ``"client_curve"``: the client's own CPU per sample (``encode_s``,
+        ``decode_s``; its source tier is slowed down alike, so that it counts
+        them) against its whole wait for the answer, ``wait_s``
+        (docs/spec.md#the-client).
 
     Raises:
         ValueError: bad gaps or counts, or ``small`` not faster than ``bundle``.
@@ -552,15 +556,20 @@ def measure_idle_curve(
     # each bundle's partitions (a bad path fails here, before anything is deployed)
     parts = {p: len(Manifest.load(p).partitions) for p in (bundle, small) if p is not None}
 
+    client: list[tuple[float, float, float]] = []  # through links: (wait, encode, decode)
+
     def cpu_and_rtt(path: str | Any, gap: float, back_to_back: float | None) -> tuple[float, float]:
-        """The first worker's CPU per timed message and the median round trip after ``gap``."""
+        """The first worker's CPU per timed message and the median round trip after ``gap``
+        (through links, the client's wait and CPU per sample go to ``client``)."""
         # a tier per partition, slowed down: the workers count the thread CPU they stretch
         num = parts[path]
         tiers = tuple(Tier(f"t{j}", "cpu", float(slowdown)) for j in range(num))
         links = tuple(Link(1e5, 0.0) for _ in range(num - 1))
         first = 0
-        if through_links:  # behind a source tier of the client's own, the gap on its link
-            tiers, links = (Tier("source", "cpu", 1.0), *tiers), (Link(1e5, gap / 2 * 1e3), *links)
+        if through_links:  # behind a source tier of the client's own, the gap on its link;
+            # slowed down too, so that the client counts the CPU a slowdown stretches
+            tiers = (Tier("source", "cpu", float(slowdown)), *tiers)
+            links = (Link(1e5, gap / 2 * 1e3), *links)
             first = 1
         topo = Topology(tiers, links, mtu_bytes=9000)
         with deploy(path, threshold=1.0, tiers=list(range(first, first + num)), topology=topo,
@@ -569,11 +578,15 @@ def measure_idle_curve(
             for i in range(warmup):
                 d.client.infer(x[i], timeout_s=30.0)
             lat = []
+            cpu0 = dict(d.client.cpu_s)
             for i in range(warmup, warmup + samples):
                 if gap and not through_links:
                     time.sleep(gap)
                 took = d.client.infer(x[i], timeout_s=30.0).latency_s
                 lat.append(took - gap if through_links else took)
+            if through_links and path == bundle:
+                client.append((float(np.median(lat)) + gap,
+                               *((d.client.cpu_s[k] - cpu0[k]) / samples for k in ("encode", "decode"))))  # fmt: skip
         st = d.final_stats(0)
         tot, n = float(st["cpu_s"]), int(st["received"])
         if back_to_back is not None:  # the warm-up ran back to back: take it out at that rate
@@ -615,4 +628,10 @@ def measure_idle_curve(
     if cold is not None:
         out.update(cold_s=cold.tolist(), cpu_small_s=cpu_small)
         out["method"] += "; the cold CPU every message pays from a second, smaller partition"
+    if client:
+        waits, enc, dec = (np.array(v) for v in zip(*client, strict=True))
+        order = np.argsort(waits)  # the waits grow with the gap; kept increasing
+        out["client_curve"] = {"wait_s": waits[order].tolist(),
+                               "encode_s": np.maximum.accumulate(enc[order]).tolist(),
+                               "decode_s": np.maximum.accumulate(dec[order]).tolist()}  # fmt: skip
     return out

@@ -55,10 +55,13 @@ __all__ = ["Client", "Result"]
 log = logging.getLogger("earlyexit.runtime.client")
 
 
-def _emulate(slowdown: float, cpu_t0: float) -> None:
-    """Sleep ``(slowdown - 1)`` times the CPU time this thread spent since ``cpu_t0``."""
-    if slowdown > 1.0:
-        time.sleep((slowdown - 1.0) * max(0.0, emulation_cpu() - cpu_t0))
+def _emulate(slowdown: float, cpu_t0: float) -> float:
+    """Sleep ``(slowdown - 1)`` times the CPU time this thread spent since ``cpu_t0``; return that CPU time."""
+    if not slowdown > 1.0:
+        return 0.0
+    spent = max(0.0, emulation_cpu() - cpu_t0)
+    time.sleep((slowdown - 1.0) * spent)
+    return spent
 
 
 def _cpu(slowdown: float) -> float:
@@ -86,6 +89,12 @@ class Client:
             AdaEE (``deploy`` sets it): for every result of a sample that went on
             past the first exit the client sends it a ``feedback`` message with
             the final exit's confidence (None: no feedback).
+
+    Attributes:
+        cpu_s: the thread CPU time the slowdown emulation stretched, in total:
+            ``"encode"`` serializing inputs, ``"decode"`` receiving, checking and
+            deserializing results (0 where that end's slowdown is 1). The
+            profile's ``client_curve`` is read from it (docs/spec.md#the-client).
 
     Example:
         >>> c = Client(["tcp://127.0.0.1:9"])
@@ -136,6 +145,7 @@ class Client:
         self.input_route = list(input_route)
         self._book = Ledger()
         self.stats = self._book.stats
+        self.cpu_s = {"encode": 0.0, "decode": 0.0}
         # link measurement (docs/adaptive.md): the client is the sender of the inputs;
         # route_tiers says which tiers the input route joins (set with the route)
         self.route_tiers: tuple[int, int] | None = None
@@ -204,7 +214,7 @@ class Client:
                 book.t0[i] = t0
             c0 = _cpu(self.source_slowdown)
             msg = encode_batch(x[a:b], "input", gids, self.control_address)
-            _emulate(self.source_slowdown, c0)
+            self.cpu_s["encode"] += _emulate(self.source_slowdown, c0)
             deadline = time.monotonic() + self.send_timeout_s
             while not self._sender.send(self.input_route, msg):
                 self._drain(0)
@@ -241,7 +251,7 @@ class Client:
             log.warning("client: rejected a result message: %s", err)
             return
         logits = np.array(arr, np.float32)
-        _emulate(self.destination_slowdown, c0)
+        self.cpu_s["decode"] += _emulate(self.destination_slowdown, c0)
         t1 = time.perf_counter()  # the result is available: deserialized
         self._book.answer(head, ids, logits, ent, t1)
         if self.feedback_address is not None and not failed:

@@ -20,6 +20,7 @@ def problems(
     samples: bool = True,
     hops: bool = True,
     busy: bool = False,
+    clients: bool = False,
 ) -> tuple[Profile, Topology]:
     """A random (profile, topology) pair with 1..max_blocks blocks and 1..max_tiers tiers.
 
@@ -28,7 +29,9 @@ def problems(
     each device's ``partition_time_busy_s`` is absent or 0.2 to 1.2 times its
     partition times (above 1: counted as the idle-gap time), and its
     ``idle_curve`` absent or one of a few (factors 1 to 3, with or without
-    wake-up times of 0 to 1.5 s).
+    wake-up times of 0 to 1.5 s). With ``clients`` each device's ``client_curve``
+    is absent or one of a few (the client's CPU growing by up to 1 s with its
+    wait, so that it can change which configuration meets a latency bound).
     """
     n = draw(st.integers(1, max_blocks))
     m = draw(st.integers(1, max_tiers))
@@ -65,6 +68,12 @@ def problems(
             curve = {"gap_s": gaps, "factor": list(1.0 + rng.choice([0.0, 0.3, 2.0], len(gaps)))}
             if draw(st.booleans()):  # wake-up times, not stretched
                 curve["wake_s"] = list(np.cumsum(rng.choice([0.0, 0.05, 0.5], len(gaps))))
+        client = None
+        if clients and draw(st.booleans()):
+            waits = draw(st.sampled_from([[0.5], [0.1, 2.0], [0.2, 1.0, 6.0]]))
+            client = {"wait_s": waits,
+                      "encode_s": list(np.cumsum(rng.choice([0.0, 0.05, 0.3], len(waits)))),
+                      "decode_s": list(np.cumsum(rng.choice([0.0, 0.1, 0.7], len(waits))))}  # fmt: skip
         devices[f"d{k}"] = DeviceProfile(
             pt,
             arr((n + 1,), 0.1),
@@ -74,6 +83,7 @@ def problems(
             hop_s=hop,
             partition_time_busy_s=fast,
             idle_curve=curve,
+            client_curve=client,
         )
     s = draw(st.integers(1, 12))
     entropy = (

@@ -62,7 +62,7 @@ def hints(draw, cm):
 
 
 @SETTINGS
-@given(problems(), st.sampled_from(["portend", "exact"]), st.floats(0.0, 1.0), st.data())
+@given(problems(clients=True), st.sampled_from(["portend", "exact"]), st.floats(0.0, 1.0), st.data())
 def test_p_lat_matches_brute_force(problem, estimator, bound, data):
     profile, topo = problem
     cm = CostModel(profile, topo)
@@ -72,7 +72,7 @@ def test_p_lat_matches_brute_force(problem, estimator, bound, data):
 
 
 @SETTINGS
-@given(problems(), st.sampled_from(["portend", "exact"]), st.floats(0.0, 1.0))
+@given(problems(clients=True), st.sampled_from(["portend", "exact"]), st.floats(0.0, 1.0))
 def test_p_acc_matches_brute_force(problem, estimator, frac):
     profile, topo = problem
     cm = CostModel(profile, topo)
@@ -84,7 +84,7 @@ def test_p_acc_matches_brute_force(problem, estimator, frac):
 
 
 @SETTINGS
-@given(problems(), st.sampled_from(["portend", "exact"]))
+@given(problems(clients=True), st.sampled_from(["portend", "exact"]))
 def test_pareto_matches_brute_force(problem, estimator):
     profile, topo = problem
     cm = CostModel(profile, topo)
@@ -112,7 +112,7 @@ def test_hints_match_brute_force(problem, estimator, bound, data):
 
 
 @settings(max_examples=60, deadline=None)
-@given(problems(), st.sampled_from(["portend", "exact"]), st.data())
+@given(problems(clients=True), st.sampled_from(["portend", "exact"]), st.data())
 def test_brute_force_agrees_with_evaluate(problem, estimator, data):
     """The reference itself: its numbers are those of ``evaluate`` (the formulas of docs/spec.md)."""
     profile, topo = problem

@@ -60,7 +60,7 @@ def _brute_force_under_load(cm, space, estimator, objective, bound, lam, k, max_
 
 @SETTINGS
 @given(
-    problems(max_blocks=5, max_tiers=3, busy=True),  # with busy times, idle curves or not
+    problems(max_blocks=5, max_tiers=3, busy=True, clients=True),  # busy times, idle and client curves or not
     st.sampled_from(["portend", "exact"]),
     st.sampled_from(["min_latency", "max_accuracy"]),
     st.floats(0.0, 1.0),

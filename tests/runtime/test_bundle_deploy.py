@@ -133,6 +133,13 @@ def test_measure_idle_curve_through_a_link(bundle):
     # net of the 30 ms: what is left is the run and the relays, far less than the gap
     assert np.all(rtt > 0) and rtt[1] < gap
     assert len(c["factor"]) == 1 and c["factor"][0] >= 1.0
+    # the client's own CPU, counted at the source's slowdown, against its whole wait:
+    # the back-to-back round trip, then the gap's (which holds the 30 ms)
+    cc = c["client_curve"]
+    assert len(cc["wait_s"]) == 2 and cc["wait_s"][0] < gap < cc["wait_s"][1]
+    assert cc["wait_s"] == pytest.approx([rtt[0], rtt[1] + gap], rel=1e-9)
+    assert all(v > 0 for k in ("encode_s", "decode_s") for v in cc[k])
+    assert cc["decode_s"][0] < 1e-2 and cc["encode_s"] == sorted(cc["encode_s"])
     with pytest.raises(TypeError, match="through_links must be True or False"):
         measure_idle_curve(bundle, through_links="yes")
     with pytest.raises(FileNotFoundError, match="manifest"):

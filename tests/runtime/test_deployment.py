@@ -125,3 +125,27 @@ def test_kept_logs_stay_and_a_client_that_fails_to_start_leaves_no_folder(short_
         start_client(None, apply_slowdown=False, log_dir=None, keep_logs=False,
                      prefix="earlyexit-test-", hwm=0, **BOUNDS)  # fmt: skip
     assert _folders(tmp_path) == []
+
+
+def test_the_client_counts_the_cpu_its_slowdown_stretches():
+    """Client.cpu_s: the thread CPU of encoding inputs at the source's slowdown and of
+    decoding results at the destination's; nothing at an end that runs at full speed."""
+    from earlyexit.runtime.deployment import deploy
+
+    with deploy(synthetic={"num_partitions": 1}, threshold=0.0, tiers=[1], topology=TOPO,
+                emulate_links=False) as d:  # fmt: skip
+        assert d.client.cpu_s == {"encode": 0.0, "decode": 0.0}
+        x = d.inputs(4)
+        for i in range(4):
+            d.client.infer(x[i], timeout_s=30.0)
+        enc, dec = d.client.cpu_s["encode"], d.client.cpu_s["decode"]
+    # the source (slowdown 4) encodes: some CPU, and well under the time it took
+    assert 0.0 < enc < 0.5
+    assert dec == 0.0  # the destination runs at full speed: nothing stretched
+    back = Topology(TOPO.tiers, TOPO.links, source=1, destination=0)
+    with deploy(synthetic={"num_partitions": 1}, threshold=0.0, tiers=[1], topology=back,
+                emulate_links=False) as d:  # fmt: skip
+        x = d.inputs(4)
+        for i in range(4):
+            d.client.infer(x[i], timeout_s=30.0)
+        assert d.client.cpu_s["encode"] == 0.0 and d.client.cpu_s["decode"] > 0.0
