@@ -113,6 +113,10 @@ def choose_configs(
     The random ones take the clusters in turn (edge-only, multi-tier, cloud;
     :func:`cluster_of`), so that each has configurations to fit a line through;
     a single partition gets threshold 0 (its exit is the last: T changes nothing).
+    A single-tier cluster's first two are its ends, block 1 alone and the whole
+    network (where they are not chosen already): its latencies span little (the
+    demo's cloud cluster about 1 ms around 12 ms), and a slope is best
+    measured between the ends.
 
     Args:
         profile: as for the planner (a Profile or its JSON path).
@@ -152,6 +156,9 @@ def choose_configs(
     wanted = [c for c in CLUSTERS if c != "multi-tier" or min(m, n) > 1]
     if m == 1:
         wanted = ["edge-only"]
+    # a single-tier cluster's line rests on its ends: its first two are the shortest
+    # (block 1) and the whole network, unless already chosen, then random lengths
+    ends = {c: [(1,), (n,)] if n > 1 else [(1,)] for c in wanted if c != "multi-tier"}
     turn = 0
     for _ in range(1000 * k):
         if len(out) >= k:
@@ -165,6 +172,8 @@ def choose_configs(
             else (int(rng.integers(1, n + 1)),)
         )
         cuts = tuple(int(c) for c in cuts)
+        if ends.get(cluster):
+            cuts = ends[cluster].pop(0)
         if cluster == "edge-only":
             tiers: tuple[int, ...] = (src,)
         elif cluster == "cloud":

@@ -78,6 +78,10 @@ def test_random_configs_cover_every_cluster(profile):
     got = [cluster_of(c) for c in others]
     assert {"edge-only", "multi-tier", "cloud"} <= set(got)
     assert all(c.threshold == 0.0 for c in others if len(c.cuts) == 1)
+    # a single-tier cluster's slope rests on its ends: block 1 alone and the whole network
+    for cluster in ("edge-only", "cloud"):
+        lengths = {c.cuts[-1] for c in cfgs if cluster_of(c) == cluster}
+        assert {1, 6} <= lengths, (cluster, lengths)
     one_tier = choose_configs(synthetic_profile(4, ("reference",)), {"schema": "earlyexit.topology/1",
         "tiers": [{"name": "a", "device": "reference"}], "links": []}, 3, seed=0)  # fmt: skip
     assert all(cluster_of(c) == "edge-only" for c in one_tier) and len(one_tier) <= 4
