@@ -266,8 +266,14 @@ def test_measure_hops_records_the_runtime_cost(trained, data, tmp_path):
     assert np.all(np.array(how["round_trip_s"]) > 4.0 * 0.9 * lcpu)
     assert max(how["round_trip_s"]) < 0.2  # net of the gaps, the longest 0.2 s
     assert (how["slowdown"], how["cpu_affinity"]) == (4.0, "spread")
+    # the client's own CPU from the same deployments, against its whole wait (the gap's)
+    client = dev.client_curve
+    assert len(client["wait_s"]) == 8 and client["wait_s"][-1] > 0.2
+    assert all(w > g for w, g in zip(client["wait_s"][1:], curve["gap_s"], strict=True))
+    assert np.all(np.diff(client["decode_s"]) >= 0) and client["decode_s"][0] > 0
     p.save(tmp_path / "p.json")
     assert Profile.load(tmp_path / "p.json").devices["hops"].link_idle_curve == linked
+    assert Profile.load(tmp_path / "p.json").devices["hops"].client_curve == client
     assert Profile.load(tmp_path / "p.json").devices["hops"].hop_s == dev.hop_s
     with pytest.raises(TypeError, match="measure_hops must be True or False"):
         profile(trained, data[:1], measure_hops="yes", progress=False)
