@@ -525,7 +525,7 @@ def measure_idle_curve(
         gap through links), ``"method"``; with ``small``, also ``"cold_s"``
         and the small partition's ``"cpu_small_s"``; through links, also
         ``"client_curve"``: the client's own CPU per sample (``encode_s``,
-        ``decode_s``; its source tier is slowed down alike, so that it counts
+        ``decode_s``; its source tier is slowed down by 1 %, so that it counts
         them) against its whole wait for the answer, ``wait_s``
         (docs/spec.md#the-client).
 
@@ -567,8 +567,9 @@ def measure_idle_curve(
         links = tuple(Link(1e5, 0.0) for _ in range(num - 1))
         first = 0
         if through_links:  # behind a source tier of the client's own, the gap on its link;
-            # slowed down too, so that the client counts the CPU a slowdown stretches
-            tiers = (Tier("source", "cpu", float(slowdown)), *tiers)
+            # slowed down by 1 %, so that the client counts the CPU a slowdown stretches
+            # (and its stretch adds next to nothing to the round trips, whatever the workers')
+            tiers = (Tier("source", "cpu", 1.01), *tiers)
             links = (Link(1e5, gap / 2 * 1e3), *links)
             first = 1
         topo = Topology(tiers, links, mtu_bytes=9000)
