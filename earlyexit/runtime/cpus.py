@@ -31,7 +31,10 @@ afterwards. A worker pins its serving thread once its sockets are up, so that
 ZeroMQ's I/O thread stays free to take the next message on another core.
 :func:`spread_tiers` gives the slowest tiers a CPU each alone: a slow tier's
 emulation stretches its CPU time, cache misses included, by its slowdown, so
-the deployment's other threads (:func:`rest_cpus`) run elsewhere.
+the deployment's other threads (:func:`rest_cpus`) run elsewhere, the client
+too (:func:`pin_thread` keeps the calling thread there while the deployment
+is open): a client free to wake on a tier's core finds its own caches evicted
+by what that tier computed, an effect separate devices do not have.
 
 Example:
     >>> with hold_cpu_latency(None) as held:   # None: no request
@@ -41,10 +44,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -54,6 +59,7 @@ __all__ = [
     "check_cpu_affinity",
     "check_cpu_latency_us",
     "hold_cpu_latency",
+    "pin_thread",
     "pin_to_cpus",
     "pinned",
     "rest_cpus",
@@ -227,13 +233,49 @@ def _usable_cpus() -> set[int]:
     return cpus
 
 
+def pin_thread(cpus: tuple[int, ...]) -> Callable[[], None]:
+    """Pin the calling thread to ``cpus`` until the returned function gives it back its CPUs.
+
+    What the thread starts meanwhile (processes, threads) keeps ``cpus``. The
+    returned function may be called from any thread, and more than once (only
+    the first call restores; a thread that has exited is left alone).
+    ``()`` or no affinity support: nothing changes.
+
+    Returns:
+        A function of no arguments that gives the thread back the CPUs it had.
+
+    Raises:
+        ValueError: a CPU this process may not use (:func:`pin_to_cpus`).
+
+    Example:
+        >>> before = os.sched_getaffinity(0)
+        >>> release = pin_thread(tuple(sorted(before))[:1])
+        >>> len(os.sched_getaffinity(0))
+        1
+        >>> release(); os.sched_getaffinity(0) == before
+        True
+    """
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return lambda: None
+    tid = threading.get_native_id()
+    before = os.sched_getaffinity(0)
+    pin_to_cpus(cpus)
+    done = threading.Lock()
+
+    def release() -> None:
+        if done.acquire(blocking=False):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, before)
+
+    return release
+
+
 @contextmanager
 def pinned(cpus: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
     """Pin the calling thread to ``cpus`` for the block, then give it back its CPUs.
 
-    What the thread starts inside (processes, threads) keeps ``cpus``: a
-    deployment starts its processes and its client's I/O thread in here.
-    ``()`` or no affinity support: nothing changes.
+    What the thread starts inside (processes, threads) keeps ``cpus``.
+    ``()`` or no affinity support: nothing changes (:func:`pin_thread`).
 
     Example:
         >>> before = os.sched_getaffinity(0)
@@ -243,14 +285,11 @@ def pinned(cpus: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
         >>> os.sched_getaffinity(0) == before
         True
     """
-    if not cpus or not hasattr(os, "sched_setaffinity"):
-        yield ()
-        return
-    before = os.sched_getaffinity(0)
+    release = pin_thread(cpus)
     try:
-        yield pin_to_cpus(cpus)
+        yield tuple(sorted(os.sched_getaffinity(0))) if cpus and hasattr(os, "sched_getaffinity") else ()  # fmt: skip
     finally:
-        os.sched_setaffinity(0, before)
+        release()
 
 
 def _alone(n_tiers: int) -> tuple[list[int], int]:

@@ -26,8 +26,7 @@ import dataclasses
 import json
 import os
 import signal
-import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from earlyexit.runtime._procs import Proc
 from earlyexit.runtime._routing import route
 from earlyexit.runtime.chain import check_threshold
 from earlyexit.runtime.client import Client, Result
-from earlyexit.runtime.cpus import check_cpu_affinity, pinned, rest_cpus, spread_tiers
+from earlyexit.runtime.cpus import check_cpu_affinity, pin_thread, rest_cpus, spread_tiers
 from earlyexit.runtime.options import MAX_MESSAGE_BYTES
 from earlyexit.runtime.policies import policy_text
 
@@ -74,7 +73,7 @@ class Deployment(Running):
         threshold: float,
         log_dir: Path,
         input_shape: tuple[int, ...],
-        cleanup: weakref.finalize,
+        cleanup: Callable[[], Any],
     ) -> None:
         super().__init__(client, log_dir, input_shape, cleanup)
         self._procs = procs
@@ -250,8 +249,13 @@ def deploy(
             gives the slowest tiers one CPU each alone, as many as leave one CPU
             over, and the other tiers share that rest in turn, with the link
             emulators, the client's I/O thread and each worker's ZeroMQ I/O
-            thread (:func:`~earlyexit.runtime.cpus.spread_tiers`; the calling
-            thread keeps its CPUs); a mapping gives tier -> CPUs; None pins
+            thread (:func:`~earlyexit.runtime.cpus.spread_tiers`). The calling
+            thread, which runs the client, is pinned to that rest too until
+            the deployment closes, then gets its CPUs back: on separate
+            devices a client never runs on a tier's CPU (one that did woke
+            where the far tier had just run and spent more CPU the longer that
+            tier had computed; docs/deployment.md#on-the-demos-topology); a
+            mapping gives tier -> CPUs (the caller keeps its CPUs); None pins
             nothing. ``d.cpus`` says where each worker runs.
 
     Returns:
@@ -301,23 +305,33 @@ def deploy(
     if emulate and topo is None:
         raise ValueError("emulate_links=True needs a topology")
 
-    # "spread": the processes and the client's I/O thread start (and stay) off the
-    # CPUs a tier has alone; the calling thread gets its CPUs back
-    with pinned(rest_cpus(tiers) if cpu_affinity == "spread" else ()):
+    # "spread": the processes, the client's I/O thread and the calling thread, which runs
+    # the client, stay off the CPUs a tier has alone; the caller gets its CPUs back on close
+    release = pin_thread(rest_cpus(tiers) if cpu_affinity == "spread" else ())
+    try:
         st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir,
                           keep_logs=keep_logs, prefix="earlyexit-deploy-",
                           start_timeout_s=start_timeout_s, niceness=niceness,
                           transport=transport, hwm=hwm, dead_after_s=dead_after_s)  # fmt: skip
-        try:
-            if emulate:
-                st.start_links()
-            workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold,
-                                                            template, affinity=affinity)  # fmt: skip
-            if json.loads(template.policy)["policy"] == "adaee":  # AdaEE learns from the destination
-                st.client.feedback_address = str(workers[0].info["control"])
-        except BaseException:
-            st.cleanup()
-            raise
+    except BaseException:
+        release()
+        raise
+    try:
+        if emulate:
+            st.start_links()
+        workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold,
+                                                        template, affinity=affinity)  # fmt: skip
+        if json.loads(template.policy)["policy"] == "adaee":  # AdaEE learns from the destination
+            st.client.feedback_address = str(workers[0].info["control"])
+    except BaseException:
+        st.cleanup()
+        release()
+        raise
+
+    def close() -> None:
+        st.cleanup()
+        release()
+
     return Deployment(
         st.client,
         st.procs,
@@ -326,7 +340,7 @@ def deploy(
         float(threshold),
         st.log_path,
         input_shape,
-        st.cleanup,
+        close,
     )
 
 

@@ -196,7 +196,7 @@ def test_a_spread_deployment_keeps_its_other_threads_off_a_slow_tiers_cpu() -> N
     with deploy(synthetic={"num_partitions": 3}, threshold=0.5, topology=topo,
                 cpu_affinity="spread") as d:  # fmt: skip
         assert d.cpus == [list(placement[t]) for t in range(3)]
-        assert os.sched_getaffinity(0) == before  # the caller keeps its CPUs
+        assert os.sched_getaffinity(0) == rest  # the caller (the client) off the tiers alone
         workers = {w.popen.pid for w in d._workers}
         for k, w in enumerate(d._workers):  # the main thread serves
             assert os.sched_getaffinity(w.popen.pid) == set(placement[k])
@@ -204,9 +204,30 @@ def test_a_spread_deployment_keeps_its_other_threads_off_a_slow_tiers_cpu() -> N
                   if p.popen.pid not in workers or t != p.popen.pid]  # fmt: skip
         assert others and all(c == rest for c in others)  # links, ZeroMQ I/O threads
         assert len(d.run(d.inputs(4))) == 4
+    assert os.sched_getaffinity(0) == before  # given back on close
     allowed = sorted(before)
     assert spread_tiers([5, 2]) == {2: (allowed[0],), 5: (allowed[1 % len(allowed)],)}
     with pytest.raises(ValueError, match="names tier 7"):
         deploy(synthetic={"num_partitions": 2}, threshold=0.5, cpu_affinity={7: [0]})
     with pytest.raises(ValueError, match="'spread' or a mapping"):
         deploy(synthetic={"num_partitions": 2}, threshold=0.5, cpu_affinity="all")
+    assert os.sched_getaffinity(0) == before
+
+
+def test_a_spread_deployment_closed_from_another_thread_gives_the_caller_its_cpus_back() -> None:
+    import threading
+
+    from earlyexit.runtime.cpus import rest_cpus
+    from earlyexit.runtime.deployment import deploy
+
+    before = os.sched_getaffinity(0)
+    d = deploy(synthetic={"num_partitions": 2}, threshold=0.5, cpu_affinity="spread")
+    try:
+        assert os.sched_getaffinity(0) == set(rest_cpus([0, 1]))
+        closer = threading.Thread(target=d.close)
+        closer.start()
+        closer.join()
+        assert os.sched_getaffinity(0) == before
+    finally:
+        d.close()  # a second close restores nothing twice
+    assert os.sched_getaffinity(0) == before
