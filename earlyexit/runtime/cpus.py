@@ -219,6 +219,11 @@ def pin_to_cpus(cpus: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(os.sched_getaffinity(0)))
 
 
+# thread id -> (its CPUs before its first pin_thread still held, pins held)
+_PINS: dict[int, tuple[set[int], int]] = {}
+_PINS_LOCK = threading.Lock()
+
+
 def _usable_cpus() -> set[int]:
     """The CPUs a thread may be pinned to: its own, and the online ones (a thread a
     deployment started on fewer CPUs may still take its tier's)."""
@@ -260,10 +265,17 @@ def pin_thread(cpus: tuple[int, ...]) -> Callable[[], None]:
     tid = threading.get_native_id()
     before = os.sched_getaffinity(0)
     pin_to_cpus(cpus)
+    with _PINS_LOCK:  # a deployment opened inside another one spreads over the CPUs of the first
+        base, depth = _PINS.get(tid, (before, 0))
+        _PINS[tid] = (base, depth + 1)
     done = threading.Lock()
 
     def release() -> None:
         if done.acquire(blocking=False):
+            with _PINS_LOCK:
+                base, depth = _PINS.pop(tid, (before, 1))
+                if depth > 1:
+                    _PINS[tid] = (base, depth - 1)
             with contextlib.suppress(ProcessLookupError):
                 os.sched_setaffinity(tid, before)
 
@@ -293,8 +305,13 @@ def pinned(cpus: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
 
 
 def _alone(n_tiers: int) -> tuple[list[int], int]:
-    """The CPUs this process may use, and how many of them go to one tier alone."""
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    """The CPUs this thread may use (before :func:`pin_thread` pinned it), and how many
+    of them go to one tier alone."""
+    if not hasattr(os, "sched_getaffinity"):
+        return [], 0
+    with _PINS_LOCK:
+        base = _PINS.get(threading.get_native_id(), (None, 0))[0]
+    allowed = sorted(base if base is not None else os.sched_getaffinity(0))
     return allowed, max(0, min(n_tiers, len(allowed) - 1))
 
 

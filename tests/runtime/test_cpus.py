@@ -231,3 +231,21 @@ def test_a_spread_deployment_closed_from_another_thread_gives_the_caller_its_cpu
     finally:
         d.close()  # a second close restores nothing twice
     assert os.sched_getaffinity(0) == before
+
+
+def test_a_spread_deployment_opened_inside_another_spreads_over_the_callers_own_cpus() -> None:
+    from earlyexit.formats import Link, Tier, Topology
+    from earlyexit.runtime.cpus import spread_tiers
+    from earlyexit.runtime.deployment import deploy
+
+    before = os.sched_getaffinity(0)
+    topo = Topology(tiers=(Tier("pi", "d", 10.0), Tier("server", "d", 1.0)),
+                    links=(Link(100.0, 0.5),), mtu_bytes=9000)  # fmt: skip
+    placement = spread_tiers([0, 1], {0: 10.0, 1: 1.0})
+    with deploy(synthetic={"num_partitions": 1}, threshold=0.5, cpu_affinity="spread") as outer:
+        with deploy(synthetic={"num_partitions": 2}, threshold=0.5, topology=topo,
+                    cpu_affinity="spread") as inner:  # fmt: skip
+            assert inner.cpus == [list(placement[0]), list(placement[1])]
+            assert len(inner.run(inner.inputs(2))) == 2
+        assert len(outer.run(outer.inputs(2))) == 2
+    assert os.sched_getaffinity(0) == before
