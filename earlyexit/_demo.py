@@ -363,6 +363,10 @@ def _run_demo(
         measure_hops=True,  # the runtime's own cost per hand-off (docs/spec.md#runtime-overhead)
         # how a far tier cools while its sample is on a link (docs/spec.md#idle-between-samples)
         link_idle_curve=True,
+        # how a tier worker alone on its core cools between samples, measured in one
+        # (the one-process curve ran 12-25% above the edge-only deployments once the
+        # client stayed off the tiers' cores; docs/deployment.md#on-the-demos-topology)
+        worker_idle_curve=True,
         # held by run_demo already (if allowed): recorded in the profile
         cpu_latency_us=cpu["cpu_latency_us"] if cpu["held"] else None,
         # the hops measured pinned as the deployments below run (unpinned, hop_cpu_s
