@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -308,25 +309,20 @@ def deploy(
     # "spread": the processes, the client's I/O thread and the calling thread, which runs
     # the client, stay off the CPUs a tier has alone; the caller gets its CPUs back on close
     release = pin_thread(rest_cpus(tiers) if cpu_affinity == "spread" else ())
-    try:
+    with contextlib.ExitStack() as undo:  # on a failed start: stop what started, then unpin
+        undo.callback(release)
         st = start_client(topo, apply_slowdown=apply_slowdown, log_dir=log_dir,
                           keep_logs=keep_logs, prefix="earlyexit-deploy-",
                           start_timeout_s=start_timeout_s, niceness=niceness,
                           transport=transport, hwm=hwm, dead_after_s=dead_after_s)  # fmt: skip
-    except BaseException:
-        release()
-        raise
-    try:
+        undo.callback(st.cleanup)
         if emulate:
             st.start_links()
         workers, st.client.input_route = st.start_chain(specs, tiers, blocks, threshold,
                                                         template, affinity=affinity)  # fmt: skip
         if json.loads(template.policy)["policy"] == "adaee":  # AdaEE learns from the destination
             st.client.feedback_address = str(workers[0].info["control"])
-    except BaseException:
-        st.cleanup()
-        release()
-        raise
+        undo.pop_all()
 
     def close() -> None:
         st.cleanup()
